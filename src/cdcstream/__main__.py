@@ -1,0 +1,5 @@
+"""``python -m cdcstream`` runs the command line."""
+
+from cdcstream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""The neutral change model every source produces and the mapping consumes.
+
+A source yields, in commit order, :class:`ChangeEvent` (a row change or a table-scoped control event) and
+:class:`Marker` (a position that may be checkpointed once everything before it is acknowledged: a transaction end,
+or an idle keepalive position). Values in ``after``/``before`` are already JSON-ready Python objects
+(int, str, float, bool, None, dict, list) rendered by the source's type plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Op(StrEnum):
+    """Kinds of change. The first four are data records; the rest become control records."""
+
+    LOAD = "load"
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    TRUNCATE = "truncate"
+    DROP_TABLE = "drop-table"
+
+
+DATA_OPS = frozenset({Op.LOAD, Op.INSERT, Op.UPDATE, Op.DELETE})
+
+
+@dataclass(slots=True, frozen=True)
+class Column:
+    """One column of a captured table as the source describes it."""
+
+    name: str
+    type_name: str
+    type_id: int = 0
+    nullable: bool = True
+    is_key: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class TableInfo:
+    """Schema of a captured table. One instance per table version, shared by all its events."""
+
+    schema: str
+    table: str
+    columns: tuple[Column, ...]
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.is_key)
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    """One committed change of one row (or one table-scoped control event such as TRUNCATE)."""
+
+    op: Op
+    table: TableInfo
+    after: dict[str, Any] | None
+    before: dict[str, Any] | None
+    transaction_id: int | str | None
+    commit_time: str  # ISO 8601 UTC with microseconds and "Z", formatted once per transaction
+    commit_epoch: float  # the same instant as seconds since the epoch, for lag metrics
+    stream_position: str  # opaque, sorts in commit order (fixed width)
+    transaction_record_id: int  # 1-based offset within the transaction
+    unchanged_columns: tuple[str, ...] = field(default=())  # values the source did not send (PG unchanged TOAST)
+
+
+@dataclass(slots=True, frozen=True)
+class Marker:
+    """A checkpointable position: safe to persist once every record before it has been acknowledged.
+
+    ``checkpoint`` is source-specific and JSON-serialisable; only the source that produced it interprets it.
+    ``commit_epoch`` is the commit time of the transaction it ends (None for idle/keepalive positions).
+    """
+
+    checkpoint: dict[str, Any]
+    commit_epoch: float | None = None
+    transaction: bool = True
+
+
+Item = ChangeEvent | Marker

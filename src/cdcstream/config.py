@@ -1,0 +1,184 @@
+"""The configuration file: one TOML document validated by pydantic.
+
+Unknown keys are rejected and every error names the file and the key. Secrets are ``SecretStr`` so they never
+appear in ``repr``, logs or ``/status``; they can come from the file, a ``*_file`` path, ``$CREDENTIALS_DIRECTORY``
+(systemd ``LoadCredential=``) or an environment variable (``CDCSTREAM_SOURCE_PASSWORD``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from cdcstream.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(path: str, key: str) -> SecretStr:
+    try:
+        return SecretStr(Path(path).read_text().rstrip("\r\n"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {key} {path!r}: {exc.strerror}") from None
+
+
+class PostgresSourceConfig(_Section):
+    """``[source]`` with ``engine = "postgres"``."""
+
+    engine: Literal["postgres"] = "postgres"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    user: str = "cdc"
+    password: SecretStr | None = None
+    password_file: str | None = None
+    database: str
+    slot_name: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,63}$")] = "cdcstream"
+    publication: Annotated[str, Field(min_length=1, max_length=63)] = "cdcstream"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    sslcert: str | None = None
+    sslkey: str | None = None
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    # Heartbeats (pg_logical_emit_message) keep the slot moving when captured tables are idle but others are
+    # busy, so WAL can be recycled. 0 turns them off.
+    heartbeat_interval: Annotated[float, Field(ge=0)] = 10.0
+    # How often a standby status update is sent even when nothing new was acknowledged; must stay well
+    # under the server's wal_sender_timeout (60 s by default).
+    status_interval: Annotated[float, Field(gt=0, le=30)] = 10.0
+    create_slot: bool = True
+    create_publication: bool = True
+    reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _resolve_password(self) -> PostgresSourceConfig:
+        return _resolve_password(self)
+
+
+SourceConfig = PostgresSourceConfig
+
+
+def _resolve_password(section: PostgresSourceConfig) -> PostgresSourceConfig:
+    if section.password is not None and section.password_file is not None:
+        raise ValueError("set either password or password_file, not both")
+    secret: SecretStr | None = section.password
+    if section.password_file is not None:
+        secret = _read_secret(section.password_file, "password_file")
+    elif secret is None:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        env = os.environ.get("CDCSTREAM_SOURCE_PASSWORD")
+        if cred_dir and (Path(cred_dir) / "source_password").is_file():
+            secret = _read_secret(str(Path(cred_dir) / "source_password"), "credential source_password")
+        elif env is not None:
+            secret = SecretStr(env)
+    object.__setattr__(section, "password", secret)
+    return section
+
+
+class TargetConfig(_Section):
+    """``[target]``: the Kinesis stream and how records are written to it (DMS ``KinesisSettings``)."""
+
+    stream_name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.-]+$")]
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    message_format: Literal["json", "json-unformatted"] = "json"
+    include_null_and_empty: bool = False
+    no_hex_prefix: bool = False
+    # Batching: a PutRecords request is sent when it is full (500 records / request bytes) or when the
+    # oldest record in it has waited linger_ms.
+    linger_ms: Annotated[float, Field(ge=0, le=10_000)] = 20.0
+    max_in_flight_requests: Annotated[int, Field(ge=1, le=64)] = 4
+    # Bound on records accepted by the sink but not yet acknowledged by Kinesis; the source stalls beyond it.
+    max_buffered_records: Annotated[int, Field(ge=500, le=1_000_000)] = 20_000
+    retry_base_delay: Annotated[float, Field(gt=0)] = 0.1
+    retry_max_delay: Annotated[float, Field(gt=0)] = 10.0
+    request_timeout: Annotated[float, Field(gt=0)] = 30.0
+
+
+class CheckpointConfig(_Section):
+    """``[checkpoint]``: where the durable position lives and how often it is written."""
+
+    state_dir: str = "/var/lib/cdcstream"
+    # Minimum seconds between checkpoint writes; the watermark is always the safe position, this only
+    # bounds fsync traffic (and so the number of duplicates replayed after a crash).
+    interval: Annotated[float, Field(ge=0, le=60)] = 1.0
+
+
+class HttpConfig(_Section):
+    """``[http]``: the address of /metrics, /healthz, /readyz and /status. Empty string turns it off."""
+
+    listen: str = "127.0.0.1:9187"
+    # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
+    ready_window: Annotated[float, Field(gt=0)] = 120.0
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+
+class LogConfig(_Section):
+    """``[log]``: level and format (``auto`` = human-readable on a TTY, JSON otherwise)."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    task_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")] = "cdcstream"
+    migration_type: Literal["cdc"] = "cdc"
+    table_mappings: str | None = None
+    source: SourceConfig
+    target: TargetConfig
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a path from the config relative to the config file's directory."""
+        p = Path(path)
+        if not p.is_absolute() and self.config_path is not None:
+            p = self.config_path.parent / p
+        return p
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config/cdcstream.example.toml)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {loc or '<top>'}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise :class:`ConfigError` naming the file and key on any problem."""
+    path = Path(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+    return cfg.model_copy(update={"config_path": path.resolve()})

@@ -1,0 +1,70 @@
+"""Typed errors. Whether an error is worth retrying is a property of its class, not of the caller.
+
+Every error a user can hit says what went wrong, where, and how to fix it; ``exit_code`` is what the process
+returns when the error ends it (see README, "Exit codes").
+"""
+
+from __future__ import annotations
+
+
+class CdcstreamError(Exception):
+    """Base class. ``retriable`` errors are retried with backoff; the others stop the pipeline."""
+
+    retriable: bool = False
+    exit_code: int = 1
+    stage: str = "runtime"
+
+
+class ConfigError(CdcstreamError):
+    """Invalid configuration or mapping file; raised before anything connects."""
+
+    exit_code = 2
+    stage = "config"
+
+
+class SourceError(CdcstreamError):
+    """A non-retriable problem with the source database (privileges, settings, lost slot, ...)."""
+
+    exit_code = 3
+    stage = "receiving"
+
+
+class SourceConnectionError(SourceError):
+    """The source connection dropped or could not be opened; reconnect with backoff."""
+
+    retriable = True
+
+
+class DecodeError(SourceError):
+    """The source sent something the decoder does not understand. Carries the position for the bug report."""
+
+
+class MappingError(CdcstreamError):
+    """A change could not be turned into a record (e.g. a partition key column is missing)."""
+
+    exit_code = 4
+    stage = "processing"
+
+
+class SinkError(CdcstreamError):
+    """A non-retriable Kinesis error (access denied, stream missing, validation)."""
+
+    exit_code = 5
+    stage = "sending"
+
+
+class SinkRetriableError(SinkError):
+    """Throttling, 5xx, connection errors: retried forever with backoff, never dropped."""
+
+    retriable = True
+
+
+class OversizeRecordError(SinkError):
+    """A record exceeds the stream's maximum record size and the policy is ``fail``."""
+
+
+class CheckpointError(CdcstreamError):
+    """The checkpoint file cannot be read (corrupt, truncated) or written."""
+
+    exit_code = 6
+    stage = "checkpointing"

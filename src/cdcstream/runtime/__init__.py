@@ -1,0 +1,1 @@
+"""Process-level helpers: retry/backoff, signals, systemd notification."""

@@ -1,0 +1,33 @@
+"""Sinks deliver records and report, per record, when the destination has accepted it.
+
+A sink never acknowledges anything upstream itself: it calls the ``on_ack`` callback it was built with, passing
+the records the destination accepted; the pipeline's watermark turns those into checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from cdcstream.records import Record
+
+AckCallback = Callable[[Sequence[Record]], None]
+
+
+class Sink(Protocol):
+    """What the pipeline needs from a sink."""
+
+    async def start(self) -> None:
+        """Connect and check the destination (e.g. DescribeStreamSummary); raise a typed error if unusable."""
+
+    async def put(self, record: Record) -> None:
+        """Queue a record for delivery in order; waits (backpressure) while the sink's buffer is full."""
+
+    async def run(self) -> None:
+        """Deliver queued records until :meth:`close`; raises a non-retriable error if delivery cannot go on."""
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued record is acknowledged; False if ``timeout`` passed first."""
+
+    async def close(self) -> None:
+        """Stop delivering and release connections. Unacknowledged records are simply not acknowledged."""

@@ -1,0 +1,34 @@
+"""Sources read committed changes from a database, in commit order.
+
+A :class:`Source` yields :class:`~cdcstream.changes.ChangeEvent` and :class:`~cdcstream.changes.Marker` items.
+The pipeline calls :meth:`Source.ack` with a marker's checkpoint only after every record before that marker has
+been accepted by Kinesis and the checkpoint file has been written; the source may then release the position
+upstream (PostgreSQL ``flush_lsn``). A source reconnects by itself after retriable errors (resuming from the
+last position it yielded) and raises non-retriable :class:`~cdcstream.errors.SourceError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from cdcstream.changes import Item
+
+
+class Source(Protocol):
+    """What the pipeline needs from a source."""
+
+    async def start(self, checkpoint: dict[str, Any] | None) -> None:
+        """Verify settings and privileges, create what is missing and permitted, position at ``checkpoint``."""
+
+    def changes(self) -> AsyncIterator[Item]:
+        """Changes and markers in commit order, forever (until :meth:`close`)."""
+
+    async def ack(self, checkpoint: dict[str, Any]) -> None:
+        """Everything up to ``checkpoint`` is durable downstream; the source may release it upstream."""
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state for ``/status`` and logs (positions, connected, ...). Never secrets."""
+
+    async def close(self) -> None:
+        """Stop reading and release connections (sending a last acknowledgement if it has one)."""

@@ -1,0 +1,29 @@
+"""Test support: private servers (PostgreSQL, Kinesis-API servers), a fault-injecting proxy, helpers.
+
+Tests that need a server call :func:`server_missing`: locally the test is skipped with the reason, in CI
+(``CI=true``) it fails, because a CI run that silently skips its integration tests proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import NoReturn
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def server_missing(reason: str) -> NoReturn:
+    """Skip (locally) or fail (in CI) because a server the test needs is not available."""
+    if IN_CI:
+        pytest.fail(f"server required in CI is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
