@@ -1,6 +1,7 @@
 """Sources read committed changes from a database, in commit order.
 
-A :class:`Source` yields :class:`~cdcstream.changes.ChangeEvent` and :class:`~cdcstream.changes.Marker` items.
+A :class:`Source` yields lists of :class:`~cdcstream.changes.ChangeEvent` and
+:class:`~cdcstream.changes.Marker` items (lists, so the hot path hands over many rows per await).
 The pipeline calls :meth:`Source.ack` with a marker's checkpoint only after every record before that marker has
 been accepted by Kinesis and the checkpoint file has been written; the source may then release the position
 upstream (PostgreSQL ``flush_lsn``). A source reconnects by itself after retriable errors (resuming from the
@@ -9,7 +10,7 @@ last position it yielded) and raises non-retriable :class:`~cdcstream.errors.Sou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from cdcstream.changes import Item
@@ -21,8 +22,8 @@ class Source(Protocol):
     async def start(self, checkpoint: dict[str, Any] | None) -> None:
         """Verify settings and privileges, create what is missing and permitted, position at ``checkpoint``."""
 
-    def changes(self) -> AsyncIterator[Item]:
-        """Changes and markers in commit order, forever (until :meth:`close`)."""
+    def changes(self) -> AsyncIterator[Sequence[Item]]:
+        """Batches of changes and markers in commit order, forever (until :meth:`close`)."""
 
     async def ack(self, checkpoint: dict[str, Any]) -> None:
         """Everything up to ``checkpoint`` is durable downstream; the source may release it upstream."""

@@ -16,7 +16,9 @@ BUILD_INFO = Info("cdcstream_build", "Build metadata.")
 BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
 
 # --- source -------------------------------------------------------------------------------------------------
-SOURCE_CONNECTED = Gauge("cdcstream_source_connected", "1 while the replication connection is up.", ["source"])
+SOURCE_CONNECTED = Gauge(
+    "cdcstream_source_connected", "1 while the replication connection is up.", ["source"]
+)
 SOURCE_RECONNECTS = Counter(
     "cdcstream_source_reconnects", "Reconnect attempts after a dropped source connection.", ["source"]
 )
@@ -35,7 +37,9 @@ SOURCE_LAST_EVENT_TIMESTAMP = Gauge(
     ["source"],
 )
 SOURCE_LAG_BYTES = Gauge(
-    "cdcstream_source_lag_bytes", "Bytes of source log between the confirmed position and the log end.", ["source"]
+    "cdcstream_source_lag_bytes",
+    "Bytes of source log between the confirmed position and the log end.",
+    ["source"],
 )
 
 # --- sink ---------------------------------------------------------------------------------------------------
@@ -56,13 +60,19 @@ BATCH_RECORDS = Histogram(
     buckets=(1, 5, 10, 25, 50, 100, 250, 500),
 )
 THROTTLED_RECORDS = Counter(
-    "cdcstream_sink_throttled_records", "Entries rejected for throughput (to be retried).", ["stream", "error_code"]
+    "cdcstream_sink_throttled_records",
+    "Entries rejected for throughput (to be retried).",
+    ["stream", "error_code"],
 )
 FAILED_RECORDS = Counter(
-    "cdcstream_sink_failed_records", "Entries rejected for other reasons (to be retried).", ["stream", "error_code"]
+    "cdcstream_sink_failed_records",
+    "Entries rejected for other reasons (to be retried).",
+    ["stream", "error_code"],
 )
 RETRIES = Counter("cdcstream_sink_retries", "Records resent, by reason.", ["stream", "reason"])
-INFLIGHT_RECORDS = Gauge("cdcstream_inflight_records", "Records in PutRecords requests awaiting an answer.", ["stream"])
+INFLIGHT_RECORDS = Gauge(
+    "cdcstream_inflight_records", "Records in PutRecords requests awaiting an answer.", ["stream"]
+)
 END_TO_END_LAG = Histogram(
     "cdcstream_end_to_end_lag_seconds",
     "Source commit to Kinesis acknowledgement, per request (oldest record in it).",
@@ -72,14 +82,18 @@ END_TO_END_LAG = Histogram(
 
 # --- checkpoints and pipeline -------------------------------------------------------------------------------
 CHECKPOINT_TIMESTAMP = Gauge(
-    "cdcstream_checkpoint_commit_timestamp_seconds", "Wall-clock time the last checkpoint was persisted.", ["source"]
+    "cdcstream_checkpoint_commit_timestamp_seconds",
+    "Wall-clock time the last checkpoint was persisted.",
+    ["source"],
 )
 CHECKPOINT_POSITION_TIMESTAMP = Gauge(
     "cdcstream_checkpoint_position_commit_timestamp_seconds",
     "Source commit time of the transaction at the checkpointed position.",
     ["source"],
 )
-CHECKPOINT_WRITES = Counter("cdcstream_checkpoint_writes", "Checkpoint writes by outcome.", ["source", "outcome"])
+CHECKPOINT_WRITES = Counter(
+    "cdcstream_checkpoint_writes", "Checkpoint writes by outcome.", ["source", "outcome"]
+)
 QUEUE_DEPTH = Gauge("cdcstream_queue_depth", "Items waiting in a pipeline queue.", ["stage"])
 QUEUE_CAPACITY = Gauge("cdcstream_queue_capacity", "Capacity of a pipeline queue.", ["stage"])
 ERRORS = Counter("cdcstream_errors", "Errors by pipeline stage and error type.", ["stage", "error_type"])

@@ -1,0 +1,640 @@
+"""Sans-IO decoder of the pgoutput logical replication protocol (version 1) and its CopyBoth framing.
+
+Two layers, both pure functions of bytes (no sockets, no clocks):
+
+* :func:`parse_frame` and :func:`parse_message` turn one CopyData payload / one pgoutput message into a small
+  dataclass. They are the reference decoding, used by tests, tools and the slow paths.
+* :class:`Decoder` is the hot path the source runs: it keeps one :class:`RelationPlan` per relation id (built
+  when a Relation message arrives: column names, converters, key flags, the shared ``TableInfo``), and turns
+  batches of raw frames directly into ``ChangeEvent`` / ``Marker`` lists.
+  Rows of unselected relations are skipped after reading the relation id, without decoding their tuples.
+
+Anything malformed raises :class:`~cdcstream.errors.DecodeError` carrying the LSN of the frame, never
+``IndexError``/``struct.error``.
+
+Message layouts: https://www.postgresql.org/docs/15/protocol-logicalrep-message-formats.html and
+https://www.postgresql.org/docs/15/protocol-replication.html (XLogData ``w``, keepalive ``k``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
+from cdcstream.errors import DecodeError
+from cdcstream.sources.postgres import values
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+PG_EPOCH_UNIX = 946_684_800  # seconds from 1970-01-01 to 2000-01-01
+
+_XLOG = struct.Struct("!QQq")  # 'w': dataStart, walEnd, sendTime
+_KEEPALIVE = struct.Struct("!QqB")  # 'k': walEnd, sendTime, replyRequested
+_BEGIN = struct.Struct("!QqI")  # final (commit) LSN, commit time, xid
+_COMMIT = struct.Struct("!BQQq")  # flags, commit LSN, end LSN, commit time
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
+_I64 = struct.Struct("!q")
+_U64 = struct.Struct("!Q")
+_U16 = struct.Struct("!H")
+
+UNCHANGED = object()
+"""Placeholder for an unchanged TOASTed value ('u') in :func:`parse_message` tuples."""
+
+TRUNCATE_CASCADE = 1
+TRUNCATE_RESTART_IDENTITY = 2
+
+_MALFORMED = (IndexError, struct.error, ValueError, UnicodeDecodeError, KeyError, OverflowError)
+
+
+def format_lsn(lsn: int) -> str:
+    """``0x16B3748`` -> ``'0/16B3748'`` (PostgreSQL's notation)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """``'0/16B3748'`` -> int; raises ValueError on anything else."""
+    hi, sep, lo = text.partition("/")
+    if not sep or not hi or not lo or len(hi) > 8 or len(lo) > 8:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def pg_time_to_epoch(pg_us: int) -> float:
+    """Microseconds since 2000-01-01 UTC (the protocol's timestamps) -> Unix epoch seconds."""
+    return pg_us / 1_000_000 + PG_EPOCH_UNIX
+
+
+def pg_time_to_iso(pg_us: int) -> str:
+    """Microseconds since 2000-01-01 UTC -> ``2026-11-27T12:00:00.123456Z``."""
+    return (PG_EPOCH + timedelta(microseconds=pg_us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference decoding: one frame / one message -> dataclass
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class XLogData:
+    data_start: int
+    wal_end: int
+    send_time: int
+    payload: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class Keepalive:
+    wal_end: int
+    send_time: int
+    reply_requested: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Begin:
+    final_lsn: int
+    commit_time: int
+    xid: int
+
+
+@dataclass(slots=True, frozen=True)
+class Commit:
+    flags: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time: int
+
+
+@dataclass(slots=True, frozen=True)
+class Origin:
+    lsn: int
+    name: str
+
+
+@dataclass(slots=True, frozen=True)
+class RelationColumn:
+    is_key: bool
+    name: str
+    type_oid: int
+    type_modifier: int
+
+
+@dataclass(slots=True, frozen=True)
+class Relation:
+    relation_id: int
+    namespace: str
+    name: str
+    replica_identity: str
+    columns: tuple[RelationColumn, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class TypeMessage:
+    type_oid: int
+    namespace: str
+    name: str
+
+
+TupleValue = str | None | object
+"""A decoded tuple column: text, None ('n') or :data:`UNCHANGED` ('u')."""
+
+
+@dataclass(slots=True, frozen=True)
+class Insert:
+    relation_id: int
+    new: tuple[TupleValue, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Update:
+    relation_id: int
+    old_kind: str | None  # 'K' (key), 'O' (old tuple, REPLICA IDENTITY FULL) or None
+    old: tuple[TupleValue, ...] | None
+    new: tuple[TupleValue, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Delete:
+    relation_id: int
+    old_kind: str
+    old: tuple[TupleValue, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class Truncate:
+    options: int
+    relation_ids: tuple[int, ...]
+
+    @property
+    def cascade(self) -> bool:
+        return bool(self.options & TRUNCATE_CASCADE)
+
+    @property
+    def restart_identity(self) -> bool:
+        return bool(self.options & TRUNCATE_RESTART_IDENTITY)
+
+
+@dataclass(slots=True, frozen=True)
+class LogicalMessage:
+    transactional: bool
+    lsn: int
+    prefix: str
+    content: bytes
+
+
+Message = (
+    Begin | Commit | Origin | Relation | TypeMessage | Insert | Update | Delete | Truncate | LogicalMessage
+)
+
+
+def parse_frame(frame: bytes, *, lsn_hint: int = 0) -> XLogData | Keepalive:
+    """One CopyData payload of the replication stream: ``w`` XLogData or ``k`` primary keepalive."""
+    try:
+        tag = frame[0]
+        if tag == 0x77:  # 'w'
+            start, end, clock = _XLOG.unpack_from(frame, 1)
+            return XLogData(start, end, clock, bytes(frame[25:]))
+        if tag == 0x6B:  # 'k'
+            end, clock, reply = _KEEPALIVE.unpack_from(frame, 1)
+            return Keepalive(end, clock, bool(reply))
+    except _MALFORMED as exc:
+        raise DecodeError(f"malformed replication frame near LSN {format_lsn(lsn_hint)}: {exc!r}") from None
+    raise DecodeError(f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(lsn_hint)}")
+
+
+def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
+    end = buf.index(0, pos)
+    return buf[pos:end].decode(), end + 1
+
+
+def _parse_tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
+    (ncols,) = _I16.unpack_from(buf, pos)
+    pos += 2
+    out: list[TupleValue] = []
+    for _ in range(ncols):
+        kind = buf[pos]
+        pos += 1
+        if kind == 0x74:  # 't'
+            (n,) = _I32.unpack_from(buf, pos)
+            pos += 4
+            if n < 0 or pos + n > len(buf):
+                raise ValueError("column value runs past the end of the message")
+            out.append(buf[pos : pos + n].decode())
+            pos += n
+        elif kind == 0x6E:  # 'n'
+            out.append(None)
+        elif kind == 0x75:  # 'u'
+            out.append(UNCHANGED)
+        else:
+            raise ValueError(f"unknown tuple column kind {kind!r}")
+    return tuple(out), pos
+
+
+def parse_message(buf: bytes, *, lsn: int = 0) -> Message:
+    """Decode one pgoutput message (the payload of a ``w`` frame)."""
+    try:
+        msg, pos = _parse_message(buf)
+    except DecodeError:
+        raise
+    except _MALFORMED as exc:
+        raise DecodeError(f"malformed pgoutput message at LSN {format_lsn(lsn)}: {exc!r}") from None
+    if pos != len(buf):
+        raise DecodeError(
+            f"pgoutput message {buf[:1]!r} at LSN {format_lsn(lsn)} has {len(buf) - pos} trailing bytes"
+        )
+    return msg
+
+
+def _parse_message(buf: bytes) -> tuple[Message, int]:
+    tag = buf[0]
+    if tag == 0x42:  # 'B'
+        return Begin(*_BEGIN.unpack_from(buf, 1)), 1 + _BEGIN.size
+    if tag == 0x43:  # 'C'
+        return Commit(*_COMMIT.unpack_from(buf, 1)), 1 + _COMMIT.size
+    if tag == 0x4F:  # 'O'
+        (lsn,) = _U64.unpack_from(buf, 1)
+        name, pos = _cstring(buf, 9)
+        return Origin(lsn, name), pos
+    if tag == 0x52:  # 'R'
+        (relid,) = _U32.unpack_from(buf, 1)
+        ns, pos = _cstring(buf, 5)
+        name, pos = _cstring(buf, pos)
+        ident = chr(buf[pos])
+        (ncols,) = _I16.unpack_from(buf, pos + 1)
+        pos += 3
+        cols = []
+        for _ in range(ncols):
+            flags = buf[pos]
+            cname, pos = _cstring(buf, pos + 1)
+            oid, typmod = struct.unpack_from("!Ii", buf, pos)
+            pos += 8
+            cols.append(RelationColumn(bool(flags & 1), cname, oid, typmod))
+        return Relation(relid, ns, name, ident, tuple(cols)), pos
+    if tag == 0x59:  # 'Y'
+        (oid,) = _U32.unpack_from(buf, 1)
+        ns, pos = _cstring(buf, 5)
+        name, pos = _cstring(buf, pos)
+        return TypeMessage(oid, ns, name), pos
+    if tag == 0x49:  # 'I'
+        (relid,) = _U32.unpack_from(buf, 1)
+        if buf[5] != 0x4E:
+            raise ValueError("INSERT without a new tuple")
+        new, pos = _parse_tuple(buf, 6)
+        return Insert(relid, new), pos
+    if tag == 0x55:  # 'U'
+        (relid,) = _U32.unpack_from(buf, 1)
+        pos = 5
+        old_kind: str | None = None
+        old = None
+        if buf[pos] in (0x4B, 0x4F):
+            old_kind = chr(buf[pos])
+            old, pos = _parse_tuple(buf, pos + 1)
+        if buf[pos] != 0x4E:
+            raise ValueError("UPDATE without a new tuple")
+        new, pos = _parse_tuple(buf, pos + 1)
+        return Update(relid, old_kind, old, new), pos
+    if tag == 0x44:  # 'D'
+        (relid,) = _U32.unpack_from(buf, 1)
+        if buf[5] not in (0x4B, 0x4F):
+            raise ValueError("DELETE without a key or old tuple")
+        old, pos = _parse_tuple(buf, 6)
+        return Delete(relid, chr(buf[5]), old), pos
+    if tag == 0x54:  # 'T'
+        (nrel,) = _I32.unpack_from(buf, 1)
+        options = buf[5]
+        if nrel < 0:
+            raise ValueError("negative relation count")
+        relids = struct.unpack_from(f"!{nrel}I", buf, 6)
+        return Truncate(options, relids), 6 + 4 * nrel
+    if tag == 0x4D:  # 'M'
+        flags = buf[1]
+        (lsn,) = _U64.unpack_from(buf, 2)
+        prefix, pos = _cstring(buf, 10)
+        (n,) = _I32.unpack_from(buf, pos)
+        pos += 4
+        if n < 0 or pos + n > len(buf):
+            raise ValueError("message content runs past the end")
+        return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[pos : pos + n])), pos + n
+    raise DecodeError(f"unknown pgoutput message type {buf[:1]!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hot path: frames -> ChangeEvent / Marker with per-relation plans
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)  # identity hash: plans are kept in a set of touched plans
+class RelationPlan:
+    """Everything needed to turn one relation's tuples into rows, built once per Relation message."""
+
+    relation_id: int
+    table: TableInfo
+    selected: bool
+    names: tuple[str, ...]
+    columns: tuple[tuple[str, values.Converter | None], ...]  # (name, converter or None for text as-is)
+    key_names: frozenset[str]
+    # Events counted since the source last flushed them into Prometheus (one .inc() per batch, not per row),
+    # indexed like OPS (a list index is much cheaper per row than hashing an enum).
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    metric_children: dict[Op, Any] = field(default_factory=dict)
+
+
+Selector = Callable[[str, str], bool]
+
+OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE)
+"""The operations a RelationPlan counts, in the order of ``RelationPlan.counts``."""
+
+
+class Decoder:
+    """Stateful, I/O-free pgoutput decoder producing the neutral change model.
+
+    ``feed(frames)`` consumes raw CopyData payloads (``w``/``k`` frames) and returns the items they complete:
+    row :class:`ChangeEvent`\\ s as they arrive, a commit :class:`Marker` after each Commit, and an idle
+    :class:`Marker` for a keepalive received outside a transaction whose position is past the last one.
+    """
+
+    def __init__(
+        self,
+        *,
+        selector: Selector | None = None,
+        no_hex_prefix: bool = False,
+        start_lsn: int = 0,
+    ) -> None:
+        self._selector = selector
+        self._convs = values.converters(no_hex_prefix)
+        self.plans: dict[int, RelationPlan] = {}
+        self.type_names: dict[int, str] = dict(values.TYPE_NAMES)
+        # (schema, table) -> primary key columns, supplied by the source for REPLICA IDENTITY FULL tables.
+        self.primary_keys: dict[tuple[str, str], tuple[str, ...]] = {}
+        # Transaction state.
+        self.in_transaction = False
+        self.xid = 0
+        self._final_lsn = 0
+        self._commit_time = ""
+        self._commit_epoch = 0.0
+        self._pos_prefix = ""
+        self._record_id = 0
+        # Positions and counters the source reads after each batch.
+        self.last_position = start_lsn  # end LSN of the last commit (or idle keepalive) yielded
+        self.received_lsn = start_lsn  # highest walEnd seen
+        self.reply_requested = False
+        self.transactions = 0  # commits decoded since the counter was last reset by the source
+        self.last_commit_epoch: float | None = None
+        self.last_commit_time: str | None = None
+        self.touched: set[RelationPlan] = set()
+
+    # -- connection lifecycle ------------------------------------------------------------------------------
+    def reset_transaction(self) -> None:
+        """Forget a transaction cut off by a dropped connection; the server re-sends it from its Begin."""
+        self.in_transaction = False
+        self._record_id = 0
+
+    # -- relation plans ------------------------------------------------------------------------------------
+    def _is_selected(self, schema: str, table: str) -> bool:
+        if self._selector is None:
+            return schema not in ("pg_catalog", "information_schema")
+        return self._selector(schema, table)
+
+    def add_relation(self, rel: Relation) -> RelationPlan:
+        """Build (or replace: pgoutput re-sends Relation after invalidations and ALTERs) a relation's plan."""
+        # With REPLICA IDENTITY FULL pgoutput flags *every* column as part of the key; the real primary key
+        # (looked up by the source from the catalog) is what TableInfo must report.
+        pk = self.primary_keys.get((rel.namespace, rel.name)) if rel.replica_identity == "f" else None
+        columns = tuple(
+            Column(
+                name=c.name,
+                type_name=self.type_names.get(c.type_oid, str(c.type_oid)),
+                type_id=c.type_oid,
+                nullable=True,
+                is_key=c.is_key if pk is None else c.name in pk,
+            )
+            for c in rel.columns
+        )
+        table = TableInfo(rel.namespace, rel.name, columns)
+        old = self.plans.get(rel.relation_id)
+        plan = RelationPlan(
+            relation_id=rel.relation_id,
+            table=table,
+            selected=self._is_selected(rel.namespace, rel.name),
+            names=tuple(c.name for c in rel.columns),
+            columns=tuple((c.name, self._convs.get(c.type_oid)) for c in rel.columns),
+            key_names=frozenset(c.name for c in rel.columns if c.is_key),
+        )
+        if old is not None and old.table.schema == table.schema and old.table.table == table.table:
+            # Same table (re-send after an invalidation): keep the cached metric children and pending counts.
+            plan.metric_children = old.metric_children
+            plan.counts = old.counts
+            if old in self.touched:
+                self.touched.discard(old)
+                self.touched.add(plan)
+        self.plans[rel.relation_id] = plan
+        return plan
+
+    # -- frames --------------------------------------------------------------------------------------------
+    def feed(self, frames: Iterable[bytes]) -> list[Item]:
+        out: list[Item] = []
+        for frame in frames:
+            tag = frame[0] if frame else -1
+            if tag == 0x77:  # 'w'
+                if len(frame) < 26:
+                    raise DecodeError(f"truncated XLogData frame near LSN {format_lsn(self.received_lsn)}")
+                start, end, _clock = _XLOG.unpack_from(frame, 1)
+                if end > self.received_lsn:
+                    self.received_lsn = end
+                self._message(frame, start, out)
+            elif tag == 0x6B:  # 'k'
+                if len(frame) != 18:
+                    raise DecodeError(f"malformed keepalive near LSN {format_lsn(self.received_lsn)}")
+                end, _clock, reply = _KEEPALIVE.unpack_from(frame, 1)
+                if end > self.received_lsn:
+                    self.received_lsn = end
+                if reply:
+                    self.reply_requested = True
+                if not self.in_transaction and end > self.last_position:
+                    self.last_position = end
+                    out.append(Marker({"lsn": format_lsn(end)}, None, False))
+            else:
+                raise DecodeError(
+                    f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(self.received_lsn)}"
+                )
+        return out
+
+    def _message(self, buf: bytes, lsn: int, out: list[Item]) -> None:
+        try:
+            self._dispatch(buf, out)
+        except DecodeError:
+            raise
+        except _MALFORMED as exc:
+            kind = bytes(buf[25:26])
+            raise DecodeError(
+                f"malformed pgoutput message {kind!r} at LSN {format_lsn(lsn or self.received_lsn)} "
+                f"(transaction {self.xid if self.in_transaction else '-'}): {exc!r}"
+            ) from None
+
+    def _dispatch(self, buf: bytes, out: list[Item]) -> None:
+        # Offsets below are relative to the start of the 'w' frame: the pgoutput message starts at byte 25.
+        tag = buf[25]
+        if tag == 0x49:  # 'I'
+            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
+            if not plan.selected:
+                return
+            if buf[30] != 0x4E:
+                raise ValueError("INSERT without a new tuple")
+            row, unchanged, pos = self._row(plan, buf, 31)
+            self._check_end(buf, pos)
+            self._emit(out, plan, Op.INSERT, 0, row, None, unchanged)
+        elif tag == 0x55:  # 'U'
+            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
+            if not plan.selected:
+                return
+            pos = 30
+            before = None
+            kind = buf[pos]
+            if kind == 0x4B or kind == 0x4F:  # 'K' key / 'O' old tuple
+                before, _, pos = self._row(plan, buf, pos + 1, key_only=kind == 0x4B)
+            if buf[pos] != 0x4E:
+                raise ValueError("UPDATE without a new tuple")
+            row, unchanged, pos = self._row(plan, buf, pos + 1)
+            self._check_end(buf, pos)
+            self._emit(out, plan, Op.UPDATE, 1, row, before, unchanged)
+        elif tag == 0x44:  # 'D'
+            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
+            if not plan.selected:
+                return
+            kind = buf[30]
+            if kind != 0x4B and kind != 0x4F:
+                raise ValueError("DELETE without a key or old tuple")
+            before, _, pos = self._row(plan, buf, 31, key_only=kind == 0x4B)
+            self._check_end(buf, pos)
+            self._emit(out, plan, Op.DELETE, 2, None, before, ())
+        elif tag == 0x42:  # 'B'
+            final_lsn, ts, xid = _BEGIN.unpack_from(buf, 26)
+            self._check_end(buf, 26 + _BEGIN.size)
+            self.in_transaction = True
+            self.xid = xid
+            self._final_lsn = final_lsn
+            self._commit_time = pg_time_to_iso(ts)
+            self._commit_epoch = pg_time_to_epoch(ts)
+            self._pos_prefix = f"{final_lsn >> 32:08X}/{final_lsn & 0xFFFFFFFF:08X}."
+            self._record_id = 0
+        elif tag == 0x43:  # 'C'
+            _flags, _commit_lsn, end_lsn, ts = _COMMIT.unpack_from(buf, 26)
+            self._check_end(buf, 26 + _COMMIT.size)
+            if not self.in_transaction:
+                raise ValueError("COMMIT without BEGIN")
+            self.in_transaction = False
+            self.transactions += 1
+            epoch = pg_time_to_epoch(ts)
+            self.last_commit_epoch = epoch
+            self.last_commit_time = self._commit_time
+            if end_lsn > self.last_position:
+                self.last_position = end_lsn
+            out.append(Marker({"lsn": format_lsn(end_lsn)}, epoch, True))
+        elif tag == 0x52:  # 'R'
+            rel, pos = _parse_message(bytes(buf[25:]))
+            assert isinstance(rel, Relation)
+            self._check_end(buf, 25 + pos)
+            self.add_relation(rel)
+        elif tag == 0x54:  # 'T'
+            msg, pos = _parse_message(bytes(buf[25:]))
+            assert isinstance(msg, Truncate)
+            self._check_end(buf, 25 + pos)
+            for relid in msg.relation_ids:
+                plan = self.plans[relid]
+                if plan.selected:
+                    self._emit(out, plan, Op.TRUNCATE, 3, None, None, ())
+        elif tag == 0x59:  # 'Y': remember the name of a user-defined type for later Relation messages
+            msg, pos = _parse_message(bytes(buf[25:]))
+            assert isinstance(msg, TypeMessage)
+            self._check_end(buf, 25 + pos)
+            self.type_names[msg.type_oid] = (
+                msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
+            )
+        elif tag == 0x4D or tag == 0x4F:  # 'M' logical message (heartbeats), 'O' origin: validated, no event
+            _, pos = _parse_message(bytes(buf[25:]))
+            self._check_end(buf, 25 + pos)
+        else:
+            raise DecodeError(
+                f"unknown pgoutput message type {bytes(buf[25:26])!r} at LSN {format_lsn(self.received_lsn)}"
+            )
+
+    @staticmethod
+    def _check_end(buf: bytes, pos: int) -> None:
+        if pos != len(buf):
+            raise ValueError(f"{len(buf) - pos} bytes left over (or missing) at the end of the message")
+
+    def _row(
+        self, plan: RelationPlan, buf: bytes, pos: int, key_only: bool = False
+    ) -> tuple[dict[str, Any], tuple[str, ...], int]:
+        (ncols,) = _I16.unpack_from(buf, pos)
+        pos += 2
+        names = plan.names
+        if ncols != len(names):
+            raise ValueError(
+                f"tuple has {ncols} columns, relation {plan.table.schema}.{plan.table.table} has {len(names)}"
+            )
+        row: dict[str, Any] = {}
+        unchanged: list[str] | None = None
+        unpack_i32 = _I32.unpack_from
+        blen = len(buf)
+        for name, conv in plan.columns:
+            kind = buf[pos]
+            if kind == 0x74:  # 't'
+                n = unpack_i32(buf, pos + 1)[0]
+                pos += 5
+                end = pos + n
+                # Slicing never raises: check the bound once per value (a short slice would corrupt silently).
+                if end > blen or n < 0:
+                    raise ValueError("column value runs past the end of the message")
+                # conv is None for text-like types: skipping the identity call is measurable per column.
+                row[name] = buf[pos:end].decode() if conv is None else conv(buf[pos:end].decode())
+                pos = end
+            elif kind == 0x6E:  # 'n'
+                row[name] = None
+                pos += 1
+            elif kind == 0x75:  # 'u': unchanged TOAST, the server did not send the value
+                if unchanged is None:
+                    unchanged = []
+                unchanged.append(name)
+                pos += 1
+            else:
+                raise ValueError(f"unknown tuple column kind {kind!r}")
+        if key_only:
+            # A 'K' tuple carries the replica identity columns; the others are placeholder nulls.
+            row = {k: v for k, v in row.items() if k in plan.key_names}
+        return row, (tuple(unchanged) if unchanged else ()), pos
+
+    def _emit(
+        self,
+        out: list[Item],
+        plan: RelationPlan,
+        op: Op,
+        op_index: int,
+        after: dict[str, Any] | None,
+        before: dict[str, Any] | None,
+        unchanged: tuple[str, ...],
+    ) -> None:
+        if not self.in_transaction:
+            raise ValueError(f"{op.value} outside a transaction")
+        self._record_id += 1
+        rid = self._record_id
+        out.append(
+            ChangeEvent(
+                op,
+                plan.table,
+                after,
+                before,
+                self.xid,
+                self._commit_time,
+                self._commit_epoch,
+                f"{self._pos_prefix}{rid:010d}",
+                rid,
+                unchanged,
+            )
+        )
+        plan.counts[op_index] += 1
+        self.touched.add(plan)

@@ -1,0 +1,522 @@
+"""``PostgresSource``: committed changes from PostgreSQL logical decoding (pgoutput), with reconnects.
+
+Moving parts:
+
+* a normal connection (psycopg ``AsyncConnection``, autocommit) for checks, slot/publication setup and
+  heartbeats (``pg_logical_emit_message``: an idle slot advances even when only uncaptured tables change);
+* a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.pgoutput` decoder;
+* a status task sending standby status updates every ``status_interval`` seconds and promptly after an ack.
+  The flush position sent is only ever an LSN the pipeline acknowledged (:meth:`PostgresSource.ack`), never
+  what was merely received: that is what makes a crash lose nothing.
+
+When the replication connection drops, :meth:`changes` reconnects with backoff forever and restarts from the
+end LSN of the last commit it yielded; the server re-sends everything after its confirmed flush position, so a
+restart yields duplicates at worst, never a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from cdcstream.changes import Item, Marker
+from cdcstream.config import PostgresSourceConfig
+from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
+from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
+from cdcstream.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+# Output formatting of pgoutput proto v1 uses the walsender session's GUCs: pin them so values.py can reshape
+# strings instead of parsing them.
+SESSION_OPTIONS = (
+    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1"
+)
+HEARTBEAT_PREFIX = "cdcstream.heartbeat"
+PROMPT_ACK_INTERVAL = 0.5  # an ack is sent at once if the last status update is older than this
+
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+
+_USER_TABLES_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp%'
+ORDER BY 1, 2
+"""
+
+_PRIMARY_KEYS_SQL = """
+SELECT n.nspname, c.relname, array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+WHERE i.indisprimary AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+GROUP BY 1, 2
+"""
+
+
+def build_conninfo(cfg: PostgresSourceConfig, *, replication: bool) -> str:
+    """libpq conninfo from the config. Contains the password: never log it."""
+    params: dict[str, Any] = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "user": cfg.user,
+        "dbname": cfg.database,
+        "sslmode": cfg.sslmode,
+        "connect_timeout": max(1, math.ceil(cfg.connect_timeout)),
+        "application_name": "cdcstream",
+        "options": SESSION_OPTIONS,
+    }
+    if cfg.password is not None:
+        params["password"] = cfg.password.get_secret_value()
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        value = getattr(cfg, key)
+        if value:
+            params[key] = value
+    if replication:
+        params["replication"] = "database"
+    return make_conninfo(**params)
+
+
+def _qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def connect_error(cfg: PostgresSourceConfig, exc: psycopg.Error) -> SourceError:
+    """Classify a failed connect: bad credentials/database are fatal, the rest is worth retrying."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = f"{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
+    lowered = msg.lower()
+    fatal = (
+        "password authentication failed",
+        "no pg_hba.conf entry",
+        "does not exist",
+        "permission denied",
+        "no password supplied",
+    )
+    if any(f in lowered for f in fatal):
+        return SourceError(f"cannot connect to PostgreSQL {where}: {msg}")
+    return SourceConnectionError(f"cannot connect to PostgreSQL {where}: {msg}")
+
+
+class PostgresSource:
+    """A :class:`cdcstream.sources.Source` reading one PostgreSQL database through a logical slot."""
+
+    def __init__(
+        self,
+        cfg: PostgresSourceConfig,
+        *,
+        selector: Callable[[str, str], bool] | None = None,
+        no_hex_prefix: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self._selector = selector
+        self._label = f"postgres:{cfg.database}"
+        self._decoder = Decoder(selector=selector, no_hex_prefix=no_hex_prefix)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._repl: ReplicationConnection | None = None
+        self._acked = 0
+        self._sent_flush = -1
+        self._last_status = 0.0
+        self._closed = False
+        self._started = False
+        self._superuser = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._backoff = Backoff(base=0.2, maximum=cfg.reconnect_max_delay)
+        self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
+        self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
+        self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
+        self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
+        self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
+        self._log = log.bind(source=self._label, slot=cfg.slot_name, publication=cfg.publication)
+
+    # ------------------------------------------------------------------------------------------------------
+    # start: checks, publication, slot, replication
+    # ------------------------------------------------------------------------------------------------------
+    async def start(self, checkpoint: dict[str, Any] | None) -> None:
+        start_lsn = 0
+        if checkpoint is not None:
+            try:
+                start_lsn = parse_lsn(str(checkpoint["lsn"]))
+            except (KeyError, ValueError):
+                raise SourceError(
+                    f"checkpoint {checkpoint!r} is not a PostgreSQL position (expected lsn X/Y)"
+                ) from None
+        self._acked = start_lsn
+        self._decoder.last_position = start_lsn
+        self._decoder.received_lsn = start_lsn
+        conn = await self._normal_connection()
+        await self._check_server(conn)
+        await self._ensure_publication(conn)
+        await self._load_primary_keys(conn)
+        slot_exists = await self._check_slot(conn, checkpoint)
+        repl = await self._open_replication()
+        if not slot_exists:
+            point = await repl.create_slot(self.cfg.slot_name)
+            self._log.info("replication slot created", consistent_point=point)
+        await repl.start_replication(self.cfg.slot_name, format_lsn(start_lsn), self.cfg.publication)
+        self._repl = repl
+        self._m_connected.set(1)
+        self._log.info("replication started", start_lsn=format_lsn(start_lsn))
+        self._started = True
+        self._last_status = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
+        if self.cfg.heartbeat_interval > 0:
+            self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+
+    async def _normal_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            self._conn = await psycopg.AsyncConnection.connect(
+                build_conninfo(self.cfg, replication=False), autocommit=True
+            )
+        except psycopg.Error as exc:
+            raise connect_error(self.cfg, exc) from None
+        return self._conn
+
+    async def _check_server(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        row = await (await conn.execute("SELECT current_setting('wal_level')")).fetchone()
+        wal_level = row[0] if row else "?"
+        if wal_level != "logical":
+            raise SourceError(
+                f"PostgreSQL wal_level is {wal_level!r}, logical decoding needs 'logical'. Fix: "
+                "ALTER SYSTEM SET wal_level = logical; then restart the server."
+            )
+        row = await (
+            await conn.execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user")
+        ).fetchone()
+        self._superuser = bool(row and row[0])
+        if not (row and (row[0] or row[1])):
+            raise SourceError(
+                f"role {self.cfg.user!r} has neither REPLICATION nor superuser, needed for a replication "
+                "slot. "
+                f"Fix (as a superuser): ALTER ROLE {quote_ident(self.cfg.user)} WITH REPLICATION;"
+            )
+
+    async def _selected_tables(self, conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, str]]:
+        rows = await (await conn.execute(_USER_TABLES_SQL)).fetchall()
+        sel = self._selector
+        return [(s, t) for s, t in rows if sel is None or sel(s, t)]
+
+    def publication_sql(self, tables: Sequence[tuple[str, str]] | None) -> str:
+        """The CREATE PUBLICATION statement for ``tables`` (None: FOR ALL TABLES)."""
+        pub = quote_ident(self.cfg.publication)
+        if tables is None:
+            return f"CREATE PUBLICATION {pub} FOR ALL TABLES;"
+        if not tables:
+            return f"CREATE PUBLICATION {pub};"
+        return f"CREATE PUBLICATION {pub} FOR TABLE {', '.join(_qualified(s, t) for s, t in tables)};"
+
+    async def _ensure_publication(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        row = await (
+            await conn.execute(
+                "SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.cfg.publication,)
+            )
+        ).fetchone()
+        if row is not None:
+            return
+        tables: list[tuple[str, str]] | None
+        if self._selector is None and self._superuser:
+            tables = None
+        else:
+            tables = await self._selected_tables(conn)
+        stmt = self.publication_sql(tables)
+        if not self.cfg.create_publication:
+            raise SourceError(
+                f"publication {self.cfg.publication!r} does not exist in database {self.cfg.database!r} and "
+                f"create_publication is off. Ask a DBA to run (as the tables' owner or a superuser): {stmt}"
+            )
+        try:
+            await conn.execute(stmt.encode())
+        except psycopg.errors.InsufficientPrivilege as exc:
+            full = self.publication_sql(None)
+            raise SourceError(
+                f"cannot create publication {self.cfg.publication!r}: {str(exc).splitlines()[0]}. "
+                f"A DBA should run (as the tables' owner or a superuser): {stmt}"
+                + ("" if tables is None else f"  (or, as a superuser, to capture every table: {full})")
+            ) from None
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"cannot create publication {self.cfg.publication!r}: {str(exc).splitlines()[0]}. "
+                f"SQL was: {stmt}"
+            ) from None
+        self._log.info("publication created", tables="ALL" if tables is None else len(tables))
+        if tables == []:
+            self._log.warning(
+                "publication created without tables: nothing is captured until tables are added"
+            )
+
+    async def _load_primary_keys(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        rows = await (await conn.execute(_PRIMARY_KEYS_SQL)).fetchall()
+        self._decoder.primary_keys = {(s, t): tuple(cols) for s, t, cols in rows}
+
+    async def _check_slot(
+        self, conn: psycopg.AsyncConnection[Any], checkpoint: dict[str, Any] | None
+    ) -> bool:
+        row = await (
+            await conn.execute(
+                "SELECT plugin, slot_type, database, wal_status, confirmed_flush_lsn::text "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.cfg.slot_name,),
+            )
+        ).fetchone()
+        slot = self.cfg.slot_name
+        if row is None:
+            if checkpoint is not None:
+                raise SourceError(
+                    f"replication slot {slot!r} does not exist, but a checkpoint at LSN "
+                    f"{checkpoint.get('lsn')} does: the slot was dropped (or this is another server), so "
+                    "changes committed after the checkpoint may be lost. Recovery options: (1) if this is "
+                    "the wrong server or database, fix the config; (2) accept the gap: delete the checkpoint "
+                    "file and start again (a new slot is created and capture restarts from now); (3) re-sync "
+                    "the target with a full load. cdcstream never creates a fresh slot silently when a "
+                    "checkpoint exists."
+                )
+            if not self.cfg.create_slot:
+                raise SourceError(
+                    f"replication slot {slot!r} does not exist and create_slot is off. Create it with: "
+                    f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
+                )
+            return False
+        plugin, slot_type, database, wal_status, _confirmed = row
+        if slot_type != "logical" or plugin != "pgoutput":
+            raise SourceError(
+                f"replication slot {slot!r} exists but is a {slot_type} slot with plugin {plugin!r}; "
+                "cdcstream needs a logical slot using pgoutput. Use another slot_name or drop it."
+            )
+        if database != self.cfg.database:
+            raise SourceError(
+                f"replication slot {slot!r} belongs to database {database!r}, not {self.cfg.database!r}; "
+                "slot names are cluster-wide: choose another slot_name."
+            )
+        if wal_status == "lost":
+            raise SourceError(
+                f"replication slot {slot!r} is invalidated (wal_status 'lost'): the server removed WAL it "
+                "still needed (max_slot_wal_keep_size). Changes since the checkpoint are lost. Recovery: "
+                f"drop the slot (SELECT pg_drop_replication_slot('{slot}');), delete the checkpoint and "
+                "re-sync with a full load."
+            )
+        return True
+
+    async def _open_replication(self) -> ReplicationConnection:
+        repl = ReplicationConnection(
+            build_conninfo(self.cfg, replication=True), connect_timeout=self.cfg.connect_timeout
+        )
+        await repl.connect()
+        return repl
+
+    # ------------------------------------------------------------------------------------------------------
+    # changes
+    # ------------------------------------------------------------------------------------------------------
+    async def changes(self) -> AsyncIterator[Sequence[Item]]:
+        if not self._started:
+            raise SourceError("PostgresSource.changes() called before start()")
+        decoder = self._decoder
+        while not self._closed:
+            try:
+                repl = self._repl
+                if repl is None or not repl.streaming:
+                    repl = await self._reconnect()
+                    if repl is None:
+                        return
+                frames = await repl.read_batch(max_wait=1.0)
+            except SourceConnectionError as exc:
+                if self._closed:
+                    return
+                self._disconnected(str(exc))
+                continue
+            if not frames:
+                continue
+            items = decoder.feed(frames)
+            self._after_batch(items)
+            if decoder.reply_requested:
+                decoder.reply_requested = False
+                await self._send_status(reply=False)
+            if items:
+                yield items
+
+    def _disconnected(self, reason: str) -> None:
+        if self._repl is not None:
+            self._repl.close()
+            self._repl = None
+        self._decoder.reset_transaction()
+        self._m_connected.set(0)
+        self._log.warning(
+            "replication connection lost", reason=reason, resume_lsn=format_lsn(self._decoder.last_position)
+        )
+
+    async def _reconnect(self) -> ReplicationConnection | None:
+        while not self._closed:
+            delay = self._backoff.next()
+            self._m_reconnects.inc()
+            start = format_lsn(self._decoder.last_position)
+            self._log.info("reconnecting", delay=round(delay, 3), resume_lsn=start)
+            await asyncio.sleep(delay)
+            if self._closed:
+                return None
+            repl: ReplicationConnection | None = None
+            try:
+                repl = await self._open_replication()
+                await repl.start_replication(self.cfg.slot_name, start, self.cfg.publication)
+            except SourceConnectionError as exc:
+                if repl is not None:
+                    repl.close()
+                self._log.warning("reconnect failed", reason=str(exc))
+                continue
+            except SourceError:
+                if repl is not None:
+                    repl.close()
+                raise
+            self._repl = repl
+            self._backoff.reset()
+            self._m_connected.set(1)
+            self._log.info("replication reconnected", start_lsn=start)
+            return repl
+        return None
+
+    def _after_batch(self, items: list[Item]) -> None:
+        decoder = self._decoder
+        now = time.time()
+        self._m_last_event.set(now)
+        if decoder.touched:
+            for plan in decoder.touched:
+                children = plan.metric_children
+                counts = plan.counts
+                for i, op in enumerate(OPS):
+                    n = counts[i]
+                    if not n:
+                        continue
+                    counts[i] = 0
+                    child = children.get(op)
+                    if child is None:
+                        child = children[op] = metrics.SOURCE_EVENTS.labels(
+                            self._label, f"{plan.table.schema}.{plan.table.table}", op.value
+                        )
+                    child.inc(n)
+            decoder.touched.clear()
+        if decoder.transactions:
+            self._m_transactions.inc(decoder.transactions)
+            decoder.transactions = 0
+            if decoder.last_commit_epoch is not None:
+                self._m_lag.set(max(0.0, now - decoder.last_commit_epoch))
+        if items:
+            last = items[-1]
+            if isinstance(last, Marker) and not last.transaction:
+                self._m_lag.set(0)
+
+    # ------------------------------------------------------------------------------------------------------
+    # acknowledgements and status updates
+    # ------------------------------------------------------------------------------------------------------
+    async def ack(self, checkpoint: dict[str, Any]) -> None:
+        try:
+            lsn = parse_lsn(str(checkpoint["lsn"]))
+        except (KeyError, ValueError):
+            raise SourceError(
+                f"ack with a checkpoint that is not a PostgreSQL position: {checkpoint!r}"
+            ) from None
+        if lsn <= self._acked:
+            return  # monotonic: an older (or repeated) ack never moves flush_lsn backwards
+        self._acked = lsn
+        if time.monotonic() - self._last_status >= PROMPT_ACK_INTERVAL:
+            await self._send_status()
+
+    async def _send_status(self, *, reply: bool = False) -> None:
+        repl = self._repl
+        if repl is None or not repl.streaming:
+            return
+        flush = self._acked
+        write = max(flush, self._decoder.received_lsn)
+        try:
+            await repl.send_status(write, flush, flush, reply=reply)
+        except SourceConnectionError as exc:
+            # The reader notices the broken connection too and reconnects; nothing to do here.
+            self._log.debug("status update failed", reason=str(exc))
+            return
+        self._last_status = time.monotonic()
+        self._sent_flush = flush
+
+    async def _status_loop(self) -> None:
+        """Status updates every status_interval (keeps wal_sender_timeout away even when nobody reads) and
+        shortly after an ack that could not be sent at once."""
+        tick = min(0.25, self.cfg.status_interval)
+        while not self._closed:
+            await asyncio.sleep(tick)
+            since = time.monotonic() - self._last_status
+            if since >= self.cfg.status_interval or (
+                self._acked > self._sent_flush and since >= PROMPT_ACK_INTERVAL
+            ):
+                await self._send_status()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.cfg.heartbeat_interval
+        while not self._closed:
+            await asyncio.sleep(interval)
+            try:
+                conn = await self._normal_connection()
+                now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                await conn.execute(
+                    sql.SQL("SELECT pg_logical_emit_message(true, {}, {})").format(
+                        sql.Literal(HEARTBEAT_PREFIX), sql.Literal(now)
+                    )
+                )
+            except (psycopg.Error, SourceError) as exc:
+                # Heartbeats are best effort: a failure is logged and retried at the next interval.
+                self._log.warning(
+                    "heartbeat failed", reason=str(exc).splitlines()[0] if str(exc) else repr(exc)
+                )
+                if self._conn is not None:
+                    await self._conn.close()
+                    self._conn = None
+
+    # ------------------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        d = self._decoder
+        return {
+            "engine": "postgres",
+            "database": self.cfg.database,
+            "slot": self.cfg.slot_name,
+            "publication": self.cfg.publication,
+            "connected": self._repl is not None and self._repl.streaming,
+            "received_lsn": format_lsn(d.received_lsn),
+            "acked_lsn": format_lsn(self._acked),
+            "resume_lsn": format_lsn(d.last_position),
+            "last_commit_time": d.last_commit_time,
+        }
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            # Shutting down: the tasks' own errors were logged when they happened.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._repl is not None:
+            if self._repl.streaming:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._send_status(), 2)
+            self._repl.close()
+            self._repl = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        self._m_connected.set(0)
+        self._log.info("source closed", acked_lsn=format_lsn(self._acked))

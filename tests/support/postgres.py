@@ -1,0 +1,270 @@
+"""pytest plugin: a private PostgreSQL 15 server for integration tests.
+
+The server runs from ``/usr/lib/postgresql/15/bin`` as the ``postgres`` OS user (initdb refuses root) in a
+temporary directory, on a free port, with ``wal_level=logical``. Authentication mirrors a production setup:
+``trust`` for the superuser over the private unix socket only, ``scram-sha-256`` for everyone over 127.0.0.1.
+The role ``cdc`` (password ``cdc``) has LOGIN REPLICATION CREATEDB but is *not* a superuser, so tests see the
+privilege errors a real deployment would see. Each test gets its own database (``pg_db``), hence its own
+publication namespace (slot names are cluster-wide: tests use distinct names or one slot per database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cdcstream.config import PostgresSourceConfig
+from tests.support import free_port, server_missing
+
+PG_BIN = Path(os.environ.get("CDCSTREAM_PG_BIN", "/usr/lib/postgresql/15/bin"))
+SUPERUSER = "postgres"
+CDC_USER = "cdc"
+CDC_PASSWORD = "cdc"
+
+_CONF = """
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{sockdir}'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+max_connections = 100
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 64MB
+wal_sender_timeout = 60s
+log_min_messages = warning
+logging_collector = off
+"""
+
+_HBA = """
+local all {superuser} trust
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+def _as_postgres(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a command as the postgres OS user (root cannot run initdb/postgres)."""
+    line = " ".join(shlex.quote(c) for c in cmd)
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", SUPERUSER, "--", "/bin/sh", "-c", line]
+    else:
+        argv = ["/bin/sh", "-c", line]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@dataclass
+class PgServer:
+    """Handle on the private server: DSNs, per-test databases and a sync SQL helper."""
+
+    root: Path
+    port: int
+    host: str = "127.0.0.1"
+    _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.root
+
+    def superuser_dsn(self, db: str = "postgres") -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=str(self.sockdir), port=self.port, user=SUPERUSER, dbname=db
+        )
+
+    def dsn(self, db: str) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.host, port=self.port, user=CDC_USER, password=CDC_PASSWORD, dbname=db
+        )
+
+    def execute(
+        self, db: str, query: str, *, superuser: bool = False, params: Any = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit mode and return its rows (empty list when it returns none)."""
+        dsn = self.superuser_dsn(db) if superuser else self.dsn(db)
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(query.encode() if params is None else query, params)  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description is not None else []
+
+    def create_database(self, prefix: str = "t") -> str:
+        """A fresh, uniquely named database owned by ``cdc``."""
+        name = f"{prefix}{os.getpid()}_{next(self._counter)}"
+        with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(CDC_USER))
+            )
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop a test database, its replication slots first (a slot pins its database)."""
+        with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE database = %s AND active_pid IS NOT NULL",
+                (name,),
+            )
+            for _ in range(50):
+                try:
+                    conn.execute(
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        "WHERE database = %s",
+                        (name,),
+                    )
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.1)
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return _as_postgres(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"), *args],
+            timeout=timeout,
+        )
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection (walsenders included) is dropped."""
+        res = self.pg_ctl("restart", "-m", "fast", "-w")
+        if res.returncode != 0:
+            raise RuntimeError(f"pg_ctl restart failed: {res.stderr or res.stdout}")
+
+    def stop(self) -> None:
+        """Stop the server at once and remove its directory."""
+        self.pg_ctl("stop", "-m", "immediate", "-w", timeout=30)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join((self.root / "server.log").read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class ServerStartError(RuntimeError):
+    """The private server could not be started (binaries missing, initdb or start failed)."""
+
+
+def start_private_postgres(root: Path | None = None, *, extra_conf: str = "") -> PgServer:
+    """Start a private PostgreSQL 15 in ``root`` (a new temp dir by default); also used by the demo and bench."""
+    if not (PG_BIN / "initdb").exists():
+        raise ServerStartError(f"PostgreSQL binaries not found in {PG_BIN} (apt-get install postgresql-15)")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        raise ServerStartError("runuser is needed to run PostgreSQL as the postgres user")
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="cdcstream-pg-"))
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(root, SUPERUSER, SUPERUSER)
+    server = PgServer(root=root, port=free_port())
+    res = _as_postgres(
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(server.datadir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ]
+    )
+    if res.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise ServerStartError(f"initdb failed: {res.stderr.strip()[-500:]}")
+    with open(server.datadir / "postgresql.conf", "a") as fh:
+        fh.write(_CONF.format(port=server.port, sockdir=server.sockdir))
+        fh.write(extra_conf)
+    (server.datadir / "pg_hba.conf").write_text(_HBA.format(superuser=SUPERUSER))
+    res = server.pg_ctl("start", "-w", "-t", "30")
+    if res.returncode != 0:
+        tail = server.log_tail()
+        shutil.rmtree(root, ignore_errors=True)
+        raise ServerStartError(f"PostgreSQL did not start: {res.stderr.strip()[-300:]} {tail[-500:]}")
+    server.execute(
+        "postgres",
+        f"CREATE ROLE {CDC_USER} LOGIN REPLICATION CREATEDB PASSWORD '{CDC_PASSWORD}'",
+        superuser=True,
+    )
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's private PostgreSQL 15 server."""
+    try:
+        server = start_private_postgres()
+    except ServerStartError as exc:
+        server_missing(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class PgDb:
+    """A fresh database of the private server plus a config factory pointing at it."""
+
+    server: PgServer
+    name: str
+
+    def config(self, **overrides: Any) -> PostgresSourceConfig:
+        values: dict[str, Any] = {
+            "host": self.server.host,
+            "port": self.server.port,
+            "user": CDC_USER,
+            "password": CDC_PASSWORD,
+            "database": self.name,
+            "slot_name": "cdc_slot",
+            "publication": "cdc_pub",
+            "sslmode": "disable",
+            "heartbeat_interval": 0,
+            "status_interval": 1,
+            "reconnect_max_delay": 1,
+            "connect_timeout": 5,
+        }
+        values.update(overrides)
+        return PostgresSourceConfig(**values)
+
+    def execute(self, query: str, *, superuser: bool = False, params: Any = None) -> list[tuple[Any, ...]]:
+        return self.server.execute(self.name, query, superuser=superuser, params=params)
+
+    @property
+    def dsn(self) -> str:
+        return self.server.dsn(self.name)
+
+
+@pytest.fixture
+def pg_db(pg_server: PgServer) -> Iterator[PgDb]:
+    """A fresh database owned by ``cdc``, dropped (with its slots) after the test."""
+    name = pg_server.create_database()
+    try:
+        yield PgDb(pg_server, name)
+    finally:
+        # A test that restarted the server may leave it briefly unavailable; the dir is removed anyway.
+        with contextlib.suppress(psycopg.Error):
+            pg_server.drop_database(name)
+
+
+PgConfigFactory = Callable[..., PostgresSourceConfig]
