@@ -1,0 +1,1 @@
+"""Remembering where we are: the acknowledgement watermark and the durable checkpoint store."""

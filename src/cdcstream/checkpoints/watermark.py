@@ -1,0 +1,70 @@
+"""The ordered acknowledgement watermark.
+
+Every record gets a sequence number in source order; markers (transaction ends, idle positions) get one too.
+Kinesis acknowledges records in any order. The watermark is the longest prefix of sequence numbers that are all
+acknowledged, and the checkpoint is the last marker inside that prefix: only then is every record at or before
+the marker's position in the stream. That is the whole at-least-once argument, so this class is small and pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdcstream.changes import Marker
+
+
+class Watermark:
+    """Tracks issued and acknowledged sequence numbers; yields the newest safe :class:`Marker`."""
+
+    __slots__ = ("_acked", "_low", "_markers", "_next", "_pending_marker")
+
+    def __init__(self) -> None:
+        self._next = 0  # next sequence number to issue
+        self._low = 0  # every seq < _low is acknowledged
+        self._acked: set[int] = set()  # acknowledged seqs >= _low
+        self._markers: dict[int, Marker] = {}
+        self._pending_marker: Marker | None = None  # newest marker passed by _low, not yet taken
+
+    def issue(self) -> int:
+        """A sequence number for the next record, in source order."""
+        seq = self._next
+        self._next += 1
+        return seq
+
+    def issue_marker(self, marker: Marker) -> None:
+        """Place a marker after every record issued so far; it is acknowledged by construction."""
+        seq = self._next
+        self._next += 1
+        self._markers[seq] = marker
+        self.ack(seq)
+
+    def ack(self, seq: int) -> None:
+        """Record that ``seq`` was accepted downstream and advance the prefix as far as it goes."""
+        if seq != self._low:
+            if seq > self._low:
+                self._acked.add(seq)
+            return
+        low = seq + 1
+        acked = self._acked
+        markers = self._markers
+        if seq in markers:
+            self._pending_marker = markers.pop(seq)
+        while low in acked:
+            acked.remove(low)
+            if low in markers:
+                self._pending_marker = markers.pop(low)
+            low += 1
+        self._low = low
+
+    def take(self) -> Marker | None:
+        """The newest marker whose every predecessor is acknowledged, once; None if nothing new."""
+        marker, self._pending_marker = self._pending_marker, None
+        return marker
+
+    @property
+    def in_flight(self) -> int:
+        """Issued records (and markers) not yet covered by the watermark."""
+        return self._next - self._low
+
+    def status(self) -> dict[str, Any]:
+        return {"issued": self._next, "acknowledged_prefix": self._low, "in_flight": self.in_flight}

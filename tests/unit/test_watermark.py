@@ -1,0 +1,84 @@
+"""The watermark: the checkpoint never passes an unacknowledged record."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdcstream.changes import Marker
+from cdcstream.checkpoints.watermark import Watermark
+
+
+def m(lsn: int) -> Marker:
+    return Marker(checkpoint={"lsn": lsn})
+
+
+def test_marker_waits_for_every_record_before_it() -> None:
+    wm = Watermark()
+    a, b = wm.issue(), wm.issue()
+    wm.issue_marker(m(1))
+    c = wm.issue()
+    wm.issue_marker(m(2))
+    assert wm.take() is None
+    wm.ack(b)
+    assert wm.take() is None  # a still missing
+    wm.ack(c)
+    assert wm.take() is None
+    wm.ack(a)
+    taken = wm.take()
+    assert taken is not None and taken.checkpoint == {"lsn": 2}
+    assert wm.take() is None
+    assert wm.in_flight == 0
+
+
+def test_marker_with_nothing_in_flight_is_immediately_safe() -> None:
+    wm = Watermark()
+    wm.issue_marker(m(7))
+    taken = wm.take()
+    assert taken is not None and taken.checkpoint == {"lsn": 7}
+
+
+def test_duplicate_and_stale_acks_are_harmless() -> None:
+    wm = Watermark()
+    a = wm.issue()
+    wm.issue_marker(m(1))
+    wm.ack(a)
+    wm.ack(a)
+    assert wm.take() == m(1)
+    assert wm.in_flight == 0
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=200), st.randoms())
+def test_checkpoint_never_ahead_of_acknowledgements(kinds: list[bool], rnd: random.Random) -> None:
+    """Random interleaving of records and markers, acks in random order: every taken marker has all
+    records issued before it acknowledged."""
+    wm = Watermark()
+    records: list[int] = []
+    marker_after: dict[int, int] = {}  # marker lsn -> number of records issued before it
+    for i, is_marker in enumerate(kinds):
+        if is_marker:
+            marker_after[i] = len(records)
+            wm.issue_marker(m(i))
+        else:
+            records.append(wm.issue())
+    order = records[:]
+    rnd.shuffle(order)
+    acked: set[int] = set()
+    last = -1
+    for seq in order:
+        wm.ack(seq)
+        acked.add(seq)
+        taken = wm.take()
+        if taken is not None:
+            lsn = taken.checkpoint["lsn"]
+            assert lsn > last
+            last = lsn
+            assert all(r in acked for r in records[: marker_after[lsn]])
+    final = wm.take()
+    if final is not None:
+        last = final.checkpoint["lsn"]
+    # once everything is acknowledged the checkpoint reaches the last marker
+    assert last == max(marker_after, default=-1)
+    assert wm.in_flight == 0
