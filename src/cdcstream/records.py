@@ -13,9 +13,9 @@ class Record:
     records by it and the checkpoint watermark only moves over contiguous acknowledged sequence numbers.
     ``commit_epoch`` is the source commit time (None for control records), for end-to-end lag.
     ``label`` names the table for error messages (e.g. an oversize record).
-    ``order_key`` groups records whose relative order must survive retries; it defaults to the partition key.
-    A table's control records (TruncateTable, DropTable) share the order key of the table's data records
-    when those use one key per table, so a consumer sees them between the rows before and after.
+    ``barrier`` marks a record (a table's TruncateTable/DropTable control record) that must reach the stream
+    after every record before it and before any record after it, whatever their partition keys: the pipeline
+    drains the sink around it, so a consumer sees it between the rows before and after.
     """
 
     partition_key: str
@@ -23,4 +23,4 @@ class Record:
     seq: int = 0
     commit_epoch: float | None = None
     label: str = ""
-    order_key: str | None = None
+    barrier: bool = False

@@ -1,0 +1,145 @@
+"""Throughput and CPU cost of KinesisSink against bench/fake_kinesis.py (started here as a separate process).
+
+For each scenario (one partition key / one key per record; 0 % / 10 % injected per-entry throttling) it pushes
+N ~300-byte records through the sink and prints records/s, payload MB/s, the sink's CPU µs per record (process
+CPU time of this process, which runs only the sink) and the duplicate ratio (entries sent / records).
+
+    python bench/sink_bench.py [--records 200000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from cdcstream.config import TargetConfig
+from cdcstream.records import Record
+from cdcstream.sinks.kinesis import KinesisSink
+
+HERE = Path(__file__).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stats(url: str) -> dict[str, int]:
+    req = urllib.request.Request(url, data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"})
+    with urllib.request.urlopen(req) as resp:
+        out: dict[str, int] = orjson.loads(resp.read())
+        return out
+
+
+def _records(n: int, per_record_keys: bool) -> list[Record]:
+    out = []
+    now = time.time()
+    for i in range(n):
+        key = f"public.orders.{i}" if per_record_keys else "public.orders"
+        doc = {
+            "data": {"id": i, "customer": "c" * 40, "amount": "1234.50", "status": "shipped"},
+            "metadata": {
+                "timestamp": "2026-11-27T12:00:00.123456Z",
+                "record-type": "data",
+                "operation": "update",
+                "partition-key-type": "primary-key",
+                "schema-name": "public",
+                "table-name": "orders",
+                "stream-position": f"0/{i:012X}",
+            },
+        }
+        out.append(Record(partition_key=key, data=orjson.dumps(doc), seq=i, commit_epoch=now))
+    return out
+
+
+async def _run_once(url: str, records: list[Record]) -> tuple[float, float, int]:
+    acked = 0
+
+    def on_ack(recs: object) -> None:
+        nonlocal acked
+        acked += len(recs)  # type: ignore[arg-type]
+
+    cfg = TargetConfig(
+        stream_name="bench",
+        endpoint_url=url,
+        linger_ms=5,
+        max_in_flight_requests=4,
+        retry_base_delay=0.005,
+        retry_max_delay=0.05,
+    )
+    sink = KinesisSink(cfg, on_ack)
+    await sink.start()
+    task = asyncio.create_task(sink.run())
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    for r in records:
+        await sink.put(r)
+    ok = await sink.drain(600)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    await sink.close()
+    await asyncio.gather(task, return_exceptions=True)
+    assert ok and acked == len(records), (ok, acked)
+    return wall, cpu, acked
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    print(f"{'scenario':34} {'rec/s':>9} {'MB/s':>7} {'cpu µs/rec':>10} {'dup ratio':>9}")
+    for fail in (0.0, 0.1):
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, str(HERE / "fake_kinesis.py"), "--port", str(port), "--fail-rate", str(fail)]
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    _stats(url)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            for per_key in (False, True):
+                records = _records(args.records, per_key)
+                payload = sum(len(r.data) + len(r.partition_key) for r in records)
+                rates, cpus, mbs, dups = [], [], [], []
+                for _ in range(args.runs):
+                    before = _stats(url)["entries"]
+                    wall, cpu, n = asyncio.run(_run_once(url, records))
+                    sent = _stats(url)["entries"] - before
+                    rates.append(n / wall)
+                    mbs.append(payload / wall / 1e6)
+                    cpus.append(cpu / n * 1e6)
+                    dups.append(sent / n - 1)
+                name = f"{'per-record keys' if per_key else '1 key'}, {fail:.0%} failures"
+                print(
+                    f"{name:34} {statistics.median(rates):9.0f} {statistics.median(mbs):7.2f} "
+                    f"{statistics.median(cpus):10.1f} {statistics.median(dups):9.3f}",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

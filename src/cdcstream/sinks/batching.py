@@ -1,0 +1,346 @@
+"""Per-partition-key batching for PutRecords: which records go into the next request, and what a (partial)
+failure does to them. Pure bookkeeping, no I/O, no clock of its own (callers pass ``now``), so it can be
+tested exhaustively against a model.
+
+The ordering rule it enforces (DESIGN.md §1.2, §5):
+
+* a partition key is never in two in-flight requests at once, and within a request its records are in put
+  order;
+* after a partial failure, for each key the records before its first failed entry are acknowledged, and
+  the first failed entry plus **every later entry of that key in that request** (even those Kinesis
+  accepted) go back, in order, to the front of that key's queue. Accepted-but-resent records become
+  duplicates; a consumer keeping the last occurrence of each record still sees the key's records in put
+  order.
+* a key that failed waits for its own backoff delay (full jitter); other keys go on.
+
+Hot-path notes: records are stored as-is in a deque per key (no per-record wrapper objects); a request is
+a flat list of records plus a list of ``(key, count)`` groups, each key's records contiguous. Keys live
+in a dict in arrival order; a key whose queue empties is removed, so when it comes back it goes to the
+back (fairness).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cdcstream.records import Record
+from cdcstream.runtime.retry import Backoff
+
+#: Per-entry error codes that mean "try again later". Everything else is a non-retriable error.
+RETRIABLE_ENTRY_ERRORS = frozenset(
+    {"ProvisionedThroughputExceededException", "KMSThrottlingException", "InternalFailure"}
+)
+#: Entry errors that are throttling (for the ``reason`` label of the retries metric).
+THROTTLE_ENTRY_ERRORS = frozenset({"ProvisionedThroughputExceededException", "KMSThrottlingException"})
+
+
+#: Smallest per-key cap after a partial failure.
+MIN_CAP = 8
+
+
+class Batch:
+    """One PutRecords request: ``records`` in request order, grouped by key (``keys[i]`` owns the next
+    ``counts[i]`` records). ``nbytes`` is the request size as Kinesis counts it (data + partition key)."""
+
+    __slots__ = ("counts", "key_sizes", "keys", "nbytes", "records")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.counts: list[int] = []
+        self.key_sizes: list[int] = []
+        self.records: list[Record] = []
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"Batch(records={len(self.records)}, keys={len(self.keys)}, nbytes={self.nbytes})"
+
+
+@dataclass(slots=True)
+class Completion:
+    """What :meth:`Batcher.complete` decided for one request."""
+
+    acked: list[Record]
+    #: Records that go back to their key's queue because Kinesis rejected them, by error code.
+    errors: dict[str, int] = field(default_factory=dict)
+    #: Records Kinesis accepted but that are resent because an earlier record of their key failed.
+    collateral: int = 0
+    #: The first non-retriable per-entry error code, if any (the caller stops the pipeline on it).
+    fatal_code: str | None = None
+    fatal_message: str | None = None
+
+    @property
+    def requeued(self) -> int:
+        return sum(self.errors.values()) + self.collateral
+
+
+def key_size(key: str) -> int:
+    """Bytes Kinesis counts for a partition key (its UTF-8 length); ASCII keys skip the encode."""
+    return len(key) if key.isascii() else len(key.encode())
+
+
+class Batcher:
+    """Pending records per partition key, keys in flight and per-key backoff.
+
+    ``add`` queues a record; ``take_batch`` builds the next request from keys that are neither in flight nor
+    backing off; ``complete`` / ``requeue_all`` apply the outcome of a request.
+    """
+
+    __slots__ = (
+        "_backoffs",
+        "_base_delay",
+        "_caps",
+        "_first_at",
+        "_in_flight",
+        "_max_delay",
+        "_queues",
+        "_ready_at",
+        "_ready_heap",
+        "pending",
+        "pending_bytes",
+    )
+
+    def __init__(self, base_delay: float = 0.1, max_delay: float = 10.0) -> None:
+        self._queues: dict[str, deque[Record]] = {}
+        # When the record at the head of a key's queue started waiting (for the linger decision); 0.0 means
+        # "already waited enough" (requeued records).
+        self._first_at: dict[str, float] = {}
+        self._in_flight: set[str] = set()
+        self._ready_at: dict[str, float] = {}
+        self._ready_heap: list[tuple[float, str]] = []
+        self._backoffs: dict[str, Backoff] = {}
+        # Per-key cap on records per request after partial failures (slow start): resending a whole 500-record
+        # run of a hot key because its 10th entry was throttled would mostly produce duplicates.
+        self._caps: dict[str, int] = {}
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        #: Records queued (not in flight) and their data + key bytes.
+        self.pending = 0
+        self.pending_bytes = 0
+
+    # --- queueing ---------------------------------------------------------------------------------------
+    def add(self, key: str, record: Record, now: float, size: int) -> bool:
+        """Queue ``record`` under ``key`` (``size`` = data + key bytes). True if the key's queue is new."""
+        self.pending += 1
+        self.pending_bytes += size
+        q = self._queues.get(key)
+        if q is None:
+            self._queues[key] = deque((record,))
+            self._first_at[key] = now
+            return True
+        q.append(record)
+        return False
+
+    @property
+    def in_flight_keys(self) -> frozenset[str]:
+        return frozenset(self._in_flight)
+
+    def queued(self, key: str) -> list[Record]:
+        """The records pending for ``key`` (for tests and debugging)."""
+        return list(self._queues.get(key, ()))
+
+    def ready_at(self, key: str) -> float:
+        return self._ready_at.get(key, 0.0)
+
+    # --- building requests --------------------------------------------------------------------------------
+    def take_batch(self, now: float, max_records: int, max_bytes: int, linger: float = 0.0) -> Batch | None:
+        """The next request, or None if nothing may be sent now.
+
+        Takes records of eligible keys (not in flight, backoff expired) in key arrival order, each key's
+        records in order, until ``max_records`` or ``max_bytes`` would be exceeded. The batch is returned
+        only if it is full or one of its keys has waited at least ``linger``; otherwise nothing is taken.
+        """
+        queues = self._queues
+        in_flight = self._in_flight
+        ready_at = self._ready_at
+        first_at = self._first_at
+        caps = self._caps
+        # Pass 1: decide how much of each key fits, without touching the queues.
+        plan: list[tuple[str, int, int, int]] = []  # (key, count, key bytes, data+key bytes)
+        count = 0
+        nbytes = 0
+        full = False
+        lingered = False
+        deadline = now - linger
+        for key, q in queues.items():
+            if key in in_flight:
+                continue
+            r_at = ready_at.get(key)
+            if r_at is not None:
+                if r_at > now:
+                    continue
+                del ready_at[key]
+            ks = key_size(key)
+            n = 0
+            kb = 0
+            cap = caps.get(key, max_records) if caps else max_records
+            for rec in q:
+                if n >= cap:
+                    break
+                size = len(rec.data) + ks
+                if count + n >= max_records or nbytes + kb + size > max_bytes:
+                    full = True
+                    break
+                n += 1
+                kb += size
+            if n:
+                plan.append((key, n, ks, kb))
+                count += n
+                nbytes += kb
+                if first_at[key] <= deadline:
+                    lingered = True
+            if full or count >= max_records:
+                full = True
+                break
+        if not plan or not (full or lingered):
+            return None
+        # Pass 2: move the records.
+        batch = Batch()
+        records = batch.records
+        for key, n, ks, _kb in plan:
+            q = queues[key]
+            if n == len(q):
+                records.extend(q)
+                del queues[key]
+                del first_at[key]
+            else:
+                for _ in range(n):
+                    records.append(q.popleft())
+                # The rest of this key has been waiting at least since this take.
+                first_at[key] = now
+            batch.keys.append(key)
+            batch.counts.append(n)
+            batch.key_sizes.append(ks)
+            in_flight.add(key)
+        batch.nbytes = nbytes
+        self.pending -= count
+        self.pending_bytes -= nbytes
+        return batch
+
+    def next_wakeup(self, now: float, linger: float) -> float | None:
+        """The earliest time something may become sendable without a new event: the oldest eligible key's
+        linger deadline or the next backoff expiry. None if only in-flight keys have pending records."""
+        best: float | None = None
+        heap = self._ready_heap
+        ready_at = self._ready_at
+        while heap:
+            t, key = heap[0]
+            if ready_at.get(key) != t or key not in self._queues:
+                heapq.heappop(heap)  # stale: key became ready or was emptied since
+                continue
+            best = t
+            break
+        first_at = self._first_at
+        for key in self._queues:
+            if key in self._in_flight:
+                continue
+            r_at = ready_at.get(key)
+            if r_at is not None and r_at > now:
+                continue
+            t = first_at[key] + linger
+            if best is None or t < best:
+                best = t
+            # Keys are in arrival order, so the first eligible key is (nearly always) the oldest.
+            break
+        return best
+
+    # --- outcomes ---------------------------------------------------------------------------------------
+    def _requeue_front(self, key: str, records: Sequence[Record], key_bytes: int, now: float) -> None:
+        q = self._queues.get(key)
+        if q is None:
+            # Appended at the back of the key order; its backoff governs when it is sent, not its position.
+            self._queues[key] = deque(records)
+        else:
+            q.extendleft(reversed(records))
+        self._first_at[key] = 0.0
+        self.pending += len(records)
+        self.pending_bytes += sum(len(r.data) for r in records) + key_bytes * len(records)
+        backoff = self._backoffs.get(key)
+        if backoff is None:
+            backoff = self._backoffs[key] = Backoff(self._base_delay, self._max_delay)
+        t = now + backoff.next()
+        self._ready_at[key] = t
+        heapq.heappush(self._ready_heap, (t, key))
+
+    def complete(
+        self,
+        batch: Batch,
+        results: Sequence[str | None] | None,
+        now: float,
+        messages: Sequence[str | None] | None = None,
+    ) -> Completion:
+        """Apply per-entry results (an error code, or None for success, per record in ``batch.records``
+        order; ``results=None`` means every entry succeeded). Returns the acknowledged records."""
+        in_flight = self._in_flight
+        if results is None:
+            for key in batch.keys:
+                in_flight.discard(key)
+            if self._backoffs:
+                for key in batch.keys:
+                    self._backoffs.pop(key, None)
+            if self._caps:
+                for key in batch.keys:
+                    self._grow_cap(key)
+            return Completion(batch.records)
+        if len(results) != len(batch.records):
+            raise ValueError(f"{len(results)} results for a batch of {len(batch.records)} records")
+        acked: list[Record] = []
+        done = Completion(acked)
+        errors = done.errors
+        records = batch.records
+        start = 0
+        for key, n, ks in zip(batch.keys, batch.counts, batch.key_sizes, strict=True):
+            in_flight.discard(key)
+            end = start + n
+            first_fail = -1
+            for i in range(start, end):
+                code = results[i]
+                if code is not None:
+                    first_fail = i
+                    break
+            if first_fail < 0:
+                acked.extend(records[start:end])
+                self._backoffs.pop(key, None)
+                if key in self._caps:
+                    self._grow_cap(key)
+            else:
+                acked.extend(records[start:first_fail])
+                good = first_fail - start
+                if good:
+                    # Progress was made: retry after a short delay rather than an ever-growing one.
+                    self._backoffs.pop(key, None)
+                self._caps[key] = max(MIN_CAP, 2 * good)
+                for i in range(first_fail, end):
+                    code = results[i]
+                    if code is None:
+                        done.collateral += 1
+                    else:
+                        errors[code] = errors.get(code, 0) + 1
+                        if code not in RETRIABLE_ENTRY_ERRORS and done.fatal_code is None:
+                            done.fatal_code = code
+                            done.fatal_message = messages[i] if messages is not None else None
+                self._requeue_front(key, records[first_fail:end], ks, now)
+            start = end
+        return done
+
+    def _grow_cap(self, key: str) -> None:
+        cap = self._caps.get(key)
+        if cap is not None:
+            if cap >= 250:
+                del self._caps[key]
+            else:
+                self._caps[key] = cap * 2
+
+    def requeue_all(self, batch: Batch, now: float) -> None:
+        """The whole request failed (throttled, 5xx, connection error): every record goes back, in order, to
+        the front of its key's queue, and each key backs off."""
+        start = 0
+        for key, n, ks in zip(batch.keys, batch.counts, batch.key_sizes, strict=True):
+            self._in_flight.discard(key)
+            self._requeue_front(key, batch.records[start : start + n], ks, now)
+            start += n

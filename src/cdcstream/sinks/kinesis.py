@@ -1,0 +1,412 @@
+"""The Kinesis Data Streams sink: batches records into PutRecords requests, keeps several in flight, retries
+forever with backoff, and acknowledges a record only when Kinesis accepted it.
+
+Guarantees (DESIGN.md §1, §5): at-least-once (nothing is dropped; a non-retriable error stops ``run()``
+with :class:`SinkError` and nothing after it is acknowledged) and per-partition-key order (see
+:mod:`cdcstream.sinks.batching`: one request per key at a time, failed records and everything after them
+of the same key resent in order).
+
+Partition keys longer than 256 characters (the Kinesis limit) are replaced by the SHA-256 hex digest of
+their UTF-8 bytes (64 characters): deterministic, so all records of one long key still share a shard and
+stay ordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+import structlog
+
+from cdcstream.config import TargetConfig
+from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
+from cdcstream.records import Record
+from cdcstream.sinks import AckCallback
+from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
+from cdcstream.sinks.putrecords import PutRecordsClient, error_hint
+from cdcstream.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+#: PutRecords accepts at most 500 entries per request.
+MAX_RECORDS_PER_REQUEST = 500
+#: Request byte limit (sum of data + partition key of all entries). The API allows 10 MiB per request on
+#: streams whose MaxRecordSizeInKiB was raised above 1 MiB (2025 API); streams at the 1 MiB default (and every
+#: emulator) keep the historical 5 MiB.
+MAX_REQUEST_BYTES_DEFAULT = 5 * 1024 * 1024
+MAX_REQUEST_BYTES_LARGE = 10 * 1024 * 1024
+#: Used when DescribeStreamSummary does not report MaxRecordSizeInKiB (older servers, emulators).
+DEFAULT_MAX_RECORD_KIB = 1024
+#: Kinesis partition keys are 1..256 Unicode characters.
+MAX_PARTITION_KEY_CHARS = 256
+#: How often a throttling summary is logged while throttling goes on.
+THROTTLE_LOG_INTERVAL = 10.0
+
+
+def effective_partition_key(key: str) -> str:
+    """The partition key actually sent: ``key`` itself, or for keys over 256 characters the SHA-256 hex
+    digest of its UTF-8 encoding (deterministic, so one long key always maps to the same shard). An empty key
+    (rejected by Kinesis) becomes the digest of the empty string for the same reason."""
+    if 0 < len(key) <= MAX_PARTITION_KEY_CHARS:
+        return key
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KinesisSink:
+    """:class:`cdcstream.sinks.Sink` writing to one Kinesis data stream with PutRecords."""
+
+    def __init__(
+        self,
+        cfg: TargetConfig,
+        on_ack: AckCallback,
+        *,
+        start_timeout: float = 60.0,
+        session: Any = None,
+    ) -> None:
+        self.cfg = cfg
+        self._on_ack = on_ack
+        self._start_timeout = start_timeout
+        self._aio_session = session
+        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay)
+        self._linger = cfg.linger_ms / 1000.0
+        self._max_buffered = cfg.max_buffered_records
+        self._max_in_flight = cfg.max_in_flight_requests
+        self.max_record_bytes = DEFAULT_MAX_RECORD_KIB * 1024
+        self.max_request_bytes = MAX_REQUEST_BYTES_DEFAULT
+        self._client: PutRecordsClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Records put and not yet acknowledged (buffered + in flight): the backpressure bound.
+        self._outstanding = 0
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._fatal: BaseException | None = None
+        self._closed = False
+        # When the run loop will wake by itself (inf: only on an event); put() wakes it earlier if needed.
+        self._timer_at = float("inf")
+        self._puts_since_scan = 0
+        self._bytes_since_scan = 0
+        self._throttled_since_log = 0
+        self._throttle_log_at = 0.0
+        stream = cfg.stream_name
+        self._m_sent = metrics.RECORDS_SENT.labels(stream)
+        self._m_bytes = metrics.RECORD_BYTES_SENT.labels(stream)
+        self._m_lat = {o: metrics.PUT_LATENCY.labels(stream, o) for o in ("ok", "partial", "error")}
+        self._m_batch = metrics.BATCH_RECORDS.labels(stream)
+        self._m_retry = {r: metrics.RETRIES.labels(stream, r) for r in ("throttle", "partial", "request_error")}
+        self._m_inflight = metrics.INFLIGHT_RECORDS.labels(stream)
+        self._m_lag = metrics.END_TO_END_LAG.labels(stream)
+        self._m_throttled: dict[str, Any] = {}
+        self._m_failed: dict[str, Any] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check the stream (exists, ACTIVE/UPDATING), read its record size limit, open the HTTP session."""
+        from aiobotocore.session import get_session
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        cfg = self.cfg
+        session = self._aio_session or get_session()
+        credentials = await session.get_credentials()
+        if credentials is None:
+            raise SinkError(
+                f"no AWS credentials found for stream {cfg.stream_name}: configure the standard AWS "
+                "credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role)"
+            )
+        deadline = time.monotonic() + self._start_timeout
+        status = "?"
+        summary: dict[str, Any] = {}
+        async with session.create_client("kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url) as kc:
+            while True:
+                try:
+                    resp = await kc.describe_stream_summary(StreamName=cfg.stream_name)
+                    summary = resp["StreamDescriptionSummary"]
+                    status = summary.get("StreamStatus", "?")
+                    if status in ("ACTIVE", "UPDATING"):
+                        break
+                    if status == "DELETING":
+                        raise SinkError(f"Kinesis stream {cfg.stream_name} is being deleted")
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code", "?")
+                    if code == "ResourceNotFoundException":
+                        raise SinkError(
+                            f"Kinesis stream {cfg.stream_name} does not exist in {cfg.region}"
+                            f"{' at ' + cfg.endpoint_url if cfg.endpoint_url else ''}: create it with "
+                            f"`aws kinesis create-stream --stream-name {cfg.stream_name} --shard-count 1` "
+                            "or fix target.stream_name"
+                        ) from None
+                    if code in ("LimitExceededException", "ThrottlingException") or code.startswith("5"):
+                        status = f"error {code}"
+                    else:
+                        raise SinkError(
+                            f"DescribeStreamSummary on stream {cfg.stream_name} failed: {code}: {exc} -- "
+                            f"{error_hint(code)}"
+                        ) from None
+                except BotoCoreError as exc:
+                    status = f"unreachable ({exc})"
+                if time.monotonic() >= deadline:
+                    raise SinkError(
+                        f"Kinesis stream {cfg.stream_name} not usable after {self._start_timeout:.0f} s "
+                        f"(last status: {status}); it must be ACTIVE or UPDATING"
+                    )
+                await asyncio.sleep(1.0)
+        kib = summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB
+        self.max_record_bytes = int(kib) * 1024
+        self.max_request_bytes = (
+            MAX_REQUEST_BYTES_LARGE if self.max_record_bytes > 1024 * 1024 else MAX_REQUEST_BYTES_DEFAULT
+        )
+        self._client = PutRecordsClient(
+            stream_name=cfg.stream_name,
+            region=cfg.region,
+            endpoint_url=cfg.endpoint_url,
+            credentials=credentials,
+            request_timeout=cfg.request_timeout,
+            max_connections=max(4, self._max_in_flight),
+        )
+        log.info(
+            "kinesis sink started",
+            stream=cfg.stream_name,
+            status=status,
+            shards=summary.get("OpenShardCount"),
+            max_record_bytes=self.max_record_bytes,
+            max_request_bytes=self.max_request_bytes,
+        )
+
+    async def close(self) -> None:
+        """Stop: cancel in-flight requests (their records stay unacknowledged) and close the HTTP session."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._wake.set()
+        self._space.set()
+        if self._client is not None:
+            await self._client.close()
+
+    # --- input ----------------------------------------------------------------------------------------------
+    async def put(self, record: Record) -> None:
+        """Queue ``record``; waits while ``max_buffered_records`` records are unacknowledged."""
+        while self._outstanding >= self._max_buffered:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._closed:
+                raise SinkError(f"Kinesis sink for stream {self.cfg.stream_name} is closed")
+            self._space.clear()
+            await self._space.wait()
+        if self._fatal is not None:
+            raise self._fatal
+        key = record.partition_key
+        if not 0 < len(key) <= MAX_PARTITION_KEY_CHARS:
+            key = effective_partition_key(key)
+        size = len(record.data) + (len(key) if key.isascii() else len(key.encode()))
+        if size > self.max_record_bytes:
+            raise OversizeRecordError(
+                f"record of table {record.label or '?'} (partition key {key[:80]!r}) is {size} bytes "
+                f"(data + partition key), over stream {self.cfg.stream_name}'s maximum record size of "
+                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB or exclude the columns"
+            )
+        now = time.monotonic()
+        self._outstanding += 1
+        self._empty.clear()
+        new_key = self._batcher.add(key, record, now, size)
+        self._puts_since_scan += 1
+        self._bytes_since_scan += size
+        # Wake the run loop only when it may have something new to do: a full request's worth arrived, or a
+        # new key whose linger deadline is earlier than the loop's own timer. Waking on every put would make
+        # each put rescan the pending records.
+        if (
+            self._puts_since_scan >= MAX_RECORDS_PER_REQUEST
+            or self._bytes_since_scan >= self.max_request_bytes
+            or (new_key and now + self._linger < self._timer_at)
+        ):
+            self._wake.set()
+
+    # --- delivery -------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Send requests until :meth:`close`; raises SinkError on a non-retriable error."""
+        if self._client is None:
+            raise SinkError("KinesisSink.run() called before start()")
+        batcher = self._batcher
+        linger = self._linger
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closed:
+                if self._fatal is not None:
+                    raise self._fatal
+                now = time.monotonic()
+                self._puts_since_scan = 0
+                self._bytes_since_scan = 0
+                while len(self._tasks) < self._max_in_flight:
+                    batch = batcher.take_batch(now, MAX_RECORDS_PER_REQUEST, self.max_request_bytes, linger)
+                    if batch is None:
+                        break
+                    self._launch(batch)
+                wake_at: float | None = None
+                if len(self._tasks) < self._max_in_flight:
+                    wake_at = batcher.next_wakeup(now, linger)
+                self._wake.clear()
+                if wake_at is None:
+                    self._timer_at = float("inf")
+                    await self._wake.wait()
+                else:
+                    self._timer_at = wake_at
+                    delay = wake_at - time.monotonic()
+                    if delay > 0:
+                        handle = loop.call_later(delay, self._wake.set)
+                        try:
+                            await self._wake.wait()
+                        finally:
+                            handle.cancel()
+        finally:
+            self._timer_at = float("inf")
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _launch(self, batch: Batch) -> None:
+        n = len(batch.records)
+        self._m_inflight.inc(n)
+        self._m_batch.observe(n)
+        task = asyncio.create_task(self._send(batch), name=f"kinesis-put-{self.cfg.stream_name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Done callbacks run after the task's own wake-up of the run loop, which may therefore still have
+        # counted this task as in flight: wake it again now that the slot is really free.
+        self._tasks.discard(task)
+        self._wake.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._wake.set()
+        self._space.set()
+        self._empty.set()
+
+    async def _send(self, batch: Batch) -> None:
+        assert self._client is not None
+        n = len(batch.records)
+        t0 = time.monotonic()
+        try:
+            result = await self._client.put_records(batch)
+        except SinkRetriableError as exc:
+            now = time.monotonic()
+            self._m_lat["error"].observe(now - t0)
+            self._m_inflight.dec(n)
+            self._batcher.requeue_all(batch, now)
+            self._m_retry["request_error"].inc(n)
+            log.warning("kinesis request failed, retrying", stream=self.cfg.stream_name, records=n, error=str(exc))
+            self._wake.set()
+            return
+        except SinkError as exc:
+            self._m_lat["error"].observe(time.monotonic() - t0)
+            self._m_inflight.dec(n)
+            log.error("kinesis request failed", stream=self.cfg.stream_name, error=str(exc))
+            self._fail(exc)
+            return
+        except asyncio.CancelledError:
+            self._m_inflight.dec(n)
+            raise
+        except Exception as exc:  # a bug: stop rather than lose track of the records
+            self._m_inflight.dec(n)
+            self._fail(SinkError(f"unexpected error sending to stream {self.cfg.stream_name}: {exc!r}"))
+            return
+        now = time.monotonic()
+        self._m_inflight.dec(n)
+        done = self._batcher.complete(batch, result.codes, now, result.messages)
+        acked = done.acked
+        self._m_lat["ok" if result.codes is None else "partial"].observe(now - t0)
+        if result.codes is not None:
+            self._account_failures(done.errors, done.collateral)
+        if acked:
+            self._m_sent.inc(len(acked))
+            if result.codes is None:
+                nbytes = batch.nbytes
+            else:
+                nbytes = sum(len(r.data) + len(r.partition_key) for r in acked)
+            self._m_bytes.inc(nbytes)
+            oldest = min((r.commit_epoch for r in acked if r.commit_epoch is not None), default=None)
+            if oldest is not None:
+                self._m_lag.observe(max(0.0, time.time() - oldest))
+            try:
+                self._on_ack(acked)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            self._outstanding -= len(acked)
+            if self._outstanding < self._max_buffered:
+                self._space.set()
+            if self._outstanding == 0:
+                self._empty.set()
+        if done.fatal_code is not None:
+            code = done.fatal_code
+            self._fail(
+                SinkError(
+                    f"PutRecords to stream {self.cfg.stream_name}: entries rejected with {code}: "
+                    f"{(done.fatal_message or '')[:300]} -- {error_hint(code)}"
+                )
+            )
+            return
+        self._wake.set()
+
+    def _account_failures(self, errors: dict[str, int], collateral: int) -> None:
+        stream = self.cfg.stream_name
+        throttled = 0
+        other = 0
+        for code, count in errors.items():
+            if code in THROTTLE_ENTRY_ERRORS:
+                throttled += count
+                m = self._m_throttled.get(code)
+                if m is None:
+                    m = self._m_throttled[code] = metrics.THROTTLED_RECORDS.labels(stream, code)
+                m.inc(count)
+            else:
+                other += count
+                m = self._m_failed.get(code)
+                if m is None:
+                    m = self._m_failed[code] = metrics.FAILED_RECORDS.labels(stream, code)
+                m.inc(count)
+        if throttled:
+            self._m_retry["throttle"].inc(throttled)
+        if other or collateral:
+            self._m_retry["partial"].inc(other + collateral)
+        self._throttled_since_log += throttled + other
+        now = time.monotonic()
+        if now >= self._throttle_log_at:
+            log.warning(
+                "kinesis entries rejected, retrying with backoff",
+                stream=stream,
+                rejected=self._throttled_since_log,
+                errors=errors,
+                resent_after_failure=collateral,
+                summary_interval_s=THROTTLE_LOG_INTERVAL,
+            )
+            self._throttled_since_log = 0
+            self._throttle_log_at = now + THROTTLE_LOG_INTERVAL
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every record put so far is acknowledged; False on timeout or after a fatal error."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._outstanding > 0 and self._fatal is None:
+                    self._empty.clear()
+                    await self._empty.wait()
+        except TimeoutError:
+            return False
+        return self._outstanding == 0
+
+    # --- introspection ------------------------------------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Records put and not yet acknowledged."""
+        return self._outstanding
+
+    @property
+    def in_flight_requests(self) -> int:
+        return len(self._tasks)

@@ -1,0 +1,281 @@
+"""The PutRecords batcher: limits, per-key order, fairness, partial-failure requeue, backoff; plus a hypothesis
+state machine checking the ordering and delivery guarantees against a model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from cdcstream.records import Record
+from cdcstream.sinks.batching import Batch, Batcher, key_size
+from cdcstream.sinks.kinesis import effective_partition_key
+
+THROTTLE = "ProvisionedThroughputExceededException"
+
+
+def _rec(key: str, seq: int, size: int = 10) -> Record:
+    return Record(partition_key=key, data=b"x" * size, seq=seq)
+
+
+def _add(b: Batcher, key: str, seq: int, now: float = 0.0, size: int = 10) -> Record:
+    r = _rec(key, seq, size)
+    b.add(key, r, now, size + key_size(key))
+    return r
+
+
+def _seqs(batch: Batch) -> list[int]:
+    return [r.seq for r in batch.records]
+
+
+def test_count_limit_and_key_grouping() -> None:
+    b = Batcher()
+    for i in range(1200):
+        _add(b, f"k{i % 3}", i)
+    batch = b.take_batch(0.0, 500, 5 * 1024 * 1024)
+    assert batch is not None and len(batch) == 500
+    # k0's 400 records come first, in put order, then 100 of k1.
+    assert batch.keys == ["k0", "k1"] and batch.counts == [400, 100]
+    assert _seqs(batch)[:3] == [0, 3, 6]
+    # k0 and k1 are in flight now: only k2 may go next.
+    batch2 = b.take_batch(0.0, 500, 5 * 1024 * 1024)
+    assert batch2 is not None and batch2.keys == ["k2"] and len(batch2) == 400
+    assert b.take_batch(0.0, 500, 5 * 1024 * 1024) is None
+    assert b.pending == 300
+
+
+def test_byte_limit_counts_data_and_key() -> None:
+    b = Batcher()
+    for i in range(10):
+        _add(b, "kk", i, size=98)  # 100 bytes with the key
+    batch = b.take_batch(0.0, 500, 350)
+    assert batch is not None and len(batch) == 3 and batch.nbytes == 300
+    assert b.pending == 7 and b.pending_bytes == 700
+
+
+def test_linger_holds_small_batches() -> None:
+    b = Batcher()
+    _add(b, "a", 1, now=10.0)
+    assert b.take_batch(10.005, 500, 10_000, linger=0.02) is None
+    assert b.next_wakeup(10.005, 0.02) == 10.02
+    batch = b.take_batch(10.02, 500, 10_000, linger=0.02)
+    assert batch is not None and _seqs(batch) == [1]
+
+
+def test_full_batch_ignores_linger() -> None:
+    b = Batcher()
+    for i in range(5):
+        _add(b, "a", i, now=10.0)
+    batch = b.take_batch(10.0, 5, 10_000, linger=1.0)
+    assert batch is not None and len(batch) == 5
+
+
+def test_fairness_emptied_key_goes_to_back() -> None:
+    b = Batcher()
+    _add(b, "a", 1)
+    _add(b, "b", 2)
+    batch = b.take_batch(0.0, 1, 10_000)
+    assert batch is not None and batch.keys == ["a"]
+    b.complete(batch, None, 0.0)
+    _add(b, "a", 3)  # a's queue was emptied, so it comes back behind b
+    batch = b.take_batch(0.0, 500, 10_000)
+    assert batch is not None and batch.keys == ["b", "a"]
+
+
+def test_partial_failure_requeues_failed_and_later_entries_of_the_key() -> None:
+    b = Batcher(base_delay=1.0, max_delay=1.0)
+    for i in range(4):
+        _add(b, "a", i)
+    for i in range(4, 6):
+        _add(b, "b", i)
+    batch = b.take_batch(0.0, 6, 10_000)
+    assert batch is not None and _seqs(batch) == [0, 1, 2, 3, 4, 5]
+    _add(b, "a", 99)  # queued while a is in flight: must stay behind the resent records
+    done = b.complete(batch, [None, THROTTLE, None, None, None, None], 5.0)
+    assert [r.seq for r in done.acked] == [0, 4, 5]
+    assert done.errors == {THROTTLE: 1} and done.collateral == 2 and done.fatal_code is None
+    assert [r.seq for r in b.queued("a")] == [1, 2, 3, 99]
+    assert b.in_flight_keys == frozenset()
+    # a backs off (<= 1 s of full jitter), b does not.
+    assert 5.0 <= b.ready_at("a") <= 6.0
+    _add(b, "b", 6, now=5.0)
+    batch = b.take_batch(5.0, 500, 10_000)
+    assert batch is not None and batch.keys == ["b"]
+    batch = b.take_batch(6.0, 500, 10_000)
+    assert batch is not None and _seqs(batch) == [1, 2, 3, 99]
+
+
+def test_whole_request_failure_requeues_everything_in_order() -> None:
+    b = Batcher(base_delay=0.5, max_delay=0.5)
+    for i in range(6):
+        _add(b, f"k{i % 2}", i)
+    batch = b.take_batch(0.0, 500, 10_000)
+    assert batch is not None
+    _add(b, "k0", 6)
+    b.requeue_all(batch, 1.0)
+    assert [r.seq for r in b.queued("k0")] == [0, 2, 4, 6]
+    assert [r.seq for r in b.queued("k1")] == [1, 3, 5]
+    assert b.pending == 7
+    assert b.take_batch(1.0 + 0.5 + 1e-9, 500, 10_000) is not None
+
+
+def test_non_retriable_entry_error_is_reported() -> None:
+    b = Batcher()
+    _add(b, "a", 1)
+    batch = b.take_batch(0.0, 500, 10_000)
+    assert batch is not None
+    done = b.complete(batch, ["KMSDisabledException"], 0.0, ["key disabled"])
+    assert done.fatal_code == "KMSDisabledException" and done.fatal_message == "key disabled"
+    assert done.acked == []
+
+
+def test_backoff_grows_and_resets_on_success() -> None:
+    b = Batcher(base_delay=1.0, max_delay=100.0)
+    _add(b, "a", 1)
+    now = 0.0
+    for _ in range(5):
+        batch = b.take_batch(now + 1000, 500, 10_000)
+        assert batch is not None
+        now += 1000
+        b.complete(batch, [THROTTLE], now)
+    assert b._backoffs["a"].attempt == 5
+    batch = b.take_batch(now + 1000, 500, 10_000)
+    assert batch is not None
+    b.complete(batch, None, now)
+    assert "a" not in b._backoffs
+
+
+def test_long_partition_keys_are_hashed_deterministically() -> None:
+    long = "x" * 257
+    assert effective_partition_key("x" * 256) == "x" * 256
+    h = effective_partition_key(long)
+    assert len(h) == 64 and h == effective_partition_key(long) and h != effective_partition_key(long + "y")
+
+
+# --- model-based ------------------------------------------------------------------------------------------
+KEYS = st.sampled_from(["a", "b", "c", "d"])
+OUTCOME = st.sampled_from([None, None, None, THROTTLE, "InternalFailure"])
+
+
+class BatcherMachine(RuleBasedStateMachine):
+    """Random puts, takes and (partial/whole) failures, completed out of order, against a model.
+
+    The model: per key, the list of put sequence numbers; the "stream": per key, every accepted entry in
+    the order its request was answered (requests of one key never overlap, so that is write order)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = Batcher(base_delay=0.01, max_delay=0.05)
+        self.now = 0.0
+        self.seq = 0
+        self.put: dict[str, list[int]] = defaultdict(list)
+        self.stream: dict[str, list[int]] = defaultdict(list)
+        self.acked: set[int] = set()
+        self.inflight: list[Batch] = []
+
+    @rule(key=KEYS, n=st.integers(1, 5))
+    def put_records(self, key: str, n: int) -> None:
+        for _ in range(n):
+            _add(self.b, key, self.seq, self.now)
+            self.put[key].append(self.seq)
+            self.seq += 1
+
+    @rule(max_records=st.integers(1, 7))
+    def take(self, max_records: int) -> None:
+        batch = self.b.take_batch(self.now, max_records, 10_000)
+        if batch is None:
+            return
+        assert len(batch) <= max_records
+        keys_in_flight = [k for other in self.inflight for k in other.keys]
+        assert not set(batch.keys) & set(keys_in_flight), "a key is in two in-flight requests"
+        assert len(set(batch.keys)) == len(batch.keys)
+        self.inflight.append(batch)
+
+    @precondition(lambda self: self.inflight)
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        i = data.draw(st.integers(0, len(self.inflight) - 1))
+        batch = self.inflight.pop(i)
+        results = data.draw(st.lists(OUTCOME, min_size=len(batch), max_size=len(batch)))
+        # What Kinesis wrote: every entry without an error code.
+        for rec, code in zip(batch.records, results, strict=True):
+            if code is None:
+                self.stream[rec.partition_key].append(rec.seq)
+        done = self.b.complete(batch, results, self.now)
+        for rec in done.acked:
+            assert rec.seq in self.stream[rec.partition_key], "acknowledged a record that was not written"
+            self.acked.add(rec.seq)
+
+    @precondition(lambda self: self.inflight)
+    @rule(data=st.data(), written=st.booleans())
+    def fail_request(self, data: st.DataObject, written: bool) -> None:
+        batch = self.inflight.pop(data.draw(st.integers(0, len(self.inflight) - 1)))
+        if written:  # e.g. a timeout after the server wrote everything
+            for rec in batch.records:
+                self.stream[rec.partition_key].append(rec.seq)
+        self.b.requeue_all(batch, self.now)
+
+    @rule(dt=st.sampled_from([0.0, 0.01, 0.1]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+
+    @invariant()
+    def acked_is_a_prefix_of_each_key(self) -> None:
+        # Acknowledgements per key never skip a record: what the watermark relies on.
+        for key, seqs in self.put.items():
+            n = sum(1 for s in seqs if s in self.acked)
+            assert all(s in self.acked for s in seqs[:n]), f"key {key}: acks skip a record"
+
+    def last_occurrences_in_put_order(self) -> None:
+        # Holds once everything is delivered (in between, a resend can be half-way through a key's records).
+        for key, written in self.stream.items():
+            last: dict[int, int] = {}
+            for pos, seq in enumerate(written):
+                last[seq] = pos
+            ordered = sorted(last, key=last.__getitem__)
+            assert ordered == sorted(ordered), f"key {key}: last occurrences out of order: {written}"
+            # and what is written is a prefix of what was put (nothing skipped before a later record)
+            assert ordered == self.put[key][: len(ordered)]
+
+    def teardown(self) -> None:
+        # Deliver everything: answer in-flight requests successfully, then send the rest without failures.
+        for batch in self.inflight:
+            for rec in batch.records:
+                self.stream[rec.partition_key].append(rec.seq)
+            self.acked.update(r.seq for r in self.b.complete(batch, None, self.now).acked)
+        self.inflight = []
+        for _ in range(10_000):
+            self.now += 1.0
+            batch = self.b.take_batch(self.now, 500, 10_000)
+            if batch is None:
+                break
+            for rec in batch.records:
+                self.stream[rec.partition_key].append(rec.seq)
+            self.acked.update(r.seq for r in self.b.complete(batch, None, self.now).acked)
+        assert self.b.pending == 0 and self.b.pending_bytes == 0
+        assert self.acked == set(range(self.seq)), "some records were never acknowledged"
+        self.last_occurrences_in_put_order()
+
+
+BatcherMachine.TestCase.settings = settings(
+    max_examples=300, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestBatcherModel = BatcherMachine.TestCase
+
+
+def test_partial_failure_caps_the_key_then_grows_back() -> None:
+    b = Batcher(base_delay=0.001, max_delay=0.001)
+    for i in range(600):
+        _add(b, "a", i)
+    batch = b.take_batch(0.0, 500, 1 << 30)
+    assert batch is not None and len(batch) == 500
+    b.complete(batch, [None] * 3 + [THROTTLE] + [None] * 496, 0.0)
+    sizes = []
+    for step in range(1, 8):
+        batch = b.take_batch(float(step), 500, 1 << 30)
+        assert batch is not None
+        sizes.append(len(batch))
+        b.complete(batch, None, float(step))
+    assert sizes[:4] == [8, 16, 32, 64] and max(sizes) <= 500
