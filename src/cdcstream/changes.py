@@ -64,9 +64,7 @@ class ChangeEvent:
     commit_epoch: float  # the same instant as seconds since the epoch, for lag metrics
     stream_position: str  # opaque, sorts in commit order (fixed width)
     transaction_record_id: int  # 1-based offset within the transaction
-    unchanged_columns: tuple[str, ...] = field(
-        default=()
-    )  # values the source did not send (PG unchanged TOAST)
+    unchanged_columns: tuple[str, ...] = field(default=())  # values the source did not send (PG unchanged TOAST)
 
 
 @dataclass(slots=True, frozen=True)

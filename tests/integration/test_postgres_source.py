@@ -182,9 +182,7 @@ async def test_unchanged_toast_is_listed_not_sent(pg_db: PgDb) -> None:
     pg_db.execute("ALTER TABLE tt ALTER COLUMN big SET STORAGE EXTERNAL")
     reader = await open_reader(pg_db.config())
     try:
-        pg_db.execute(
-            "INSERT INTO tt SELECT 1, 1, string_agg(md5(g::text), '') FROM generate_series(1, 200) g"
-        )
+        pg_db.execute("INSERT INTO tt SELECT 1, 1, string_agg(md5(g::text), '') FROM generate_series(1, 200) g")
         pg_db.execute("UPDATE tt SET small = 2")
         await reader.wait_for(n_events(2))
         upd = reader.events[1]
@@ -290,9 +288,7 @@ async def test_reconnect_after_server_restart(pg_db: PgDb) -> None:
         await asyncio.to_thread(pg_db.server.restart)
         for i in range(2, 5):
             pg_db.execute(f"INSERT INTO t VALUES ({i})")
-        await reader.wait_for(
-            lambda r: {e.after["id"] for e in r.events if e.after} >= {1, 2, 3, 4}, within=30
-        )
+        await reader.wait_for(lambda r: {e.after["id"] for e in r.events if e.after} >= {1, 2, 3, 4}, within=30)
         assert reader.source.status()["connected"] is True
     finally:
         await reader.stop()

@@ -86,18 +86,14 @@ class PgServer:
         return self.root
 
     def superuser_dsn(self, db: str = "postgres") -> str:
-        return psycopg.conninfo.make_conninfo(
-            host=str(self.sockdir), port=self.port, user=SUPERUSER, dbname=db
-        )
+        return psycopg.conninfo.make_conninfo(host=str(self.sockdir), port=self.port, user=SUPERUSER, dbname=db)
 
     def dsn(self, db: str) -> str:
         return psycopg.conninfo.make_conninfo(
             host=self.host, port=self.port, user=CDC_USER, password=CDC_PASSWORD, dbname=db
         )
 
-    def execute(
-        self, db: str, query: str, *, superuser: bool = False, params: Any = None
-    ) -> list[tuple[Any, ...]]:
+    def execute(self, db: str, query: str, *, superuser: bool = False, params: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement in autocommit mode and return its rows (empty list when it returns none)."""
         dsn = self.superuser_dsn(db) if superuser else self.dsn(db)
         with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
@@ -108,9 +104,7 @@ class PgServer:
         """A fresh, uniquely named database owned by ``cdc``."""
         name = f"{prefix}{os.getpid()}_{next(self._counter)}"
         with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(CDC_USER))
-            )
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(CDC_USER)))
         return name
 
     def drop_database(self, name: str) -> None:
@@ -124,8 +118,7 @@ class PgServer:
             for _ in range(50):
                 try:
                     conn.execute(
-                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                        "WHERE database = %s",
+                        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
                         (name,),
                     )
                     break

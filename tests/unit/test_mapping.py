@@ -41,9 +41,7 @@ def mapper(rules: MappingRules | None = None, **target: Any) -> Mapper:
 
 
 def test_insert_envelope_default_key() -> None:
-    [rec] = mapper(message_format="json-unformatted").map(
-        [event(Op.INSERT, {"id": 1, "name": "a", "qty": None})]
-    )
+    [rec] = mapper(message_format="json-unformatted").map([event(Op.INSERT, {"id": 1, "name": "a", "qty": None})])
     assert rec.partition_key == "public.items"
     assert rec.data.endswith(b"\n") and rec.data.count(b"\n") == 1
     doc = orjson.loads(rec.data)
@@ -59,23 +57,21 @@ def test_insert_envelope_default_key() -> None:
 
 
 def test_delete_uses_before_image_and_nulls_kept_when_asked() -> None:
-    [rec] = mapper(include_null_and_empty=True).map(
-        [event(Op.DELETE, None, {"id": 1, "name": None, "qty": None})]
-    )
+    [rec] = mapper(include_null_and_empty=True).map([event(Op.DELETE, None, {"id": 1, "name": None, "qty": None})])
     doc = orjson.loads(rec.data)
     assert doc["data"] == {"id": 1, "name": None, "qty": None}
     assert doc["metadata"]["operation"] == "delete"
     assert b"\n  " in rec.data  # message_format "json" (DMS default) is indented
 
 
-def test_truncate_is_a_control_record_with_task_key_in_table_order_group() -> None:
+def test_truncate_is_a_barrier_control_record_with_task_key() -> None:
     [rec] = mapper().map([event(Op.TRUNCATE, None)])
     doc = orjson.loads(rec.data)
     assert doc["control"] == {}
     assert doc["metadata"]["record-type"] == "control"
     assert doc["metadata"]["operation"] == "TruncateTable"
     assert rec.partition_key == "task1.public.items"
-    assert rec.order_key == "public.items"
+    assert rec.barrier
 
 
 def test_restart_record() -> None:
@@ -136,11 +132,9 @@ def test_object_mapping_partition_keys() -> None:
         "object-locator": {"schema-name": "public", "table-name": "items"},
         "mapping-parameters": {"partition-key-type": "primary-key", "exclude-columns": ["QTY"]},
     }
-    [rec] = mapper(rules(sel("1", "include", "%", "%"), om)).map(
-        [event(Op.INSERT, {"id": 7, "name": "a", "qty": 3})]
-    )
+    [rec] = mapper(rules(sel("1", "include", "%", "%"), om)).map([event(Op.INSERT, {"id": 7, "name": "a", "qty": 3})])
     assert rec.partition_key == "7"
-    assert rec.order_key is None
+    assert not rec.barrier
     assert orjson.loads(rec.data)["data"] == {"id": 7, "name": "a"}
 
 

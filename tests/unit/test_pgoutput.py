@@ -210,9 +210,7 @@ def test_selector_drops_events_but_keeps_commits() -> None:
     events = [i for i in items if isinstance(i, ChangeEvent)]
     assert events and {e.table.table for e in events} == {"fullrow"}
     _, all_items = decode_all()
-    assert len([i for i in items if isinstance(i, Marker)]) == len(
-        [i for i in all_items if isinstance(i, Marker)]
-    )
+    assert len([i for i in items if isinstance(i, Marker)]) == len([i for i in all_items if isinstance(i, Marker)])
 
 
 def test_replica_identity_full_uses_primary_key_when_known() -> None:

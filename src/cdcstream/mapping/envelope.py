@@ -29,7 +29,7 @@ def now_iso() -> str:
 class TablePlan:
     """Everything needed to turn one table's events into records, decided once per table version."""
 
-    __slots__ = ("excluded", "key_of", "key_type", "label", "order_key", "schema", "table", "table_name")
+    __slots__ = ("excluded", "key_of", "key_type", "label", "schema", "table", "table_name")
 
     def __init__(self, info: TableInfo, mapping: ObjectMapping | None) -> None:
         self.schema, self.table = info.schema, info.table
@@ -38,16 +38,13 @@ class TablePlan:
         self.key_type = mapping.partition_key_type if mapping else "schema-table"
         excluded = {c.name for c in info.columns if mapping and c.name.lower() in mapping.exclude_columns}
         self.excluded = frozenset(excluded)
-        self.order_key: str | None = None
         self.key_of: Callable[[ChangeEvent, dict[str, Any]], str]
         if self.key_type == "schema-table":
             static = f"{info.schema}.{self.table_name}"
-            self.order_key = static
             self.key_of = lambda ev, row: static
         elif self.key_type == "constant":
             assert mapping is not None and mapping.partition_key_value is not None
             constant = mapping.partition_key_value
-            self.order_key = constant
             self.key_of = lambda ev, row: constant
         elif self.key_type == "transaction-id":
             self.key_of = lambda ev, row: str(ev.transaction_id)
@@ -136,7 +133,6 @@ class Mapper:
                     data=self._dumps({"data": row, "metadata": metadata}),
                     commit_epoch=ev.commit_epoch,
                     label=plan.label,
-                    order_key=plan.order_key,
                 )
             )
         return out
@@ -156,14 +152,14 @@ class Mapper:
                 "stream-position": ev.stream_position,
             },
         }
-        # Same order group as the table's data when it has a single key, so retries never move the control
-        # record across the rows around it.
+        # A barrier: its partition key differs from the table's rows, so only draining around it keeps it
+        # between the rows before and after it.
         return Record(
             partition_key=f"{self.task_id}.{plan.schema}.{plan.table_name}",
             data=self._dumps(doc),
             commit_epoch=ev.commit_epoch,
             label=plan.label,
-            order_key=plan.order_key,
+            barrier=True,
         )
 
     def restart_record(self) -> Record:

@@ -87,9 +87,7 @@ class _Ctx:
         self.path, self.rule_id, self.index = path, rule_id, index
 
     def error(self, json_path: str, problem: str) -> ConfigError:
-        return ConfigError(
-            f"{self.path}: rule-id {self.rule_id} ($.rules[{self.index}]{json_path}): {problem}"
-        )
+        return ConfigError(f"{self.path}: rule-id {self.rule_id} ($.rules[{self.index}]{json_path}): {problem}")
 
 
 def _string(ctx: _Ctx, obj: dict[str, Any], key: str, json_path: str, *, required: bool = True) -> str | None:
@@ -123,17 +121,13 @@ def _locator(ctx: _Ctx, rule: dict[str, Any]) -> tuple[str, str]:
         raise ctx.error(".object-locator", f"unknown key(s) {sorted(unknown)}")
     if loc.get("table-type", "table") not in ("table", "view", "all"):
         raise ctx.error(".object-locator.table-type", 'must be "table", "view" or "all"')
-    return _pattern(ctx, schema, ".object-locator.schema-name"), _pattern(
-        ctx, table, ".object-locator.table-name"
-    )
+    return _pattern(ctx, schema, ".object-locator.schema-name"), _pattern(ctx, table, ".object-locator.table-name")
 
 
 def _selection(ctx: _Ctx, rule: dict[str, Any]) -> SelectionRule:
     action = rule.get("rule-action")
     if action not in ("include", "exclude", "explicit"):
-        raise ctx.error(
-            ".rule-action", f"selection rule-action must be include, exclude or explicit, got {action!r}"
-        )
+        raise ctx.error(".rule-action", f"selection rule-action must be include, exclude or explicit, got {action!r}")
     if rule.get("filters"):
         raise ctx.error(".filters", "source filters are not supported by this version of cdcstream")
     schema, table = _locator(ctx, rule)
@@ -145,13 +139,10 @@ def _object_mapping(ctx: _Ctx, rule: dict[str, Any]) -> ObjectMapping:
     if action not in ("map-record-to-record", "map-record-to-document"):
         raise ctx.error(
             ".rule-action",
-            f"object-mapping rule-action must be map-record-to-record or map-record-to-document, "
-            f"got {action!r}",
+            f"object-mapping rule-action must be map-record-to-record or map-record-to-document, got {action!r}",
         )
     if action == "map-record-to-document":
-        raise ctx.error(
-            ".rule-action", "map-record-to-document is not supported by this version of cdcstream"
-        )
+        raise ctx.error(".rule-action", "map-record-to-document is not supported by this version of cdcstream")
     schema, table = _locator(ctx, rule)
     params = rule.get("mapping-parameters", {})
     if not isinstance(params, dict):
@@ -174,13 +165,9 @@ def _object_mapping(ctx: _Ctx, rule: dict[str, Any]) -> ObjectMapping:
         )
     pk_name = params.get("partition-key-name")
     if pk_type == "attribute-name" and not (isinstance(pk_name, str) and pk_name):
-        raise ctx.error(
-            ".mapping-parameters", 'partition-key-type "attribute-name" needs "partition-key-name"'
-        )
+        raise ctx.error(".mapping-parameters", 'partition-key-type "attribute-name" needs "partition-key-name"')
     if pk_type == "constant" and pk_value is None:
-        raise ctx.error(
-            ".mapping-parameters", 'partition-key-type "constant" needs "partition-key": {"value": ...}'
-        )
+        raise ctx.error(".mapping-parameters", 'partition-key-type "constant" needs "partition-key": {"value": ...}')
     excl = params.get("exclude-columns", [])
     if not isinstance(excl, list) or not all(isinstance(c, str) for c in excl):
         raise ctx.error(".mapping-parameters.exclude-columns", "must be a list of column names")
@@ -211,9 +198,7 @@ def parse_rules(doc: Any, source: str) -> MappingRules:
             raise ConfigError(f"{source}: $.rules[{index}]: each rule must be a JSON object")
         raw_id = rule.get("rule-id")
         if not isinstance(raw_id, (str, int)) or not str(raw_id).strip().isdigit():
-            raise ConfigError(
-                f"{source}: $.rules[{index}].rule-id: must be a number (as a string), got {raw_id!r}"
-            )
+            raise ConfigError(f"{source}: $.rules[{index}].rule-id: must be a number (as a string), got {raw_id!r}")
         rule_id = str(raw_id).strip()
         ctx = _Ctx(source, rule_id, index)
         kind = rule.get("rule-type")
@@ -229,15 +214,12 @@ def parse_rules(doc: Any, source: str) -> MappingRules:
         else:
             raise ctx.error(
                 ".rule-type",
-                f"unknown rule-type {kind!r} (expected selection, transformation, object-mapping, "
-                "table-settings)",
+                f"unknown rule-type {kind!r} (expected selection, transformation, object-mapping, table-settings)",
             )
     selections.sort(key=lambda p: p[0])
     mappings.sort(key=lambda p: p[0])
     if doc["rules"] and not selections:
-        raise ConfigError(
-            f"{source}: no selection rule: DMS needs at least one include rule to capture anything"
-        )
+        raise ConfigError(f"{source}: no selection rule: DMS needs at least one include rule to capture anything")
     return MappingRules(tuple(r for _, r in selections), tuple(r for _, r in mappings), source)
 
 

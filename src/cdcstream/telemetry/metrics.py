@@ -16,9 +16,7 @@ BUILD_INFO = Info("cdcstream_build", "Build metadata.")
 BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
 
 # --- source -------------------------------------------------------------------------------------------------
-SOURCE_CONNECTED = Gauge(
-    "cdcstream_source_connected", "1 while the replication connection is up.", ["source"]
-)
+SOURCE_CONNECTED = Gauge("cdcstream_source_connected", "1 while the replication connection is up.", ["source"])
 SOURCE_RECONNECTS = Counter(
     "cdcstream_source_reconnects", "Reconnect attempts after a dropped source connection.", ["source"]
 )
@@ -70,9 +68,7 @@ FAILED_RECORDS = Counter(
     ["stream", "error_code"],
 )
 RETRIES = Counter("cdcstream_sink_retries", "Records resent, by reason.", ["stream", "reason"])
-INFLIGHT_RECORDS = Gauge(
-    "cdcstream_inflight_records", "Records in PutRecords requests awaiting an answer.", ["stream"]
-)
+INFLIGHT_RECORDS = Gauge("cdcstream_inflight_records", "Records in PutRecords requests awaiting an answer.", ["stream"])
 END_TO_END_LAG = Histogram(
     "cdcstream_end_to_end_lag_seconds",
     "Source commit to Kinesis acknowledgement, per request (oldest record in it).",
@@ -91,9 +87,7 @@ CHECKPOINT_POSITION_TIMESTAMP = Gauge(
     "Source commit time of the transaction at the checkpointed position.",
     ["source"],
 )
-CHECKPOINT_WRITES = Counter(
-    "cdcstream_checkpoint_writes", "Checkpoint writes by outcome.", ["source", "outcome"]
-)
+CHECKPOINT_WRITES = Counter("cdcstream_checkpoint_writes", "Checkpoint writes by outcome.", ["source", "outcome"])
 QUEUE_DEPTH = Gauge("cdcstream_queue_depth", "Items waiting in a pipeline queue.", ["stage"])
 QUEUE_CAPACITY = Gauge("cdcstream_queue_capacity", "Capacity of a pipeline queue.", ["stage"])
 ERRORS = Counter("cdcstream_errors", "Errors by pipeline stage and error type.", ["stage", "error_type"])

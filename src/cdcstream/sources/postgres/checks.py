@@ -27,9 +27,7 @@ class CheckResult:
     fix: str = ""
 
 
-async def run_checks(
-    cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None
-) -> list[CheckResult]:
+async def run_checks(cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None) -> list[CheckResult]:
     """Connect with the configured role and report on every requirement of the PostgreSQL source."""
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
@@ -132,9 +130,7 @@ async def _server_checks(
                 not problems,
                 f"slot {cfg.slot_name}: plugin {plugin}, wal_status {wal_status}, active {active}, "
                 f"confirmed_flush_lsn {confirmed}" + (f" — {'; '.join(problems)}" if problems else ""),
-                ""
-                if not problems
-                else "use another slot_name, or drop the slot and re-sync with a full load",
+                "" if not problems else "use another slot_name, or drop the slot and re-sync with a full load",
             )
         )
     out.append(
@@ -142,9 +138,7 @@ async def _server_checks(
             "max_replication_slots",
             used_slots < max_slots or slot is not None,
             f"{used_slots} of {max_slots} slots in use",
-            ""
-            if used_slots < max_slots or slot is not None
-            else "raise max_replication_slots (restart needed)",
+            "" if used_slots < max_slots or slot is not None else "raise max_replication_slots (restart needed)",
         )
     )
     out.append(

@@ -186,9 +186,7 @@ class LogicalMessage:
     content: bytes
 
 
-Message = (
-    Begin | Commit | Origin | Relation | TypeMessage | Insert | Update | Delete | Truncate | LogicalMessage
-)
+Message = Begin | Commit | Origin | Relation | TypeMessage | Insert | Update | Delete | Truncate | LogicalMessage
 
 
 def parse_frame(frame: bytes, *, lsn_hint: int = 0) -> XLogData | Keepalive:
@@ -243,9 +241,7 @@ def parse_message(buf: bytes, *, lsn: int = 0) -> Message:
     except _MALFORMED as exc:
         raise DecodeError(f"malformed pgoutput message at LSN {format_lsn(lsn)}: {exc!r}") from None
     if pos != len(buf):
-        raise DecodeError(
-            f"pgoutput message {buf[:1]!r} at LSN {format_lsn(lsn)} has {len(buf) - pos} trailing bytes"
-        )
+        raise DecodeError(f"pgoutput message {buf[:1]!r} at LSN {format_lsn(lsn)} has {len(buf) - pos} trailing bytes")
     return msg
 
 
@@ -551,9 +547,7 @@ class Decoder:
             msg, pos = _parse_message(bytes(buf[25:]))
             assert isinstance(msg, TypeMessage)
             self._check_end(buf, 25 + pos)
-            self.type_names[msg.type_oid] = (
-                msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
-            )
+            self.type_names[msg.type_oid] = msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
         elif tag == 0x4D or tag == 0x4F:  # 'M' logical message (heartbeats), 'O' origin: validated, no event
             _, pos = _parse_message(bytes(buf[25:]))
             self._check_end(buf, 25 + pos)

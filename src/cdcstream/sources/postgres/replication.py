@@ -98,9 +98,7 @@ class ReplicationConnection:
             await asyncio.wait_for(self._connect(), self._connect_timeout)
         except TimeoutError:
             self._finish()
-            raise SourceConnectionError(
-                f"replication connection timed out after {self._connect_timeout:g} s"
-            ) from None
+            raise SourceConnectionError(f"replication connection timed out after {self._connect_timeout:g} s") from None
 
     async def _connect(self) -> None:
         pg = pq.PGconn.connect_start(self._conninfo.encode())
@@ -131,8 +129,7 @@ class ReplicationConnection:
             return SourceError(f"cannot connect to PostgreSQL for replication: {msg}")
         if "must be superuser or replication role" in lowered or "permission denied" in lowered:
             return SourceError(
-                f"cannot connect to PostgreSQL for replication: {msg}. "
-                "Fix: ALTER ROLE <user> WITH REPLICATION;"
+                f"cannot connect to PostgreSQL for replication: {msg}. Fix: ALTER ROLE <user> WITH REPLICATION;"
             )
         return SourceConnectionError(f"cannot connect to PostgreSQL for replication: {msg}")
 
@@ -194,9 +191,7 @@ class ReplicationConnection:
                 raise error
             return rows
         except psycopg.OperationalError as exc:
-            raise SourceConnectionError(
-                f"replication connection lost during {sql.split()[0]}: {exc}"
-            ) from None
+            raise SourceConnectionError(f"replication connection lost during {sql.split()[0]}: {exc}") from None
 
     async def identify_system(self) -> tuple[str, int, str, str | None]:
         """(systemid, timeline, xlogpos, dbname)."""
@@ -207,9 +202,7 @@ class ReplicationConnection:
     async def create_slot(self, slot: str) -> str:
         """``CREATE_REPLICATION_SLOT ... LOGICAL pgoutput NOEXPORT_SNAPSHOT``; returns the consistent
         point."""
-        rows = await self.command(
-            f"CREATE_REPLICATION_SLOT {quote_ident(slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT"
-        )
+        rows = await self.command(f"CREATE_REPLICATION_SLOT {quote_ident(slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT")
         return str(rows[0][1])
 
     async def start_replication(self, slot: str, lsn: str, publication: str) -> None:
@@ -228,9 +221,7 @@ class ReplicationConnection:
                 pg.consume_input()
             res = pg.get_result()
         except psycopg.OperationalError as exc:
-            raise SourceConnectionError(
-                f"replication connection lost during START_REPLICATION: {exc}"
-            ) from None
+            raise SourceConnectionError(f"replication connection lost during START_REPLICATION: {exc}") from None
         if res is None or res.status != pq.ExecStatus.COPY_BOTH:
             raise _error_from_result(res, pg, "START_REPLICATION failed")
         self.streaming = True
@@ -280,9 +271,7 @@ class ReplicationConnection:
                     raise SourceConnectionError("could not queue a standby status update")
                 await self._flush()
             except psycopg.OperationalError as exc:
-                raise SourceConnectionError(
-                    f"replication connection lost while sending status: {exc}"
-                ) from None
+                raise SourceConnectionError(f"replication connection lost while sending status: {exc}") from None
 
     async def _flush(self) -> None:
         pg = self.pgconn

@@ -224,9 +224,7 @@ class PostgresSource:
 
     async def _ensure_publication(self, conn: psycopg.AsyncConnection[Any]) -> None:
         row = await (
-            await conn.execute(
-                "SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.cfg.publication,)
-            )
+            await conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.cfg.publication,))
         ).fetchone()
         if row is not None:
             return
@@ -252,22 +250,17 @@ class PostgresSource:
             ) from None
         except psycopg.Error as exc:
             raise SourceError(
-                f"cannot create publication {self.cfg.publication!r}: {str(exc).splitlines()[0]}. "
-                f"SQL was: {stmt}"
+                f"cannot create publication {self.cfg.publication!r}: {str(exc).splitlines()[0]}. SQL was: {stmt}"
             ) from None
         self._log.info("publication created", tables="ALL" if tables is None else len(tables))
         if tables == []:
-            self._log.warning(
-                "publication created without tables: nothing is captured until tables are added"
-            )
+            self._log.warning("publication created without tables: nothing is captured until tables are added")
 
     async def _load_primary_keys(self, conn: psycopg.AsyncConnection[Any]) -> None:
         rows = await (await conn.execute(_PRIMARY_KEYS_SQL)).fetchall()
         self._decoder.primary_keys = {(s, t): tuple(cols) for s, t, cols in rows}
 
-    async def _check_slot(
-        self, conn: psycopg.AsyncConnection[Any], checkpoint: dict[str, Any] | None
-    ) -> bool:
+    async def _check_slot(self, conn: psycopg.AsyncConnection[Any], checkpoint: dict[str, Any] | None) -> bool:
         row = await (
             await conn.execute(
                 "SELECT plugin, slot_type, database, wal_status, confirmed_flush_lsn::text "
@@ -426,9 +419,7 @@ class PostgresSource:
         try:
             lsn = parse_lsn(str(checkpoint["lsn"]))
         except (KeyError, ValueError):
-            raise SourceError(
-                f"ack with a checkpoint that is not a PostgreSQL position: {checkpoint!r}"
-            ) from None
+            raise SourceError(f"ack with a checkpoint that is not a PostgreSQL position: {checkpoint!r}") from None
         if lsn <= self._acked:
             return  # monotonic: an older (or repeated) ack never moves flush_lsn backwards
         self._acked = lsn
@@ -457,9 +448,7 @@ class PostgresSource:
         while not self._closed:
             await asyncio.sleep(tick)
             since = time.monotonic() - self._last_status
-            if since >= self.cfg.status_interval or (
-                self._acked > self._sent_flush and since >= PROMPT_ACK_INTERVAL
-            ):
+            if since >= self.cfg.status_interval or (self._acked > self._sent_flush and since >= PROMPT_ACK_INTERVAL):
                 await self._send_status()
 
     async def _heartbeat_loop(self) -> None:
@@ -476,9 +465,7 @@ class PostgresSource:
                 )
             except (psycopg.Error, SourceError) as exc:
                 # Heartbeats are best effort: a failure is logged and retried at the next interval.
-                self._log.warning(
-                    "heartbeat failed", reason=str(exc).splitlines()[0] if str(exc) else repr(exc)
-                )
+                self._log.warning("heartbeat failed", reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None

@@ -1,0 +1,38 @@
+# Two commands matter: `make demo` and `make test` (README, "Quick start").
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KINESALITE := tests/support/kinesalite
+
+.PHONY: demo test lint unit bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(KINESALITE)/node_modules/.installed: $(KINESALITE)/package-lock.json
+	npm ci --prefix $(KINESALITE) --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python scripts/demo.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+
+# The whole suite: lint, unit, integration (private PostgreSQL + moto + kinesalite), end-to-end.
+test: lint $(KINESALITE)/node_modules/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/pg_e2e_bench.py
+
+clean:
+	rm -rf $(VENV) .demo .tmp $(KINESALITE)/node_modules

@@ -1,0 +1,126 @@
+"""Command line: ``run``, ``check``, ``tail``, ``status``, ``print-config``.
+
+Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 unexpected error or a failed check; 2 invalid
+configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis error; 6 checkpoint error; 130 second
+signal (immediate exit, still at-least-once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+from cdcstream import __version__
+from cdcstream.config import Config, load_config
+from cdcstream.errors import CdcstreamError
+from cdcstream.telemetry.logging import configure as configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cdcstream", description="Change data capture to Amazon Kinesis.")
+    p.add_argument("--version", action="version", version=f"cdcstream {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("run", "stream changes to Kinesis until stopped"),
+        ("check", "validate the config, connect to the source and the stream, and print what to fix"),
+        ("status", "print the stored checkpoint and, if the daemon runs, its /status"),
+        ("print-config", "print the validated configuration with secrets redacted"),
+    ):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    tp = sub.add_parser("tail", help="print the records of a Kinesis stream (all shards)")
+    tp.add_argument("--stream", required=True)
+    tp.add_argument("--region", default="us-east-1")
+    tp.add_argument("--endpoint-url", default=None)
+    tp.add_argument("--latest", action="store_true", help="only records written from now on")
+    tp.add_argument("--no-follow", action="store_true", help="exit when the shards are read up to now")
+    return p
+
+
+def _redacted(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")  # SecretStr dumps as "**********"
+
+
+async def _run(cfg: Config) -> int:
+    from cdcstream.pipeline import Pipeline
+
+    return await Pipeline(cfg).run()
+
+
+async def _check(cfg: Config) -> int:
+    from cdcstream.checks import run_all
+
+    results = await run_all(cfg)
+    width = max((len(r.name) for r in results), default=0)
+    for r in results:
+        print(f"{'OK  ' if r.ok else 'FAIL'} {r.name.ljust(width)}  {r.detail}")
+        if not r.ok and r.fix:
+            print(f"     {' ' * width}  fix: {r.fix}")
+    failed = sum(not r.ok for r in results)
+    print(f"\n{len(results) - failed} ok, {failed} failed")
+    return 1 if failed else 0
+
+
+async def _status(cfg: Config) -> int:
+    from cdcstream.checkpoints.store import FileCheckpointStore
+
+    store = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id)
+    out: dict[str, Any] = {"checkpoint_file": str(store.path), "checkpoint": store.load()}
+    if cfg.http.listen:
+        import aiohttp
+
+        host, _, port = cfg.http.listen.rpartition(":")
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}/status"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as s, s.get(url) as resp:
+                out["daemon"] = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            out["daemon"] = None
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    from cdcstream.tail import tail
+
+    await tail(
+        args.stream,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        from_start=not args.latest,
+        follow=not args.no_follow,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cdcstream`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "tail":
+            configure_logging("warning", "auto")
+            return asyncio.run(_tail(args))
+        cfg = load_config(args.config)
+        configure_logging(cfg.log.level, cfg.log.format)
+        if args.command == "print-config":
+            sys.stdout.write(orjson.dumps(_redacted(cfg), option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        if args.command == "check":
+            return asyncio.run(_check(cfg))
+        if args.command == "status":
+            return asyncio.run(_status(cfg))
+        return asyncio.run(_run(cfg))
+    except CdcstreamError as exc:
+        if args.command in ("run",):
+            log.error("fatal", error=str(exc), error_type=type(exc).__name__, stage=exc.stage)
+        print(f"cdcstream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

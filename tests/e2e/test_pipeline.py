@@ -1,0 +1,156 @@
+"""The daemon end to end against the private PostgreSQL and both Kinesis-API servers (moto, kinesalite)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemon import Daemon, create_stream, read_stream, write_config
+from tests.support.postgres import PgDb
+
+
+def _wait_for(endpoint: str, stream: str, pred: Any, timeout: float = 60) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_stream(endpoint, stream)
+        if pred(records):
+            return records
+        assert time.monotonic() < deadline, f"stream never satisfied the condition; have {len(records)} records"
+        time.sleep(0.3)
+
+
+def _table(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["data"]["metadata"].get("table-name") == table]
+
+
+def _start(pg_db: PgDb, url: str, tmp_path: Path, **kw: Any) -> tuple[Daemon, str]:
+    stream = create_stream(url, f"s-{uuid.uuid4().hex[:8]}")
+    config = write_config(
+        tmp_path / "cdcstream.toml",
+        pg_port=pg_db.server.port,
+        database=pg_db.name,
+        endpoint_url=url,
+        stream=stream,
+        **kw,
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    daemon.wait_ready()
+    return daemon, stream
+
+
+def test_every_operation_envelope_key_and_truncate_order(pg_db: PgDb, kinesis_url: str, tmp_path: Path) -> None:
+    pg_db.execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text, qty int, price numeric(12,2), payload jsonb, "
+        "created timestamptz, flag boolean)"
+    )
+    daemon, stream = _start(pg_db, kinesis_url, tmp_path)
+    try:
+        pg_db.execute(
+            "INSERT INTO items VALUES (1, 'a', 2, 12.50, '{\"x\": 1}', '2026-11-27 12:00:00.5+00', true), "
+            "(2, 'b', NULL, 0.10, NULL, NULL, false)"
+        )
+        pg_db.execute("UPDATE items SET qty = 5 WHERE id = 1")
+        pg_db.execute("DELETE FROM items WHERE id = 2")
+        pg_db.execute("TRUNCATE items")
+        pg_db.execute("INSERT INTO items (id, name) VALUES (3, 'after truncate')")
+        records = _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "items")) >= 6)
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+
+    items = _table(records, "items")
+    ops = [(r["data"]["metadata"]["record-type"], r["data"]["metadata"]["operation"]) for r in items]
+    assert ops == [
+        ("data", "insert"),
+        ("data", "insert"),
+        ("data", "update"),
+        ("data", "delete"),
+        ("control", "TruncateTable"),
+        ("data", "insert"),
+    ]
+    first = items[0]
+    assert first["partition_key"] == "public.items"
+    assert first["data"]["data"] == {
+        "id": 1,
+        "name": "a",
+        "qty": 2,
+        "price": "12.50",
+        "payload": '{"x": 1}',
+        "created": "2026-11-27T12:00:00.5Z",
+        "flag": True,
+    }
+    md = first["data"]["metadata"]
+    for key in (
+        "timestamp",
+        "record-type",
+        "operation",
+        "partition-key-type",
+        "schema-name",
+        "table-name",
+        "transaction-id",
+        "commit-timestamp",
+        "stream-position",
+    ):
+        assert key in md, key
+    assert md["partition-key-type"] == "schema-table"
+    assert (md["schema-name"], md["table-name"]) == ("public", "items")
+    assert isinstance(md["transaction-id"], int)
+    assert items[1]["data"]["data"] == {
+        "id": 2,
+        "name": "b",
+        "price": "0.10",
+        "flag": False,
+    }  # NULLs left out
+    assert items[3]["data"]["data"] == {"id": 2}  # default replica identity: the key
+    truncate = items[4]
+    assert truncate["partition_key"] == "task1.public.items"
+    assert truncate["data"]["control"] == {}
+    positions = [r["data"]["metadata"]["stream-position"] for r in items]
+    assert positions == sorted(positions)
+    restart = [r for r in records if r["data"]["metadata"]["operation"] == "RestartTask"]
+    assert len(restart) == 1 and restart[0]["partition_key"] == "task1"
+
+
+def test_restart_emits_restart_task_and_resumes_without_loss(pg_db: PgDb, kinesis_url: str, tmp_path: Path) -> None:
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    daemon, stream = _start(pg_db, kinesis_url, tmp_path)
+    pg_db.execute("INSERT INTO t SELECT generate_series(1, 50)")
+    _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "t")) >= 50)
+    assert daemon.stop() == 0, daemon.log_tail()
+    pg_db.execute("INSERT INTO t SELECT generate_series(51, 100)")  # while the daemon is down
+    daemon.start()
+    daemon.wait_ready()
+    try:
+        records = _wait_for(
+            kinesis_url, stream, lambda rs: len({r["data"]["data"]["id"] for r in _table(rs, "t")}) >= 100
+        )
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    ids = [r["data"]["data"]["id"] for r in _table(records, "t")]
+    assert sorted(set(ids)) == list(range(1, 101))
+    assert len(ids) == 100, "a clean stop checkpoints everything: nothing is replayed"
+    restarts = [r for r in records if r["data"]["metadata"]["operation"] == "RestartTask"]
+    assert len(restarts) == 2
+
+
+def test_survives_terminated_walsender(pg_db: PgDb, kinesis_url: str, tmp_path: Path) -> None:
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    daemon, stream = _start(pg_db, kinesis_url, tmp_path)
+    try:
+        pg_db.execute("INSERT INTO t SELECT generate_series(1, 10)")
+        _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "t")) >= 10)
+        killed = pg_db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'cdcstream'",
+            superuser=True,
+        )
+        assert killed, "no walsender found"
+        pg_db.execute("INSERT INTO t SELECT generate_series(11, 20)")
+        records = _wait_for(
+            kinesis_url, stream, lambda rs: len({r["data"]["data"]["id"] for r in _table(rs, "t")}) >= 20
+        )
+        assert "cdcstream_source_reconnects_total" in daemon.metrics()
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert {r["data"]["data"]["id"] for r in _table(records, "t")} == set(range(1, 21))

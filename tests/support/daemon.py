@@ -1,0 +1,180 @@
+"""Running the real ``cdcstream`` process in tests: config files, start/stop/kill, reading the stream back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+
+from tests.support import free_port
+
+CDCSTREAM = [sys.executable, "-m", "cdcstream"]
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def write_config(
+    path: Path,
+    *,
+    pg_port: int,
+    database: str,
+    endpoint_url: str,
+    stream: str,
+    task_id: str = "task1",
+    extra_source: str = "",
+    extra_target: str = "",
+    extra: str = "",
+) -> Path:
+    """A config for the private PostgreSQL (as the non-superuser ``cdc``) and a Kinesis endpoint."""
+    http_port = free_port()
+    path.write_text(
+        f"""task_id = "{task_id}"
+{extra}
+[source]
+engine = "postgres"
+host = "127.0.0.1"
+port = {pg_port}
+user = "cdc"
+password = "cdc"
+database = "{database}"
+sslmode = "disable"
+status_interval = 1
+heartbeat_interval = 1
+reconnect_max_delay = 1
+{extra_source}
+[target]
+stream_name = "{stream}"
+endpoint_url = "{endpoint_url}"
+message_format = "json-unformatted"
+linger_ms = 5
+retry_max_delay = 0.5
+{extra_target}
+[checkpoint]
+state_dir = "{path.parent / "state"}"
+interval = 0.05
+[http]
+listen = "127.0.0.1:{http_port}"
+[log]
+format = "json"
+level = "info"
+"""
+    )
+    return path
+
+
+@dataclass
+class Daemon:
+    """One ``cdcstream run`` process at a time, restartable; logs accumulate in ``log_path``."""
+
+    config: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    env: dict[str, str] = field(default_factory=lambda: {**os.environ, **AWS_ENV})
+
+    @property
+    def http(self) -> str:
+        text = self.config.read_text()
+        listen = text.split('listen = "', 1)[1].split('"', 1)[0]
+        return f"http://{listen}"
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*CDCSTREAM, "run", "--config", str(self.config)], stdout=log, stderr=log, env=self.env
+        )
+        log.close()
+        self.starts += 1
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.http + "/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"daemon not ready after {timeout}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait: the daemon drains and checkpoints, then exits 0."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+
+def read_stream(endpoint_url: str, stream: str) -> list[dict[str, Any]]:
+    """Every record in the stream, shard by shard in order: partition key, shard, sequence, parsed data."""
+    client = boto3.client("kinesis", endpoint_url=endpoint_url, region_name="us-east-1", **_creds())
+    out: list[dict[str, Any]] = []
+    shards = client.list_shards(StreamName=stream)["Shards"]
+    for shard in shards:
+        it = client.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
+        while it:
+            resp = client.get_records(ShardIterator=it, Limit=10000)
+            for r in resp["Records"]:
+                out.append(
+                    {
+                        "shard": shard["ShardId"],
+                        "sequence": r["SequenceNumber"],
+                        "partition_key": r["PartitionKey"],
+                        "data": orjson.loads(r["Data"]),
+                    }
+                )
+            if not resp["Records"] and resp.get("MillisBehindLatest", 0) == 0:
+                break
+            it = resp.get("NextShardIterator")
+    return out
+
+
+def _creds() -> dict[str, str]:
+    return {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+
+
+def create_stream(endpoint_url: str, name: str, shards: int = 1) -> str:
+    client = boto3.client("kinesis", endpoint_url=endpoint_url, region_name="us-east-1", **_creds())
+    client.create_stream(StreamName=name, ShardCount=shards)
+    client.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
+    return name
+
+
+def last_occurrence_order(records: list[dict[str, Any]]) -> list[str]:
+    """Stream positions in the order a consumer ends up with after keeping each position's last occurrence."""
+    last: dict[str, int] = {}
+    for i, r in enumerate(records):
+        pos = r["data"].get("metadata", {}).get("stream-position")
+        if pos is not None:
+            last[pos] = i
+    return [pos for pos, _ in sorted(last.items(), key=lambda kv: kv[1])]

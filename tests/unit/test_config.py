@@ -1,0 +1,66 @@
+"""Config validation: unknown keys rejected, errors name the file and key, secrets never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdcstream.config import load_config
+from cdcstream.errors import ConfigError
+
+GOOD = """
+task_id = "orders"
+[source]
+engine = "postgres"
+database = "app"
+password = "s3cret-pw"
+[target]
+stream_name = "cdc"
+endpoint_url = "http://127.0.0.1:4567"
+[checkpoint]
+state_dir = "state"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_and_relative_paths(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.task_id == "orders"
+    assert cfg.resolve(cfg.checkpoint.state_dir) == tmp_path / "state"
+    assert "s3cret-pw" not in repr(cfg) and "s3cret-pw" not in str(cfg.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD + "bogus = 1\n", r"checkpoint\.bogus: unknown key"),
+        (GOOD.replace('stream_name = "cdc"', ""), r"target\.stream_name: required key is missing"),
+        (GOOD.replace("[source]", "[source]\nport = 99999"), r"source\.port: "),
+        (GOOD + "[http]\nlisten = 'nope'\n", r"http\.listen: expected HOST:PORT"),
+        (GOOD.replace('"postgres"', '"oracle"'), r"source\.engine"),
+        ("task_id = [", r"not valid TOML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_password_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    cfg = load_config(write(tmp_path, GOOD.replace('password = "s3cret-pw"', f'password_file = "{secret}"')))
+    assert cfg.source.password is not None and cfg.source.password.get_secret_value() == "from-file"
+    monkeypatch.setenv("CDCSTREAM_SOURCE_PASSWORD", "from-env")
+    cfg = load_config(write(tmp_path, GOOD.replace('password = "s3cret-pw"', "")))
+    assert cfg.source.password is not None and cfg.source.password.get_secret_value() == "from-env"
+    with pytest.raises(ConfigError, match="password_file"):
+        load_config(write(tmp_path, GOOD.replace('password = "s3cret-pw"', 'password_file = "/nonexistent"')))
