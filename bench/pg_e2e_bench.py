@@ -56,9 +56,11 @@ def lsn_int(text: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=400_000, help="row changes (half inserts, half updates)")
+    parser.add_argument("--profile", metavar="FILE", help="record a py-spy profile of the daemon (speedscope JSON)")
     args = parser.parse_args()
     half = args.rows // 2
     tmp = Path(tempfile.mkdtemp(prefix="cdcstream-bench-"))
+    tmp.chmod(0o755)  # the server runs as the postgres user and must reach its directory
     pg = start_private_postgres(tmp / "pg", extra_conf="max_wal_size = 4GB\nshared_buffers = 512MB\n")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -135,6 +137,14 @@ format = "json"
         t0 = time.monotonic()
         daemon = subprocess.Popen([sys.executable, "-m", "cdcstream", "run", "--config", str(config)], env=env)
         procs.append(daemon)
+        if args.profile:
+            procs.append(
+                subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(daemon.pid), "--format", "speedscope", "-o", args.profile,
+                     "--rate", "200", "--nonblocking", "--duration", "6"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )
         target = lsn_int(end_lsn)
         while True:
             if daemon.poll() is not None:

@@ -57,6 +57,8 @@ def test_every_operation_envelope_key_and_truncate_order(pg_db: PgDb, kinesis_ur
         pg_db.execute("TRUNCATE items")
         pg_db.execute("INSERT INTO items (id, name) VALUES (3, 'after truncate')")
         records = _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "items")) >= 6)
+        time.sleep(0.5)  # let the checkpoint catch up with the last acknowledgement
+        metrics = _metrics(daemon.metrics())
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
 
@@ -111,6 +113,21 @@ def test_every_operation_envelope_key_and_truncate_order(pg_db: PgDb, kinesis_ur
     assert positions == sorted(positions)
     restart = [r for r in records if r["data"]["metadata"]["operation"] == "RestartTask"]
     assert len(restart) == 1 and restart[0]["partition_key"] == "task1"
+
+    label = f'{{source="postgres:{pg_db.name}"}}'
+    assert metrics[f'cdcstream_records_sent_total{{stream="{stream}"}}'] >= 7
+    assert 0 <= metrics[f"cdcstream_source_lag_seconds{label}"] < 60
+    assert metrics[f"cdcstream_checkpoint_commit_timestamp_seconds{label}"] > time.time() - 60
+    assert metrics[f"cdcstream_source_connected{label}"] == 1
+
+
+def _metrics(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def test_restart_emits_restart_task_and_resumes_without_loss(pg_db: PgDb, kinesis_url: str, tmp_path: Path) -> None:

@@ -1,0 +1,81 @@
+"""CPU cost per row of the hot path without I/O: pgoutput decoding, mapping + JSON serialisation, batching.
+
+Frames are captured once from a private PostgreSQL 15 (a 10-column table, 1000 INSERTs and 1000 UPDATEs, the
+layout of reference/env.md §6a), then each stage runs over them repeatedly in this process.
+
+    python bench/hotpath_bench.py [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cdcstream.changes import ChangeEvent  # noqa: E402
+from cdcstream.config import TargetConfig  # noqa: E402
+from cdcstream.mapping.envelope import Mapper  # noqa: E402
+from cdcstream.mapping.rules import MappingRules  # noqa: E402
+from cdcstream.sinks.batching import Batcher  # noqa: E402
+from cdcstream.sources.postgres.pgoutput import Decoder  # noqa: E402
+from tests.support.postgres import start_private_postgres  # noqa: E402
+from tests.unit.fixtures.pgoutput.capture import BENCH, capture  # noqa: E402
+
+
+def best_of(repeat: int, fn: object, rows: int) -> float:
+    """Best per-row CPU time in µs over ``repeat`` runs (process_time, so other load matters less)."""
+    assert callable(fn)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best / rows * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    server = start_private_postgres()
+    try:
+        frames = [bytes.fromhex(f) for f in capture(server, "bench", BENCH, "bench", [], out=Path(tempfile.mkdtemp()))]
+    finally:
+        server.stop()
+    events = [i for i in Decoder().feed(frames) if isinstance(i, ChangeEvent)]
+    rows = len(events)
+
+    def decode() -> None:
+        Decoder().feed(frames)
+
+    results = {"decode (pgoutput -> ChangeEvent)": best_of(args.repeat, decode, rows)}
+    for fmt in ("json-unformatted", "json"):
+        mapper = Mapper(MappingRules(), TargetConfig(stream_name="s", message_format=fmt), "bench")
+        results[f"map + serialise ({fmt})"] = best_of(args.repeat, lambda m=mapper: m.map(events), rows)
+    records = Mapper(MappingRules(), TargetConfig(stream_name="s", message_format="json-unformatted"), "b").map(events)
+
+    def batching() -> None:
+        b = Batcher()
+        for r in records:
+            b.add(r.partition_key, r, 0.0, len(r.data) + len(r.partition_key))
+        while (batch := b.take_batch(1.0, 500, 5 * 1024 * 1024)) is not None:
+            b.complete(batch, None, 1.0)  # None: every entry accepted
+
+    results["batch (one key, 500/request)"] = best_of(args.repeat, batching, rows)
+    print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"{rows} row changes, best of {args.repeat}")
+    for name, us in results.items():
+        print(f"  {name:40s} {us:6.2f} µs/row   {1e6 / us:>12,.0f} rows/s")
+    total = sum(v for k, v in results.items() if "(json)" not in k)
+    print(f"  {'total (json-unformatted)':40s} {total:6.2f} µs/row   {1e6 / total:>12,.0f} rows/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

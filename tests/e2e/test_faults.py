@@ -1,0 +1,136 @@
+"""The daemon behind a fault-injecting proxy: throttled entries, 500s and outages lose nothing and never
+reorder a key; a second signal exits at once and is still safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests.support.daemon import AWS_ENV, Daemon, create_stream, last_occurrence_order, read_stream, write_config
+from tests.support.faultproxy import FaultProxy
+from tests.support.postgres import PgDb
+
+
+def _rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["data"]["metadata"].get("table-name") == "kv"]
+
+
+def _wait_all(url: str, stream: str, expected: set[int], timeout: float = 120) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _rows(read_stream(url, stream))
+        missing = expected - {r["data"]["data"]["n"] for r in records}
+        if not missing:
+            return records
+        assert time.monotonic() < deadline, f"{len(missing)} changes missing, e.g. {sorted(missing)[:10]}"
+        time.sleep(0.5)
+
+
+def test_throttling_and_500s_lose_nothing_and_keep_key_order(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
+    stream = create_stream(moto_url, f"f-{uuid.uuid4().hex[:8]}", shards=2)
+    mapping = tmp_path / "m.json"
+    # per-row partition keys, so several keys are in flight at once and partial failures interleave
+    mapping.write_text(
+        '{"rules": [{"rule-type": "selection", "rule-id": "1", "rule-name": "1", "rule-action": "include",'
+        ' "object-locator": {"schema-name": "public", "table-name": "%"}},'
+        ' {"rule-type": "object-mapping", "rule-id": "2", "rule-name": "2", "rule-action": "map-record-to-record",'
+        ' "object-locator": {"schema-name": "public", "table-name": "kv"},'
+        ' "mapping-parameters": {"partition-key-type": "primary-key"}}]}'
+    )
+    with FaultProxy(moto_url, seed=7, entry_failure_rate=0.2, request_error_rate=0.05) as proxy:
+        config = write_config(
+            tmp_path / "c.toml",
+            pg_port=pg_db.server.port,
+            database=pg_db.name,
+            endpoint_url=proxy.url,
+            stream=stream,
+            extra='table_mappings = "m.json"',
+        )
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        daemon.start()
+        daemon.wait_ready()
+        try:
+            with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
+                for n in range(1, 801):
+                    conn.execute(
+                        "INSERT INTO kv VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET n = EXCLUDED.n", (n % 30, n)
+                    )
+            records = _wait_all(moto_url, stream, set(range(1, 801)))
+            assert daemon.stop() == 0, daemon.log_tail()
+        finally:
+            daemon.kill()
+        assert proxy.counters["entries_failed"] > 0 and proxy.counters["request_500"] > 0, proxy.counters
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_key.setdefault(r["partition_key"], []).append(r)
+    assert len(by_key) == 30
+    for key, recs in by_key.items():
+        positions = last_occurrence_order(recs)
+        assert positions == sorted(positions), f"key {key} reordered"
+        # replaying the key's records in arrival order ends in the table's final state
+        assert recs[-1]["data"]["data"]["n"] == max(r["data"]["data"]["n"] for r in recs)
+    final = dict(pg_db.execute("SELECT k, n FROM kv"))
+    for key, recs in by_key.items():
+        assert recs[-1]["data"]["data"]["n"] == final[int(key)]
+
+
+def test_outage_backpressure_then_second_signal_exits_at_once_and_replays(
+    pg_db: PgDb, moto_url: str, tmp_path: Path
+) -> None:
+    pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
+    stream = create_stream(moto_url, f"o-{uuid.uuid4().hex[:8]}")
+    with FaultProxy(moto_url) as proxy:
+        config = write_config(
+            tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=proxy.url, stream=stream
+        )
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        daemon.start()
+        daemon.wait_ready()
+        proxy.outage(600)
+        pg_db.execute("INSERT INTO kv SELECT g, g FROM generate_series(1, 100) g")
+        time.sleep(2)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert daemon.proc.poll() is None, "the first signal drains: records are still undelivered"
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 130
+        proxy.outage(0)
+        daemon.start()
+        daemon.wait_ready()
+        try:
+            records = _wait_all(moto_url, stream, set(range(1, 101)))
+            assert daemon.stop() == 0, daemon.log_tail()
+        finally:
+            daemon.kill()
+    assert {r["data"]["data"]["k"] for r in records} == set(range(1, 101))
+
+
+def test_check_command_reports_each_prerequisite(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
+    config = write_config(
+        tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=moto_url, stream="nope"
+    )
+    env = {**os.environ, **AWS_ENV}
+    res = subprocess.run(
+        [sys.executable, "-m", "cdcstream", "check", "--config", str(config)], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FAIL kinesis stream" in res.stdout and "aws kinesis create-stream --stream-name nope" in res.stdout
+    assert res.stdout.startswith("OK   config")
+    create_stream(moto_url, "nope-ok")
+    config.write_text(config.read_text().replace('"nope"', '"nope-ok"'))
+    res = subprocess.run(
+        [sys.executable, "-m", "cdcstream", "check", "--config", str(config)], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "FAIL" not in res.stdout
