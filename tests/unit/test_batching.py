@@ -313,3 +313,16 @@ def test_one_hot_key_under_ten_percent_failures_keeps_duplicates_low() -> None:
     assert delivered == list(range(total))
     duplicates = sent - failed - total  # accepted by Kinesis but resent after an earlier failure of the key
     assert duplicates <= 0.25 * total, duplicates / total
+
+
+def test_ordering_none_resends_only_rejected_entries_and_allows_parallel_requests_per_key() -> None:
+    b = Batcher(base_delay=0.001, max_delay=0.001, ordered=False)
+    for i in range(4):
+        _add(b, "a", i)
+    first = b.take_batch(0.0, 2, 1 << 30)
+    second = b.take_batch(0.0, 2, 1 << 30)  # the same key in a second request while the first is in flight
+    assert first is not None and second is not None
+    assert _seqs(first) == [0, 1] and _seqs(second) == [2, 3]
+    done = b.complete(first, [THROTTLE, None], 0.0)
+    assert [r.seq for r in done.acked] == [1] and done.collateral == 0
+    assert [r.seq for r in b.queued("a")] == [0]

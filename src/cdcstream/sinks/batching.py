@@ -109,18 +109,22 @@ class Batcher:
     __slots__ = (
         "_backoffs",
         "_base_delay",
-        "_windows",
         "_first_at",
         "_in_flight",
         "_max_delay",
+        "_ordered",
         "_queues",
         "_ready_at",
         "_ready_heap",
+        "_windows",
         "pending",
         "pending_bytes",
     )
 
-    def __init__(self, base_delay: float = 0.1, max_delay: float = 10.0) -> None:
+    def __init__(self, base_delay: float = 0.1, max_delay: float = 10.0, *, ordered: bool = True) -> None:
+        # ordered=False (``ordering = "none"``): keys may be in several requests at once and a partial failure
+        # resends only the rejected entries; for consumers that order by stream-position themselves.
+        self._ordered = ordered
         self._queues: dict[str, deque[Record]] = {}
         # When the record at the head of a key's queue started waiting (for the linger decision); 0.0 means
         # "already waited enough" (requeued records).
@@ -232,7 +236,8 @@ class Batcher:
             batch.keys.append(key)
             batch.counts.append(n)
             batch.key_sizes.append(ks)
-            in_flight.add(key)
+            if self._ordered:
+                in_flight.add(key)
         batch.nbytes = nbytes
         self.pending -= count
         self.pending_bytes -= nbytes
@@ -324,6 +329,17 @@ class Batcher:
                 self._backoffs.pop(key, None)
                 if key in self._windows:
                     self._grow_window(key, n, now)
+            elif not self._ordered:
+                failed = [records[i] for i in range(first_fail, end) if results[i] is not None]
+                acked.extend(records[i] for i in range(start, end) if results[i] is None)
+                for i in range(first_fail, end):
+                    code = results[i]
+                    if code is not None:
+                        errors[code] = errors.get(code, 0) + 1
+                        if code not in RETRIABLE_ENTRY_ERRORS and done.fatal_code is None:
+                            done.fatal_code = code
+                            done.fatal_message = messages[i] if messages is not None else None
+                self._requeue_front(key, failed, ks, now)
             else:
                 acked.extend(records[start:first_fail])
                 good = first_fail - start

@@ -69,7 +69,7 @@ class KinesisSink:
         self._on_ack = on_ack
         self._start_timeout = start_timeout
         self._aio_session = session
-        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay)
+        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay, ordered=cfg.ordering == "per-key")
         self._linger = cfg.linger_ms / 1000.0
         self._max_buffered = cfg.max_buffered_records
         self._max_in_flight = cfg.max_in_flight_requests
@@ -209,7 +209,10 @@ class KinesisSink:
             raise OversizeRecordError(
                 f"record of table {record.label or '?'} (partition key {key[:80]!r}) is {size} bytes "
                 f"(data + partition key), over stream {self.cfg.stream_name}'s maximum record size of "
-                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB or exclude the columns"
+                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB, exclude the columns, or "
+                'set [target] oversize_policy = "dead-letter"',
+                size=size,
+                limit=self.max_record_bytes,
             )
         now = time.monotonic()
         self._outstanding += 1
