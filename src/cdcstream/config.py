@@ -111,6 +111,13 @@ class TargetConfig(_Section):
     # checkpointed); "dead-letter" writes it to <state_dir>/<task_id>.dead-letter.jsonl and sends a small
     # control record (OversizeRecordDiverted) in its place.
     oversize_policy: Literal["fail", "dead-letter"] = "fail"
+    # Per-shard write budgets (token buckets over the ListShards hash ranges) keep each shard under its
+    # documented limits instead of provoking throttling. On-demand streams and local servers differ: adjust
+    # the limits or turn it off. The map is re-read every shard_map_refresh seconds (resharding).
+    shard_rate_limit: bool = True
+    shard_records_per_second: Annotated[int, Field(ge=1)] = 1000
+    shard_bytes_per_second: Annotated[int, Field(ge=1024)] = 1_048_576
+    shard_map_refresh: Annotated[float, Field(ge=1)] = 60.0
     retry_base_delay: Annotated[float, Field(gt=0)] = 0.1
     retry_max_delay: Annotated[float, Field(gt=0)] = 10.0
     request_timeout: Annotated[float, Field(gt=0)] = 30.0

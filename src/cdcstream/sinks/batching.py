@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from cdcstream.records import Record
 from cdcstream.runtime.retry import Backoff
+from cdcstream.sinks.shards import ShardLimiter
 
 #: Per-entry error codes that mean "try again later". Everything else is a non-retriable error.
 RETRIABLE_ENTRY_ERRORS = frozenset(
@@ -111,12 +112,15 @@ class Batcher:
         "_base_delay",
         "_first_at",
         "_in_flight",
+        "_limited_until",
         "_max_delay",
         "_ordered",
         "_queues",
+        "_rate_blocked",
         "_ready_at",
         "_ready_heap",
         "_windows",
+        "limiter",
         "pending",
         "pending_bytes",
     )
@@ -125,6 +129,10 @@ class Batcher:
         # ordered=False (``ordering = "none"``): keys may be in several requests at once and a partial failure
         # resends only the rejected entries; for consumers that order by stream-position themselves.
         self._ordered = ordered
+        #: Per-shard token buckets (``ShardLimiter``); None = no rate limiting.
+        self.limiter: ShardLimiter | None = None
+        self._limited_until: float | None = None
+        self._rate_blocked: set[str] = set()  # keys the last take_batch skipped for their shard's budget
         self._queues: dict[str, deque[Record]] = {}
         # When the record at the head of a key's queue started waiting (for the linger decision); 0.0 means
         # "already waited enough" (requeued records).
@@ -179,8 +187,13 @@ class Batcher:
         ready_at = self._ready_at
         first_at = self._first_at
         windows = self._windows
+        limiter = self.limiter
+        shard_used: dict[int, tuple[int, int]] = {}  # records and bytes planned per shard in this request
+        self._limited_until = None
+        if self._rate_blocked:
+            self._rate_blocked.clear()
         # Pass 1: decide how much of each key fits, without touching the queues.
-        plan: list[tuple[str, int, int, int]] = []  # (key, count, key bytes, data+key bytes)
+        plan: list[tuple[str, int, int, int, int]] = []  # (key, count, key bytes, data+key bytes, shard)
         count = 0
         nbytes = 0
         full = False
@@ -199,6 +212,29 @@ class Batcher:
             kb = 0
             window = windows.get(key) if windows else None
             cap = int(window.cap) if window is not None else max_records
+            shard = -1
+            byte_budget = float("inf")
+            if limiter is not None:
+                shard = limiter.map.shard_of(key)
+                rec_tokens, byte_budget = limiter.available(shard, now)
+                used = shard_used.get(shard)
+                if used is not None:
+                    rec_tokens -= used[0]
+                    byte_budget -= used[1]
+                head = len(q[0].data) + ks
+                # A record larger than a second's byte budget goes alone on a full bucket (and leaves a debt).
+                if rec_tokens < 1 or (byte_budget < head and byte_budget < limiter.bytes_per_second):
+                    # This shard's budget is spent: the key waits for the refill, other shards go on.
+                    t = now + max(
+                        (1 - rec_tokens) / limiter.records_per_second,
+                        (head - byte_budget) / limiter.bytes_per_second,
+                        0.0,
+                    )
+                    if self._limited_until is None or t < self._limited_until:
+                        self._limited_until = t
+                    self._rate_blocked.add(key)
+                    continue
+                cap = min(cap, int(rec_tokens))
             for rec in q:
                 if n >= cap:
                     break
@@ -206,12 +242,17 @@ class Batcher:
                 if count + n >= max_records or nbytes + kb + size > max_bytes:
                     full = True
                     break
+                if kb + size > byte_budget and n:
+                    break
                 n += 1
                 kb += size
             if n:
-                plan.append((key, n, ks, kb))
+                plan.append((key, n, ks, kb, shard))
                 count += n
                 nbytes += kb
+                if shard >= 0:
+                    prev = shard_used.get(shard, (0, 0))
+                    shard_used[shard] = (prev[0] + n, prev[1] + kb)
                 if first_at[key] <= deadline:
                     lingered = True
             if full or count >= max_records:
@@ -222,7 +263,9 @@ class Batcher:
         # Pass 2: move the records.
         batch = Batch()
         records = batch.records
-        for key, n, ks, _kb in plan:
+        for key, n, ks, kb, shard in plan:
+            if limiter is not None:
+                limiter.spend(shard, n, kb)
             q = queues[key]
             if n == len(q):
                 records.extend(q)
@@ -256,9 +299,11 @@ class Batcher:
                 continue
             best = t
             break
+        if self._limited_until is not None and (best is None or self._limited_until < best):
+            best = self._limited_until
         first_at = self._first_at
         for key in self._queues:
-            if key in self._in_flight:
+            if key in self._in_flight or key in self._rate_blocked:
                 continue
             r_at = ready_at.get(key)
             if r_at is not None and r_at > now:
