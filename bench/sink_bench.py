@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import socket
 import statistics
@@ -64,7 +65,7 @@ def _records(n: int, per_record_keys: bool) -> list[Record]:
     return out
 
 
-async def _run_once(url: str, records: list[Record]) -> tuple[float, float, int]:
+async def _run_once(url: str, records: list[Record], ordering: str) -> tuple[float, float, int]:
     acked = 0
 
     def on_ack(recs: object) -> None:
@@ -79,6 +80,7 @@ async def _run_once(url: str, records: list[Record]) -> tuple[float, float, int]
         retry_base_delay=0.005,
         retry_max_delay=0.05,
         shard_rate_limit=False,  # measure the sink, not the per-shard budget
+        ordering=ordering,
     )
     sink = KinesisSink(cfg, on_ack)
     await sink.start()
@@ -106,7 +108,7 @@ def main() -> None:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    print(f"{'scenario':34} {'rec/s':>9} {'MB/s':>7} {'cpu µs/rec':>10} {'resends':>8} {'duplicates':>10}")
+    print(f"{'scenario':44} {'rec/s':>9} {'MB/s':>7} {'cpu µs/rec':>10} {'resends':>8} {'duplicates':>10}")
     for fail in (0.0, 0.1):
         port = _free_port()
         server = subprocess.Popen(
@@ -120,13 +122,13 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.05)
-            for per_key in (False, True):
+            for per_key, ordering in itertools.product((False, True), ("per-key", "none")):
                 records = _records(args.records, per_key)
                 payload = sum(len(r.data) + len(r.partition_key) for r in records)
                 rates, cpus, mbs, resends, dups = [], [], [], [], []
                 for _ in range(args.runs):
                     before = _stats(url)
-                    wall, cpu, n = asyncio.run(_run_once(url, records))
+                    wall, cpu, n = asyncio.run(_run_once(url, records, ordering))
                     after = _stats(url)
                     sent = after["entries"] - before["entries"]
                     failed = after["failed"] - before["failed"]
@@ -135,9 +137,9 @@ def main() -> None:
                     cpus.append(cpu / n * 1e6)
                     resends.append(sent / n - 1)
                     dups.append((sent - failed - n) / n)
-                name = f"{'per-record keys' if per_key else '1 key'}, {fail:.0%} failures"
+                name = f"{'per-record keys' if per_key else '1 key'}, {fail:.0%} failures, {ordering}"
                 print(
-                    f"{name:34} {statistics.median(rates):9.0f} {statistics.median(mbs):7.2f} "
+                    f"{name:44} {statistics.median(rates):9.0f} {statistics.median(mbs):7.2f} "
                     f"{statistics.median(cpus):10.1f} {statistics.median(resends):8.3f} "
                     f"{statistics.median(dups):10.3f}",
                     flush=True,

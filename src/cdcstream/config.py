@@ -114,6 +114,10 @@ class TargetConfig(_Section):
     # Per-shard write budgets (token buckets over the ListShards hash ranges) keep each shard under its
     # documented limits instead of provoking throttling. On-demand streams and local servers differ: adjust
     # the limits or turn it off. The map is re-read every shard_map_refresh seconds (resharding).
+    # KPL-compatible aggregation: many records of one partition key per Kinesis record (consumers must
+    # de-aggregate: KCL, aws-kinesis-agg, Lambda with the deaggregation library). Lifts the 1,000 records/s
+    # per-shard ceiling for small records; off by default because plain consumers would see binary blobs.
+    aggregation: bool = False
     shard_rate_limit: bool = True
     shard_records_per_second: Annotated[int, Field(ge=1)] = 1000
     shard_bytes_per_second: Annotated[int, Field(ge=1024)] = 1_048_576

@@ -61,9 +61,11 @@ class Batch:
     """One PutRecords request: ``records`` in request order, grouped by key (``keys[i]`` owns the next
     ``counts[i]`` records). ``nbytes`` is the request size as Kinesis counts it (data + partition key)."""
 
-    __slots__ = ("counts", "key_sizes", "keys", "nbytes", "records")
+    __slots__ = ("counts", "entry_sizes", "key_sizes", "keys", "nbytes", "records")
 
     def __init__(self) -> None:
+        # With aggregation: user records per Kinesis entry, in order (set when the request body is built).
+        self.entry_sizes: list[int] | None = None
         self.keys: list[str] = []
         self.counts: list[int] = []
         self.key_sizes: list[int] = []

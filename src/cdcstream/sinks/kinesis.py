@@ -42,6 +42,8 @@ MAX_REQUEST_BYTES_LARGE = 10 * 1024 * 1024
 DEFAULT_MAX_RECORD_KIB = 1024
 #: Kinesis partition keys are 1..256 Unicode characters.
 MAX_PARTITION_KEY_CHARS = 256
+#: Per-shard record budget with aggregation (user records per second; bytes are what binds then).
+AGGREGATED_RECORDS_BUDGET = 1e9
 #: How often a throttling summary is logged while throttling goes on.
 THROTTLE_LOG_INTERVAL = 10.0
 
@@ -157,8 +159,10 @@ class KinesisSink:
                 await asyncio.sleep(1.0)
             if cfg.shard_rate_limit:
                 shard_map = await self._read_shard_map(kc)
+                # Aggregated records are few and large: only the byte budget binds.
+                records_per_second = AGGREGATED_RECORDS_BUDGET if cfg.aggregation else cfg.shard_records_per_second
                 self._batcher.limiter = ShardLimiter(
-                    shard_map, cfg.shard_records_per_second, cfg.shard_bytes_per_second, time.monotonic()
+                    shard_map, records_per_second, cfg.shard_bytes_per_second, time.monotonic()
                 )
         kib = summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB
         self.max_record_bytes = int(kib) * 1024
@@ -173,6 +177,10 @@ class KinesisSink:
             request_timeout=cfg.request_timeout,
             max_connections=max(4, self._max_in_flight),
         )
+        if cfg.aggregation:
+            self._client.aggregate_max_bytes = self.max_record_bytes
+            # protobuf framing costs a few bytes per record more than a repeated partition key saves
+            self.max_request_bytes -= MAX_RECORDS_PER_REQUEST * 16
         log.info(
             "kinesis sink started",
             stream=cfg.stream_name,
@@ -372,6 +380,7 @@ class KinesisSink:
         self._m_lat["ok" if result.codes is None else "partial"].observe(now - t0)
         if result.codes is not None:
             self._account_failures(done.errors, done.collateral)
+            self._account_shard_throttles(batch, result.codes)
         if acked:
             self._m_sent.inc(len(acked))
             if result.codes is None:
@@ -402,6 +411,19 @@ class KinesisSink:
             )
             return
         self._wake.set()
+
+    def _account_shard_throttles(self, batch: Batch, codes: list[str | None]) -> None:
+        """Throttled entries per shard (bounded label: the stream's shards), to spot hot shards and keys."""
+        limiter = self._batcher.limiter
+        if limiter is None:
+            return
+        per_shard: dict[str, int] = {}
+        for record, code in zip(batch.records, codes, strict=True):
+            if code in THROTTLE_ENTRY_ERRORS:
+                shard = limiter.map.shard_ids[limiter.map.shard_of(record.partition_key)]
+                per_shard[shard] = per_shard.get(shard, 0) + 1
+        for shard, count in per_shard.items():
+            metrics.SHARD_THROTTLED_RECORDS.labels(self.cfg.stream_name, shard).inc(count)
 
     def _account_failures(self, errors: dict[str, int], collateral: int) -> None:
         stream = self.cfg.stream_name

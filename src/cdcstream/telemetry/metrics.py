@@ -62,6 +62,11 @@ THROTTLED_RECORDS = Counter(
     "Entries rejected for throughput (to be retried).",
     ["stream", "error_code"],
 )
+SHARD_THROTTLED_RECORDS = Counter(
+    "cdcstream_sink_shard_throttled_records",
+    "Entries rejected for throughput, by the shard the partition key maps to.",
+    ["stream", "shard"],
+)
 FAILED_RECORDS = Counter(
     "cdcstream_sink_failed_records",
     "Entries rejected for other reasons (to be retried).",
