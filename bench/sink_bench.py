@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -65,7 +66,7 @@ def _records(n: int, per_record_keys: bool) -> list[Record]:
     return out
 
 
-async def _run_once(url: str, records: list[Record], ordering: str) -> tuple[float, float, int]:
+async def _run_once(url: str, records: list[Record], ordering: str, **overrides: Any) -> tuple[float, float, int]:
     acked = 0
 
     def on_ack(recs: object) -> None:
@@ -79,8 +80,8 @@ async def _run_once(url: str, records: list[Record], ordering: str) -> tuple[flo
         max_in_flight_requests=4,
         retry_base_delay=0.005,
         retry_max_delay=0.05,
-        shard_rate_limit=False,  # measure the sink, not the per-shard budget
         ordering=ordering,
+        **{"shard_rate_limit": False, **overrides},  # by default measure the sink, not the per-shard budget
     )
     sink = KinesisSink(cfg, on_ack)
     await sink.start()
