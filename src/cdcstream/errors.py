@@ -54,9 +54,17 @@ class SinkError(CdcstreamError):
 
 
 class SinkRetriableError(SinkError):
-    """Throttling, 5xx, connection errors: retried forever with backoff, never dropped."""
+    """Throttling, 5xx, connection errors: retried forever with backoff, never dropped.
+
+    ``ambiguous``: the request may still be applied by the server (a timeout, a connection lost after
+    sending), so resending too early could let the late original land after newer records.
+    """
 
     retriable = True
+
+    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
 
 
 class OversizeRecordError(SinkError):

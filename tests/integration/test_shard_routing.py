@@ -64,3 +64,28 @@ async def test_resharding_during_a_run_is_followed(moto_server: str) -> None:
     for key, positions in last.items():
         order = [n for n, _ in sorted(positions.items(), key=lambda kv: kv[1])]
         assert order == sorted(order), key
+
+
+async def test_latency_spikes_beyond_the_request_timeout_lose_nothing_and_keep_order(
+    kinesis_endpoint: KinesisEndpoint,
+) -> None:
+    """Answers slower than request_timeout: the client gives up on requests that may have been written, resends
+    them, and per-key order still holds at the last occurrences."""
+    from tests.integration.test_kinesis_sink import check_stream
+    from tests.support.faultproxy import FaultProxy
+
+    stream = await kinesis_endpoint.create_stream(shards=2)
+    records = _records(800, nkeys=9)
+    with FaultProxy(kinesis_endpoint.endpoint_url, latency=0.6) as proxy:
+        cfg = _cfg(stream, proxy.url, request_timeout=0.5, linger_ms=20)
+        acks = Acks()
+        async with running(cfg, acks) as sink:
+            for i, r in enumerate(records):
+                if i == 300:
+                    proxy.latency = 0.0  # the spike ends
+                await sink.put(r)
+                if i < 300:
+                    await asyncio.sleep(0.001)
+            assert await sink.drain(60)
+    rows = await kinesis_endpoint.read_all(stream)
+    check_stream(rows, records, acks)

@@ -318,7 +318,9 @@ class Batcher:
         return best
 
     # --- outcomes ---------------------------------------------------------------------------------------
-    def _requeue_front(self, key: str, records: Sequence[Record], key_bytes: int, now: float) -> None:
+    def _requeue_front(
+        self, key: str, records: Sequence[Record], key_bytes: int, now: float, min_delay: float = 0.0
+    ) -> None:
         q = self._queues.get(key)
         if q is None:
             # Appended at the back of the key order; its backoff governs when it is sent, not its position.
@@ -331,7 +333,7 @@ class Batcher:
         backoff = self._backoffs.get(key)
         if backoff is None:
             backoff = self._backoffs[key] = Backoff(self._base_delay, self._max_delay)
-        t = now + backoff.next()
+        t = now + max(min_delay, backoff.next())
         self._ready_at[key] = t
         heapq.heappush(self._ready_heap, (t, key))
 
@@ -424,11 +426,11 @@ class Batcher:
             if window.cap >= 500:
                 del self._windows[key]
 
-    def requeue_all(self, batch: Batch, now: float) -> None:
+    def requeue_all(self, batch: Batch, now: float, min_delay: float = 0.0) -> None:
         """The whole request failed (throttled, 5xx, connection error): every record goes back, in order, to
-        the front of its key's queue, and each key backs off."""
+        the front of its key's queue, and each key backs off for at least ``min_delay`` seconds."""
         start = 0
         for key, n, ks in zip(batch.keys, batch.counts, batch.key_sizes, strict=True):
             self._in_flight.discard(key)
-            self._requeue_front(key, batch.records[start : start + n], ks, now)
+            self._requeue_front(key, batch.records[start : start + n], ks, now, min_delay)
             start += n

@@ -355,7 +355,9 @@ class KinesisSink:
             now = time.monotonic()
             self._m_lat["error"].observe(now - t0)
             self._m_inflight.dec(n)
-            self._batcher.requeue_all(batch, now)
+            # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
+            # further request_timeout, so a late original lands before the resend, never after newer records.
+            self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
             self._m_retry["request_error"].inc(n)
             log.warning("kinesis request failed, retrying", stream=self.cfg.stream_name, records=n, error=str(exc))
             self._wake.set()

@@ -196,14 +196,15 @@ class PutRecordsClient:
                 raw = await resp.read()
         except TimeoutError as exc:
             raise SinkRetriableError(
-                f"PutRecords to stream {self.stream_name} timed out after {self._timeout.total} s"
+                f"PutRecords to stream {self.stream_name} timed out after {self._timeout.total} s", ambiguous=True
             ) from exc
         except aiohttp.ClientError as exc:
+            # A connection lost after the request was sent leaves its outcome unknown, like a timeout.
             raise SinkRetriableError(
-                f"PutRecords to stream {self.stream_name} failed: {type(exc).__name__}: {exc}"
+                f"PutRecords to stream {self.stream_name} failed: {type(exc).__name__}: {exc}", ambiguous=True
             ) from exc
         except OSError as exc:
-            raise SinkRetriableError(f"PutRecords to stream {self.stream_name} failed: {exc}") from exc
+            raise SinkRetriableError(f"PutRecords to stream {self.stream_name} failed: {exc}", ambiguous=True) from exc
         if status == 200:
             sizes = batch.entry_sizes
             if sizes is None:
