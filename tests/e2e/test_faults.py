@@ -144,6 +144,8 @@ def test_check_command_reports_each_prerequisite(pg_db: PgDb, moto_url: str, tmp
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "FAIL" not in res.stdout
+    for permission in ("kinesis:ListShards", "kinesis:PutRecords"):
+        assert f"OK   {permission}" in res.stdout, res.stdout
 
 
 def test_ordering_none_delivers_everything_resending_only_rejected(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
