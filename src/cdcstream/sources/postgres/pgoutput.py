@@ -8,6 +8,10 @@ Two layers, both pure functions of bytes (no sockets, no clocks):
   when a Relation message arrives: column names, converters, key flags, the shared ``TableInfo``), and turns
   batches of raw frames directly into ``ChangeEvent`` / ``Marker`` lists.
   Rows of unselected relations are skipped after reading the relation id, without decoding their tuples.
+  Converters come from a :class:`~cdcstream.sources.postgres.values.TypeRegistry`. Types the registry does not
+  know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
+  source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
+  guesses a rendering it could have known.
 
 Anything malformed raises :class:`~cdcstream.errors.DecodeError` carrying the LSN of the frame, never
 ``IndexError``/``struct.error``.
@@ -359,11 +363,13 @@ class Decoder:
         selector: Selector | None = None,
         no_hex_prefix: bool = False,
         start_lsn: int = 0,
+        types: values.TypeRegistry | None = None,
     ) -> None:
         self._selector = selector
-        self._convs = values.converters(no_hex_prefix)
+        self.types = types if types is not None else values.TypeRegistry(no_hex_prefix=no_hex_prefix)
         self.plans: dict[int, RelationPlan] = {}
-        self.type_names: dict[int, str] = dict(values.TYPE_NAMES)
+        # Names from Type messages: a fallback display name when the catalog could not describe a type.
+        self.type_names: dict[int, str] = {}
         # (schema, table) -> primary key columns, supplied by the source for REPLICA IDENTITY FULL tables.
         self.primary_keys: dict[tuple[str, str], tuple[str, ...]] = {}
         # Transaction state.
@@ -395,6 +401,32 @@ class Decoder:
             return schema not in ("pg_catalog", "information_schema")
         return self._selector(schema, table)
 
+    def pending_type_oids(self, frames: Iterable[bytes]) -> set[int]:
+        """Type OIDs the source should (re)describe from the catalog before ``feed(frames)``.
+
+        Every user-defined type a Relation message in the batch references is returned even when known: a
+        Relation is re-sent after ALTERs, and ``ALTER TYPE`` can change a composite's attributes without
+        changing its OID. Built-in types outside the static table are returned only once. Relation messages
+        are rare (once per table per connection and after invalidations), so this is a cheap scan.
+        """
+        oids: set[int] = set()
+        for frame in frames:
+            if len(frame) > 25 and frame[0] == 0x77 and frame[25] == 0x52:  # 'w' carrying 'R'
+                try:
+                    rel, _ = _parse_message(bytes(frame[25:]))
+                except (DecodeError, *_MALFORMED):
+                    continue  # feed() reports the malformed message with its LSN
+                if isinstance(rel, Relation):
+                    oids.update(c.type_oid for c in rel.columns)
+        if not oids:
+            return oids
+        refresh = {oid for oid in oids if oid >= values.FIRST_NORMAL_OID}
+        for oid in refresh:
+            t = self.types.types.get(oid)
+            if t is not None:
+                refresh.update(r for r in t.references() if r >= values.FIRST_NORMAL_OID)
+        return refresh | self.types.missing(oids)
+
     def add_relation(self, rel: Relation) -> RelationPlan:
         """Build (or replace: pgoutput re-sends Relation after invalidations and ALTERs) a relation's plan."""
         # With REPLICA IDENTITY FULL pgoutput flags *every* column as part of the key; the real primary key
@@ -403,7 +435,7 @@ class Decoder:
         columns = tuple(
             Column(
                 name=c.name,
-                type_name=self.type_names.get(c.type_oid, str(c.type_oid)),
+                type_name=self.types.name(c.type_oid) or self.type_names.get(c.type_oid, str(c.type_oid)),
                 type_id=c.type_oid,
                 nullable=True,
                 is_key=c.is_key if pk is None else c.name in pk,
@@ -417,7 +449,7 @@ class Decoder:
             table=table,
             selected=self._is_selected(rel.namespace, rel.name),
             names=tuple(c.name for c in rel.columns),
-            columns=tuple((c.name, self._convs.get(c.type_oid)) for c in rel.columns),
+            columns=tuple((c.name, self.types.converter(c.type_oid)) for c in rel.columns),
             key_names=frozenset(c.name for c in rel.columns if c.is_key),
         )
         if old is not None and old.table.schema == table.schema and old.table.table == table.table:
@@ -496,6 +528,8 @@ class Decoder:
                 raise ValueError("UPDATE without a new tuple")
             row, unchanged, pos = self._row(plan, buf, pos + 1)
             self._check_end(buf, pos)
+            if unchanged and kind == 0x4F and before is not None:
+                row, unchanged = _fill_unchanged(plan.names, row, unchanged, before)
             self._emit(out, plan, Op.UPDATE, 1, row, before, unchanged)
         elif tag == 0x44:  # 'D'
             plan = self.plans[_U32.unpack_from(buf, 26)[0]]
@@ -632,3 +666,17 @@ class Decoder:
         )
         plan.counts[op_index] += 1
         self.touched.add(plan)
+
+
+def _fill_unchanged(
+    names: tuple[str, ...], row: dict[str, Any], unchanged: tuple[str, ...], before: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Unchanged TOASTed values of an UPDATE, taken from the old tuple ('O', REPLICA IDENTITY FULL).
+
+    With REPLICA IDENTITY FULL the server logs the old row detoasted, so the value the new tuple leaves out
+    ('u') is the old one: the row is complete. A column the old tuple lacks too stays listed as unchanged.
+    Column order is kept (consumers diffing records by eye expect it).
+    """
+    still = tuple(n for n in unchanged if n not in before)
+    filled = {n: row[n] if n in row else before[n] for n in names if n in row or n in before}
+    return filled, still
