@@ -420,11 +420,17 @@ class Decoder:
                     oids.update(c.type_oid for c in rel.columns)
         if not oids:
             return oids
-        refresh = {oid for oid in oids if oid >= values.FIRST_NORMAL_OID}
-        for oid in refresh:
+        # User-defined types and, transitively, the user-defined types their description references.
+        refresh: set[int] = set()
+        todo = [oid for oid in oids if oid >= values.FIRST_NORMAL_OID]
+        while todo:
+            oid = todo.pop()
+            if oid in refresh:
+                continue
+            refresh.add(oid)
             t = self.types.types.get(oid)
             if t is not None:
-                refresh.update(r for r in t.references() if r >= values.FIRST_NORMAL_OID)
+                todo.extend(r for r in t.references() if r >= values.FIRST_NORMAL_OID)
         return refresh | self.types.missing(oids)
 
     def add_relation(self, rel: Relation) -> RelationPlan:
