@@ -209,7 +209,6 @@ def registry(**kw: Any) -> v.TypeRegistry:
         (20008, "{5,6}", [5, 6]),
         (20009, '("(1,,t)","{1,2}")', {"p": {"n": 1, "t": None, "b": True}, "xs": [1, 2]}),
         (20010, "()", {}),
-        (20004, "(1,2)", "(1,2)"),  # fewer fields than the catalog now says: text, never mislabelled
         (3904, "[1,10)", "[1,10)"),
     ],
 )
@@ -268,3 +267,15 @@ def test_hstore_round_trips(d: dict[str, str | None]) -> None:
 
     text = ", ".join(f"{q(k)}=>{'NULL' if val is None else q(val)}" for k, val in d.items())
     assert v.parse_hstore(text) == d
+
+
+def test_composite_that_does_not_fit_asks_once_then_passes_text() -> None:
+    reg = registry()
+    conv_pair = reg.converter(20004)
+    assert conv_pair is not None
+    with pytest.raises(v.NeedTypes) as need:
+        conv_pair("(1,2)")  # two fields, the description has three: maybe ALTER TYPE since
+    assert need.value.oids == {20004}
+    assert conv_pair("(1,2)") == "(1,2)"  # re-described and still no fit: older value, its text, never mislabelled
+    with pytest.raises(v.NeedTypes):
+        conv_pair("(1,2,3,4)")  # another shape: ask again

@@ -401,3 +401,28 @@ def test_pending_type_oids_and_plans_from_the_registry() -> None:
     (ev,) = [i for i in items if isinstance(i, ChangeEvent)]
     assert ev.after == {"id": 1, "tags": ["a", None, "b c"], "p": {"x": 1, "d": 2}}
     assert [c.type_name for c in ev.table.columns] == ["int4", "_text", "public.pt"]
+
+
+def test_stale_composite_stops_the_batch_and_resumes_after_refresh() -> None:
+    from cdcstream.sources.postgres.values import PgType, TypeRegistry
+
+    reg = TypeRegistry()
+    reg.add([PgType(30000, "public", "pt", "c", False, fields=(("x", 23), ("y", 23)))])
+    dec = Decoder(types=reg)
+    rel = _relation(1, [("id", 23, True), ("p", 30000, False)], ident=b"d")
+    ins1 = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["1", "(1,2)"])
+    ins2 = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["2", "(1,2,3)"])  # after ALTER TYPE ... ADD ATTRIBUTE
+    batch = [_w(BEGIN), _w(rel), _w(ins1), _w(ins2), _w(COMMIT)]
+    items = dec.feed(batch)
+    assert [i.after for i in items if isinstance(i, ChangeEvent)] == [{"id": 1, "p": {"x": 1, "y": 2}}]
+    assert dec.stalled is not None
+    oids, rest = dec.stalled
+    assert oids == {30000} and rest == batch[3:]
+    dec.stalled = None
+    reg.add([PgType(30000, "public", "pt", "c", False, fields=(("x", 23), ("y", 23), ("z", 23)))])
+    dec.refresh_plans()
+    items = dec.feed(rest)
+    events = [i for i in items if isinstance(i, ChangeEvent)]
+    assert events[0].after == {"id": 2, "p": {"x": 1, "y": 2, "z": 3}}
+    assert events[0].transaction_record_id == 2  # the stalled message consumed no record id
+    assert isinstance(items[-1], Marker) and dec.stalled is None

@@ -337,6 +337,7 @@ class RelationPlan:
     names: tuple[str, ...]
     columns: tuple[tuple[str, values.Converter | None], ...]  # (name, converter or None for text as-is)
     key_names: frozenset[str]
+    type_oids: tuple[int, ...] = ()  # per column, to rebuild converters when type descriptions change
     # Events counted since the source last flushed them into Prometheus (one .inc() per batch, not per row),
     # indexed like OPS (a list index is much cheaper per row than hashing an enum).
     counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
@@ -388,6 +389,9 @@ class Decoder:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[RelationPlan] = set()
+        # Set by feed() when it stopped for type descriptions: (OIDs to describe, frames still to feed).
+        self.stalled: tuple[set[int], list[bytes]] | None = None
+        self._index = 0
 
     # -- connection lifecycle ------------------------------------------------------------------------------
     def reset_transaction(self) -> None:
@@ -457,6 +461,7 @@ class Decoder:
             names=tuple(c.name for c in rel.columns),
             columns=tuple((c.name, self.types.converter(c.type_oid)) for c in rel.columns),
             key_names=frozenset(c.name for c in rel.columns if c.is_key),
+            type_oids=tuple(c.type_oid for c in rel.columns),
         )
         if old is not None and old.table.schema == table.schema and old.table.table == table.table:
             # Same table (re-send after an invalidation): keep the cached metric children and pending counts.
@@ -468,9 +473,28 @@ class Decoder:
         self.plans[rel.relation_id] = plan
         return plan
 
+    def refresh_plans(self) -> None:
+        """Rebuild every plan's converters from the registry (after the source added type descriptions)."""
+        for plan in self.plans.values():
+            plan.columns = tuple(
+                (name, self.types.converter(oid)) for name, oid in zip(plan.names, plan.type_oids, strict=True)
+            )
+
     # -- frames --------------------------------------------------------------------------------------------
     def feed(self, frames: Iterable[bytes]) -> list[Item]:
+        """Decode a batch. If a converter finds a stale type description (:class:`values.NeedTypes`), decoding
+        stops before that message and ``self.stalled`` holds the OIDs to describe and the frames still to feed.
+        """
         out: list[Item] = []
+        seq = frames if isinstance(frames, list) else list(frames)
+        try:
+            self._feed(seq, out)
+        except values.NeedTypes as need:
+            self.stalled = (need.oids, seq[self._index :])
+        return out
+
+    def _feed(self, frames: list[bytes], out: list[Item]) -> None:
+        self._index = 0
         for frame in frames:
             tag = frame[0] if frame else -1
             if tag == 0x77:  # 'w'
@@ -495,7 +519,7 @@ class Decoder:
                 raise DecodeError(
                     f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(self.received_lsn)}"
                 )
-        return out
+            self._index += 1
 
     def _message(self, buf: bytes, lsn: int, out: list[Item]) -> None:
         try:

@@ -357,12 +357,25 @@ class PostgresSource:
             if not frames:
                 continue
             items = decoder.feed(frames)
+            lost: str | None = None
+            while decoder.stalled is not None:
+                # A composite changed by ALTER TYPE without a new Relation message: describe it, then go on.
+                oids, rest = decoder.stalled
+                decoder.stalled = None
+                try:
+                    await self._describe_types(oids)
+                except SourceConnectionError as exc:
+                    lost = str(exc)  # yield what was decoded (its markers moved the resume position), reconnect
+                    break
+                items.extend(decoder.feed(rest))
             self._after_batch(items)
             if decoder.reply_requested:
                 decoder.reply_requested = False
                 await self._send_status(reply=False)
             if items:
                 yield items
+            if lost is not None:
+                self._disconnected(lost)
 
     async def _describe_types(self, oids: set[int]) -> None:
         """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
@@ -390,6 +403,7 @@ class PostgresSource:
                     found += [PgType(oid, "", str(oid), "b", False) for oid in gone]
                 self.types.add(found)
                 todo = self.types.missing(oids)
+            self._decoder.refresh_plans()
         except psycopg.OperationalError as exc:
             if self._conn is not None:
                 await self._conn.close()

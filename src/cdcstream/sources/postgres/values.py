@@ -28,6 +28,19 @@ import orjson
 Converter = Callable[[str], Any]
 JsonAs = Literal["string", "object"]
 
+
+class NeedTypes(Exception):
+    """Raised by a converter whose type description is stale (a composite changed by ``ALTER TYPE``).
+
+    The decoder stops before the message that raised it (nothing of that message emitted) and hands the rest of
+    the batch back; the source re-reads these OIDs from the catalog and feeds the rest again.
+    """
+
+    def __init__(self, oids: set[int]) -> None:
+        super().__init__(f"type descriptions needed: {sorted(oids)}")
+        self.oids = oids
+
+
 # Type OIDs from pg_type.dat; stable across PostgreSQL versions.
 BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
 XID, CID, JSON, XML, FLOAT4, FLOAT8, MONEY = 28, 29, 114, 142, 700, 701, 790
@@ -377,12 +390,15 @@ def make_array(elem: Converter | None, delim: str) -> Converter:
     return lambda value: convert(parse_array(value, delim))
 
 
-def make_record(fields: Sequence[tuple[str, Converter | None]]) -> Converter:
+def make_record(
+    fields: Sequence[tuple[str, Converter | None]], on_mismatch: Callable[[str, int], Any] | None = None
+) -> Converter:
     """A composite column: a JSON object of its attributes, each rendered like its type.
 
-    The attribute list comes from the catalog *now*; a value written before an ``ALTER TYPE ... ADD/DROP
-    ATTRIBUTE`` can have another field count. Such a value is passed through as PostgreSQL's text rather
-    than being mislabelled (README, "PostgreSQL types").
+    The attribute list comes from the catalog; after an ``ALTER TYPE ... ADD/DROP ATTRIBUTE`` a value can have
+    another field count than the description. ``on_mismatch(text, nfields)`` decides (TypeRegistry: ask for a
+    fresh description once, then pass the text through rather than mislabel fields); without it the text is
+    passed through.
     """
     names = [n for n, _ in fields]
     convs = [c for _, c in fields]
@@ -392,7 +408,7 @@ def make_record(fields: Sequence[tuple[str, Converter | None]]) -> Converter:
             return {}
         texts = parse_record(value)
         if len(texts) != len(names):
-            return value
+            return value if on_mismatch is None else on_mismatch(value, len(texts))
         return {
             name: (None if t is None else t if conv is None else conv(t))
             for name, conv, t in zip(names, convs, texts, strict=True)
@@ -442,6 +458,9 @@ class TypeRegistry:
         self.hstore_as = hstore_as
         self.types: dict[int, PgType] = {}
         self._cache: dict[int, Converter | None] = {}
+        # (composite OID, field count) pairs already re-described after a mismatch: a value that still does not
+        # fit was written under an older definition than the catalog's, and is passed through as text.
+        self._rechecked: set[tuple[int, int]] = set()
         json_conv: Converter | None = json_fragment if json_as == "object" else None
         self._scalar: dict[int, Converter | None] = {
             BOOL: to_bool,
@@ -489,6 +508,16 @@ class TypeRegistry:
             self.types[t.oid] = t
         self._cache.clear()
 
+    def _mismatch(self, oid: int) -> Callable[[str, int], Any]:
+        def on_mismatch(value: str, nfields: int) -> Any:
+            key = (oid, nfields)
+            if key in self._rechecked:
+                return value
+            self._rechecked.add(key)
+            raise NeedTypes({oid})
+
+        return on_mismatch
+
     # -- names and converters ------------------------------------------------------------------------------
     def name(self, oid: int) -> str | None:
         t = self.types.get(oid)
@@ -519,7 +548,7 @@ class TypeRegistry:
         if t.is_array:
             return make_array(self._build(t.elem, depth + 1), t.delim)
         if t.kind == "c":
-            return make_record([(name, self._build(f, depth + 1)) for name, f in t.fields])
+            return make_record([(name, self._build(f, depth + 1)) for name, f in t.fields], self._mismatch(oid))
         if t.name == "hstore" and self.hstore_as == "object":
             return parse_hstore
         return None  # enums, ranges, multiranges, extension base types (citext, ltree, ...): their text
