@@ -89,12 +89,32 @@ def test_bytea_without_prefix_and_escape_format() -> None:
     assert conv(v.BYTEA, "ab\\\\\\000") == "0x" + b"ab\\\x00".hex()
 
 
-def test_json_as_object_is_embedded_verbatim() -> None:
-    reg = v.TypeRegistry(json_as="object")
-    text = '{"a": 1.00000000000000000001, "b": 123456789012345678901234567890, "c": [null, "x"]}'
-    got = conv(v.JSONB, text, reg)
-    assert isinstance(got, orjson.Fragment)
-    assert orjson.dumps({"j": got}) == b'{"j":' + text.encode() + b"}"  # every digit kept
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ('{"a": [1, 2.5, null, true], "b": {"c": "ü"}}', b'{"a":[1,2.5,null,true],"b":{"c":"\xc3\xbc"}}'),
+        ('{"x": 0.1, "y": 1.50, "z": -0.0}', b'{"x":0.1,"y":1.5,"z":-0.0}'),  # same numbers, shortest digits
+        ("[1.00000000000000000001, 1e400]", b"[1.00000000000000000001,1e400]"),  # a double cannot: digits kept
+        ("[18446744073709551615, -9223372036854775808]", b"[18446744073709551615,-9223372036854775808]"),
+        ("[123456789012345678901234567890]", b"[123456789012345678901234567890]"),
+        ('{"a": 1, "a": 2}', b'{"a": 1, "a": 2}'),  # json keeps duplicate keys: embedded verbatim
+        ('"s"', b'"s"'),
+        ("null", b"null"),
+    ],
+)
+def test_json_as_object_is_exact(text: str, written: bytes) -> None:
+    got = conv(v.JSONB, text, v.TypeRegistry(json_as="object"))
+    assert orjson.dumps(got) == written
+
+
+def test_json_null_is_not_sql_null() -> None:
+    got = conv(v.JSONB, "null", v.TypeRegistry(json_as="object"))
+    assert got is not None and orjson.dumps(got) == b"null"
+
+
+def test_json_as_object_gives_plain_values() -> None:
+    got = conv(v.JSON, '{"k": [1, "x"]}', v.TypeRegistry(json_as="object"))
+    assert got == {"k": [1, "x"]} and str(got) == str({"k": [1, "x"]})  # deterministic partition key text
 
 
 # ---- composite text forms -------------------------------------------------------------------------
@@ -220,7 +240,7 @@ def test_registry_options_and_names() -> None:
     reg = registry(hstore_as="object", json_as="object")
     assert conv(20006, '"a"=>"1", "b"=>NULL', reg) == {"a": "1", "b": None}
     got = conv(ARR_JSONB, '{"{\\"a\\": 1}",NULL}', reg)
-    assert isinstance(got, list) and orjson.dumps(got) == b'[{"a": 1},null]'
+    assert isinstance(got, list) and orjson.dumps(got) == b'[{"a":1},null]'
     assert reg.name(20000) == "public.mood" and reg.name(v.INT8) == "int8" and reg.name(1) is None
 
 

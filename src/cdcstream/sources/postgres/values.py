@@ -17,10 +17,13 @@ tests/integration/test_pg_types.py hold it to that table.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -121,11 +124,6 @@ _NON_FINITE_FLOATS = frozenset({"NaN", "Infinity", "-Infinity"})
 # ---------------------------------------------------------------------------------------------------------
 
 
-def identity(value: str) -> str:
-    """Text, varchar, numeric, uuid, ...: PostgreSQL's text as-is (used inside arrays; columns use None)."""
-    return value
-
-
 def to_bool(value: str) -> bool:
     return value == "t"
 
@@ -205,13 +203,50 @@ def _unescape_bytea(value: str) -> bytes:
     return bytes(out)
 
 
-def json_fragment(value: str) -> orjson.Fragment:
-    """json/jsonb with ``json_as = "object"``: the server's JSON text embedded verbatim.
+class _DuplicateKey(Exception):
+    pass
 
-    A Fragment is written into the record as-is, so numbers keep every digit (parsing into Python floats would
-    round ``1.00000000000000000001``) and it costs no parse.
+
+def _json_float(text: str) -> float | orjson.Fragment:
+    # A float when the double denotes the same number as the text (what any consumer's parser reads back);
+    # otherwise the digits verbatim, e.g. 1.00000000000000000001 or 1e400.
+    f = float(text)
+    if math.isfinite(f) and Decimal(repr(f)) == Decimal(text):
+        return f
+    return orjson.Fragment(text)
+
+
+def _json_int(text: str) -> int | orjson.Fragment:
+    n = int(text)
+    if -(2**63) <= n < 2**64:  # what orjson can write
+        return n
+    return orjson.Fragment(text)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise _DuplicateKey  # only `json` (not jsonb) keeps duplicate keys; a dict would drop one
+    return d
+
+
+def json_value(value: str) -> Any:
+    """json/jsonb with ``json_as = "object"``: the JSON as Python values, written back as embedded JSON.
+
+    Numbers that a double cannot hold exactly and integers beyond 64 bits stay as their digits
+    (``orjson.Fragment``); a ``json`` value with duplicate keys is embedded verbatim as a whole, and so is a
+    top-level JSON ``null`` (it must not look like SQL NULL). Plain Python values elsewhere keep partition keys
+    and transformations deterministic.
     """
-    return orjson.Fragment(value)
+    try:
+        parsed = json.loads(value, parse_float=_json_float, parse_int=_json_int, object_pairs_hook=_json_pairs)
+    except _DuplicateKey:
+        return orjson.Fragment(value)
+    # A JSON null is a value, not SQL NULL: None would be dropped with include_null_and_empty off.
+    return _JSON_NULL if parsed is None else parsed
+
+
+_JSON_NULL = orjson.Fragment(b"null")
 
 
 _MONEY_C = re.compile(r"^(-?)\$([0-9]{1,3}(?:,[0-9]{3})*)(\.[0-9]+)?$")
@@ -461,7 +496,7 @@ class TypeRegistry:
         # (composite OID, field count) pairs already re-described after a mismatch: a value that still does not
         # fit was written under an older definition than the catalog's, and is passed through as text.
         self._rechecked: set[tuple[int, int]] = set()
-        json_conv: Converter | None = json_fragment if json_as == "object" else None
+        json_conv: Converter | None = json_value if json_as == "object" else None
         self._scalar: dict[int, Converter | None] = {
             BOOL: to_bool,
             INT2: int,
