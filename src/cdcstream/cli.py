@@ -64,7 +64,8 @@ async def _check(cfg: Config) -> int:
         if (not r.ok or r.warning) and r.fix:
             print(f"     {' ' * width}  fix: {r.fix}")
     failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - failed} ok, {failed} failed")
+    warned = sum(r.ok and r.warning for r in results)
+    print(f"\n{len(results) - failed} ok, {failed} failed" + (f" ({warned} with warnings)" if warned else ""))
     return 1 if failed else 0
 
 
