@@ -62,6 +62,11 @@ class PostgresSourceConfig(_Section):
     create_slot: bool = True
     create_publication: bool = True
     reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
+    # Rendering of PostgreSQL-specific types (README, "PostgreSQL types"): "string" = the JSON text as a
+    # string, as DMS writes it; "object" = embedded JSON (json/jsonb verbatim, hstore as an object of strings).
+    # In [source] because the source renders values and these types exist only in PostgreSQL.
+    json_as: Literal["string", "object"] = "string"
+    hstore_as: Literal["string", "object"] = "string"
 
     @model_validator(mode="after")
     def _resolve_password(self) -> PostgresSourceConfig:

@@ -35,14 +35,16 @@ from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
+from cdcstream.sources.postgres.values import PgType, TypeRegistry
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
 # Output formatting of pgoutput proto v1 uses the walsender session's GUCs: pin them so values.py can reshape
-# strings instead of parsing them.
+# strings instead of parsing them. IntervalStyle=iso_8601 makes intervals ISO 8601 durations (P1DT2H), which
+# consumers can parse; lc_monetary is deliberately *not* pinned (it defines what a stored money value means).
 SESSION_OPTIONS = (
-    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1"
+    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601 -c bytea_output=hex -c extra_float_digits=1"
 )
 HEARTBEAT_PREFIX = "cdcstream.heartbeat"
 PROMPT_ACK_INTERVAL = 0.5  # an ack is sent at once if the last status update is older than this
@@ -56,6 +58,19 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
+"""
+
+# One round of type descriptions for the decoder's TypeRegistry (values.PgType). Referenced types (array
+# elements, domain bases, composite attributes) are fetched in further rounds until the closure is known.
+_TYPES_SQL = """
+SELECT t.oid::int8, n.nspname::text, t.typname::text, t.typtype::text, t.typoutput = 'array_out'::regproc,
+       t.typelem::int8, t.typbasetype::int8, t.typdelim::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       ARRAY(SELECT a.atttypid::int8 FROM pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.oid = ANY(%s::oid[])
 """
 
 _PRIMARY_KEYS_SQL = """
@@ -117,7 +132,8 @@ class PostgresSource:
         self.cfg = cfg
         self._selector = selector
         self._label = f"postgres:{cfg.database}"
-        self._decoder = Decoder(selector=selector, no_hex_prefix=no_hex_prefix)
+        self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
+        self._decoder = Decoder(selector=selector, types=self.types)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._repl: ReplicationConnection | None = None
         self._acked = 0
@@ -319,6 +335,11 @@ class PostgresSource:
                     if repl is None:
                         return
                 frames = await repl.read_batch(max_wait=1.0)
+                if frames:
+                    # Describe new types before decoding the rows that use them (the decoder is sans-IO).
+                    oids = decoder.pending_type_oids(frames)
+                    if oids:
+                        await self._describe_types(oids)
             except SourceConnectionError as exc:
                 if self._closed:
                     return
@@ -327,12 +348,60 @@ class PostgresSource:
             if not frames:
                 continue
             items = decoder.feed(frames)
+            lost: str | None = None
+            while decoder.stalled is not None:
+                # A composite changed by ALTER TYPE without a new Relation message: describe it, then go on.
+                oids, rest = decoder.stalled
+                decoder.stalled = None
+                try:
+                    await self._describe_types(oids)
+                except SourceConnectionError as exc:
+                    lost = str(exc)  # yield what was decoded (its markers moved the resume position), reconnect
+                    break
+                items.extend(decoder.feed(rest))
             self._after_batch(items)
             if decoder.reply_requested:
                 decoder.reply_requested = False
                 await self._send_status(reply=False)
             if items:
                 yield items
+            if lost is not None:
+                self._disconnected(lost)
+
+    async def _describe_types(self, oids: set[int]) -> None:
+        """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
+
+        A connection failure raises SourceConnectionError, so the batch is dropped and re-read after the
+        reconnect (the server re-sends from the last yielded commit). A type the catalog no longer has (dropped
+        since the change was written) is rendered as its text, with a warning.
+        """
+        try:
+            conn = await self._normal_connection()
+            todo = set(oids)
+            rounds = 0
+            while todo and rounds < 16:
+                rounds += 1
+                rows = await (await conn.execute(_TYPES_SQL, (sorted(todo),))).fetchall()
+                found = [
+                    PgType(
+                        oid, ns, name, kind, bool(is_array), elem, base, delim, tuple(zip(anames, atypes, strict=True))
+                    )
+                    for oid, ns, name, kind, is_array, elem, base, delim, anames, atypes in rows
+                ]
+                gone = todo - {t.oid for t in found}
+                if gone:
+                    self._log.warning("types not in the catalog, rendered as text", oids=sorted(gone))
+                    found += [PgType(oid, "", str(oid), "b", False) for oid in gone]
+                self.types.add(found)
+                todo = self.types.missing(oids)
+            self._decoder.refresh_plans()
+        except psycopg.OperationalError as exc:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            raise SourceConnectionError(f"reading type descriptions failed: {str(exc).strip()}") from None
+        except psycopg.Error as exc:
+            raise SourceError(f"reading type descriptions from pg_type failed: {str(exc).strip()}") from None
 
     def _disconnected(self, reason: str) -> None:
         if self._repl is not None:
