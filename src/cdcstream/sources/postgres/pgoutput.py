@@ -382,6 +382,8 @@ class Decoder:
         self._pos_prefix = ""
         self._record_id = 0
         # Positions and counters the source reads after each batch.
+        # Added to every checkpoint (the server's system identifier and timeline): the source checks them at start.
+        self.checkpoint_extra: dict[str, object] = {}
         self.last_position = start_lsn  # end LSN of the last commit (or idle keepalive) yielded
         self.received_lsn = start_lsn  # highest walEnd seen
         self.reply_requested = False
@@ -514,7 +516,7 @@ class Decoder:
                     self.reply_requested = True
                 if not self.in_transaction and end > self.last_position:
                     self.last_position = end
-                    out.append(Marker({"lsn": format_lsn(end)}, None, False))
+                    out.append(Marker({"lsn": format_lsn(end), **self.checkpoint_extra}, None, False))
             else:
                 raise DecodeError(
                     f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(self.received_lsn)}"
@@ -593,7 +595,7 @@ class Decoder:
             self.last_commit_time = self._commit_time
             if end_lsn > self.last_position:
                 self.last_position = end_lsn
-            out.append(Marker({"lsn": format_lsn(end_lsn)}, epoch, True))
+            out.append(Marker({"lsn": format_lsn(end_lsn), **self.checkpoint_extra}, epoch, True))
         elif tag == 0x52:  # 'R'
             rel, pos = _parse_message(bytes(buf[25:]))
             assert isinstance(rel, Relation)

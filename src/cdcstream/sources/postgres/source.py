@@ -137,6 +137,7 @@ class PostgresSource:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._repl: ReplicationConnection | None = None
         self._acked = 0
+        self._identity: dict[str, Any] = {}  # system_id and timeline of the server, from IDENTIFY_SYSTEM
         self._sent_flush = -1
         self._last_status = 0.0
         self._closed = False
@@ -170,8 +171,13 @@ class PostgresSource:
         await self._check_server(conn)
         await self._ensure_publication(conn)
         await self._load_primary_keys(conn)
-        slot_exists = await self._check_slot(conn, checkpoint)
         repl = await self._open_replication()
+        try:
+            await self._check_identity(repl, checkpoint)
+            slot_exists = await self._check_slot(conn, checkpoint)
+        except BaseException:
+            repl.close()
+            raise
         if not slot_exists:
             point = await repl.create_slot(self.cfg.slot_name)
             self._log.info("replication slot created", consistent_point=point)
@@ -184,6 +190,31 @@ class PostgresSource:
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+
+    async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
+        """Failover signals. A different system identifier means a different cluster (restored from a backup,
+        a new server behind the same address): LSNs of one mean nothing in the other, so stop. A new timeline
+        on the same system means a promotion: positions stay valid if the slot was carried over (PG 17
+        failover slots, or the managed service's), so go on and say so."""
+        system_id, timeline, _xlogpos, _db = await repl.identify_system()
+        known = checkpoint or self._identity
+        if known and known.get("system_id") not in (None, system_id):
+            raise SourceError(
+                f"PostgreSQL at {self.cfg.host}:{self.cfg.port} is database system {system_id}, but the "
+                f"checkpoint was written for system {known['system_id']}: this is a different cluster (restored "
+                "from a backup, or another server behind the same address), and its positions are unrelated. "
+                "Point the config at the right server, or start over deliberately: move the checkpoint file away "
+                "and re-sync the target with a full load."
+            )
+        if known and known.get("timeline") not in (None, timeline):
+            self._log.warning(
+                "timeline changed: the server was promoted (failover); continuing from the checkpoint on the "
+                "new timeline, which is safe only if the replication slot was carried over",
+                old_timeline=known.get("timeline"),
+                timeline=timeline,
+            )
+        self._identity = {"system_id": system_id, "timeline": timeline}
+        self._decoder.checkpoint_extra = self._identity
 
     async def _normal_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -425,6 +456,7 @@ class PostgresSource:
             repl: ReplicationConnection | None = None
             try:
                 repl = await self._open_replication()
+                await self._check_identity(repl, None)
                 await repl.start_replication(self.cfg.slot_name, start, self.cfg.publication)
             except SourceConnectionError as exc:
                 if repl is not None:
