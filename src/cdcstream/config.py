@@ -123,6 +123,12 @@ class HttpConfig(_Section):
     listen: str = "127.0.0.1:9187"
     # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
     ready_window: Annotated[float, Field(gt=0)] = 120.0
+    # Label cdcstream_source_events_total by table (schema.table). Turn off for databases with very many
+    # tables: the label is then empty and the series count stays bounded by the number of operations.
+    metrics_table_label: bool = True
+    # Seconds between source lag probes (PostgreSQL: slot lag bytes, retained WAL, safe_wal_size) on the
+    # normal connection. 0 turns them off.
+    lag_probe_interval: Annotated[float, Field(ge=0)] = 15.0
 
     @field_validator("listen")
     @classmethod
