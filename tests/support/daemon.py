@@ -32,6 +32,7 @@ def write_config(
     extra_source: str = "",
     extra_target: str = "",
     extra: str = "",
+    extra_http: str = "",
 ) -> Path:
     """A config for the private PostgreSQL (as the non-superuser ``cdc``) and a Kinesis endpoint."""
     http_port = free_port()
@@ -62,6 +63,7 @@ state_dir = "{path.parent / "state"}"
 interval = 0.05
 [http]
 listen = "127.0.0.1:{http_port}"
+{extra_http}
 [log]
 format = "json"
 level = "info"
