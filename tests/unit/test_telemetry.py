@@ -76,7 +76,8 @@ def test_precreate_exports_known_series_at_zero() -> None:
     text = generate_latest().decode()
     for line in (
         'cdcstream_source_connected{source="postgres:unit"} 0.0',
-        'cdcstream_sink_throttled_records_total{error_code="ProvisionedThroughputExceededException",stream="unit-stream"} 0.0',
+        'cdcstream_sink_throttled_records_total{error_code="ProvisionedThroughputExceededException",'
+        'stream="unit-stream"} 0.0',
         'cdcstream_full_load_tables{source="postgres:unit",state="pending"} 0.0',
         'cdcstream_errors_total{error_type="SourceConnectionError",stage="receiving"} 0.0',
         'cdcstream_sink_retries_total{reason="throttle",stream="unit-stream"} 0.0',
