@@ -17,6 +17,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -136,10 +137,9 @@ class Prometheus:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"prometheus exited:\n{self.log.read_text()[-3000:]}"
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return
             time.sleep(0.2)
         raise AssertionError(f"prometheus not ready:\n{self.log.read_text()[-3000:]}")
 
