@@ -337,7 +337,7 @@ class Pipeline:
             await self._emit(self.mapper.restart_record())
             self._started = True
             self.notifier.ready(f"streaming from {checkpoint or 'the slot position'}")
-            log.info("ready")
+            log.info("ready", checkpoint=checkpoint, source=self._label, stream=self.cfg.target.stream_name)
             try:
                 await self._stream()
             except* CdcstreamError as group:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.support.daemon import Daemon, create_stream, write_config
@@ -175,5 +176,9 @@ def test_notify_protocol_ready_status_watchdog_stopping(
         _, stopping = notify.wait_for("STOPPING=1", timeout=10, after=t_term)
         assert daemon.proc.wait(timeout=60) == 0, daemon.log_tail()
         assert any(line.startswith("STATUS=") for line in stopping.splitlines())
+        # JSON log lines (not a TTY), one per lifecycle event
+        events = [orjson.loads(line)["event"] for line in daemon.log_path.read_text().splitlines()]
+        for event in ("starting", "kinesis sink started", "replication started", "ready", "stopped"):
+            assert event in events, events
     finally:
         daemon.kill()
