@@ -122,6 +122,7 @@ endpoint_url = "http://127.0.0.1:{kport}"
 message_format = "json-unformatted"
 max_in_flight_requests = 8
 max_buffered_records = 50000
+shard_rate_limit = false
 [checkpoint]
 state_dir = "{tmp / "state"}"
 interval = 0.2
@@ -140,9 +141,23 @@ format = "json"
         if args.profile:
             procs.append(
                 subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(daemon.pid), "--format", "speedscope", "-o", args.profile,
-                     "--rate", "200", "--nonblocking", "--duration", "6"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(daemon.pid),
+                        "--format",
+                        "speedscope",
+                        "-o",
+                        args.profile,
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--duration",
+                        "6",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             )
         target = lsn_int(end_lsn)

@@ -60,7 +60,12 @@ class SinkRetriableError(SinkError):
 
 
 class OversizeRecordError(SinkError):
-    """A record exceeds the stream's maximum record size and the policy is ``fail``."""
+    """A record exceeds the stream's maximum record size (``size`` and ``limit`` in bytes, data + key)."""
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class CheckpointError(CdcstreamError):

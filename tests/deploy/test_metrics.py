@@ -44,6 +44,7 @@ CATALOGUE = (
     "cdcstream_sink_failed_records_total",
     "cdcstream_sink_retries_total",
     "cdcstream_inflight_records",
+    "cdcstream_dead_letter_records_total",
     "cdcstream_checkpoint_commit_timestamp_seconds",
     "cdcstream_checkpoint_position_commit_timestamp_seconds",
     "cdcstream_checkpoint_writes_total",
@@ -190,6 +191,7 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
     assert moved("cdcstream_sink_retries_total", stream=stream, reason="throttle") == throttled
     assert value(after, "cdcstream_sink_failed_records_total", stream=stream, error_code="InternalFailure") == 0
     assert value(after, "cdcstream_inflight_records", stream=stream) == 0
+    assert value(after, "cdcstream_dead_letter_records_total", stream=stream) == 0
     assert now - value(after, "cdcstream_checkpoint_commit_timestamp_seconds", source=src) < 10
     assert now - value(after, "cdcstream_checkpoint_position_commit_timestamp_seconds", source=src) < 60
     assert moved("cdcstream_checkpoint_writes_total", source=src, outcome="ok") >= 1

@@ -26,6 +26,7 @@ from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
 from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
 from cdcstream.sinks.putrecords import PutRecordsClient, error_hint
+from cdcstream.sinks.shards import ShardLimiter, ShardMap
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -69,7 +70,7 @@ class KinesisSink:
         self._on_ack = on_ack
         self._start_timeout = start_timeout
         self._aio_session = session
-        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay)
+        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay, ordered=cfg.ordering == "per-key")
         self._linger = cfg.linger_ms / 1000.0
         self._max_buffered = cfg.max_buffered_records
         self._max_in_flight = cfg.max_in_flight_requests
@@ -158,6 +159,11 @@ class KinesisSink:
                         f"(last status: {status}); it must be ACTIVE or UPDATING"
                     )
                 await asyncio.sleep(1.0)
+            if cfg.shard_rate_limit:
+                shard_map = await self._read_shard_map(kc)
+                self._batcher.limiter = ShardLimiter(
+                    shard_map, cfg.shard_records_per_second, cfg.shard_bytes_per_second, time.monotonic()
+                )
         kib = summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB
         self.max_record_bytes = int(kib) * 1024
         self.max_request_bytes = (
@@ -179,6 +185,42 @@ class KinesisSink:
             max_record_bytes=self.max_record_bytes,
             max_request_bytes=self.max_request_bytes,
         )
+
+    async def _read_shard_map(self, client: Any) -> ShardMap:
+        """Open shards and their hash-key ranges (ListShards, paginated)."""
+        shards: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StreamName": self.cfg.stream_name}
+        while True:
+            resp = await client.list_shards(**kwargs)
+            shards.extend(resp.get("Shards", []))
+            token = resp.get("NextToken")
+            if not token:
+                return ShardMap.from_list_shards(shards)
+            kwargs = {"NextToken": token}
+
+    async def _refresh_shard_map(self) -> None:
+        """Re-read the shard map now and then, so budgets follow resharding (new shards, merged shards)."""
+        from aiobotocore.session import get_session
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        cfg = self.cfg
+        session = self._aio_session or get_session()
+        while True:
+            await asyncio.sleep(cfg.shard_map_refresh)
+            limiter = self._batcher.limiter
+            if limiter is None:
+                return
+            try:
+                async with session.create_client(
+                    "kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url
+                ) as kc:
+                    shard_map = await self._read_shard_map(kc)
+            except (BotoCoreError, ClientError, ValueError) as exc:
+                log.warning("cannot refresh the shard map, keeping the old one", stream=cfg.stream_name, error=str(exc))
+                continue
+            if shard_map.shard_ids != limiter.map.shard_ids:
+                log.info("shard map changed", stream=cfg.stream_name, shards=len(shard_map))
+                limiter.replace_map(shard_map, time.monotonic())
 
     async def close(self) -> None:
         """Stop: cancel in-flight requests (their records stay unacknowledged) and close the HTTP session."""
@@ -213,7 +255,10 @@ class KinesisSink:
             raise OversizeRecordError(
                 f"record of table {record.label or '?'} (partition key {key[:80]!r}) is {size} bytes "
                 f"(data + partition key), over stream {self.cfg.stream_name}'s maximum record size of "
-                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB or exclude the columns"
+                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB, exclude the columns, or "
+                'set [target] oversize_policy = "dead-letter"',
+                size=size,
+                limit=self.max_record_bytes,
             )
         now = time.monotonic()
         self._outstanding += 1
@@ -239,6 +284,7 @@ class KinesisSink:
         batcher = self._batcher
         linger = self._linger
         loop = asyncio.get_running_loop()
+        refresher = asyncio.create_task(self._refresh_shard_map()) if batcher.limiter is not None else None
         try:
             while not self._closed:
                 if self._fatal is not None:
@@ -269,6 +315,8 @@ class KinesisSink:
                             handle.cancel()
         finally:
             self._timer_at = float("inf")
+            if refresher is not None:
+                refresher.cancel()
         if self._fatal is not None:
             raise self._fatal
 

@@ -117,6 +117,11 @@ FAILED_RECORDS = Counter(
 )
 RETRIES = Counter("cdcstream_sink_retries", "Records resent, by reason.", ["stream", "reason"])
 INFLIGHT_RECORDS = Gauge("cdcstream_inflight_records", "Records in PutRecords requests awaiting an answer.", ["stream"])
+DEAD_LETTER_RECORDS = Counter(
+    "cdcstream_dead_letter_records",
+    "Oversize records written to the dead-letter file (oversize_policy = dead-letter) instead of the stream.",
+    ["stream"],
+)
 END_TO_END_LAG = Histogram(
     "cdcstream_end_to_end_lag_seconds",
     "Source commit to Kinesis acknowledgement, per request (oldest record in it).",
@@ -187,7 +192,7 @@ def precreate(*, source: str, source_kind: str, stream: str) -> None:
         FULL_LOAD_TABLES.labels(source, state).set(0)
     for stage, error_type in KNOWN_ERRORS:
         ERRORS.labels(stage, error_type)
-    for c in (RECORDS_SENT, RECORD_BYTES_SENT):
+    for c in (RECORDS_SENT, RECORD_BYTES_SENT, DEAD_LETTER_RECORDS):
         c.labels(stream)
     for h in (BATCH_RECORDS, END_TO_END_LAG):
         h.labels(stream)
