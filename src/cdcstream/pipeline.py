@@ -266,14 +266,11 @@ class Pipeline:
 
     def ready(self) -> tuple[bool, str]:
         """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
-        now = time.monotonic()
-        if self.watermark.in_flight == 0:
-            self._last_progress = now  # idle: nothing to wait for
         if not self._started:
             return False, "starting"
         if not self.source.status().get("connected"):
             return False, "source not connected"
-        if now - self._last_progress > self.cfg.http.ready_window:
+        if self.watermark.in_flight and time.monotonic() - self._last_progress > self.cfg.http.ready_window:
             return False, f"no acknowledgement for {self.cfg.http.ready_window:.0f}s with records in flight"
         return True, "ready"
 
@@ -293,7 +290,10 @@ class Pipeline:
         last_status = 0.0
         while True:
             await asyncio.sleep(tick)
-            self.ready()  # refreshes the idle stamp even when nobody polls /readyz
+            if self.watermark.in_flight == 0:
+                # Idle counts as progress, so records arriving after a quiet hour are not judged by an old
+                # acknowledgement time (at most one tick stale).
+                self._last_progress = time.monotonic()
             reason = self._liveness()
             if reason != self._unhealthy:
                 if reason is None:

@@ -79,10 +79,11 @@ def test_precreate_exports_known_series_at_zero() -> None:
         'cdcstream_sink_throttled_records_total{error_code="ProvisionedThroughputExceededException",'
         'stream="unit-stream"} 0.0',
         'cdcstream_full_load_tables{source="postgres:unit",state="pending"} 0.0',
-        'cdcstream_errors_total{error_type="SourceConnectionError",stage="receiving"} 0.0',
         'cdcstream_sink_retries_total{reason="throttle",stream="unit-stream"} 0.0',
     ):
         assert line in text, line
+    # not per source or stream: other tests in this process may have counted some already
+    assert _sample("cdcstream_errors_total", {"stage": "receiving", "error_type": "SourceConnectionError"}) is not None
     assert 'cdcstream_build_info{python="' in text and 'source_kind="postgres"' in text
 
 

@@ -362,6 +362,7 @@ class PostgresSource:
 
     async def _reconnect(self) -> ReplicationConnection | None:
         while not self._closed:
+            self.alive_at = time.monotonic()  # retrying through a database outage is alive, not hung
             delay = self._backoff.next()
             self._m_reconnects.inc()
             start = format_lsn(self._decoder.last_position)
