@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Daemon, create_stream, write_config
+from tests.support.daemon import Daemon, create_stream, start_daemon
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgDb
 from tests.support.tools import tool
@@ -112,16 +112,7 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
     src = f"postgres:{pg_db.name}"
     # The proxy throttles a share of the entries, so the throttle and retry counters have something to count.
     with FaultProxy(moto_server, seed=3, entry_failure_rate=0.2) as proxy:
-        config = write_config(
-            tmp_path / "c.toml",
-            pg_port=pg_db.server.port,
-            database=pg_db.name,
-            endpoint_url=proxy.url,
-            stream=stream,
-            extra_http="lag_probe_interval = 0.5",
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path, extra_http="lag_probe_interval = 0.5")
         try:
             daemon.wait_ready()
             time.sleep(1.5)  # a heartbeat, a probe and a checkpoint
@@ -129,11 +120,7 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
             pg_db.execute("INSERT INTO m SELECT g, 'x' FROM generate_series(1, 200) g")
             pg_db.execute("UPDATE m SET v = 'y' WHERE id <= 50")
             pg_db.execute("DELETE FROM m WHERE id <= 10")
-            killed = pg_db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'cdcstream'",
-                superuser=True,
-            )
-            assert killed
+            assert pg_db.terminate_walsender()
             pg_db.execute("INSERT INTO m VALUES (1000, 'after reconnect')")
 
             def caught_up() -> bool:
@@ -214,16 +201,7 @@ def test_table_label_can_be_switched_off(pg_db: PgDb, moto_server: str, tmp_path
     pg_db.execute("CREATE TABLE a (id int PRIMARY KEY)")
     pg_db.execute("CREATE TABLE b (id int PRIMARY KEY)")
     stream = create_stream(moto_server, f"l-{uuid.uuid4().hex[:8]}")
-    config = write_config(
-        tmp_path / "c.toml",
-        pg_port=pg_db.server.port,
-        database=pg_db.name,
-        endpoint_url=moto_server,
-        stream=stream,
-        extra_http="metrics_table_label = false",
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
+    daemon = start_daemon(pg_db, moto_server, stream, tmp_path, extra_http="metrics_table_label = false")
     try:
         daemon.wait_ready()
         pg_db.execute("INSERT INTO a VALUES (1), (2)")
@@ -247,16 +225,7 @@ def test_readyz_fails_during_a_kinesis_outage_and_recovers_healthz_never_fails(
     pg_db.execute("CREATE TABLE r (id int PRIMARY KEY)")
     stream = create_stream(moto_server, f"r-{uuid.uuid4().hex[:8]}")
     with FaultProxy(moto_server) as proxy:
-        config = write_config(
-            tmp_path / "c.toml",
-            pg_port=pg_db.server.port,
-            database=pg_db.name,
-            endpoint_url=proxy.url,
-            stream=stream,
-            extra_http="ready_window = 2",
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path, extra_http="ready_window = 2")
         try:
             daemon.wait_ready()
             # idle for longer than ready_window: still ready (nothing is waiting for an acknowledgement)

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from tests.support import free_port
-from tests.support.daemon import Daemon, create_stream, write_config
+from tests.support.daemon import create_stream, start_daemon
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgDb
 from tests.support.tools import tool
@@ -197,16 +197,7 @@ def test_real_prometheus_evaluates_every_dashboard_and_alert_query(
                 time.sleep(0.05)
 
     with FaultProxy(moto_server, seed=5, entry_failure_rate=0.1) as proxy:
-        config = write_config(
-            tmp_path / "c.toml",
-            pg_port=pg_db.server.port,
-            database=pg_db.name,
-            endpoint_url=proxy.url,
-            stream=stream,
-            extra_http="lag_probe_interval = 0.5",
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path, extra_http="lag_probe_interval = 0.5")
         prom = Prometheus(tmp_path / "prometheus", daemon.http.removeprefix("http://"))
         thread = threading.Thread(target=traffic, daemon=True)
         try:
@@ -214,10 +205,7 @@ def test_real_prometheus_evaluates_every_dashboard_and_alert_query(
             prom.wait_ready()
             thread.start()
             time.sleep(3)
-            pg_db.execute(  # one dropped replication connection, for the reconnect and error panels
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'cdcstream'",
-                superuser=True,
-            )
+            assert pg_db.terminate_walsender()  # a dropped connection, for the reconnect and error panels
             deadline = time.monotonic() + 120
             while True:  # enough samples for every rate() window, and data in the interesting series
                 have = prom.query(

@@ -149,6 +149,7 @@ def test_notify_protocol_ready_status_watchdog_stopping(
         tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=moto_server, stream=stream
     )
     daemon = Daemon(config, tmp_path / "daemon.log")
+    # the service manager's environment, set before the process starts
     daemon.env = {**daemon.env, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"}
     daemon.start()
     try:

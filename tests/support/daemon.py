@@ -135,6 +135,22 @@ class Daemon:
             return str(resp.read().decode())
 
 
+def start_daemon(pg_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
+    """Write a config for ``pg_db`` (a :class:`tests.support.postgres.PgDb`) and ``stream`` and start the
+    daemon (not yet ready: call :meth:`Daemon.wait_ready`)."""
+    path = write_config(
+        tmp_path / "c.toml",
+        pg_port=pg_db.server.port,
+        database=pg_db.name,
+        endpoint_url=endpoint_url,
+        stream=stream,
+        **config,
+    )
+    daemon = Daemon(path, tmp_path / "daemon.log")
+    daemon.start()
+    return daemon
+
+
 def read_stream(endpoint_url: str, stream: str) -> list[dict[str, Any]]:
     """Every record in the stream, shard by shard in order: partition key, shard, sequence, parsed data."""
     client = boto3.client("kinesis", endpoint_url=endpoint_url, region_name="us-east-1", **_creds())
