@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from tests.support.daemon import Daemon, create_stream, write_config
+from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgDb
 from tests.support.tools import tool
 
@@ -116,10 +117,11 @@ class NotifyListener:
             self.messages.append((time.monotonic(), data.decode()))
 
     def wait_for(self, field: str, timeout: float = 60, after: float = 0.0) -> tuple[float, str]:
+        """The first message at or after ``after`` with a line starting with ``field``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for t, msg in list(self.messages):
-                if t >= after and field in msg.splitlines():
+                if t >= after and any(line.startswith(field) for line in msg.splitlines()):
                     return t, msg
             time.sleep(0.05)
         raise AssertionError(f"no {field} within {timeout}s; got {self.messages}")
@@ -183,3 +185,46 @@ def test_notify_protocol_ready_status_watchdog_stopping(
             assert event in events, events
     finally:
         daemon.kill()
+
+
+def test_watchdog_withheld_while_the_sink_hangs_and_resumed_after(
+    pg_db: PgDb, moto_server: str, tmp_path: Path, notify: NotifyListener
+) -> None:
+    """A PutRecords request that hangs (no answer, no error) with records outstanding is a wedged sink: the
+    pings stop, so systemd would restart the daemon; they resume once requests finish again. (A sink that
+    keeps *failing* fast, as in an outage, stays alive: see test_metrics' /readyz test.)"""
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    stream = create_stream(moto_server, f"w-{uuid.uuid4().hex[:8]}")
+    with FaultProxy(moto_server) as proxy:
+        config = write_config(
+            tmp_path / "c.toml",
+            pg_port=pg_db.server.port,
+            database=pg_db.name,
+            endpoint_url=proxy.url,
+            stream=stream,
+            extra_target="request_timeout = 60",
+        )
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        daemon.env = {**daemon.env, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"}
+        daemon.start()
+        try:
+            notify.wait_for("READY=1")
+            time.sleep(2)
+            proxy.latency = 8.0  # the next requests hang for 8 s: four watchdog windows
+            t_hang = time.monotonic()
+            pg_db.execute("INSERT INTO t SELECT generate_series(1, 10)")
+            time.sleep(1.0)
+            proxy.latency = 0.0  # later requests are answered at once again
+            _, stalled = notify.wait_for("STATUS=stalled: sink", timeout=15, after=t_hang)
+            notify.wait_for("WATCHDOG=1", timeout=20, after=t_hang + 8)
+            time.sleep(2)
+            pings = [t for t, m in notify.messages if "WATCHDOG=1" in m.splitlines() and t > t_hang - 2]
+            gaps = [b - a for a, b in itertools.pairwise(pings)]
+            assert max(gaps) > 4.0, f"pings kept coming while the sink hung: {gaps}"
+            assert pings[-1] - pings[-2] < 2.0, "pings resumed once requests finished"
+            assert "records outstanding" in stalled
+            log = daemon.log_tail(300)
+            assert "watchdog ping withheld" in log and "pipeline alive again" in log, log
+            assert daemon.stop() == 0, daemon.log_tail()
+        finally:
+            daemon.kill()
