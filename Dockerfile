@@ -8,6 +8,7 @@
 #
 # Configuration: the TOML file at /etc/cdcstream/cdcstream.toml (mount it; [http] listen must be
 # "0.0.0.0:9187" for probes from outside the container and [checkpoint] state_dir "/var/lib/cdcstream").
+# Any key can be overridden by environment: CDCSTREAM_<SECTION>__<KEY>, e.g. CDCSTREAM_SOURCE__HOST.
 # Secrets by file or environment, never baked in: password_file = "/run/secrets/source_password" (Docker/
 # Kubernetes secret), or CDCSTREAM_SOURCE_PASSWORD; Kinesis credentials from the AWS chain (AWS_* variables,
 # IRSA / EKS Pod Identity, instance role).
