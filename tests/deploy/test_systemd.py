@@ -64,6 +64,20 @@ def test_units_verify_without_any_output(tmp_path: Path) -> None:
     assert _verify(units, "cdcstream@orders.service") == ""
 
 
+def test_units_hardening_score(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline` exposure at most 2.0 ("OK"; the units score 1.4): a dropped
+    hardening line fails here."""
+    units = _installed_copies(tmp_path)
+    for unit in ("cdcstream.service", "cdcstream@.service"):
+        res = subprocess.run(
+            [tool("systemd-analyze"), "security", "--offline=yes", "--threshold=20", "--no-pager", str(units / unit)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr
+
+
 def test_verify_check_is_not_vacuous(tmp_path: Path) -> None:
     """The assertion above can fail: a misspelt key only warns (rc 0) and is caught by the empty-output rule."""
     units = _installed_copies(tmp_path)
