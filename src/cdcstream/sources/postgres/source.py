@@ -150,6 +150,11 @@ class PostgresSource:
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
+        self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
+        self._m_disconnects = metrics.ERRORS.labels("receiving", "SourceConnectionError")
+        # Monotonic time the reader last went round its loop (at least every second while streaming, data or
+        # not): the pipeline's watchdog tells an idle source from a wedged one with it.
+        self.alive_at = time.monotonic()
         self._log = log.bind(source=self._label, slot=cfg.slot_name, publication=cfg.publication)
 
     # ------------------------------------------------------------------------------------------------------
@@ -359,6 +364,7 @@ class PostgresSource:
             raise SourceError("PostgresSource.changes() called before start()")
         decoder = self._decoder
         while not self._closed:
+            self.alive_at = time.monotonic()
             try:
                 repl = self._repl
                 if repl is None or not repl.streaming:
@@ -440,12 +446,14 @@ class PostgresSource:
             self._repl = None
         self._decoder.reset_transaction()
         self._m_connected.set(0)
+        self._m_disconnects.inc()
         self._log.warning(
             "replication connection lost", reason=reason, resume_lsn=format_lsn(self._decoder.last_position)
         )
 
     async def _reconnect(self) -> ReplicationConnection | None:
         while not self._closed:
+            self.alive_at = time.monotonic()  # retrying through a database outage is alive, not hung
             delay = self._backoff.next()
             self._m_reconnects.inc()
             start = format_lsn(self._decoder.last_position)
@@ -490,7 +498,7 @@ class PostgresSource:
                     child = children.get(op)
                     if child is None:
                         child = children[op] = metrics.SOURCE_EVENTS.labels(
-                            self._label, f"{plan.table.schema}.{plan.table.table}", op.value
+                            self._label, metrics.table_value(plan.table.schema, plan.table.table), op.value
                         )
                     child.inc(n)
             decoder.touched.clear()
@@ -499,6 +507,7 @@ class PostgresSource:
             decoder.transactions = 0
             if decoder.last_commit_epoch is not None:
                 self._m_lag.set(max(0.0, now - decoder.last_commit_epoch))
+                self._m_commit_ts.set(decoder.last_commit_epoch)
         if items:
             last = items[-1]
             if isinstance(last, Marker) and not last.transaction:
@@ -561,6 +570,25 @@ class PostgresSource:
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
+
+    async def lag_probe(self) -> dict[str, float | None]:
+        """Byte lag of our slot, on the normal connection (polled by telemetry/probe.py): WAL between the
+        confirmed flush position and the server's current LSN (``lag_bytes``), WAL the slot pins
+        (``retained_wal_bytes``, from restart_lsn) and ``safe_wal_bytes`` (PG >= 13 ``safe_wal_size``; None
+        when max_slot_wal_keep_size is unlimited)."""
+        conn = await self._normal_connection()
+        row = await (
+            await conn.execute(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
+                "(pg_current_wal_lsn() - restart_lsn)::float8, safe_wal_size::float8 "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.cfg.slot_name,),
+            )
+        ).fetchone()
+        if row is None:
+            return {}
+        lag, retained, safe = row
+        return {"lag_bytes": lag, "retained_wal_bytes": retained, "safe_wal_bytes": safe}
 
     # ------------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
