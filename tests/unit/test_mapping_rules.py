@@ -704,3 +704,11 @@ def test_two_rules_mapping_two_tables_onto_one_target() -> None:
 
 def test_seed_example3_shape_rule_ids_shared_across_types() -> None:
     parse_rules({"rules": [sel("1", "include", "%", "%"), om("1")]}, "m.json")
+
+
+def test_integers_beyond_64_bits_stay_exact() -> None:
+    m = mapper(
+        rules(tr("2", "column", "add-column", value="big", expression="$price * 2")), message_format="json-unformatted"
+    )
+    _, doc = one(m, ev(after={**ROW, "price": "123456789012345678901234"}))
+    assert doc["data"]["big"] == 246913578024691357802468

@@ -8,6 +8,7 @@ default mapping), one dict build and one ``orjson.dumps``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -92,9 +93,16 @@ class Mapper:
         return plan
 
     def _dumps(self, doc: dict[str, Any]) -> bytes:
-        if self.pretty:
-            return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-        return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            if self.pretty:
+                return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+            return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            # orjson stops at 64-bit integers; an expression over a wide numeric can exceed that. The standard
+            # library writes the exact integer in the same layout (rare path, so its speed does not matter).
+            if self.pretty:
+                return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
     def map(self, events: Iterable[ChangeEvent]) -> list[Record]:
         """Records for a batch of events, in order (unselected tables and filtered rows produce none)."""
