@@ -237,7 +237,7 @@ MUTATIONS: list[tuple[str, Any]] = [
     ("rule-action", "frobnicate"),
     ("rule-action", None),
     ("object-locator", "public.items"),
-    ("object-locator", {"schema-name": "s"}),
+    ("object-locator", {"table-name": "t"}),
     ("object-locator", {"schema-name": "s", "table-name": "t", "colour": "red"}),
     ("object-locator", {"schema-name": "[", "table-name": "t"}),
     ("rule-type", "selektion"),

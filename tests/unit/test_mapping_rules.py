@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -710,5 +711,5 @@ def test_integers_beyond_64_bits_stay_exact() -> None:
     m = mapper(
         rules(tr("2", "column", "add-column", value="big", expression="$price * 2")), message_format="json-unformatted"
     )
-    _, doc = one(m, ev(after={**ROW, "price": "123456789012345678901234"}))
-    assert doc["data"]["big"] == 246913578024691357802468
+    [rec] = m.map([ev(after={**ROW, "price": "123456789012345678901234"})])
+    assert json.loads(rec.data)["data"]["big"] == 246913578024691357802468  # orjson.loads would read a float

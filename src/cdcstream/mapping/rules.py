@@ -429,6 +429,18 @@ def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
             ".rule-action",
             f"unknown transformation rule-action {action!r} (one of {', '.join(TRANSFORMATION_ACTIONS)})",
         )
+    # A parameter the action does not use would be silently ignored: reject it instead.
+    uses = {
+        "value": action in ("rename", "add-column") or str(action).endswith(("-prefix", "-suffix")),
+        "old-value": action in ("replace-prefix", "replace-suffix"),
+        "expression": action == "add-column",
+        "data-type": action in ("add-column", "change-data-type"),
+        "primary-key-def": action == "define-primary-key",
+        "before-image-def": action == "add-before-image-columns",
+    }
+    for key, used in uses.items():
+        if key in rule and not used:
+            raise ctx.error(f".{key}", f'"{key}" does not apply to {action}')
     target = rule.get("rule-target")
     if target in ("table-tablespace", "index-tablespace"):
         raise ctx.error(".rule-target", f"{target} rules only apply to Oracle targets; not supported by cdcstream")
@@ -476,8 +488,6 @@ def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
                 raise ctx.error(".expression", f"bad expression {exc}: {expression!r}") from None
         if "data-type" in rule:
             data_type = _data_type(ctx, rule["data-type"], ".data-type")
-    elif "expression" in rule:
-        raise ctx.error(".expression", f'"expression" only applies to add-column, not {action}')
     if action == "change-data-type":
         if "data-type" not in rule:
             raise ctx.error("", 'change-data-type needs "data-type"')
