@@ -713,3 +713,11 @@ def test_integers_beyond_64_bits_stay_exact() -> None:
     )
     [rec] = m.map([ev(after={**ROW, "price": "123456789012345678901234"})])
     assert json.loads(rec.data)["data"]["big"] == 246913578024691357802468  # orjson.loads would read a float
+
+
+def test_empty_partition_key_is_replaced_not_sent() -> None:
+    key, _ = one(
+        mapper(rules(om("2", **{"partition-key-type": "attribute-name", "partition-key-name": "name"}))),
+        ev(after={**ROW, "name": ""}),
+    )
+    assert key == "<empty>"

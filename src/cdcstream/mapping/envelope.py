@@ -27,6 +27,7 @@ CONTROL_NAMES = {
     "seed": {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable", "restart": "RestartTask"},
     "dms": {Op.TRUNCATE: "truncate-table", Op.DROP_TABLE: "drop-table", "restart": "restart-task"},
 }
+EMPTY_KEY = "<empty>"
 CONTROL_OPERATIONS = {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable"}
 
 
@@ -125,7 +126,9 @@ class Mapper:
             row = plan.shape(ev, src) if plan.shape is not None else src
             if not include_nulls and None in row.values():
                 row = {k: v for k, v in row.items() if v is not None}
-            key = plan.key_of(ev, src, row)
+            # Kinesis refuses an empty partition key (an empty-string key column or attribute). Any fixed
+            # substitute is safe: sharing a key only changes shard placement, never per-key order.
+            key = plan.key_of(ev, src, row) or EMPTY_KEY
             metadata: dict[str, Any] = {
                 "timestamp": stamp,
                 "record-type": "data",
