@@ -91,6 +91,11 @@ async def postgres_tables(cfg: Config) -> list[TableInfo]:
     return [TableInfo(s, t, tuple(cols)) for (s, t), cols in tables.items()]
 
 
+async def mapping_errors(cfg: Config, rules: MappingRules) -> list[str]:
+    """Schema-dependent mapping errors for the tables that exist now (the daemon runs this at start)."""
+    return [p.error for p in preview(rules, cfg.target, cfg.task_id, await postgres_tables(cfg)) if p.error]
+
+
 async def _mapping_checks(cfg: Config, rules: MappingRules) -> list[CheckResult]:
     """Per selected table: the rules that apply and one sample record; rules that match nothing."""
     try:

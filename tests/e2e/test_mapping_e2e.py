@@ -218,3 +218,41 @@ def test_check_previews_each_table_and_names_bad_rules(pg_db: PgDb, moto_url: st
     assert "FAIL mapping public.orders" in res.stdout
     assert f"{mapping}: rule-id 20 ($.rules[7].mapping-parameters.partition-key-name)" in res.stdout
     assert "partition-key-name 'nope'" in res.stdout
+
+
+def test_daemon_refuses_to_start_on_a_rule_a_table_cannot_satisfy(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    pg_db.execute("CREATE TABLE orders (id int PRIMARY KEY, customer text)")
+    mapping = tmp_path / "mapping.json"
+    mapping.write_bytes(
+        orjson.dumps(
+            {
+                "rules": [
+                    {"rule-type": "selection", "rule-id": "1", "rule-action": "include",
+                     "object-locator": {"schema-name": "public", "table-name": "%"}},
+                    {"rule-type": "object-mapping", "rule-id": "2", "rule-action": "map-record-to-record",
+                     "object-locator": {"schema-name": "public", "table-name": "orders"},
+                     "mapping-parameters": {"attribute-mappings": [
+                         {"target-attribute-name": "Who", "attribute-type": "scalar", "value": "${custmer}"}]}},
+                ]
+            }
+        )
+    )  # fmt: skip
+    stream = create_stream(moto_url, f"s-{uuid.uuid4().hex[:8]}")
+    config = write_config(
+        tmp_path / "c.toml",
+        pg_port=pg_db.server.port,
+        database=pg_db.name,
+        endpoint_url=moto_url,
+        stream=stream,
+        extra=f'table_mappings = "{mapping}"',
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "cdcstream", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **AWS_ENV},
+        timeout=60,
+    )
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert f"{mapping}: rule-id 2 ($.rules[1].mapping-parameters.attribute-mappings[0].value)" in res.stderr
+    assert "public.orders has no column 'custmer'" in res.stderr

@@ -721,3 +721,31 @@ def test_empty_partition_key_is_replaced_not_sent() -> None:
         ev(after={**ROW, "name": ""}),
     )
     assert key == "<empty>"
+
+
+def test_dms_console_export_with_null_parameters_is_accepted() -> None:
+    # What the DMS console's JSON editor exports: null value/old-value on every transformation, empty filters.
+    doc = {
+        "rules": [
+            {
+                "rule-type": "selection",
+                "rule-id": "1",
+                "rule-name": "1",
+                "object-locator": {"schema-name": "public", "table-name": "%"},
+                "rule-action": "include",
+                "filters": [],
+            },
+            {
+                "rule-type": "transformation",
+                "rule-id": "2",
+                "rule-name": "2",
+                "rule-target": "table",
+                "object-locator": {"schema-name": "public", "table-name": "%"},
+                "rule-action": "convert-uppercase",
+                "value": None,
+                "old-value": None,
+            },
+        ]
+    }
+    key, _ = one(mapper(parse_rules(doc, "m.json")), ev())
+    assert key == "public.ITEMS"

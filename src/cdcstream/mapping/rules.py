@@ -438,6 +438,9 @@ def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
         "primary-key-def": action == "define-primary-key",
         "before-image-def": action == "add-before-image-columns",
     }
+    # The DMS console writes "value": null and "old-value": null into every transformation rule it exports:
+    # null means absent.
+    rule = {k: v for k, v in rule.items() if v is not None or k not in uses}
     for key, used in uses.items():
         if key in rule and not used:
             raise ctx.error(f".{key}", f'"{key}" does not apply to {action}')
