@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from cdcstream.changes import ChangeEvent, Column, Op, TableInfo
+from cdcstream.changes import ChangeEvent, Column, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import MappingError
 from cdcstream.mapping.datatypes import converter, data_type_name, dms_type_name, is_lob
@@ -601,7 +601,3 @@ def _object_shape(
         return data
 
     return shape
-
-
-def is_data(op: Op) -> bool:
-    return op in (Op.LOAD, Op.INSERT, Op.UPDATE, Op.DELETE)

@@ -14,6 +14,7 @@ from typing import Any
 from cdcstream.changes import ChangeEvent, Op, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import CdcstreamError
+from cdcstream.mapping.datatypes import dms_type_name
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import MappingRules
 
@@ -97,6 +98,18 @@ def unused_rules(rules: MappingRules, tables: list[TableInfo]) -> list[str]:
         if not any(om.matches(t.schema, t.table) for t in selected):
             out.append(f"{om.origin}: object-mapping for {om.schema}.{om.table} matches no selected table")
     for tr in rules.transformations:
-        if not any(tr.matches_table(t.schema, t.table) for t in selected):
+        hit = [t for t in selected if tr.matches_table(t.schema, t.table)]
+        if not hit:
             out.append(f"{tr.origin}: {tr.action} matches no selected table")
+        elif (
+            tr.target == "column"
+            and tr.column is not None
+            and tr.action != "add-column"
+            and not any(
+                tr.matches_column(c.name, (c.type_name.lower(), dms_type_name(c.type_name).lower()))
+                for t in hit
+                for c in t.columns
+            )
+        ):
+            out.append(f"{tr.origin}: {tr.action} matches no column named {tr.column!r} in the selected tables")
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from cdcstream.errors import ConfigError
-from cdcstream.mapping.expressions import Expression, ExpressionError, compile_expression
+from cdcstream.mapping.expressions import ExpressionError, compile_expression
 from cdcstream.mapping.wildcards import compile_pattern, is_wildcard, matches
 
 PARTITION_KEY_TYPES = ("schema-table", "primary-key", "transaction-id", "constant", "attribute-name")
@@ -803,7 +803,6 @@ def load_rules(path: Path | None) -> MappingRules:
 __all__ = [
     "AttributeMapping",
     "DataType",
-    "Expression",
     "FilterCondition",
     "MappingRules",
     "ObjectMapping",
