@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdcstream.changes import ChangeEvent, Column, Op, TableInfo
 from cdcstream.mapping.expressions import ExpressionError, compile_expression
@@ -109,3 +112,24 @@ def test_unknown_column_reported_by_resolver() -> None:
 
     with pytest.raises(ExpressionError, match=r"at position 6: no column 'B'"):
         compile_expression("$A || $B", lambda n, p: n if n == "A" else resolve(n, p))
+
+
+TOKENS = ["$A", "$B", "'x'", "'1.5'", "1", "0", "-", "+", "*", "/", "%", "||", "(", ")", ",", "=", "<", ">=", "<>",
+          "IS", "NOT", "NULL", "AND", "OR", "CASE", "WHEN", "THEN", "ELSE", "END", "upper", "coalesce", "substr",
+          "round", "abs", "1e308", "max", "length", "replace"]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(TOKENS), min_size=1, max_size=12),
+    st.one_of(st.none(), st.integers(-(10**30), 10**30), st.floats(), st.text(max_size=5), st.booleans()),
+    st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=5)),
+)
+def test_random_token_soup_is_rejected_or_evaluates(tokens: list[str], a: Any, b: Any) -> None:
+    """Parsing raises only ExpressionError; evaluation raises nothing but arithmetic errors on extreme values."""
+    try:
+        expr = compile_expression(" ".join(tokens))
+    except ExpressionError:
+        return
+    with contextlib.suppress(ArithmeticError, ValueError):  # the plan turns these into a MappingError
+        expr.evaluate({"A": a, "B": b}, ev())

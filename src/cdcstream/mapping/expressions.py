@@ -514,7 +514,8 @@ def _arith(a: Fn, b: Fn, op: str) -> Fn:
             return None  # SQLite: division by zero is NULL
         if op == "/":
             if isinstance(p, int) and isinstance(q, int):
-                return int(p / q)  # integer division truncating toward zero
+                quotient = abs(p) // abs(q)  # exact, truncating toward zero as SQLite does
+                return quotient if (p >= 0) == (q >= 0) else -quotient
             return p / q
         if isinstance(p, int) and isinstance(q, int):
             return int(abs(p) % abs(q)) * (1 if p >= 0 else -1)

@@ -399,7 +399,7 @@ class TablePlan:
                     expr = compile_expression(t.expression, res)
                 except ExpressionError as exc:
                     raise MappingError(f"{t.origin.at('.expression')}: bad expression {exc}") from None
-                ev_fn = expr.evaluate_env
+                ev_fn = _guarded_expression(expr.evaluate_env, f"{t.origin.at('.expression')}: {label}")
             else:
                 ev_fn = lambda env: None  # noqa: E731
             conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{t.value}") if t.data_type else None
@@ -566,6 +566,18 @@ def _guarded(conv: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:
             return conv(v)
         except ValueError as exc:
             raise MappingError(f"{where}: {exc}") from None
+
+    return guarded
+
+
+def _guarded_expression(fn: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:
+    """Arithmetic on extreme values (a float overflow, ...) becomes an error naming the rule, not a crash."""
+
+    def guarded(env: Any) -> Any:
+        try:
+            return fn(env)
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            raise MappingError(f"{where}: cannot evaluate for this row: {exc}") from None
 
     return guarded
 
