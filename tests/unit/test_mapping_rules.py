@@ -675,8 +675,31 @@ def _err(*rs: dict[str, Any]) -> str:
             "rule-id 27 ($.rules[1].mapping-parameters): unknown key(s) ['partition-keyy']",
         ),
         (
-            {"rule-type": "table-settings", "rule-id": "28"},
-            "rule-id 28 ($.rules[1].rule-type): table-settings rules (parallel-load, lob-settings) are not supported",
+            {
+                "rule-type": "table-settings",
+                "rule-id": "28",
+                "object-locator": {"schema-name": "s", "table-name": "t"},
+                "lob-settings": {"mode": "limited"},
+            },
+            "rule-id 28 ($.rules[1].lob-settings): lob-settings are not supported by this version",
+        ),
+        (
+            {
+                "rule-type": "table-settings",
+                "rule-id": "30",
+                "object-locator": {"schema-name": "s", "table-name": "t"},
+                "parallel-load": {"type": "ranges", "columns": ["a", "b"], "boundaries": [["1"]]},
+            },
+            "rule-id 30 ($.rules[1].parallel-load.boundaries): must be a list of lists of 2 value(s)",
+        ),
+        (
+            {
+                "rule-type": "table-settings",
+                "rule-id": "31",
+                "object-locator": {"schema-name": "s", "table-name": "t"},
+                "parallel-load": {"type": "magic"},
+            },
+            "rule-id 31 ($.rules[1].parallel-load.type): must be one of partitions-auto",
         ),
         ({"rule-type": "nonsense", "rule-id": "29"}, "rule-id 29 ($.rules[1].rule-type): unknown rule-type 'nonsense'"),
         (sel("100", "include", "a", "b"), "rule-id 100 ($.rules[1].rule-id): duplicate rule-id among selection rules"),
@@ -749,3 +772,11 @@ def test_dms_console_export_with_null_parameters_is_accepted() -> None:
     }
     key, _ = one(mapper(parse_rules(doc, "m.json")), ev())
     assert key == "public.ITEMS"
+
+
+def test_parallel_load_table_settings_are_accepted_and_change_nothing() -> None:
+    ts = {"rule-type": "table-settings", "rule-id": "2", "rule-name": "2",
+          "object-locator": {"schema-name": "public", "table-name": "items"},
+          "parallel-load": {"type": "ranges", "columns": ["id"], "boundaries": [["100"], ["200"]]}}  # fmt: skip
+    _, doc = one(mapper(rules(ts)), ev())
+    assert doc["data"] == ROW

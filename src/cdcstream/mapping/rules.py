@@ -1,7 +1,7 @@
 """The DMS table-mapping file (``{"rules": [...]}``), loaded and validated before anything connects.
 
 Every problem is reported with the file, the rule's ``rule-id``, the JSON path and what is wrong. What this
-version does not implement (``table-settings``, tablespace targets, data masking, collection data types) is
+version does not implement (``lob-settings``, tablespace targets, data masking, collection data types) is
 rejected by name rather than silently ignored: a mapping that quietly does less than the user wrote is a data bug.
 
 This module only parses and checks what can be checked without the database. Checks that need the tables'
@@ -706,6 +706,40 @@ def _object_mapping(ctx: _Ctx, rule: dict[str, Any]) -> ObjectMapping:
     )
 
 
+PARALLEL_LOAD_TYPES = ("partitions-auto", "subpartitions-auto", "partitions-list", "ranges", "none")
+
+
+def _table_settings(ctx: _Ctx, rule: dict[str, Any]) -> None:
+    """Validate a ``table-settings`` rule. ``parallel-load`` only shapes a full load, which a ``cdc`` task does
+    not run (DMS ignores it there too), so a valid one is accepted and has no effect; ``lob-settings`` would
+    change CDC records and is rejected until implemented."""
+    _unknown_keys(
+        ctx, rule, {"rule-type", "rule-id", "rule-name", "object-locator", "parallel-load", "lob-settings"}, ""
+    )
+    if "lob-settings" in rule:
+        raise ctx.error(".lob-settings", "lob-settings are not supported by this version of cdcstream")
+    loc = _locator(ctx, rule)
+    if is_wildcard(loc["schema-name"]) or is_wildcard(loc["table-name"]):
+        raise ctx.error(".object-locator", "table-settings name one table exactly: no wildcards (DMS)")
+    pl = rule.get("parallel-load")
+    if not isinstance(pl, dict):
+        raise ctx.error("", 'table-settings needs a "parallel-load" object')
+    if pl.get("type") not in PARALLEL_LOAD_TYPES:
+        raise ctx.error(
+            ".parallel-load.type", f"must be one of {', '.join(PARALLEL_LOAD_TYPES)}, got {pl.get('type')!r}"
+        )
+    if pl["type"] == "ranges":
+        cols, bounds = pl.get("columns"), pl.get("boundaries")
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
+            raise ctx.error(".parallel-load.columns", "ranges needs a non-empty list of column names")
+        if len(cols) > 10:
+            raise ctx.error(".parallel-load.columns", "at most 10 columns (DMS)")
+        if not isinstance(bounds, list) or not all(isinstance(b, list) and len(b) == len(cols) for b in bounds):
+            raise ctx.error(
+                ".parallel-load.boundaries", f"must be a list of lists of {len(cols)} value(s), one per column"
+            )
+
+
 def _static_conflicts(rules: MappingRules) -> None:
     """Two rules that map two named tables onto one target name: DMS forbids it, so do we."""
     seen: dict[tuple[str, str], tuple[str, Origin]] = {}
@@ -765,11 +799,7 @@ def parse_rules(doc: Any, source: str) -> MappingRules:
         elif kind == "object-mapping":
             mappings.append(_object_mapping(ctx, rule))
         elif kind == "table-settings":
-            raise ctx.error(
-                ".rule-type",
-                "table-settings rules (parallel-load, lob-settings) are not supported by this version "
-                "of cdcstream (they only tune full load)",
-            )
+            _table_settings(ctx, rule)
         else:
             raise ctx.error(
                 ".rule-type",
