@@ -780,3 +780,12 @@ def test_parallel_load_table_settings_are_accepted_and_change_nothing() -> None:
           "parallel-load": {"type": "ranges", "columns": ["id"], "boundaries": [["100"], ["200"]]}}  # fmt: skip
     _, doc = one(mapper(rules(ts)), ev())
     assert doc["data"] == ROW
+
+
+def test_wide_integer_next_to_infinity_still_valid_json() -> None:
+    m = mapper(
+        rules(tr("2", "column", "add-column", value="big", expression="$price * 2")), message_format="json-unformatted"
+    )
+    [rec] = m.map([ev(after={**ROW, "price": "123456789012345678901234", "qty": float("inf")})])
+    doc = json.loads(rec.data)
+    assert doc["data"]["qty"] is None and doc["data"]["big"] == 246913578024691357802468

@@ -9,6 +9,7 @@ default mapping), one dict build and one ``orjson.dumps``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,17 @@ CONTROL_OPERATIONS = {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable"}
 def now_iso() -> str:
     """Current UTC time as DMS writes ``timestamp``: ISO 8601 with microseconds and ``Z``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _finite(v: Any) -> Any:
+    """NaN and infinities as null, as orjson writes them (the standard library would write invalid JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
 
 def check_compatible(rules: MappingRules, target: TargetConfig) -> None:
@@ -101,9 +113,10 @@ class Mapper:
         except TypeError:
             # orjson stops at 64-bit integers; an expression over a wide numeric can exceed that. The standard
             # library writes the exact integer in the same layout (rare path, so its speed does not matter).
+            safe = _finite(doc)
             if self.pretty:
-                return json.dumps(doc, indent=2, ensure_ascii=False).encode()
-            return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                return json.dumps(safe, indent=2, ensure_ascii=False, allow_nan=False).encode()
+            return json.dumps(safe, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
 
     def map(self, events: Iterable[ChangeEvent]) -> list[Record]:
         """Records for a batch of events, in order (unselected tables and filtered rows produce none)."""
