@@ -60,11 +60,12 @@ async def _check(cfg: Config) -> int:
     results = await run_all(cfg)
     width = max((len(r.name) for r in results), default=0)
     for r in results:
-        print(f"{'OK  ' if r.ok else 'FAIL'} {r.name.ljust(width)}  {r.detail}")
-        if not r.ok and r.fix:
+        print(f"{'FAIL' if not r.ok else 'WARN' if r.warning else 'OK  '} {r.name.ljust(width)}  {r.detail}")
+        if (not r.ok or r.warning) and r.fix:
             print(f"     {' ' * width}  fix: {r.fix}")
     failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - failed} ok, {failed} failed")
+    warned = sum(r.ok and r.warning for r in results)
+    print(f"\n{len(results) - failed} ok, {failed} failed" + (f" ({warned} with warnings)" if warned else ""))
     return 1 if failed else 0
 
 
