@@ -100,11 +100,15 @@ async def run_all(cfg: Config) -> list[CheckResult]:
 
 
 # Columns of every user table, with the key the source will report: the replica identity index with REPLICA
-# IDENTITY USING INDEX, else the primary key (what the source reports as key columns).
+# IDENTITY USING INDEX, else the primary key; with REPLICA IDENTITY FULL and no primary key, every column
+# (what the PostgreSQL source reports as key columns).
 _COLUMNS_SQL = """
 SELECT n.nspname, c.relname, a.attname, t.typname, a.attnotnull,
-       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY(i.indkey::int2[])
-               AND (i.indisreplident OR (i.indisprimary AND c.relreplident IN ('d', 'f'))))
+       CASE WHEN c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = c.oid
+                                                       AND p.indisprimary)
+            THEN true  -- REPLICA IDENTITY FULL without a primary key: every column is the key
+            ELSE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY(i.indkey::int2[])
+                         AND (i.indisreplident OR (i.indisprimary AND c.relreplident IN ('d', 'f')))) END
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -256,3 +256,24 @@ def test_daemon_refuses_to_start_on_a_rule_a_table_cannot_satisfy(pg_db: PgDb, m
     assert res.returncode == 4, res.stdout + res.stderr
     assert f"{mapping}: rule-id 2 ($.rules[1].mapping-parameters.attribute-mappings[0].value)" in res.stderr
     assert "public.orders has no column 'custmer'" in res.stderr
+
+
+async def test_catalog_columns_match_what_the_source_reports(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    from cdcstream.checks import postgres_tables
+    from cdcstream.config import load_config
+
+    pg_db.execute(
+        "CREATE TABLE pk (id int PRIMARY KEY, t text NOT NULL, n int); "
+        "CREATE TABLE full_nopk (a int, b text); ALTER TABLE full_nopk REPLICA IDENTITY FULL; "
+        "CREATE TABLE idx (a int NOT NULL, b int NOT NULL, c int); CREATE UNIQUE INDEX idx_ab ON idx (a, b); "
+        "ALTER TABLE idx REPLICA IDENTITY USING INDEX idx_ab"
+    )
+    config = write_config(
+        tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=moto_url, stream="s"
+    )
+    tables = {t.table: t for t in await postgres_tables(load_config(config))}
+    assert tables["pk"].key_columns == ("id",)
+    assert [c.nullable for c in tables["pk"].columns] == [False, False, True]
+    assert tables["full_nopk"].key_columns == ("a", "b")  # every column, as pgoutput flags them
+    assert tables["idx"].key_columns == ("a", "b")
+    assert [c.type_name for c in tables["pk"].columns] == ["int4", "text", "int4"]
