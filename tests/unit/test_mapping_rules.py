@@ -331,7 +331,9 @@ def test_add_before_image_columns() -> None:
 
 def test_transformation_conflicting_names_are_an_error() -> None:
     m = mapper(rules(tr("2", "column", "rename", {"column-name": "name"}, value="qty")))
-    with pytest.raises(MappingError, match="would both be written as 'qty'"):
+    with pytest.raises(
+        MappingError, match=r"^m\.json: rule-id 2 \(\$\.rules\[1\]\.rule-action\): .*would both be written as 'qty'"
+    ):
         m.map([ev()])
 
 

@@ -330,6 +330,8 @@ class TablePlan:
         renamed: dict[str, str] = {}
         out_names: dict[str, str] = {}  # out name -> what produced it (for collision messages)
         bis: list[tuple[str, str]] = []
+        bi_origin: dict[str, Origin] = {}
+        out_origin: dict[str, Origin | None] = {}
         for col in info.columns:
             types = (col.type_name.lower(), dms_type_name(col.type_name).lower())
             matching = [t for t in column_rules if t.matches_column(col.name, types)]
@@ -340,9 +342,10 @@ class TablePlan:
                     self.applied.append(f"rule-id {t.rule_id} {t.action} {col.name}")
                     break
             out = col.name
+            name_rule: Origin | None = None
             for t in matching:
                 if t.action in NAME_ACTIONS:
-                    out = apply_name(t, col.name)
+                    out, name_rule = apply_name(t, col.name), t.origin
                     if out != col.name:
                         self.applied.append(f"rule-id {t.rule_id} {t.action} column {col.name} -> {out}")
                     break
@@ -362,15 +365,19 @@ class TablePlan:
                         or (t.before_filter == "non-lob" and not is_lob(col.type_name))
                     ):
                         bis.append((col.name, f"{t.before_prefix}{out}{t.before_suffix}"))
+                        bi_origin[col.name] = t.origin
                     break
             if not keep:
                 continue
             if out in out_names:
+                culprit = name_rule or out_origin.get(out)
+                where = f"{culprit.at('.rule-action')}: " if culprit else f"{rules.source}: "
                 raise MappingError(
-                    f"{self.label}: columns {out_names[out]!r} and {col.name!r} would both be written as {out!r} "
-                    f"(transformation rules of {rules.source})"
+                    f"{where}{self.label}: columns {out_names[out]!r} and {col.name!r} would both be written as "
+                    f"{out!r}: one key per column"
                 )
             out_names[out] = col.name
+            out_origin[out] = name_rule
             if out != col.name:
                 renamed[col.name] = out
             cols.append((col.name, out, conv))
@@ -409,9 +416,12 @@ class TablePlan:
                 tdef["length"] = t.data_type.length
             table_def_cols[t.value] = tdef
             self.applied.append(f"rule-id {t.rule_id} add-column {t.value}")
-        for _, o in bis:
+        for src_col, o in bis:
             if o in out_names:
-                raise MappingError(f"{label}: before-image column {o!r} collides with a column of the same name")
+                raise MappingError(
+                    f"{bi_origin[src_col].at('.before-image-def')}: {label}: before-image column {o!r} collides "
+                    "with a column of the same name"
+                )
             out_names[o] = "add-before-image-columns"
         self.renamed = renamed
 
