@@ -68,16 +68,18 @@ def _insert_customer(pg_db: PgDb, table: str) -> None:
 
 
 @pytest.mark.parametrize("example", [1, 2, 3])
-def test_seed_examples_through_postgres_and_kinesis(example: int, pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+def test_seed_examples_through_postgres_and_kinesis(
+    example: int, pg_db: PgDb, kinesis_url: str, tmp_path: Path
+) -> None:
     expected = orjson.loads((GOLDEN / f"seed_example{example}.expected.json").read_bytes())
     pg_db.execute('CREATE SCHEMA "Test"')
     _customers_table(pg_db, expected["table"])
     daemon, stream = _run(
-        pg_db, moto_url, tmp_path, GOLDEN / f"seed_example{example}.mapping.json", slot=f"seed{example}"
+        pg_db, kinesis_url, tmp_path, GOLDEN / f"seed_example{example}.mapping.json", slot=f"seed{example}"
     )
     try:
         _insert_customer(pg_db, expected["table"])
-        [record] = _wait_for(moto_url, stream, lambda rs: len(rs) >= 1)
+        [record] = _wait_for(kinesis_url, stream, lambda rs: len(rs) >= 1)
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
     assert record["partition_key"] == expected["partition_key"]
