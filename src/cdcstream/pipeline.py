@@ -20,7 +20,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,7 +27,7 @@ import structlog
 
 from cdcstream import __version__
 from cdcstream.changes import ChangeEvent, Item, Marker
-from cdcstream.checkpoints.store import FileCheckpointStore
+from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError
@@ -52,16 +51,6 @@ EXIT_INTERRUPTED = 130
 SUPERVISE_TICK = 1.0
 #: Seconds between STATUS= updates to the service manager.
 STATUS_INTERVAL = 5.0
-
-
-def _append_durably(path: Path, line: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StopRequested(Exception):
@@ -196,7 +185,7 @@ class Pipeline:
             },
             option=orjson.OPT_APPEND_NEWLINE,
         )
-        await asyncio.to_thread(_append_durably, path, line)
+        await asyncio.to_thread(append_durably, path, line)
         metrics.DEAD_LETTER_RECORDS.labels(self.cfg.target.stream_name).inc()
         log.warning(
             "oversize record diverted to the dead-letter file",

@@ -24,6 +24,22 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _write_fsync(path: Path, data: bytes, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` and fsync it (the dead-letter file: durable before anything after the
+    diverted record may be checkpointed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_fsync(path, data, os.O_APPEND)
+
+
 class FileCheckpointStore:
     """Reads and atomically replaces ``<state_dir>/<name>.checkpoint.json``."""
 
@@ -67,12 +83,7 @@ class FileCheckpointStore:
         tmp = self.path.with_suffix(".tmp")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_fsync(tmp, data, os.O_TRUNC)
             os.replace(tmp, self.path)
             dfd = os.open(self.dir, os.O_RDONLY)
             try:
