@@ -44,6 +44,17 @@ async def run_all(cfg: Config) -> list[CheckResult]:
     except CdcstreamError as exc:
         results.append(CheckResult("table mappings", False, str(exc), "fix the rule named above"))
         return results
-    results += await postgres_checks(cfg.source, rules.selects)
+    if cfg.source.engine == "mysql":
+        from cdcstream.checkpoints.store import FileCheckpointStore
+        from cdcstream.sources.mysql.checks import run_checks as mysql_checks
+
+        try:
+            checkpoint = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id).load()
+        except CdcstreamError as exc:
+            results.append(CheckResult("checkpoint", False, str(exc), "restore or delete the checkpoint file"))
+            checkpoint = None
+        results += await mysql_checks(cfg.source, rules.selects, checkpoint)
+    else:
+        results += await postgres_checks(cfg.source, rules.selects)
     results.append(await _stream_check(cfg))
     return results
