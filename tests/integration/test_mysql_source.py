@@ -375,3 +375,49 @@ async def test_checks_report(my_db: MyDb) -> None:
         assert not weak["privileges"].ok and "GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT" in weak["privileges"].fix
     finally:
         await asyncio.to_thread(my_db.server.execute, "DROP USER 'weak'@'127.0.0.1'")
+
+
+async def test_backpressure_stalls_the_reader(my_db: MyDb) -> None:
+    from cdcstream.sources.mysql import source as source_module
+
+    await run(my_db, "CREATE TABLE bp (id int primary key, pad varchar(100))")
+    src = MySQLSource(my_db.config())
+    await src.start(None)
+    reader: Reader | None = None
+    try:
+        # nobody consumes changes(): the reader must stop at the queue bound instead of reading on
+        await run(my_db, "INSERT INTO bp SELECT seq, repeat('x', 100) FROM seq_1_to_20000")
+        await asyncio.sleep(1.5)
+        assert src._queue.qsize() == source_module.QUEUE_BATCHES
+        assert src._reader is not None and src._reader.thread.is_alive()
+        reader = Reader(src)
+        await reader.wait_for(n_events(20000), within=60)
+        assert [e.after["id"] for e in reader.events if e.after] == list(range(1, 20001))
+    finally:
+        if reader is not None:
+            await reader.stop()
+        await src.close()
+
+
+async def test_minimum_privileges_are_enough(my_db: MyDb) -> None:
+    """REPLICATION SLAVE + BINLOG MONITOR is all the stream needs on MariaDB 10.11 (SELECT is for checks)."""
+    await run(my_db, "CREATE TABLE mp (id int primary key)")
+    await asyncio.to_thread(my_db.server.execute, "CREATE USER 'mini'@'127.0.0.1' IDENTIFIED BY 'mini'")
+    await asyncio.to_thread(
+        my_db.server.execute, "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'mini'@'127.0.0.1'"
+    )
+    try:
+        reader = await open_reader(my_db.config(user="mini", password="mini"))
+        try:
+            await run(my_db, "INSERT INTO mp VALUES (1)", "TRUNCATE mp")
+            await reader.wait_for(n_events(2))
+            assert [e.op for e in reader.events] == [Op.INSERT, Op.TRUNCATE]
+        finally:
+            await reader.stop()
+        await asyncio.to_thread(my_db.server.execute, "REVOKE BINLOG MONITOR ON *.* FROM 'mini'@'127.0.0.1'")
+        src = MySQLSource(my_db.config(user="mini", password="mini"))
+        with pytest.raises(SourceError, match="GRANT BINLOG MONITOR"):
+            await src.start(None)
+        await src.close()
+    finally:
+        await asyncio.to_thread(my_db.server.execute, "DROP USER 'mini'@'127.0.0.1'")

@@ -98,7 +98,7 @@ def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, in
             cur.execute(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
                 "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_executed', 'expire_logs_days', "
-                "'binlog_expire_logs_seconds', 'server_id')"
+                "'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression')"
             )
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             try:
@@ -141,6 +141,12 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
                 f"{key} is {have}, cdcstream needs {want} (fix: SET GLOBAL {key} = {want}; and {key} = {want} in "
                 "the server config so it survives a restart; sessions already open keep the old value)"
             )
+    if variables.get("binlog_transaction_compression", "OFF").upper() == "ON":
+        # MySQL 8.0.20+: compressed transaction payloads are not decoded by python-mysql-replication 1.0.17.
+        problems.append(
+            "binlog_transaction_compression is ON, which the binlog reader cannot decode (fix: SET GLOBAL "
+            "binlog_transaction_compression = OFF; and in the server config)"
+        )
     return problems
 
 
