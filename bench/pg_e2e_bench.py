@@ -140,9 +140,23 @@ format = "json"
         if args.profile:
             procs.append(
                 subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(daemon.pid), "--format", "speedscope", "-o", args.profile,
-                     "--rate", "200", "--nonblocking", "--duration", "6"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(daemon.pid),
+                        "--format",
+                        "speedscope",
+                        "-o",
+                        args.profile,
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--duration",
+                        "6",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             )
         target = lsn_int(end_lsn)
