@@ -1,14 +1,17 @@
 """A minimal, fast Kinesis-API endpoint for benchmarking the sink (the real emulators are 5-10x slower than the
 client, reference/env.md §6c). It stores nothing: PutRecords answers every entry with a fake shard id and
 sequence number (optionally failing a fraction of entries with ProvisionedThroughputExceededException);
-DescribeStreamSummary, ListShards and CreateStream answer with a canned ACTIVE 1-shard stream.
+DescribeStreamSummary, ListShards and CreateStream answer with a canned ACTIVE stream of ``--shards`` shards
+(uniform hash-key ranges). With ``--shard-limit R`` each shard accepts at most R records per second (a token
+bucket with one second of burst, like Kinesis' documented per-shard limit); entries over it are throttled.
 
-    python bench/fake_kinesis.py --port 4599 [--fail-rate 0.1] [--seed 1]
+    python bench/fake_kinesis.py --port 4599 [--fail-rate 0.1] [--seed 1] [--shards 4] [--shard-limit 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import time
 
@@ -22,9 +25,22 @@ OK_ENTRY = (
 FAIL_ENTRY = b'{"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded for shard"}'
 
 
-def make_app(fail_rate: float, seed: int) -> web.Application:
+def make_app(fail_rate: float, seed: int, shards: int = 1, shard_limit: float = 0.0) -> web.Application:
     rng = random.Random(seed)
-    stats = {"requests": 0, "entries": 0, "failed": 0}
+    stats = {"requests": 0, "entries": 0, "failed": 0, "throttled": 0}
+    width = 2**128 // shards
+    tokens = [shard_limit] * shards
+    stamps = [time.monotonic()] * shards
+
+    def admit(key: str) -> bool:
+        shard = min(shards - 1, int.from_bytes(hashlib.md5(key.encode()).digest(), "big") // width)
+        now = time.monotonic()
+        tokens[shard] = min(shard_limit, tokens[shard] + (now - stamps[shard]) * shard_limit)
+        stamps[shard] = now
+        if tokens[shard] >= 1:
+            tokens[shard] -= 1
+            return True
+        return False
 
     def summary(name: str) -> bytes:
         return orjson.dumps(
@@ -36,7 +52,7 @@ def make_app(fail_rate: float, seed: int) -> web.Application:
                     "RetentionPeriodHours": 24,
                     "StreamCreationTimestamp": time.time(),
                     "EnhancedMonitoring": [],
-                    "OpenShardCount": 1,
+                    "OpenShardCount": shards,
                 }
             }
         )
@@ -46,12 +62,18 @@ def make_app(fail_rate: float, seed: int) -> web.Application:
         body = await request.read()
         op = target.rpartition(".")[2]
         if op == "PutRecords":
-            n = len(orjson.loads(body)["Records"])
+            records = orjson.loads(body)["Records"]
+            n = len(records)
             stats["requests"] += 1
             stats["entries"] += n
-            if fail_rate:
-                flags = [rng.random() < fail_rate for _ in range(n)]
-                failed = sum(flags)
+            if fail_rate or shard_limit:
+                flags = [
+                    (fail_rate and rng.random() < fail_rate) or (shard_limit and not admit(r["PartitionKey"]))
+                    for r in records
+                ]
+                failed = sum(1 for f in flags if f)
+                if shard_limit:
+                    stats["throttled"] += failed
                 stats["failed"] += failed
                 entries = b",".join(FAIL_ENTRY if f else OK_ENTRY for f in flags)
             else:
@@ -64,12 +86,18 @@ def make_app(fail_rate: float, seed: int) -> web.Application:
         if op == "DescribeStreamSummary":
             return web.Response(body=summary(name), content_type=CT)
         if op == "ListShards":
-            shard = {
-                "ShardId": "shardId-000000000000",
-                "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(2**128 - 1)},
-                "SequenceNumberRange": {"StartingSequenceNumber": "0"},
-            }
-            return web.Response(body=orjson.dumps({"Shards": [shard]}), content_type=CT)
+            listed = [
+                {
+                    "ShardId": f"shardId-{i:012d}",
+                    "HashKeyRange": {
+                        "StartingHashKey": str(i * width),
+                        "EndingHashKey": str(2**128 - 1 if i == shards - 1 else (i + 1) * width - 1),
+                    },
+                    "SequenceNumberRange": {"StartingSequenceNumber": "0"},
+                }
+                for i in range(shards)
+            ]
+            return web.Response(body=orjson.dumps({"Shards": listed}), content_type=CT)
         if op == "CreateStream":
             return web.Response(body=b"{}", content_type=CT)
         if op == "Stats":  # not a Kinesis call: the bench reads the server's counters
@@ -87,8 +115,16 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=4599)
     ap.add_argument("--fail-rate", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--shard-limit", type=float, default=0.0, help="records/s per shard (0: unlimited)")
     args = ap.parse_args()
-    web.run_app(make_app(args.fail_rate, args.seed), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(
+        make_app(args.fail_rate, args.seed, args.shards, args.shard_limit),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def main() -> int:
             pg.execute(db, INSERT.format(lo=lo, hi=min(lo + TX - 1, half)))
         for lo in range(1, half + 1, TX):
             pg.execute(db, UPDATE.format(lo=lo, hi=min(lo + TX - 1, half)))
-        end_lsn = pg.execute(db, "SELECT pg_current_wal_lsn()::text")[0][0]
+        end_lsn = pg.execute(db, "SELECT pg_current_wal_insert_lsn()::text")[0][0]  # async commit: not the write pos
         print(f"generated {2 * half} row changes in {time.monotonic() - t0:.1f}s; end LSN {end_lsn}", flush=True)
 
         t0 = time.monotonic()
@@ -122,6 +122,7 @@ endpoint_url = "http://127.0.0.1:{kport}"
 message_format = "json-unformatted"
 max_in_flight_requests = 8
 max_buffered_records = 50000
+shard_rate_limit = false
 [checkpoint]
 state_dir = "{tmp / "state"}"
 interval = 0.2

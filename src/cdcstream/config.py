@@ -133,6 +133,25 @@ class TargetConfig(_Section):
     max_in_flight_requests: Annotated[int, Field(ge=1, le=64)] = 4
     # Bound on records accepted by the sink but not yet acknowledged by Kinesis; the source stalls beyond it.
     max_buffered_records: Annotated[int, Field(ge=500, le=1_000_000)] = 20_000
+    # per-key: a partition key's changes reach the stream in commit order (its last occurrences; README,
+    # "Delivery guarantees"). none: only rejected entries are resent, so a key may be reordered; for
+    # consumers that order by stream-position themselves. Fewer duplicates, more throughput on hot keys.
+    ordering: Literal["per-key", "none"] = "per-key"
+    # A record over the stream's maximum record size: "fail" stops the pipeline (nothing after it is
+    # checkpointed); "dead-letter" writes it to <state_dir>/<task_id>.dead-letter.jsonl and sends a small
+    # control record (OversizeRecordDiverted) in its place.
+    oversize_policy: Literal["fail", "dead-letter"] = "fail"
+    # Per-shard write budgets (token buckets over the ListShards hash ranges) keep each shard under its
+    # documented limits instead of provoking throttling. On-demand streams and local servers differ: adjust
+    # the limits or turn it off. The map is re-read every shard_map_refresh seconds (resharding).
+    # KPL-compatible aggregation: many records of one partition key per Kinesis record (consumers must
+    # de-aggregate: KCL, aws-kinesis-agg, Lambda with the deaggregation library). Lifts the 1,000 records/s
+    # per-shard ceiling for small records; off by default because plain consumers would see binary blobs.
+    aggregation: bool = False
+    shard_rate_limit: bool = True
+    shard_records_per_second: Annotated[int, Field(ge=1)] = 1000
+    shard_bytes_per_second: Annotated[int, Field(ge=1024)] = 1_048_576
+    shard_map_refresh: Annotated[float, Field(ge=1)] = 60.0
     retry_base_delay: Annotated[float, Field(gt=0)] = 0.1
     retry_max_delay: Annotated[float, Field(gt=0)] = 10.0
     request_timeout: Annotated[float, Field(gt=0)] = 30.0
@@ -227,6 +246,8 @@ def load_config(path: str | Path) -> Config:
         raw: dict[str, Any] = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:

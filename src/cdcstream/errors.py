@@ -54,13 +54,26 @@ class SinkError(CdcstreamError):
 
 
 class SinkRetriableError(SinkError):
-    """Throttling, 5xx, connection errors: retried forever with backoff, never dropped."""
+    """Throttling, 5xx, connection errors: retried forever with backoff, never dropped.
+
+    ``ambiguous``: the request may still be applied by the server (a timeout, a connection lost after
+    sending), so resending too early could let the late original land after newer records.
+    """
 
     retriable = True
 
+    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
+
 
 class OversizeRecordError(SinkError):
-    """A record exceeds the stream's maximum record size and the policy is ``fail``."""
+    """A record exceeds the stream's maximum record size (``size`` and ``limit`` in bytes, data + key)."""
+
+    def __init__(self, message: str, *, size: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class CheckpointError(CdcstreamError):

@@ -20,8 +20,10 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 from cdcstream import __version__
@@ -29,7 +31,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
-from cdcstream.errors import CdcstreamError
+from cdcstream.errors import CdcstreamError, OversizeRecordError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
@@ -44,6 +46,16 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
+
+
+def _append_durably(path: Path, line: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class StopRequested(Exception):
@@ -135,7 +147,40 @@ class Pipeline:
 
     async def _emit(self, record: Record) -> None:
         record.seq = self.watermark.issue()
-        await self.sink.put(record)
+        try:
+            await self.sink.put(record)
+        except OversizeRecordError as exc:
+            if self.cfg.target.oversize_policy != "dead-letter":
+                raise
+            await self.sink.put(await self._divert(record, exc))
+
+    async def _divert(self, record: Record, exc: OversizeRecordError) -> Record:
+        """Write an oversize record to the dead-letter file (durably, before its stand-in can be acknowledged
+        and checkpointed past) and return the control record that takes its place in the stream."""
+        path = self.store.dir / f"{self.cfg.task_id}.dead-letter.jsonl"
+        line = orjson.dumps(
+            {
+                "diverted_at": time.time(),
+                "stream": self.cfg.target.stream_name,
+                "partition_key": record.partition_key,
+                "table": record.label,
+                "size": exc.size,
+                "limit": exc.limit,
+                "data": record.data.decode("utf-8", "replace"),
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        await asyncio.to_thread(_append_durably, path, line)
+        metrics.DEAD_LETTER_RECORDS.labels(self.cfg.target.stream_name).inc()
+        log.warning(
+            "oversize record diverted to the dead-letter file",
+            table=record.label,
+            partition_key=record.partition_key[:80],
+            size=exc.size,
+            limit=exc.limit,
+            file=str(path),
+        )
+        return self.mapper.diverted_record(record, exc.size, exc.limit, path.name)
 
     async def _flush_events(self, events: list[ChangeEvent]) -> None:
         for record in self.mapper.map(events):

@@ -162,6 +162,30 @@ class Mapper:
             barrier=True,
         )
 
+    def diverted_record(self, original: Record, size: int, limit: int, dead_letter_file: str) -> Record:
+        """The small control record sent in place of an oversize record (``oversize_policy = dead-letter``).
+
+        Same partition key as the original, so it keeps the original's place in its key's order; its metadata
+        is the original's (table, transaction, stream-position) so a consumer knows exactly which change to
+        fetch from the dead-letter file.
+        """
+        try:
+            metadata = dict(orjson.loads(original.data).get("metadata", {}))
+        except (orjson.JSONDecodeError, AttributeError):
+            metadata = {}
+        metadata.update(timestamp=now_iso(), **{"record-type": "control", "operation": "OversizeRecordDiverted"})
+        doc = {
+            "control": {"reason": "oversize", "size": size, "limit": limit, "dead-letter-file": dead_letter_file},
+            "metadata": metadata,
+        }
+        return Record(
+            partition_key=original.partition_key,
+            data=self._dumps(doc),
+            seq=original.seq,
+            commit_epoch=original.commit_epoch,
+            label=original.label,
+        )
+
     def restart_record(self) -> Record:
         """The ``RestartTask`` control record emitted once at every start (partition key = task id)."""
         doc = {

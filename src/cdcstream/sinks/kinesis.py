@@ -26,6 +26,7 @@ from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
 from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
 from cdcstream.sinks.putrecords import PutRecordsClient, error_hint
+from cdcstream.sinks.shards import ShardLimiter, ShardMap
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,8 @@ MAX_REQUEST_BYTES_LARGE = 10 * 1024 * 1024
 DEFAULT_MAX_RECORD_KIB = 1024
 #: Kinesis partition keys are 1..256 Unicode characters.
 MAX_PARTITION_KEY_CHARS = 256
+#: Per-shard record budget with aggregation (user records per second; bytes are what binds then).
+AGGREGATED_RECORDS_BUDGET = 1e9
 #: How often a throttling summary is logged while throttling goes on.
 THROTTLE_LOG_INTERVAL = 10.0
 
@@ -69,7 +72,7 @@ class KinesisSink:
         self._on_ack = on_ack
         self._start_timeout = start_timeout
         self._aio_session = session
-        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay)
+        self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay, ordered=cfg.ordering == "per-key")
         self._linger = cfg.linger_ms / 1000.0
         self._max_buffered = cfg.max_buffered_records
         self._max_in_flight = cfg.max_in_flight_requests
@@ -154,6 +157,13 @@ class KinesisSink:
                         f"(last status: {status}); it must be ACTIVE or UPDATING"
                     )
                 await asyncio.sleep(1.0)
+            if cfg.shard_rate_limit:
+                shard_map = await self._read_shard_map(kc)
+                # Aggregated records are few and large: only the byte budget binds.
+                records_per_second = AGGREGATED_RECORDS_BUDGET if cfg.aggregation else cfg.shard_records_per_second
+                self._batcher.limiter = ShardLimiter(
+                    shard_map, records_per_second, cfg.shard_bytes_per_second, time.monotonic()
+                )
         kib = summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB
         self.max_record_bytes = int(kib) * 1024
         self.max_request_bytes = (
@@ -167,6 +177,10 @@ class KinesisSink:
             request_timeout=cfg.request_timeout,
             max_connections=max(4, self._max_in_flight),
         )
+        if cfg.aggregation:
+            self._client.aggregate_max_bytes = self.max_record_bytes
+            # protobuf framing costs a few bytes per record more than a repeated partition key saves
+            self.max_request_bytes -= MAX_RECORDS_PER_REQUEST * 16
         log.info(
             "kinesis sink started",
             stream=cfg.stream_name,
@@ -175,6 +189,42 @@ class KinesisSink:
             max_record_bytes=self.max_record_bytes,
             max_request_bytes=self.max_request_bytes,
         )
+
+    async def _read_shard_map(self, client: Any) -> ShardMap:
+        """Open shards and their hash-key ranges (ListShards, paginated)."""
+        shards: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StreamName": self.cfg.stream_name}
+        while True:
+            resp = await client.list_shards(**kwargs)
+            shards.extend(resp.get("Shards", []))
+            token = resp.get("NextToken")
+            if not token:
+                return ShardMap.from_list_shards(shards)
+            kwargs = {"NextToken": token}
+
+    async def _refresh_shard_map(self) -> None:
+        """Re-read the shard map now and then, so budgets follow resharding (new shards, merged shards)."""
+        from aiobotocore.session import get_session
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        cfg = self.cfg
+        session = self._aio_session or get_session()
+        while True:
+            await asyncio.sleep(cfg.shard_map_refresh)
+            limiter = self._batcher.limiter
+            if limiter is None:
+                return
+            try:
+                async with session.create_client(
+                    "kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url
+                ) as kc:
+                    shard_map = await self._read_shard_map(kc)
+            except (BotoCoreError, ClientError, ValueError) as exc:
+                log.warning("cannot refresh the shard map, keeping the old one", stream=cfg.stream_name, error=str(exc))
+                continue
+            if shard_map.shard_ids != limiter.map.shard_ids:
+                log.info("shard map changed", stream=cfg.stream_name, shards=len(shard_map))
+                limiter.replace_map(shard_map, time.monotonic())
 
     async def close(self) -> None:
         """Stop: cancel in-flight requests (their records stay unacknowledged) and close the HTTP session."""
@@ -209,7 +259,10 @@ class KinesisSink:
             raise OversizeRecordError(
                 f"record of table {record.label or '?'} (partition key {key[:80]!r}) is {size} bytes "
                 f"(data + partition key), over stream {self.cfg.stream_name}'s maximum record size of "
-                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB or exclude the columns"
+                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB, exclude the columns, or "
+                'set [target] oversize_policy = "dead-letter"',
+                size=size,
+                limit=self.max_record_bytes,
             )
         now = time.monotonic()
         self._outstanding += 1
@@ -235,6 +288,7 @@ class KinesisSink:
         batcher = self._batcher
         linger = self._linger
         loop = asyncio.get_running_loop()
+        refresher = asyncio.create_task(self._refresh_shard_map()) if batcher.limiter is not None else None
         try:
             while not self._closed:
                 if self._fatal is not None:
@@ -265,6 +319,8 @@ class KinesisSink:
                             handle.cancel()
         finally:
             self._timer_at = float("inf")
+            if refresher is not None:
+                refresher.cancel()
         if self._fatal is not None:
             raise self._fatal
 
@@ -299,7 +355,9 @@ class KinesisSink:
             now = time.monotonic()
             self._m_lat["error"].observe(now - t0)
             self._m_inflight.dec(n)
-            self._batcher.requeue_all(batch, now)
+            # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
+            # further request_timeout, so a late original lands before the resend, never after newer records.
+            self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
             self._m_retry["request_error"].inc(n)
             log.warning("kinesis request failed, retrying", stream=self.cfg.stream_name, records=n, error=str(exc))
             self._wake.set()
@@ -324,6 +382,7 @@ class KinesisSink:
         self._m_lat["ok" if result.codes is None else "partial"].observe(now - t0)
         if result.codes is not None:
             self._account_failures(done.errors, done.collateral)
+            self._account_shard_throttles(batch, result.codes)
         if acked:
             self._m_sent.inc(len(acked))
             if result.codes is None:
@@ -354,6 +413,19 @@ class KinesisSink:
             )
             return
         self._wake.set()
+
+    def _account_shard_throttles(self, batch: Batch, codes: list[str | None]) -> None:
+        """Throttled entries per shard (bounded label: the stream's shards), to spot hot shards and keys."""
+        limiter = self._batcher.limiter
+        if limiter is None:
+            return
+        per_shard: dict[str, int] = {}
+        for record, code in zip(batch.records, codes, strict=True):
+            if code in THROTTLE_ENTRY_ERRORS:
+                shard = limiter.map.shard_ids[limiter.map.shard_of(record.partition_key)]
+                per_shard[shard] = per_shard.get(shard, 0) + 1
+        for shard, count in per_shard.items():
+            metrics.SHARD_THROTTLED_RECORDS.labels(self.cfg.stream_name, shard).inc(count)
 
     def _account_failures(self, errors: dict[str, int], collateral: int) -> None:
         stream = self.cfg.stream_name

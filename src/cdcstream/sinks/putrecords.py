@@ -25,6 +25,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from cdcstream.errors import SinkError, SinkRetriableError
+from cdcstream.sinks.aggregation import aggregate, pack
 from cdcstream.sinks.batching import Batch
 
 TARGET = "Kinesis_20131202.PutRecords"
@@ -110,6 +111,8 @@ class PutRecordsClient:
         self._key_tail: dict[str, bytes] = {}
         self._session: aiohttp.ClientSession | None = None
         self._max_connections = max_connections
+        #: When set (bytes: the stream's maximum record size), records are sent as KPL aggregates.
+        self.aggregate_max_bytes = 0
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -129,6 +132,8 @@ class PutRecordsClient:
 
     def build_body(self, batch: Batch) -> bytes:
         """The JSON request body for ``batch`` (records in batch order)."""
+        if self.aggregate_max_bytes:
+            return self._build_aggregated_body(batch, self.aggregate_max_bytes)
         parts: list[bytes] = []
         append = parts.append
         records = batch.records
@@ -144,6 +149,26 @@ class PutRecordsClient:
             for i in range(start, start + n):
                 append(b'{"Data":"' + b2a_base64(records[i].data, newline=False) + tail)
             start += n
+        return self._head + b",".join(parts) + b"]}"
+
+    def _build_aggregated_body(self, batch: Batch, max_record_bytes: int) -> bytes:
+        """Each key's records as KPL aggregates (sinks.aggregation); ``batch.entry_sizes`` maps entries back
+        to records so per-entry results can be applied to every record an entry carries."""
+        parts: list[bytes] = []
+        sizes: list[int] = []
+        records = batch.records
+        start = 0
+        for key, n, ks in zip(batch.keys, batch.counts, batch.key_sizes, strict=True):
+            tail = b'","PartitionKey":' + _json_str(key) + b"}"
+            group = records[start : start + n]
+            i = 0
+            for count in pack(ks, [len(r.data) for r in group], max_record_bytes):
+                blob = aggregate(key, [r.data for r in group[i : i + count]])
+                parts.append(b'{"Data":"' + b2a_base64(blob, newline=False) + tail)
+                sizes.append(count)
+                i += count
+            start += n
+        batch.entry_sizes = sizes
         return self._head + b",".join(parts) + b"]}"
 
     async def _sign(self, body: bytes) -> dict[str, str]:
@@ -171,16 +196,25 @@ class PutRecordsClient:
                 raw = await resp.read()
         except TimeoutError as exc:
             raise SinkRetriableError(
-                f"PutRecords to stream {self.stream_name} timed out after {self._timeout.total} s"
+                f"PutRecords to stream {self.stream_name} timed out after {self._timeout.total} s", ambiguous=True
             ) from exc
         except aiohttp.ClientError as exc:
+            # A connection lost after the request was sent leaves its outcome unknown, like a timeout.
             raise SinkRetriableError(
-                f"PutRecords to stream {self.stream_name} failed: {type(exc).__name__}: {exc}"
+                f"PutRecords to stream {self.stream_name} failed: {type(exc).__name__}: {exc}", ambiguous=True
             ) from exc
         except OSError as exc:
-            raise SinkRetriableError(f"PutRecords to stream {self.stream_name} failed: {exc}") from exc
+            raise SinkRetriableError(f"PutRecords to stream {self.stream_name} failed: {exc}", ambiguous=True) from exc
         if status == 200:
-            return self._parse_ok(raw, len(batch.records))
+            sizes = batch.entry_sizes
+            if sizes is None:
+                return self._parse_ok(raw, len(batch.records))
+            result = self._parse_ok(raw, len(sizes))
+            if result.codes is not None:  # one entry's outcome is the outcome of every record it carries
+                assert result.messages is not None
+                result.codes = [c for c, k in zip(result.codes, sizes, strict=True) for _ in range(k)]
+                result.messages = [m for m, k in zip(result.messages, sizes, strict=True) for _ in range(k)]
+            return result
         raise self._classify(status, raw, batch)
 
     def _parse_ok(self, raw: bytes, n: int) -> PutRecordsResult:

@@ -62,6 +62,11 @@ THROTTLED_RECORDS = Counter(
     "Entries rejected for throughput (to be retried).",
     ["stream", "error_code"],
 )
+SHARD_THROTTLED_RECORDS = Counter(
+    "cdcstream_sink_shard_throttled_records",
+    "Entries rejected for throughput, by the shard the partition key maps to.",
+    ["stream", "shard"],
+)
 FAILED_RECORDS = Counter(
     "cdcstream_sink_failed_records",
     "Entries rejected for other reasons (to be retried).",
@@ -69,6 +74,11 @@ FAILED_RECORDS = Counter(
 )
 RETRIES = Counter("cdcstream_sink_retries", "Records resent, by reason.", ["stream", "reason"])
 INFLIGHT_RECORDS = Gauge("cdcstream_inflight_records", "Records in PutRecords requests awaiting an answer.", ["stream"])
+DEAD_LETTER_RECORDS = Counter(
+    "cdcstream_dead_letter_records",
+    "Oversize records written to the dead-letter file (oversize_policy = dead-letter) instead of the stream.",
+    ["stream"],
+)
 END_TO_END_LAG = Histogram(
     "cdcstream_end_to_end_lag_seconds",
     "Source commit to Kinesis acknowledgement, per request (oldest record in it).",

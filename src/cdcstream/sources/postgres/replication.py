@@ -35,6 +35,40 @@ _FATAL_SQLSTATES = frozenset(
 )
 
 
+#: libpq reports these connect failures only as text; none of them heals by retrying. (pattern, fix)
+_FATAL_CONNECT = (
+    # TLS first: "root certificate file ... does not exist" must not read as a missing database.
+    (
+        "does not match host name",
+        "connect with the host name the server certificate was issued for, or use sslmode = verify-ca",
+    ),
+    ("certificate verify failed", "check sslrootcert: it must hold the CA that signed the server certificate"),
+    ("root certificate file", "set sslrootcert to the CA file (verify-ca / verify-full need one)"),
+    ("server does not support ssl", "enable ssl on the server or lower sslmode"),
+    ("certificate", "check sslrootcert, sslcert and sslkey"),
+    ("password authentication failed", "check user and password (password_file, CDCSTREAM_SOURCE_PASSWORD)"),
+    ("no password supplied", "set password or password_file"),
+    (
+        "no pg_hba.conf entry",
+        "add a pg_hba.conf line for this user and database (the database column, not "
+        "'replication', matches logical replication connections)",
+    ),
+    ("does not exist", "check user and database"),
+    ("must be superuser or replication role", "ALTER ROLE <user> WITH REPLICATION;"),
+    ("permission denied", "grant the privilege named above"),
+)
+
+
+def classify_connect_failure(message: str, what: str) -> SourceError:
+    """A connect failure as a typed error: configuration/credential/TLS problems are fatal with a fix, the
+    rest (server down, network) retriable."""
+    lowered = message.lower()
+    for pattern, fix in _FATAL_CONNECT:
+        if pattern in lowered:
+            return SourceError(f"{what}: {message}. Fix: {fix}")
+    return SourceConnectionError(f"{what}: {message}")
+
+
 def quote_ident(name: str) -> str:
     """Quote an identifier for a replication command (no server-side quoting is available there)."""
     return '"' + name.replace('"', '""') + '"'
@@ -117,21 +151,7 @@ class ReplicationConnection:
     def _connect_error(self, pg: pq.abc.PGconn) -> SourceError:
         msg = pg.error_message.decode(errors="replace").strip()
         self._finish()
-        # libpq reports authentication failures only as text; they will not heal by retrying.
-        lowered = msg.lower()
-        if (
-            "password authentication failed" in lowered
-            or "no pg_hba.conf entry" in lowered
-            or ("role" in lowered and "does not exist" in lowered)
-        ):
-            return SourceError(f"cannot connect to PostgreSQL for replication: {msg}")
-        if "database" in lowered and "does not exist" in lowered:
-            return SourceError(f"cannot connect to PostgreSQL for replication: {msg}")
-        if "must be superuser or replication role" in lowered or "permission denied" in lowered:
-            return SourceError(
-                f"cannot connect to PostgreSQL for replication: {msg}. Fix: ALTER ROLE <user> WITH REPLICATION;"
-            )
-        return SourceConnectionError(f"cannot connect to PostgreSQL for replication: {msg}")
+        return classify_connect_failure(msg, "cannot connect to PostgreSQL for replication")
 
     async def _wait_fd(self, fd: int, *, writable: bool = False, max_wait: float | None = None) -> bool:
         """Wait until ``fd`` is readable/writable; False on timeout."""

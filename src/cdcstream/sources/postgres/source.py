@@ -34,7 +34,7 @@ from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
-from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
+from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -97,20 +97,11 @@ def _qualified(schema: str, table: str) -> str:
 
 
 def connect_error(cfg: PostgresSourceConfig, exc: psycopg.Error) -> SourceError:
-    """Classify a failed connect: bad credentials/database are fatal, the rest is worth retrying."""
+    """Classify a failed connect: bad credentials, database or TLS setup are fatal, the rest is retried."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    where = f"{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
-    lowered = msg.lower()
-    fatal = (
-        "password authentication failed",
-        "no pg_hba.conf entry",
-        "does not exist",
-        "permission denied",
-        "no password supplied",
+    return classify_connect_failure(
+        msg, f"cannot connect to PostgreSQL {cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
     )
-    if any(f in lowered for f in fatal):
-        return SourceError(f"cannot connect to PostgreSQL {where}: {msg}")
-    return SourceConnectionError(f"cannot connect to PostgreSQL {where}: {msg}")
 
 
 class PostgresSource:

@@ -1,0 +1,83 @@
+"""Per-shard budgets against an endpoint that enforces Kinesis' per-shard limit (1,000 records/s).
+
+For 1, 4 and 16 shards, one key vs a key per record, the sink runs with its shard token buckets on and off
+into ``fake_kinesis.py --shard-limit 1000``: records/s, throttled entries and duplicates per record. The point
+of the budgets is to not provoke throttling in the first place (each throttle costs resends, and with per-key
+order, duplicates).
+
+    python bench/shard_bench.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from sink_bench import _free_port, _records, _run_once, _stats  # noqa: E402
+
+LIMIT = 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0, help="records sent = seconds x limit x usable shards")
+    args = ap.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    print(f"{'shards':>6} {'keys':>16} {'budgets':>8} {'rec/s':>8} {'throttled/rec':>13} {'duplicates/rec':>14}")
+    for shards in (1, 4, 16):
+        port = _free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "fake_kinesis.py"),
+                "--port",
+                str(port),
+                "--shards",
+                str(shards),
+                "--shard-limit",
+                str(LIMIT),
+            ]
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    _stats(url)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            for per_key in (False, True):
+                n = int(args.seconds * LIMIT * (shards if per_key else 1))
+                records = _records(n, per_key)
+                for budgets in (True, False):
+                    time.sleep(1.1)  # let the server's buckets refill between runs
+                    before = _stats(url)
+                    wall, _cpu, acked = asyncio.run(_run_once(url, records, "per-key", shard_rate_limit=budgets))
+                    after = _stats(url)
+                    sent = after["entries"] - before["entries"]
+                    throttled = after["throttled"] - before["throttled"]
+                    keys = "a key per record" if per_key else "one key"
+                    print(
+                        f"{shards:6d} {keys:>16} {'on' if budgets else 'off':>8} {acked / wall:8.0f} "
+                        f"{throttled / n:13.3f} {(sent - throttled - n) / n:14.3f}",
+                        flush=True,
+                    )
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
