@@ -98,7 +98,8 @@ def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, in
             cur.execute(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
                 "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_executed', 'expire_logs_days', "
-                "'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression')"
+                "'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression', "
+                "'binlog_row_value_options')"
             )
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             try:
@@ -146,6 +147,13 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
         problems.append(
             "binlog_transaction_compression is ON, which the binlog reader cannot decode (fix: SET GLOBAL "
             "binlog_transaction_compression = OFF; and in the server config)"
+        )
+    if "PARTIAL_JSON" in variables.get("binlog_row_value_options", "").upper():
+        # MySQL 8: partial JSON updates arrive as PARTIAL_UPDATE_ROWS_EVENT, which carries only a diff of the
+        # JSON value; a record built from it would be wrong, so refuse instead of skipping those updates.
+        problems.append(
+            "binlog_row_value_options is PARTIAL_JSON: updates would carry JSON diffs instead of values (fix: "
+            "SET GLOBAL binlog_row_value_options = ''; and in the server config)"
         )
     return problems
 
