@@ -473,3 +473,16 @@ async def test_fast_decoder_equals_library(my_db: MyDb) -> None:
     finally:
         await fast.stop()
         await slow.stop()
+
+
+async def test_mariadb_lock_wait_clause_in_truncate(my_db: MyDb) -> None:
+    """MariaDB logs ``TRUNCATE ... WAIT n`` verbatim; sqlglot's MySQL grammar lacks the clause, so the parser
+    drops those tokens and parses again instead of skipping the control record."""
+    await run(my_db, "CREATE TABLE a (id int primary key)", "CREATE TABLE zz (id int primary key)")
+    reader = await open_reader(my_db.config())
+    try:
+        await run(my_db, "TRUNCATE TABLE zz WAIT 5", "INSERT INTO a VALUES (1)")
+        await reader.wait_for(n_events(2))
+        assert [(e.op, e.table.table) for e in reader.events] == [(Op.TRUNCATE, "zz"), (Op.INSERT, "a")]
+    finally:
+        await reader.stop()

@@ -33,6 +33,8 @@ T, D = Op.TRUNCATE, Op.DROP_TABLE
         ("CREATE PROCEDURE p() BEGIN DROP TABLE t; END", []),
         ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1", []),
         ("GRANT SELECT ON *.* TO 'u'@'%'", []),
+        ("TRUNCATE TABLE zz WAIT 5", [(T, "db", "zz")]),  # MariaDB lock-wait clauses
+        ("DROP TABLE IF EXISTS a, b NOWAIT", [(D, "db", "a"), (D, "db", "b")]),
     ],
 )
 def test_parse(query: str, expected: list[tuple[Op, str, str]]) -> None:
@@ -43,7 +45,7 @@ def test_parse(query: str, expected: list[tuple[Op, str, str]]) -> None:
     "query",
     [
         "TRUNCATE",
-        "DROP TABLE x WAIT 5",  # MariaDB syntax sqlglot does not know
+        "DROP TABLE x WAIT",  # not even MariaDB syntax
         "DROP TABLE",
         "INSERT INTO x VALUES ('unterminated",
     ],

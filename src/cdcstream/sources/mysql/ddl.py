@@ -43,6 +43,38 @@ def _first_keyword(tokens: list[Any]) -> str:
     return ""
 
 
+def _parse(query: str) -> list[Any]:
+    try:
+        statements = _DIALECT.parse(query)
+    except SqlglotError as exc:
+        raise UnparsedStatement(str(exc).splitlines()[0]) from None
+    if any(isinstance(stmt, exp.Command) for stmt in statements):
+        # sqlglot falls back to an opaque Command for syntax it does not model: say so, do not guess.
+        raise UnparsedStatement("parsed only as an opaque command")
+    return statements
+
+
+def _without_lock_wait(query: str, tokens: list[Any]) -> str | None:
+    """``query`` without MariaDB ``WAIT <number>`` / ``NOWAIT`` tokens, or None when it has none."""
+    cut: list[tuple[int, int]] = []
+    for i, tok in enumerate(tokens):
+        word = str(tok.text).upper()
+        if tok.token_type.name != "VAR":
+            continue
+        if word == "NOWAIT":
+            cut.append((tok.start, tok.end))
+        elif word == "WAIT" and i + 1 < len(tokens) and tokens[i + 1].token_type.name == "NUMBER":
+            cut.append((tok.start, tokens[i + 1].end))
+    if not cut:
+        return None
+    out, last = [], 0
+    for start, end in cut:
+        out.append(query[last:start])
+        last = end + 1
+    out.append(query[last:])
+    return "".join(out)
+
+
 def parse_ddl(query: str, default_schema: str | None) -> list[TableDdl]:
     """The tables a statement truncates or drops, qualified with ``default_schema`` (the QueryEvent's current
     database) where the statement does not name one. Empty for every other statement."""
@@ -57,9 +89,14 @@ def parse_ddl(query: str, default_schema: str | None) -> list[TableDdl]:
     if keyword not in ("TRUNCATE", "DROP"):
         return []
     try:
-        statements = _DIALECT.parse(query)
-    except SqlglotError as exc:
-        raise UnparsedStatement(str(exc).splitlines()[0]) from None
+        statements = _parse(query)
+    except UnparsedStatement:
+        # MariaDB's lock-wait clause (``WAIT n`` / ``NOWAIT`` after the table list) is not in sqlglot's MySQL
+        # grammar; it never changes which tables are affected, so drop those *tokens* and parse again.
+        stripped = _without_lock_wait(query, tokens)
+        if stripped is None:
+            raise
+        statements = _parse(stripped)
     out: list[TableDdl] = []
     for stmt in statements:
         if isinstance(stmt, exp.TruncateTable):
@@ -68,13 +105,8 @@ def parse_ddl(query: str, default_schema: str | None) -> list[TableDdl]:
             if stmt.args.get("temporary"):
                 continue  # temporary tables never produce row events, so they are never captured
             op = Op.DROP_TABLE
-        elif isinstance(stmt, exp.Command | exp.Drop | exp.TruncateTable):
-            # sqlglot falls back to an opaque Command for syntax it does not model: say so, do not guess.
-            if isinstance(stmt, exp.Command):
-                raise UnparsedStatement("parsed only as an opaque command")
-            continue  # DROP VIEW / DATABASE / INDEX / ...: not a table's data
         else:
-            continue
+            continue  # DROP VIEW / DATABASE / INDEX / ...: not a table's data
         for table in stmt.find_all(exp.Table):
             schema = table.db or default_schema
             if not schema or not table.name:
