@@ -90,20 +90,45 @@ def _decimal(precision: int, scale: int) -> Decoder:
     return dec
 
 
+_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _valid_day(year: int, month: int, day: int) -> bool:
+    if day <= 28:
+        return True
+    if month == 2 and day == 29:
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _DAYS[month]
+
+
 def _datetime2(fsp: int) -> Decoder:
+    """Formatted straight from the packed integer (no ``datetime`` object); zero and invalid dates -> null,
+    exactly where the library's ``datetime(...)`` raises."""
     nfrac, mult = _fsp_reader(fsp)
-    render = rows.make_datetime(fsp)
+    size = 5 + nfrac
 
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
         v = int.from_bytes(buf[pos : pos + 5], "big") - 0x8000000000
-        micro = int.from_bytes(buf[pos + 5 : pos + 5 + nfrac], "big") * mult if nfrac else 0
         ymd, hms = v >> 17, v & 0x1FFFF
         ym = ymd >> 5
-        try:
-            dt = datetime(ym // 13, ym % 13, ymd & 31, hms >> 12, (hms >> 6) & 63, hms & 63, micro)
-        except ValueError:
-            return None, pos + 5 + nfrac  # zero dates (0000-00-00 ...) render as null
-        return render(dt), pos + 5 + nfrac
+        year, month, day = ym // 13, ym % 13, ymd & 31
+        hour, minute, second = hms >> 12, (hms >> 6) & 63, hms & 63
+        if (
+            v < 0
+            or not year
+            or not month
+            or not day
+            or hour > 23
+            or minute > 59
+            or second > 59
+            or not _valid_day(year, month, day)
+        ):
+            return None, pos + size
+        text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+        if nfrac:
+            micro = int.from_bytes(buf[pos + 5 : pos + size], "big") * mult
+            text += "." + f"{micro:06d}"[:fsp]
+        return text, pos + size
 
     return dec
 
