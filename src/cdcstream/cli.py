@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    hp = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if the running daemon's /healthz answers (container HEALTHCHECK; no shell or curl needed)",
+    )
+    hp.add_argument("--config", "-c", default=None, help="TOML configuration file (its [http] listen is used)")
+    hp.add_argument("--url", default=None, help="full URL to GET instead (default http://127.0.0.1:9187/healthz)")
+    hp.add_argument("--timeout", type=float, default=3.0)
     tp = sub.add_parser("tail", help="print the records of a Kinesis stream (all shards)")
     tp.add_argument("--stream", required=True)
     tp.add_argument("--region", default="us-east-1")
@@ -60,12 +67,41 @@ async def _check(cfg: Config) -> int:
     results = await run_all(cfg)
     width = max((len(r.name) for r in results), default=0)
     for r in results:
-        print(f"{'OK  ' if r.ok else 'FAIL'} {r.name.ljust(width)}  {r.detail}")
-        if not r.ok and r.fix:
+        print(f"{'FAIL' if not r.ok else 'WARN' if r.warning else 'OK  '} {r.name.ljust(width)}  {r.detail}")
+        if (not r.ok or r.warning) and r.fix:
             print(f"     {' ' * width}  fix: {r.fix}")
     failed = sum(not r.ok for r in results)
-    print(f"\n{len(results) - failed} ok, {failed} failed")
+    warned = sum(r.ok and r.warning for r in results)
+    print(f"\n{len(results) - failed} ok, {failed} failed" + (f" ({warned} with warnings)" if warned else ""))
     return 1 if failed else 0
+
+
+def _local_url(listen: str, path: str) -> str:
+    """URL of the daemon's own HTTP endpoint ``path``; a wildcard listen address is reached on loopback."""
+    host, _, port = listen.rpartition(":")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]", "") else host
+    return f"http://{host}:{port}{path}"
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz with the standard library (fast start-up, works in a minimal image)."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if url is None:
+        listen = load_config(args.config).http.listen if args.config else "127.0.0.1:9187"
+        if not listen:
+            print("cdcstream: healthcheck: [http] listen is off in the config", file=sys.stderr)
+            return 1
+        url = _local_url(listen, "/healthz")
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cdcstream: healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
 
 
 async def _status(cfg: Config) -> int:
@@ -76,8 +112,7 @@ async def _status(cfg: Config) -> int:
     if cfg.http.listen:
         import aiohttp
 
-        host, _, port = cfg.http.listen.rpartition(":")
-        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}/status"
+        url = _local_url(cfg.http.listen, "/status")
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as s, s.get(url) as resp:
                 out["daemon"] = await resp.json()
@@ -104,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cdcstream`` command."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "healthcheck":
+            return _healthcheck(args)
         if args.command == "tail":
             configure_logging("warning", "auto")
             return asyncio.run(_tail(args))

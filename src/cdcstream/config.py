@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -62,6 +63,11 @@ class PostgresSourceConfig(_Section):
     create_slot: bool = True
     create_publication: bool = True
     reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
+    # Rendering of PostgreSQL-specific types (README, "PostgreSQL types"): "string" = the JSON text as a
+    # string, as DMS writes it; "object" = embedded JSON (json/jsonb verbatim, hstore as an object of strings).
+    # In [source] because the source renders values and these types exist only in PostgreSQL.
+    json_as: Literal["string", "object"] = "string"
+    hstore_as: Literal["string", "object"] = "string"
 
     @model_validator(mode="after")
     def _resolve_password(self) -> PostgresSourceConfig:
@@ -172,6 +178,12 @@ class HttpConfig(_Section):
     listen: str = "127.0.0.1:9187"
     # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
     ready_window: Annotated[float, Field(gt=0)] = 120.0
+    # Label cdcstream_source_events_total by table (schema.table). Turn off for databases with very many
+    # tables: the label is then empty and the series count stays bounded by the number of operations.
+    metrics_table_label: bool = True
+    # Seconds between source lag probes (PostgreSQL: slot lag bytes, retained WAL, safe_wal_size) on the
+    # normal connection. 0 turns them off.
+    lag_probe_interval: Annotated[float, Field(ge=0)] = 15.0
 
     @field_validator("listen")
     @classmethod
@@ -239,8 +251,31 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raise :class:`ConfigError` naming the file and key on any problem."""
+ENV_PREFIX = "CDCSTREAM_"
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Override ``[section] key`` with ``CDCSTREAM_<SECTION>__<KEY>`` (containers, Kubernetes). Values stay
+    strings and pydantic converts them like the file's (``"5432"`` -> 5432, ``"false"`` -> False); unknown
+    sections or keys are rejected like the file's. Returns the variable names applied, for error messages."""
+    applied: list[str] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if not section or not key:
+            continue
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: {section!r} is not a [section] of the configuration")
+        table[key] = environ[name]
+        applied.append(name)
+    return applied
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file plus ``CDCSTREAM_<SECTION>__<KEY>`` environment overrides; raise
+    :class:`ConfigError` naming the file (or variable) and key on any problem."""
     path = Path(path)
     try:
         raw: dict[str, Any] = tomllib.loads(path.read_text())
@@ -250,8 +285,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    applied = apply_env_overrides(raw, os.environ if environ is None else environ)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from None
+        message = _format_validation_error(path, exc)
+        if applied:
+            message += f"\n  (environment overrides applied: {', '.join(applied)})"
+        raise ConfigError(message) from None
     return cfg.model_copy(update={"config_path": path.resolve()})

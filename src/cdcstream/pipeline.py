@@ -35,17 +35,23 @@ from cdcstream.errors import CdcstreamError, OversizeRecordError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
+from cdcstream.runtime.liveness import LoopStamps, assess
 from cdcstream.runtime.retry import Backoff
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.http import HttpServer
+from cdcstream.telemetry.probe import LagProbe
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
+#: Seconds between supervision ticks (readiness bookkeeping, STATUS= lines) when no watchdog asks for more.
+SUPERVISE_TICK = 1.0
+#: Seconds between STATUS= updates to the service manager.
+STATUS_INTERVAL = 5.0
 
 
 def _append_durably(path: Path, line: bytes) -> None:
@@ -91,6 +97,7 @@ class Pipeline:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        metrics.configure(table_label=cfg.http.metrics_table_label)
         rules = load_rules(cfg.resolve(cfg.table_mappings) if cfg.table_mappings else None)
         self.mapper = Mapper(rules, cfg.target, cfg.task_id)
         self.store = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id)
@@ -99,17 +106,36 @@ class Pipeline:
         self.sink: Sink = build_sink(cfg, self._on_ack)
         self.notifier = Notifier()
         self._label = source_label(cfg)
+        metrics.precreate(source=self._label, source_kind=cfg.source.engine, stream=cfg.target.stream_name)
+        self.probe = LagProbe.for_source(self.source, self._label, cfg.http.lag_probe_interval)
+        # Records handed to the sink and acknowledged by it: the sink buffer's depth is their difference.
+        self._pushed = 0
+        self._popped = 0
+        metrics.QUEUES.stages["sink"] = lambda: (
+            self._pushed - self._popped,
+            cfg.target.max_buffered_records,
+            self._pushed,
+            self._popped,
+        )
+        # Liveness stamps (runtime/liveness.py): the read loop's last batch, and since when it has been
+        # handing one to the sink (None while it waits for the source).
+        self._read_at = time.monotonic()
+        self._delivering_since: float | None = None
+        self._unhealthy: str | None = None
         self._acked = asyncio.Event()
         self._stop = asyncio.Event()
         self._signals = 0
         self._last_checkpoint: dict[str, Any] | None = None
         self._last_checkpoint_at = 0.0
+        # Last time the checkpoint could advance (an acknowledgement) or had nothing to wait for (idle):
+        # /readyz fails when this is older than ready_window.
         self._last_progress = time.monotonic()
         self._started = False
         self.http: HttpServer | None = None
         self._checkpoint_ts = metrics.CHECKPOINT_TIMESTAMP.labels(self._label)
         self._checkpoint_pos_ts = metrics.CHECKPOINT_POSITION_TIMESTAMP.labels(self._label)
         self._checkpoint_ok = metrics.CHECKPOINT_WRITES.labels(self._label, "ok")
+        self._checkpoint_err = metrics.CHECKPOINT_WRITES.labels(self._label, "error")
 
     # --- acknowledgements and checkpoints ----------------------------------------------------------------
 
@@ -117,6 +143,7 @@ class Pipeline:
         ack = self.watermark.ack
         for record in records:
             ack(record.seq)
+        self._popped += len(records)
         self._last_progress = time.monotonic()
         self._acked.set()
 
@@ -125,7 +152,11 @@ class Pipeline:
         marker = self.watermark.take()
         if marker is None:
             return
-        await asyncio.to_thread(self.store.save, marker.checkpoint)
+        try:
+            await asyncio.to_thread(self.store.save, marker.checkpoint)
+        except Exception:
+            self._checkpoint_err.inc()
+            raise
         self._checkpoint_ok.inc()
         now = time.time()
         self._checkpoint_ts.set(now)
@@ -153,6 +184,7 @@ class Pipeline:
             if self.cfg.target.oversize_policy != "dead-letter":
                 raise
             await self.sink.put(await self._divert(record, exc))
+        self._pushed += 1  # after put(): one record in the sink per sequence number, diverted or not
 
     async def _divert(self, record: Record, exc: OversizeRecordError) -> Record:
         """Write an oversize record to the dead-letter file (durably, before its stand-in can be acknowledged
@@ -198,17 +230,19 @@ class Pipeline:
         events: list[ChangeEvent] = []
         batch: Sequence[Item]
         async for batch in self.source.changes():
+            self._delivering_since = time.monotonic()
             for item in batch:
                 if isinstance(item, Marker):
                     if events:
                         await self._flush_events(events)
                     self.watermark.issue_marker(item)
-                    self._last_progress = time.monotonic()
                     self._acked.set()
                 else:
                     events.append(item)
             if events:  # a transaction split across batches: map what we have, its marker comes later
                 await self._flush_events(events)
+            self._read_at = time.monotonic()
+            self._delivering_since = None
 
     # --- supervision -------------------------------------------------------------------------------------
 
@@ -220,28 +254,70 @@ class Pipeline:
             "source": self.source.status(),
             "watermark": self.watermark.status(),
             "checkpoint": {"position": self._last_checkpoint, "written_at": self._last_checkpoint_at or None},
+            "lag": {
+                "probe": self.probe.last if self.probe else None,
+                "probed_at": self.probe.last_at if self.probe else None,
+            },
+            "queues": {
+                "sink": {
+                    "depth": self._pushed - self._popped,
+                    "capacity": self.cfg.target.max_buffered_records,
+                    "pushed": self._pushed,
+                    "popped": self._popped,
+                }
+            },
+            "full_load": {"migration_type": self.cfg.migration_type, "tables": {}},
+            "health": {"ready": self.ready()[1], "alive": self._unhealthy or "ok"},
         }
 
     def ready(self) -> tuple[bool, str]:
+        """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
         if not self._started:
             return False, "starting"
         if not self.source.status().get("connected"):
             return False, "source not connected"
-        idle = self.watermark.in_flight == 0
-        if not idle and time.monotonic() - self._last_progress > self.cfg.http.ready_window:
+        if self.watermark.in_flight and time.monotonic() - self._last_progress > self.cfg.http.ready_window:
             return False, f"no acknowledgement for {self.cfg.http.ready_window:.0f}s with records in flight"
         return True, "ready"
 
-    async def _watchdog_loop(self) -> None:
+    def _liveness(self) -> str | None:
+        """Why the pipeline is not alive (runtime/liveness.py), or None."""
+        window = self.notifier.watchdog_interval or self.cfg.http.ready_window
+        reader_at = max(self._read_at, getattr(self.source, "alive_at", 0.0))
+        outstanding = self._pushed - self._popped
+        sink_at = getattr(self.sink, "alive_at", self._last_progress)
+        return assess(time.monotonic(), window, LoopStamps(reader_at, self._delivering_since, outstanding, sink_at))
+
+    async def _supervise_loop(self) -> None:
+        """Readiness bookkeeping, STATUS= lines and the progress-gated watchdog ping (WATCHDOG=1 at half the
+        interval, and only while :meth:`_liveness` finds both loops alive: a hung pipeline gets restarted)."""
         interval = self.notifier.watchdog_interval
-        if interval is None:
-            return
+        tick = min(SUPERVISE_TICK, interval / 2) if interval else SUPERVISE_TICK
+        last_status = 0.0
         while True:
-            await asyncio.sleep(interval / 2)
-            # The loop is alive (we are running) and the pipeline is either idle or retrying: both healthy.
-            self.notifier.watchdog()
-            wm = self.watermark.status()
-            self.notifier.status(f"streaming; in flight {wm['in_flight']}; checkpoint {self._last_checkpoint}")
+            await asyncio.sleep(tick)
+            if self.watermark.in_flight == 0:
+                # Idle counts as progress, so records arriving after a quiet hour are not judged by an old
+                # acknowledgement time (at most one tick stale).
+                self._last_progress = time.monotonic()
+            reason = self._liveness()
+            if reason != self._unhealthy:
+                if reason is None:
+                    log.info("pipeline alive again", watchdog=interval is not None)
+                else:
+                    log.error("pipeline not making progress, watchdog ping withheld", reason=reason)
+                self._unhealthy = reason
+            if interval is not None and reason is None:
+                self.notifier.watchdog()
+            now = time.monotonic()
+            if self.notifier.enabled and now - last_status >= STATUS_INTERVAL:
+                last_status = now
+                age = f"{time.time() - self._last_checkpoint_at:.0f}s ago" if self._last_checkpoint_at else "none"
+                self.notifier.status(
+                    f"{'streaming' if reason is None else 'stalled: ' + reason}; "
+                    f"in flight {self.watermark.in_flight}; buffered {self._pushed - self._popped}; "
+                    f"checkpoint {self._last_checkpoint} ({age})"
+                )
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1
@@ -282,6 +358,11 @@ class Pipeline:
                     raise
                 delay = backoff.next()
                 log.warning(f"{what} not available yet, retrying", error=str(exc), delay=round(delay, 2))
+                # Retrying is the designed behaviour, not a hang: keep the service manager informed and the
+                # watchdog fed (a restart would only land here again).
+                self.notifier.status(f"waiting for {what}: {str(exc)[:200]}")
+                if self.notifier.watchdog_interval is not None:
+                    self.notifier.watchdog()
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 except TimeoutError:
@@ -307,7 +388,7 @@ class Pipeline:
             await self._emit(self.mapper.restart_record())
             self._started = True
             self.notifier.ready(f"streaming from {checkpoint or 'the slot position'}")
-            log.info("ready")
+            log.info("ready", checkpoint=checkpoint, source=self._label, stream=self.cfg.target.stream_name)
             try:
                 await self._stream()
             except* CdcstreamError as group:
@@ -328,7 +409,10 @@ class Pipeline:
             sink_task = tg.create_task(self.sink.run(), name="sink")
             read_task = tg.create_task(self._read_loop(), name="source")
             ckpt_task = tg.create_task(self._checkpoint_loop(), name="checkpoint")
-            wd_task = tg.create_task(self._watchdog_loop(), name="watchdog")
+            wd_task = tg.create_task(self._supervise_loop(), name="supervise")
+            aux = [wd_task]
+            if self.probe is not None:
+                aux.append(tg.create_task(self.probe.run(), name="lag-probe"))
             stop_task = tg.create_task(self._stop.wait(), name="stop")
             await asyncio.wait({sink_task, read_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             # Only a stop request ends this wait normally; a failing task makes the TaskGroup raise.
@@ -337,5 +421,5 @@ class Pipeline:
                 await read_task
             if not await self.sink.drain(timeout=30.0):
                 log.warning("stopping with records still unacknowledged; they will be replayed on restart")
-            for task in (ckpt_task, wd_task, sink_task, stop_task):
+            for task in (ckpt_task, *aux, sink_task, stop_task):
                 task.cancel()

@@ -192,3 +192,28 @@ def test_a_known_password_never_appears_in_any_output(pg_db: PgDb, moto_url: str
     leaked = [o for o in outputs if SECRET in o]
     assert not leaked, leaked[0][:2000]
     assert "reconnect" in daemon_log  # the failure path ran and was logged (without the password)
+
+
+def test_a_checkpoint_from_another_cluster_is_refused(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    """Failover signal: the server behind the address is a different database system than the one the
+    checkpoint was written for (a restore, a new server): its LSNs mean nothing here."""
+    from cdcstream.checkpoints.store import FileCheckpointStore
+
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    stream = create_stream(moto_url, f"id-{uuid.uuid4().hex[:8]}")
+    config = write_config(
+        tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=moto_url, stream=stream
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    daemon.wait_ready()
+    pg_db.execute("INSERT INTO t VALUES (1)")
+    time.sleep(1.5)
+    assert daemon.stop() == 0
+    store = FileCheckpointStore(tmp_path / "state", "task1")
+    checkpoint = store.load()
+    assert checkpoint is not None and checkpoint["system_id"] and checkpoint["timeline"] == 1
+    store.save({**checkpoint, "system_id": "7000000000000000001"})
+    res = _run_cli("run", "--config", str(config))
+    assert res.returncode == 3, res.stderr
+    assert "7000000000000000001" in res.stderr and "different cluster" in res.stderr

@@ -32,6 +32,7 @@ def write_config(
     extra_source: str = "",
     extra_target: str = "",
     extra: str = "",
+    extra_http: str = "",
     source: str | None = None,
 ) -> Path:
     """A config for the private PostgreSQL (as the non-superuser ``cdc``) and a Kinesis endpoint.
@@ -68,6 +69,7 @@ state_dir = "{path.parent / "state"}"
 interval = 0.05
 [http]
 listen = "127.0.0.1:{http_port}"
+{extra_http}
 [log]
 format = "json"
 level = "info"
@@ -152,6 +154,22 @@ class Daemon:
     def metrics(self) -> str:
         with urllib.request.urlopen(self.http + "/metrics", timeout=5) as resp:
             return str(resp.read().decode())
+
+
+def start_daemon(pg_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
+    """Write a config for ``pg_db`` (a :class:`tests.support.postgres.PgDb`) and ``stream`` and start the
+    daemon (not yet ready: call :meth:`Daemon.wait_ready`)."""
+    path = write_config(
+        tmp_path / "c.toml",
+        pg_port=pg_db.server.port,
+        database=pg_db.name,
+        endpoint_url=endpoint_url,
+        stream=stream,
+        **config,
+    )
+    daemon = Daemon(path, tmp_path / "daemon.log")
+    daemon.start()
+    return daemon
 
 
 def read_stream(endpoint_url: str, stream: str) -> list[dict[str, Any]]:

@@ -247,6 +247,15 @@ class PgDb:
     def dsn(self) -> str:
         return self.server.dsn(self.name)
 
+    def terminate_walsender(self) -> int:
+        """Kill the daemon's replication connection (a dropped connection); returns how many were found."""
+        return len(
+            self.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'cdcstream'",
+                superuser=True,
+            )
+        )
+
 
 @pytest.fixture
 def pg_db(pg_server: PgServer) -> Iterator[PgDb]:

@@ -66,6 +66,16 @@ def test_password_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         load_config(write(tmp_path, GOOD.replace('password = "s3cret-pw"', 'password_file = "/nonexistent"')))
 
 
+def test_type_rendering_options(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert (cfg.source.json_as, cfg.source.hstore_as) == ("string", "string")  # DMS's rendering by default
+    text = GOOD.replace('database = "app"', 'database = "app"\njson_as = "object"\nhstore_as = "object"')
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.source.json_as, cfg.source.hstore_as) == ("object", "object")
+    with pytest.raises(ConfigError, match=r"source\.json_as"):
+        load_config(write(tmp_path, GOOD.replace('database = "app"', 'database = "app"\njson_as = "yaml"')))
+
+
 MYSQL = """
 [source]
 engine = "mysql"

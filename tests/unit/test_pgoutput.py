@@ -326,3 +326,103 @@ def test_mutated_real_messages_only_raise_decode_error(data: st.DataObject) -> N
         dec.feed([bytes(frame[:cut])])
     except DecodeError:
         pass
+
+
+# ---- synthetic messages: unchanged TOAST fill, type plans ------------------------------------------
+
+
+def _relation(relid: int, cols: list[tuple[str, int, bool]], ident: bytes = b"f") -> bytes:
+    body = b"R" + struct.pack("!I", relid) + b"public\x00t\x00" + ident + struct.pack("!h", len(cols))
+    for name, oid, key in cols:
+        body += bytes([1 if key else 0]) + name.encode() + b"\x00" + struct.pack("!Ii", oid, -1)
+    return body
+
+
+def _tuple(values: list[str | object | None]) -> bytes:
+    out = struct.pack("!h", len(values))
+    for val in values:
+        if val is None:
+            out += b"n"
+        elif val is UNCHANGED:
+            out += b"u"
+        else:
+            assert isinstance(val, str)
+            out += b"t" + struct.pack("!i", len(val.encode())) + val.encode()
+    return out
+
+
+BEGIN = b"B" + struct.pack("!QqI", 0x2000, 0, 7)
+COMMIT = b"C" + struct.pack("!BQQq", 0, 0x2000, 0x2010, 0)
+
+
+def test_unchanged_toast_filled_from_old_tuple_with_replica_identity_full() -> None:
+    rel = _relation(1, [("id", 23, True), ("big", 25, True), ("doc", 3802, True), ("n", 23, True)])
+    upd = b"U" + struct.pack("!I", 1) + b"O" + _tuple(["1", "x" * 10, '{"a": 1}', "1"])
+    upd += b"N" + _tuple(["1", UNCHANGED, UNCHANGED, "2"])
+    items = Decoder().feed([_w(BEGIN), _w(rel), _w(upd), _w(COMMIT)])
+    (ev,) = [i for i in items if isinstance(i, ChangeEvent)]
+    assert ev.after == {"id": 1, "big": "x" * 10, "doc": '{"a": 1}', "n": 2}
+    assert list(ev.after) == ["id", "big", "doc", "n"] and ev.unchanged_columns == ()
+    # an old tuple that lacks the value too: still listed, never invented
+    upd2 = b"U" + struct.pack("!I", 1) + b"O" + _tuple(["1", UNCHANGED, "{}", "1"])
+    upd2 += b"N" + _tuple(["1", UNCHANGED, UNCHANGED, "2"])
+    items = Decoder().feed([_w(BEGIN), _w(rel), _w(upd2), _w(COMMIT)])
+    (ev,) = [i for i in items if isinstance(i, ChangeEvent)]
+    assert ev.after == {"id": 1, "doc": "{}", "n": 2} and ev.unchanged_columns == ("big",)
+
+
+def test_unchanged_toast_with_key_tuple_is_not_filled() -> None:
+    rel = _relation(1, [("id", 23, True), ("big", 25, False)], ident=b"d")
+    upd = b"U" + struct.pack("!I", 1) + b"K" + _tuple(["1", None]) + b"N" + _tuple(["2", UNCHANGED])
+    items = Decoder().feed([_w(BEGIN), _w(rel), _w(upd), _w(COMMIT)])
+    (ev,) = [i for i in items if isinstance(i, ChangeEvent)]
+    assert ev.before == {"id": 1} and ev.after == {"id": 2} and ev.unchanged_columns == ("big",)
+
+
+def test_pending_type_oids_and_plans_from_the_registry() -> None:
+    from cdcstream.sources.postgres.values import PgType, TypeRegistry
+
+    rel = _relation(1, [("id", 23, True), ("tags", 1009, False), ("p", 30000, False)], ident=b"d")
+    dec = Decoder(types=TypeRegistry())
+    frames_ = [_w(BEGIN), _w(rel)]
+    assert dec.pending_type_oids(frames_) == {1009, 30000}  # _text (not in the static table) and a user type
+    assert dec.pending_type_oids([_w(BEGIN), _w(COMMIT)]) == set()  # no Relation: nothing to look up
+    dec.types.add(
+        [
+            PgType(1009, "pg_catalog", "_text", "b", True, elem=25),
+            PgType(30000, "public", "pt", "c", False, fields=(("x", 23), ("d", 30001))),
+        ]
+    )
+    assert dec.pending_type_oids(frames_) == {30000, 30001}  # user types are refreshed; 30001 still unknown
+    dec.types.add([PgType(30001, "public", "posint", "d", False, base=23)])
+    assert dec.pending_type_oids(frames_) == {30000, 30001}  # refreshed on every Relation, never stale
+    ins = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["1", '{a,NULL,"b c"}', "(1,2)"])
+    items = dec.feed([*frames_, _w(ins), _w(COMMIT)])
+    (ev,) = [i for i in items if isinstance(i, ChangeEvent)]
+    assert ev.after == {"id": 1, "tags": ["a", None, "b c"], "p": {"x": 1, "d": 2}}
+    assert [c.type_name for c in ev.table.columns] == ["int4", "_text", "public.pt"]
+
+
+def test_stale_composite_stops_the_batch_and_resumes_after_refresh() -> None:
+    from cdcstream.sources.postgres.values import PgType, TypeRegistry
+
+    reg = TypeRegistry()
+    reg.add([PgType(30000, "public", "pt", "c", False, fields=(("x", 23), ("y", 23)))])
+    dec = Decoder(types=reg)
+    rel = _relation(1, [("id", 23, True), ("p", 30000, False)], ident=b"d")
+    ins1 = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["1", "(1,2)"])
+    ins2 = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["2", "(1,2,3)"])  # after ALTER TYPE ... ADD ATTRIBUTE
+    batch = [_w(BEGIN), _w(rel), _w(ins1), _w(ins2), _w(COMMIT)]
+    items = dec.feed(batch)
+    assert [i.after for i in items if isinstance(i, ChangeEvent)] == [{"id": 1, "p": {"x": 1, "y": 2}}]
+    assert dec.stalled is not None
+    oids, rest = dec.stalled
+    assert oids == {30000} and rest == batch[3:]
+    dec.stalled = None
+    reg.add([PgType(30000, "public", "pt", "c", False, fields=(("x", 23), ("y", 23), ("z", 23)))])
+    dec.refresh_plans()
+    items = dec.feed(rest)
+    events = [i for i in items if isinstance(i, ChangeEvent)]
+    assert events[0].after == {"id": 2, "p": {"x": 1, "y": 2, "z": 3}}
+    assert events[0].transaction_record_id == 2  # the stalled message consumed no record id
+    assert isinstance(items[-1], Marker) and dec.stalled is None

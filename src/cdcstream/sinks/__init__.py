@@ -2,6 +2,9 @@
 
 A sink never acknowledges anything upstream itself: it calls the ``on_ack`` callback it was built with, passing
 the records the destination accepted; the pipeline's watermark turns those into checkpoints.
+
+Optional: an ``alive_at`` attribute (``time.monotonic()`` of the last finished request, successful or not) lets
+the systemd watchdog tell a sink retrying through an outage (alive) from a hung one.
 """
 
 from __future__ import annotations

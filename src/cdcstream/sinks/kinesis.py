@@ -105,6 +105,10 @@ class KinesisSink:
         self._m_lag = metrics.END_TO_END_LAG.labels(stream)
         self._m_throttled: dict[str, Any] = {}
         self._m_failed: dict[str, Any] = {}
+        self._m_request_errors = metrics.ERRORS.labels("sending", "SinkRetriableError")
+        # Monotonic time a PutRecords request last finished (accepted, partial or failed): the pipeline's
+        # watchdog counts a sink that keeps retrying through an outage as alive, a silent one as wedged.
+        self.alive_at = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -336,6 +340,7 @@ class KinesisSink:
         # Done callbacks run after the task's own wake-up of the run loop, which may therefore still have
         # counted this task as in flight: wake it again now that the slot is really free.
         self._tasks.discard(task)
+        self.alive_at = time.monotonic()
         self._wake.set()
 
     def _fail(self, exc: BaseException) -> None:
@@ -359,6 +364,7 @@ class KinesisSink:
             # further request_timeout, so a late original lands before the resend, never after newer records.
             self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
             self._m_retry["request_error"].inc(n)
+            self._m_request_errors.inc()
             log.warning("kinesis request failed, retrying", stream=self.cfg.stream_name, records=n, error=str(exc))
             self._wake.set()
             return

@@ -6,6 +6,11 @@ The pipeline calls :meth:`Source.ack` with a marker's checkpoint only after ever
 been accepted by Kinesis and the checkpoint file has been written; the source may then release the position
 upstream (PostgreSQL ``flush_lsn``). A source reconnects by itself after retriable errors (resuming from the
 last position it yielded) and raises non-retriable :class:`~cdcstream.errors.SourceError` subclasses.
+
+Optional, found with ``getattr`` so a source without them still works: ``async def lag_probe() -> dict[str,
+float | None]`` (byte lag and retained log, keys from ``telemetry.metrics.PROBE_GAUGES``, polled by
+``telemetry/probe.py``) and an ``alive_at`` attribute (``time.monotonic()`` of the last pass through the read
+or reconnect loop, which the systemd watchdog uses to tell an idle source from a hung one).
 """
 
 from __future__ import annotations

@@ -1,19 +1,32 @@
 """Every Prometheus metric cdcstream exports, defined in one place.
 
-Conventions (Prometheus naming practice): prefix ``cdcstream_``, base units, counters end in ``_total``
-(prometheus-client adds the suffix), timestamps rather than ages, bounded labels only.
+Conventions (Prometheus naming practice, ``reference/style_ops.md`` §B.1): prefix ``cdcstream_``, base units,
+counters end in ``_total`` (prometheus-client adds the suffix), timestamps rather than ages (ages are
+``time() - x`` in PromQL), bounded labels only, and known label combinations pre-created (:func:`precreate`) so
+a series exists at 0 before its first event instead of being missing.
+
+Hot-path rule: code that runs per row or per record keeps the labelled child (``METRIC.labels(...)``) it needs
+in an attribute and calls ``inc``/``observe`` on it; it never calls ``.labels()`` per row. Values the pipeline
+already tracks as plain integers (queue depth, pushed/popped records) are read at scrape time through
+:class:`CallbackCollector` instead of being updated on every record.
+
+Labels: ``source`` is ``<engine>:<database>``; ``stream`` the Kinesis stream name; ``table`` is
+``schema.table`` (empty when ``[http] metrics_table_label = false``, for databases with very many tables).
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from cdcstream import __version__
 
-BUILD_INFO = Info("cdcstream_build", "Build metadata.")
-BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+# --- build ---------------------------------------------------------------------------------------------------
+BUILD_INFO = Gauge("cdcstream_build_info", "Build metadata (always 1).", ["version", "python", "source_kind"])
 
 # --- source -------------------------------------------------------------------------------------------------
 SOURCE_CONNECTED = Gauge("cdcstream_source_connected", "1 while the replication connection is up.", ["source"])
@@ -34,11 +47,46 @@ SOURCE_LAST_EVENT_TIMESTAMP = Gauge(
     "Wall-clock time the last change, heartbeat or keepalive was read.",
     ["source"],
 )
-SOURCE_LAG_BYTES = Gauge(
-    "cdcstream_source_lag_bytes",
-    "Bytes of source log between the confirmed position and the log end.",
+SOURCE_COMMIT_TIMESTAMP = Gauge(
+    "cdcstream_source_commit_timestamp_seconds",
+    "Source commit time of the newest transaction read.",
     ["source"],
 )
+# Filled by the lag probe (telemetry/probe.py) from Source.lag_probe(); a source that cannot measure one
+# leaves it absent rather than 0, so alerts do not mistake "unknown" for "fine".
+SOURCE_LAG_BYTES = Gauge(
+    "cdcstream_source_lag_bytes",
+    "Bytes of source log between the confirmed (acknowledged) position and the log end.",
+    ["source"],
+)
+SOURCE_RETAINED_WAL_BYTES = Gauge(
+    "cdcstream_source_retained_wal_bytes",
+    "PostgreSQL: WAL the replication slot pins on the server's disk (current LSN minus restart_lsn).",
+    ["source"],
+)
+SOURCE_SLOT_SAFE_WAL_BYTES = Gauge(
+    "cdcstream_source_slot_safe_wal_bytes",
+    "PostgreSQL: WAL that can still be written before the slot is invalidated (safe_wal_size; absent when "
+    "max_slot_wal_keep_size is unlimited).",
+    ["source"],
+)
+SOURCE_PROBE_TIMESTAMP = Gauge(
+    "cdcstream_source_probe_timestamp_seconds",
+    "Wall-clock time of the last successful lag probe (the byte gauges are as old as this).",
+    ["source"],
+)
+
+#: Keys of ``Source.lag_probe()`` results and the gauge each one sets.
+PROBE_GAUGES: dict[str, Gauge] = {
+    "lag_bytes": SOURCE_LAG_BYTES,
+    "retained_wal_bytes": SOURCE_RETAINED_WAL_BYTES,
+    "safe_wal_bytes": SOURCE_SLOT_SAFE_WAL_BYTES,
+}
+
+# --- full load (placeholders until full load lands, so the dashboard row and alerts have their series) ------
+FULL_LOAD_ROWS = Counter("cdcstream_full_load_rows", "Rows read by the full load.", ["source"])
+FULL_LOAD_TABLES = Gauge("cdcstream_full_load_tables", "Tables of the full load, by state.", ["source", "state"])
+FULL_LOAD_STATES = ("pending", "loading", "completed", "failed")
 
 # --- sink ---------------------------------------------------------------------------------------------------
 RECORDS_SENT = Counter("cdcstream_records_sent", "Records accepted by Kinesis.", ["stream"])
@@ -98,6 +146,101 @@ CHECKPOINT_POSITION_TIMESTAMP = Gauge(
     ["source"],
 )
 CHECKPOINT_WRITES = Counter("cdcstream_checkpoint_writes", "Checkpoint writes by outcome.", ["source", "outcome"])
-QUEUE_DEPTH = Gauge("cdcstream_queue_depth", "Items waiting in a pipeline queue.", ["stage"])
-QUEUE_CAPACITY = Gauge("cdcstream_queue_capacity", "Capacity of a pipeline queue.", ["stage"])
 ERRORS = Counter("cdcstream_errors", "Errors by pipeline stage and error type.", ["stage", "error_type"])
+
+#: Error types counted while retrying (so the error-rate alert sees outages the daemon rides out) and at a
+#: fatal stop; pre-created at 0.
+KNOWN_ERRORS = (
+    ("receiving", "SourceConnectionError"),
+    ("receiving", "SourceError"),
+    ("processing", "MappingError"),
+    ("sending", "SinkRetriableError"),
+    ("sending", "SinkError"),
+    ("checkpointing", "CheckpointError"),
+)
+#: Per-entry PutRecords error codes known in advance (the sink adds children for others as they appear).
+THROTTLE_CODES = ("ProvisionedThroughputExceededException", "KMSThrottlingException")
+FAILURE_CODES = ("InternalFailure",)
+
+_table_label = True
+
+
+def configure(*, table_label: bool) -> None:
+    """Process-wide switches from ``[http]``: call before the source is built."""
+    global _table_label
+    _table_label = table_label
+
+
+def table_value(schema: str, table: str) -> str:
+    """The ``table`` label value for a table: ``schema.table``, or empty when the label is switched off."""
+    return f"{schema}.{table}" if _table_label else ""
+
+
+def precreate(*, source: str, source_kind: str, stream: str) -> None:
+    """Create the known label combinations at 0, so dashboards and alerts see series before the first event."""
+    BUILD_INFO.labels(__version__, platform.python_version(), source_kind).set(1)
+    for m in (
+        SOURCE_CONNECTED,
+        SOURCE_RECONNECTS,
+        SOURCE_TRANSACTIONS,
+        SOURCE_LAG_SECONDS,
+        SOURCE_LAST_EVENT_TIMESTAMP,
+        SOURCE_COMMIT_TIMESTAMP,
+        CHECKPOINT_TIMESTAMP,
+        CHECKPOINT_POSITION_TIMESTAMP,
+        FULL_LOAD_ROWS,
+    ):
+        m.labels(source)
+    for outcome in ("ok", "error"):
+        CHECKPOINT_WRITES.labels(source, outcome)
+    for state in FULL_LOAD_STATES:
+        FULL_LOAD_TABLES.labels(source, state).set(0)
+    for stage, error_type in KNOWN_ERRORS:
+        ERRORS.labels(stage, error_type)
+    for c in (RECORDS_SENT, RECORD_BYTES_SENT, DEAD_LETTER_RECORDS):
+        c.labels(stream)
+    for h in (BATCH_RECORDS, END_TO_END_LAG):
+        h.labels(stream)
+    INFLIGHT_RECORDS.labels(stream)
+    for outcome in ("ok", "partial", "error"):
+        PUT_LATENCY.labels(stream, outcome)
+    for reason in ("throttle", "partial", "request_error"):
+        RETRIES.labels(stream, reason)
+    for code in THROTTLE_CODES:
+        THROTTLED_RECORDS.labels(stream, code)
+    for code in FAILURE_CODES:
+        FAILED_RECORDS.labels(stream, code)
+
+
+class CallbackCollector(Collector):
+    """Queue metrics read at scrape time from the pipeline's own counters (no per-record metric updates).
+
+    ``stages`` maps a stage name to a callable returning ``(depth, capacity, pushed, popped)``.
+    """
+
+    def __init__(self) -> None:
+        self.stages: dict[str, Callable[[], tuple[int, int, int, int]]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        depth = GaugeMetricFamily("cdcstream_queue_depth", "Items waiting in a pipeline queue.", labels=["stage"])
+        cap = GaugeMetricFamily("cdcstream_queue_capacity", "Capacity of a pipeline queue.", labels=["stage"])
+        pushed = CounterMetricFamily("cdcstream_queue_pushed", "Items put into a pipeline queue.", labels=["stage"])
+        popped = CounterMetricFamily("cdcstream_queue_popped", "Items taken out of a pipeline queue.", labels=["stage"])
+        for stage, read in self.stages.items():
+            d, c, pu, po = read()
+            depth.add_metric([stage], d)
+            cap.add_metric([stage], c)
+            pushed.add_metric([stage], pu)
+            popped.add_metric([stage], po)
+        yield from (depth, cap, pushed, popped)
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        # Describing without collecting keeps registration free of side effects (the stages come later).
+        yield GaugeMetricFamily("cdcstream_queue_depth", "", labels=["stage"])
+        yield GaugeMetricFamily("cdcstream_queue_capacity", "", labels=["stage"])
+        yield CounterMetricFamily("cdcstream_queue_pushed", "", labels=["stage"])
+        yield CounterMetricFamily("cdcstream_queue_popped", "", labels=["stage"])
+
+
+QUEUES = CallbackCollector()
+REGISTRY.register(QUEUES)

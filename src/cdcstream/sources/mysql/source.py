@@ -188,6 +188,7 @@ class MySQLSource:
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
+        self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
         self._m_events: dict[tuple[str, int], Any] = {}
         self._log = log.bind(source=self._label)
 
@@ -351,6 +352,7 @@ class MySQLSource:
                     break
         if batch.last_commit_epoch is not None and batch.items:
             self._m_lag.set(max(0.0, now - batch.last_commit_epoch))
+            self._m_commit_ts.set(batch.last_commit_epoch)
         elif batch.heartbeat:
             self._m_lag.set(0)
 

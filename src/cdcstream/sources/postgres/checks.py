@@ -19,12 +19,17 @@ from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, 
 
 @dataclass
 class CheckResult:
-    """One line of the ``cdcstream check`` report."""
+    """One line of the ``cdcstream check`` report.
+
+    ``warning`` marks a passing check that still deserves attention (printed as WARN, exit code unaffected):
+    capture works, but some records will carry less than a consumer might expect.
+    """
 
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False
 
 
 async def run_checks(cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None) -> list[CheckResult]:
@@ -150,6 +155,75 @@ async def _server_checks(
         )
     )
     out.append(await _publication_check(conn, cfg, selector, bool(su)))
+    out.extend(await _table_checks(conn, selector))
+    return out
+
+
+# Per selected table: replica identity, whether a primary key exists, and the columns whose values can be
+# TOASTed (storage other than 'plain'), i.e. can arrive as "unchanged" in an UPDATE.
+_TABLES_SQL = """
+SELECT n.nspname, c.relname, c.relreplident::text,
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage <> 'p'
+             ORDER BY a.attnum)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp%'
+ORDER BY 1, 2
+"""
+
+_LIST_MAX = 10
+
+
+def _names(tables: list[str]) -> str:
+    more = f" and {len(tables) - _LIST_MAX} more" if len(tables) > _LIST_MAX else ""
+    return ", ".join(tables[:_LIST_MAX]) + more
+
+
+async def _table_checks(
+    conn: psycopg.AsyncConnection[Any], selector: Callable[[str, str], bool] | None
+) -> list[CheckResult]:
+    """Warnings about selected tables whose UPDATE/DELETE records will be incomplete or impossible."""
+    rows = await (await conn.execute(_TABLES_SQL)).fetchall()
+    no_identity: list[str] = []
+    toastable: list[str] = []
+    for schema, table, ident, has_pk, toast_cols in rows:
+        if selector is not None and not selector(schema, table):
+            continue
+        name = f"{schema}.{table}"
+        if ident == "n" or (ident == "d" and not has_pk):
+            no_identity.append(name)
+        if toast_cols and ident != "f":
+            toastable.append(f"{name} ({', '.join(toast_cols)})")
+    out = [
+        CheckResult(
+            "replica identity",
+            True,
+            "every selected table has a primary key or replica identity"
+            if not no_identity
+            else f"no replica identity: {_names(no_identity)} — PostgreSQL refuses UPDATE and DELETE on them "
+            "while they are in the publication; INSERTs are captured",
+            ""
+            if not no_identity
+            else "add a primary key, or ALTER TABLE <table> REPLICA IDENTITY FULL (or USING INDEX <unique index>)",
+            warning=bool(no_identity),
+        ),
+        CheckResult(
+            "unchanged TOAST",
+            True,
+            "no selected table can send unchanged TOASTed values"
+            if not toastable
+            else f"UPDATEs that leave a large value unchanged omit it (listed in metadata.unchanged-columns): "
+            f"{_names(toastable)}",
+            ""
+            if not toastable
+            else "ALTER TABLE <table> REPLICA IDENTITY FULL makes cdcstream fill them from the old row "
+            "(costs WAL), or let consumers merge the columns listed in unchanged-columns",
+            warning=bool(toastable),
+        ),
+    ]
     return out
 
 

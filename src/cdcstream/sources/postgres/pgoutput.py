@@ -8,6 +8,10 @@ Two layers, both pure functions of bytes (no sockets, no clocks):
   when a Relation message arrives: column names, converters, key flags, the shared ``TableInfo``), and turns
   batches of raw frames directly into ``ChangeEvent`` / ``Marker`` lists.
   Rows of unselected relations are skipped after reading the relation id, without decoding their tuples.
+  Converters come from a :class:`~cdcstream.sources.postgres.values.TypeRegistry`. Types the registry does not
+  know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
+  source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
+  guesses a rendering it could have known.
 
 Anything malformed raises :class:`~cdcstream.errors.DecodeError` carrying the LSN of the frame, never
 ``IndexError``/``struct.error``.
@@ -333,6 +337,7 @@ class RelationPlan:
     names: tuple[str, ...]
     columns: tuple[tuple[str, values.Converter | None], ...]  # (name, converter or None for text as-is)
     key_names: frozenset[str]
+    type_oids: tuple[int, ...] = ()  # per column, to rebuild converters when type descriptions change
     # Events counted since the source last flushed them into Prometheus (one .inc() per batch, not per row),
     # indexed like OPS (a list index is much cheaper per row than hashing an enum).
     counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
@@ -359,11 +364,13 @@ class Decoder:
         selector: Selector | None = None,
         no_hex_prefix: bool = False,
         start_lsn: int = 0,
+        types: values.TypeRegistry | None = None,
     ) -> None:
         self._selector = selector
-        self._convs = values.converters(no_hex_prefix)
+        self.types = types if types is not None else values.TypeRegistry(no_hex_prefix=no_hex_prefix)
         self.plans: dict[int, RelationPlan] = {}
-        self.type_names: dict[int, str] = dict(values.TYPE_NAMES)
+        # Names from Type messages: a fallback display name when the catalog could not describe a type.
+        self.type_names: dict[int, str] = {}
         # (schema, table) -> primary key columns, supplied by the source for REPLICA IDENTITY FULL tables.
         self.primary_keys: dict[tuple[str, str], tuple[str, ...]] = {}
         # Transaction state.
@@ -375,6 +382,8 @@ class Decoder:
         self._pos_prefix = ""
         self._record_id = 0
         # Positions and counters the source reads after each batch.
+        # Added to every checkpoint (the server's system identifier and timeline): the source checks them at start.
+        self.checkpoint_extra: dict[str, object] = {}
         self.last_position = start_lsn  # end LSN of the last commit (or idle keepalive) yielded
         self.received_lsn = start_lsn  # highest walEnd seen
         self.reply_requested = False
@@ -382,6 +391,9 @@ class Decoder:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[RelationPlan] = set()
+        # Set by feed() when it stopped for type descriptions: (OIDs to describe, frames still to feed).
+        self.stalled: tuple[set[int], list[bytes]] | None = None
+        self._index = 0
 
     # -- connection lifecycle ------------------------------------------------------------------------------
     def reset_transaction(self) -> None:
@@ -395,6 +407,38 @@ class Decoder:
             return schema not in ("pg_catalog", "information_schema")
         return self._selector(schema, table)
 
+    def pending_type_oids(self, frames: Iterable[bytes]) -> set[int]:
+        """Type OIDs the source should (re)describe from the catalog before ``feed(frames)``.
+
+        Every user-defined type a Relation message in the batch references is returned even when known: a
+        Relation is re-sent after ALTERs, and ``ALTER TYPE`` can change a composite's attributes without
+        changing its OID. Built-in types outside the static table are returned only once. Relation messages
+        are rare (once per table per connection and after invalidations), so this is a cheap scan.
+        """
+        oids: set[int] = set()
+        for frame in frames:
+            if len(frame) > 25 and frame[0] == 0x77 and frame[25] == 0x52:  # 'w' carrying 'R'
+                try:
+                    rel, _ = _parse_message(bytes(frame[25:]))
+                except (DecodeError, *_MALFORMED):
+                    continue  # feed() reports the malformed message with its LSN
+                if isinstance(rel, Relation):
+                    oids.update(c.type_oid for c in rel.columns)
+        if not oids:
+            return oids
+        # User-defined types and, transitively, the user-defined types their description references.
+        refresh: set[int] = set()
+        todo = [oid for oid in oids if oid >= values.FIRST_NORMAL_OID]
+        while todo:
+            oid = todo.pop()
+            if oid in refresh:
+                continue
+            refresh.add(oid)
+            t = self.types.types.get(oid)
+            if t is not None:
+                todo.extend(r for r in t.references() if r >= values.FIRST_NORMAL_OID)
+        return refresh | self.types.missing(oids)
+
     def add_relation(self, rel: Relation) -> RelationPlan:
         """Build (or replace: pgoutput re-sends Relation after invalidations and ALTERs) a relation's plan."""
         # With REPLICA IDENTITY FULL pgoutput flags *every* column as part of the key; the real primary key
@@ -403,7 +447,7 @@ class Decoder:
         columns = tuple(
             Column(
                 name=c.name,
-                type_name=self.type_names.get(c.type_oid, str(c.type_oid)),
+                type_name=self.types.name(c.type_oid) or self.type_names.get(c.type_oid, str(c.type_oid)),
                 type_id=c.type_oid,
                 nullable=True,
                 is_key=c.is_key if pk is None else c.name in pk,
@@ -417,8 +461,9 @@ class Decoder:
             table=table,
             selected=self._is_selected(rel.namespace, rel.name),
             names=tuple(c.name for c in rel.columns),
-            columns=tuple((c.name, self._convs.get(c.type_oid)) for c in rel.columns),
+            columns=tuple((c.name, self.types.converter(c.type_oid)) for c in rel.columns),
             key_names=frozenset(c.name for c in rel.columns if c.is_key),
+            type_oids=tuple(c.type_oid for c in rel.columns),
         )
         if old is not None and old.table.schema == table.schema and old.table.table == table.table:
             # Same table (re-send after an invalidation): keep the cached metric children and pending counts.
@@ -430,9 +475,28 @@ class Decoder:
         self.plans[rel.relation_id] = plan
         return plan
 
+    def refresh_plans(self) -> None:
+        """Rebuild every plan's converters from the registry (after the source added type descriptions)."""
+        for plan in self.plans.values():
+            plan.columns = tuple(
+                (name, self.types.converter(oid)) for name, oid in zip(plan.names, plan.type_oids, strict=True)
+            )
+
     # -- frames --------------------------------------------------------------------------------------------
     def feed(self, frames: Iterable[bytes]) -> list[Item]:
+        """Decode a batch. If a converter finds a stale type description (:class:`values.NeedTypes`), decoding
+        stops before that message and ``self.stalled`` holds the OIDs to describe and the frames still to feed.
+        """
         out: list[Item] = []
+        seq = frames if isinstance(frames, list) else list(frames)
+        try:
+            self._feed(seq, out)
+        except values.NeedTypes as need:
+            self.stalled = (need.oids, seq[self._index :])
+        return out
+
+    def _feed(self, frames: list[bytes], out: list[Item]) -> None:
+        self._index = 0
         for frame in frames:
             tag = frame[0] if frame else -1
             if tag == 0x77:  # 'w'
@@ -452,12 +516,12 @@ class Decoder:
                     self.reply_requested = True
                 if not self.in_transaction and end > self.last_position:
                     self.last_position = end
-                    out.append(Marker({"lsn": format_lsn(end)}, None, False))
+                    out.append(Marker({"lsn": format_lsn(end), **self.checkpoint_extra}, None, False))
             else:
                 raise DecodeError(
                     f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(self.received_lsn)}"
                 )
-        return out
+            self._index += 1
 
     def _message(self, buf: bytes, lsn: int, out: list[Item]) -> None:
         try:
@@ -496,6 +560,8 @@ class Decoder:
                 raise ValueError("UPDATE without a new tuple")
             row, unchanged, pos = self._row(plan, buf, pos + 1)
             self._check_end(buf, pos)
+            if unchanged and kind == 0x4F and before is not None:
+                row, unchanged = _fill_unchanged(plan.names, row, unchanged, before)
             self._emit(out, plan, Op.UPDATE, 1, row, before, unchanged)
         elif tag == 0x44:  # 'D'
             plan = self.plans[_U32.unpack_from(buf, 26)[0]]
@@ -529,7 +595,7 @@ class Decoder:
             self.last_commit_time = self._commit_time
             if end_lsn > self.last_position:
                 self.last_position = end_lsn
-            out.append(Marker({"lsn": format_lsn(end_lsn)}, epoch, True))
+            out.append(Marker({"lsn": format_lsn(end_lsn), **self.checkpoint_extra}, epoch, True))
         elif tag == 0x52:  # 'R'
             rel, pos = _parse_message(bytes(buf[25:]))
             assert isinstance(rel, Relation)
@@ -632,3 +698,17 @@ class Decoder:
         )
         plan.counts[op_index] += 1
         self.touched.add(plan)
+
+
+def _fill_unchanged(
+    names: tuple[str, ...], row: dict[str, Any], unchanged: tuple[str, ...], before: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Unchanged TOASTed values of an UPDATE, taken from the old tuple ('O', REPLICA IDENTITY FULL).
+
+    With REPLICA IDENTITY FULL the server logs the old row detoasted, so the value the new tuple leaves out
+    ('u') is the old one: the row is complete. A column the old tuple lacks too stays listed as unchanged.
+    Column order is kept (consumers diffing records by eye expect it).
+    """
+    still = tuple(n for n in unchanged if n not in before)
+    filled = {n: row[n] if n in row else before[n] for n in names if n in row or n in before}
+    return filled, still

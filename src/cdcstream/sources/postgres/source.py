@@ -35,14 +35,16 @@ from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
+from cdcstream.sources.postgres.values import PgType, TypeRegistry
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
 # Output formatting of pgoutput proto v1 uses the walsender session's GUCs: pin them so values.py can reshape
-# strings instead of parsing them.
+# strings instead of parsing them. IntervalStyle=iso_8601 makes intervals ISO 8601 durations (P1DT2H), which
+# consumers can parse; lc_monetary is deliberately *not* pinned (it defines what a stored money value means).
 SESSION_OPTIONS = (
-    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1"
+    "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601 -c bytea_output=hex -c extra_float_digits=1"
 )
 HEARTBEAT_PREFIX = "cdcstream.heartbeat"
 PROMPT_ACK_INTERVAL = 0.5  # an ack is sent at once if the last status update is older than this
@@ -56,6 +58,19 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
+"""
+
+# One round of type descriptions for the decoder's TypeRegistry (values.PgType). Referenced types (array
+# elements, domain bases, composite attributes) are fetched in further rounds until the closure is known.
+_TYPES_SQL = """
+SELECT t.oid::int8, n.nspname::text, t.typname::text, t.typtype::text, t.typoutput = 'array_out'::regproc,
+       t.typelem::int8, t.typbasetype::int8, t.typdelim::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       ARRAY(SELECT a.atttypid::int8 FROM pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.oid = ANY(%s::oid[])
 """
 
 _PRIMARY_KEYS_SQL = """
@@ -117,10 +132,12 @@ class PostgresSource:
         self.cfg = cfg
         self._selector = selector
         self._label = f"postgres:{cfg.database}"
-        self._decoder = Decoder(selector=selector, no_hex_prefix=no_hex_prefix)
+        self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
+        self._decoder = Decoder(selector=selector, types=self.types)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._repl: ReplicationConnection | None = None
         self._acked = 0
+        self._identity: dict[str, Any] = {}  # system_id and timeline of the server, from IDENTIFY_SYSTEM
         self._sent_flush = -1
         self._last_status = 0.0
         self._closed = False
@@ -133,6 +150,11 @@ class PostgresSource:
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
+        self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
+        self._m_disconnects = metrics.ERRORS.labels("receiving", "SourceConnectionError")
+        # Monotonic time the reader last went round its loop (at least every second while streaming, data or
+        # not): the pipeline's watchdog tells an idle source from a wedged one with it.
+        self.alive_at = time.monotonic()
         self._log = log.bind(source=self._label, slot=cfg.slot_name, publication=cfg.publication)
 
     # ------------------------------------------------------------------------------------------------------
@@ -154,8 +176,13 @@ class PostgresSource:
         await self._check_server(conn)
         await self._ensure_publication(conn)
         await self._load_primary_keys(conn)
-        slot_exists = await self._check_slot(conn, checkpoint)
         repl = await self._open_replication()
+        try:
+            await self._check_identity(repl, checkpoint)
+            slot_exists = await self._check_slot(conn, checkpoint)
+        except BaseException:
+            repl.close()
+            raise
         if not slot_exists:
             point = await repl.create_slot(self.cfg.slot_name)
             self._log.info("replication slot created", consistent_point=point)
@@ -168,6 +195,31 @@ class PostgresSource:
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+
+    async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
+        """Failover signals. A different system identifier means a different cluster (restored from a backup,
+        a new server behind the same address): LSNs of one mean nothing in the other, so stop. A new timeline
+        on the same system means a promotion: positions stay valid if the slot was carried over (PG 17
+        failover slots, or the managed service's), so go on and say so."""
+        system_id, timeline, _xlogpos, _db = await repl.identify_system()
+        known = checkpoint or self._identity
+        if known and known.get("system_id") not in (None, system_id):
+            raise SourceError(
+                f"PostgreSQL at {self.cfg.host}:{self.cfg.port} is database system {system_id}, but the "
+                f"checkpoint was written for system {known['system_id']}: this is a different cluster (restored "
+                "from a backup, or another server behind the same address), and its positions are unrelated. "
+                "Point the config at the right server, or start over deliberately: move the checkpoint file away "
+                "and re-sync the target with a full load."
+            )
+        if known and known.get("timeline") not in (None, timeline):
+            self._log.warning(
+                "timeline changed: the server was promoted (failover); continuing from the checkpoint on the "
+                "new timeline, which is safe only if the replication slot was carried over",
+                old_timeline=known.get("timeline"),
+                timeline=timeline,
+            )
+        self._identity = {"system_id": system_id, "timeline": timeline}
+        self._decoder.checkpoint_extra = self._identity
 
     async def _normal_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -312,6 +364,7 @@ class PostgresSource:
             raise SourceError("PostgresSource.changes() called before start()")
         decoder = self._decoder
         while not self._closed:
+            self.alive_at = time.monotonic()
             try:
                 repl = self._repl
                 if repl is None or not repl.streaming:
@@ -319,6 +372,11 @@ class PostgresSource:
                     if repl is None:
                         return
                 frames = await repl.read_batch(max_wait=1.0)
+                if frames:
+                    # Describe new types before decoding the rows that use them (the decoder is sans-IO).
+                    oids = decoder.pending_type_oids(frames)
+                    if oids:
+                        await self._describe_types(oids)
             except SourceConnectionError as exc:
                 if self._closed:
                     return
@@ -327,12 +385,60 @@ class PostgresSource:
             if not frames:
                 continue
             items = decoder.feed(frames)
+            lost: str | None = None
+            while decoder.stalled is not None:
+                # A composite changed by ALTER TYPE without a new Relation message: describe it, then go on.
+                oids, rest = decoder.stalled
+                decoder.stalled = None
+                try:
+                    await self._describe_types(oids)
+                except SourceConnectionError as exc:
+                    lost = str(exc)  # yield what was decoded (its markers moved the resume position), reconnect
+                    break
+                items.extend(decoder.feed(rest))
             self._after_batch(items)
             if decoder.reply_requested:
                 decoder.reply_requested = False
                 await self._send_status(reply=False)
             if items:
                 yield items
+            if lost is not None:
+                self._disconnected(lost)
+
+    async def _describe_types(self, oids: set[int]) -> None:
+        """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
+
+        A connection failure raises SourceConnectionError, so the batch is dropped and re-read after the
+        reconnect (the server re-sends from the last yielded commit). A type the catalog no longer has (dropped
+        since the change was written) is rendered as its text, with a warning.
+        """
+        try:
+            conn = await self._normal_connection()
+            todo = set(oids)
+            rounds = 0
+            while todo and rounds < 16:
+                rounds += 1
+                rows = await (await conn.execute(_TYPES_SQL, (sorted(todo),))).fetchall()
+                found = [
+                    PgType(
+                        oid, ns, name, kind, bool(is_array), elem, base, delim, tuple(zip(anames, atypes, strict=True))
+                    )
+                    for oid, ns, name, kind, is_array, elem, base, delim, anames, atypes in rows
+                ]
+                gone = todo - {t.oid for t in found}
+                if gone:
+                    self._log.warning("types not in the catalog, rendered as text", oids=sorted(gone))
+                    found += [PgType(oid, "", str(oid), "b", False) for oid in gone]
+                self.types.add(found)
+                todo = self.types.missing(oids)
+            self._decoder.refresh_plans()
+        except psycopg.OperationalError as exc:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            raise SourceConnectionError(f"reading type descriptions failed: {str(exc).strip()}") from None
+        except psycopg.Error as exc:
+            raise SourceError(f"reading type descriptions from pg_type failed: {str(exc).strip()}") from None
 
     def _disconnected(self, reason: str) -> None:
         if self._repl is not None:
@@ -340,12 +446,14 @@ class PostgresSource:
             self._repl = None
         self._decoder.reset_transaction()
         self._m_connected.set(0)
+        self._m_disconnects.inc()
         self._log.warning(
             "replication connection lost", reason=reason, resume_lsn=format_lsn(self._decoder.last_position)
         )
 
     async def _reconnect(self) -> ReplicationConnection | None:
         while not self._closed:
+            self.alive_at = time.monotonic()  # retrying through a database outage is alive, not hung
             delay = self._backoff.next()
             self._m_reconnects.inc()
             start = format_lsn(self._decoder.last_position)
@@ -356,6 +464,7 @@ class PostgresSource:
             repl: ReplicationConnection | None = None
             try:
                 repl = await self._open_replication()
+                await self._check_identity(repl, None)
                 await repl.start_replication(self.cfg.slot_name, start, self.cfg.publication)
             except SourceConnectionError as exc:
                 if repl is not None:
@@ -389,7 +498,7 @@ class PostgresSource:
                     child = children.get(op)
                     if child is None:
                         child = children[op] = metrics.SOURCE_EVENTS.labels(
-                            self._label, f"{plan.table.schema}.{plan.table.table}", op.value
+                            self._label, metrics.table_value(plan.table.schema, plan.table.table), op.value
                         )
                     child.inc(n)
             decoder.touched.clear()
@@ -398,6 +507,7 @@ class PostgresSource:
             decoder.transactions = 0
             if decoder.last_commit_epoch is not None:
                 self._m_lag.set(max(0.0, now - decoder.last_commit_epoch))
+                self._m_commit_ts.set(decoder.last_commit_epoch)
         if items:
             last = items[-1]
             if isinstance(last, Marker) and not last.transaction:
@@ -460,6 +570,25 @@ class PostgresSource:
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
+
+    async def lag_probe(self) -> dict[str, float | None]:
+        """Byte lag of our slot, on the normal connection (polled by telemetry/probe.py): WAL between the
+        confirmed flush position and the server's current LSN (``lag_bytes``), WAL the slot pins
+        (``retained_wal_bytes``, from restart_lsn) and ``safe_wal_bytes`` (PG >= 13 ``safe_wal_size``; None
+        when max_slot_wal_keep_size is unlimited)."""
+        conn = await self._normal_connection()
+        row = await (
+            await conn.execute(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
+                "(pg_current_wal_lsn() - restart_lsn)::float8, safe_wal_size::float8 "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.cfg.slot_name,),
+            )
+        ).fetchone()
+        if row is None:
+            return {}
+        lag, retained, safe = row
+        return {"lag_bytes": lag, "retained_wal_bytes": retained, "safe_wal_bytes": safe}
 
     # ------------------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

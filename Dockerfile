@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+# cdcstream container image: a virtualenv built in a full Python image, copied into a slim runtime image of
+# the same Python (same path and minor version, so compiled wheels match), run as a non-root user.
+#
+#   docker build -t cdcstream .
+#   docker run --init -v ./cdcstream.toml:/etc/cdcstream/cdcstream.toml:ro \
+#       -v cdcstream-state:/var/lib/cdcstream -e AWS_REGION=eu-west-1 -p 9187:9187 cdcstream
+#
+# Configuration: the TOML file at /etc/cdcstream/cdcstream.toml (mount it; [http] listen must be
+# "0.0.0.0:9187" for probes from outside the container and [checkpoint] state_dir "/var/lib/cdcstream").
+# Any key can be overridden by environment: CDCSTREAM_<SECTION>__<KEY>, e.g. CDCSTREAM_SOURCE__HOST.
+# Secrets by file or environment, never baked in: password_file = "/run/secrets/source_password" (Docker/
+# Kubernetes secret), or CDCSTREAM_SOURCE_PASSWORD; Kinesis credentials from the AWS chain (AWS_* variables,
+# IRSA / EKS Pod Identity, instance role).
+#
+# Signals: cdcstream handles SIGTERM itself (drain, checkpoint, exit 0), so it works as PID 1; `--init`
+# (or Kubernetes) still reaps zombies. Give the stop timeout more than the 30 s drain: `docker stop -t 60`.
+#
+# Checked with hadolint (tests/deploy/test_container.py); no image is built in CI (no container engine).
+
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+# The project and its pinned dependencies as wheels, installed into a virtualenv without network access to
+# anything but the wheel directory.
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m venv /opt/cdcstream \
+    && /opt/cdcstream/bin/pip wheel --wheel-dir /wheels . \
+    && /opt/cdcstream/bin/pip install --no-index --find-links /wheels cdcstream \
+    && /opt/cdcstream/bin/python -m compileall -q /opt/cdcstream/lib
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+LABEL org.opencontainers.image.title="cdcstream" \
+      org.opencontainers.image.description="Change data capture from PostgreSQL to Amazon Kinesis in AWS DMS format" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# A fixed numeric uid/gid, so Kubernetes runAsNonRoot can verify it and volume ownership is predictable.
+RUN groupadd --system --gid 10001 cdcstream \
+    && useradd --system --uid 10001 --gid cdcstream --home-dir /var/lib/cdcstream --no-create-home \
+       --shell /usr/sbin/nologin cdcstream \
+    && install -d -o cdcstream -g cdcstream -m 0700 /var/lib/cdcstream \
+    && install -d -m 0755 /etc/cdcstream
+# Only the virtualenv crosses over: no compiler, pip cache or source tree in the final image.
+COPY --from=build /opt/cdcstream /opt/cdcstream
+ENV PATH=/opt/cdcstream/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
+WORKDIR /var/lib/cdcstream
+VOLUME ["/var/lib/cdcstream"]
+EXPOSE 9187
+STOPSIGNAL SIGTERM
+# Plain Docker/Compose only (Kubernetes ignores HEALTHCHECK and uses the probes in deploy/kubernetes/).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["cdcstream", "healthcheck", "--url", "http://127.0.0.1:9187/healthz"]
+ENTRYPOINT ["cdcstream"]
+CMD ["run", "--config", "/etc/cdcstream/cdcstream.toml"]
