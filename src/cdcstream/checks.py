@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from cdcstream.changes import Column, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError
-from cdcstream.mapping.rules import load_rules
+from cdcstream.mapping.envelope import check_compatible
+from cdcstream.mapping.preview import preview, unused_rules
+from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.sources.postgres.checks import CheckResult
 from cdcstream.sources.postgres.checks import run_checks as postgres_checks
 
@@ -81,6 +86,7 @@ async def run_all(cfg: Config) -> list[CheckResult]:
     results = [CheckResult("config", True, str(cfg.config_path))]
     try:
         rules = load_rules(cfg.resolve(cfg.table_mappings) if cfg.table_mappings else None)
+        check_compatible(rules, cfg.target)
         results.append(CheckResult("table mappings", True, rules.source))
     except CdcstreamError as exc:
         results.append(CheckResult("table mappings", False, str(exc), "fix the rule named above"))
@@ -94,8 +100,75 @@ async def run_all(cfg: Config) -> list[CheckResult]:
         except CdcstreamError as exc:
             results.append(CheckResult("checkpoint", False, str(exc), "restore or delete the checkpoint file"))
             checkpoint = None
+        # (the per-table mapping preview reads PostgreSQL's catalogue; a MySQL one is not written yet)
         results += await mysql_checks(cfg.source, rules.selects, checkpoint)
     else:
-        results += await postgres_checks(cfg.source, rules.selects)
+        source = await postgres_checks(cfg.source, rules.selects)
+        results += source
+        if source and source[0].ok:  # connected: the tables' columns can be read
+            results += await _mapping_checks(cfg, rules)
     results += await _stream_checks(cfg)
     return results
+
+
+# Columns of every user table, with the key the source will report: the replica identity index with REPLICA
+# IDENTITY USING INDEX, else the primary key; with REPLICA IDENTITY FULL and no primary key, every column
+# (what the PostgreSQL source reports as key columns).
+_COLUMNS_SQL = """
+SELECT n.nspname, c.relname, a.attname, t.typname, a.attnotnull,
+       CASE WHEN c.relreplident = 'f' AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = c.oid
+                                                       AND p.indisprimary)
+            THEN true  -- REPLICA IDENTITY FULL without a primary key: every column is the key
+            ELSE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY(i.indkey::int2[])
+                         AND (i.indisreplident OR (i.indisprimary AND c.relreplident IN ('d', 'f')))) END
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp%'
+ORDER BY 1, 2, a.attnum
+"""
+
+
+async def postgres_tables(cfg: Config) -> list[TableInfo]:
+    """Every user table's columns from the catalog, as the source would describe them."""
+    import psycopg
+
+    from cdcstream.sources.postgres.source import build_conninfo
+
+    if cfg.source.engine != "postgres":
+        raise TypeError("postgres_tables() needs a PostgreSQL source")
+    async with await psycopg.AsyncConnection.connect(
+        build_conninfo(cfg.source, replication=False), autocommit=True
+    ) as conn:
+        rows: list[Any] = await (await conn.execute(_COLUMNS_SQL)).fetchall()
+    tables: dict[tuple[str, str], list[Column]] = {}
+    for schema, table, name, typname, notnull, is_key in rows:
+        tables.setdefault((schema, table), []).append(Column(name, typname, 0, not notnull, bool(is_key)))
+    return [TableInfo(s, t, tuple(cols)) for (s, t), cols in tables.items()]
+
+
+async def mapping_errors(cfg: Config, rules: MappingRules) -> list[str]:
+    """Schema-dependent mapping errors for the tables that exist now (the daemon runs this at start)."""
+    return [p.error for p in preview(rules, cfg.target, cfg.task_id, await postgres_tables(cfg)) if p.error]
+
+
+async def _mapping_checks(cfg: Config, rules: MappingRules) -> list[CheckResult]:
+    """Per selected table: the rules that apply and one sample record; rules that match nothing."""
+    try:
+        tables = await postgres_tables(cfg)
+    except Exception as exc:  # the connection checks above already reported why
+        return [CheckResult("mapping preview", False, f"cannot read the tables' columns: {exc}")]
+    out = []
+    for p in preview(rules, cfg.target, cfg.task_id, tables):
+        if p.error:
+            out.append(CheckResult(f"mapping {p.table}", False, p.error, "fix the rule named above"))
+        else:
+            detail = "\n".join([*(f"  {r}" for r in p.rules), f"  partition key: {p.partition_key}", f"  {p.record}"])
+            out.append(CheckResult(f"mapping {p.table}", True, "\n" + detail))
+    for warning in unused_rules(rules, tables):
+        # Not fatal (the table may be created later), but almost always a misspelt name.
+        out.append(CheckResult("unused rule", True, f"warning: {warning}"))
+    return out

@@ -124,6 +124,23 @@ def _resolve_password(section: _S) -> _S:
     return section
 
 
+class BeforeImageConfig(_Section):
+    """``[target.before_image]``: DMS ``BeforeImageSettings`` (a top-level JSON key on update records)."""
+
+    enabled: bool = False
+    field_name: Annotated[str, Field(min_length=1, max_length=128)] = "before-image"
+    # pk-only: the key columns (PostgreSQL sends them only when the key changed, or with REPLICA IDENTITY FULL);
+    # non-lob: every column except LOB types (text, bytea, json, jsonb, xml; MySQL text/blob); all: every column.
+    column_filter: Literal["pk-only", "non-lob", "all"] = "pk-only"
+
+    @field_validator("field_name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in ("data", "metadata", "control"):
+            raise ValueError(f"{value!r} is a reserved envelope key")
+        return value
+
+
 class TargetConfig(_Section):
     """``[target]``: the Kinesis stream and how records are written to it (DMS ``KinesisSettings``)."""
 
@@ -133,6 +150,17 @@ class TargetConfig(_Section):
     message_format: Literal["json", "json-unformatted"] = "json"
     include_null_and_empty: bool = False
     no_hex_prefix: bool = False
+    # DMS KinesisSettings (README, "Endpoint settings"). transaction-id and stream-position are always written;
+    # include_transaction_details adds transaction-record-id, prev-transaction-id, prev-transaction-record-id and
+    # commit-timestamp.
+    include_transaction_details: bool = False
+    include_partition_value: bool = False
+    partition_include_schema_table: bool = False
+    include_control_details: bool = False
+    # "seed": TruncateTable/DropTable/RestartTask (the seed document); "dms": truncate-table/drop-table/
+    # restart-task, for consumers written against current DMS output.
+    control_operation_names: Literal["seed", "dms"] = "seed"
+    before_image: BeforeImageConfig = BeforeImageConfig()
     # Batching: a PutRecords request is sent when it is full (500 records / request bytes) or when the
     # oldest record in it has waited linger_ms.
     linger_ms: Annotated[float, Field(ge=0, le=10_000)] = 20.0

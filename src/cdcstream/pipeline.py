@@ -31,7 +31,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
-from cdcstream.errors import CdcstreamError, OversizeRecordError
+from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
@@ -369,6 +369,22 @@ class Pipeline:
                     continue
                 raise StopRequested from None
 
+    async def _validate_mapping(self) -> None:
+        """Refuse to stream when a rule cannot work for a selected table that exists now (a ${column} or
+        partition-key-name it lacks, two tables written as one, ...): better at start than at its first change.
+        Tables created later are checked when their first change arrives."""
+        if not self.cfg.table_mappings or self.cfg.source.engine != "postgres":  # MySQL: to add with its catalog
+            return
+        from cdcstream.checks import mapping_errors
+
+        try:
+            errors = await mapping_errors(self.cfg, self.mapper.rules)
+        except Exception as exc:  # the catalog read is a courtesy; the per-table check at run time still applies
+            log.warning("could not check the mapping against the tables' columns", error=str(exc))
+            return
+        if errors:
+            raise MappingError("\n".join(errors))
+
     async def _run(self) -> int:
         checkpoint = self.store.load()
         log.info(
@@ -382,6 +398,7 @@ class Pipeline:
             try:
                 await self._start_with_retry("sink", lambda: self.sink.start())
                 await self._start_with_retry("source", lambda: self.source.start(checkpoint))
+                await self._validate_mapping()
             except StopRequested:
                 log.info("stopped before start-up completed")
                 return EXIT_OK

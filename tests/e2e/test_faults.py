@@ -197,8 +197,9 @@ def test_sixty_second_outage_backpressure_readyz_and_recovery(pg_db: PgDb, moto_
             pg_db.execute("INSERT INTO kv SELECT g, g FROM generate_series(1, 3000) g")
             time.sleep(10)
             status = orjson.loads(urllib.request.urlopen(daemon.http + "/status", timeout=5).read())
-            # backpressure: the sink holds at most max_buffered_records; the rest waits in the source/server
-            assert status["watermark"]["in_flight"] <= 500 + 2, status
+            # backpressure: the sink holds at most max_buffered_records (plus the record being handed over and a
+            # few transaction markers); the other ~2,500 changes wait in the server, not in the daemon
+            assert status["watermark"]["in_flight"] <= 500 + 10, status
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(daemon.http + "/readyz", timeout=5)
             assert info.value.code == 503

@@ -1,12 +1,16 @@
-"""The DMS record envelope and partition keys, compiled once per table into a :class:`TablePlan`.
+"""The DMS record envelope: change events in, serialised Kinesis records out.
 
-Data record: ``{"data": {...}, "metadata": {...}}``; control record: ``{"control": {}, "metadata": {...}}``
-(README, "Record format"). Per-row work is one dict build and one ``orjson.dumps``.
+Data record: ``{"data": {...}, "<before-image field>": {...}, "metadata": {...}}``; control record:
+``{"control": {...}, "metadata": {...}}`` (README, "Record format"). The rules are compiled once per table
+version into a :class:`~cdcstream.mapping.plan.TablePlan`; per row the work is the plan's closures (none for the
+default mapping), one dict build and one ``orjson.dumps``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,10 +18,17 @@ import orjson
 
 from cdcstream.changes import ChangeEvent, Op, TableInfo
 from cdcstream.config import TargetConfig
-from cdcstream.errors import MappingError
-from cdcstream.mapping.rules import MappingRules, ObjectMapping
+from cdcstream.errors import ConfigError, MappingError
+from cdcstream.mapping.plan import TablePlan
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 
+# control_operation_names: "seed" is the seed document's vocabulary (DMS before 2022), "dms" today's.
+CONTROL_NAMES = {
+    "seed": {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable", "restart": "RestartTask"},
+    "dms": {Op.TRUNCATE: "truncate-table", Op.DROP_TABLE: "drop-table", "restart": "restart-task"},
+}
+EMPTY_KEY = "<empty>"
 CONTROL_OPERATIONS = {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable"}
 
 
@@ -26,56 +37,51 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class TablePlan:
-    """Everything needed to turn one table's events into records, decided once per table version."""
+def _finite(v: Any) -> Any:
+    """NaN and infinities as null, as orjson writes them (the standard library would write invalid JSON)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
 
-    __slots__ = ("excluded", "key_of", "key_type", "label", "schema", "table", "table_name")
 
-    def __init__(self, info: TableInfo, mapping: ObjectMapping | None) -> None:
-        self.schema, self.table = info.schema, info.table
-        self.table_name = (mapping.target_table_name if mapping else None) or info.table
-        self.label = f"{info.schema}.{info.table}"
-        self.key_type = mapping.partition_key_type if mapping else "schema-table"
-        excluded = {c.name for c in info.columns if mapping and c.name.lower() in mapping.exclude_columns}
-        self.excluded = frozenset(excluded)
-        self.key_of: Callable[[ChangeEvent, dict[str, Any]], str]
-        if self.key_type == "schema-table":
-            static = f"{info.schema}.{self.table_name}"
-            self.key_of = lambda ev, row: static
-        elif self.key_type == "constant":
-            assert mapping is not None and mapping.partition_key_value is not None
-            constant = mapping.partition_key_value
-            self.key_of = lambda ev, row: constant
-        elif self.key_type == "transaction-id":
-            self.key_of = lambda ev, row: str(ev.transaction_id)
-        elif self.key_type == "primary-key":
-            keys = info.key_columns
-            if not keys:
-                raise MappingError(
-                    f"{self.label}: partition-key-type primary-key (rule-id {mapping.rule_id if mapping else '?'}) "
-                    "but the table has no primary key / replica identity columns"
+def check_compatible(rules: MappingRules, target: TargetConfig) -> None:
+    """Combinations DMS forbids across the mapping file and the endpoint settings."""
+    if target.before_image.enabled:
+        for t in rules.transformations:
+            if t.action == "add-before-image-columns":
+                raise ConfigError(
+                    f"{t.origin.at('.rule-action')}: add-before-image-columns cannot be combined with "
+                    "[target.before_image] enabled = true (DMS: use one or the other)"
                 )
-            self.key_of = lambda ev, row: ".".join(str(row.get(k)) for k in keys)
-        else:  # attribute-name
-            assert mapping is not None and mapping.partition_key_name is not None
-            name = mapping.partition_key_name
-            if name not in {c.name for c in info.columns}:
-                raise MappingError(
-                    f"{self.label}: partition-key-name {name!r} (rule-id {mapping.rule_id}) is not a column of "
-                    f"the table (columns: {', '.join(c.name for c in info.columns)})"
-                )
-            self.key_of = lambda ev, row: str(row.get(name))
 
 
 class Mapper:
     """Turns change events into serialised records according to the mapping rules and target settings."""
 
     def __init__(self, rules: MappingRules, target: TargetConfig, task_id: str) -> None:
+        check_compatible(rules, target)
         self.rules = rules
+        self.target = target
         self.task_id = task_id
         self.include_nulls = target.include_null_and_empty
         self.pretty = target.message_format == "json"
+        self.txn_details = target.include_transaction_details
+        self.partition_value = target.include_partition_value
+        self.before_field = target.before_image.field_name
+        self.control_names = CONTROL_NAMES[target.control_operation_names]
         self._plans: dict[tuple[str, str], tuple[TableInfo, TablePlan | None]] = {}
+        # (schema, table) written -> the source table writing it: two tables must never share one target.
+        self._targets: dict[tuple[str, str], tuple[str, str]] = {}
+        # Transaction chaining for include_transaction_details (per task, across batches; reset by a restart,
+        # so the first transaction after a start has no prev-* fields, as with DMS).
+        self._txn: Any = None
+        self._txn_last_record = 0
+        self._prev_txn: Any = None
+        self._prev_last_record = 0
 
     def selects(self, schema: str, table: str) -> bool:
         return self.rules.selects(schema, table)
@@ -86,77 +92,119 @@ class Mapper:
         cached = self._plans.get(key)
         if cached is not None and cached[0] is info:
             return cached[1]
-        plan = TablePlan(info, self.rules.object_mapping(*key)) if self.rules.selects(*key) else None
+        plan = TablePlan(info, self.rules, self.target) if self.rules.selects(*key) else None
+        if plan is not None:
+            out = (plan.schema_out, plan.table_name)
+            other = self._targets.setdefault(out, key)
+            if other != key:
+                why = "; ".join(str(o) for o in plan.name_origins) or "their own names"
+                raise MappingError(
+                    f"{info.schema}.{info.table} and {other[0]}.{other[1]} would both be written as "
+                    f"{out[0]}.{out[1]} ({why}): two source tables cannot share one target"
+                )
         self._plans[key] = (info, plan)
         return plan
 
     def _dumps(self, doc: dict[str, Any]) -> bytes:
-        if self.pretty:
-            return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-        return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            if self.pretty:
+                return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+            return orjson.dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            # orjson stops at 64-bit integers; an expression over a wide numeric can exceed that. The standard
+            # library writes the exact integer in the same layout (rare path, so its speed does not matter).
+            safe = _finite(doc)
+            if self.pretty:
+                return json.dumps(safe, indent=2, ensure_ascii=False, allow_nan=False).encode()
+            return json.dumps(safe, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
 
     def map(self, events: Iterable[ChangeEvent]) -> list[Record]:
-        """Records for a batch of events, in order (events of unselected tables produce none)."""
+        """Records for a batch of events, in order (unselected tables and filtered rows produce none)."""
         out: list[Record] = []
         stamp = now_iso()  # one construction time per batch: a batch is built within microseconds
+        include_nulls = self.include_nulls
         for ev in events:
             plan = self.plan(ev.table)
             if plan is None:
                 continue
-            if ev.op in CONTROL_OPERATIONS:
+            op = ev.op
+            if op in CONTROL_OPERATIONS:
                 out.append(self._control(ev, plan, stamp))
                 continue
-            row = ev.before if ev.op is Op.DELETE else ev.after
-            if row is None:
-                row = {}
-            if plan.excluded:
-                row = {k: v for k, v in row.items() if k not in plan.excluded}
-            if not self.include_nulls and None in row.values():
+            src = ev.before if op is Op.DELETE else ev.after
+            if src is None:
+                src = {}
+            if plan.filter is not None and not plan.filter(src):
+                continue
+            row = plan.shape(ev, src) if plan.shape is not None else src
+            if not include_nulls and None in row.values():
                 row = {k: v for k, v in row.items() if v is not None}
+            # Kinesis refuses an empty partition key (an empty-string key column or attribute). Any fixed
+            # substitute is safe: sharing a key only changes shard placement, never per-key order.
+            key = plan.key_of(ev, src, row) or EMPTY_KEY
             metadata: dict[str, Any] = {
                 "timestamp": stamp,
                 "record-type": "data",
-                "operation": ev.op.value,
+                "operation": op.value,
                 "partition-key-type": plan.key_type,
-                "schema-name": plan.schema,
-                "table-name": plan.table_name,
-                "transaction-id": ev.transaction_id,
-                "commit-timestamp": ev.commit_time,
-                "stream-position": ev.stream_position,
             }
+            if self.partition_value and plan.key_type != "schema-table":
+                metadata["partition-key-value"] = key
+            metadata["schema-name"] = plan.schema_out
+            metadata["table-name"] = plan.table_name
+            if op is not Op.LOAD:
+                metadata["transaction-id"] = ev.transaction_id
+                if self.txn_details:
+                    self._transaction_details(ev, metadata)
+                metadata["stream-position"] = ev.stream_position
             if ev.unchanged_columns:
-                metadata["unchanged-columns"] = list(ev.unchanged_columns)
-            key_row = ev.after if ev.after is not None else (ev.before or {})
-            out.append(
-                Record(
-                    partition_key=plan.key_of(ev, key_row),
-                    data=self._dumps({"data": row, "metadata": metadata}),
-                    commit_epoch=ev.commit_epoch,
-                    label=plan.label,
-                )
-            )
+                renamed = plan.renamed
+                metadata["unchanged-columns"] = [renamed.get(c, c) for c in ev.unchanged_columns]
+            doc: dict[str, Any] = {"data": row}
+            if plan.before_image is not None and op is Op.UPDATE:
+                doc[self.before_field] = plan.before_image(ev)
+            doc["metadata"] = metadata
+            out.append(Record(partition_key=key, data=self._dumps(doc), commit_epoch=ev.commit_epoch, label=plan.label))
         return out
 
+    def _transaction_details(self, ev: ChangeEvent, metadata: dict[str, Any]) -> None:
+        txn = ev.transaction_id
+        if txn != self._txn:
+            if self._txn is not None:
+                self._prev_txn, self._prev_last_record = self._txn, self._txn_last_record
+            self._txn = txn
+        self._txn_last_record = ev.transaction_record_id
+        metadata["transaction-record-id"] = ev.transaction_record_id
+        if self._prev_txn is not None:
+            metadata["prev-transaction-id"] = self._prev_txn
+            metadata["prev-transaction-record-id"] = self._prev_last_record
+        metadata["commit-timestamp"] = ev.commit_time
+
     def _control(self, ev: ChangeEvent, plan: TablePlan, stamp: str) -> Record:
-        doc = {
-            "control": {},
-            "metadata": {
-                "timestamp": stamp,
-                "record-type": "control",
-                "operation": CONTROL_OPERATIONS[ev.op],
-                "partition-key-type": "task-id",
-                "schema-name": plan.schema,
+        metadata: dict[str, Any] = {
+            "timestamp": stamp,
+            "record-type": "control",
+            "operation": self.control_names[ev.op],
+            "partition-key-type": "task-id",
+        }
+        if self.partition_value:
+            metadata["partition-key-value"] = self.task_id
+        metadata.update(
+            {
+                "schema-name": plan.schema_out,
                 "table-name": plan.table_name,
                 "transaction-id": ev.transaction_id,
-                "commit-timestamp": ev.commit_time,
-                "stream-position": ev.stream_position,
-            },
-        }
+            }
+        )
+        if self.txn_details:
+            metadata["commit-timestamp"] = ev.commit_time
+        metadata["stream-position"] = ev.stream_position
+        control: dict[str, Any] = {} if plan.table_def is None else {"table-def": plan.table_def}
         # A barrier: its partition key differs from the table's rows, so only draining around it keeps it
         # between the rows before and after it.
         return Record(
-            partition_key=f"{self.task_id}.{plan.schema}.{plan.table_name}",
-            data=self._dumps(doc),
+            partition_key=f"{self.task_id}.{plan.schema_out}.{plan.table_name}",
+            data=self._dumps({"control": control, "metadata": metadata}),
             commit_epoch=ev.commit_epoch,
             label=plan.label,
             barrier=True,
@@ -188,15 +236,14 @@ class Mapper:
 
     def restart_record(self) -> Record:
         """The ``RestartTask`` control record emitted once at every start (partition key = task id)."""
-        doc = {
-            "control": {},
-            "metadata": {
-                "timestamp": now_iso(),
-                "record-type": "control",
-                "operation": "RestartTask",
-                "partition-key-type": "task-id",
-                "schema-name": "",
-                "table-name": "",
-            },
+        metadata: dict[str, Any] = {
+            "timestamp": now_iso(),
+            "record-type": "control",
+            "operation": self.control_names["restart"],
+            "partition-key-type": "task-id",
         }
-        return Record(partition_key=self.task_id, data=self._dumps(doc), label="task")
+        if self.partition_value:
+            metadata["partition-key-value"] = self.task_id
+        metadata["schema-name"] = ""
+        metadata["table-name"] = ""
+        return Record(partition_key=self.task_id, data=self._dumps({"control": {}, "metadata": metadata}), label="task")

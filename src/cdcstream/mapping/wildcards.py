@@ -48,3 +48,12 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 def matches(pattern: str, name: str) -> bool:
     """True when ``name`` matches the DMS wildcard ``pattern``."""
     return compile_pattern(pattern).match(name) is not None
+
+
+def is_wildcard(pattern: str) -> bool:
+    """True when ``pattern`` has ``%`` or ``[...]``: it is meant to match several names.
+
+    ``_`` is left out on purpose: it also matches a literal underscore, and ``order_items`` is meant as a name
+    far more often than as a pattern (a real collision is still caught once the tables are known).
+    """
+    return any(ch in pattern for ch in "%[")

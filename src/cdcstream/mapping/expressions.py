@@ -1,0 +1,558 @@
+"""A safe evaluator for the SQLite-like expression subset DMS accepts in ``add-column`` rules.
+
+Supported: ``$COLUMN`` references (and a few ``$AR_M_*`` / ``$AR_H_*`` header values), string literals
+(``'it''s'``), integer and real numbers, ``NULL``, unary ``-``/``+``/``NOT``, ``||``, ``* / %``, ``+ -``,
+comparisons (``< <= > >= = == != <> IS [NOT]``), ``AND``/``OR``, ``CASE [x] WHEN … THEN … [ELSE …] END`` and the
+functions in :data:`FUNCTIONS`. Precedence and NULL handling follow SQLite (``||`` binds tightest; any operator
+with a NULL operand yields NULL except ``IS``, ``AND``/``OR`` three-valued logic, ``coalesce``/``ifnull``).
+
+The text is parsed once into closures (no ``eval``, no attribute access, no loops), so a hostile mapping file can
+do nothing but compute a value; evaluation per row is a handful of Python calls.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Env = tuple[dict[str, Any], Any]
+"""What an expression sees: (source row, ChangeEvent-like object or None)."""
+
+Fn = Callable[[Env], Any]
+
+
+class ExpressionError(ValueError):
+    """A syntax or reference error, with the 0-based character position it was found at."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"at position {position}: {message}")
+        self.position = position
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)
+    | (?P<str>'(?:[^']|'')*')
+    | (?P<col>\$[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<op>\|\||<=|>=|==|!=|<>|[-+*/%(),<>=])
+    )""",
+    re.VERBOSE,
+)
+
+KEYWORDS = frozenset({"AND", "OR", "NOT", "NULL", "IS", "CASE", "WHEN", "THEN", "ELSE", "END"})
+
+# Header and metadata values DMS exposes to expressions (the subset that has a meaning for a CDC stream).
+HEADERS: dict[str, Callable[[Any], Any]] = {
+    "AR_M_SOURCE_SCHEMA": lambda ev: ev.table.schema if ev is not None else None,
+    "AR_M_SOURCE_TABLE_NAME": lambda ev: ev.table.table if ev is not None else None,
+    "AR_H_STREAM_POSITION": lambda ev: ev.stream_position if ev is not None else None,
+    "AR_H_TRANSACTION_ID": lambda ev: ev.transaction_id if ev is not None else None,
+    "AR_H_COMMIT_TIMESTAMP": lambda ev: ev.commit_time if ev is not None else None,
+    "AR_H_OPERATION": lambda ev: str(ev.op.value).upper() if ev is not None else None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tok:
+    kind: str  # num, str, col, name, op, end
+    text: str
+    pos: int
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    out: list[_Tok] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            out.append(_Tok("end", "", pos))
+            return out
+        m = _TOKEN.match(text, pos)
+        if m is None or m.lastgroup is None:
+            if text[pos] == "'":
+                raise ExpressionError("unterminated string literal", pos)
+            raise ExpressionError(f"unexpected character {text[pos]!r}", pos)
+        start = m.start(m.lastgroup)
+        out.append(_Tok(m.lastgroup, m.group(m.lastgroup), start))
+        pos = m.end()
+
+
+# --- SQLite value semantics ---------------------------------------------------------------------------------
+
+
+def to_number(v: Any) -> int | float:
+    """SQLite numeric affinity: numbers as is, text by its longest numeric prefix (0 when none)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, float)):
+        return v
+    m = re.match(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", str(v))
+    if not m:
+        return 0
+    s = m.group(0)
+    try:
+        return int(s)
+    except ValueError:
+        return float(s)
+
+
+def to_text(v: Any) -> str:
+    """Text form of a value as SQLite's ``||`` produces it."""
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _truth(v: Any) -> bool | None:
+    if v is None:
+        return None
+    return to_number(v) != 0
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def compare(a: Any, b: Any) -> int:
+    """-1/0/1 with numbers compared numerically (also numeric text against a number), else as text."""
+    if _is_num(a) or _is_num(b) or isinstance(a, bool) or isinstance(b, bool):
+        p, q = to_number(a), to_number(b)
+        return (p > q) - (p < q)
+    s, t = to_text(a), to_text(b)
+    return (s > t) - (s < t)
+
+
+# --- functions ----------------------------------------------------------------------------------------------
+
+
+def _nullable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(*args: Any) -> Any:
+        if any(a is None for a in args):
+            return None
+        return fn(*args)
+
+    return wrapped
+
+
+def _substr(s: Any, start: Any, length: Any = None) -> Any:
+    text, i = to_text(s), int(to_number(start))
+    # SQLite: 1-based; 0 behaves like 1 with one character less; negative counts from the end.
+    if i > 0:
+        begin = i - 1
+    elif i < 0:
+        begin = max(len(text) + i, 0)
+    else:
+        begin = 0
+        if length is not None:
+            length = int(to_number(length)) - 1
+    if length is None:
+        return text[begin:]
+    n = int(to_number(length))
+    if n < 0:
+        return text[max(begin + n, 0) : begin]
+    return text[begin : begin + n]
+
+
+def _round(x: Any, digits: Any = 0) -> float:
+    return float(round(float(to_number(x)), int(to_number(digits))))
+
+
+def _trim(kind: str) -> Callable[..., Any]:
+    def fn(s: Any, chars: Any = " ") -> str:
+        t, c = to_text(s), to_text(chars)
+        return t.strip(c) if kind == "both" else t.lstrip(c) if kind == "left" else t.rstrip(c)
+
+    return fn
+
+
+def _coalesce(*args: Any) -> Any:
+    for a in args:
+        if a is not None:
+            return a
+    return None
+
+
+def _nullif(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return a
+    return None if compare(a, b) == 0 else a
+
+
+def _abs(x: Any) -> int | float:
+    return abs(to_number(x))
+
+
+def _minmax(pick: Callable[[int], bool]) -> Callable[..., Any]:
+    def fn(*args: Any) -> Any:
+        if any(a is None for a in args):
+            return None
+        best = args[0]
+        for a in args[1:]:
+            if pick(compare(a, best)):
+                best = a
+        return best
+
+    return fn
+
+
+# name -> (function, min args, max args or None for "any"); NULL-propagating where SQLite's is.
+FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
+    "upper": (_nullable(lambda s: to_text(s).upper()), 1, 1),
+    "lower": (_nullable(lambda s: to_text(s).lower()), 1, 1),
+    "trim": (_nullable(_trim("both")), 1, 2),
+    "ltrim": (_nullable(_trim("left")), 1, 2),
+    "rtrim": (_nullable(_trim("right")), 1, 2),
+    "substr": (_nullable(_substr), 2, 3),
+    "substring": (_nullable(_substr), 2, 3),
+    "replace": (_nullable(lambda s, a, b: to_text(s).replace(to_text(a), to_text(b)) if to_text(a) else s), 3, 3),
+    "length": (_nullable(lambda s: len(to_text(s))), 1, 1),
+    "abs": (_nullable(_abs), 1, 1),
+    "round": (_nullable(_round), 1, 2),
+    "coalesce": (_coalesce, 2, None),
+    "ifnull": (_coalesce, 2, 2),
+    "nullif": (_nullif, 2, 2),
+    "max": (_minmax(lambda c: c > 0), 2, None),
+    "min": (_minmax(lambda c: c < 0), 2, None),
+}
+
+
+# --- parser -------------------------------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, text: str, resolve: Callable[[str, int], str]) -> None:
+        self.toks = _tokenize(text)
+        self.i = 0
+        self.resolve = resolve
+        self.columns: list[str] = []
+
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def _kw(self, word: str) -> bool:
+        t = self.tok
+        return t.kind == "name" and t.text.upper() == word
+
+    def _take_kw(self, word: str) -> None:
+        if not self._kw(word):
+            raise ExpressionError(f"expected {word}, found {self.tok.text or 'end of expression'!r}", self.tok.pos)
+        self.i += 1
+
+    def _take_op(self, op: str) -> None:
+        if not (self.tok.kind == "op" and self.tok.text == op):
+            raise ExpressionError(f"expected {op!r}, found {self.tok.text or 'end of expression'!r}", self.tok.pos)
+        self.i += 1
+
+    def parse(self) -> Fn:
+        fn = self.or_()
+        if self.tok.kind != "end":
+            raise ExpressionError(f"unexpected {self.tok.text!r}", self.tok.pos)
+        return fn
+
+    def or_(self) -> Fn:
+        left = self.and_()
+        while self._kw("OR"):
+            self.i += 1
+            right = self.and_()
+            left = _or(left, right)
+        return left
+
+    def and_(self) -> Fn:
+        left = self.not_()
+        while self._kw("AND"):
+            self.i += 1
+            right = self.not_()
+            left = _and(left, right)
+        return left
+
+    def not_(self) -> Fn:
+        if self._kw("NOT"):
+            self.i += 1
+            inner = self.not_()
+
+            def not_fn(env: Env) -> Any:
+                t = _truth(inner(env))
+                return None if t is None else int(not t)
+
+            return not_fn
+        return self.equality()
+
+    def equality(self) -> Fn:
+        left = self.relational()
+        while True:
+            t = self.tok
+            if t.kind == "op" and t.text in ("=", "==", "!=", "<>"):
+                self.i += 1
+                right = self.relational()
+                left = _cmp(left, right, (lambda c: c == 0) if t.text in ("=", "==") else (lambda c: c != 0))
+            elif self._kw("IS"):
+                self.i += 1
+                negate = False
+                if self._kw("NOT"):
+                    self.i += 1
+                    negate = True
+                right = self.relational()
+                left = _is(left, right, negate)
+            else:
+                return left
+
+    def relational(self) -> Fn:
+        left = self.additive()
+        ops: dict[str, Callable[[int], bool]] = {
+            "<": lambda c: c < 0,
+            "<=": lambda c: c <= 0,
+            ">": lambda c: c > 0,
+            ">=": lambda c: c >= 0,
+        }
+        while self.tok.kind == "op" and self.tok.text in ops:
+            op = ops[self.tok.text]
+            self.i += 1
+            left = _cmp(left, self.additive(), op)
+        return left
+
+    def additive(self) -> Fn:
+        left = self.multiplicative()
+        while self.tok.kind == "op" and self.tok.text in ("+", "-"):
+            op = self.tok.text
+            self.i += 1
+            left = _arith(left, self.multiplicative(), op)
+        return left
+
+    def multiplicative(self) -> Fn:
+        left = self.concat()
+        while self.tok.kind == "op" and self.tok.text in ("*", "/", "%"):
+            op = self.tok.text
+            self.i += 1
+            left = _arith(left, self.concat(), op)
+        return left
+
+    def concat(self) -> Fn:
+        left = self.unary()
+        while self.tok.kind == "op" and self.tok.text == "||":
+            self.i += 1
+            left = _concat(left, self.unary())
+        return left
+
+    def unary(self) -> Fn:
+        t = self.tok
+        if t.kind == "op" and t.text in ("-", "+"):
+            self.i += 1
+            inner = self.unary()
+            if t.text == "+":
+                return inner
+
+            def neg(env: Env) -> Any:
+                v = inner(env)
+                return None if v is None else -to_number(v)
+
+            return neg
+        return self.primary()
+
+    def primary(self) -> Fn:
+        t = self.tok
+        self.i += 1
+        if t.kind == "num":
+            num: int | float = int(t.text) if t.text.isdigit() else float(t.text)
+            return lambda env: num
+        if t.kind == "str":
+            s = t.text[1:-1].replace("''", "'")
+            return lambda env: s
+        if t.kind == "col":
+            name = t.text[1:]
+            if name.upper() in HEADERS:
+                header = HEADERS[name.upper()]
+                return lambda env: header(env[1])
+            key = self.resolve(name, t.pos)
+            self.columns.append(key)
+            return lambda env: env[0].get(key)
+        if t.kind == "op" and t.text == "(":
+            inner = self.or_()
+            self._take_op(")")
+            return inner
+        if t.kind == "name":
+            word = t.text.upper()
+            if word == "NULL":
+                return lambda env: None
+            if word == "CASE":
+                return self.case()
+            if word in KEYWORDS:
+                raise ExpressionError(f"unexpected keyword {t.text}", t.pos)
+            if self.tok.kind == "op" and self.tok.text == "(":
+                return self.call(t)
+            raise ExpressionError(
+                f"unknown name {t.text!r} (columns are written $COLUMN, strings in single quotes)", t.pos
+            )
+        raise ExpressionError(f"unexpected {t.text or 'end of expression'!r}", t.pos)
+
+    def call(self, name: _Tok) -> Fn:
+        self._take_op("(")
+        args: list[Fn] = []
+        if not (self.tok.kind == "op" and self.tok.text == ")"):
+            args.append(self.or_())
+            while self.tok.kind == "op" and self.tok.text == ",":
+                self.i += 1
+                args.append(self.or_())
+        self._take_op(")")
+        lname = name.text.lower()
+        if lname == "operation_indicator":
+            if len(args) != 3:
+                raise ExpressionError("operation_indicator takes 3 arguments (delete, update, insert)", name.pos)
+            d, u, ins = args
+
+            def op_ind(env: Env) -> Any:
+                op = getattr(getattr(env[1], "op", None), "value", "insert")
+                return d(env) if op == "delete" else u(env) if op == "update" else ins(env)
+
+            return op_ind
+        if lname not in FUNCTIONS:
+            raise ExpressionError(
+                f"unknown function {name.text!r} (supported: {', '.join(sorted(FUNCTIONS))}, operation_indicator)",
+                name.pos,
+            )
+        fn, lo, hi = FUNCTIONS[lname]
+        if len(args) < lo or (hi is not None and len(args) > hi):
+            want = f"{lo}" if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
+            raise ExpressionError(f"{lname}() takes {want} argument(s), got {len(args)}", name.pos)
+        if len(args) == 1:
+            (a0,) = args
+            return lambda env: fn(a0(env))
+        return lambda env: fn(*(a(env) for a in args))
+
+    def case(self) -> Fn:
+        subject: Fn | None = None
+        if not self._kw("WHEN"):
+            subject = self.or_()
+        arms: list[tuple[Fn, Fn]] = []
+        while self._kw("WHEN"):
+            self.i += 1
+            cond = self.or_()
+            self._take_kw("THEN")
+            arms.append((cond, self.or_()))
+        if not arms:
+            raise ExpressionError("CASE needs at least one WHEN … THEN …", self.tok.pos)
+        other: Fn = lambda env: None  # noqa: E731
+        if self._kw("ELSE"):
+            self.i += 1
+            other = self.or_()
+        self._take_kw("END")
+
+        def case_fn(env: Env) -> Any:
+            if subject is None:
+                for cond, res in arms:
+                    if _truth(cond(env)):
+                        return res(env)
+            else:
+                s = subject(env)
+                for cond, res in arms:
+                    v = cond(env)
+                    if s is not None and v is not None and compare(s, v) == 0:
+                        return res(env)
+            return other(env)
+
+        return case_fn
+
+
+def _or(a: Fn, b: Fn) -> Fn:
+    def fn(env: Env) -> Any:
+        x, y = _truth(a(env)), _truth(b(env))
+        if x or y:
+            return 1
+        return None if x is None or y is None else 0
+
+    return fn
+
+
+def _and(a: Fn, b: Fn) -> Fn:
+    def fn(env: Env) -> Any:
+        x, y = _truth(a(env)), _truth(b(env))
+        if x is False or y is False:
+            return 0
+        return None if x is None or y is None else 1
+
+    return fn
+
+
+def _cmp(a: Fn, b: Fn, test: Callable[[int], bool]) -> Fn:
+    def fn(env: Env) -> Any:
+        x, y = a(env), b(env)
+        if x is None or y is None:
+            return None
+        return int(test(compare(x, y)))
+
+    return fn
+
+
+def _is(a: Fn, b: Fn, negate: bool) -> Fn:
+    def fn(env: Env) -> Any:
+        x, y = a(env), b(env)
+        same = (x is None and y is None) or (x is not None and y is not None and compare(x, y) == 0)
+        return int(same != negate)
+
+    return fn
+
+
+def _arith(a: Fn, b: Fn, op: str) -> Fn:
+    def fn(env: Env) -> Any:
+        x, y = a(env), b(env)
+        if x is None or y is None:
+            return None
+        p, q = to_number(x), to_number(y)
+        if op == "+":
+            return p + q
+        if op == "-":
+            return p - q
+        if op == "*":
+            return p * q
+        if q == 0:
+            return None  # SQLite: division by zero is NULL
+        if op == "/":
+            if isinstance(p, int) and isinstance(q, int):
+                quotient = abs(p) // abs(q)  # exact, truncating toward zero as SQLite does
+                return quotient if (p >= 0) == (q >= 0) else -quotient
+            return p / q
+        if isinstance(p, int) and isinstance(q, int):
+            return int(abs(p) % abs(q)) * (1 if p >= 0 else -1)
+        return float(p) % float(q)
+
+    return fn
+
+
+def _concat(a: Fn, b: Fn) -> Fn:
+    def fn(env: Env) -> Any:
+        x, y = a(env), b(env)
+        if x is None or y is None:
+            return None
+        return to_text(x) + to_text(y)
+
+    return fn
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A compiled expression: ``evaluate(row, event)`` and the source columns it reads."""
+
+    text: str
+    evaluate_env: Fn
+    columns: tuple[str, ...]
+
+    def evaluate(self, row: dict[str, Any], event: Any = None) -> Any:
+        return self.evaluate_env((row, event))
+
+
+def compile_expression(text: str, resolve: Callable[[str, int], str] | None = None) -> Expression:
+    """Parse ``text``; ``resolve(name, position)`` maps a ``$NAME`` to the row key (or raises ExpressionError).
+
+    Without ``resolve`` names are kept as written (used to validate syntax before the schema is known).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ExpressionError("empty expression", 0)
+    parser = _Parser(text, resolve or (lambda name, pos: name))
+    fn = parser.parse()
+    return Expression(text, fn, tuple(parser.columns))
