@@ -97,7 +97,7 @@ def test_mysql_records_control_records_and_restart(my_db: MyDb, kinesis_url: str
     assert first["data"]["data"] == {"id": 1, "name": "a", "price": "12.50", "raw": "0x0aff"}
     meta = first["data"]["metadata"]
     assert meta["schema-name"] == my_db.name and meta["table-name"] == "items"
-    assert meta["stream-position"].startswith("mariadb-bin.") and meta["commit-timestamp"].endswith("Z")
+    assert meta["stream-position"].startswith("mariadb-bin.")
     assert items[4]["partition_key"] == f"task1.{my_db.name}.items"
     positions = [r["data"]["metadata"]["stream-position"] for r in items]
     assert positions == sorted(positions)
