@@ -91,10 +91,22 @@ async def run_all(cfg: Config) -> list[CheckResult]:
     except CdcstreamError as exc:
         results.append(CheckResult("table mappings", False, str(exc), "fix the rule named above"))
         return results
-    source = await postgres_checks(cfg.source, rules.selects)
-    results += source
-    if source and source[0].ok:  # connected: the tables' columns can be read
-        results += await _mapping_checks(cfg, rules)
+    if cfg.source.engine == "mysql":
+        from cdcstream.checkpoints.store import FileCheckpointStore
+        from cdcstream.sources.mysql.checks import run_checks as mysql_checks
+
+        try:
+            checkpoint = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id).load()
+        except CdcstreamError as exc:
+            results.append(CheckResult("checkpoint", False, str(exc), "restore or delete the checkpoint file"))
+            checkpoint = None
+        # (the per-table mapping preview reads PostgreSQL's catalogue; a MySQL one is not written yet)
+        results += await mysql_checks(cfg.source, rules.selects, checkpoint)
+    else:
+        source = await postgres_checks(cfg.source, rules.selects)
+        results += source
+        if source and source[0].ok:  # connected: the tables' columns can be read
+            results += await _mapping_checks(cfg, rules)
     results += await _stream_checks(cfg)
     return results
 
@@ -126,6 +138,8 @@ async def postgres_tables(cfg: Config) -> list[TableInfo]:
 
     from cdcstream.sources.postgres.source import build_conninfo
 
+    if cfg.source.engine != "postgres":
+        raise TypeError("postgres_tables() needs a PostgreSQL source")
     async with await psycopg.AsyncConnection.connect(
         build_conninfo(cfg.source, replication=False), autocommit=True
     ) as conn:

@@ -59,6 +59,10 @@ class StopRequested(Exception):
 
 def build_source(cfg: Config, mapper: Mapper) -> Source:
     """The configured source engine."""
+    if cfg.source.engine == "mysql":
+        from cdcstream.sources.mysql import MySQLSource
+
+        return MySQLSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
     from cdcstream.sources.postgres import PostgresSource
 
     return PostgresSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
@@ -72,6 +76,8 @@ def build_sink(cfg: Config, on_ack: Any) -> Sink:
 
 
 def source_label(cfg: Config) -> str:
+    if cfg.source.engine == "mysql":
+        return f"mysql:{cfg.source.host}:{cfg.source.port}"
     return f"{cfg.source.engine}:{cfg.source.database}"
 
 

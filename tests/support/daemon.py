@@ -24,8 +24,8 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DE
 def write_config(
     path: Path,
     *,
-    pg_port: int,
-    database: str,
+    pg_port: int = 0,
+    database: str = "",
     endpoint_url: str,
     stream: str,
     task_id: str = "task1",
@@ -33,14 +33,14 @@ def write_config(
     extra_target: str = "",
     extra: str = "",
     extra_http: str = "",
+    source: str | None = None,
 ) -> Path:
-    """A config for the private PostgreSQL (as the non-superuser ``cdc``) and a Kinesis endpoint."""
+    """A config for the private PostgreSQL (as the non-superuser ``cdc``) and a Kinesis endpoint.
+
+    ``source`` replaces the PostgreSQL ``[source]`` section body (e.g. :func:`mysql_source`)."""
     http_port = free_port()
-    path.write_text(
-        f"""task_id = "{task_id}"
-{extra}
-[source]
-engine = "postgres"
+    if source is None:
+        source = f"""engine = "postgres"
 host = "127.0.0.1"
 port = {pg_port}
 user = "cdc"
@@ -50,6 +50,12 @@ sslmode = "disable"
 status_interval = 1
 heartbeat_interval = 1
 reconnect_max_delay = 1
+"""
+    path.write_text(
+        f"""task_id = "{task_id}"
+{extra}
+[source]
+{source}
 {extra_source}
 [target]
 stream_name = "{stream}"
@@ -70,6 +76,21 @@ level = "info"
 """
     )
     return path
+
+
+def mysql_source(port: int, database: str, server_id: int = 4242) -> str:
+    """The ``[source]`` body for the private MariaDB (as the least-privilege ``cdc`` user)."""
+    return f"""engine = "mysql"
+host = "127.0.0.1"
+port = {port}
+user = "cdc"
+password = "cdc"
+server_id = {server_id}
+databases = ["{database}"]
+heartbeat_interval = 1
+reconnect_max_delay = 1
+connect_timeout = 5
+"""
 
 
 @dataclass

@@ -74,3 +74,29 @@ def test_type_rendering_options(tmp_path: Path) -> None:
     assert (cfg.source.json_as, cfg.source.hstore_as) == ("object", "object")
     with pytest.raises(ConfigError, match=r"source\.json_as"):
         load_config(write(tmp_path, GOOD.replace('database = "app"', 'database = "app"\njson_as = "yaml"')))
+
+
+MYSQL = """
+[source]
+engine = "mysql"
+host = "db"
+server_id = 77
+databases = ["app"]
+gtid_mode = "on"
+[target]
+stream_name = "cdc"
+"""
+
+
+def test_mysql_source_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDCSTREAM_SOURCE_PASSWORD", "from-env")
+    cfg = load_config(write(tmp_path, MYSQL))
+    assert cfg.source.engine == "mysql"
+    assert (cfg.source.port, cfg.source.server_id, cfg.source.databases) == (3306, 77, ["app"])
+    assert cfg.source.password is not None and cfg.source.password.get_secret_value() == "from-env"
+    with pytest.raises(ConfigError, match=r"source\.server_id: required key is missing"):
+        load_config(write(tmp_path, MYSQL.replace("server_id = 77", "")))
+    with pytest.raises(ConfigError, match=r"source\.slot_name: unknown key"):
+        load_config(write(tmp_path, MYSQL.replace("[target]", 'slot_name = "x"\n[target]')))
+    with pytest.raises(ConfigError, match=r"source\.gtid_mode"):
+        load_config(write(tmp_path, MYSQL.replace('"on"', '"maybe"')))

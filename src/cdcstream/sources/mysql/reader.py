@@ -1,0 +1,625 @@
+"""The binlog reader: python-mysql-replication on a dedicated thread, events turned into ChangeEvent/Marker lists.
+
+Two parts:
+
+* :class:`EventConverter` — the transaction state machine, one instance per source (it survives reconnects).
+  It turns binlog events into items: row events into :class:`~cdcstream.changes.ChangeEvent` (rows of tables no
+  rule selects are never decoded: ``ev.rows`` is lazy), TRUNCATE/DROP TABLE QueryEvents into control events, and
+  transaction ends (XidEvent, a ``COMMIT`` query of a non-transactional engine, a standalone DDL statement) into
+  :class:`~cdcstream.changes.Marker` — never a position inside a transaction, because a resume there would lose
+  the table map the following row events need.
+* :class:`ReaderThread` — runs ``BinLogStreamReader(blocking=True, resume_stream=True, ...)`` and hands batches
+  to the asyncio loop through a **bounded** ``asyncio.Queue`` (``run_coroutine_threadsafe(queue.put(...))`` blocks
+  the thread while the queue is full), so a slow Kinesis stalls the binlog reader instead of growing memory.
+  Any failure ends the thread and is queued *after* the items read before it; the source decides whether to
+  reconnect (from the last marker it yielded) or stop.
+
+MariaDB / library traps handled here (reference notes, env.md §4): MariaDB writes no ``BEGIN`` (its GTID event
+opens a transaction; flag ``FL_STANDALONE`` marks DDL); RotateEvents arrive twice after ``FLUSH BINARY LOGS``
+plus a fake one at connect (handled idempotently: a rotate only sets the current file and position); the
+library's own silent reconnect (which would restart mid-transaction, or from the *initial* GTID) is disabled
+by :class:`_StreamConnection`, so every reconnect goes through the source's backoff and resume logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pymysql
+import structlog
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import (
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
+from pymysqlreplication.gtid import Gtid, GtidSet
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
+from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
+from cdcstream.sources.mysql import fastrows, rows
+from cdcstream.sources.mysql.ddl import UnparsedStatement, parse_ddl
+
+log = structlog.get_logger(__name__)
+
+ONLY_EVENTS = [
+    RotateEvent,
+    MariadbGtidEvent,
+    GtidEvent,
+    QueryEvent,
+    XidEvent,
+    WriteRowsEvent,
+    UpdateRowsEvent,
+    DeleteRowsEvent,
+    HeartbeatLogEvent,
+]
+MARIADB_FL_STANDALONE = 0x01  # MariaDB GTID event flag: a statement outside any transaction (DDL)
+BATCH_MAX = 500  # items per hand-over: large enough to amortise the thread hop, small enough for low latency
+OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE, Op.DROP_TABLE)
+
+
+class StreamLost(Exception):
+    """The replication connection dropped (raised instead of letting the library reconnect by itself)."""
+
+
+class _StreamConnection(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL connection whose lost-connection errors escape python-mysql-replication's silent reconnect.
+
+    The library catches OperationalError 2006/2013 in ``fetchone`` and reconnects from *its* idea of the
+    position: the last event read (mid-transaction) or, with a GTID start, the initial GTID. Either breaks the
+    transaction state; raising a non-pymysql error instead hands the decision to the source.
+    """
+
+    def _read_packet(self, packet_type: Any = pymysql.connections.MysqlPacket) -> Any:
+        try:
+            return super()._read_packet(packet_type)
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] in (2006, 2013):
+                raise StreamLost(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
+            raise
+
+
+def format_epoch(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True, eq=False)  # hashed by identity (kept in a set of touched plans)
+class TablePlan:
+    """One version of a table (as its table map describes it): the shared TableInfo and per-column converters."""
+
+    info: TableInfo
+    convs: tuple[tuple[str, rows.Converter], ...]
+    set_columns: tuple[str, ...]
+    label: str
+    fast: fastrows.FastPlan | None = None  # the compiled decoder, when every column type has one
+    counts: list[int] = field(default_factory=lambda: [0] * len(OPS))
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the thread hands over: items plus the counters the source turns into metrics."""
+
+    items: list[Item]
+    transactions: int = 0
+    last_commit_epoch: float | None = None
+    touched: list[TablePlan] = field(default_factory=list)
+    heartbeat: bool = False
+
+
+@dataclass(slots=True)
+class Failure:
+    """The thread ended: the error, queued after everything read before it."""
+
+    error: BaseException
+
+
+class EventConverter:
+    """Binlog events -> items, with the transaction state (position, GTID, record numbers)."""
+
+    def __init__(
+        self,
+        *,
+        selector: Callable[[str, str], bool],
+        no_hex_prefix: bool,
+        mariadb: bool,
+        file: str,
+        pos: int,
+        gtid: str | None,
+    ) -> None:
+        self._selector = selector
+        self._no_hex_prefix = no_hex_prefix
+        self.mariadb = mariadb
+        self.file = file
+        self.pos = pos
+        self._selected: dict[tuple[str, str], bool] = {}
+        self._by_table_id: dict[int, tuple[Any, TablePlan | None]] = {}
+        self._by_signature: dict[tuple[Any, ...], TablePlan] = {}
+        self._infos: dict[tuple[str, str], TableInfo] = {}
+        # GTID state after the last complete transaction: MariaDB domain -> "domain-server-seq"; MySQL GtidSet.
+        self._maria_gtids: dict[str, str] = {}
+        self._mysql_gtids: GtidSet | None = None
+        self.set_gtid_state(gtid)
+        self.in_tx = False
+        self._standalone = False
+        self._tx_gtid: str | None = None
+        self.tx_id: str | None = None
+        self._prefix = ""
+        self._commit_time = ""
+        self._commit_epoch = 0.0
+        self._record = 0
+        self.transactions = 0
+        self.last_commit_epoch: float | None = None
+        self.last_commit_time: str | None = None
+        self.touched: set[TablePlan] = set()
+        self.fast_rows = True  # off only to compare with the library's decoding (tests, bench)
+
+    # -- GTID state -----------------------------------------------------------------------------------------
+    def set_gtid_state(self, gtid: str | None) -> None:
+        if not gtid:
+            return
+        if self.mariadb:
+            self._maria_gtids = {}
+            for part in gtid.split(","):
+                part = part.strip()
+                if part:
+                    self._maria_gtids[part.split("-", 1)[0]] = part
+        else:
+            self._mysql_gtids = GtidSet(gtid)
+
+    @property
+    def gtid_state(self) -> str | None:
+        if self.mariadb:
+            return ",".join(self._maria_gtids[d] for d in sorted(self._maria_gtids, key=int)) or None
+        return str(self._mysql_gtids) if self._mysql_gtids is not None else None
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state}
+
+    def reset_transaction(self) -> None:
+        """Forget a transaction cut off by a dropped connection; it is re-read from its start after reconnect."""
+        self.in_tx = False
+        self._standalone = False
+        self._tx_gtid = None
+        self._record = 0
+        self._by_table_id.clear()  # table ids are only valid within one connection's stream
+
+    # -- selection and table plans --------------------------------------------------------------------------
+    def selected(self, schema: str, table: str) -> bool:
+        key = (schema, table)
+        hit = self._selected.get(key)
+        if hit is None:
+            hit = self._selected[key] = self._selector(schema, table)
+        return hit
+
+    def _plan(self, ev: Any, table_map: dict[int, Any]) -> TablePlan | None:
+        table = table_map.get(ev.table_id)
+        cached = self._by_table_id.get(ev.table_id)
+        if cached is not None and cached[0] is table:
+            return cached[1]
+        if table is None:
+            raise DecodeError(f"row event for table id {ev.table_id} without its table map at {self.file}:{self.pos}")
+        schema, name = str(table.schema), str(table.table)
+        plan: TablePlan | None = None
+        if self.selected(schema, name):
+            plan = self._build_plan(schema, name, table)
+        self._by_table_id[ev.table_id] = (table, plan)
+        return plan
+
+    def _build_plan(self, schema: str, name: str, table: Any) -> TablePlan:
+        columns = table.columns
+        if any(not c.name for c in columns):
+            raise SourceError(
+                f"the binlog has no column names for {schema}.{name}: the server's binlog_row_metadata is not FULL "
+                "(the table map then carries only types). Fix: SET GLOBAL binlog_row_metadata = FULL; (and in "
+                "the server config, so it survives a restart), then restart cdcstream."
+            )
+        pk = table.primary_key
+        keys = {pk} if isinstance(pk, str) and pk else set(pk or ())
+        signature = (
+            schema,
+            name,
+            tuple(
+                (
+                    c.name,
+                    c.type,
+                    c.unsigned,
+                    c.character_set_name,
+                    getattr(c, "fsp", None),
+                    tuple(c.set_values or ()),
+                    tuple(c.enum_values or ()),
+                )
+                for c in columns
+            ),
+            tuple(sorted(keys)),
+        )
+        plan = self._by_signature.get(signature)
+        if plan is not None:
+            return plan
+        info = TableInfo(
+            schema,
+            name,
+            tuple(
+                Column(name=c.name, type_name=rows.type_name(c), type_id=c.type, nullable=True, is_key=c.name in keys)
+                for c in columns
+            ),
+        )
+        convs = []
+        for c in columns:
+            conv = rows.converter_for(c, self._no_hex_prefix)
+            if conv is not None:
+                convs.append((c.name, conv))
+        sets = tuple(c.name for c in columns if c.type == rows.SET)
+        fast = fastrows.compile_plan(columns, self._no_hex_prefix) if self.fast_rows else None
+        plan = TablePlan(info, tuple(convs), sets, f"{schema}.{name}", fast)
+        old = next((p for p in self._by_signature.values() if p.label == plan.label), None)
+        if old is not None:
+            plan.counts = old.counts  # a new version of the same table: keep the metric counters together
+        self._by_signature[signature] = plan
+        return plan
+
+    # -- transactions ---------------------------------------------------------------------------------------
+    def _begin(self, start: int, timestamp: int, gtid: str | None) -> None:
+        self.in_tx = True
+        self._tx_gtid = gtid
+        self.tx_id = gtid or f"{self.file}:{start}"
+        self._prefix = f"{self.file}:{start:012d}."
+        epoch = float(timestamp)
+        self._commit_epoch = epoch
+        self._commit_time = format_epoch(epoch)
+        self._record = 0
+
+    def _commit(self, end_pos: int, out: list[Item]) -> None:
+        self.pos = end_pos
+        gtid = self._tx_gtid
+        if gtid:
+            if self.mariadb:
+                self._maria_gtids[gtid.split("-", 1)[0]] = gtid
+            elif not gtid.startswith("00000000-0000-0000-0000-000000000000"):  # anonymous (gtid_mode OFF)
+                if self._mysql_gtids is None:
+                    self._mysql_gtids = GtidSet(gtid)
+                else:
+                    self._mysql_gtids.merge_gtid(Gtid(gtid))
+        self.in_tx = False
+        self._standalone = False
+        self._tx_gtid = None
+        self.transactions += 1
+        self.last_commit_epoch = self._commit_epoch
+        self.last_commit_time = self._commit_time
+        out.append(Marker(self.checkpoint(), self._commit_epoch, True))
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def handle(self, ev: Any, table_map: dict[int, Any], out: list[Item]) -> None:
+        """Append the items of one event to ``out``."""
+        if isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
+            self._rows(ev, table_map, out)
+            return
+        end = ev.packet.log_pos
+        if isinstance(ev, XidEvent):
+            if not self.in_tx:  # a transaction whose start we did not see: impossible at marker positions
+                self._begin(end - ev.event_size, ev.timestamp, None)
+            self._commit(end, out)
+        elif isinstance(ev, MariadbGtidEvent):
+            self._begin(end - ev.event_size, ev.timestamp, str(ev.gtid))
+            self._standalone = bool(ev.flags & MARIADB_FL_STANDALONE)
+        elif isinstance(ev, GtidEvent):
+            self._begin(end - ev.event_size, ev.timestamp, str(ev.gtid))
+            self._standalone = True  # until a BEGIN query says it is a transaction
+        elif isinstance(ev, QueryEvent):
+            self._query(ev, end, out)
+        elif isinstance(ev, RotateEvent):
+            # Idempotent: the fake rotate at connect and the duplicate after FLUSH BINARY LOGS set the same values.
+            self.file = str(ev.next_binlog)
+            self.pos = int(ev.position)
+        # HeartbeatLogEvent: nothing to emit; the reader flushes and reports liveness.
+
+    def _query(self, ev: Any, end: int, out: list[Item]) -> None:
+        query = ev.query if isinstance(ev.query, str) else bytes(ev.query).decode("utf-8", "replace")
+        word = query.lstrip()[:9].upper()
+        if word.startswith("BEGIN"):
+            if not self.in_tx:
+                self._begin(end - ev.event_size, ev.timestamp, None)
+            self._standalone = False
+            return
+        if word.startswith("COMMIT") or (word.startswith("ROLLBACK") and "TO" not in query.upper().split()[:3]):
+            # non-transactional engines end a statement group with a COMMIT query instead of an Xid
+            if not self.in_tx:
+                self._begin(end - ev.event_size, ev.timestamp, None)
+            self._commit(end, out)
+            return
+        if self.in_tx and not self._standalone:
+            return  # SAVEPOINT and friends inside a transaction
+        if not self.in_tx:
+            self._begin(end - ev.event_size, ev.timestamp, None)
+        schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else (ev.schema or None)
+        try:
+            targets = parse_ddl(query, schema or None)
+        except UnparsedStatement as exc:
+            log.warning(
+                "DDL statement not understood, skipped (no control record for it)",
+                statement=query[:2000],
+                reason=str(exc),
+                position=f"{self.file}:{end}",
+            )
+            targets = []
+        for t in targets:
+            if not self.selected(t.schema, t.table):
+                continue
+            info = self._infos.get((t.schema, t.table)) or TableInfo(t.schema, t.table, ())
+            self._infos[(t.schema, t.table)] = info
+            self._record += 1
+            rid = self._record
+            out.append(
+                ChangeEvent(
+                    t.op,
+                    info,
+                    None,
+                    None,
+                    self.tx_id,
+                    self._commit_time,
+                    self._commit_epoch,
+                    f"{self._prefix}{rid:010d}",
+                    rid,
+                )
+            )
+        self._commit(end, out)
+
+    def _rows(self, ev: Any, table_map: dict[int, Any], out: list[Item]) -> None:
+        plan = self._plan(ev, table_map)
+        if plan is None:
+            return  # not selected: ev.rows is never touched, so the rows are never decoded
+        if not self.in_tx:
+            self._begin(ev.packet.log_pos - ev.event_size, ev.timestamp, None)
+        convs = plan.convs
+        sets = plan.set_columns
+        info = plan.info
+        tx_id, ctime, cepoch, prefix = self.tx_id, self._commit_time, self._commit_epoch, self._prefix
+        rid = self._record
+        if isinstance(ev, WriteRowsEvent):
+            op, index = Op.INSERT, 0
+        elif isinstance(ev, UpdateRowsEvent):
+            op, index = Op.UPDATE, 1
+        else:
+            op, index = Op.DELETE, 2
+        fast = plan.fast
+        body = fastrows.raw_body(ev, fast) if fast is not None else None
+        if fast is not None and body is not None:
+            try:
+                self._fast_rows(fast, body, op, info, out)
+            except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
+                raise DecodeError(
+                    f"cannot decode a {op.value} row event of {plan.label} at {self.file}:{ev.packet.log_pos}: {exc!r}"
+                ) from None
+            n = len(out) - self._pending
+            plan.counts[index] += n
+            self._record += n
+            self.touched.add(plan)
+            return
+        try:
+            decoded = ev.rows
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise DecodeError(
+                f"cannot decode a {op.value} row event of {plan.label} at {self.file}:{ev.packet.log_pos}: {exc!r}"
+            ) from None
+        for row in decoded:
+            before: dict[str, Any] | None
+            after: dict[str, Any] | None
+            if op is Op.UPDATE:
+                before = _convert(row["before_values"], convs, sets, row["before_none_sources"])
+                after = _convert(row["after_values"], convs, sets, row["after_none_sources"])
+            elif op is Op.INSERT:
+                after, before = _convert(row["values"], convs, sets, row["none_sources"]), None
+            else:
+                after, before = None, _convert(row["values"], convs, sets, row["none_sources"])
+            rid += 1
+            out.append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+        plan.counts[index] += rid - self._record
+        self._record = rid
+        self.touched.add(plan)
+
+    _pending = 0
+
+    def _fast_rows(self, fast: fastrows.FastPlan, body: bytes, op: Op, info: TableInfo, out: list[Item]) -> None:
+        tx_id, ctime, cepoch, prefix = self.tx_id, self._commit_time, self._commit_epoch, self._prefix
+        rid = self._record
+        self._pending = len(out)
+        image = fast.image
+        pos, end = 0, len(body)
+        append = out.append
+        while pos < end:
+            before: dict[str, Any] | None = None
+            after: dict[str, Any] | None = None
+            if op is Op.UPDATE:
+                before, pos = image(body, pos)
+                after, pos = image(body, pos)
+            elif op is Op.INSERT:
+                after, pos = image(body, pos)
+            else:
+                before, pos = image(body, pos)
+            rid += 1
+            append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+        if pos != end:
+            raise ValueError(f"{end - pos} bytes left over at the end of the row event")
+
+
+def _convert(
+    values: dict[str, Any],
+    convs: tuple[tuple[str, rows.Converter], ...],
+    sets: tuple[str, ...],
+    none_sources: dict[str, str],
+) -> dict[str, Any]:
+    for name, conv in convs:
+        v = values[name]
+        if v is not None:
+            values[name] = conv(v)
+    for name in sets:
+        if values[name] is None and none_sources.get(name) == "empty set":
+            values[name] = ""  # the library reports the empty set as None; it is not NULL
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where a connection starts: file/pos (``is_mariadb=False``: with True the library ignores them), or GTID."""
+
+    file: str
+    pos: int
+    gtid: str | None
+    use_gtid: bool
+
+
+class ReaderThread:
+    """One replication connection: a thread feeding ``queue`` until it fails or is stopped."""
+
+    def __init__(
+        self,
+        *,
+        settings: dict[str, Any],
+        server_id: int,
+        heartbeat: float,
+        mariadb: bool,
+        start: StartAt,
+        converter: EventConverter,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[Batch | Failure],
+        schemas: list[str] | None,
+    ) -> None:
+        self._settings = settings
+        self._server_id = server_id
+        self._heartbeat = heartbeat
+        self._mariadb = mariadb
+        self._start = start
+        self._conv = converter
+        self._loop = loop
+        self._queue = queue
+        self._schemas = schemas
+        self._stop = threading.Event()
+        self._stream: BinLogStreamReader | None = None
+        self.connected = False
+        self.thread = threading.Thread(target=self._run, name="mysql-binlog", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _open(self) -> BinLogStreamReader:
+        s = self._start
+        kwargs: dict[str, Any] = {}
+        if s.use_gtid:
+            # MariaDB: auto_position + is_mariadb=True sets @slave_connect_state; MySQL: COM_BINLOG_DUMP_GTID.
+            kwargs = {"auto_position": s.gtid, "is_mariadb": self._mariadb}
+        else:
+            kwargs = {"log_file": s.file, "log_pos": s.pos, "is_mariadb": False}
+        return BinLogStreamReader(
+            connection_settings=self._settings,
+            server_id=self._server_id,
+            blocking=True,
+            resume_stream=True,
+            only_events=ONLY_EVENTS,
+            only_schemas=self._schemas,
+            slave_heartbeat=self._heartbeat,
+            enable_logging=False,
+            pymysql_wrapper=_StreamConnection,
+            **kwargs,
+        )
+
+    def _run(self) -> None:
+        conv = self._conv
+        out: list[Item] = []
+        try:
+            stream = self._stream = self._open()
+            for ev in stream:
+                if self._stop.is_set():
+                    return
+                self.connected = True
+                conv.handle(ev, stream.table_map, out)
+                if isinstance(ev, HeartbeatLogEvent):
+                    self._flush(out, heartbeat=True)
+                    out = []
+                elif out and (isinstance(out[-1], Marker) or len(out) >= BATCH_MAX):
+                    self._flush(out)
+                    out = []
+            raise StreamLost("the server ended the binlog stream")
+        except BaseException as exc:
+            if self._stop.is_set():
+                return
+            if out:
+                self._flush(out)
+            self._put(Failure(exc))
+        finally:
+            self.connected = False
+            if self._stream is not None:
+                with contextlib.suppress(Exception):
+                    self._stream.close()
+
+    def _flush(self, items: list[Item], heartbeat: bool = False) -> None:
+        conv = self._conv
+        batch = Batch(items, conv.transactions, conv.last_commit_epoch, list(conv.touched), heartbeat)
+        conv.transactions = 0
+        conv.touched.clear()
+        self._put(batch)
+
+    def _put(self, msg: Batch | Failure) -> None:
+        """Block until the loop's bounded queue takes ``msg`` (backpressure) or the reader is stopped."""
+        coro = self._queue.put(msg)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed: the process is shutting down without close()
+            coro.close()
+            raise StreamLost("event loop closed") from None
+        while True:
+            try:
+                fut.result(timeout=0.5)
+                return
+            except TimeoutError:
+                if self._stop.is_set():
+                    fut.cancel()
+                    raise StreamLost("stopped") from None
+
+    def stop(self) -> None:
+        """Ask the thread to end and unblock its socket read; the caller joins."""
+        self._stop.set()
+        stream = self._stream
+        conn = getattr(stream, "_stream_connection", None) if stream is not None else None
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def classify(exc: BaseException, where: str) -> SourceError:
+    """A reader failure as a typed error: retriable (reconnect) or not (stop with the fix)."""
+    if isinstance(exc, SourceError):
+        return exc
+    if isinstance(exc, StreamLost | ConnectionError | OSError | TimeoutError):
+        return SourceConnectionError(f"binlog connection to {where} lost: {exc}")
+    if isinstance(exc, pymysql.err.MySQLError):
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        msg = exc.args[1] if len(exc.args) > 1 else str(exc)
+        if code == 1236:
+            return SourceError(
+                f"the server cannot send the binlog from the checkpointed position ({where}): {msg}. The binlog "
+                "file (or GTID) cdcstream needs was purged, so changes since the checkpoint are lost. Recovery: "
+                "raise binlog retention (expire_logs_days / binlog_expire_logs_seconds), delete the checkpoint "
+                "file and re-sync the target with a full load."
+            )
+        if code in (1045, 1044, 1227, 1142, 1698):
+            return SourceError(
+                f"MySQL/MariaDB refused {where}: {msg}. Fix: GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* "
+                "(MySQL 8: REPLICATION SLAVE, REPLICATION CLIENT, SELECT) to the configured user, and check the "
+                "password."
+            )
+        return SourceConnectionError(f"binlog connection to {where} failed: [{code}] {msg}")
+    return DecodeError(f"binlog reader for {where} failed: {exc!r}")

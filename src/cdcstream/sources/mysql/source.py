@@ -1,0 +1,390 @@
+"""``MySQLSource``: committed row changes from a MySQL 8 / MariaDB binary log, with reconnects.
+
+:meth:`MySQLSource.start` connects once with PyMySQL to verify what the source depends on (``log_bin``,
+``binlog_format=ROW``, ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL``, the binlog privileges, the
+checkpointed binlog file still being on the server) and fails with the fix for each; then a
+:class:`~cdcstream.sources.mysql.reader.ReaderThread` streams the binlog. :meth:`changes` yields the thread's
+batches; when the thread fails with a retriable error it reconnects with backoff, forever, from the last marker
+it yielded (a transaction end), so a dropped connection or a server restart yields duplicates at worst, never a
+gap. MySQL has no upstream acknowledgement (the binlog is retained by time, not by consumers), so :meth:`ack`
+only records the position for ``/status``.
+
+Positions (README, "MySQL positions"): checkpoint ``{"file", "pos", "gtid"}`` — the binlog file and the offset
+after the transaction's last event, plus the server's GTID state after it (MariaDB ``domain-server-seq`` list,
+MySQL GTID set). ``stream-position`` is ``<file>:<start offset, 12 digits>.<record, 10 digits>``, which sorts in
+commit order as a string as long as the binlog base name stays the same (the numeric suffix is fixed width).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pymysql
+import structlog
+
+from cdcstream.changes import Item, Marker
+from cdcstream.config import MySQLSourceConfig
+from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.mysql.reader import (
+    OPS,
+    Batch,
+    EventConverter,
+    Failure,
+    ReaderThread,
+    StartAt,
+    classify,
+)
+from cdcstream.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+QUEUE_BATCHES = 4  # bound on batches waiting for the pipeline (each at most reader.BATCH_MAX items)
+SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+REQUIRED_SETTINGS = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+
+
+def connection_settings(cfg: MySQLSourceConfig) -> dict[str, Any]:
+    """PyMySQL keyword arguments. Contains the password: never log them."""
+    settings: dict[str, Any] = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "user": cfg.user,
+        "connect_timeout": max(1, int(cfg.connect_timeout)),
+        # A heartbeat arrives every heartbeat_interval while idle; silence far beyond it means a dead link.
+        "read_timeout": max(10, int(cfg.heartbeat_interval * 4)),
+        "charset": "utf8mb4",
+    }
+    if cfg.password is not None:
+        settings["password"] = cfg.password.get_secret_value()
+    return settings
+
+
+def connect_error(cfg: MySQLSourceConfig, exc: pymysql.err.MySQLError) -> SourceError:
+    """Bad credentials / missing grants are fatal; an unreachable or restarting server is worth retrying."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    msg = exc.args[1] if len(exc.args) > 1 else str(exc)
+    where = f"{cfg.user}@{cfg.host}:{cfg.port}"
+    if code in (1045, 1044, 1698, 1130):
+        return SourceError(f"cannot connect to MySQL/MariaDB {where}: [{code}] {msg}")
+    return SourceConnectionError(f"cannot connect to MySQL/MariaDB {where}: [{code}] {msg}")
+
+
+class ServerInfo:
+    """What start() learned from the server."""
+
+    def __init__(self, version: str, variables: dict[str, str], binlogs: list[str]) -> None:
+        self.version = version
+        self.variables = variables
+        self.binlogs = binlogs
+        self.mariadb = "mariadb" in version.lower()
+
+
+def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, int, str | None]]:
+    """Blocking: version, settings, binlog list and the current position (file, pos, GTID state)."""
+    try:
+        conn = pymysql.connect(**connection_settings(cfg))
+    except pymysql.err.MySQLError as exc:
+        raise connect_error(cfg, exc) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            version = str(cur.fetchone()[0])
+            cur.execute(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
+                "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_executed', 'expire_logs_days', "
+                "'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression', "
+                "'binlog_row_value_options')"
+            )
+            variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+            try:
+                cur.execute("SHOW BINARY LOGS")
+                binlogs = [str(r[0]) for r in cur.fetchall()]
+                cur.execute("SHOW MASTER STATUS")
+                row = cur.fetchone()
+            except pymysql.err.MySQLError as exc:
+                code = exc.args[0] if exc.args else 0
+                if code in (1227, 1044, 1142):
+                    raise SourceError(
+                        f"user {cfg.user!r} may not list the binary logs: {exc.args[1]}. Fix: GRANT BINLOG MONITOR "
+                        f"ON *.* TO '{cfg.user}'@'…'; (MariaDB) or GRANT REPLICATION CLIENT ON *.* (MySQL 8)."
+                    ) from None
+                if code == 1381:  # "You are not using binary logging"
+                    binlogs, row = [], None
+                else:
+                    raise
+        info = ServerInfo(version, variables, binlogs)
+        if row is None:
+            raise SourceError(
+                f"binary logging is off on {cfg.host}:{cfg.port} (log_bin = {variables.get('log_bin', '?')}). Fix: "
+                "set log_bin (and server_id) in the server config and restart the server."
+            )
+        gtid = variables.get("gtid_binlog_pos") if info.mariadb else variables.get("gtid_executed")
+        return info, (str(row[0]), int(row[1]), (gtid or "").replace("\n", "") or None)
+    except pymysql.err.MySQLError as exc:
+        raise connect_error(cfg, exc) from None
+    finally:
+        conn.close()
+
+
+def settings_problems(variables: dict[str, str]) -> list[str]:
+    """The required binlog settings that are not set, each with its fix."""
+    problems = []
+    for key, want in REQUIRED_SETTINGS.items():
+        have = variables.get(key, "(not supported by this server version)")
+        if have.upper() != want:
+            problems.append(
+                f"{key} is {have}, cdcstream needs {want} (fix: SET GLOBAL {key} = {want}; and {key} = {want} in "
+                "the server config so it survives a restart; sessions already open keep the old value)"
+            )
+    if variables.get("binlog_transaction_compression", "OFF").upper() == "ON":
+        # MySQL 8.0.20+: compressed transaction payloads are not decoded by python-mysql-replication 1.0.17.
+        problems.append(
+            "binlog_transaction_compression is ON, which the binlog reader cannot decode (fix: SET GLOBAL "
+            "binlog_transaction_compression = OFF; and in the server config)"
+        )
+    if "PARTIAL_JSON" in variables.get("binlog_row_value_options", "").upper():
+        # MySQL 8: partial JSON updates arrive as PARTIAL_UPDATE_ROWS_EVENT, which carries only a diff of the
+        # JSON value; a record built from it would be wrong, so refuse instead of skipping those updates.
+        problems.append(
+            "binlog_row_value_options is PARTIAL_JSON: updates would carry JSON diffs instead of values (fix: "
+            "SET GLOBAL binlog_row_value_options = ''; and in the server config)"
+        )
+    return problems
+
+
+class MySQLSource:
+    """A :class:`cdcstream.sources.Source` reading a MySQL/MariaDB server's binary log."""
+
+    def __init__(
+        self,
+        cfg: MySQLSourceConfig,
+        *,
+        selector: Callable[[str, str], bool] | None = None,
+        no_hex_prefix: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self._user_selector = selector
+        self._no_hex_prefix = no_hex_prefix
+        self._label = f"mysql:{cfg.host}:{cfg.port}"
+        self._where = f"{cfg.user}@{cfg.host}:{cfg.port}"
+        self._conv: EventConverter | None = None
+        self._reader: ReaderThread | None = None
+        self._queue: asyncio.Queue[Batch | Failure] = asyncio.Queue(maxsize=QUEUE_BATCHES)
+        self._info: ServerInfo | None = None
+        self._resume: dict[str, Any] = {}
+        self._acked: dict[str, Any] | None = None
+        self._use_gtid = False
+        self._started = False
+        self._closed = False
+        self._backoff = Backoff(base=0.2, maximum=cfg.reconnect_max_delay)
+        self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
+        self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
+        self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
+        self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
+        self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
+        self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
+        self._m_events: dict[tuple[str, int], Any] = {}
+        self._log = log.bind(source=self._label)
+
+    def _selects(self, schema: str, table: str) -> bool:
+        if self.cfg.databases is not None:
+            if schema not in self.cfg.databases:
+                return False
+        elif schema in SYSTEM_SCHEMAS:
+            return False
+        return self._user_selector is None or self._user_selector(schema, table)
+
+    # ------------------------------------------------------------------------------------------------------
+    async def start(self, checkpoint: dict[str, Any] | None) -> None:
+        info, (file, pos, gtid) = await asyncio.to_thread(fetch_server_info, self.cfg)
+        self._info = info
+        problems = settings_problems(info.variables)
+        if problems:
+            raise SourceError(f"{info.version} at {self.cfg.host}:{self.cfg.port}: " + "; ".join(problems))
+        if checkpoint is not None:
+            try:
+                file, pos = str(checkpoint["file"]), int(checkpoint["pos"])
+                gtid = checkpoint.get("gtid") or None
+            except (KeyError, TypeError, ValueError):
+                raise SourceError(
+                    f"checkpoint {checkpoint!r} is not a MySQL position (expected file, pos and gtid)"
+                ) from None
+        self._use_gtid = self._decide_gtid(checkpoint, gtid, info)
+        if checkpoint is not None and not self._use_gtid and file not in info.binlogs:
+            raise SourceError(
+                f"the checkpointed binlog file {file!r} (position {pos}) is no longer on the server (it has "
+                f"{', '.join(info.binlogs[:3]) or 'no binlogs'}{' …' if len(info.binlogs) > 3 else ''}): it was "
+                "purged, so the changes after the checkpoint are lost. Recovery: raise binlog retention "
+                "(expire_logs_days / binlog_expire_logs_seconds) so this does not recur, delete the checkpoint file "
+                "and re-sync the target with a full load."
+            )
+        self._conv = EventConverter(
+            selector=self._selects,
+            no_hex_prefix=self._no_hex_prefix,
+            mariadb=info.mariadb,
+            file=file,
+            pos=pos,
+            gtid=gtid,
+        )
+        self._resume = self._conv.checkpoint()
+        self._acked = checkpoint
+        self._start_reader()
+        self._started = True
+        self._log.info(
+            "binlog streaming started",
+            server=info.version,
+            file=file,
+            pos=pos,
+            gtid=gtid,
+            resume_by="gtid" if self._use_gtid else "file/pos",
+        )
+
+    def _decide_gtid(self, checkpoint: dict[str, Any] | None, gtid: str | None, info: ServerInfo) -> bool:
+        mode = self.cfg.gtid_mode
+        server_has_gtids = info.mariadb or info.variables.get("gtid_mode", "OFF").upper() == "ON"
+        if mode == "off" or checkpoint is None:
+            return False  # a first start begins at the server's current file/position
+        if mode == "on":
+            if not gtid or not server_has_gtids:
+                raise SourceError(
+                    "gtid_mode = 'on' but "
+                    + ("the checkpoint has no GTID" if not gtid else "the server does not use GTIDs (gtid_mode OFF)")
+                    + "; use gtid_mode = 'auto' or 'off' to resume from the binlog file and position"
+                )
+            return True
+        return bool(gtid) and server_has_gtids
+
+    def _start_reader(self) -> None:
+        assert self._conv is not None and self._info is not None
+        r = self._resume
+        start = StartAt(str(r["file"]), int(r["pos"]), r.get("gtid"), self._use_gtid and bool(r.get("gtid")))
+        self._reader = ReaderThread(
+            settings=connection_settings(self.cfg),
+            server_id=self.cfg.server_id,
+            heartbeat=self.cfg.heartbeat_interval,
+            mariadb=self._info.mariadb,
+            start=start,
+            converter=self._conv,
+            loop=asyncio.get_running_loop(),
+            queue=self._queue,
+            schemas=self.cfg.databases,
+        )
+        self._reader.start()
+        self._m_connected.set(1)
+
+    # ------------------------------------------------------------------------------------------------------
+    async def changes(self) -> AsyncIterator[Sequence[Item]]:
+        if not self._started:
+            raise SourceError("MySQLSource.changes() called before start()")
+        while not self._closed:
+            if self._reader is None:
+                await self._reconnect()
+                continue
+            msg = await self._queue.get()
+            if isinstance(msg, Failure):
+                await self._reader_failed(msg.error)
+                continue
+            self._after_batch(msg)
+            if msg.items:
+                yield msg.items
+
+    async def _reader_failed(self, error: BaseException) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await asyncio.to_thread(reader.thread.join, 5)
+        self._m_connected.set(0)
+        assert self._conv is not None
+        self._conv.reset_transaction()
+        err = classify(error, self._where)
+        if not err.retriable:
+            raise err
+        self._log.warning("binlog connection lost", reason=str(err), resume=self._resume)
+
+    async def _reconnect(self) -> None:
+        delay = self._backoff.next()
+        self._m_reconnects.inc()
+        self._log.info("reconnecting", delay=round(delay, 3), resume=self._resume)
+        await asyncio.sleep(delay)
+        if self._closed:
+            return
+        # The checkpointed file may have been purged while we were away: check before streaming again.
+        try:
+            info, _ = await asyncio.to_thread(fetch_server_info, self.cfg)
+        except SourceConnectionError as exc:
+            self._log.warning("reconnect failed", reason=str(exc))
+            return
+        if not self._use_gtid and self._resume["file"] not in info.binlogs:
+            raise SourceError(
+                f"the binlog file {self._resume['file']!r} cdcstream must resume from was purged while it was "
+                "disconnected; changes after it are lost. Recovery: raise binlog retention, delete the checkpoint "
+                "file and re-sync the target with a full load."
+            )
+        self._start_reader()
+        self._log.info("binlog streaming reconnected", resume=self._resume)
+
+    def _after_batch(self, batch: Batch) -> None:
+        now = time.time()
+        self._m_last_event.set(now)
+        self._backoff.reset()
+        for plan in batch.touched:
+            counts = plan.counts
+            for i, n in enumerate(counts):
+                if not n:
+                    continue
+                counts[i] = 0
+                key = (plan.label, i)
+                child = self._m_events.get(key)
+                if child is None:
+                    child = self._m_events[key] = metrics.SOURCE_EVENTS.labels(self._label, plan.label, OPS[i].value)
+                child.inc(n)
+        if batch.transactions:
+            self._m_transactions.inc(batch.transactions)
+        if batch.items:
+            for item in reversed(batch.items):
+                if isinstance(item, Marker):
+                    self._resume = item.checkpoint
+                    break
+        if batch.last_commit_epoch is not None and batch.items:
+            self._m_lag.set(max(0.0, now - batch.last_commit_epoch))
+            self._m_commit_ts.set(batch.last_commit_epoch)
+        elif batch.heartbeat:
+            self._m_lag.set(0)
+
+    # ------------------------------------------------------------------------------------------------------
+    async def ack(self, checkpoint: dict[str, Any]) -> None:
+        if not isinstance(checkpoint, dict) or "file" not in checkpoint or "pos" not in checkpoint:
+            raise SourceError(f"ack with a checkpoint that is not a MySQL position: {checkpoint!r}")
+        self._acked = checkpoint  # nothing to release upstream: binlogs are retained by time, not by readers
+
+    def status(self) -> dict[str, Any]:
+        conv = self._conv
+        return {
+            "engine": "mysql",
+            "server": self._info.version if self._info else None,
+            "connected": self._reader is not None and self._reader.thread.is_alive(),
+            "resume": self._resume or None,
+            "acked": self._acked,
+            "resume_by": "gtid" if self._use_gtid else "file/pos",
+            "last_commit_time": conv.last_commit_time if conv else None,
+        }
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.stop()
+            # Unblock a put() waiting on a full queue, then wait for the thread.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(reader.thread.join, 5)
+        self._m_connected.set(0)
+        self._log.info("source closed", acked=self._acked)
