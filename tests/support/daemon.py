@@ -138,7 +138,7 @@ class Daemon:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 60) -> int:
+    def stop(self, timeout: float = 120) -> int:
         """SIGTERM and wait: the daemon drains and checkpoints, then exits 0."""
         assert self.proc is not None
         if self.proc.poll() is None:
