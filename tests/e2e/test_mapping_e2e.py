@@ -2,7 +2,7 @@
 
 The seed's three examples use the golden files of tests/unit/golden (the same expected data and partition keys
 as the unit tests); a richer mapping exercises filters, transformations, the before image and the endpoint
-settings on real pgoutput changes. (The MySQL/MariaDB golden run is added with the MySQL source.)
+settings on real pgoutput changes. The seed examples also run from a private MariaDB.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.daemon import AWS_ENV, Daemon, create_stream, read_stream, write_config
+from tests.support.daemon import AWS_ENV, Daemon, create_stream, mysql_source, read_stream, write_config
+from tests.support.mysql import MyServer
 from tests.support.postgres import PgDb
 
 GOLDEN = Path(__file__).parent.parent / "unit" / "golden"
@@ -279,3 +280,38 @@ async def test_catalog_columns_match_what_the_source_reports(pg_db: PgDb, moto_u
     assert tables["full_nopk"].key_columns == ("a", "b")  # every column, as pgoutput flags them
     assert tables["idx"].key_columns == ("a", "b")
     assert [c.type_name for c in tables["pk"].columns] == ["int4", "text", "int4"]
+
+
+@pytest.mark.parametrize("example", [1, 2, 3])
+def test_seed_examples_through_mariadb_and_kinesis(
+    example: int, my_server: MyServer, moto_url: str, tmp_path: Path
+) -> None:
+    """The same golden records from a MariaDB source: in MySQL the seed's schema "Test" is a database."""
+    expected = orjson.loads((GOLDEN / f"seed_example{example}.expected.json").read_bytes())
+    table = expected["table"]
+    my_server.execute("DROP DATABASE IF EXISTS `Test`")
+    my_server.execute("CREATE DATABASE `Test`")
+    cols = ", ".join(f"`{name}` varchar(40)" for name in ROW)
+    my_server.execute(f"CREATE TABLE `Test`.`{table}` ({cols})")
+    stream = create_stream(moto_url, f"my-{uuid.uuid4().hex[:8]}")
+    config = write_config(
+        tmp_path / "cdcstream.toml",
+        endpoint_url=moto_url,
+        stream=stream,
+        source=mysql_source(my_server.port, "Test", server_id=5100 + example),
+        extra=f'table_mappings = "{GOLDEN / f"seed_example{example}.mapping.json"}"',
+    )
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    daemon.wait_ready()
+    try:
+        names = ", ".join(f"`{n}`" for n in ROW)
+        marks = ", ".join(["%s"] * len(ROW))
+        my_server.execute(f"INSERT INTO `Test`.`{table}` ({names}) VALUES ({marks})", params=tuple(ROW.values()))
+        [record] = _wait_for(moto_url, stream, lambda rs: len(rs) >= 1)
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert record["partition_key"] == expected["partition_key"]
+    assert orjson.dumps(record["data"]["data"]) == orjson.dumps(expected["data"])
+    for key, value in expected["metadata"].items():
+        assert record["data"]["metadata"][key] == value, key
