@@ -486,3 +486,22 @@ async def test_mariadb_lock_wait_clause_in_truncate(my_db: MyDb) -> None:
         assert [(e.op, e.table.table) for e in reader.events] == [(Op.TRUNCATE, "zz"), (Op.INSERT, "a")]
     finally:
         await reader.stop()
+
+
+async def test_lag_probe_counts_binlog_bytes_after_the_acknowledged_position(my_db: MyDb) -> None:
+    """cdcstream_source_lag_bytes for MySQL: binlog from the checkpoint to the end of the log."""
+    from cdcstream.sources.mysql.source import binlog_bytes_after, fetch_binlog_sizes
+
+    assert binlog_bytes_after([("b.000001", 1000), ("b.000002", 300)], "b.000001", 400) == 900
+    assert binlog_bytes_after([("b.000002", 300)], "b.000001", 400) is None  # purged
+    cfg = my_db.config()
+    source = MySQLSource(cfg)
+    assert await source.lag_probe() == {}  # nothing acknowledged yet
+    sizes = fetch_binlog_sizes(cfg)
+    file, size = sizes[-1]
+    await source.ack({"file": file, "pos": size})
+    assert await source.lag_probe() == {"lag_bytes": 0.0}
+    my_db.execute("CREATE TABLE lagged (id int PRIMARY KEY, pad text)")
+    my_db.execute("INSERT INTO lagged VALUES (1, REPEAT('x', 5000))")
+    probe = await source.lag_probe()
+    assert probe["lag_bytes"] is not None and probe["lag_bytes"] > 5000

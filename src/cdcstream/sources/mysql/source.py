@@ -132,6 +132,30 @@ def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, in
         conn.close()
 
 
+def binlog_bytes_after(binlogs: Sequence[tuple[str, int]], file: str, pos: int) -> int | None:
+    """Bytes of binlog after position (file, pos): the rest of that file plus every later file. None when the
+    file is no longer listed (purged; ``check`` and start-up report that)."""
+    names = [name for name, _size in binlogs]
+    if file not in names:
+        return None
+    i = names.index(file)
+    return max(0, binlogs[i][1] - pos) + sum(size for _name, size in binlogs[i + 1 :])
+
+
+def fetch_binlog_sizes(cfg: MySQLSourceConfig) -> list[tuple[str, int]]:
+    """Blocking: ``SHOW BINARY LOGS`` as (file, size) in order (needs BINLOG MONITOR / REPLICATION CLIENT)."""
+    try:
+        conn = pymysql.connect(**connection_settings(cfg))
+    except pymysql.err.MySQLError as exc:
+        raise connect_error(cfg, exc) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW BINARY LOGS")
+            return [(str(r[0]), int(r[1])) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 def settings_problems(variables: dict[str, str]) -> list[str]:
     """The required binlog settings that are not set, each with its fix."""
     problems = []
@@ -361,6 +385,16 @@ class MySQLSource:
         if not isinstance(checkpoint, dict) or "file" not in checkpoint or "pos" not in checkpoint:
             raise SourceError(f"ack with a checkpoint that is not a MySQL position: {checkpoint!r}")
         self._acked = checkpoint  # nothing to release upstream: binlogs are retained by time, not by readers
+
+    async def lag_probe(self) -> dict[str, float | None]:
+        """Bytes of binlog from the acknowledged checkpoint to the end of the log (polled by
+        telemetry/probe.py); nothing before the first checkpoint."""
+        acked = self._acked
+        if not acked:
+            return {}
+        sizes = await asyncio.to_thread(fetch_binlog_sizes, self.cfg)
+        lag = binlog_bytes_after(sizes, str(acked["file"]), int(acked["pos"]))
+        return {} if lag is None else {"lag_bytes": float(lag)}
 
     def status(self) -> dict[str, Any]:
         conv = self._conv
