@@ -24,6 +24,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import lsn_int, stop_all  # noqa: E402
 from tests.support import free_port  # noqa: E402
 from tests.support.postgres import start_private_postgres  # noqa: E402
 
@@ -40,11 +41,6 @@ def accepted(port: int) -> int:
     with urllib.request.urlopen(req, timeout=5) as resp:
         stats = orjson.loads(resp.read())
     return int(stats["entries"]) - int(stats["failed"])
-
-
-def lsn_int(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 def checkpoint(path: Path) -> int | None:
@@ -124,13 +120,7 @@ level = "warning"
         assert delivered >= args.rows, "checkpoint passed the transaction before all its rows were accepted"
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         pg.stop()
 
 

@@ -32,6 +32,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds, stop_all  # noqa: E402
 from tests.support import free_port  # noqa: E402
 from tests.support.mysql import CDC_PASSWORD, CDC_USER, start_private_mariadb  # noqa: E402
 
@@ -44,11 +45,6 @@ INSERT = (
     "JSON_OBJECT('k', seq), MD5(seq), seq / 3, UUID() FROM seq_{lo}_to_{hi}"
 )
 TX = 10_000
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds_task(pid: int, tid: str) -> float:
@@ -189,13 +185,7 @@ format = "json"
         )
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         my.stop()
 
 

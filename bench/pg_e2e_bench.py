@@ -28,6 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds, lsn_int, stop_all  # noqa: E402
 from tests.support import free_port  # noqa: E402
 from tests.support.postgres import PG_BIN, start_private_postgres  # noqa: E402
 
@@ -41,16 +42,6 @@ INSERT = (
 )
 UPDATE = "UPDATE bench SET qty = qty + 1, c9 = c9 * 2 WHERE id BETWEEN {lo} AND {hi}"
 TX = 10_000
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def lsn_int(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 def main() -> int:
@@ -181,13 +172,7 @@ format = "json"
         print(f"daemon CPU: {cpu:.1f}s = {cpu / (2 * half) * 1e6:.1f} µs/row")
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         pg.stop()
 
 

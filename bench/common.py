@@ -1,0 +1,32 @@
+"""Helpers shared by the end-to-end benchmarks: process CPU time, LSNs, stopping what a benchmark started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lsn_int(text: str) -> int:
+    """A PostgreSQL LSN ``X/Y`` as an integer."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM every process, then wait (SIGKILL the ones that do not exit in time)."""
+    procs = list(procs)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
