@@ -7,16 +7,21 @@ after keeping each stream position's last occurrence the changes are in commit o
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from tests.support.daemon import Daemon, create_stream, last_occurrence_order, read_stream, write_config
+from tests.support.daemon import (
+    Daemon,
+    check_numbered_changes,
+    create_stream,
+    kill_at_random_moments,
+    read_stream,
+    write_config,
+)
 from tests.support.postgres import PgDb
 
 CHANGES = 2500
@@ -46,10 +51,6 @@ def _writer(dsn: str, committed: list[tuple[str, int, int]], done: threading.Eve
         done.set()
 
 
-def _changes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r["data"]["metadata"].get("table-name") == "counters"]
-
-
 def test_sigkill_at_random_moments_loses_nothing(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
     pg_db.execute("CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)")
     # FULL so a delete carries the number that identifies the change
@@ -70,52 +71,13 @@ def test_sigkill_at_random_moments_loses_nothing(pg_db: PgDb, moto_url: str, tmp
     done = threading.Event()
     writer = threading.Thread(target=_writer, args=(pg_db.dsn, committed, done), daemon=True)
     writer.start()
-    rnd = random.Random(20261127)
-    kills = 0
     try:
-        while not done.is_set() or kills < KILLS:
-            # Mostly while streaming, sometimes in the middle of start-up (slot, publication, first request).
-            if rnd.random() < 0.7:
-                daemon.wait_ready()
-            time.sleep(rnd.uniform(0.05, 1.5))
-            daemon.kill()
-            kills += 1
-            daemon.start()
+        kill_at_random_moments(daemon, done, KILLS)
         writer.join()
-        daemon.wait_ready()
-
-        expected = {n for _, _, n in committed}
-        deadline = time.monotonic() + 180
-        while True:
-            records = _changes(read_stream(moto_url, stream))
-            seen = {r["data"]["data"].get("n") for r in records}
-            missing = expected - seen
-            if not missing:
-                break
-            assert time.monotonic() < deadline, f"{len(missing)} committed changes missing, e.g. {sorted(missing)[:10]}"
-            time.sleep(1)
+        check_numbered_changes(moto_url, stream, "counters", committed, "public.counters")
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.kill()
-
-    # Each committed change arrived with the right operation and row.
-    by_n: dict[int, list[dict[str, Any]]] = {}
-    for r in records:
-        by_n.setdefault(r["data"]["data"]["n"], []).append(r["data"])
-    for kind, key, n in committed:
-        assert all(doc["data"]["id"] == key for doc in by_n[n])
-        ops = {doc["metadata"]["operation"] for doc in by_n[n]}
-        assert ops == ({"update", "delete"} if kind == "delete" else ops & {"insert", "update"}), (kind, n, ops)
-
-    # One partition key per table: after keeping each stream position's last occurrence, commit order.
-    positions = last_occurrence_order(records)
-    assert positions == sorted(positions)
-    first_n_at: dict[str, int] = {}
-    for r in records:
-        first_n_at.setdefault(r["data"]["metadata"]["stream-position"], r["data"]["data"]["n"])
-    numbers = [first_n_at[p] for p in positions]
-    assert numbers == sorted(numbers), "changes out of commit order after de-duplication"
-    assert {r["partition_key"] for r in records} == {"public.counters"}
 
     restarts = [r for r in read_stream(moto_url, stream) if r["data"]["metadata"]["operation"] == "RestartTask"]
     assert len(restarts) >= 2

@@ -8,43 +8,29 @@ keeping each stream position's last occurrence the changes are in commit order.
 
 from __future__ import annotations
 
-import random
 import subprocess
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pymysql
 
 from tests.support.daemon import (
     CDCSTREAM,
     Daemon,
+    check_numbered_changes,
     create_stream,
-    last_occurrence_order,
+    kill_at_random_moments,
     mysql_source,
-    read_stream,
+    table_records,
+    wait_for,
     write_config,
 )
 from tests.support.mysql import MyDb
 
 CHANGES = 2000
 KILLS = 10
-
-
-def _wait_for(endpoint: str, stream: str, pred: Any, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_stream(endpoint, stream)
-        if pred(records):
-            return records
-        assert time.monotonic() < deadline, f"stream never satisfied the condition; have {len(records)} records"
-        time.sleep(0.3)
-
-
-def _table(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["data"]["metadata"].get("table-name") == table]
 
 
 def _config(my_db: MyDb, url: str, tmp_path: Path, stream: str) -> Path:
@@ -68,7 +54,7 @@ def test_mysql_records_control_records_and_restart(my_db: MyDb, kinesis_url: str
         my_db.execute("DELETE FROM items WHERE id = 2")
         my_db.execute("TRUNCATE TABLE items")
         my_db.execute("INSERT INTO items (id, name) VALUES (3, 'after truncate')")
-        records = _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "items")) >= 6)
+        records = wait_for(kinesis_url, stream, lambda rs: len(table_records(rs, "items")) >= 6)
         time.sleep(0.5)
         assert daemon.stop() == 0, daemon.log_tail()
         # restart: RestartTask again, then new changes, nothing acknowledged replayed
@@ -76,11 +62,11 @@ def test_mysql_records_control_records_and_restart(my_db: MyDb, kinesis_url: str
         my_db.execute("DROP TABLE items")
         daemon.start()
         daemon.wait_ready()
-        records = _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "items")) >= 8)
+        records = wait_for(kinesis_url, stream, lambda rs: len(table_records(rs, "items")) >= 8)
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
 
-    items = _table(records, "items")
+    items = table_records(records, "items")
     ops = [(r["data"]["metadata"]["record-type"], r["data"]["metadata"]["operation"]) for r in items]
     assert ops == [
         ("data", "insert"),
@@ -158,47 +144,11 @@ def test_mysql_sigkill_at_random_moments_loses_nothing(my_db: MyDb, moto_url: st
     done = threading.Event()
     writer = threading.Thread(target=_writer, args=(my_db, committed, done), daemon=True)
     writer.start()
-    rnd = random.Random(20261127)
-    kills = 0
     try:
-        while not done.is_set() or kills < KILLS:
-            if rnd.random() < 0.7:
-                daemon.wait_ready()
-            time.sleep(rnd.uniform(0.05, 1.5))
-            daemon.kill()
-            kills += 1
-            daemon.start()
+        kill_at_random_moments(daemon, done, KILLS)
         writer.join()
-        daemon.wait_ready()
-
-        expected = {n for _, _, n in committed}
-        deadline = time.monotonic() + 180
-        while True:
-            records = _table(read_stream(moto_url, stream), "counters")
-            seen = {r["data"]["data"].get("n") for r in records}
-            missing = expected - seen
-            if not missing:
-                break
-            assert time.monotonic() < deadline, f"{len(missing)} committed changes missing, e.g. {sorted(missing)[:10]}"
-            time.sleep(1)
+        check_numbered_changes(moto_url, stream, "counters", committed, f"{my_db.name}.counters")
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.kill()
-
-    by_n: dict[int, list[dict[str, Any]]] = {}
-    for r in records:
-        by_n.setdefault(r["data"]["data"]["n"], []).append(r["data"])
-    for kind, key, n in committed:
-        assert all(doc["data"]["id"] == key for doc in by_n[n])
-        ops = {doc["metadata"]["operation"] for doc in by_n[n]}
-        assert ops == ({"update", "delete"} if kind == "delete" else ops & {"insert", "update"}), (kind, n, ops)
-
-    positions = last_occurrence_order(records)
-    assert positions == sorted(positions)
-    first_n_at: dict[str, int] = {}
-    for r in records:
-        first_n_at.setdefault(r["data"]["metadata"]["stream-position"], r["data"]["data"]["n"])
-    numbers = [first_n_at[p] for p in positions]
-    assert numbers == sorted(numbers), "changes out of commit order after de-duplication"
-    assert {r["partition_key"] for r in records} == {f"{my_db.name}.counters"}
     assert daemon.starts >= KILLS + 1

@@ -7,22 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import Daemon, create_stream, read_stream, write_config
+from tests.support.daemon import Daemon, create_stream, table_records, wait_for, write_config
 from tests.support.postgres import PgDb
-
-
-def _wait_for(endpoint: str, stream: str, pred: Any, timeout: float = 60) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_stream(endpoint, stream)
-        if pred(records):
-            return records
-        assert time.monotonic() < deadline, f"stream never satisfied the condition; have {len(records)} records"
-        time.sleep(0.3)
-
-
-def _table(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["data"]["metadata"].get("table-name") == table]
 
 
 def _start(pg_db: PgDb, url: str, tmp_path: Path, **kw: Any) -> tuple[Daemon, str]:
@@ -56,13 +42,13 @@ def test_every_operation_envelope_key_and_truncate_order(pg_db: PgDb, kinesis_ur
         pg_db.execute("DELETE FROM items WHERE id = 2")
         pg_db.execute("TRUNCATE items")
         pg_db.execute("INSERT INTO items (id, name) VALUES (3, 'after truncate')")
-        records = _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "items")) >= 6)
+        records = wait_for(kinesis_url, stream, lambda rs: len(table_records(rs, "items")) >= 6)
         time.sleep(0.5)  # let the checkpoint catch up with the last acknowledgement
         metrics = _metrics(daemon.metrics())
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
 
-    items = _table(records, "items")
+    items = table_records(records, "items")
     ops = [(r["data"]["metadata"]["record-type"], r["data"]["metadata"]["operation"]) for r in items]
     assert ops == [
         ("data", "insert"),
@@ -134,18 +120,18 @@ def test_restart_emits_restart_task_and_resumes_without_loss(pg_db: PgDb, kinesi
     pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
     daemon, stream = _start(pg_db, kinesis_url, tmp_path)
     pg_db.execute("INSERT INTO t SELECT generate_series(1, 50)")
-    _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "t")) >= 50)
+    wait_for(kinesis_url, stream, lambda rs: len(table_records(rs, "t")) >= 50)
     assert daemon.stop() == 0, daemon.log_tail()
     pg_db.execute("INSERT INTO t SELECT generate_series(51, 100)")  # while the daemon is down
     daemon.start()
     daemon.wait_ready()
     try:
-        records = _wait_for(
-            kinesis_url, stream, lambda rs: len({r["data"]["data"]["id"] for r in _table(rs, "t")}) >= 100
+        records = wait_for(
+            kinesis_url, stream, lambda rs: len({r["data"]["data"]["id"] for r in table_records(rs, "t")}) >= 100
         )
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
-    ids = [r["data"]["data"]["id"] for r in _table(records, "t")]
+    ids = [r["data"]["data"]["id"] for r in table_records(records, "t")]
     assert sorted(set(ids)) == list(range(1, 101))
     assert len(ids) == 100, "a clean stop checkpoints everything: nothing is replayed"
     restarts = [r for r in records if r["data"]["metadata"]["operation"] == "RestartTask"]
@@ -157,17 +143,17 @@ def test_survives_terminated_walsender(pg_db: PgDb, kinesis_url: str, tmp_path: 
     daemon, stream = _start(pg_db, kinesis_url, tmp_path)
     try:
         pg_db.execute("INSERT INTO t SELECT generate_series(1, 10)")
-        _wait_for(kinesis_url, stream, lambda rs: len(_table(rs, "t")) >= 10)
+        wait_for(kinesis_url, stream, lambda rs: len(table_records(rs, "t")) >= 10)
         killed = pg_db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'cdcstream'",
             superuser=True,
         )
         assert killed, "no walsender found"
         pg_db.execute("INSERT INTO t SELECT generate_series(11, 20)")
-        records = _wait_for(
-            kinesis_url, stream, lambda rs: len({r["data"]["data"]["id"] for r in _table(rs, "t")}) >= 20
+        records = wait_for(
+            kinesis_url, stream, lambda rs: len({r["data"]["data"]["id"] for r in table_records(rs, "t")}) >= 20
         )
         assert "cdcstream_source_reconnects_total" in daemon.metrics()
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
-    assert {r["data"]["data"]["id"] for r in _table(records, "t")} == set(range(1, 21))
+    assert {r["data"]["data"]["id"] for r in table_records(records, "t")} == set(range(1, 21))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -217,3 +218,67 @@ def last_occurrence_order(records: list[dict[str, Any]]) -> list[str]:
         if pos is not None:
             last[pos] = i
     return [pos for pos, _ in sorted(last.items(), key=lambda kv: kv[1])]
+
+
+def wait_for(endpoint_url: str, stream: str, pred: Any, timeout: float = 60) -> list[dict[str, Any]]:
+    """Read the stream until ``pred(records)`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_stream(endpoint_url, stream)
+        if pred(records):
+            return records
+        assert time.monotonic() < deadline, f"stream never satisfied the condition; have {len(records)} records"
+        time.sleep(0.3)
+
+
+def table_records(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    """The records of one table (data and table-scoped control records)."""
+    return [r for r in records if r["data"]["metadata"].get("table-name") == table]
+
+
+def kill_at_random_moments(daemon: Daemon, writer_done: Any, kills: int, seed: int = 20261127) -> None:
+    """SIGKILL and restart the daemon at random moments (mostly while streaming, sometimes during start-up)
+    until the writer is done and at least ``kills`` kills happened; leaves it running and ready."""
+    rnd = random.Random(seed)
+    done = 0
+    while not writer_done.is_set() or done < kills:
+        if rnd.random() < 0.7:
+            daemon.wait_ready()
+        time.sleep(rnd.uniform(0.05, 1.5))
+        daemon.kill()
+        done += 1
+        daemon.start()
+    daemon.wait_ready()
+
+
+def check_numbered_changes(
+    endpoint_url: str, stream: str, table: str, committed: list[tuple[str, int, int]], partition_key: str
+) -> list[dict[str, Any]]:
+    """Every committed change ``(kind, id, n)`` of ``table`` is in the stream with the right operation and row
+    (kind "delete": an update stamping n, then the delete; "upsert": insert or update), and after keeping each
+    stream position's last occurrence the changes are in commit order (n increasing)."""
+    expected = {n for _, _, n in committed}
+    deadline = time.monotonic() + 180
+    while True:
+        records = table_records(read_stream(endpoint_url, stream), table)
+        missing = expected - {r["data"]["data"].get("n") for r in records}
+        if not missing:
+            break
+        assert time.monotonic() < deadline, f"{len(missing)} committed changes missing, e.g. {sorted(missing)[:10]}"
+        time.sleep(1)
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        by_n.setdefault(r["data"]["data"]["n"], []).append(r["data"])
+    for kind, key, n in committed:
+        assert all(doc["data"]["id"] == key for doc in by_n[n])
+        ops = {doc["metadata"]["operation"] for doc in by_n[n]}
+        assert ops == ({"update", "delete"} if kind == "delete" else ops & {"insert", "update"}), (kind, n, ops)
+    positions = last_occurrence_order(records)
+    assert positions == sorted(positions)
+    first_n_at: dict[str, int] = {}
+    for r in records:
+        first_n_at.setdefault(r["data"]["metadata"]["stream-position"], r["data"]["data"]["n"])
+    numbers = [first_n_at[p] for p in positions]
+    assert numbers == sorted(numbers), "changes out of commit order after de-duplication"
+    assert {r["partition_key"] for r in records} == {partition_key}
+    return records
