@@ -269,6 +269,25 @@ def money(value: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _unquote(text: str, i: int) -> tuple[str, int]:
+    """A double-quoted element with backslash escapes (array and hstore output), ``i`` just past the opening
+    quote: the unescaped text and the index just past the closing quote."""
+    parts: list[str] = []
+    start = i
+    while True:
+        c = text[i]
+        if c == "\\":
+            parts.append(text[start:i])
+            parts.append(text[i + 1])
+            i += 2
+            start = i
+        elif c == '"':
+            parts.append(text[start:i])
+            return "".join(parts), i + 1
+        else:
+            i += 1
+
+
 def parse_array(text: str, delim: str = ",") -> list[Any]:
     """``array_out`` text -> nested lists of ``str``/``None`` (one list level per dimension).
 
@@ -299,23 +318,8 @@ def parse_array(text: str, delim: str = ",") -> list[Any]:
         elif c == delim:
             i += 1
         elif c == '"':
-            i += 1
-            parts: list[str] = []
-            start = i
-            while True:
-                c = text[i]
-                if c == "\\":
-                    parts.append(text[start:i])
-                    parts.append(text[i + 1])
-                    i += 2
-                    start = i
-                elif c == '"':
-                    parts.append(text[start:i])
-                    i += 1
-                    break
-                else:
-                    i += 1
-            stack[-1].append("".join(parts))
+            value, i = _unquote(text, i + 1)
+            stack[-1].append(value)
         else:
             start = i
             while text[i] != delim and text[i] != "}":
@@ -382,21 +386,7 @@ def parse_hstore(text: str) -> dict[str, str | None]:
     def quoted(i: int) -> tuple[str, int]:
         if text[i] != '"':
             raise ValueError(f"malformed hstore text {text[:80]!r}")
-        i += 1
-        parts: list[str] = []
-        start = i
-        while True:
-            c = text[i]
-            if c == "\\":
-                parts.append(text[start:i])
-                parts.append(text[i + 1])
-                i += 2
-                start = i
-            elif c == '"':
-                parts.append(text[start:i])
-                return "".join(parts), i + 1
-            else:
-                i += 1
+        return _unquote(text, i + 1)
 
     while i < n:
         if text[i] in ", ":
