@@ -18,7 +18,14 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support.daemon import AWS_ENV, Daemon, create_stream, last_occurrence_order, read_stream, write_config
+from tests.support.daemon import (
+    AWS_ENV,
+    create_stream,
+    last_occurrence_order,
+    read_stream,
+    start_daemon,
+    write_config,
+)
 from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgDb
 
@@ -51,16 +58,7 @@ def test_throttling_and_500s_lose_nothing_and_keep_key_order(pg_db: PgDb, moto_u
         ' "mapping-parameters": {"partition-key-type": "primary-key"}}]}'
     )
     with FaultProxy(moto_url, seed=7, entry_failure_rate=0.2, request_error_rate=0.05) as proxy:
-        config = write_config(
-            tmp_path / "c.toml",
-            pg_port=pg_db.server.port,
-            database=pg_db.name,
-            endpoint_url=proxy.url,
-            stream=stream,
-            extra='table_mappings = "m.json"',
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path, extra='table_mappings = "m.json"')
         daemon.wait_ready()
         try:
             with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
@@ -99,11 +97,7 @@ def test_outage_backpressure_then_second_signal_exits_at_once_and_replays(
     pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
     stream = create_stream(moto_url, f"o-{uuid.uuid4().hex[:8]}")
     with FaultProxy(moto_url) as proxy:
-        config = write_config(
-            tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=proxy.url, stream=stream
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path)
         daemon.wait_ready()
         proxy.outage(600)
         pg_db.execute("INSERT INTO kv SELECT g, g FROM generate_series(1, 100) g")
@@ -152,16 +146,7 @@ def test_ordering_none_delivers_everything_resending_only_rejected(pg_db: PgDb, 
     pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
     stream = create_stream(moto_url, f"n-{uuid.uuid4().hex[:8]}")
     with FaultProxy(moto_url, seed=3, entry_failure_rate=0.2) as proxy:
-        config = write_config(
-            tmp_path / "c.toml",
-            pg_port=pg_db.server.port,
-            database=pg_db.name,
-            endpoint_url=proxy.url,
-            stream=stream,
-            extra_target='ordering = "none"',
-        )
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path, extra_target='ordering = "none"')
         daemon.wait_ready()
         try:
             pg_db.execute("INSERT INTO kv SELECT g, g FROM generate_series(1, 400) g")
@@ -180,17 +165,14 @@ def test_sixty_second_outage_backpressure_readyz_and_recovery(pg_db: PgDb, moto_
     pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
     stream = create_stream(moto_url, f"out-{uuid.uuid4().hex[:8]}")
     with FaultProxy(moto_url) as proxy:
-        config = write_config(
-            tmp_path / "c.toml",
-            pg_port=pg_db.server.port,
-            database=pg_db.name,
-            endpoint_url=proxy.url,
-            stream=stream,
+        daemon = start_daemon(
+            pg_db,
+            proxy.url,
+            stream,
+            tmp_path,
             extra_target="max_buffered_records = 500",
+            extra_http="ready_window = 5",
         )
-        config.write_text(config.read_text().replace("[http]\n", "[http]\nready_window = 5\n"))
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        daemon.start()
         daemon.wait_ready()
         try:
             proxy.outage(60)
