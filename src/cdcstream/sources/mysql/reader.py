@@ -51,6 +51,7 @@ from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
 from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
 from cdcstream.sources.mysql import fastrows, rows
 from cdcstream.sources.mysql.ddl import UnparsedStatement, parse_ddl
+from cdcstream.sources.mysql.tls import tls_failure
 
 log = structlog.get_logger(__name__)
 
@@ -120,9 +121,11 @@ class Batch:
 
 @dataclass(slots=True)
 class Failure:
-    """The thread ended: the error, queued after everything read before it."""
+    """The thread ended: the error, queued after everything read before it, and the binlog position it was
+    reading at (``file:pos`` of the end of the last event read, so the failing event starts there)."""
 
     error: BaseException
+    position: str | None = None
 
 
 class EventConverter:
@@ -163,6 +166,8 @@ class EventConverter:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[TablePlan] = set()
+        # Stored with every checkpoint: which server the position belongs to (MySQLSource._verify_resume).
+        self.checkpoint_extra: dict[str, Any] = {}
         self.fast_rows = True  # off only to compare with the library's decoding (tests, bench)
 
     # -- GTID state -----------------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ class EventConverter:
         return str(self._mysql_gtids) if self._mysql_gtids is not None else None
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state}
+        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state, **self.checkpoint_extra}
 
     def reset_transaction(self) -> None:
         """Forget a transaction cut off by a dropped connection; it is re-read from its start after reconnect."""
@@ -496,8 +501,10 @@ class ReaderThread:
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[Batch | Failure],
         schemas: list[str] | None,
+        verify_checksum: bool = False,
     ) -> None:
         self._settings = settings
+        self._verify_checksum = verify_checksum
         self._server_id = server_id
         self._heartbeat = heartbeat
         self._mariadb = mariadb
@@ -531,6 +538,9 @@ class ReaderThread:
             only_schemas=self._schemas,
             slave_heartbeat=self._heartbeat,
             enable_logging=False,
+            # With binlog_checksum = CRC32 every event carries a checksum; the library only logs a mismatch, so
+            # _run turns it into a DecodeError rather than streaming a corrupted change.
+            verify_checksum=self._verify_checksum,
             pymysql_wrapper=_StreamConnection,
             **kwargs,
         )
@@ -544,6 +554,12 @@ class ReaderThread:
                 if self._stop.is_set():
                     return
                 self.connected = True
+                if getattr(ev, "_is_event_valid", True) is False:
+                    raise DecodeError(
+                        f"binlog event {type(ev).__name__} ending at {stream.log_file}:{stream.log_pos} fails its "
+                        "CRC32 checksum: the binlog is corrupt (disk, copy or network). cdcstream stops rather than "
+                        "stream a damaged change; check the server's binlog with mysqlbinlog --verify-binlog-checksum"
+                    )
                 conv.handle(ev, stream.table_map, out)
                 if isinstance(ev, HeartbeatLogEvent):
                     self._flush(out, heartbeat=True)
@@ -557,12 +573,18 @@ class ReaderThread:
                 return
             if out:
                 self._flush(out)
-            self._put(Failure(exc))
+            self._put(Failure(exc, self._position()))
         finally:
             self.connected = False
             if self._stream is not None:
                 with contextlib.suppress(Exception):
                     self._stream.close()
+
+    def _position(self) -> str | None:
+        stream = self._stream
+        file = getattr(stream, "log_file", None) or self._conv.file
+        pos = getattr(stream, "log_pos", None) or self._conv.pos
+        return f"{file}:{pos}" if file else None
 
     def _flush(self, items: list[Item], heartbeat: bool = False) -> None:
         conv = self._conv
@@ -599,8 +621,9 @@ class ReaderThread:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def classify(exc: BaseException, where: str) -> SourceError:
-    """A reader failure as a typed error: retriable (reconnect) or not (stop with the fix)."""
+def classify(exc: BaseException, where: str, position: str | None = None) -> SourceError:
+    """A reader failure as a typed error: retriable (reconnect) or not (stop with the fix). ``position`` is the
+    binlog position the reader was at, for errors about the binlog's content."""
     if isinstance(exc, SourceError):
         return exc
     if isinstance(exc, StreamLost | ConnectionError | OSError | TimeoutError):
@@ -608,6 +631,9 @@ def classify(exc: BaseException, where: str) -> SourceError:
     if isinstance(exc, pymysql.err.MySQLError):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         msg = exc.args[1] if len(exc.args) > 1 else str(exc)
+        tls = tls_failure(str(msg))
+        if tls is not None:
+            return SourceError(f"binlog connection to {where}: {tls}. ({msg})")
         if code == 1236:
             return SourceError(
                 f"the server cannot send the binlog from the checkpointed position ({where}): {msg}. The binlog "
@@ -622,4 +648,12 @@ def classify(exc: BaseException, where: str) -> SourceError:
                 "password."
             )
         return SourceConnectionError(f"binlog connection to {where} failed: [{code}] {msg}")
-    return DecodeError(f"binlog reader for {where} failed: {exc!r}")
+    # Anything else is the binlog's content defeating the decoder (python-mysql-replication or ours). Skipping
+    # the event would lose a change silently, so stop, with what is needed for a bug report.
+    at = f" at binlog position {position}" if position else ""
+    start = f" --start-position={position.rpartition(':')[2]}" if position else ""
+    return DecodeError(
+        f"cannot decode the binlog event{at} from {where}: {exc!r}. cdcstream stops rather than skip it; nothing "
+        "after the last checkpoint is acknowledged. Please report it with the server version and the output of "
+        f"mysqlbinlog --base64-output=decode-rows -vv{start} on that binlog file."
+    )
