@@ -276,7 +276,7 @@ async def test_resume_from_file_pos_and_from_gtid(my_db: MyDb) -> None:
             await run(my_db, "INSERT INTO r VALUES (1)", "INSERT INTO r VALUES (2)")
             await reader.wait_for(n_events(2))
             ack = reader.markers[0]  # the transaction end right after the first insert
-            assert isinstance(ack, Marker) and set(ack.checkpoint) == {"file", "pos", "gtid"}
+            assert isinstance(ack, Marker) and set(ack.checkpoint) == {"file", "pos", "gtid", "server_id"}
             await reader.source.ack(ack.checkpoint)
         finally:
             await reader.stop()
@@ -295,6 +295,20 @@ async def test_resume_from_file_pos_and_from_gtid(my_db: MyDb) -> None:
             assert reader.source.status()["resume_by"] == ("gtid" if mode == "on" else "file/pos")
         finally:
             await reader.stop()
+
+
+async def test_a_checkpoint_without_server_identity_is_accepted_and_recorded(my_db: MyDb) -> None:
+    """Checkpoints written before the server identity was stored resume as before; later ones carry it."""
+    await run(my_db, "CREATE TABLE o (id int primary key)")
+    file, pos = await asyncio.to_thread(my_db.server.master_status)
+    await run(my_db, "INSERT INTO o VALUES (1)")
+    reader = await open_reader(my_db.config(gtid_mode="off"), {"file": file, "pos": pos, "gtid": None})
+    try:
+        await reader.wait_for(n_events(1))
+        assert reader.markers[-1].checkpoint["server_id"] == 1
+        assert reader.source.status()["server_identity"] == {"server_id": 1}
+    finally:
+        await reader.stop()
 
 
 async def test_rotation_and_positions_sort(my_db: MyDb) -> None:
