@@ -456,8 +456,8 @@ class EventConverter:
                 before, pos = image(body, pos)
             rid += 1
             append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
-        if pos != end:
-            raise ValueError(f"{end - pos} bytes left over at the end of the row event")
+        if pos != end:  # the loop stops at or after the end: after means a column read past the event
+            raise ValueError(f"the row images run {pos - end} bytes past the end of the row event")
 
 
 def _convert(
