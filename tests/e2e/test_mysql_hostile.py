@@ -122,6 +122,9 @@ def test_mysql_purged_gtid_is_a_clear_error_not_a_fresh_start(my_db: MyDb, moto_
     _purge_binlogs(my_db.server)
     stderr = _fails_clearly(config, f"GTID position {before['gtid']}", "purged", "full load", "retention")
     assert "is no longer on the server" in stderr
+    check = run_cli("check", "--config", str(config))
+    assert check.returncode == 1 and "FAIL binlog position" in check.stdout, check.stdout
+    assert f"GTID position {before['gtid']} was purged" in check.stdout
     assert _checkpoint(tmp_path) == before  # nothing was overwritten by a fresh start
 
 
@@ -141,6 +144,8 @@ def test_mysql_another_server_behind_the_address(tls_mariadb: MyServer, moto_url
     server.restart()
     try:
         _fails_clearly(config, "server_id 2", "server_id 1", "failover", "gtid_mode = 'auto'", "full load")
+        check = run_cli("check", "--config", str(config))
+        assert check.returncode == 1 and "FAIL server identity" in check.stdout, check.stdout
         assert _checkpoint(tmp_path) == before
         config.write_text(config.read_text().replace('gtid_mode = "off"', 'gtid_mode = "auto"'))
         log = _stream_one_row(

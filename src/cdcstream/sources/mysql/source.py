@@ -98,6 +98,10 @@ class ServerInfo:
         self.missing_gtids = ""
 
     @property
+    def server_has_gtids(self) -> bool:
+        return self.mariadb or self.variables.get("gtid_mode", "OFF").upper() == "ON"
+
+    @property
     def identity(self) -> dict[str, Any]:
         """Which server this is, stored in every checkpoint (README, "When things go wrong"): ``server_id``
         (unique per server in any replication topology) and, on MySQL, ``server_uuid`` (MariaDB has none)."""
@@ -123,7 +127,7 @@ def mariadb_missing_gtids(purged: str, resume: str) -> str:
     return ",".join(missing)
 
 
-def _fetch_gtid_gap(cur: Any, info: ServerInfo, resume_gtid: str) -> None:
+def fetch_gtid_gap(cur: Any, info: ServerInfo, resume_gtid: str) -> None:
     """Fill ``info.purged_gtids`` / ``info.missing_gtids`` for a resume by GTID (needs no extra privilege)."""
     if info.mariadb:
         if not info.binlogs:
@@ -182,7 +186,7 @@ def fetch_server_info(
             )
         if resume_gtid:
             with conn.cursor() as cur:
-                _fetch_gtid_gap(cur, info, resume_gtid)
+                fetch_gtid_gap(cur, info, resume_gtid)
         gtid = variables.get("gtid_binlog_pos") if info.mariadb else variables.get("gtid_executed")
         return info, (str(row[0]), int(row[1]), (gtid or "").replace("\n", "") or None)
     except pymysql.err.MySQLError as exc:
@@ -241,7 +245,7 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
     return problems
 
 
-def _other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
+def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
     """Whether a checkpoint's server identity names another server. Checkpoints written before the identity
     was stored have none: accepted (and the identity recorded from now on)."""
     if known.get("server_uuid") and identity.get("server_uuid"):
@@ -249,7 +253,7 @@ def _other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
     return known.get("server_id") not in (None, identity.get("server_id"))
 
 
-def _describe(identity: dict[str, Any]) -> str:
+def describe_server(identity: dict[str, Any]) -> str:
     text = f"server_id {identity.get('server_id')}"
     return f"{text} (server_uuid {identity['server_uuid']})" if identity.get("server_uuid") else text
 
@@ -347,10 +351,11 @@ class MySQLSource:
         do; none of them ever turns into a silent fresh start."""
         where = f"{self.cfg.host}:{self.cfg.port}"
         identity = info.identity
-        if known and _other_server(known, identity):
+        if known and other_server(known, identity):
             what = (
-                f"the MySQL/MariaDB server at {where} is {_describe(identity)}, but the checkpoint was written for "
-                f"{_describe(known)}: a failover, a restored backup, or another server behind the same address"
+                f"the MySQL/MariaDB server at {where} is {describe_server(identity)}, but the checkpoint was written "
+                f"for {describe_server(known)}: a failover, a restored backup, or another server behind the same "
+                "address"
             )
             if not self._use_gtid:
                 by_gtid = (
@@ -367,8 +372,8 @@ class MySQLSource:
             self._log.warning(
                 "server identity changed (failover?): continuing by GTID, which names the same transactions on "
                 "every server of a replication topology",
-                old=_describe(known),
-                new=_describe(identity),
+                old=describe_server(known),
+                new=describe_server(identity),
                 gtid=gtid,
             )
         if self._use_gtid and info.missing_gtids:
@@ -394,7 +399,7 @@ class MySQLSource:
 
     def _decide_gtid(self, checkpoint: dict[str, Any] | None, gtid: str | None, info: ServerInfo) -> bool:
         mode = self.cfg.gtid_mode
-        server_has_gtids = info.mariadb or info.variables.get("gtid_mode", "OFF").upper() == "ON"
+        server_has_gtids = info.server_has_gtids
         if mode == "off" or checkpoint is None:
             return False  # a first start begins at the server's current file/position
         if mode == "on":
