@@ -433,6 +433,16 @@ async def test_minimum_privileges_are_enough(my_db: MyDb) -> None:
         with pytest.raises(SourceError, match="GRANT BINLOG MONITOR"):
             await src.start(None)
         await src.close()
+        # Without REPLICATION SLAVE the settings can be read but the binlog cannot: fatal, with the grant.
+        await asyncio.to_thread(my_db.server.execute, "GRANT BINLOG MONITOR ON *.* TO 'mini'@'127.0.0.1'")
+        await asyncio.to_thread(my_db.server.execute, "REVOKE REPLICATION SLAVE ON *.* FROM 'mini'@'127.0.0.1'")
+        reader = await open_reader(my_db.config(user="mini", password="mini"))
+        try:
+            with pytest.raises(SourceError, match="GRANT REPLICATION SLAVE") as info:
+                await reader.wait_for(n_events(1))
+            assert not info.value.retriable
+        finally:
+            await reader.source.close()  # the reader task already ended with the error
     finally:
         await asyncio.to_thread(my_db.server.execute, "DROP USER 'mini'@'127.0.0.1'")
 
