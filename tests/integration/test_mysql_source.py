@@ -311,6 +311,27 @@ async def test_a_checkpoint_without_server_identity_is_accepted_and_recorded(my_
         await reader.stop()
 
 
+async def test_another_server_after_a_reconnect_stops_file_pos_streaming(my_db: MyDb) -> None:
+    """A failover while streaming: the server comes back with another server_id. Resuming by file/position
+    there would read an unrelated binlog, so the reconnect stops with the identity error instead."""
+    await run(my_db, "CREATE TABLE fo (id int primary key)")
+    server = my_db.server
+    cnf = server.cnf.read_text()
+    reader = await open_reader(my_db.config(gtid_mode="off"))
+    try:
+        await run(my_db, "INSERT INTO fo VALUES (1)")
+        await reader.wait_for(n_events(1))
+        server.cnf.write_text(cnf.replace("server_id=1\n", "server_id=2\n"))
+        await asyncio.to_thread(server.restart)
+        with pytest.raises(SourceError, match="is server_id 2, but the checkpoint was written for server_id 1") as info:
+            await reader.wait_for(lambda _r: False, within=30, what="the identity error")
+        assert not info.value.retriable
+    finally:
+        await reader.source.close()
+        server.cnf.write_text(cnf)
+        await asyncio.to_thread(server.restart)
+
+
 async def test_rotation_and_positions_sort(my_db: MyDb) -> None:
     await run(my_db, "CREATE TABLE p (id int primary key)")
     reader = await open_reader(my_db.config())
