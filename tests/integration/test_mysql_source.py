@@ -332,6 +332,34 @@ async def test_another_server_after_a_reconnect_stops_file_pos_streaming(my_db: 
         await asyncio.to_thread(server.restart)
 
 
+async def test_xa_transactions_on_captured_tables_are_refused(my_db: MyDb) -> None:
+    """An XA transaction prepared and then rolled back is in the binlog with its rows: streaming them would
+    publish a change that never happened. XA on tables that are not captured does not matter."""
+    await run(my_db, "CREATE TABLE xa (id int primary key)", "CREATE TABLE other (id int primary key)")
+    reader = await open_reader(my_db.config(), selector=lambda _s, t: t == "xa")
+
+    def xa(table: str, outcome: str) -> None:
+        conn = my_db.connect()
+        try:
+            with conn.cursor() as cur:
+                for q in ("XA START 'x'", f"INSERT INTO {table} VALUES (1)", "XA END 'x'", "XA PREPARE 'x'", outcome):
+                    cur.execute(q)
+        finally:
+            conn.close()
+
+    try:
+        await asyncio.to_thread(xa, "other", "XA COMMIT 'x'")
+        await run(my_db, "INSERT INTO xa VALUES (0)")
+        await reader.wait_for(n_events(1))
+        await asyncio.to_thread(xa, "xa", "XA ROLLBACK 'x'")
+        with pytest.raises(SourceError, match=r"\.xa was changed inside an XA .*XA START at mariadb-bin") as info:
+            await reader.wait_for(lambda _r: False, what="the XA error")
+        assert not info.value.retriable
+        assert [e.after for e in reader.events] == [{"id": 0}]  # the rolled-back row was never yielded
+    finally:
+        await reader.source.close()
+
+
 async def test_rotation_and_positions_sort(my_db: MyDb) -> None:
     await run(my_db, "CREATE TABLE p (id int primary key)")
     reader = await open_reader(my_db.config())

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymysqlreplication.event import QueryEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdcstream.changes import ChangeEvent, Marker
-from cdcstream.errors import DecodeError
+from cdcstream.errors import DecodeError, SourceError
 from cdcstream.sources.mysql import rows
 from cdcstream.sources.mysql.ddl import TableDdl, UnparsedStatement, parse_ddl
 from cdcstream.sources.mysql.source import mariadb_missing_gtids
@@ -113,3 +114,17 @@ def test_gtid_comparison() -> None:
     assert mariadb_missing_gtids("0-1-8", "0-2-8") == ""  # same domain, same sequence: nothing purged unread
     assert mariadb_missing_gtids("0-1-8,1-1-3", "0-1-9") == "1-1-3"  # domain 1 was never read
     assert mariadb_missing_gtids("", "0-1-9") == ""
+
+
+def test_rows_inside_an_xa_transaction_are_refused() -> None:
+    """Rows of an XA transaction are logged at XA PREPARE, before it is known whether it commits."""
+    conv = converter()
+    start = QueryEvent.__new__(QueryEvent)
+    start.query, start.schema, start.timestamp, start.event_size = "XA START X'61',X'',1", b"db", 0, 40
+    start.packet = Packet(b"", 1000)
+    out: list[Any] = []
+    conv.handle(start, {}, out)
+    assert out == []  # not a transaction end
+    table = {TABLE_ID: Table("db", "t", [Col(rows.LONG, "id")], "id")}
+    with pytest.raises(SourceError, match=r"db\.t was changed inside an XA .* XA START at bin\.000001:960"):
+        conv.handle(row_event(WriteRowsEvent, 1, b"\x00\x01\x00\x00\x00"), table, out)
