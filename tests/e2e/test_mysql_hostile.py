@@ -3,7 +3,8 @@ position the server purged, another server behind the same address (failover), a
 
 Each failure must be immediate, specific (what, where, how to recover), exit 3 without a traceback, and leave
 the checkpoint alone: never a silent fresh start. The tests that break the server (certificates, server_id,
-binlog bytes) use a private TLS-only MariaDB of this module, not the session's shared one.
+binlog bytes) use a private TLS-only MariaDB of this module, not the session's shared one; the tests that do
+not set ssl_mode reach it with the default "preferred", which must therefore negotiate TLS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cdcstream.checkpoints.store import FileCheckpointStore
 from tests.support import running
 from tests.support.daemon import Daemon, create_stream, mysql_source, run_cli, table_records, wait_for, write_config
 from tests.support.mysql import MyDb, MyServer, ServerStartError, start_private_mariadb
+from tests.support.tls import make_ca_and_server_cert
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,16 @@ def test_mysql_tls_verify_identity(tls_mariadb: MyServer, moto_url: str, tmp_pat
     plain = config.read_text().replace(tls, 'ssl_mode = "disabled"\n')
     (tmp_path / "plain.toml").write_text(plain)
     _fails_clearly(tmp_path / "plain.toml", "Access denied", "ssl_mode")
+    # A CA that did not sign the server certificate: the fix names ssl_ca.
+    other_ca, _, _ = make_ca_and_server_cert(tmp_path / "other-ca", "localhost")
+    (tmp_path / "other.toml").write_text(
+        config.read_text().replace(str(tls_mariadb.ca), str(other_ca)).replace("127.0.0.1", "localhost")
+    )
+    _fails_clearly(tmp_path / "other.toml", "could not be verified", "ssl_ca must hold the CA")
+    # "required" encrypts without verifying: the same wrong name is accepted (check connects and passes).
+    (tmp_path / "required.toml").write_text(config.read_text().replace('"verify_identity"', '"required"'))
+    check = run_cli("check", "--config", str(tmp_path / "required.toml"))
+    assert check.returncode == 0 and "OK   connect" in check.stdout, check.stdout + check.stderr
     # The certificate's own name works, over TLS (the server accepts nothing else).
     config.write_text(config.read_text().replace('host = "127.0.0.1"', 'host = "localhost"'))
     _stream_one_row(
