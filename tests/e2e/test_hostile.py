@@ -1,47 +1,32 @@
 """Hostile conditions with the real daemon: TLS verification, a corrupt checkpoint, an invalidated slot, and
-secrets that must never show up in any output."""
+secrets that must never show up in any output (PostgreSQL and MySQL sources; the other MySQL cases are in
+test_mysql_hostile.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pymysql
 import pytest
 
-from tests.support import server_missing
-from tests.support.daemon import AWS_ENV, Daemon, create_stream, read_stream, write_config
+from tests.support import running
+from tests.support.daemon import Daemon, create_stream, mysql_source, read_stream, run_cli, write_config
+from tests.support.mysql import CDC_GRANTS, MyDb
 from tests.support.postgres import PgDb, PgServer, ServerStartError, start_private_postgres
 from tests.support.tls import make_ca_and_server_cert
-
-
-def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cdcstream", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **AWS_ENV},
-    )
 
 
 @pytest.fixture
 def private_pg() -> Iterator[PgServer]:
     """A server of the test's own, for settings the shared one must not have (TLS, tiny WAL retention)."""
-    try:
-        server = start_private_postgres()
-    except ServerStartError as exc:
-        server_missing(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(start_private_postgres, ServerStartError)
 
 
 def _enable_tls(server: PgServer, certs: Path) -> Path:
@@ -75,7 +60,7 @@ def test_tls_verify_full_accepts_the_right_name_and_refuses_a_wrong_one(
     )
     config.write_text(config.read_text().replace('sslmode = "disable"\n', ""))
     # 127.0.0.1 is not the name on the certificate: a clear, immediate failure, not endless retries.
-    res = _run_cli("run", "--config", str(config))
+    res = run_cli("run", "--config", str(config))
     assert res.returncode == 3, res.stderr
     assert "does not match host name" in res.stderr and "verify-ca" in res.stderr
     # The certificate's own name works, over TLS.
@@ -110,7 +95,7 @@ def test_corrupt_checkpoint_is_refused_with_a_clear_error(pg_db: PgDb, moto_url:
     assert daemon.stop() == 0
     ckpt = tmp_path / "state" / "task1.checkpoint.json"
     ckpt.write_bytes(ckpt.read_bytes()[:40])  # truncated, as a full disk or a bad copy would leave it
-    res = _run_cli("run", "--config", str(config))
+    res = run_cli("run", "--config", str(config))
     assert res.returncode == 6
     assert str(ckpt) in res.stderr and "corrupt or truncated" in res.stderr and "Traceback" not in res.stderr
 
@@ -141,7 +126,7 @@ def test_invalidated_slot_is_a_clear_error_not_a_fresh_start(
         private_pg.execute("postgres", "CHECKPOINT", superuser=True)
     status = private_pg.execute("postgres", "SELECT wal_status FROM pg_replication_slots", superuser=True)
     assert status == [("lost",)], status
-    res = _run_cli("run", "--config", str(config))
+    res = run_cli("run", "--config", str(config))
     assert res.returncode == 3, res.stderr
     assert "cdcstream" in res.stderr and "wal_status 'lost'" in res.stderr and "full load" in res.stderr
 
@@ -162,10 +147,7 @@ def test_a_known_password_never_appears_in_any_output(pg_db: PgDb, moto_url: str
     )
     text = config.read_text().replace('user = "cdc"', 'user = "cdc_secret"')
     config.write_text(text.replace('password = "cdc"', f'password_file = "{secret_file}"'))
-    outputs: list[str] = []
-    for args in (("check", "--config", str(config)), ("print-config", "--config", str(config))):
-        res = _run_cli(*args)
-        outputs += [res.stdout, res.stderr]
+    outputs = _cli_outputs(config)
     daemon = Daemon(config, tmp_path / "daemon.log")
     config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
     daemon.start()
@@ -173,10 +155,7 @@ def test_a_known_password_never_appears_in_any_output(pg_db: PgDb, moto_url: str
         daemon.wait_ready()
         pg_db.execute("INSERT INTO t VALUES (1)", superuser=True)
         time.sleep(1)
-        for path in ("/status", "/metrics", "/readyz", "/healthz"):
-            with urllib.request.urlopen(daemon.http + path, timeout=5) as resp:
-                outputs.append(resp.read().decode())
-        outputs.append(_run_cli("status", "--config", str(config)).stdout)
+        outputs += _live_outputs(daemon, config)
         # a failure that carries connection details: the server refuses the password it was given
         pg_db.execute(f"ALTER ROLE cdc_secret PASSWORD '{SECRET}-changed'", superuser=True)
         pg_db.execute(
@@ -186,12 +165,69 @@ def test_a_known_password_never_appears_in_any_output(pg_db: PgDb, moto_url: str
         assert daemon.stop() in (0, 3)
     finally:
         daemon.kill()
+    daemon_log = _assert_no_secret(outputs, tmp_path)
+    assert "reconnect" in daemon_log  # the failure path ran and was logged (without the password)
+
+
+def _cli_outputs(config: Path) -> list[str]:
+    outputs: list[str] = []
+    for command in ("check", "print-config"):
+        res = run_cli(command, "--config", str(config))
+        outputs += [res.stdout, res.stderr]
+    return outputs
+
+
+def _live_outputs(daemon: Daemon, config: Path) -> list[str]:
+    """Every HTTP endpoint of the running daemon and the ``status`` command."""
+    outputs = []
+    for path in ("/status", "/metrics", "/readyz", "/healthz"):
+        with urllib.request.urlopen(daemon.http + path, timeout=5) as resp:
+            outputs.append(resp.read().decode())
+    res = run_cli("status", "--config", str(config))
+    return [*outputs, res.stdout, res.stderr]
+
+
+def _assert_no_secret(outputs: list[str], tmp_path: Path) -> str:
+    """Add the daemon log and the state files to ``outputs``, assert none holds SECRET; return the log."""
     daemon_log = (tmp_path / "daemon.log").read_text()
-    outputs.append(daemon_log)
-    outputs += [p.read_text(errors="replace") for p in (tmp_path / "state").glob("*")]
+    outputs = [*outputs, daemon_log, *(p.read_text(errors="replace") for p in (tmp_path / "state").glob("*"))]
     leaked = [o for o in outputs if SECRET in o]
     assert not leaked, leaked[0][:2000]
-    assert "reconnect" in daemon_log  # the failure path ran and was logged (without the password)
+    return daemon_log
+
+
+def test_a_known_mysql_password_never_appears_in_any_output(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
+    user = f"cdc_secret{uuid.uuid4().hex[:6]}"
+    my_db.execute(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{SECRET}'")
+    my_db.execute(f"GRANT {CDC_GRANTS} ON *.* TO '{user}'@'127.0.0.1'")
+    my_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    stream = create_stream(moto_url, f"mysec-{uuid.uuid4().hex[:8]}")
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(SECRET + "\n")
+    source = mysql_source(my_db.server.port, my_db.name).replace('user = "cdc"', f'user = "{user}"')
+    source = source.replace('password = "cdc"', f'password_file = "{secret_file}"')
+    config = write_config(tmp_path / "c.toml", endpoint_url=moto_url, stream=stream, source=source)
+    config.write_text(config.read_text().replace('level = "info"', 'level = "debug"'))
+    outputs = _cli_outputs(config)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        my_db.execute("INSERT INTO t VALUES (1)")
+        time.sleep(1)
+        outputs += _live_outputs(daemon, config)
+        # a failure that carries connection details: the server refuses the password the daemon reconnects with
+        my_db.execute(f"ALTER USER '{user}'@'127.0.0.1' IDENTIFIED BY '{SECRET}-changed'")
+        for (pid,) in my_db.execute(f"SELECT id FROM information_schema.processlist WHERE user = '{user}'"):
+            with contextlib.suppress(pymysql.Error):
+                my_db.execute(f"KILL {pid}")
+        assert daemon.proc is not None and daemon.proc.wait(timeout=60) == 3
+    finally:
+        daemon.kill()
+        my_db.execute(f"DROP USER '{user}'@'127.0.0.1'")
+    outputs += _cli_outputs(config)  # check with the refused password
+    daemon_log = _assert_no_secret(outputs, tmp_path)
+    assert "Access denied" in daemon_log and "Traceback" not in daemon_log
 
 
 def test_a_checkpoint_from_another_cluster_is_refused(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
@@ -214,6 +250,6 @@ def test_a_checkpoint_from_another_cluster_is_refused(pg_db: PgDb, moto_url: str
     checkpoint = store.load()
     assert checkpoint is not None and checkpoint["system_id"] and checkpoint["timeline"] == 1
     store.save({**checkpoint, "system_id": "7000000000000000001"})
-    res = _run_cli("run", "--config", str(config))
+    res = run_cli("run", "--config", str(config))
     assert res.returncode == 3, res.stderr
     assert "7000000000000000001" in res.stderr and "different cluster" in res.stderr

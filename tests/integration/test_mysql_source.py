@@ -276,7 +276,7 @@ async def test_resume_from_file_pos_and_from_gtid(my_db: MyDb) -> None:
             await run(my_db, "INSERT INTO r VALUES (1)", "INSERT INTO r VALUES (2)")
             await reader.wait_for(n_events(2))
             ack = reader.markers[0]  # the transaction end right after the first insert
-            assert isinstance(ack, Marker) and set(ack.checkpoint) == {"file", "pos", "gtid"}
+            assert isinstance(ack, Marker) and set(ack.checkpoint) == {"file", "pos", "gtid", "server_id"}
             await reader.source.ack(ack.checkpoint)
         finally:
             await reader.stop()
@@ -295,6 +295,69 @@ async def test_resume_from_file_pos_and_from_gtid(my_db: MyDb) -> None:
             assert reader.source.status()["resume_by"] == ("gtid" if mode == "on" else "file/pos")
         finally:
             await reader.stop()
+
+
+async def test_a_checkpoint_without_server_identity_is_accepted_and_recorded(my_db: MyDb) -> None:
+    """Checkpoints written before the server identity was stored resume as before; later ones carry it."""
+    await run(my_db, "CREATE TABLE o (id int primary key)")
+    file, pos = await asyncio.to_thread(my_db.server.master_status)
+    await run(my_db, "INSERT INTO o VALUES (1)")
+    reader = await open_reader(my_db.config(gtid_mode="off"), {"file": file, "pos": pos, "gtid": None})
+    try:
+        await reader.wait_for(n_events(1))
+        assert reader.markers[-1].checkpoint["server_id"] == 1
+        assert reader.source.status()["server_identity"] == {"server_id": 1}
+    finally:
+        await reader.stop()
+
+
+async def test_another_server_after_a_reconnect_stops_file_pos_streaming(my_db: MyDb) -> None:
+    """A failover while streaming: the server comes back with another server_id. Resuming by file/position
+    there would read an unrelated binlog, so the reconnect stops with the identity error instead."""
+    await run(my_db, "CREATE TABLE fo (id int primary key)")
+    server = my_db.server
+    cnf = server.cnf.read_text()
+    reader = await open_reader(my_db.config(gtid_mode="off"))
+    try:
+        await run(my_db, "INSERT INTO fo VALUES (1)")
+        await reader.wait_for(n_events(1))
+        server.cnf.write_text(cnf.replace("server_id=1\n", "server_id=2\n"))
+        await asyncio.to_thread(server.restart)
+        with pytest.raises(SourceError, match="is server_id 2, but the checkpoint was written for server_id 1") as info:
+            await reader.wait_for(lambda _r: False, within=30, what="the identity error")
+        assert not info.value.retriable
+    finally:
+        await reader.source.close()
+        server.cnf.write_text(cnf)
+        await asyncio.to_thread(server.restart)
+
+
+async def test_xa_transactions_on_captured_tables_are_refused(my_db: MyDb) -> None:
+    """An XA transaction prepared and then rolled back is in the binlog with its rows: streaming them would
+    publish a change that never happened. XA on tables that are not captured does not matter."""
+    await run(my_db, "CREATE TABLE xa (id int primary key)", "CREATE TABLE other (id int primary key)")
+    reader = await open_reader(my_db.config(), selector=lambda _s, t: t == "xa")
+
+    def xa(table: str, outcome: str) -> None:
+        conn = my_db.connect()
+        try:
+            with conn.cursor() as cur:
+                for q in ("XA START 'x'", f"INSERT INTO {table} VALUES (1)", "XA END 'x'", "XA PREPARE 'x'", outcome):
+                    cur.execute(q)
+        finally:
+            conn.close()
+
+    try:
+        await asyncio.to_thread(xa, "other", "XA COMMIT 'x'")
+        await run(my_db, "INSERT INTO xa VALUES (0)")
+        await reader.wait_for(n_events(1))
+        await asyncio.to_thread(xa, "xa", "XA ROLLBACK 'x'")
+        with pytest.raises(SourceError, match=r"\.xa was changed inside an XA .*XA START at mariadb-bin") as info:
+            await reader.wait_for(lambda _r: False, what="the XA error")
+        assert not info.value.retriable
+        assert [e.after for e in reader.events] == [{"id": 0}]  # the rolled-back row was never yielded
+    finally:
+        await reader.source.close()
 
 
 async def test_rotation_and_positions_sort(my_db: MyDb) -> None:
@@ -419,6 +482,16 @@ async def test_minimum_privileges_are_enough(my_db: MyDb) -> None:
         with pytest.raises(SourceError, match="GRANT BINLOG MONITOR"):
             await src.start(None)
         await src.close()
+        # Without REPLICATION SLAVE the settings can be read but the binlog cannot: fatal, with the grant.
+        await asyncio.to_thread(my_db.server.execute, "GRANT BINLOG MONITOR ON *.* TO 'mini'@'127.0.0.1'")
+        await asyncio.to_thread(my_db.server.execute, "REVOKE REPLICATION SLAVE ON *.* FROM 'mini'@'127.0.0.1'")
+        reader = await open_reader(my_db.config(user="mini", password="mini"))
+        try:
+            with pytest.raises(SourceError, match="GRANT REPLICATION SLAVE") as info:
+                await reader.wait_for(n_events(1))
+            assert not info.value.retriable
+        finally:
+            await reader.source.close()  # the reader task already ended with the error
     finally:
         await asyncio.to_thread(my_db.server.execute, "DROP USER 'mini'@'127.0.0.1'")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
@@ -27,3 +28,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+def running(start: Callable[[], S], start_error: type[Exception]) -> Iterator[S]:
+    """Body of a private-server fixture (``yield from running(...)``): start the server, or skip / fail via
+    :func:`server_missing` when it cannot start; stop it after the tests."""
+    try:
+        server = start()
+    except start_error as exc:
+        server_missing(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -94,6 +94,13 @@ connect_timeout = 5
 """
 
 
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """One ``cdcstream`` command to completion (``run`` only ends by itself on an error)."""
+    return subprocess.run(
+        [*CDCSTREAM, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **AWS_ENV}
+    )
+
+
 @dataclass
 class Daemon:
     """One ``cdcstream run`` process at a time, restartable; logs accumulate in ``log_path``."""

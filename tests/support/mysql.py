@@ -30,7 +30,8 @@ import pymysql
 import pytest
 
 from cdcstream.config import MySQLSourceConfig
-from tests.support import free_port, server_missing
+from tests.support import free_port, running
+from tests.support.tls import make_ca_and_server_cert
 
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
@@ -80,6 +81,7 @@ class MyServer:
     port: int
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    ca: Path | None = None  # the test CA, when started with tls_name (plaintext is then refused)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -166,8 +168,11 @@ class MyServer:
             return ""
 
 
-def start_private_mariadb(root: Path | None = None, *, extra_cnf: str = "") -> MyServer:
-    """Install and start a private MariaDB in ``root`` (a new temp dir by default); also used by the bench."""
+def start_private_mariadb(root: Path | None = None, *, extra_cnf: str = "", tls_name: str | None = None) -> MyServer:
+    """Install and start a private MariaDB in ``root`` (a new temp dir by default); also used by the bench.
+
+    ``tls_name``: serve TLS with a certificate for that DNS name from a CA generated for the test
+    (``server.ca``), and refuse plaintext connections (``require_secure_transport``)."""
     if not Path(MARIADBD).exists() or not Path(INSTALL_DB).exists():
         raise ServerStartError("mariadbd / mariadb-install-db not found (apt-get install mariadb-server)")
     if root is None:
@@ -176,6 +181,9 @@ def start_private_mariadb(root: Path | None = None, *, extra_cnf: str = "") -> M
     for sub in ("data", "tmp", "binlog"):
         (root / sub).mkdir(exist_ok=True)
     server = MyServer(root=root, port=free_port())
+    if tls_name is not None:
+        server.ca, crt, key = make_ca_and_server_cert(root / "certs", tls_name)
+        extra_cnf += f"\nssl_ca={server.ca}\nssl_cert={crt}\nssl_key={key}\nrequire_secure_transport=ON\n"
     user = OS_USER if os.geteuid() == 0 else os.environ.get("USER", "")
     server.cnf.write_text(_CNF.format(root=root, port=server.port, user=user, extra=extra_cnf))
     if os.geteuid() == 0:
@@ -205,14 +213,7 @@ def start_private_mariadb(root: Path | None = None, *, extra_cnf: str = "") -> M
 @pytest.fixture(scope="session")
 def my_server() -> Iterator[MyServer]:
     """The session's private MariaDB server."""
-    try:
-        server = start_private_mariadb()
-    except ServerStartError as exc:
-        server_missing(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(start_private_mariadb, ServerStartError)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import pytest
 from psycopg import sql
 
 from cdcstream.config import PostgresSourceConfig
-from tests.support import free_port, server_missing
+from tests.support import free_port, running
 
 PG_BIN = Path(os.environ.get("CDCSTREAM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "postgres"
@@ -205,14 +205,7 @@ def start_private_postgres(root: Path | None = None, *, extra_conf: str = "") ->
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """The session's private PostgreSQL 15 server."""
-    try:
-        server = start_private_postgres()
-    except ServerStartError as exc:
-        server_missing(str(exc))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(start_private_postgres, ServerStartError)
 
 
 @dataclass

@@ -100,3 +100,41 @@ def test_mysql_source_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         load_config(write(tmp_path, MYSQL.replace("[target]", 'slot_name = "x"\n[target]')))
     with pytest.raises(ConfigError, match=r"source\.gtid_mode"):
         load_config(write(tmp_path, MYSQL.replace('"on"', '"maybe"')))
+
+
+def _mysql_tls(tmp_path: Path, lines: str) -> Path:
+    return write(tmp_path, MYSQL.replace("[target]", lines + "\n[target]"))
+
+
+def test_mysql_tls_settings(tmp_path: Path) -> None:
+    from cdcstream.sources.mysql.tls import ssl_settings
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    cfg = load_config(_mysql_tls(tmp_path, f'ssl_mode = "verify_identity"\nssl_ca = "{ca}"'))
+    assert cfg.source.engine == "mysql" and cfg.source.ssl_mode == "verify_identity"
+    assert ssl_settings(load_config(_mysql_tls(tmp_path, 'ssl_mode = "disabled"')).source) == {"ssl_disabled": True}
+    assert ssl_settings(load_config(write(tmp_path, MYSQL)).source) == {}  # preferred: PyMySQL's own default
+    required = ssl_settings(load_config(_mysql_tls(tmp_path, 'ssl_mode = "required"')).source)["ssl"]
+    assert not required.check_hostname and required.verify_mode.name == "CERT_NONE"
+    verify = ssl_settings(load_config(_mysql_tls(tmp_path, 'ssl_mode = "verify_identity"')).source)["ssl"]
+    assert verify.check_hostname and verify.verify_mode.name == "CERT_REQUIRED"  # system CAs without ssl_ca
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            'ssl_mode = "verify_ca"\nssl_ca = "/nonexistent/ca.pem"',
+            r"source: ssl_ca '/nonexistent/ca.pem': No such file",
+        ),
+        ('ssl_mode = "required"\nssl_cert = "/nonexistent/c.pem"', r"ssl_cert '/nonexistent/c.pem': No such file"),
+        ('ssl_mode = "preferred"\nssl_ca = "/etc/hostname"', r"ssl_ca is set but ssl_mode = 'preferred'"),
+        ('ssl_mode = "disabled"\nssl_ca = "/etc/hostname"', r"ssl_ca is set but ssl_mode = 'disabled'"),
+        ('ssl_mode = "required"\nssl_key = "/etc/hostname"', r"ssl_key is set without ssl_cert"),
+        ('ssl_mode = "verify-full"', r"source\.ssl_mode"),
+    ],
+)
+def test_mysql_tls_errors_name_the_key(tmp_path: Path, lines: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_mysql_tls(tmp_path, lines))

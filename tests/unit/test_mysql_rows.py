@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -10,22 +9,7 @@ from typing import Any
 import pytest
 
 from cdcstream.sources.mysql import rows
-
-
-@dataclass
-class Col:
-    """The attributes of python-mysql-replication's Column that rows.py reads."""
-
-    type: int
-    name: str = "c"
-    unsigned: bool = False
-    character_set_name: str | None = None
-    fsp: int = 0
-    set_values: list[str] | None = None
-    enum_values: list[str] | None = None
-    precision: int = 10
-    decimals: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
+from tests.support.binlog import Col
 
 
 def conv(col: Col, value: Any, no_hex_prefix: bool = False) -> Any:

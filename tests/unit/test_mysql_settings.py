@@ -28,3 +28,28 @@ def test_each_problem_names_the_setting_and_the_fix() -> None:
     assert "binlog_transaction_compression = OFF" in text
     assert "binlog_row_value_options = ''" in text
     assert len(problems) == 5
+
+
+def test_tls_failures_are_fatal_with_the_fix() -> None:
+    import pymysql
+
+    from cdcstream.config import MySQLSourceConfig
+    from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
+    from cdcstream.sources.mysql.reader import classify
+    from cdcstream.sources.mysql.source import connect_error
+
+    cfg = MySQLSourceConfig(engine="mysql", server_id=9, ssl_mode="verify_identity")
+    mismatch = pymysql.err.OperationalError(
+        2003, "Can't connect ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch ...)"
+    )
+    for err in (connect_error(cfg, mismatch), classify(mismatch, "cdc@db:3306")):
+        assert type(err) is SourceError and "host name verification failed" in str(err) and "verify_ca" in str(err)
+    untrusted = pymysql.err.OperationalError(2003, "[SSL: CERTIFICATE_VERIFY_FAILED] unable to get local issuer")
+    assert "ssl_ca must hold the CA" in str(connect_error(cfg, untrusted))
+    no_tls = pymysql.err.OperationalError(2026, "SSL is required but the server doesn't support it")
+    assert "does not offer TLS" in str(connect_error(cfg, no_tls))
+    down = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db' ([Errno 111] refused)")
+    assert isinstance(connect_error(cfg, down), SourceConnectionError)
+    decode = classify(ValueError("bad"), "cdc@db:3306", "mariadb-bin.000007:1234")
+    assert isinstance(decode, DecodeError) and not decode.retriable
+    assert "mariadb-bin.000007:1234" in str(decode) and "--start-position=1234" in str(decode)

@@ -2,7 +2,8 @@
 
 Checks: connection, binary logging, ``binlog_format=ROW``, ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL``,
 privileges (REPLICATION SLAVE and REPLICATION CLIENT / MariaDB BINLOG MONITOR, SELECT), the checkpointed binlog
-file still on the server, and binlog retention. No text produced here contains a password.
+file (or GTID position) still on the server, the checkpoint's server identity, and binlog retention. No text
+produced here contains a password.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 import pymysql
 
 from cdcstream.config import MySQLSourceConfig
-from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, connect_error, connection_settings
+from cdcstream.sources.mysql.source import (
+    REQUIRED_SETTINGS,
+    ServerInfo,
+    connect_error,
+    connection_settings,
+    describe_server,
+    fetch_gtid_gap,
+    other_server,
+)
 from cdcstream.sources.postgres.checks import CheckResult
 
 # Retention shorter than this leaves little room to fix an outage before the checkpointed binlog is purged.
@@ -88,7 +97,14 @@ def _run_checks(cfg: MySQLSourceConfig, checkpoint: dict[str, Any] | None) -> li
                     )
                 )
             if binlogs:
-                out.append(_checkpoint_check(checkpoint, binlogs))
+                info = ServerInfo(version, variables, binlogs)
+                by_gtid = bool(checkpoint and checkpoint.get("gtid")) and cfg.gtid_mode != "off"
+                if checkpoint and by_gtid and info.server_has_gtids:
+                    out.append(_gtid_check(cur, info, str(checkpoint["gtid"])))
+                else:
+                    out.append(_checkpoint_check(checkpoint, binlogs))
+                if checkpoint:
+                    out.append(_identity_check(checkpoint, info))
             out.append(_retention(variables))
     finally:
         conn.close()
@@ -142,6 +158,33 @@ def _checkpoint_check(checkpoint: dict[str, Any] | None, binlogs: list[str]) -> 
         f"the checkpointed binlog file {file} was purged (oldest on the server: {binlogs[0]}): changes after the "
         "checkpoint are lost",
         "raise binlog retention, delete the checkpoint file and re-sync the target with a full load",
+    )
+
+
+def _gtid_check(cur: Any, info: ServerInfo, gtid: str) -> CheckResult:
+    fetch_gtid_gap(cur, info, gtid)
+    if not info.missing_gtids:
+        return CheckResult("binlog position", True, f"checkpointed GTID position {gtid} is on the server")
+    return CheckResult(
+        "binlog position",
+        False,
+        f"the checkpointed GTID position {gtid} was purged: the oldest binlog ({info.binlogs[0]}) starts after "
+        f"{info.purged_gtids}, so transactions up to {info.missing_gtids} are lost",
+        "raise binlog retention, move the checkpoint file away and re-sync the target with a full load",
+    )
+
+
+def _identity_check(checkpoint: dict[str, Any], info: ServerInfo) -> CheckResult:
+    identity = info.identity
+    if not other_server(checkpoint, identity):
+        return CheckResult("server identity", True, f"{describe_server(identity)}, as in the checkpoint")
+    return CheckResult(
+        "server identity",
+        False,
+        f"the server is {describe_server(identity)}, the checkpoint was written for {describe_server(checkpoint)} "
+        "(failover, restore, or another server at this address)",
+        "resume by GTID (gtid_mode = 'auto') if this is a promoted replica; otherwise point the config at the "
+        "original server, or move the checkpoint away and re-sync with a full load",
     )
 
 

@@ -269,7 +269,8 @@ def compile_plan(columns: Any, no_hex_prefix: bool) -> FastPlan | None:
         if dec is None:
             return None
         out.append((c.name, dec))
-    return FastPlan(out)
+    # A row image of no columns has no bytes, so decoding a non-empty body would never advance: no plan.
+    return FastPlan(out) if out else None
 
 
 def raw_body(ev: Any, plan: FastPlan) -> bytes | None:

@@ -51,6 +51,7 @@ from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
 from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
 from cdcstream.sources.mysql import fastrows, rows
 from cdcstream.sources.mysql.ddl import UnparsedStatement, parse_ddl
+from cdcstream.sources.mysql.tls import tls_failure
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,7 @@ ONLY_EVENTS = [
     HeartbeatLogEvent,
 ]
 MARIADB_FL_STANDALONE = 0x01  # MariaDB GTID event flag: a statement outside any transaction (DDL)
+MARIADB_FL_PREPARED_XA = 0x40  # MariaDB GTID event flag: the XA START ... XA PREPARE part of an XA transaction
 BATCH_MAX = 500  # items per hand-over: large enough to amortise the thread hop, small enough for low latency
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE, Op.DROP_TABLE)
 
@@ -120,9 +122,11 @@ class Batch:
 
 @dataclass(slots=True)
 class Failure:
-    """The thread ended: the error, queued after everything read before it."""
+    """The thread ended: the error, queued after everything read before it, and the binlog position it was
+    reading at (``file:pos`` of the end of the last event read, so the failing event starts there)."""
 
     error: BaseException
+    position: str | None = None
 
 
 class EventConverter:
@@ -153,6 +157,8 @@ class EventConverter:
         self.set_gtid_state(gtid)
         self.in_tx = False
         self._standalone = False
+        # Where the current transaction's XA START was: rows of captured tables inside it are refused (below).
+        self._xa_start: str | None = None
         self._tx_gtid: str | None = None
         self.tx_id: str | None = None
         self._prefix = ""
@@ -163,6 +169,8 @@ class EventConverter:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[TablePlan] = set()
+        # Stored with every checkpoint: which server the position belongs to (MySQLSource._verify_resume).
+        self.checkpoint_extra: dict[str, Any] = {}
         self.fast_rows = True  # off only to compare with the library's decoding (tests, bench)
 
     # -- GTID state -----------------------------------------------------------------------------------------
@@ -185,12 +193,13 @@ class EventConverter:
         return str(self._mysql_gtids) if self._mysql_gtids is not None else None
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state}
+        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state, **self.checkpoint_extra}
 
     def reset_transaction(self) -> None:
         """Forget a transaction cut off by a dropped connection; it is re-read from its start after reconnect."""
         self.in_tx = False
         self._standalone = False
+        self._xa_start = None
         self._tx_gtid = None
         self._record = 0
         self._by_table_id.clear()  # table ids are only valid within one connection's stream
@@ -272,6 +281,7 @@ class EventConverter:
     # -- transactions ---------------------------------------------------------------------------------------
     def _begin(self, start: int, timestamp: int, gtid: str | None) -> None:
         self.in_tx = True
+        self._xa_start = None
         self._tx_gtid = gtid
         self.tx_id = gtid or f"{self.file}:{start}"
         self._prefix = f"{self.file}:{start:012d}."
@@ -313,6 +323,8 @@ class EventConverter:
         elif isinstance(ev, MariadbGtidEvent):
             self._begin(end - ev.event_size, ev.timestamp, str(ev.gtid))
             self._standalone = bool(ev.flags & MARIADB_FL_STANDALONE)
+            if ev.flags & MARIADB_FL_PREPARED_XA:  # MariaDB's XA START ... XA PREPARE group (see _rows)
+                self._xa_start = f"{self.file}:{end - ev.event_size}"
         elif isinstance(ev, GtidEvent):
             self._begin(end - ev.event_size, ev.timestamp, str(ev.gtid))
             self._standalone = True  # until a BEGIN query says it is a transaction
@@ -337,6 +349,12 @@ class EventConverter:
             if not self.in_tx:
                 self._begin(end - ev.event_size, ev.timestamp, None)
             self._commit(end, out)
+            return
+        if word.startswith(("XA START", "XA BEGIN")):  # MySQL: opens a transaction like BEGIN, but see _rows
+            if not self.in_tx:
+                self._begin(end - ev.event_size, ev.timestamp, None)
+            self._standalone = False
+            self._xa_start = f"{self.file}:{end - ev.event_size}"
             return
         if self.in_tx and not self._standalone:
             return  # SAVEPOINT and friends inside a transaction
@@ -379,6 +397,16 @@ class EventConverter:
         plan = self._plan(ev, table_map)
         if plan is None:
             return  # not selected: ev.rows is never touched, so the rows are never decoded
+        if self._xa_start is not None:
+            # An XA transaction's rows are logged at XA PREPARE, before the outcome is known (XA ROLLBACK may
+            # follow, much later). Streaming them would publish changes that may never commit; buffering them
+            # is not implemented yet. So stop, instead of streaming silently wrong data.
+            raise SourceError(
+                f"{plan.label} was changed inside an XA (two-phase commit) transaction, XA START at "
+                f"{self._xa_start}: cdcstream does not support XA transactions yet (their rows are logged at XA "
+                "PREPARE, before it is known whether they commit). It stops rather than stream changes that may be "
+                f"rolled back. Options: commit {plan.label}'s changes without XA, or exclude it from the mapping."
+            )
         if not self.in_tx:
             self._begin(ev.packet.log_pos - ev.event_size, ev.timestamp, None)
         convs = plan.convs
@@ -451,8 +479,8 @@ class EventConverter:
                 before, pos = image(body, pos)
             rid += 1
             append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
-        if pos != end:
-            raise ValueError(f"{end - pos} bytes left over at the end of the row event")
+        if pos != end:  # the loop stops at or after the end: after means a column read past the event
+            raise ValueError(f"the row images run {pos - end} bytes past the end of the row event")
 
 
 def _convert(
@@ -496,8 +524,10 @@ class ReaderThread:
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[Batch | Failure],
         schemas: list[str] | None,
+        verify_checksum: bool = False,
     ) -> None:
         self._settings = settings
+        self._verify_checksum = verify_checksum
         self._server_id = server_id
         self._heartbeat = heartbeat
         self._mariadb = mariadb
@@ -531,6 +561,9 @@ class ReaderThread:
             only_schemas=self._schemas,
             slave_heartbeat=self._heartbeat,
             enable_logging=False,
+            # With binlog_checksum = CRC32 every event carries a checksum; the library only logs a mismatch, so
+            # _run turns it into a DecodeError rather than streaming a corrupted change.
+            verify_checksum=self._verify_checksum,
             pymysql_wrapper=_StreamConnection,
             **kwargs,
         )
@@ -544,6 +577,12 @@ class ReaderThread:
                 if self._stop.is_set():
                     return
                 self.connected = True
+                if getattr(ev, "_is_event_valid", True) is False:
+                    raise DecodeError(
+                        f"binlog event {type(ev).__name__} ending at {stream.log_file}:{stream.log_pos} fails its "
+                        "CRC32 checksum: the binlog is corrupt (disk, copy or network). cdcstream stops rather than "
+                        "stream a damaged change; check the server's binlog with mysqlbinlog --verify-binlog-checksum"
+                    )
                 conv.handle(ev, stream.table_map, out)
                 if isinstance(ev, HeartbeatLogEvent):
                     self._flush(out, heartbeat=True)
@@ -557,12 +596,18 @@ class ReaderThread:
                 return
             if out:
                 self._flush(out)
-            self._put(Failure(exc))
+            self._put(Failure(exc, self._position()))
         finally:
             self.connected = False
             if self._stream is not None:
                 with contextlib.suppress(Exception):
                     self._stream.close()
+
+    def _position(self) -> str | None:
+        stream = self._stream
+        file = getattr(stream, "log_file", None) or self._conv.file
+        pos = getattr(stream, "log_pos", None) or self._conv.pos
+        return f"{file}:{pos}" if file else None
 
     def _flush(self, items: list[Item], heartbeat: bool = False) -> None:
         conv = self._conv
@@ -599,8 +644,9 @@ class ReaderThread:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def classify(exc: BaseException, where: str) -> SourceError:
-    """A reader failure as a typed error: retriable (reconnect) or not (stop with the fix)."""
+def classify(exc: BaseException, where: str, position: str | None = None) -> SourceError:
+    """A reader failure as a typed error: retriable (reconnect) or not (stop with the fix). ``position`` is the
+    binlog position the reader was at, for errors about the binlog's content."""
     if isinstance(exc, SourceError):
         return exc
     if isinstance(exc, StreamLost | ConnectionError | OSError | TimeoutError):
@@ -608,6 +654,9 @@ def classify(exc: BaseException, where: str) -> SourceError:
     if isinstance(exc, pymysql.err.MySQLError):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         msg = exc.args[1] if len(exc.args) > 1 else str(exc)
+        tls = tls_failure(str(msg))
+        if tls is not None:
+            return SourceError(f"binlog connection to {where}: {tls}. ({msg})")
         if code == 1236:
             return SourceError(
                 f"the server cannot send the binlog from the checkpointed position ({where}): {msg}. The binlog "
@@ -622,4 +671,12 @@ def classify(exc: BaseException, where: str) -> SourceError:
                 "password."
             )
         return SourceConnectionError(f"binlog connection to {where} failed: [{code}] {msg}")
-    return DecodeError(f"binlog reader for {where} failed: {exc!r}")
+    # Anything else is the binlog's content defeating the decoder (python-mysql-replication or ours). Skipping
+    # the event would lose a change silently, so stop, with what is needed for a bug report.
+    at = f" at binlog position {position}" if position else ""
+    start = f" --start-position={position.rpartition(':')[2]}" if position else ""
+    return DecodeError(
+        f"cannot decode the binlog event{at} from {where}: {exc!r}. cdcstream stops rather than skip it; nothing "
+        "after the last checkpoint is acknowledged. Please report it with the server version and the output of "
+        f"mysqlbinlog --base64-output=decode-rows -vv{start} on that binlog file."
+    )

@@ -39,6 +39,7 @@ from cdcstream.sources.mysql.reader import (
     StartAt,
     classify,
 )
+from cdcstream.sources.mysql.tls import ssl_settings, tls_failure
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,8 @@ REQUIRED_SETTINGS = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog
 
 
 def connection_settings(cfg: MySQLSourceConfig) -> dict[str, Any]:
-    """PyMySQL keyword arguments. Contains the password: never log them."""
+    """PyMySQL keyword arguments for every connection (queries, ``check`` and the binlog stream), so TLS and
+    timeouts are the same everywhere. Contains the password: never log them."""
     settings: dict[str, Any] = {
         "host": cfg.host,
         "port": cfg.port,
@@ -59,6 +61,7 @@ def connection_settings(cfg: MySQLSourceConfig) -> dict[str, Any]:
         # A heartbeat arrives every heartbeat_interval while idle; silence far beyond it means a dead link.
         "read_timeout": max(10, int(cfg.heartbeat_interval * 4)),
         "charset": "utf8mb4",
+        **ssl_settings(cfg),
     }
     if cfg.password is not None:
         settings["password"] = cfg.password.get_secret_value()
@@ -70,8 +73,14 @@ def connect_error(cfg: MySQLSourceConfig, exc: pymysql.err.MySQLError) -> Source
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     msg = exc.args[1] if len(exc.args) > 1 else str(exc)
     where = f"{cfg.user}@{cfg.host}:{cfg.port}"
+    tls = tls_failure(str(msg))
+    if tls is not None:
+        return SourceError(f"cannot connect to MySQL/MariaDB {where} (ssl_mode = {cfg.ssl_mode!r}): {tls}. ({msg})")
     if code in (1045, 1044, 1698, 1130):
-        return SourceError(f"cannot connect to MySQL/MariaDB {where}: [{code}] {msg}")
+        hint = ""
+        if code == 1045 and cfg.ssl_mode == "disabled":
+            hint = " (a server with require_secure_transport = ON also refuses plaintext like this: set ssl_mode)"
+        return SourceError(f"cannot connect to MySQL/MariaDB {where}: [{code}] {msg}{hint}")
     return SourceConnectionError(f"cannot connect to MySQL/MariaDB {where}: [{code}] {msg}")
 
 
@@ -83,10 +92,61 @@ class ServerInfo:
         self.variables = variables
         self.binlogs = binlogs
         self.mariadb = "mariadb" in version.lower()
+        # The GTID state the oldest binlog starts after (MariaDB: BINLOG_GTID_POS of its start; MySQL:
+        # gtid_purged) and the part of a resume GTID position that is gone with the purged binlogs.
+        self.purged_gtids = ""
+        self.missing_gtids = ""
+
+    @property
+    def server_has_gtids(self) -> bool:
+        return self.mariadb or self.variables.get("gtid_mode", "OFF").upper() == "ON"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Which server this is, stored in every checkpoint (README, "When things go wrong"): ``server_id``
+        (unique per server in any replication topology) and, on MySQL, ``server_uuid`` (MariaDB has none)."""
+        ident: dict[str, Any] = {"server_id": int(self.variables.get("server_id") or 0)}
+        if self.variables.get("server_uuid"):
+            ident["server_uuid"] = self.variables["server_uuid"]
+        return ident
 
 
-def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, int, str | None]]:
-    """Blocking: version, settings, binlog list and the current position (file, pos, GTID state)."""
+def mariadb_missing_gtids(purged: str, resume: str) -> str:
+    """The MariaDB GTIDs (``domain-server-seq``) purged with the binlogs but not yet read at ``resume``: for each
+    domain, the purged state when the resume position is behind it. Empty when nothing is missing."""
+    have: dict[str, int] = {}
+    for part in resume.split(","):
+        fields = part.strip().split("-")
+        if len(fields) == 3 and fields[2].isdigit():
+            have[fields[0]] = int(fields[2])
+    missing = []
+    for part in purged.split(","):
+        fields = part.strip().split("-")
+        if len(fields) == 3 and fields[2].isdigit() and have.get(fields[0], 0) < int(fields[2]):
+            missing.append(part.strip())
+    return ",".join(missing)
+
+
+def fetch_gtid_gap(cur: Any, info: ServerInfo, resume_gtid: str) -> None:
+    """Fill ``info.purged_gtids`` / ``info.missing_gtids`` for a resume by GTID (needs no extra privilege)."""
+    if info.mariadb:
+        if not info.binlogs:
+            return
+        cur.execute("SELECT BINLOG_GTID_POS(%s, 4)", (info.binlogs[0],))
+        info.purged_gtids = str(cur.fetchone()[0] or "")
+        info.missing_gtids = mariadb_missing_gtids(info.purged_gtids, resume_gtid)
+    else:
+        cur.execute("SELECT @@GLOBAL.gtid_purged, GTID_SUBTRACT(@@GLOBAL.gtid_purged, %s)", (resume_gtid,))
+        purged, missing = cur.fetchone()
+        info.purged_gtids = str(purged or "").replace("\n", "")
+        info.missing_gtids = str(missing or "").replace("\n", "")
+
+
+def fetch_server_info(
+    cfg: MySQLSourceConfig, resume_gtid: str | None = None
+) -> tuple[ServerInfo, tuple[str, int, str | None]]:
+    """Blocking: version, settings, binlog list and the current position (file, pos, GTID state); with
+    ``resume_gtid``, also which of it the server's binlogs no longer have."""
     try:
         conn = pymysql.connect(**connection_settings(cfg))
     except pymysql.err.MySQLError as exc:
@@ -99,7 +159,7 @@ def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, in
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
                 "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_executed', 'expire_logs_days', "
                 "'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression', "
-                "'binlog_row_value_options')"
+                "'binlog_row_value_options', 'server_uuid', 'binlog_checksum')"
             )
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             try:
@@ -124,6 +184,9 @@ def fetch_server_info(cfg: MySQLSourceConfig) -> tuple[ServerInfo, tuple[str, in
                 f"binary logging is off on {cfg.host}:{cfg.port} (log_bin = {variables.get('log_bin', '?')}). Fix: "
                 "set log_bin (and server_id) in the server config and restart the server."
             )
+        if resume_gtid:
+            with conn.cursor() as cur:
+                fetch_gtid_gap(cur, info, resume_gtid)
         gtid = variables.get("gtid_binlog_pos") if info.mariadb else variables.get("gtid_executed")
         return info, (str(row[0]), int(row[1]), (gtid or "").replace("\n", "") or None)
     except pymysql.err.MySQLError as exc:
@@ -182,6 +245,19 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
     return problems
 
 
+def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether a checkpoint's server identity names another server. Checkpoints written before the identity
+    was stored have none: accepted (and the identity recorded from now on)."""
+    if known.get("server_uuid") and identity.get("server_uuid"):
+        return bool(known["server_uuid"] != identity["server_uuid"])
+    return known.get("server_id") not in (None, identity.get("server_id"))
+
+
+def describe_server(identity: dict[str, Any]) -> str:
+    text = f"server_id {identity.get('server_id')}"
+    return f"{text} (server_uuid {identity['server_uuid']})" if identity.get("server_uuid") else text
+
+
 class MySQLSource:
     """A :class:`cdcstream.sources.Source` reading a MySQL/MariaDB server's binary log."""
 
@@ -202,6 +278,7 @@ class MySQLSource:
         self._queue: asyncio.Queue[Batch | Failure] = asyncio.Queue(maxsize=QUEUE_BATCHES)
         self._info: ServerInfo | None = None
         self._resume: dict[str, Any] = {}
+        self._identity: dict[str, Any] = {}
         self._acked: dict[str, Any] | None = None
         self._use_gtid = False
         self._started = False
@@ -226,28 +303,23 @@ class MySQLSource:
 
     # ------------------------------------------------------------------------------------------------------
     async def start(self, checkpoint: dict[str, Any] | None) -> None:
-        info, (file, pos, gtid) = await asyncio.to_thread(fetch_server_info, self.cfg)
-        self._info = info
-        problems = settings_problems(info.variables)
-        if problems:
-            raise SourceError(f"{info.version} at {self.cfg.host}:{self.cfg.port}: " + "; ".join(problems))
+        resume: tuple[str, int, str | None] | None = None
         if checkpoint is not None:
             try:
-                file, pos = str(checkpoint["file"]), int(checkpoint["pos"])
-                gtid = checkpoint.get("gtid") or None
+                resume = str(checkpoint["file"]), int(checkpoint["pos"]), checkpoint.get("gtid") or None
             except (KeyError, TypeError, ValueError):
                 raise SourceError(
                     f"checkpoint {checkpoint!r} is not a MySQL position (expected file, pos and gtid)"
                 ) from None
+        gap_gtid = resume[2] if resume is not None and self.cfg.gtid_mode != "off" else None
+        info, current = await asyncio.to_thread(fetch_server_info, self.cfg, gap_gtid)
+        self._info = info
+        problems = settings_problems(info.variables)
+        if problems:
+            raise SourceError(f"{info.version} at {self.cfg.host}:{self.cfg.port}: " + "; ".join(problems))
+        file, pos, gtid = resume or current
         self._use_gtid = self._decide_gtid(checkpoint, gtid, info)
-        if checkpoint is not None and not self._use_gtid and file not in info.binlogs:
-            raise SourceError(
-                f"the checkpointed binlog file {file!r} (position {pos}) is no longer on the server (it has "
-                f"{', '.join(info.binlogs[:3]) or 'no binlogs'}{' …' if len(info.binlogs) > 3 else ''}): it was "
-                "purged, so the changes after the checkpoint are lost. Recovery: raise binlog retention "
-                "(expire_logs_days / binlog_expire_logs_seconds) so this does not recur, delete the checkpoint file "
-                "and re-sync the target with a full load."
-            )
+        self._verify_resume(info, file, pos, gtid, checkpoint)
         self._conv = EventConverter(
             selector=self._selects,
             no_hex_prefix=self._no_hex_prefix,
@@ -256,6 +328,7 @@ class MySQLSource:
             pos=pos,
             gtid=gtid,
         )
+        self._conv.checkpoint_extra = self._identity
         self._resume = self._conv.checkpoint()
         self._acked = checkpoint
         self._start_reader()
@@ -267,11 +340,66 @@ class MySQLSource:
             pos=pos,
             gtid=gtid,
             resume_by="gtid" if self._use_gtid else "file/pos",
+            **self._identity,
         )
+
+    def _verify_resume(
+        self, info: ServerInfo, file: str, pos: int, gtid: str | None, known: dict[str, Any] | None
+    ) -> None:
+        """Before streaming (at start and after every reconnect): is the server the one the position was
+        written for, and does it still have the binlogs after it? Each failure says what is lost and what to
+        do; none of them ever turns into a silent fresh start."""
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        identity = info.identity
+        if known and other_server(known, identity):
+            what = (
+                f"the MySQL/MariaDB server at {where} is {describe_server(identity)}, but the checkpoint was written "
+                f"for {describe_server(known)}: a failover, a restored backup, or another server behind the same "
+                "address"
+            )
+            if not self._use_gtid:
+                by_gtid = (
+                    f"if this server is a promoted replica of the old one, resume by GTID (gtid_mode = 'auto'; the "
+                    f"checkpoint has GTID position {gtid}); "
+                    if gtid
+                    else ""
+                )
+                raise SourceError(
+                    f"{what}. A binlog file/position ({file}:{pos}) means nothing on another server, so cdcstream "
+                    f"stops rather than guess. Recovery: point host/port at the original server; {by_gtid}or start "
+                    "over deliberately: move the checkpoint file away and re-sync the target with a full load."
+                )
+            self._log.warning(
+                "server identity changed (failover?): continuing by GTID, which names the same transactions on "
+                "every server of a replication topology",
+                old=describe_server(known),
+                new=describe_server(identity),
+                gtid=gtid,
+            )
+        if self._use_gtid and info.missing_gtids:
+            raise SourceError(
+                f"the checkpointed GTID position {gtid} is no longer on the server {where}: its oldest binlog "
+                f"({info.binlogs[0] if info.binlogs else 'none'}) starts after GTID state {info.purged_gtids}, so "
+                f"transactions after the checkpoint up to {info.missing_gtids} were purged and are lost to cdcstream. "
+                "Recovery: re-sync the target with a full load and start over deliberately (move the checkpoint "
+                "file away; cdcstream never does that by itself); raise binlog retention (expire_logs_days / "
+                "binlog_expire_logs_seconds) so this does not recur."
+            )
+        if known is not None and not self._use_gtid and file not in info.binlogs:
+            raise SourceError(
+                f"the checkpointed binlog file {file!r} (position {pos}) is no longer on the server (it has "
+                f"{', '.join(info.binlogs[:3]) or 'no binlogs'}{' …' if len(info.binlogs) > 3 else ''}): it was "
+                "purged, so the changes after the checkpoint are lost. Recovery: raise binlog retention "
+                "(expire_logs_days / binlog_expire_logs_seconds) so this does not recur, delete the checkpoint file "
+                "and re-sync the target with a full load."
+            )
+        self._identity = identity
+        if self._conv is not None:
+            self._conv.checkpoint_extra = identity
 
     def _decide_gtid(self, checkpoint: dict[str, Any] | None, gtid: str | None, info: ServerInfo) -> bool:
         mode = self.cfg.gtid_mode
-        server_has_gtids = info.mariadb or info.variables.get("gtid_mode", "OFF").upper() == "ON"
+        server_has_gtids = info.server_has_gtids
         if mode == "off" or checkpoint is None:
             return False  # a first start begins at the server's current file/position
         if mode == "on":
@@ -298,6 +426,7 @@ class MySQLSource:
             loop=asyncio.get_running_loop(),
             queue=self._queue,
             schemas=self.cfg.databases,
+            verify_checksum=self._info.variables.get("binlog_checksum", "").upper() == "CRC32",
         )
         self._reader.start()
         self._m_connected.set(1)
@@ -312,20 +441,20 @@ class MySQLSource:
                 continue
             msg = await self._queue.get()
             if isinstance(msg, Failure):
-                await self._reader_failed(msg.error)
+                await self._reader_failed(msg)
                 continue
             self._after_batch(msg)
             if msg.items:
                 yield msg.items
 
-    async def _reader_failed(self, error: BaseException) -> None:
+    async def _reader_failed(self, failure: Failure) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             await asyncio.to_thread(reader.thread.join, 5)
         self._m_connected.set(0)
         assert self._conv is not None
         self._conv.reset_transaction()
-        err = classify(error, self._where)
+        err = classify(failure.error, self._where, failure.position)
         if not err.retriable:
             raise err
         self._log.warning("binlog connection lost", reason=str(err), resume=self._resume)
@@ -337,18 +466,17 @@ class MySQLSource:
         await asyncio.sleep(delay)
         if self._closed:
             return
-        # The checkpointed file may have been purged while we were away: check before streaming again.
+        # While we were away the binlogs may have been purged, or another server may have taken the address
+        # (failover): check before streaming again, exactly as at start.
+        r = self._resume
         try:
-            info, _ = await asyncio.to_thread(fetch_server_info, self.cfg)
+            info, _ = await asyncio.to_thread(fetch_server_info, self.cfg, r.get("gtid") if self._use_gtid else None)
         except SourceConnectionError as exc:
             self._log.warning("reconnect failed", reason=str(exc))
             return
-        if not self._use_gtid and self._resume["file"] not in info.binlogs:
-            raise SourceError(
-                f"the binlog file {self._resume['file']!r} cdcstream must resume from was purged while it was "
-                "disconnected; changes after it are lost. Recovery: raise binlog retention, delete the checkpoint "
-                "file and re-sync the target with a full load."
-            )
+        self._verify_resume(info, str(r["file"]), int(r["pos"]), r.get("gtid"), self._identity)
+        self._info = info
+        self._resume = {**r, **self._identity}  # a failover by GTID: later checkpoints name the new server
         self._start_reader()
         self._log.info("binlog streaming reconnected", resume=self._resume)
 
@@ -405,6 +533,7 @@ class MySQLSource:
             "resume": self._resume or None,
             "acked": self._acked,
             "resume_by": "gtid" if self._use_gtid else "file/pos",
+            "server_identity": self._identity or None,
             "last_commit_time": conv.last_commit_time if conv else None,
         }
 
