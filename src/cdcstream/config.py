@@ -103,10 +103,31 @@ class MySQLSourceConfig(_Section):
     ssl_ca: str | None = None
     ssl_cert: str | None = None  # client certificate (PEM) for servers that require X509 users
     ssl_key: str | None = None  # its private key (PEM); may be left out when it is inside ssl_cert
+    # PyMySQL's spelling, kept for people who know it: true is ssl_mode = "verify_identity"; false with ssl_ca
+    # (and no ssl_mode) is "verify_ca". Contradicting an explicit ssl_mode is an error, never a silent choice.
+    ssl_verify_identity: bool | None = None
 
     @model_validator(mode="after")
     def _resolve_password(self) -> MySQLSourceConfig:
         return _resolve_password(self)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _verify_identity_alias(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("ssl_verify_identity") is None:
+            return data
+        flag, mode = data["ssl_verify_identity"], data.get("ssl_mode")
+        if isinstance(flag, str):  # environment overrides arrive as text
+            flag = flag.strip().lower() in {"1", "true", "yes", "on"}
+        if flag is True and mode not in (None, "verify_identity"):
+            raise ValueError(f"ssl_verify_identity = true contradicts ssl_mode = {mode!r}; set only ssl_mode")
+        if flag is False and mode == "verify_identity":
+            raise ValueError("ssl_verify_identity = false contradicts ssl_mode = 'verify_identity'; set only ssl_mode")
+        if flag is True:
+            return {**data, "ssl_mode": "verify_identity"}
+        if flag is False and mode is None and data.get("ssl_ca"):
+            return {**data, "ssl_mode": "verify_ca"}
+        return data
 
     @model_validator(mode="after")
     def _check_tls(self) -> MySQLSourceConfig:

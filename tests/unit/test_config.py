@@ -121,6 +121,15 @@ def test_mysql_tls_settings(tmp_path: Path) -> None:
     assert verify.check_hostname and verify.verify_mode.name == "CERT_REQUIRED"  # system CAs without ssl_ca
 
 
+def test_mysql_ssl_verify_identity_is_another_spelling_of_ssl_mode(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    assert load_config(_mysql_tls(tmp_path, "ssl_verify_identity = true")).source.ssl_mode == "verify_identity"
+    no_host_check = load_config(_mysql_tls(tmp_path, f'ssl_verify_identity = false\nssl_ca = "{ca}"'))
+    assert no_host_check.source.ssl_mode == "verify_ca"
+    assert load_config(_mysql_tls(tmp_path, "ssl_verify_identity = false")).source.ssl_mode == "preferred"
+
+
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
@@ -133,6 +142,9 @@ def test_mysql_tls_settings(tmp_path: Path) -> None:
         ('ssl_mode = "disabled"\nssl_ca = "/etc/hostname"', r"ssl_ca is set but ssl_mode = 'disabled'"),
         ('ssl_mode = "required"\nssl_key = "/etc/hostname"', r"ssl_key is set without ssl_cert"),
         ('ssl_mode = "verify-full"', r"source\.ssl_mode"),
+        ('ssl_mode = "required"\nssl_verify_identity = true', r"ssl_verify_identity = true contradicts ssl_mode"),
+        ('ssl_mode = "verify_identity"\nssl_verify_identity = false', r"ssl_verify_identity = false contradicts"),
+        ("ssl_verify_identity = 3", r"source\.ssl_verify_identity"),
     ],
 )
 def test_mysql_tls_errors_name_the_key(tmp_path: Path, lines: str, message: str) -> None:
