@@ -271,6 +271,7 @@ class TablePlan:
         "key_type",
         "label",
         "name_origins",
+        "outputs",
         "renamed",
         "schema",
         "schema_out",
@@ -479,6 +480,9 @@ class TablePlan:
             document = om.action == "map-record-to-document"
             shape = _object_shape(transform, excluded, tuple(attrs), document, include_nulls)
         self.excluded = excluded
+        # Source column -> its name in the records, for the columns records carry (alter control records name
+        # columns as consumers see them, and say nothing about columns the mapping leaves out).
+        self.outputs = {s: o for s, o, _ in cols if o not in excluded}
         self.shape = shape
 
         self.key_of = self._partition_key(info, om, key_columns, target, out_cols, attr_names, excluded, document, cols)
