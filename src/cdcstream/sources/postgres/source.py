@@ -55,7 +55,7 @@ _USER_TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
 """
@@ -148,6 +148,7 @@ class PostgresSource:
         self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
         self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
+        self._m_ddl_skipped = metrics.SOURCE_DDL_SKIPPED.labels(self._label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
         self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
@@ -502,6 +503,9 @@ class PostgresSource:
                         )
                     child.inc(n)
             decoder.touched.clear()
+        if decoder.ddl_skipped:
+            self._m_ddl_skipped.inc(decoder.ddl_skipped)
+            decoder.ddl_skipped = 0
         if decoder.transactions:
             self._m_transactions.inc(decoder.transactions)
             decoder.transactions = 0
