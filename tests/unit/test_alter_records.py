@@ -162,3 +162,15 @@ def test_rename_table_out_of_the_selection_is_written_under_the_old_name() -> No
     # neither name selected: nothing
     other = TableInfo("x", "y", ())
     assert m.map([control(Op.RENAME_TABLE, TableInfo("x", "z", ()), SchemaChange(other))]) == []
+
+
+def test_a_rule_for_the_new_name_may_keep_the_old_target() -> None:
+    goods = TableInfo("public", "goods", V1.columns)
+    keep = rename_rule("2", "table", "", "items", "goods")  # consumers keep seeing "items" after the rename
+    for alter_records in (True, False):
+        m = mapper(rules(keep), include_table_alter_operations=alter_records)
+        before = ChangeEvent(Op.INSERT, V1, {"id": 1}, None, 1, "t", 1.0, "0/1.1", 1)
+        after = ChangeEvent(Op.INSERT, goods, {"id": 2}, None, 2, "t", 1.0, "0/2.2", 1)
+        recs = m.map([before, control(Op.RENAME_TABLE, goods, SchemaChange(V1)), after])
+        tables = [orjson.loads(r.data)["metadata"]["table-name"] for r in recs]
+        assert tables == (["items", "items", "items"] if alter_records else ["items", "items"])

@@ -106,6 +106,15 @@ class Mapper:
         self._plans[key] = (info, plan)
         return plan
 
+    def _forget(self, info: TableInfo) -> None:
+        """A table name that no longer exists (renamed or dropped) gives up its target, so the table's new name
+        (or a new table) may be written there: a rule for the new name that keeps the old target name works."""
+        key = (info.schema, info.table)
+        self._plans.pop(key, None)
+        for out, src in list(self._targets.items()):
+            if src == key:
+                del self._targets[out]
+
     def _dumps(self, doc: dict[str, Any]) -> bytes:
         try:
             if self.pretty:
@@ -127,6 +136,8 @@ class Mapper:
         for ev in events:
             op = ev.op
             if op in ALTER_OPS:
+                if op is Op.RENAME_TABLE and ev.change is not None:
+                    self._forget(ev.change.old_table)
                 if self.alter_operations:
                     out.extend(self._alter(ev, stamp))
                 continue
@@ -135,6 +146,8 @@ class Mapper:
                 continue
             if op in CONTROL_OPERATIONS:
                 out.append(self._control(ev, plan, stamp))
+                if op is Op.DROP_TABLE:
+                    self._forget(ev.table)
                 continue
             src = ev.before if op is Op.DELETE else ev.after
             if src is None:
