@@ -13,6 +13,7 @@ the pipeline.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ from sqlglot.errors import SqlglotError
 from cdcstream.changes import Op
 
 _DIALECT = sqlglot.Dialect.get_or_raise("mysql")
+# What a statement that cannot even be tokenised must look like to be reported (and logged) as not understood.
+_TABLE_DDL = re.compile(
+    r"\b(TRUNCATE|DROP\s+TABLE|RENAME\s+TABLE|ALTER\s+(ONLINE\s+|IGNORE\s+)?TABLE)\b", re.IGNORECASE
+)
 _TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "XA", "SAVEPOINT", "RELEASE"})
 
 
@@ -194,6 +199,8 @@ def parse_ddl(query: str, default_schema: str | None) -> list[TableDdl]:
     try:
         tokens = _DIALECT.tokenize(query)
     except SqlglotError as exc:
+        if not _TABLE_DDL.search(query[:500]):
+            return []  # not a statement about a table (and possibly one with a password: never logged)
         raise UnparsedStatement(f"cannot tokenise: {exc}") from None
     keyword = _first_keyword(tokens)
     if keyword == "RENAME":

@@ -33,6 +33,7 @@ from cdcstream.changes import Item, Marker
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
 from cdcstream.sources.postgres.values import PgType, TypeRegistry
@@ -177,6 +178,7 @@ class PostgresSource:
         await self._check_server(conn)
         await self._ensure_publication(conn)
         await self._load_primary_keys(conn)
+        await self._check_ddl_capture(conn)
         repl = await self._open_replication()
         try:
             await self._check_identity(repl, checkpoint)
@@ -196,6 +198,16 @@ class PostgresSource:
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+
+    async def _check_ddl_capture(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Say once at start when DDL capture is off: DROP TABLE and ALTER then leave no control record."""
+        rows = await (await conn.execute(ddl.INSTALLED_SQL, (list(ddl.TRIGGERS),))).fetchall()
+        if len(rows) < len(ddl.TRIGGERS):
+            self._log.warning(
+                "DDL capture is not installed in this database: DROP TABLE and ALTER TABLE produce no control "
+                "records (rows and TRUNCATE are captured). Enable it once, as a superuser: cdcstream setup "
+                "postgres-ddl --config <file> --user postgres"
+            )
 
     async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
         """Failover signals. A different system identifier means a different cluster (restored from a backup,
