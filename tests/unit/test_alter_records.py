@@ -174,3 +174,21 @@ def test_a_rule_for_the_new_name_may_keep_the_old_target() -> None:
         recs = m.map([before, control(Op.RENAME_TABLE, goods, SchemaChange(V1)), after])
         tables = [orjson.loads(r.data)["metadata"]["table-name"] for r in recs]
         assert tables == (["items", "items", "items"] if alter_records else ["items", "items"])
+
+
+def test_control_records_of_tables_whose_columns_the_source_does_not_know() -> None:
+    om = {
+        "rule-type": "object-mapping",
+        "rule-id": "5",
+        "rule-name": "5",
+        "rule-action": "map-record-to-record",
+        "object-locator": {"schema-name": "public", "table-name": "items"},
+        "mapping-parameters": {"partition-key-type": "primary-key"},
+    }
+    m = mapper(rules(rename_rule("2", "table", "", "ITEMS"), om))
+    unknown = TableInfo("public", "items", ())  # e.g. MySQL: no row event of the table since the start
+    added = TableInfo("public", "items", (Column("x", "int"),))
+    recs = m.map([control(Op.DROP_TABLE, unknown, SchemaChange(unknown))])
+    recs += m.map([control(Op.ADD_COLUMN, added, SchemaChange(unknown, column="x"))])
+    assert [r.partition_key for r in recs] == ["task1.public.ITEMS", "task1.public.ITEMS"]
+    assert [orjson.loads(r.data)["control"] for r in recs] == [{}, {"column-name": "x"}]

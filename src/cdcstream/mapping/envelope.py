@@ -141,7 +141,7 @@ class Mapper:
                 if self.alter_operations:
                     out.extend(self._alter(ev, stamp))
                 continue
-            plan = self.plan(ev.table)
+            plan = self._control_plan(ev.table) if op in CONTROL_OPERATIONS else self.plan(ev.table)
             if plan is None:
                 continue
             if op in CONTROL_OPERATIONS:
@@ -198,6 +198,18 @@ class Mapper:
             metadata["prev-transaction-record-id"] = self._prev_last_record
         metadata["commit-timestamp"] = ev.commit_time
 
+    def _control_plan(self, info: TableInfo) -> TablePlan | None:
+        """The plan a control record is written with. A control event may carry only part of a table's shape
+        (MySQL knows a table's columns from its row events), so rules about columns (a primary-key partition key,
+        an expression) may not apply to it; it is still written, under the names the rules give the table. A
+        real mapping problem still stops the pipeline at the table's next row."""
+        try:
+            return self.plan(info)
+        except MappingError:
+            if not self.rules.selects(info.schema, info.table):
+                return None
+            return TablePlan.names_only(info, self.rules)
+
     def _version_plan(self, info: TableInfo) -> TablePlan | None:
         """The plan of a table version other than the current one (the table before an ALTER), uncached; None
         when no rule selects it or its rules cannot apply to it (names are then written as the source has them)."""
@@ -218,7 +230,7 @@ class Mapper:
         change = ev.change
         if change is None:
             raise MappingError(f"{ev.op.value} control event for {ev.table.schema}.{ev.table.table} without its change")
-        new_plan = self.plan(ev.table)
+        new_plan = self._control_plan(ev.table)
         same_name = (change.old_table.schema, change.old_table.table) == (ev.table.schema, ev.table.table)
         old_plan = new_plan if same_name and not change.old_column else self._version_plan(change.old_table)
         plan = new_plan or old_plan
