@@ -28,30 +28,28 @@ def docs(m: Mapper, *events: ChangeEvent) -> list[dict[str, Any]]:
     return [orjson.loads(r.data) for r in m.map(list(events))]
 
 
-def rename_rule(rid: str, target: str, old: str, new: str, table: str = "items") -> dict[str, Any]:
-    locator = {"schema-name": "public", "table-name": table}
-    if target == "column":
-        locator["column-name"] = old
-    return {
-        "rule-type": "transformation",
+def rule(rid: str, rule_type: str, action: str, table: str = "items", **more: Any) -> dict[str, Any]:
+    """One mapping rule on public.<table>; ``more`` keys use underscores for dashes."""
+    doc = {
+        "rule-type": rule_type,
         "rule-id": rid,
         "rule-name": rid,
-        "rule-target": target,
-        "object-locator": locator,
-        "rule-action": "rename",
-        "value": new,
+        "rule-action": action,
+        "object-locator": {"schema-name": "public", "table-name": table},
     }
+    doc.update({k.replace("_", "-"): v for k, v in more.items()})
+    return doc
+
+
+def rename_rule(rid: str, target: str, old: str, new: str, table: str = "items") -> dict[str, Any]:
+    doc = rule(rid, "transformation", "rename", table, rule_target=target, value=new)
+    if target == "column":
+        doc["object-locator"]["column-name"] = old
+    return doc
 
 
 def rules(*extra: dict[str, Any]) -> MappingRules:
-    sel = {
-        "rule-type": "selection",
-        "rule-id": "1",
-        "rule-name": "1",
-        "rule-action": "include",
-        "object-locator": {"schema-name": "public", "table-name": "%"},
-    }
-    return parse_rules({"rules": [sel, *extra]}, "m.json")
+    return parse_rules({"rules": [rule("1", "selection", "include", "%"), *extra]}, "m.json")
 
 
 def test_off_by_default_and_drop_table_always() -> None:
@@ -101,14 +99,8 @@ def test_control_details_carry_column_and_table_definitions() -> None:
 
 
 def test_mapping_renames_and_removed_columns() -> None:
-    remove = {
-        "rule-type": "transformation",
-        "rule-id": "3",
-        "rule-name": "3",
-        "rule-target": "column",
-        "object-locator": {"schema-name": "public", "table-name": "items", "column-name": "secret%"},
-        "rule-action": "remove-column",
-    }
+    remove = rule("3", "transformation", "remove-column", rule_target="column")
+    remove["object-locator"]["column-name"] = "secret%"
     m = mapper(rules(rename_rule("2", "column", "qty", "quantity"), remove))
     secret = TableInfo("public", "items", (*V1.columns, Column("secret", "text", 25)))
     exposed = TableInfo("public", "items", (*V1.columns, Column("visible", "text", 25)))
@@ -134,20 +126,7 @@ def test_rename_table_uses_the_new_names_rules_and_tells_the_old_name() -> None:
 
 
 def test_rename_table_out_of_the_selection_is_written_under_the_old_name() -> None:
-    only_items = parse_rules(
-        {
-            "rules": [
-                {
-                    "rule-type": "selection",
-                    "rule-id": "1",
-                    "rule-name": "1",
-                    "rule-action": "include",
-                    "object-locator": {"schema-name": "public", "table-name": "items"},
-                }
-            ]
-        },
-        "m.json",
-    )
+    only_items = parse_rules({"rules": [rule("1", "selection", "include")]}, "m.json")
     m = mapper(only_items)
     recs = m.map([control(Op.RENAME_TABLE, TableInfo("public", "gone", V1.columns), SchemaChange(V1))])
     [doc] = [orjson.loads(r.data) for r in recs]
@@ -177,14 +156,7 @@ def test_a_rule_for_the_new_name_may_keep_the_old_target() -> None:
 
 
 def test_control_records_of_tables_whose_columns_the_source_does_not_know() -> None:
-    om = {
-        "rule-type": "object-mapping",
-        "rule-id": "5",
-        "rule-name": "5",
-        "rule-action": "map-record-to-record",
-        "object-locator": {"schema-name": "public", "table-name": "items"},
-        "mapping-parameters": {"partition-key-type": "primary-key"},
-    }
+    om = rule("5", "object-mapping", "map-record-to-record", mapping_parameters={"partition-key-type": "primary-key"})
     m = mapper(rules(rename_rule("2", "table", "", "ITEMS"), om))
     unknown = TableInfo("public", "items", ())  # e.g. MySQL: no row event of the table since the start
     added = TableInfo("public", "items", (Column("x", "int"),))
