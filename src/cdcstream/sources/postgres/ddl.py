@@ -50,7 +50,7 @@ SELECT jsonb_build_object(
       FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
       WHERE i.indrelid = c.oid AND i.indisprimary), '[]'::jsonb))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = rel AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+WHERE c.oid = rel AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p'  -- not temporary, not unlogged
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\_toast%'
 $fn$
 """
