@@ -4,7 +4,8 @@ Two parts:
 
 * :class:`EventConverter` — the transaction state machine, one instance per source (it survives reconnects).
   It turns binlog events into items: row events into :class:`~cdcstream.changes.ChangeEvent` (rows of tables no
-  rule selects are never decoded: ``ev.rows`` is lazy), TRUNCATE/DROP TABLE QueryEvents into control events, and
+  rule selects are never decoded: ``ev.rows`` is lazy), TRUNCATE/DROP/ALTER/RENAME TABLE QueryEvents into control
+  events (:mod:`.ddl`; an ALTER event carries the table's last table-map shape as "before"), and
   transaction ends (XidEvent, a ``COMMIT`` query of a non-transactional engine, a standalone DDL statement) into
   :class:`~cdcstream.changes.Marker` — never a position inside a transaction, because a resume there would lose
   the table map the following row events need.

@@ -12,6 +12,10 @@ Two layers, both pure functions of bytes (no sockets, no clocks):
   know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
   source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
   guesses a rendering it could have known.
+* Logical messages with the prefix ``cdcstream.ddl`` (written by the DDL capture event triggers,
+  :mod:`.ddl`) become DropTable and alter control events at their place in the transaction; heartbeats and
+  other prefixes produce nothing. A DDL message whose *content* this version cannot read is logged and counted
+  instead of raising: it costs one control record, never a row.
 
 Anything malformed raises :class:`~cdcstream.errors.DecodeError` carrying the LSN of the frame, never
 ``IndexError``/``struct.error``.
