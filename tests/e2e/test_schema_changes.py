@@ -220,6 +220,14 @@ def test_mysql_ddl_between_rows_and_unusual_ddl(my_db: MyDb, kinesis_url: str, t
         ("insert", "GOODS", ("id", "label", "qty")),
         ("DropTable", None, None, new),
     ]
+    data = [r["data"] for r in records if r["data"]["metadata"]["record-type"] == "data"]
+    assert [d["data"] for d in data if d["metadata"]["table-name"] in ("ITEMS", "GOODS")] == [
+        {"id": 1, "name": "a", "qty": 1},
+        {"id": 2, "name": "b", "qty": 2, "price": "9.99"},
+        {"id": 2, "title": "c", "qty": 2, "price": "9.99"},
+        {"id": 3, "label": "d", "qty": 3},
+        {"id": 4, "label": "e", "qty": 4},
+    ]
     others = {(r["data"]["metadata"]["operation"], r["data"]["metadata"]["table-name"]) for r in records}
     assert ("add-column", "gen") in others and ("add-column", "odd`name") in others
     assert ("rename-table", "gen2") in others and ("rename-table", "gen3") in others
