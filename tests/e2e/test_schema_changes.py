@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import CDCSTREAM, Daemon, create_stream, mysql_source, wait_for, write_config
+import psycopg
+
+from cdcstream.sources.postgres import ddl
+from tests.support.daemon import (
+    CDCSTREAM,
+    Daemon,
+    create_stream,
+    kill_at_random_moments,
+    last_occurrence_order,
+    mysql_source,
+    start_daemon,
+    table_records,
+    wait_for,
+    write_config,
+)
 from tests.support.mysql import MyDb
 from tests.support.postgres import PgDb
 
@@ -67,28 +83,21 @@ def summary(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_postgres_ddl_between_rows(pg_db: PgDb, kinesis_url: str, tmp_path: Path) -> None:
     pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, name text, qty int)")
     stream = create_stream(kinesis_url, f"ddl-{uuid.uuid4().hex[:8]}")
-    config = write_config(
-        tmp_path / "cdcstream.toml",
-        pg_port=pg_db.server.port,
-        database=pg_db.name,
-        endpoint_url=kinesis_url,
-        stream=stream,
-        extra_target=SETTINGS,
-        extra=f'table_mappings = "{mapping(tmp_path / "mapping.json", "public")}"',
+    rules = mapping(tmp_path / "mapping.json", "public")
+    daemon = start_daemon(
+        pg_db, kinesis_url, stream, tmp_path, extra_target=SETTINGS, extra=f'table_mappings = "{rules}"'
     )
-    # Without DDL capture, check says what is missing and how to enable it.
-    setup = [*CDCSTREAM, "setup", "postgres-ddl", "--config", str(config)]
-    refused = subprocess.run(setup, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 3 and "superuser" in refused.stderr, refused.stderr
-    done = subprocess.run(
-        [*setup, "--dsn", pg_db.server.superuser_dsn(pg_db.name)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert "installed" in done.stdout
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
     daemon.wait_ready()
     try:
+        # Installed while the daemon runs: the next transaction is captured. The daemon's own role cannot.
+        setup = [*CDCSTREAM, "setup", "postgres-ddl", "--config", str(daemon.config)]
+        refused = subprocess.run(setup, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 3 and "superuser" in refused.stderr, refused.stderr
+        done = subprocess.run(
+            [*setup, "--dsn", pg_db.server.superuser_dsn(pg_db.name)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "installed" in done.stdout
         pg_db.execute(
             "INSERT INTO items VALUES (1, 'a', 1);"
             "ALTER TABLE items ADD COLUMN price numeric(8,2);"
@@ -237,3 +246,65 @@ def test_mysql_ddl_between_rows_and_unusual_ddl(my_db: MyDb, kinesis_url: str, t
     assert float(skipped.rsplit(" ", 1)[1]) >= 1
     log = (tmp_path / "daemon.log").read_text()
     assert "DDL statement not understood" in log and "ADD COLUMN (e int, f int)" in log
+
+
+ROWS = 240
+ALTER_EVERY = 20
+
+
+def _ddl_writer(pg_db: PgDb, done: threading.Event) -> None:
+    """Rows 1..ROWS, and after every ALTER_EVERY rows a new column c<n> (the next rows fill it)."""
+    try:
+        with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
+            cols: list[str] = []
+            for n in range(1, ROWS + 1):
+                names = ", ".join(["id", *cols])
+                values = ", ".join(["%s"] * (1 + len(cols)))
+                conn.execute(f"INSERT INTO t ({names}) VALUES ({values})".encode(), [n] * (1 + len(cols)))
+                if n % ALTER_EVERY == 0:
+                    conn.execute(f"ALTER TABLE t ADD COLUMN c{n} int".encode())
+                    cols.append(f"c{n}")
+                time.sleep(0.01)
+    finally:
+        done.set()
+
+
+def test_postgres_ddl_survives_sigkill_at_random_moments(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    ddl.install(pg_db.server.superuser_dsn(pg_db.name))
+    stream = create_stream(moto_url, f"ddlkill-{uuid.uuid4().hex[:8]}")
+    daemon = start_daemon(pg_db, moto_url, stream, tmp_path, extra_target="include_table_alter_operations = true")
+    daemon.wait_ready()
+    done = threading.Event()
+    writer = threading.Thread(target=_ddl_writer, args=(pg_db, done), daemon=True)
+    writer.start()
+    try:
+        kill_at_random_moments(daemon, done, 4)
+        writer.join()
+        alters = ROWS // ALTER_EVERY
+        records = wait_for(
+            moto_url,
+            stream,
+            lambda rs: len({r["data"]["metadata"]["stream-position"] for r in table_records(rs, "t")}) >= ROWS + alters,
+            timeout=120,
+        )
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+    t = table_records(records, "t")
+    positions = last_occurrence_order(t)
+    assert positions == sorted(positions), "changes out of commit order after de-duplication"
+    by_position = {r["data"]["metadata"]["stream-position"]: r["data"] for r in t}
+    # Replaying the de-duplicated stream: each row has exactly the columns added before it, each add-column
+    # record comes right after the row that preceded its ALTER.
+    seen: list[str] = []
+    for pos in positions:
+        doc = by_position[pos]
+        if doc["metadata"]["record-type"] == "control":
+            assert doc["metadata"]["operation"] == "add-column"
+            seen.append(doc["control"]["column-name"])
+        else:
+            n = doc["data"]["id"]
+            assert list(doc["data"]) == ["id", *seen], n
+            assert seen == [f"c{k}" for k in range(ALTER_EVERY, n, ALTER_EVERY)], n
+    assert seen == [f"c{k}" for k in range(ALTER_EVERY, ROWS + 1, ALTER_EVERY)]
