@@ -14,7 +14,10 @@ from typing import Any
 
 
 class Op(StrEnum):
-    """Kinds of change. The first four are data records; the rest become control records."""
+    """Kinds of change. The first four are data records; the rest become control records.
+
+    The values of the schema-change kinds are the DMS control operation names (reference dms.md §5.3).
+    """
 
     LOAD = "load"
     INSERT = "insert"
@@ -22,9 +25,19 @@ class Op(StrEnum):
     DELETE = "delete"
     TRUNCATE = "truncate"
     DROP_TABLE = "drop-table"
+    ADD_COLUMN = "add-column"
+    DROP_COLUMN = "drop-column"
+    RENAME_COLUMN = "rename-column"
+    COLUMN_TYPE_CHANGE = "column-type-change"
+    CHANGE_COLUMNS = "change-columns"
+    RENAME_TABLE = "rename-table"
 
 
 DATA_OPS = frozenset({Op.LOAD, Op.INSERT, Op.UPDATE, Op.DELETE})
+ALTER_OPS = frozenset(
+    {Op.ADD_COLUMN, Op.DROP_COLUMN, Op.RENAME_COLUMN, Op.COLUMN_TYPE_CHANGE, Op.CHANGE_COLUMNS, Op.RENAME_TABLE}
+)
+"""Control operations written only with ``include_table_alter_operations`` (DMS ``IncludeTableAlterOperations``)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,6 +64,21 @@ class TableInfo:
         return tuple(c.name for c in self.columns if c.is_key)
 
 
+@dataclass(slots=True, frozen=True)
+class SchemaChange:
+    """What one ALTER/RENAME did to a table, carried by an :data:`ALTER_OPS` event.
+
+    ``old_table`` is the table before the change (its columns may be empty when the source never saw them);
+    the event's ``table`` is the table after it. ``column`` is the column's name after the change (add, rename,
+    type change), ``old_column`` before it (drop, rename, type change); both are source names, the mapping
+    renames them.
+    """
+
+    old_table: TableInfo
+    column: str | None = None
+    old_column: str | None = None
+
+
 @dataclass(slots=True)
 class ChangeEvent:
     """One committed change of one row (or one table-scoped control event such as TRUNCATE)."""
@@ -65,6 +93,7 @@ class ChangeEvent:
     stream_position: str  # opaque, sorts in commit order (fixed width)
     transaction_record_id: int  # 1-based offset within the transaction
     unchanged_columns: tuple[str, ...] = field(default=())  # values the source did not send (PG unchanged TOAST)
+    change: SchemaChange | None = None  # for ALTER_OPS events only
 
 
 @dataclass(slots=True, frozen=True)

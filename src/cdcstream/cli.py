@@ -1,4 +1,4 @@
-"""Command line: ``run``, ``check``, ``tail``, ``status``, ``print-config``.
+"""Command line: ``run``, ``check``, ``tail``, ``status``, ``print-config``, ``setup``.
 
 Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 unexpected error or a failed check; 2 invalid
 configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis error; 6 checkpoint error; 130 second
@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     hp.add_argument("--config", "-c", default=None, help="TOML configuration file (its [http] listen is used)")
     hp.add_argument("--url", default=None, help="full URL to GET instead (default http://127.0.0.1:9187/healthz)")
     hp.add_argument("--timeout", type=float, default=3.0)
+    su = sub.add_parser("setup", help="one-time database setup that needs more privileges than the daemon has")
+    su.add_argument("what", choices=["postgres-ddl"], help="postgres-ddl: DDL capture (event triggers)")
+    su.add_argument("--config", "-c", required=True, help="TOML configuration file (its [source] database)")
+    who = su.add_mutually_exclusive_group()
+    who.add_argument("--user", help="connect as this superuser instead of [source] user (password: PGPASSWORD)")
+    who.add_argument("--dsn", help="libpq connection string of a superuser session (overrides [source])")
+    su.add_argument("--uninstall", action="store_true", help="remove the triggers and the cdcstream schema")
+    su.add_argument("--print-sql", action="store_true", help="print the SQL script instead of running it")
     tp = sub.add_parser("tail", help="print the records of a Kinesis stream (all shards)")
     tp.add_argument("--stream", required=True)
     tp.add_argument("--region", default="us-east-1")
@@ -122,6 +130,37 @@ async def _status(cfg: Config) -> int:
     return 0
 
 
+def _setup(cfg: Config, args: argparse.Namespace) -> int:
+    """``setup postgres-ddl``: install (idempotent) or remove the DDL capture event triggers."""
+    from cdcstream.config import PostgresSourceConfig
+    from cdcstream.sources.postgres import ddl
+    from cdcstream.sources.postgres.source import build_conninfo
+
+    if args.print_sql:
+        sys.stdout.write(ddl.script(uninstall=args.uninstall))
+        return 0
+    source = cfg.source
+    if not isinstance(source, PostgresSourceConfig):
+        print("cdcstream: setup postgres-ddl: [source] engine is not postgres", file=sys.stderr)
+        return 2
+    if args.dsn:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        conninfo = args.dsn
+        if "dbname" not in conninfo_to_dict(conninfo):
+            conninfo = make_conninfo(conninfo, dbname=source.database)
+    elif args.user:
+        conninfo = build_conninfo(source.model_copy(update={"user": args.user, "password": None}), replication=False)
+    else:
+        conninfo = build_conninfo(source, replication=False)
+    ddl.install(conninfo, uninstall=args.uninstall)
+    print(
+        f"DDL capture {'removed from' if args.uninstall else 'installed in'} database {source.database}"
+        + ("" if args.uninstall else f" (event triggers {', '.join(ddl.TRIGGERS)})")
+    )
+    return 0
+
+
 async def _tail(args: argparse.Namespace) -> int:
     from cdcstream.tail import tail
 
@@ -153,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_check(cfg))
         if args.command == "status":
             return asyncio.run(_status(cfg))
+        if args.command == "setup":
+            return _setup(cfg, args)
         return asyncio.run(_run(cfg))
     except CdcstreamError as exc:
         if args.command in ("run",):

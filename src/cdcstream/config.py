@@ -208,6 +208,9 @@ class TargetConfig(_Section):
     include_partition_value: bool = False
     partition_include_schema_table: bool = False
     include_control_details: bool = False
+    # DMS IncludeTableAlterOperations: add-column, drop-column, rename-column, column-type-change,
+    # change-columns and rename-table control records (README, "Schema changes").
+    include_table_alter_operations: bool = False
     # "seed": TruncateTable/DropTable/RestartTask (the seed document); "dms": truncate-table/drop-table/
     # restart-task, for consumers written against current DMS output.
     control_operation_names: Literal["seed", "dms"] = "seed"

@@ -206,8 +206,8 @@ class Pipeline:
     async def _flush_events(self, events: list[ChangeEvent]) -> None:
         for record in self.mapper.map(events):
             if record.barrier:
-                # Control records (TRUNCATE, DROP) are rare: a full drain on both sides of one is cheap and
-                # orders it against every partition key, which retries per key alone could not.
+                # Control records (TRUNCATE, DROP, ALTER) are rare: a full drain on both sides of one is cheap
+                # and orders it against every partition key, which retries per key alone could not.
                 await self.sink.drain()
                 await self._emit(record)
                 await self.sink.drain()

@@ -235,8 +235,10 @@ async def test_alter_add_column_mid_stream(my_db: MyDb) -> None:
             "INSERT INTO t VALUES (2, 20, 'y')",
             "UPDATE t SET a = 'z' WHERE id = 1",
         )
-        await reader.wait_for(n_events(3))
-        first, second, third = reader.events[:3]
+        await reader.wait_for(n_events(4))
+        first, alter, second, third = reader.events[:4]
+        assert alter.op is Op.ADD_COLUMN and alter.change is not None and alter.change.column == "b"
+        assert [c.name for c in alter.change.old_table.columns] == ["id", "a"]
         assert first.after == {"id": 1, "a": "x"}
         assert second.after == {"id": 2, "b": 20, "a": "y"}
         assert third.before == {"id": 1, "b": None, "a": "x"} and third.after == {"id": 1, "b": None, "a": "z"}

@@ -50,3 +50,17 @@ def test_print_config_redacts_secrets(tmp_path: Path) -> None:
     res = run("print-config", "--config", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "hunter2-secret" not in res.stdout and "**********" in res.stdout
+
+
+def test_setup_postgres_ddl_prints_the_script(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.replace('table_mappings = "m.json"\n', ""))
+    res = run("setup", "postgres-ddl", "--config", str(cfg), "--print-sql")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith("BEGIN;") and out.rstrip().endswith("COMMIT;")
+    for needle in ("CREATE EVENT TRIGGER cdcstream_ddl_command_end", "ON sql_drop", "SECURITY DEFINER"):
+        assert needle in out
+    assert "hunter2" not in out
+    res = run("setup", "postgres-ddl", "--config", str(cfg), "--print-sql", "--uninstall")
+    assert "DROP SCHEMA IF EXISTS cdcstream CASCADE" in res.stdout

@@ -426,3 +426,49 @@ def test_stale_composite_stops_the_batch_and_resumes_after_refresh() -> None:
     assert events[0].after == {"id": 2, "p": {"x": 1, "y": 2, "z": 3}}
     assert events[0].transaction_record_id == 2  # the stalled message consumed no record id
     assert isinstance(items[-1], Marker) and dec.stalled is None
+
+
+def _message(prefix: str, content: bytes, transactional: bool = True) -> bytes:
+    return (
+        b"M"
+        + bytes([1 if transactional else 0])
+        + struct.pack("!Q", 0x2000)
+        + prefix.encode()
+        + b"\x00"
+        + (struct.pack("!i", len(content)) + content)
+    )
+
+
+def test_ddl_messages_become_control_events_in_place_and_bad_ones_are_skipped() -> None:
+    snap = {
+        "schema": "public",
+        "table": "t",
+        "key": ["id"],
+        "columns": [{"num": 1, "name": "id", "type": "integer", "oid": 23}],
+    }
+    new = {**snap, "columns": [*snap["columns"], {"num": 2, "name": "x", "type": "text", "oid": 25}]}
+    alter = json.dumps({"v": 1, "kind": "alter", "oid": 5, "old": snap, "new": new}).encode()
+    rel = _relation(1, [("id", 23, True)])
+    ins = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["1"])
+    d = Decoder()
+    items = d.feed(
+        [
+            _w(BEGIN),
+            _w(rel),
+            _w(ins),
+            _w(_message("cdcstream.ddl", b"{not json")),  # logged, counted, skipped: never fatal
+            _w(_message("cdcstream.ddl", alter)),
+            _w(_message("cdcstream.heartbeat", b"2026")),
+            _w(_message("cdcstream.ddl", alter, transactional=False)),  # ours are always transactional
+            _w(COMMIT),
+        ]
+    )
+    events = [i for i in items if isinstance(i, ChangeEvent)]
+    assert [(e.op, e.transaction_record_id) for e in events] == [(Op.INSERT, 1), (Op.ADD_COLUMN, 2)]
+    assert events[1].change is not None and events[1].change.column == "x"
+    assert d.ddl_skipped == 1
+    # unselected tables and the capture's own schema give nothing
+    d = Decoder(selector=lambda s, t: t != "t")
+    assert not [
+        i for i in d.feed([_w(BEGIN), _w(_message("cdcstream.ddl", alter)), _w(COMMIT)]) if isinstance(i, ChangeEvent)
+    ]

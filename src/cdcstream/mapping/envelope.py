@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from cdcstream.changes import ChangeEvent, Op, TableInfo
+from cdcstream.changes import ALTER_OPS, ChangeEvent, Op, TableInfo
 from cdcstream.config import TargetConfig
-from cdcstream.errors import ConfigError, MappingError
+from cdcstream.errors import CdcstreamError, ConfigError, MappingError
 from cdcstream.mapping.plan import TablePlan
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
@@ -73,6 +73,7 @@ class Mapper:
         self.partition_value = target.include_partition_value
         self.before_field = target.before_image.field_name
         self.control_names = CONTROL_NAMES[target.control_operation_names]
+        self.alter_operations = target.include_table_alter_operations
         self._plans: dict[tuple[str, str], tuple[TableInfo, TablePlan | None]] = {}
         # (schema, table) written -> the source table writing it: two tables must never share one target.
         self._targets: dict[tuple[str, str], tuple[str, str]] = {}
@@ -105,6 +106,15 @@ class Mapper:
         self._plans[key] = (info, plan)
         return plan
 
+    def _forget(self, info: TableInfo) -> None:
+        """A table name that no longer exists (renamed or dropped) gives up its target, so the table's new name
+        (or a new table) may be written there: a rule for the new name that keeps the old target name works."""
+        key = (info.schema, info.table)
+        self._plans.pop(key, None)
+        for out, src in list(self._targets.items()):
+            if src == key:
+                del self._targets[out]
+
     def _dumps(self, doc: dict[str, Any]) -> bytes:
         try:
             if self.pretty:
@@ -124,12 +134,20 @@ class Mapper:
         stamp = now_iso()  # one construction time per batch: a batch is built within microseconds
         include_nulls = self.include_nulls
         for ev in events:
-            plan = self.plan(ev.table)
+            op = ev.op
+            if op in ALTER_OPS:
+                if op is Op.RENAME_TABLE and ev.change is not None:
+                    self._forget(ev.change.old_table)
+                if self.alter_operations:
+                    out.extend(self._alter(ev, stamp))
+                continue
+            plan = self._control_plan(ev.table) if op in CONTROL_OPERATIONS else self.plan(ev.table)
             if plan is None:
                 continue
-            op = ev.op
             if op in CONTROL_OPERATIONS:
                 out.append(self._control(ev, plan, stamp))
+                if op is Op.DROP_TABLE:
+                    self._forget(ev.table)
                 continue
             src = ev.before if op is Op.DELETE else ev.after
             if src is None:
@@ -180,11 +198,85 @@ class Mapper:
             metadata["prev-transaction-record-id"] = self._prev_last_record
         metadata["commit-timestamp"] = ev.commit_time
 
-    def _control(self, ev: ChangeEvent, plan: TablePlan, stamp: str) -> Record:
+    def _control_plan(self, info: TableInfo) -> TablePlan | None:
+        """The plan a control record is written with. A control event may carry only part of a table's shape
+        (MySQL knows a table's columns from its row events), so rules about columns (a primary-key partition key,
+        an expression) may not apply to it; it is still written, under the names the rules give the table. A
+        real mapping problem still stops the pipeline at the table's next row."""
+        try:
+            return self.plan(info)
+        except MappingError:
+            if not self.rules.selects(info.schema, info.table):
+                return None
+            return TablePlan.names_only(info, self.rules)
+
+    def _version_plan(self, info: TableInfo) -> TablePlan | None:
+        """The plan of a table version other than the current one (the table before an ALTER), uncached; None
+        when no rule selects it or its rules cannot apply to it (names are then written as the source has them)."""
+        if not self.rules.selects(info.schema, info.table):
+            return None
+        try:
+            return TablePlan(info, self.rules, self.target)
+        except CdcstreamError:
+            return None
+
+    def _alter(self, ev: ChangeEvent, stamp: str) -> list[Record]:
+        """The control record of one schema change, with column and table names as the mapping writes them.
+
+        Selected by the table's new name (a rename-table out of the selection is still written, under the old
+        name's rules, so consumers learn where the table went). A column the mapping leaves out is not
+        mentioned: a rename into or out of the records becomes add-column / drop-column.
+        """
+        change = ev.change
+        if change is None:
+            raise MappingError(f"{ev.op.value} control event for {ev.table.schema}.{ev.table.table} without its change")
+        new_plan = self._control_plan(ev.table)
+        same_name = (change.old_table.schema, change.old_table.table) == (ev.table.schema, ev.table.table)
+        old_plan = new_plan if same_name and not change.old_column else self._version_plan(change.old_table)
+        plan = new_plan or old_plan
+        if plan is None:
+            return []
+        op = ev.op
+        control: dict[str, Any] = {}
+        if op is Op.RENAME_TABLE:
+            if old_plan is not None:
+                control["old-schema-name"], control["old-table-name"] = old_plan.schema_out, old_plan.table_name
+            else:
+                control["old-schema-name"], control["old-table-name"] = change.old_table.schema, change.old_table.table
+            if new_plan is None:
+                control["new-schema-name"], control["new-table-name"] = ev.table.schema, ev.table.table
+        else:
+            new_out = _column_out(new_plan, ev.table, change.column)
+            old_out = _column_out(old_plan, change.old_table, change.old_column)
+            if op in (Op.RENAME_COLUMN, Op.CHANGE_COLUMNS) and change.column and change.old_column:
+                if new_out is None and old_out is None:
+                    return []
+                if old_out is None:
+                    op = Op.ADD_COLUMN
+                elif new_out is None:
+                    op = Op.DROP_COLUMN
+            elif (change.column or change.old_column) and (old_out if op is Op.DROP_COLUMN else new_out) is None:
+                return []  # the column is not in the records
+            if new_out is not None:
+                control["column-name"] = new_out
+            if old_out is not None and old_out != new_out:
+                control["old-column-name"] = old_out
+            if self.target.include_control_details:
+                if new_out is not None and new_plan is not None and new_plan.table_def is not None:
+                    control["column-def"] = new_plan.table_def["columns"].get(new_out)
+                if op is Op.COLUMN_TYPE_CHANGE and old_out and old_plan is not None and old_plan.table_def is not None:
+                    control["old-column-def"] = old_plan.table_def["columns"].get(old_out)
+        if plan.table_def is not None:
+            control["table-def"] = plan.table_def
+        return [self._control(ev, plan, stamp, op.value, control)]
+
+    def _control(
+        self, ev: ChangeEvent, plan: TablePlan, stamp: str, operation: str = "", control: dict[str, Any] | None = None
+    ) -> Record:
         metadata: dict[str, Any] = {
             "timestamp": stamp,
             "record-type": "control",
-            "operation": self.control_names[ev.op],
+            "operation": operation or self.control_names[ev.op],
             "partition-key-type": "task-id",
         }
         if self.partition_value:
@@ -199,7 +291,8 @@ class Mapper:
         if self.txn_details:
             metadata["commit-timestamp"] = ev.commit_time
         metadata["stream-position"] = ev.stream_position
-        control: dict[str, Any] = {} if plan.table_def is None else {"table-def": plan.table_def}
+        if control is None:
+            control = {} if plan.table_def is None else {"table-def": plan.table_def}
         # A barrier: its partition key differs from the table's rows, so only draining around it keeps it
         # between the rows before and after it.
         return Record(
@@ -247,3 +340,13 @@ class Mapper:
         metadata["schema-name"] = ""
         metadata["table-name"] = ""
         return Record(partition_key=self.task_id, data=self._dumps({"control": {}, "metadata": metadata}), label="task")
+
+
+def _column_out(plan: TablePlan | None, info: TableInfo, column: str | None) -> str | None:
+    """A source column's name in the records of ``plan`` (None: not written). A column the source could not
+    describe (``info`` lacks it: MySQL before the table's first row event) keeps its source name."""
+    if column is None or plan is None:
+        return None
+    if any(c.name == column for c in info.columns):
+        return plan.outputs.get(column)
+    return column

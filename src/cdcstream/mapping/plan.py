@@ -259,6 +259,25 @@ def _drop_nulls(d: Row) -> Row:
     return {k: v for k, v in d.items() if v is not None} if None in d.values() else d
 
 
+def _target_names(
+    info: TableInfo, trans: Sequence[TransformationRule]
+) -> tuple[str, str, list[tuple[TransformationRule, str, str]]]:
+    """The schema and table names records of ``info`` are written under, and the rules that decided them."""
+    schema_out, table_out = info.schema, info.table
+    named: list[tuple[TransformationRule, str, str]] = []
+    for t in trans:
+        if t.action in NAME_ACTIONS and t.target == "schema":
+            schema_out = apply_name(t, info.schema)
+            named.append((t, "schema", schema_out))
+            break
+    for t in trans:
+        if t.action in NAME_ACTIONS and t.target == "table":
+            table_out = apply_name(t, info.table)
+            named.append((t, "table", table_out))
+            break
+    return schema_out, table_out, named
+
+
 class TablePlan:
     """Everything needed to turn one table version's events into records, decided once."""
 
@@ -271,6 +290,7 @@ class TablePlan:
         "key_type",
         "label",
         "name_origins",
+        "outputs",
         "renamed",
         "schema",
         "schema_out",
@@ -279,6 +299,22 @@ class TablePlan:
         "table_def",
         "table_name",
     )
+
+    @classmethod
+    def names_only(cls, info: TableInfo, rules: MappingRules) -> TablePlan:
+        """A plan that can only name the table (for control records): when the source does not know the table's
+        columns (MySQL before its first row event), rules about columns cannot be applied, but a DROP or ALTER
+        must still be written under the right name."""
+        plan = cls.__new__(cls)
+        plan.schema, plan.table = info.schema, info.table
+        plan.label = f"{info.schema}.{info.table}"
+        plan.schema_out, plan.table_name, _ = _target_names(info, rules.transformations_for(info.schema, info.table))
+        om = rules.object_mapping(info.schema, info.table)
+        if om is not None and om.target_table_name:
+            plan.table_name = om.target_table_name
+        plan.table_def = None
+        plan.outputs = {c.name: c.name for c in info.columns}  # column rules unknown here: source names
+        return plan
 
     def __init__(self, info: TableInfo, rules: MappingRules, target: TargetConfig) -> None:
         self.schema, self.table = info.schema, info.table
@@ -297,19 +333,10 @@ class TablePlan:
 
         # Transformations: lower rule-id first; one name change per object, one cast per column.
         trans = rules.transformations_for(info.schema, info.table)
-        schema_out, table_out = info.schema, info.table
-        for t in trans:
-            if t.action in NAME_ACTIONS and t.target == "schema":
-                schema_out = apply_name(t, info.schema)
-                self.applied.append(f"rule-id {t.rule_id} {t.action} schema -> {schema_out}")
-                self.name_origins.append(t.origin)
-                break
-        for t in trans:
-            if t.action in NAME_ACTIONS and t.target == "table":
-                table_out = apply_name(t, info.table)
-                self.applied.append(f"rule-id {t.rule_id} {t.action} table -> {table_out}")
-                self.name_origins.append(t.origin)
-                break
+        schema_out, table_out, named = _target_names(info, trans)
+        for t, what, value in named:
+            self.applied.append(f"rule-id {t.rule_id} {t.action} {what} -> {value}")
+            self.name_origins.append(t.origin)
         column_rules = [t for t in trans if t.target == "column"]
         has_include = any(t.action == "include-column" for t in column_rules)
         key_columns = info.key_columns
@@ -479,6 +506,9 @@ class TablePlan:
             document = om.action == "map-record-to-document"
             shape = _object_shape(transform, excluded, tuple(attrs), document, include_nulls)
         self.excluded = excluded
+        # Source column -> its name in the records, for the columns records carry (alter control records name
+        # columns as consumers see them, and say nothing about columns the mapping leaves out).
+        self.outputs = {s: o for s, o, _ in cols if o not in excluded}
         self.shape = shape
 
         self.key_of = self._partition_key(info, om, key_columns, target, out_cols, attr_names, excluded, document, cols)

@@ -37,6 +37,13 @@ SOURCE_EVENTS = Counter(
     "cdcstream_source_events", "Change events read from the source.", ["source", "table", "operation"]
 )
 SOURCE_TRANSACTIONS = Counter("cdcstream_source_transactions", "Committed transactions read.", ["source"])
+# DDL the source could not turn into control records (logged with the statement); the rows around it are still
+# captured, only the control record is missing, so an increase deserves a look rather than a page.
+SOURCE_DDL_SKIPPED = Counter(
+    "cdcstream_source_ddl_skipped",
+    "DDL statements (MySQL) or DDL capture messages (PostgreSQL) not understood and skipped.",
+    ["source"],
+)
 SOURCE_LAG_SECONDS = Gauge(
     "cdcstream_source_lag_seconds",
     "Now minus the commit time of the newest change or heartbeat read (about 0 when idle with heartbeats).",
@@ -183,6 +190,7 @@ def precreate(*, source: str, source_kind: str, stream: str) -> None:
         SOURCE_CONNECTED,
         SOURCE_RECONNECTS,
         SOURCE_TRANSACTIONS,
+        SOURCE_DDL_SKIPPED,
         SOURCE_LAG_SECONDS,
         SOURCE_LAST_EVENT_TIMESTAMP,
         SOURCE_COMMIT_TIMESTAMP,

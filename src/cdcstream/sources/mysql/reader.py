@@ -4,7 +4,8 @@ Two parts:
 
 * :class:`EventConverter` — the transaction state machine, one instance per source (it survives reconnects).
   It turns binlog events into items: row events into :class:`~cdcstream.changes.ChangeEvent` (rows of tables no
-  rule selects are never decoded: ``ev.rows`` is lazy), TRUNCATE/DROP TABLE QueryEvents into control events, and
+  rule selects are never decoded: ``ev.rows`` is lazy), TRUNCATE/DROP/ALTER/RENAME TABLE QueryEvents into control
+  events (:mod:`.ddl`; an ALTER event carries the table's last table-map shape as "before"), and
   transaction ends (XidEvent, a ``COMMIT`` query of a non-transactional engine, a standalone DDL statement) into
   :class:`~cdcstream.changes.Marker` — never a position inside a transaction, because a resume there would lose
   the table map the following row events need.
@@ -47,10 +48,10 @@ from pymysqlreplication.event import (
 from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
+from cdcstream.changes import ALTER_OPS, ChangeEvent, Column, Item, Marker, Op, SchemaChange, TableInfo
 from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
 from cdcstream.sources.mysql import fastrows, rows
-from cdcstream.sources.mysql.ddl import UnparsedStatement, parse_ddl
+from cdcstream.sources.mysql.ddl import TableDdl, UnparsedStatement, parse_ddl
 from cdcstream.sources.mysql.tls import tls_failure
 
 log = structlog.get_logger(__name__)
@@ -118,6 +119,7 @@ class Batch:
     last_commit_epoch: float | None = None
     touched: list[TablePlan] = field(default_factory=list)
     heartbeat: bool = False
+    ddl_skipped: int = 0
 
 
 @dataclass(slots=True)
@@ -166,6 +168,7 @@ class EventConverter:
         self._commit_epoch = 0.0
         self._record = 0
         self.transactions = 0
+        self.ddl_skipped = 0  # statements not understood since the reader last handed over a batch
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[TablePlan] = set()
@@ -255,6 +258,7 @@ class EventConverter:
         )
         plan = self._by_signature.get(signature)
         if plan is not None:
+            self._infos[(schema, name)] = plan.info
             return plan
         info = TableInfo(
             schema,
@@ -276,6 +280,7 @@ class EventConverter:
         if old is not None:
             plan.counts = old.counts  # a new version of the same table: keep the metric counters together
         self._by_signature[signature] = plan
+        self._infos[(schema, name)] = info
         return plan
 
     # -- transactions ---------------------------------------------------------------------------------------
@@ -370,12 +375,20 @@ class EventConverter:
                 reason=str(exc),
                 position=f"{self.file}:{end}",
             )
+            self.ddl_skipped += 1
             targets = []
         for t in targets:
-            if not self.selected(t.schema, t.table):
+            key = (t.schema, t.table)
+            old = self._infos.get(key) or TableInfo(t.schema, t.table, ())
+            info, change = old, None
+            if t.op in ALTER_OPS:
+                info = _altered(old, t)
+                change = SchemaChange(old, t.column, t.old_column)
+                # What the next control event of this table knows; rows bring their own table map anyway.
+                self._infos.pop(key, None)
+                self._infos[(info.schema, info.table)] = info
+            if not (self.selected(t.schema, t.table) or self.selected(info.schema, info.table)):
                 continue
-            info = self._infos.get((t.schema, t.table)) or TableInfo(t.schema, t.table, ())
-            self._infos[(t.schema, t.table)] = info
             self._record += 1
             rid = self._record
             out.append(
@@ -389,6 +402,8 @@ class EventConverter:
                     self._commit_epoch,
                     f"{self._prefix}{rid:010d}",
                     rid,
+                    (),
+                    change,
                 )
             )
         self._commit(end, out)
@@ -481,6 +496,24 @@ class EventConverter:
             append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
         if pos != end:  # the loop stops at or after the end: after means a column read past the event
             raise ValueError(f"the row images run {pos - end} bytes past the end of the row event")
+
+
+def _altered(info: TableInfo, ddl: TableDdl) -> TableInfo:
+    """``info`` after one ALTER/RENAME: the best the statement tells until the next table map says exactly."""
+    if ddl.op is Op.RENAME_TABLE:
+        return TableInfo(ddl.new_schema or info.schema, ddl.new_table or info.table, info.columns)
+    cols = list(info.columns)
+    names = [c.name for c in cols]
+    typed = ddl.type_name or "unknown"
+    if ddl.op is Op.ADD_COLUMN and ddl.column and ddl.column not in names:
+        cols.append(Column(ddl.column, typed))
+    elif ddl.op is Op.DROP_COLUMN:
+        cols = [c for c in cols if c.name != ddl.old_column]
+    elif ddl.old_column in names and ddl.column:
+        i = names.index(ddl.old_column)
+        c = cols[i]
+        cols[i] = Column(ddl.column, ddl.type_name or c.type_name, c.type_id, c.nullable, c.is_key)
+    return TableInfo(info.schema, info.table, tuple(cols))
 
 
 def _convert(
@@ -611,8 +644,9 @@ class ReaderThread:
 
     def _flush(self, items: list[Item], heartbeat: bool = False) -> None:
         conv = self._conv
-        batch = Batch(items, conv.transactions, conv.last_commit_epoch, list(conv.touched), heartbeat)
+        batch = Batch(items, conv.transactions, conv.last_commit_epoch, list(conv.touched), heartbeat, conv.ddl_skipped)
         conv.transactions = 0
+        conv.ddl_skipped = 0
         conv.touched.clear()
         self._put(batch)
 

@@ -287,6 +287,7 @@ class MySQLSource:
         self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
         self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
+        self._m_ddl_skipped = metrics.SOURCE_DDL_SKIPPED.labels(self._label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
         self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
@@ -497,6 +498,8 @@ class MySQLSource:
                 child.inc(n)
         if batch.transactions:
             self._m_transactions.inc(batch.transactions)
+        if batch.ddl_skipped:
+            self._m_ddl_skipped.inc(batch.ddl_skipped)
         if batch.items:
             for item in reversed(batch.items):
                 if isinstance(item, Marker):

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from cdcstream.config import PostgresSourceConfig
+from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.replication import quote_ident
 from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error
 
@@ -156,7 +157,27 @@ async def _server_checks(
     )
     out.append(await _publication_check(conn, cfg, selector, bool(su)))
     out.extend(await _table_checks(conn, selector))
+    out.append(await _ddl_check(conn))
     return out
+
+
+async def _ddl_check(conn: psycopg.AsyncConnection[Any]) -> CheckResult:
+    """DDL capture is optional (rows and TRUNCATE are captured without it), so its absence is a warning: the
+    stream will have no DropTable and no alter control records (README, "Schema changes")."""
+    rows = await (await conn.execute(ddl.INSTALLED_SQL, (list(ddl.TRIGGERS),))).fetchall()
+    found = {r[0] for r in rows}
+    missing = [t for t in ddl.TRIGGERS if t not in found]
+    if not missing:
+        return CheckResult("DDL capture", True, f"event triggers {', '.join(ddl.TRIGGERS)} installed and enabled")
+    return CheckResult(
+        "DDL capture",
+        True,
+        f"event trigger(s) {', '.join(missing)} missing or disabled: DROP TABLE and ALTER TABLE cannot be captured "
+        "(no DropTable or alter control records; row changes and TRUNCATE are captured)",
+        "as a superuser, once: cdcstream setup postgres-ddl --config <file> --user postgres "
+        "(or run the script printed by --print-sql)",
+        warning=True,
+    )
 
 
 # Per selected table: replica identity, whether a primary key exists, and the columns whose values can be
@@ -169,7 +190,7 @@ SELECT n.nspname, c.relname, c.relreplident::text,
              ORDER BY a.attnum)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
 """

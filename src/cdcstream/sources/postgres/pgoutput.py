@@ -12,6 +12,10 @@ Two layers, both pure functions of bytes (no sockets, no clocks):
   know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
   source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
   guesses a rendering it could have known.
+* Logical messages with the prefix ``cdcstream.ddl`` (written by the DDL capture event triggers,
+  :mod:`.ddl`) become DropTable and alter control events at their place in the transaction; heartbeats and
+  other prefixes produce nothing. A DDL message whose *content* this version cannot read is logged and counted
+  instead of raising: it costs one control record, never a row.
 
 Anything malformed raises :class:`~cdcstream.errors.DecodeError` carrying the LSN of the frame, never
 ``IndexError``/``struct.error``.
@@ -28,9 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+
 from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
 from cdcstream.errors import DecodeError
-from cdcstream.sources.postgres import values
+from cdcstream.sources.postgres import ddl, values
+
+log = structlog.get_logger(__name__)
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 PG_EPOCH_UNIX = 946_684_800  # seconds from 1970-01-01 to 2000-01-01
@@ -388,6 +396,7 @@ class Decoder:
         self.received_lsn = start_lsn  # highest walEnd seen
         self.reply_requested = False
         self.transactions = 0  # commits decoded since the counter was last reset by the source
+        self.ddl_skipped = 0  # DDL capture messages not understood since the source last read the counter
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[RelationPlan] = set()
@@ -403,6 +412,8 @@ class Decoder:
 
     # -- relation plans ------------------------------------------------------------------------------------
     def _is_selected(self, schema: str, table: str) -> bool:
+        if schema == ddl.SCHEMA:
+            return False  # DDL capture's own bookkeeping (a FOR ALL TABLES publication includes it)
         if self._selector is None:
             return schema not in ("pg_catalog", "information_schema")
         return self._selector(schema, table)
@@ -614,13 +625,59 @@ class Decoder:
             assert isinstance(msg, TypeMessage)
             self._check_end(buf, 25 + pos)
             self.type_names[msg.type_oid] = msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
-        elif tag == 0x4D or tag == 0x4F:  # 'M' logical message (heartbeats), 'O' origin: validated, no event
+        elif tag == 0x4D:  # 'M' logical message: heartbeats (no event) and DDL capture (control events)
+            msg, pos = _parse_message(bytes(buf[25:]))
+            assert isinstance(msg, LogicalMessage)
+            self._check_end(buf, 25 + pos)
+            if msg.prefix == ddl.PREFIX and msg.transactional and self.in_transaction:
+                self._schema_change(msg, out)
+        elif tag == 0x4F:  # 'O' origin: validated, no event
             _, pos = _parse_message(bytes(buf[25:]))
             self._check_end(buf, 25 + pos)
         else:
             raise DecodeError(
                 f"unknown pgoutput message type {bytes(buf[25:26])!r} at LSN {format_lsn(self.received_lsn)}"
             )
+
+    def _schema_change(self, msg: LogicalMessage, out: list[Item]) -> None:
+        """Control events from a DDL capture message (sources/postgres/ddl.py), at its place in the transaction.
+        A message this version cannot read is logged and counted, not fatal: the rows around it still decode
+        (Relation messages carry the columns), only the control record is missing."""
+        try:
+            events = ddl.schema_changes(msg.content, self._ddl_type_name)
+        except ddl.BadMessage as exc:
+            self.ddl_skipped += 1
+            log.warning(
+                "DDL capture message not understood, skipped (no control record for it)",
+                reason=str(exc),
+                lsn=format_lsn(msg.lsn),
+                content=msg.content[:2000].decode("utf-8", "replace"),
+            )
+            return
+        for ev in events:
+            old = ev.change.old_table
+            if not (self._is_selected(ev.table.schema, ev.table.table) or self._is_selected(old.schema, old.table)):
+                continue
+            self._record_id += 1
+            rid = self._record_id
+            out.append(
+                ChangeEvent(
+                    ev.op,
+                    ev.table,
+                    None,
+                    None,
+                    self.xid,
+                    self._commit_time,
+                    self._commit_epoch,
+                    f"{self._pos_prefix}{rid:010d}",
+                    rid,
+                    (),
+                    ev.change,
+                )
+            )
+
+    def _ddl_type_name(self, oid: int, text: str) -> str:
+        return self.types.name(oid) or self.type_names.get(oid) or text
 
     @staticmethod
     def _check_end(buf: bytes, pos: int) -> None:

@@ -33,6 +33,7 @@ from cdcstream.changes import Item, Marker
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
 from cdcstream.sources.postgres.values import PgType, TypeRegistry
@@ -55,7 +56,7 @@ _USER_TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
 """
@@ -148,6 +149,7 @@ class PostgresSource:
         self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
         self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
+        self._m_ddl_skipped = metrics.SOURCE_DDL_SKIPPED.labels(self._label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
         self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
@@ -176,6 +178,7 @@ class PostgresSource:
         await self._check_server(conn)
         await self._ensure_publication(conn)
         await self._load_primary_keys(conn)
+        await self._check_ddl_capture(conn)
         repl = await self._open_replication()
         try:
             await self._check_identity(repl, checkpoint)
@@ -195,6 +198,16 @@ class PostgresSource:
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+
+    async def _check_ddl_capture(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Say once at start when DDL capture is off: DROP TABLE and ALTER then leave no control record."""
+        rows = await (await conn.execute(ddl.INSTALLED_SQL, (list(ddl.TRIGGERS),))).fetchall()
+        if len(rows) < len(ddl.TRIGGERS):
+            self._log.warning(
+                "DDL capture is not installed in this database: DROP TABLE and ALTER TABLE produce no control "
+                "records (rows and TRUNCATE are captured). Enable it once, as a superuser: cdcstream setup "
+                "postgres-ddl --config <file> --user postgres"
+            )
 
     async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
         """Failover signals. A different system identifier means a different cluster (restored from a backup,
@@ -502,6 +515,9 @@ class PostgresSource:
                         )
                     child.inc(n)
             decoder.touched.clear()
+        if decoder.ddl_skipped:
+            self._m_ddl_skipped.inc(decoder.ddl_skipped)
+            decoder.ddl_skipped = 0
         if decoder.transactions:
             self._m_transactions.inc(decoder.transactions)
             decoder.transactions = 0
