@@ -26,7 +26,7 @@ import orjson
 import structlog
 
 from cdcstream import __version__
-from cdcstream.changes import ChangeEvent, Item, Marker
+from cdcstream.changes import ChangeEvent, Item, Marker, Op
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
@@ -39,6 +39,7 @@ from cdcstream.runtime.retry import Backoff
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source
+from cdcstream.sources.fullload import intent_checkpoint, load_completed
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.http import HttpServer
 from cdcstream.telemetry.probe import LagProbe
@@ -65,7 +66,14 @@ def build_source(cfg: Config, mapper: Mapper) -> Source:
         return MySQLSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
     from cdcstream.sources.postgres import PostgresSource
 
-    return PostgresSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
+    return PostgresSource(
+        cfg.source,
+        selector=mapper.selects,
+        no_hex_prefix=cfg.target.no_hex_prefix,
+        migration_type=cfg.migration_type,
+        full_load=cfg.full_load,
+        parallel_load=mapper.rules.parallel_load,
+    )
 
 
 def build_sink(cfg: Config, on_ack: Any) -> Sink:
@@ -120,6 +128,11 @@ class Pipeline:
         # /readyz fails when this is older than ready_window.
         self._last_progress = time.monotonic()
         self._started = False
+        # full-load: set when the source ended after its last load row and every record was acknowledged.
+        self._load_finished = False
+        # The last event handed to the mapper was a full-load row: the first CDC event after it waits for a
+        # sink drain (load rows and CDC rows of a table usually have different partition keys).
+        self._after_load = False
         self.http: HttpServer | None = None
         self._checkpoint_ts = metrics.CHECKPOINT_TIMESTAMP.labels(self._label)
         self._checkpoint_pos_ts = metrics.CHECKPOINT_POSITION_TIMESTAMP.labels(self._label)
@@ -227,6 +240,14 @@ class Pipeline:
                     self.watermark.issue_marker(item)
                     self._acked.set()
                 else:
+                    if self._after_load and item.op is not Op.LOAD:
+                        # Per-key order across the switch from load to CDC: a load row and a later change of
+                        # the same row are under different partition keys (primary key vs schema.table by
+                        # default), so every load row must be in the stream before the first CDC record.
+                        if events:
+                            await self._flush_events(events)
+                        await self.sink.drain()
+                    self._after_load = item.op is Op.LOAD
                     events.append(item)
             if events:  # a transaction split across batches: map what we have, its marker comes later
                 await self._flush_events(events)
@@ -255,7 +276,10 @@ class Pipeline:
                     "popped": self._popped,
                 }
             },
-            "full_load": {"migration_type": self.cfg.migration_type, "tables": {}},
+            "full_load": {
+                "migration_type": self.cfg.migration_type,
+                **(self.source.status().get("full_load") or {"tables": {}}),
+            },
             "health": {"ready": self.ready()[1], "alive": self._unhealthy or "ok"},
         }
 
@@ -376,6 +400,16 @@ class Pipeline:
 
     async def _run(self) -> int:
         checkpoint = self.store.load()
+        if self.cfg.migration_type == "full-load" and load_completed(checkpoint):
+            log.info(
+                "full load already completed (checkpoint); nothing to do. Move the checkpoint file away to load again",
+                checkpoint_file=str(self.store.path),
+            )
+            return EXIT_OK
+        if self.cfg.migration_type != "cdc" and checkpoint is None:
+            # Durable before the source creates its snapshot (a PostgreSQL slot): see intent_checkpoint().
+            checkpoint = intent_checkpoint()
+            await asyncio.to_thread(self.store.save, checkpoint)
         log.info(
             "starting",
             version=__version__,
@@ -403,6 +437,13 @@ class Pipeline:
                 metrics.ERRORS.labels(err.stage, type(err).__name__).inc()
                 raise err from None
             await self._checkpoint()
+            if self._load_finished:
+                log.info(
+                    "full load complete: every row is in the stream and checkpointed; exiting (migration_type "
+                    "full-load)",
+                    checkpoint=self._last_checkpoint,
+                )
+                return EXIT_OK
             log.info("stopped", checkpoint=self._last_checkpoint)
             return EXIT_OK
         finally:
@@ -421,7 +462,15 @@ class Pipeline:
                 aux.append(tg.create_task(self.probe.run(), name="lag-probe"))
             stop_task = tg.create_task(self._stop.wait(), name="stop")
             await asyncio.wait({sink_task, read_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            # Only a stop request ends this wait normally; a failing task makes the TaskGroup raise.
+            # Only a stop request (or, for full-load, the source's end) ends this wait normally; a failing task
+            # makes the TaskGroup raise.
+            while read_task.done() and not self._stop.is_set():
+                if await self.sink.drain(timeout=30.0):
+                    self._load_finished = True
+                    break
+                # Not yet (or a fatal sink error, which ends the TaskGroup while this sleeps).
+                log.info("full load read: waiting for Kinesis to acknowledge the last records")
+                await asyncio.sleep(0.5)
             read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await read_task

@@ -30,9 +30,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from cdcstream.changes import Item, Marker
-from cdcstream.config import PostgresSourceConfig
+from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.fullload import FullLoad, completed_marker_state, is_loading, load_completed, load_started
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
 from cdcstream.sources.postgres.values import PgType, TypeRegistry
@@ -51,14 +53,16 @@ PROMPT_ACK_INTERVAL = 0.5  # an ack is sent at once if the last status update is
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
-_USER_TABLES_SQL = """
-SELECT n.nspname, c.relname
+#: The user tables a publication or a full load can cover (partitions through their root), ordered by name.
+USER_TABLES_FROM = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
 """
+
+_USER_TABLES_SQL = "SELECT n.nspname, c.relname" + USER_TABLES_FROM
 
 # One round of type descriptions for the decoder's TypeRegistry (values.PgType). Referenced types (array
 # elements, domain bases, composite attributes) are fetched in further rounds until the closure is known.
@@ -128,9 +132,18 @@ class PostgresSource:
         *,
         selector: Callable[[str, str], bool] | None = None,
         no_hex_prefix: bool = False,
+        migration_type: str = "cdc",
+        full_load: FullLoadConfig | None = None,
+        parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._selector = selector
+        self.migration_type = migration_type
+        self._full_load_cfg = full_load or FullLoadConfig()
+        self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._load: FullLoad | None = None
+        # Extra checkpoint fields after a full load ({"load": {"done": true, ...}}), kept across reconnects.
+        self._load_extra: dict[str, Any] = {}
         self._label = f"postgres:{cfg.database}"
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
         self._decoder = Decoder(selector=selector, types=self.types)
@@ -161,7 +174,18 @@ class PostgresSource:
     # start: checks, publication, slot, replication
     # ------------------------------------------------------------------------------------------------------
     async def start(self, checkpoint: dict[str, Any] | None) -> None:
+        if self.migration_type == "full-load":
+            await self._start_full_load_only(checkpoint)
+            return
         start_lsn = 0
+        if load_completed(checkpoint):
+            assert checkpoint is not None
+            self._load_extra = {"load": checkpoint["load"]}
+        # A load intent without a snapshot yet: the previous start died before its first load checkpoint, so
+        # a slot it may have created carries nothing acknowledged (it is dropped and made again below).
+        intent_only = is_loading(checkpoint) and not load_started(checkpoint)
+        if intent_only:
+            checkpoint = None
         if checkpoint is not None:
             try:
                 start_lsn = parse_lsn(str(checkpoint["lsn"]))
@@ -183,6 +207,28 @@ class PostgresSource:
         except BaseException:
             repl.close()
             raise
+        wants_load = self.migration_type == "full-load-and-cdc" and (checkpoint is None or is_loading(checkpoint))
+        if wants_load and intent_only and slot_exists:
+            self._log.warning("dropping the slot of a full load interrupted before its first checkpoint")
+            await self._drop_slot(conn)
+            slot_exists = False
+        if wants_load and checkpoint is None and slot_exists:
+            repl.close()
+            raise SourceError(
+                f"migration_type is full-load-and-cdc and replication slot {self.cfg.slot_name!r} already exists, "
+                "but there is no checkpoint saying a full load happened: loading now would not match the slot's "
+                "position. Options: (1) drop the slot (SELECT pg_drop_replication_slot("
+                f"'{self.cfg.slot_name}');) and start again for a full load followed by CDC; (2) set "
+                'migration_type = "cdc" to stream from the slot without a load; (3) use another slot_name.'
+            )
+        if wants_load:
+            # The load engine creates the slot with an exported snapshot (fresh) or resumes from the stored
+            # consistent point; the replication stream starts after the last load row (changes()).
+            repl.close()
+            await self._prepare_load(checkpoint, with_slot=True)
+            self._started = True
+            self._start_tasks()
+            return
         if not slot_exists:
             point = await repl.create_slot(self.cfg.slot_name)
             self._log.info("replication slot created", consistent_point=point)
@@ -191,10 +237,53 @@ class PostgresSource:
         self._m_connected.set(1)
         self._log.info("replication started", start_lsn=format_lsn(start_lsn))
         self._started = True
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
         self._last_status = time.monotonic()
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+
+    async def _start_full_load_only(self, checkpoint: dict[str, Any] | None) -> None:
+        """``full-load``: no slot, no publication, no replication; a snapshot exported from a normal
+        transaction. The pipeline exits once every row is acknowledged."""
+        await self._normal_connection()  # fail early (and retried) when the server is not reachable
+        await self._prepare_load(checkpoint, with_slot=False)
+        self._started = True
+
+    async def _prepare_load(self, checkpoint: dict[str, Any] | None, *, with_slot: bool) -> None:
+        """Open the load sessions (creating the slot with an exported snapshot on a fresh full-load-and-cdc)
+        and plan the tables; the rows are read by changes()."""
+        from cdcstream.sources.postgres.snapshot import PgLoadEngine
+
+        fl = self._full_load_cfg
+        engine = PgLoadEngine(
+            build_conninfo(self.cfg, replication=False),
+            build_conninfo(self.cfg, replication=True),
+            slot_name=self.cfg.slot_name if with_slot else None,
+            types=self.types,
+            describe_types=self._describe_types,
+            selector=self._selector,
+            chunk_rows=fl.chunk_rows,
+            buffer_size=fl.parallel_load_buffer_size,
+            connect_timeout=self.cfg.connect_timeout,
+        )
+        self._load = FullLoad(
+            engine,
+            fl,
+            label=self._label,
+            checkpoint=checkpoint,
+            base_checkpoint=lambda: dict(self._identity),
+            settings=self._parallel_load,
+        )
+        await self._load.open()
+        lsn = self._load.start_position.get("lsn")
+        if lsn is not None:
+            start = parse_lsn(str(lsn))
+            self._acked = start
+            self._decoder.last_position = start
+            self._decoder.received_lsn = start
 
     async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
         """Failover signals. A different system identifier means a different cluster (restored from a backup,
@@ -219,7 +308,7 @@ class PostgresSource:
                 timeline=timeline,
             )
         self._identity = {"system_id": system_id, "timeline": timeline}
-        self._decoder.checkpoint_extra = self._identity
+        self._decoder.checkpoint_extra = {**self._identity, **self._load_extra}
 
     async def _normal_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -349,6 +438,14 @@ class PostgresSource:
             )
         return True
 
+    async def _drop_slot(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await conn.execute("SELECT pg_drop_replication_slot(%s)", (self.cfg.slot_name,))
+        except psycopg.errors.ObjectInUse:
+            raise SourceConnectionError(f"replication slot {self.cfg.slot_name!r} is still in use") from None
+        except psycopg.Error as exc:
+            raise SourceError(f"cannot drop replication slot {self.cfg.slot_name!r}: {str(exc).strip()}") from None
+
     async def _open_replication(self) -> ReplicationConnection:
         repl = ReplicationConnection(
             build_conninfo(self.cfg, replication=True), connect_timeout=self.cfg.connect_timeout
@@ -362,6 +459,21 @@ class PostgresSource:
     async def changes(self) -> AsyncIterator[Sequence[Item]]:
         if not self._started:
             raise SourceError("PostgresSource.changes() called before start()")
+        if self._load is not None:
+            load = self._load
+            async for items in load.run():
+                yield items
+            # Every later checkpoint says the load is done, so a restart neither reloads nor forgets it.
+            self._load_extra = {"load": completed_marker_state(len(load.status()["tables"]), load.rows)}
+            self._decoder.checkpoint_extra = {**self._identity, **self._load_extra}
+            position = {"lsn": format_lsn(self._decoder.last_position)} if self.migration_type != "full-load" else {}
+            yield [Marker({**position, **self._decoder.checkpoint_extra}, None, False)]
+            if self.migration_type == "full-load":
+                return
+            self._log.info(
+                "full load done: streaming changes from the slot's consistent point",
+                start_lsn=format_lsn(self._decoder.last_position),
+            )
         decoder = self._decoder
         while not self._closed:
             self.alive_at = time.monotonic()
@@ -517,6 +629,8 @@ class PostgresSource:
     # acknowledgements and status updates
     # ------------------------------------------------------------------------------------------------------
     async def ack(self, checkpoint: dict[str, Any]) -> None:
+        if self.migration_type == "full-load":
+            return  # nothing upstream to release: no slot
         try:
             lsn = parse_lsn(str(checkpoint["lsn"]))
         except (KeyError, ValueError):
@@ -598,11 +712,13 @@ class PostgresSource:
             "database": self.cfg.database,
             "slot": self.cfg.slot_name,
             "publication": self.cfg.publication,
-            "connected": self._repl is not None and self._repl.streaming,
+            "connected": (self._repl is not None and self._repl.streaming)
+            or (self._load is not None and not self._load.finished),
             "received_lsn": format_lsn(d.received_lsn),
             "acked_lsn": format_lsn(self._acked),
             "resume_lsn": format_lsn(d.last_position),
             "last_commit_time": d.last_commit_time,
+            "full_load": None if self._load is None else self._load.status(),
         }
 
     async def close(self) -> None:
