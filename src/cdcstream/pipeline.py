@@ -30,7 +30,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker, Op
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
-from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError
+from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, SourceError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
@@ -130,9 +130,9 @@ class Pipeline:
         self._started = False
         # full-load: set when the source ended after its last load row and every record was acknowledged.
         self._load_finished = False
-        # The last event handed to the mapper was a full-load row: the first CDC event after it waits for a
-        # sink drain (load rows and CDC rows of a table usually have different partition keys).
-        self._after_load = False
+        # Whether the last event handed to the mapper was a full-load row: at every switch between load rows
+        # and CDC events the sink is drained first (the two usually have different partition keys).
+        self._after_load: bool | None = None
         self.http: HttpServer | None = None
         self._checkpoint_ts = metrics.CHECKPOINT_TIMESTAMP.labels(self._label)
         self._checkpoint_pos_ts = metrics.CHECKPOINT_POSITION_TIMESTAMP.labels(self._label)
@@ -240,14 +240,15 @@ class Pipeline:
                     self.watermark.issue_marker(item)
                     self._acked.set()
                 else:
-                    if self._after_load and item.op is not Op.LOAD:
-                        # Per-key order across the switch from load to CDC: a load row and a later change of
-                        # the same row are under different partition keys (primary key vs schema.table by
-                        # default), so every load row must be in the stream before the first CDC record.
+                    is_load = item.op is Op.LOAD
+                    if is_load is not self._after_load and self._after_load is not None:
+                        # Per-key order across a switch between load rows and CDC (after the initial load, around
+                        # reload --table): a row's load record and its changes are under different partition keys
+                        # (primary key vs schema.table by default), so one side must be in the stream first.
                         if events:
                             await self._flush_events(events)
                         await self.sink.drain()
-                    self._after_load = item.op is Op.LOAD
+                    self._after_load = is_load
                     events.append(item)
             if events:  # a transaction split across batches: map what we have, its marker comes later
                 await self._flush_events(events)
@@ -282,6 +283,13 @@ class Pipeline:
             },
             "health": {"ready": self.ready()[1], "alive": self._unhealthy or "ok"},
         }
+
+    async def _reload(self, table: str) -> str:
+        """``POST /reload?table=schema.table``: re-copy one table while CDC runs (sources that support it)."""
+        request = getattr(self.source, "request_reload", None)
+        if request is None or not self._started:
+            raise SourceError("reload: not available (source still starting, or it has no reload)")
+        return str(await request(table))
 
     def ready(self) -> tuple[bool, str]:
         """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
@@ -348,7 +356,7 @@ class Pipeline:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         if self.cfg.http.listen:
-            self.http = HttpServer(self.cfg.http.listen, self.status, self.ready)
+            self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload)
             await self.http.start()
         try:
             return await self._run()

@@ -211,7 +211,8 @@ class FullLoad:
     """Runs one full load over a :class:`LoadEngine` and yields its rows and markers (see module docstring).
 
     ``base_checkpoint`` returns the source's checkpoint fields to merge into every marker (identity and the
-    like); ``settings`` returns a table's table-settings ``parallel-load`` rule, if any.
+    like); ``settings`` returns a table's table-settings ``parallel-load`` rule, if any. With ``phase_markers``
+    off (``reload --table`` of one table during CDC) markers carry ``base_checkpoint()`` alone.
     """
 
     def __init__(
@@ -223,8 +224,11 @@ class FullLoad:
         checkpoint: dict[str, Any] | None,
         base_checkpoint: Callable[[], dict[str, Any]],
         settings: Callable[[str, str], ParallelLoad | None],
+        phase_markers: bool = True,
     ) -> None:
         self.engine = engine
+        # False (reload of one table while CDC runs): markers are base_checkpoint() alone, a CDC position.
+        self._phase_markers = phase_markers
         self.cfg = cfg
         self._label = label
         self._base = base_checkpoint
@@ -272,6 +276,8 @@ class FullLoad:
 
     # -- state in markers --------------------------------------------------------------------------------
     def _marker(self) -> Marker:
+        if not self._phase_markers:
+            return Marker(self._base(), None, False)
         tables = {n: p.snapshot for n, p in self._tables.items() if p.state == "loading"}
         load = {"started": True, "loaded": self._loaded_snapshot, "tables": tables, "rows": self.rows}
         checkpoint = {**self._base(), **self.start_position, "phase": PHASE, "load": load}

@@ -103,6 +103,7 @@ class PgLoadEngine:
         repl_conninfo: str,
         *,
         slot_name: str | None,
+        temporary: bool = False,
         types: TypeRegistry,
         describe_types: Callable[[set[int]], Awaitable[None]],
         selector: Callable[[str, str], bool] | None,
@@ -113,6 +114,7 @@ class PgLoadEngine:
         self._conninfo = conninfo
         self._repl_conninfo = repl_conninfo
         self._slot = slot_name  # None: full-load only, no slot
+        self._temporary = temporary  # reload --table: a TEMPORARY slot, gone when its connection closes
         self._types = types
         self._describe = describe_types
         self._selector = selector
@@ -139,8 +141,9 @@ class PgLoadEngine:
                 repl = ReplicationConnection(self._repl_conninfo, connect_timeout=self._connect_timeout)
                 exporter = repl
                 await repl.connect()
+                kind = "TEMPORARY LOGICAL" if self._temporary else "LOGICAL"
                 rows = await repl.command(
-                    f"CREATE_REPLICATION_SLOT {quote_ident(self._slot)} LOGICAL pgoutput (SNAPSHOT 'export')"
+                    f"CREATE_REPLICATION_SLOT {quote_ident(self._slot)} {kind} pgoutput (SNAPSHOT 'export')"
                 )
                 _name, point, snapshot, _plugin = rows[0]
                 self.consistent_point = str(point)

@@ -142,8 +142,14 @@ class PostgresSource:
         self._full_load_cfg = full_load or FullLoadConfig()
         self._parallel_load = parallel_load or (lambda schema, table: None)
         self._load: FullLoad | None = None
-        # Extra checkpoint fields after a full load ({"load": {"done": true, ...}}), kept across reconnects.
+        # Extra checkpoint fields after a full load ({"load": {"done": true, ...}}) and of pending reloads
+        # ({"reload": ["s.t", ...]}), kept across reconnects.
         self._load_extra: dict[str, Any] = {}
+        # reload --table: tables waiting to be re-copied, the running one's load and its consistent point.
+        self._reloads: list[str] = []
+        self._reload: FullLoad | None = None
+        self._reload_point: int | None = None
+        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
         self._label = f"postgres:{cfg.database}"
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
         self._decoder = Decoder(selector=selector, types=self.types)
@@ -181,6 +187,10 @@ class PostgresSource:
         if load_completed(checkpoint):
             assert checkpoint is not None
             self._load_extra = {"load": checkpoint["load"]}
+        if checkpoint is not None and checkpoint.get("reload"):
+            # A reload was requested and not finished before the last stop: do it again.
+            self._reloads = [str(t) for t in checkpoint["reload"]]
+            self._load_extra["reload"] = list(self._reloads)
         # A load intent without a snapshot yet: the previous start died before its first load checkpoint, so
         # a slot it may have created carries nothing acknowledged (it is dropped and made again below).
         intent_only = is_loading(checkpoint) and not load_started(checkpoint)
@@ -234,6 +244,7 @@ class PostgresSource:
             self._log.info("replication slot created", consistent_point=point)
         await repl.start_replication(self.cfg.slot_name, format_lsn(start_lsn), self.cfg.publication)
         self._repl = repl
+        self._last_checkpoint = {"lsn": format_lsn(start_lsn)}
         self._m_connected.set(1)
         self._log.info("replication started", start_lsn=format_lsn(start_lsn))
         self._started = True
@@ -308,6 +319,9 @@ class PostgresSource:
                 timeline=timeline,
             )
         self._identity = {"system_id": system_id, "timeline": timeline}
+        self._set_extra()
+
+    def _set_extra(self) -> None:
         self._decoder.checkpoint_extra = {**self._identity, **self._load_extra}
 
     async def _normal_connection(self) -> psycopg.AsyncConnection[Any]:
@@ -465,9 +479,11 @@ class PostgresSource:
                 yield items
             # Every later checkpoint says the load is done, so a restart neither reloads nor forgets it.
             self._load_extra = {"load": completed_marker_state(len(load.status()["tables"]), load.rows)}
-            self._decoder.checkpoint_extra = {**self._identity, **self._load_extra}
+            self._set_extra()
             position = {"lsn": format_lsn(self._decoder.last_position)} if self.migration_type != "full-load" else {}
-            yield [Marker({**position, **self._decoder.checkpoint_extra}, None, False)]
+            final = Marker({**position, **self._decoder.checkpoint_extra}, None, False)
+            self._last_checkpoint = final.checkpoint
+            yield [final]
             if self.migration_type == "full-load":
                 return
             self._log.info(
@@ -477,6 +493,8 @@ class PostgresSource:
         decoder = self._decoder
         while not self._closed:
             self.alive_at = time.monotonic()
+            if self._reloads and self._reload is None and not decoder.in_transaction:
+                await self._begin_reload()
             try:
                 repl = self._repl
                 if repl is None or not repl.streaming:
@@ -512,10 +530,139 @@ class PostgresSource:
             if decoder.reply_requested:
                 decoder.reply_requested = False
                 await self._send_status(reply=False)
+            if self._reload_point is not None:
+                split = self._reload_split(items)
+                if split is not None:
+                    if split:
+                        self._remember(items[:split])
+                        yield items[:split]
+                    async for batch in self._finish_reload():
+                        yield batch
+                    items = items[split:]
             if items:
+                self._remember(items)
                 yield items
             if lost is not None:
                 self._disconnected(lost)
+
+    # ------------------------------------------------------------------------------------------------------
+    # reload --table: re-copy one table while CDC runs
+    # ------------------------------------------------------------------------------------------------------
+    async def request_reload(self, name: str) -> str:
+        """Queue a consistent re-copy of ``schema.table`` (``POST /reload``, ``cdcstream reload``).
+
+        The reader pauses at a transaction boundary, a temporary slot exports a snapshot at consistent point P,
+        the stream goes on up to the last transaction committed before P, the table's rows follow as ``load``
+        records, then the changes from P on. The request is in every checkpoint until the rows are out, so a
+        crash in between redoes it.
+        """
+        schema, dot, table = name.partition(".")
+        if not dot or not schema or not table:
+            raise SourceError(f"reload: expected schema.table, got {name!r}")
+        if self.migration_type == "full-load":
+            raise SourceError("reload: migration_type full-load has no change stream to reload into")
+        if self._load is not None and not self._load.finished:
+            raise SourceError("reload: the initial full load is still running")
+        if self._selector is not None and not self._selector(schema, table):
+            raise SourceError(f"reload: {name} is not selected by the table mapping")
+        conn = await self._normal_connection()
+        row = await (
+            await conn.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+                (schema, table),
+            )
+        ).fetchone()
+        if row is None:
+            raise SourceError(f"reload: table {name} does not exist in database {self.cfg.database!r}")
+        if name in self._reloads:
+            return f"reload of {name} already pending"
+        self._reloads.append(name)
+        self._load_extra["reload"] = list(self._reloads)
+        self._set_extra()
+        self._log.info("reload requested", table=name)
+        return f"reload of {name} queued"
+
+    def _remember(self, items: Sequence[Item]) -> None:
+        for item in reversed(items):
+            if isinstance(item, Marker):
+                self._last_checkpoint = item.checkpoint
+                return
+
+    async def _begin_reload(self) -> None:
+        from cdcstream.sources.postgres.snapshot import PgLoadEngine
+
+        name = self._reloads[0]
+        schema, _, table = name.partition(".")
+        fl = self._full_load_cfg
+        engine = PgLoadEngine(
+            build_conninfo(self.cfg, replication=False),
+            build_conninfo(self.cfg, replication=True),
+            slot_name=f"{self.cfg.slot_name}_reload"[:63],
+            temporary=True,
+            types=self.types,
+            describe_types=self._describe_types,
+            selector=lambda s, t: (s, t) == (schema, table),
+            chunk_rows=fl.chunk_rows,
+            buffer_size=fl.parallel_load_buffer_size,
+            connect_timeout=self.cfg.connect_timeout,
+        )
+        # Markers inside the reload are plain CDC checkpoints at the last position yielded before it (never past
+        # the changes held back for after the rows), still naming the pending reload.
+        # One table: as many sessions as it can have segments, not max_full_load_subtasks.
+        sessions = max(1, min(fl.max_full_load_subtasks, fl.parallel_load_threads))
+        self._reload = FullLoad(
+            engine,
+            fl.model_copy(update={"max_full_load_subtasks": sessions}),
+            label=self._label,
+            checkpoint=None,
+            base_checkpoint=lambda: {**self._last_checkpoint, **self._decoder.checkpoint_extra},
+            settings=self._parallel_load,
+            phase_markers=False,
+        )
+        await self._reload.open()
+        point = parse_lsn(str(self._reload.start_position["lsn"]))
+        self._reload_point = point
+        # WAL past P even on an idle server, so the reader reaches the split point.
+        conn = await self._normal_connection()
+        await conn.execute(
+            sql.SQL("SELECT pg_logical_emit_message(false, {}, {})").format(
+                sql.Literal(HEARTBEAT_PREFIX + ".reload"), sql.Literal(name)
+            )
+        )
+        self._log.info("reload: snapshot taken, streaming up to its point", table=name, point=format_lsn(point))
+
+    def _reload_split(self, items: list[Item]) -> int | None:
+        """Index of the first item at or after the reload's consistent point P, or None while all are before
+        it (and the reader has not passed P between transactions)."""
+        point = self._reload_point
+        assert point is not None
+        for i, item in enumerate(items):
+            if isinstance(item, Marker):
+                if parse_lsn(str(item.checkpoint["lsn"])) > point:
+                    return i
+            elif parse_lsn(item.stream_position[:17]) >= point:  # the transaction's commit LSN
+                return i
+        if self._decoder.received_lsn >= point and not self._decoder.in_transaction:
+            return len(items)
+        return None
+
+    async def _finish_reload(self) -> AsyncIterator[Sequence[Item]]:
+        load = self._reload
+        assert load is not None
+        name = self._reloads[0]
+        async for batch in load.run():
+            yield batch
+        self._reloads.pop(0)
+        if self._reloads:
+            self._load_extra["reload"] = list(self._reloads)
+        else:
+            self._load_extra.pop("reload", None)
+        self._set_extra()
+        self._reload = None
+        self._reload_point = None
+        self._log.info("reload done", table=name, rows=load.rows)
+        yield [Marker({**self._last_checkpoint, **self._decoder.checkpoint_extra}, None, False)]
 
     async def _describe_types(self, oids: set[int]) -> None:
         """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
@@ -719,6 +866,10 @@ class PostgresSource:
             "resume_lsn": format_lsn(d.last_position),
             "last_commit_time": d.last_commit_time,
             "full_load": None if self._load is None else self._load.status(),
+            "reload": {
+                "pending": list(self._reloads),
+                "running": None if self._reload is None else self._reload.status(),
+            },
         }
 
     async def close(self) -> None:
