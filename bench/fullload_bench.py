@@ -48,7 +48,8 @@ def _peak_rss_kib(pid: int) -> int:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    return int(status.split("VmHWM:")[1].split()[0])
+    _, found, rest = status.partition("VmHWM:")  # absent once the process is a zombie
+    return int(rest.split()[0]) if found else 0
 
 
 def _stats(url: str) -> dict[str, int]:
