@@ -124,6 +124,7 @@ class Pipeline:
         self._signals = 0
         self._last_checkpoint: dict[str, Any] | None = None
         self._last_checkpoint_at = 0.0
+        self._saving: asyncio.Future[None] | None = None
         # Last time the checkpoint could advance (an acknowledgement) or had nothing to wait for (idle):
         # /readyz fails when this is older than ready_window.
         self._last_progress = time.monotonic()
@@ -154,8 +155,11 @@ class Pipeline:
         marker = self.watermark.take()
         if marker is None:
             return
+        # Shielded: cancelling the checkpoint task at stop does not stop the thread, and the final checkpoint
+        # must not race it on the same temporary file (or be overwritten by it): _run waits for this first.
+        self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, marker.checkpoint))
         try:
-            await asyncio.to_thread(self.store.save, marker.checkpoint)
+            await asyncio.shield(self._saving)
         except Exception:
             self._checkpoint_err.inc()
             raise
@@ -444,6 +448,8 @@ class Pipeline:
                 assert isinstance(err, CdcstreamError)
                 metrics.ERRORS.labels(err.stage, type(err).__name__).inc()
                 raise err from None
+            if self._saving is not None:
+                await self._saving  # a write the cancelled checkpoint task left running
             await self._checkpoint()
             if self._load_finished:
                 log.info(
