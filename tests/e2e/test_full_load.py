@@ -440,6 +440,13 @@ def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path)
     finally:
         stop.set()
         daemon.kill()
+    # The checkpoint of this cdc task records no full load: switching it to full-load-and-cdc is refused.
+    text = daemon.config.read_text()
+    daemon.config.write_text(text.replace('task_id = "task1"', 'task_id = "task1"\n' + FULL_LOAD_AND_CDC))
+    daemon.start()
+    assert daemon.proc is not None
+    assert daemon.proc.wait(timeout=60) == 3  # SourceError
+    assert "no full load is recorded" in daemon.log_tail()
     records = read_stream(moto_url, stream)
     ops = [r["data"]["metadata"]["operation"] for r in records if r["data"]["metadata"].get("table-name") == "r"]
     first, last = ops.index("load"), len(ops) - 1 - ops[::-1].index("load")

@@ -196,6 +196,19 @@ class PostgresSource:
         intent_only = is_loading(checkpoint) and not load_started(checkpoint)
         if intent_only:
             checkpoint = None
+        if (
+            self.migration_type == "full-load-and-cdc"
+            and checkpoint is not None
+            and not is_loading(checkpoint)
+            and not load_completed(checkpoint)
+        ):
+            raise SourceError(
+                f"migration_type is full-load-and-cdc but the checkpoint (LSN {checkpoint.get('lsn')}) was written "
+                "by a cdc task: no full load is recorded, and loading now would not match the stream's position. "
+                'Options: (1) keep streaming with migration_type = "cdc"; (2) re-copy tables while streaming with '
+                "cdcstream reload --table schema.table; (3) start over with a full load: move the checkpoint file "
+                f"away and drop the slot (SELECT pg_drop_replication_slot('{self.cfg.slot_name}');)."
+            )
         if checkpoint is not None:
             try:
                 start_lsn = parse_lsn(str(checkpoint["lsn"]))
