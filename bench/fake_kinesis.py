@@ -27,7 +27,7 @@ FAIL_ENTRY = b'{"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessa
 
 def make_app(fail_rate: float, seed: int, shards: int = 1, shard_limit: float = 0.0) -> web.Application:
     rng = random.Random(seed)
-    stats = {"requests": 0, "entries": 0, "failed": 0, "throttled": 0}
+    stats = {"requests": 0, "entries": 0, "failed": 0, "throttled": 0, "request_bytes": 0}
     width = 2**128 // shards
     tokens = [shard_limit] * shards
     stamps = [time.monotonic()] * shards
@@ -66,6 +66,7 @@ def make_app(fail_rate: float, seed: int, shards: int = 1, shard_limit: float = 
             n = len(records)
             stats["requests"] += 1
             stats["entries"] += n
+            stats["request_bytes"] += len(body)
             if fail_rate or shard_limit:
                 flags = [
                     (fail_rate and rng.random() < fail_rate) or (shard_limit and not admit(r["PartitionKey"]))

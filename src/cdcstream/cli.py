@@ -1,4 +1,4 @@
-"""Command line: ``run``, ``check``, ``tail``, ``status``, ``print-config``, ``setup``.
+"""Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``.
 
 Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 unexpected error or a failed check; 2 invalid
 configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis error; 6 checkpoint error; 130 second
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--config", "-c", required=True, help="TOML configuration file")
+    rp = sub.add_parser("reload", help="re-copy one table (as load records) while the running daemon keeps streaming")
+    rp.add_argument("--config", "-c", required=True, help="TOML configuration file (its [http] listen is used)")
+    rp.add_argument("--table", required=True, help="schema.table")
     hp = sub.add_parser(
         "healthcheck",
         help="exit 0 if the running daemon's /healthz answers (container HEALTHCHECK; no shell or curl needed)",
@@ -161,6 +164,28 @@ def _setup(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(cfg: Config, table: str) -> int:
+    """POST /reload to the running daemon (PostgreSQL, migration_type cdc or full-load-and-cdc)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if not cfg.http.listen:
+        print("cdcstream: reload: [http] listen is off; the daemon takes reload requests over HTTP", file=sys.stderr)
+        return 1
+    url = _local_url(cfg.http.listen, "/reload") + "?" + urllib.parse.urlencode({"table": table})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
+            print(resp.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"cdcstream: reload: {exc.read().decode().strip()}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cdcstream: reload: is the daemon running? {url}: {exc}", file=sys.stderr)
+        return 1
+
+
 async def _tail(args: argparse.Namespace) -> int:
     from cdcstream.tail import tail
 
@@ -194,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_status(cfg))
         if args.command == "setup":
             return _setup(cfg, args)
+        if args.command == "reload":
+            return _reload(cfg, args.table)
         return asyncio.run(_run(cfg))
     except CdcstreamError as exc:
         if args.command in ("run",):

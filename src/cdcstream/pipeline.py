@@ -26,11 +26,11 @@ import orjson
 import structlog
 
 from cdcstream import __version__
-from cdcstream.changes import ChangeEvent, Item, Marker
+from cdcstream.changes import ChangeEvent, Item, Marker, Op
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
-from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError
+from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, SourceError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
@@ -39,6 +39,7 @@ from cdcstream.runtime.retry import Backoff
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source
+from cdcstream.sources.fullload import intent_checkpoint, load_completed
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.http import HttpServer
 from cdcstream.telemetry.probe import LagProbe
@@ -65,7 +66,14 @@ def build_source(cfg: Config, mapper: Mapper) -> Source:
         return MySQLSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
     from cdcstream.sources.postgres import PostgresSource
 
-    return PostgresSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
+    return PostgresSource(
+        cfg.source,
+        selector=mapper.selects,
+        no_hex_prefix=cfg.target.no_hex_prefix,
+        migration_type=cfg.migration_type,
+        full_load=cfg.full_load,
+        parallel_load=mapper.rules.parallel_load,
+    )
 
 
 def build_sink(cfg: Config, on_ack: Any) -> Sink:
@@ -116,10 +124,16 @@ class Pipeline:
         self._signals = 0
         self._last_checkpoint: dict[str, Any] | None = None
         self._last_checkpoint_at = 0.0
+        self._saving: asyncio.Future[None] | None = None
         # Last time the checkpoint could advance (an acknowledgement) or had nothing to wait for (idle):
         # /readyz fails when this is older than ready_window.
         self._last_progress = time.monotonic()
         self._started = False
+        # full-load: set when the source ended after its last load row and every record was acknowledged.
+        self._load_finished = False
+        # Whether the last event handed to the mapper was a full-load row: at every switch between load rows
+        # and CDC events the sink is drained first (the two usually have different partition keys).
+        self._after_load: bool | None = None
         self.http: HttpServer | None = None
         self._checkpoint_ts = metrics.CHECKPOINT_TIMESTAMP.labels(self._label)
         self._checkpoint_pos_ts = metrics.CHECKPOINT_POSITION_TIMESTAMP.labels(self._label)
@@ -141,8 +155,11 @@ class Pipeline:
         marker = self.watermark.take()
         if marker is None:
             return
+        # Shielded: cancelling the checkpoint task at stop does not stop the thread, and the final checkpoint
+        # must not race it on the same temporary file (or be overwritten by it): _run waits for this first.
+        self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, marker.checkpoint))
         try:
-            await asyncio.to_thread(self.store.save, marker.checkpoint)
+            await asyncio.shield(self._saving)
         except Exception:
             self._checkpoint_err.inc()
             raise
@@ -227,6 +244,15 @@ class Pipeline:
                     self.watermark.issue_marker(item)
                     self._acked.set()
                 else:
+                    is_load = item.op is Op.LOAD
+                    if is_load is not self._after_load and self._after_load is not None:
+                        # Per-key order across a switch between load rows and CDC (after the initial load, around
+                        # reload --table): a row's load record and its changes are under different partition keys
+                        # (primary key vs schema.table by default), so one side must be in the stream first.
+                        if events:
+                            await self._flush_events(events)
+                        await self.sink.drain()
+                    self._after_load = is_load
                     events.append(item)
             if events:  # a transaction split across batches: map what we have, its marker comes later
                 await self._flush_events(events)
@@ -255,9 +281,19 @@ class Pipeline:
                     "popped": self._popped,
                 }
             },
-            "full_load": {"migration_type": self.cfg.migration_type, "tables": {}},
+            "full_load": {
+                "migration_type": self.cfg.migration_type,
+                **(self.source.status().get("full_load") or {"tables": {}}),
+            },
             "health": {"ready": self.ready()[1], "alive": self._unhealthy or "ok"},
         }
+
+    async def _reload(self, table: str) -> str:
+        """``POST /reload?table=schema.table``: re-copy one table while CDC runs (sources that support it)."""
+        request = getattr(self.source, "request_reload", None)
+        if request is None or not self._started:
+            raise SourceError("reload: not available (source still starting, or it has no reload)")
+        return str(await request(table))
 
     def ready(self) -> tuple[bool, str]:
         """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
@@ -324,7 +360,7 @@ class Pipeline:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         if self.cfg.http.listen:
-            self.http = HttpServer(self.cfg.http.listen, self.status, self.ready)
+            self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload)
             await self.http.start()
         try:
             return await self._run()
@@ -376,6 +412,16 @@ class Pipeline:
 
     async def _run(self) -> int:
         checkpoint = self.store.load()
+        if self.cfg.migration_type == "full-load" and load_completed(checkpoint):
+            log.info(
+                "full load already completed (checkpoint); nothing to do. Move the checkpoint file away to load again",
+                checkpoint_file=str(self.store.path),
+            )
+            return EXIT_OK
+        if self.cfg.migration_type != "cdc" and checkpoint is None:
+            # Durable before the source creates its snapshot (a PostgreSQL slot): see intent_checkpoint().
+            checkpoint = intent_checkpoint()
+            await asyncio.to_thread(self.store.save, checkpoint)
         log.info(
             "starting",
             version=__version__,
@@ -402,7 +448,16 @@ class Pipeline:
                 assert isinstance(err, CdcstreamError)
                 metrics.ERRORS.labels(err.stage, type(err).__name__).inc()
                 raise err from None
+            if self._saving is not None:
+                await self._saving  # a write the cancelled checkpoint task left running
             await self._checkpoint()
+            if self._load_finished:
+                log.info(
+                    "full load complete: every row is in the stream and checkpointed; exiting (migration_type "
+                    "full-load)",
+                    checkpoint=self._last_checkpoint,
+                )
+                return EXIT_OK
             log.info("stopped", checkpoint=self._last_checkpoint)
             return EXIT_OK
         finally:
@@ -421,7 +476,15 @@ class Pipeline:
                 aux.append(tg.create_task(self.probe.run(), name="lag-probe"))
             stop_task = tg.create_task(self._stop.wait(), name="stop")
             await asyncio.wait({sink_task, read_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            # Only a stop request ends this wait normally; a failing task makes the TaskGroup raise.
+            # Only a stop request (or, for full-load, the source's end) ends this wait normally; a failing task
+            # makes the TaskGroup raise.
+            while read_task.done() and not self._stop.is_set():
+                if await self.sink.drain(timeout=30.0):
+                    self._load_finished = True
+                    break
+                # Not yet (or a fatal sink error, which ends the TaskGroup while this sleeps).
+                log.info("full load read: waiting for Kinesis to acknowledge the last records")
+                await asyncio.sleep(0.5)
             read_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await read_task

@@ -55,6 +55,7 @@ CATALOGUE = (
     "cdcstream_errors_total",
     "cdcstream_full_load_rows_total",
     "cdcstream_full_load_tables",
+    "cdcstream_full_load_progress_ratio",
     "process_resident_memory_bytes",
     "process_start_time_seconds",
     "python_gc_collections_total",

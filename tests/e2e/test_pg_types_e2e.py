@@ -15,11 +15,7 @@ from tests.support.postgres import PgDb
 
 
 def test_type_matrix_end_to_end(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
-    for stmt in m.SETUP_SUPERUSER:
-        pg_db.execute(stmt, superuser=True)
-    for stmt in m.SETUP:
-        pg_db.execute(stmt)
-    pg_db.execute(m.create_table_sql())
+    m.prepare(pg_db)
     stream = create_stream(moto_url, f"s-{uuid.uuid4().hex[:8]}")
     config = write_config(
         tmp_path / "cdcstream.toml",

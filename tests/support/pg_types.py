@@ -459,6 +459,15 @@ OBJECT_RENDERING: dict[str, list[Any]] = {
 COLUMNS = [name for name, _, _ in MATRIX]
 
 
+def prepare(db: Any) -> None:
+    """Create the extensions, types and the ``types`` table in ``db`` (a :class:`tests.support.postgres.PgDb`)."""
+    for stmt in SETUP_SUPERUSER:
+        db.execute(stmt, superuser=True)
+    for stmt in SETUP:
+        db.execute(stmt)
+    db.execute(create_table_sql())
+
+
 def create_table_sql(table: str = "types") -> str:
     cols = ", ".join(f"{name} {typ}" for name, typ, _ in MATRIX)
     return f"CREATE TABLE {table} (id int PRIMARY KEY, {cols})"

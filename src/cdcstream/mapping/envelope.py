@@ -159,14 +159,19 @@ class Mapper:
                 row = {k: v for k, v in row.items() if v is not None}
             # Kinesis refuses an empty partition key (an empty-string key column or attribute). Any fixed
             # substitute is safe: sharing a key only changes shard placement, never per-key order.
-            key = plan.key_of(ev, src, row) or EMPTY_KEY
+            if op is Op.LOAD:
+                key_type = plan.load_key_type
+                key = plan.load_key_of(ev, src, row) or EMPTY_KEY
+            else:
+                key_type = plan.key_type
+                key = plan.key_of(ev, src, row) or EMPTY_KEY
             metadata: dict[str, Any] = {
                 "timestamp": stamp,
                 "record-type": "data",
                 "operation": op.value,
-                "partition-key-type": plan.key_type,
+                "partition-key-type": key_type,
             }
-            if self.partition_value and plan.key_type != "schema-table":
+            if self.partition_value and key_type != "schema-table":
                 metadata["partition-key-value"] = key
             metadata["schema-name"] = plan.schema_out
             metadata["table-name"] = plan.table_name
@@ -182,7 +187,9 @@ class Mapper:
             if plan.before_image is not None and op is Op.UPDATE:
                 doc[self.before_field] = plan.before_image(ev)
             doc["metadata"] = metadata
-            out.append(Record(partition_key=key, data=self._dumps(doc), commit_epoch=ev.commit_epoch, label=plan.label))
+            # Load rows have no commit time: they must not feed the end-to-end lag histogram.
+            epoch = None if op is Op.LOAD else ev.commit_epoch
+            out.append(Record(partition_key=key, data=self._dumps(doc), commit_epoch=epoch, label=plan.label))
         return out
 
     def _transaction_details(self, ev: ChangeEvent, metadata: dict[str, Any]) -> None:

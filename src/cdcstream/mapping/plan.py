@@ -289,6 +289,8 @@ class TablePlan:
         "key_of",
         "key_type",
         "label",
+        "load_key_of",
+        "load_key_type",
         "name_origins",
         "outputs",
         "renamed",
@@ -512,6 +514,13 @@ class TablePlan:
         self.shape = shape
 
         self.key_of = self._partition_key(info, om, key_columns, target, out_cols, attr_names, excluded, document, cols)
+        # Full-load rows: DMS partitions them by primary key when no object-mapping rule says otherwise
+        # (schema.table.pk with partition_include_schema_table); a table without a key keeps schema-table.
+        self.load_key_type = self.key_type
+        self.load_key_of = self.key_of
+        if om is None and key_columns:
+            self.load_key_type = "primary-key"
+            self.load_key_of = _primary_key_function(self, key_columns, target)
 
         # Endpoint before image (updates only, as DMS).
         self.before_image: Callable[[ChangeEvent], Row] | None = None
@@ -572,12 +581,7 @@ class TablePlan:
                     "primary-key but the table has no primary key / replica identity columns (add one, or a "
                     "define-primary-key transformation)"
                 )
-            prefix = f"{self.schema_out}.{self.table_name}." if target.partition_include_schema_table else ""
-            if len(key_columns) == 1:
-                (k,) = key_columns
-                return lambda ev, src, data: prefix + key_text(src.get(k))
-            keys = key_columns
-            return lambda ev, src, data: prefix + ".".join(key_text(src.get(k)) for k in keys)
+            return _primary_key_function(self, key_columns, target)
         # attribute-name: an attribute of the output first, then a (transformed or source) column.
         assert om.partition_key_name is not None
         name = om.partition_key_name
@@ -598,6 +602,18 @@ class TablePlan:
                 f"of the table (columns: {', '.join(c.name for c in info.columns)})"
             )
         return lambda ev, src, data: key_text(src.get(src_name))
+
+
+def _primary_key_function(
+    plan: TablePlan, key_columns: tuple[str, ...], target: TargetConfig
+) -> Callable[[ChangeEvent, Row, Row], str]:
+    """``pk`` (or ``schema.table.pk`` with partition_include_schema_table); composite keys joined by dots."""
+    prefix = f"{plan.schema_out}.{plan.table_name}." if target.partition_include_schema_table else ""
+    if len(key_columns) == 1:
+        (k,) = key_columns
+        return lambda ev, src, data: prefix + key_text(src.get(k))
+    keys = key_columns
+    return lambda ev, src, data: prefix + ".".join(key_text(src.get(k)) for k in keys)
 
 
 def _guarded(conv: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:

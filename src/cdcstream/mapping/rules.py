@@ -197,6 +197,23 @@ class ObjectMapping:
         return matches(self.schema, schema) and matches(self.table, table)
 
 
+@dataclass(frozen=True, slots=True)
+class ParallelLoad:
+    """A ``table-settings`` rule's ``parallel-load`` for one table (exact names, as DMS requires).
+
+    ``ranges``: ``boundaries`` are upper bounds (row comparison over ``columns``, as text the server casts);
+    N boundaries make N+1 segments. Other types (``partitions-auto``, ``none``, ...) carry no boundaries and
+    mean "no explicit ranges" here (README, "Full load").
+    """
+
+    schema: str
+    table: str
+    type: str
+    columns: tuple[str, ...] = ()
+    boundaries: tuple[tuple[str, ...], ...] = ()
+    origin: Origin | None = None
+
+
 def _rid(r: Any) -> int:
     return int(r.rule_id)
 
@@ -209,6 +226,14 @@ class MappingRules:
     object_mappings: tuple[ObjectMapping, ...] = ()
     source: str = "<default: every table>"
     transformations: tuple[TransformationRule, ...] = ()
+    table_settings: tuple[ParallelLoad, ...] = ()
+
+    def parallel_load(self, schema: str, table: str) -> ParallelLoad | None:
+        """The table-settings ``parallel-load`` of this table (the lowest rule-id wins), or None."""
+        for rule in self.table_settings:
+            if rule.schema == schema and rule.table == table:
+                return rule
+        return None
 
     def selects(self, schema: str, table: str) -> bool:
         """DMS semantics: selected when an include/explicit rule matches and no exclude rule does.
@@ -709,10 +734,9 @@ def _object_mapping(ctx: _Ctx, rule: dict[str, Any]) -> ObjectMapping:
 PARALLEL_LOAD_TYPES = ("partitions-auto", "subpartitions-auto", "partitions-list", "ranges", "none")
 
 
-def _table_settings(ctx: _Ctx, rule: dict[str, Any]) -> None:
-    """Validate a ``table-settings`` rule. ``parallel-load`` only shapes a full load, which a ``cdc`` task does
-    not run (DMS ignores it there too), so a valid one is accepted and has no effect; ``lob-settings`` would
-    change CDC records and is rejected until implemented."""
+def _table_settings(ctx: _Ctx, rule: dict[str, Any]) -> ParallelLoad:
+    """Validate a ``table-settings`` rule. ``parallel-load`` only shapes a full load (a ``cdc`` task ignores
+    it, as DMS does); ``lob-settings`` would change CDC records and is rejected until implemented."""
     _unknown_keys(
         ctx, rule, {"rule-type", "rule-id", "rule-name", "object-locator", "parallel-load", "lob-settings"}, ""
     )
@@ -738,6 +762,17 @@ def _table_settings(ctx: _Ctx, rule: dict[str, Any]) -> None:
             raise ctx.error(
                 ".parallel-load.boundaries", f"must be a list of lists of {len(cols)} value(s), one per column"
             )
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for b in bounds for v in b):
+            raise ctx.error(".parallel-load.boundaries", "boundary values must be strings or numbers")
+        return ParallelLoad(
+            loc["schema-name"],
+            loc["table-name"],
+            "ranges",
+            tuple(cols),
+            tuple(tuple(str(v) for v in b) for b in bounds),
+            ctx.origin,
+        )
+    return ParallelLoad(loc["schema-name"], loc["table-name"], str(pl["type"]), origin=ctx.origin)
 
 
 def _static_conflicts(rules: MappingRules) -> None:
@@ -776,6 +811,7 @@ def parse_rules(doc: Any, source: str) -> MappingRules:
     selections: list[SelectionRule] = []
     transformations: list[TransformationRule] = []
     mappings: list[ObjectMapping] = []
+    settings: list[tuple[int, ParallelLoad]] = []
     seen: dict[str, set[str]] = {}
     for index, rule in enumerate(doc["rules"]):
         if not isinstance(rule, dict):
@@ -799,7 +835,7 @@ def parse_rules(doc: Any, source: str) -> MappingRules:
         elif kind == "object-mapping":
             mappings.append(_object_mapping(ctx, rule))
         elif kind == "table-settings":
-            _table_settings(ctx, rule)
+            settings.append((int(rule_id), _table_settings(ctx, rule)))
         else:
             raise ctx.error(
                 ".rule-type",
@@ -812,6 +848,7 @@ def parse_rules(doc: Any, source: str) -> MappingRules:
         tuple(sorted(mappings, key=_rid)),
         source,
         tuple(sorted(transformations, key=_rid)),
+        tuple(pl for _, pl in sorted(settings, key=lambda s: s[0])),
     )
     _static_conflicts(rules)
     return rules
@@ -837,6 +874,7 @@ __all__ = [
     "MappingRules",
     "ObjectMapping",
     "Origin",
+    "ParallelLoad",
     "SelectionRule",
     "SourceFilter",
     "TransformationRule",

@@ -1,15 +1,18 @@
 """HTTP endpoints (aiohttp): ``/metrics`` (Prometheus), ``/healthz`` (the event loop answers; never depends on
 the database or Kinesis, so an outage does not become a restart storm), ``/readyz`` (connected and making
-progress) and ``/status`` (JSON: positions, lag, queues)."""
+progress), ``/status`` (JSON: positions, lag, queues) and ``POST /reload?table=schema.table`` (re-copy one table
+while CDC runs; ``cdcstream reload`` calls it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cdcstream.errors import CdcstreamError
 
 
 class HttpServer:
@@ -20,10 +23,11 @@ class HttpServer:
         listen: str,
         status: Callable[[], dict[str, Any]],
         ready: Callable[[], tuple[bool, str]],
+        reload: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
-        self._status, self._ready = status, ready
+        self._status, self._ready, self._reload = status, ready, reload
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -32,6 +36,7 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
+        app.router.add_post("/reload", self._reload_handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -59,3 +64,13 @@ class HttpServer:
     async def _status_handler(self, request: web.Request) -> web.Response:
         body = orjson.dumps(self._status(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
         return web.Response(body=body, content_type="application/json")
+
+    async def _reload_handler(self, request: web.Request) -> web.Response:
+        table = request.query.get("table", "")
+        if self._reload is None:
+            return web.Response(text="reload is not available\n", status=404)
+        try:
+            message = await self._reload(table)
+        except CdcstreamError as exc:  # a wrong table name, a full load still running, ...
+            return web.Response(text=f"{exc}\n", status=400)
+        return web.Response(text=message + "\n", status=202)

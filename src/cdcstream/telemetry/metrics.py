@@ -90,10 +90,15 @@ PROBE_GAUGES: dict[str, Gauge] = {
     "safe_wal_bytes": SOURCE_SLOT_SAFE_WAL_BYTES,
 }
 
-# --- full load (placeholders until full load lands, so the dashboard row and alerts have their series) ------
-FULL_LOAD_ROWS = Counter("cdcstream_full_load_rows", "Rows read by the full load.", ["source"])
+# --- full load (sources/fullload.py) --------------------------------------------------------------------------
+FULL_LOAD_ROWS = Counter("cdcstream_full_load_rows", "Rows read by the full load (handed to the pipeline).", ["source"])
 FULL_LOAD_TABLES = Gauge("cdcstream_full_load_tables", "Tables of the full load, by state.", ["source", "state"])
-FULL_LOAD_STATES = ("pending", "loading", "completed", "failed")
+FULL_LOAD_STATES = ("pending", "loading", "loaded", "errored")
+FULL_LOAD_PROGRESS = Gauge(
+    "cdcstream_full_load_progress_ratio",
+    "Full-load progress: rows copied / estimated rows over all tables (0..1; 1 once every table is loaded).",
+    ["source"],
+)
 
 # --- sink ---------------------------------------------------------------------------------------------------
 RECORDS_SENT = Counter("cdcstream_records_sent", "Records accepted by Kinesis.", ["stream"])
@@ -203,6 +208,7 @@ def precreate(*, source: str, source_kind: str, stream: str) -> None:
         CHECKPOINT_WRITES.labels(source, outcome)
     for state in FULL_LOAD_STATES:
         FULL_LOAD_TABLES.labels(source, state).set(0)
+    FULL_LOAD_PROGRESS.labels(source)
     for stage, error_type in KNOWN_ERRORS:
         ERRORS.labels(stage, error_type)
     for c in (RECORDS_SENT, RECORD_BYTES_SENT, DEAD_LETTER_RECORDS):

@@ -30,9 +30,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from cdcstream.changes import Item, Marker
-from cdcstream.config import PostgresSourceConfig
+from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.fullload import FullLoad, completed_marker_state, is_loading, load_completed, load_started
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
@@ -52,14 +54,16 @@ PROMPT_ACK_INTERVAL = 0.5  # an ack is sent at once if the last status update is
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
-_USER_TABLES_SQL = """
-SELECT n.nspname, c.relname
+#: The user tables a publication or a full load can cover (partitions through their root), ordered by name.
+USER_TABLES_FROM = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%'
   AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY 1, 2
 """
+
+_USER_TABLES_SQL = "SELECT n.nspname, c.relname" + USER_TABLES_FROM
 
 # One round of type descriptions for the decoder's TypeRegistry (values.PgType). Referenced types (array
 # elements, domain bases, composite attributes) are fetched in further rounds until the closure is known.
@@ -129,9 +133,24 @@ class PostgresSource:
         *,
         selector: Callable[[str, str], bool] | None = None,
         no_hex_prefix: bool = False,
+        migration_type: str = "cdc",
+        full_load: FullLoadConfig | None = None,
+        parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self._selector = selector
+        self.migration_type = migration_type
+        self._full_load_cfg = full_load or FullLoadConfig()
+        self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._load: FullLoad | None = None
+        # Extra checkpoint fields after a full load ({"load": {"done": true, ...}}) and of pending reloads
+        # ({"reload": ["s.t", ...]}), kept across reconnects.
+        self._load_extra: dict[str, Any] = {}
+        # reload --table: tables waiting to be re-copied, the running one's load and its consistent point.
+        self._reloads: list[str] = []
+        self._reload: FullLoad | None = None
+        self._reload_point: int | None = None
+        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
         self._label = f"postgres:{cfg.database}"
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
         self._decoder = Decoder(selector=selector, types=self.types)
@@ -163,7 +182,35 @@ class PostgresSource:
     # start: checks, publication, slot, replication
     # ------------------------------------------------------------------------------------------------------
     async def start(self, checkpoint: dict[str, Any] | None) -> None:
+        if self.migration_type == "full-load":
+            await self._start_full_load_only(checkpoint)
+            return
         start_lsn = 0
+        if load_completed(checkpoint):
+            assert checkpoint is not None
+            self._load_extra = {"load": checkpoint["load"]}
+        if checkpoint is not None and checkpoint.get("reload"):
+            # A reload was requested and not finished before the last stop: do it again.
+            self._reloads = [str(t) for t in checkpoint["reload"]]
+            self._load_extra["reload"] = list(self._reloads)
+        # A load intent without a snapshot yet: the previous start died before its first load checkpoint, so
+        # a slot it may have created carries nothing acknowledged (it is dropped and made again below).
+        intent_only = is_loading(checkpoint) and not load_started(checkpoint)
+        if intent_only:
+            checkpoint = None
+        if (
+            self.migration_type == "full-load-and-cdc"
+            and checkpoint is not None
+            and not is_loading(checkpoint)
+            and not load_completed(checkpoint)
+        ):
+            raise SourceError(
+                f"migration_type is full-load-and-cdc but the checkpoint (LSN {checkpoint.get('lsn')}) was written "
+                "by a cdc task: no full load is recorded, and loading now would not match the stream's position. "
+                'Options: (1) keep streaming with migration_type = "cdc"; (2) re-copy tables while streaming with '
+                "cdcstream reload --table schema.table; (3) start over with a full load: move the checkpoint file "
+                f"away and drop the slot (SELECT pg_drop_replication_slot('{self.cfg.slot_name}');)."
+            )
         if checkpoint is not None:
             try:
                 start_lsn = parse_lsn(str(checkpoint["lsn"]))
@@ -186,14 +233,40 @@ class PostgresSource:
         except BaseException:
             repl.close()
             raise
+        wants_load = self.migration_type == "full-load-and-cdc" and (checkpoint is None or is_loading(checkpoint))
+        if wants_load and intent_only and slot_exists:
+            self._log.warning("dropping the slot of a full load interrupted before its first checkpoint")
+            await self._drop_slot(conn)
+            slot_exists = False
+        if wants_load and checkpoint is None and slot_exists:
+            repl.close()
+            raise SourceError(
+                f"migration_type is full-load-and-cdc and replication slot {self.cfg.slot_name!r} already exists, "
+                "but there is no checkpoint saying a full load happened: loading now would not match the slot's "
+                "position. Options: (1) drop the slot (SELECT pg_drop_replication_slot("
+                f"'{self.cfg.slot_name}');) and start again for a full load followed by CDC; (2) set "
+                'migration_type = "cdc" to stream from the slot without a load; (3) use another slot_name.'
+            )
+        if wants_load:
+            # The load engine creates the slot with an exported snapshot (fresh) or resumes from the stored
+            # consistent point; the replication stream starts after the last load row (changes()).
+            repl.close()
+            await self._prepare_load(checkpoint, with_slot=True)
+            self._started = True
+            self._start_tasks()
+            return
         if not slot_exists:
             point = await repl.create_slot(self.cfg.slot_name)
             self._log.info("replication slot created", consistent_point=point)
         await repl.start_replication(self.cfg.slot_name, format_lsn(start_lsn), self.cfg.publication)
         self._repl = repl
+        self._last_checkpoint = {"lsn": format_lsn(start_lsn)}
         self._m_connected.set(1)
         self._log.info("replication started", start_lsn=format_lsn(start_lsn))
         self._started = True
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
         self._last_status = time.monotonic()
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
@@ -208,6 +281,46 @@ class PostgresSource:
                 "records (rows and TRUNCATE are captured). Enable it once, as a superuser: cdcstream setup "
                 "postgres-ddl --config <file> --user postgres"
             )
+
+    async def _start_full_load_only(self, checkpoint: dict[str, Any] | None) -> None:
+        """``full-load``: no slot, no publication, no replication; a snapshot exported from a normal
+        transaction. The pipeline exits once every row is acknowledged."""
+        await self._normal_connection()  # fail early (and retried) when the server is not reachable
+        await self._prepare_load(checkpoint, with_slot=False)
+        self._started = True
+
+    async def _prepare_load(self, checkpoint: dict[str, Any] | None, *, with_slot: bool) -> None:
+        """Open the load sessions (creating the slot with an exported snapshot on a fresh full-load-and-cdc)
+        and plan the tables; the rows are read by changes()."""
+        from cdcstream.sources.postgres.snapshot import PgLoadEngine
+
+        fl = self._full_load_cfg
+        engine = PgLoadEngine(
+            build_conninfo(self.cfg, replication=False),
+            build_conninfo(self.cfg, replication=True),
+            slot_name=self.cfg.slot_name if with_slot else None,
+            types=self.types,
+            describe_types=self._describe_types,
+            selector=self._selector,
+            chunk_rows=fl.chunk_rows,
+            buffer_size=fl.parallel_load_buffer_size,
+            connect_timeout=self.cfg.connect_timeout,
+        )
+        self._load = FullLoad(
+            engine,
+            fl,
+            label=self._label,
+            checkpoint=checkpoint,
+            base_checkpoint=lambda: dict(self._identity),
+            settings=self._parallel_load,
+        )
+        await self._load.open()
+        lsn = self._load.start_position.get("lsn")
+        if lsn is not None:
+            start = parse_lsn(str(lsn))
+            self._acked = start
+            self._decoder.last_position = start
+            self._decoder.received_lsn = start
 
     async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
         """Failover signals. A different system identifier means a different cluster (restored from a backup,
@@ -232,7 +345,10 @@ class PostgresSource:
                 timeline=timeline,
             )
         self._identity = {"system_id": system_id, "timeline": timeline}
-        self._decoder.checkpoint_extra = self._identity
+        self._set_extra()
+
+    def _set_extra(self) -> None:
+        self._decoder.checkpoint_extra = {**self._identity, **self._load_extra}
 
     async def _normal_connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -362,6 +478,14 @@ class PostgresSource:
             )
         return True
 
+    async def _drop_slot(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await conn.execute("SELECT pg_drop_replication_slot(%s)", (self.cfg.slot_name,))
+        except psycopg.errors.ObjectInUse:
+            raise SourceConnectionError(f"replication slot {self.cfg.slot_name!r} is still in use") from None
+        except psycopg.Error as exc:
+            raise SourceError(f"cannot drop replication slot {self.cfg.slot_name!r}: {str(exc).strip()}") from None
+
     async def _open_replication(self) -> ReplicationConnection:
         repl = ReplicationConnection(
             build_conninfo(self.cfg, replication=True), connect_timeout=self.cfg.connect_timeout
@@ -375,9 +499,28 @@ class PostgresSource:
     async def changes(self) -> AsyncIterator[Sequence[Item]]:
         if not self._started:
             raise SourceError("PostgresSource.changes() called before start()")
+        if self._load is not None:
+            load = self._load
+            async for items in load.run():
+                yield items
+            # Every later checkpoint says the load is done, so a restart neither reloads nor forgets it.
+            self._load_extra = {"load": completed_marker_state(len(load.status()["tables"]), load.rows)}
+            self._set_extra()
+            position = {"lsn": format_lsn(self._decoder.last_position)} if self.migration_type != "full-load" else {}
+            final = Marker({**position, **self._decoder.checkpoint_extra}, None, False)
+            self._last_checkpoint = final.checkpoint
+            yield [final]
+            if self.migration_type == "full-load":
+                return
+            self._log.info(
+                "full load done: streaming changes from the slot's consistent point",
+                start_lsn=format_lsn(self._decoder.last_position),
+            )
         decoder = self._decoder
         while not self._closed:
             self.alive_at = time.monotonic()
+            if self._reloads and self._reload is None and not decoder.in_transaction:
+                await self._begin_reload()
             try:
                 repl = self._repl
                 if repl is None or not repl.streaming:
@@ -413,10 +556,139 @@ class PostgresSource:
             if decoder.reply_requested:
                 decoder.reply_requested = False
                 await self._send_status(reply=False)
+            if self._reload_point is not None:
+                split = self._reload_split(items)
+                if split is not None:
+                    if split:
+                        self._remember(items[:split])
+                        yield items[:split]
+                    async for batch in self._finish_reload():
+                        yield batch
+                    items = items[split:]
             if items:
+                self._remember(items)
                 yield items
             if lost is not None:
                 self._disconnected(lost)
+
+    # ------------------------------------------------------------------------------------------------------
+    # reload --table: re-copy one table while CDC runs
+    # ------------------------------------------------------------------------------------------------------
+    async def request_reload(self, name: str) -> str:
+        """Queue a consistent re-copy of ``schema.table`` (``POST /reload``, ``cdcstream reload``).
+
+        The reader pauses at a transaction boundary, a temporary slot exports a snapshot at consistent point P,
+        the stream goes on up to the last transaction committed before P, the table's rows follow as ``load``
+        records, then the changes from P on. The request is in every checkpoint until the rows are out, so a
+        crash in between redoes it.
+        """
+        schema, dot, table = name.partition(".")
+        if not dot or not schema or not table:
+            raise SourceError(f"reload: expected schema.table, got {name!r}")
+        if self.migration_type == "full-load":
+            raise SourceError("reload: migration_type full-load has no change stream to reload into")
+        if self._load is not None and not self._load.finished:
+            raise SourceError("reload: the initial full load is still running")
+        if self._selector is not None and not self._selector(schema, table):
+            raise SourceError(f"reload: {name} is not selected by the table mapping")
+        conn = await self._normal_connection()
+        row = await (
+            await conn.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+                (schema, table),
+            )
+        ).fetchone()
+        if row is None:
+            raise SourceError(f"reload: table {name} does not exist in database {self.cfg.database!r}")
+        if name in self._reloads:
+            return f"reload of {name} already pending"
+        self._reloads.append(name)
+        self._load_extra["reload"] = list(self._reloads)
+        self._set_extra()
+        self._log.info("reload requested", table=name)
+        return f"reload of {name} queued"
+
+    def _remember(self, items: Sequence[Item]) -> None:
+        for item in reversed(items):
+            if isinstance(item, Marker):
+                self._last_checkpoint = item.checkpoint
+                return
+
+    async def _begin_reload(self) -> None:
+        from cdcstream.sources.postgres.snapshot import PgLoadEngine
+
+        name = self._reloads[0]
+        schema, _, table = name.partition(".")
+        fl = self._full_load_cfg
+        engine = PgLoadEngine(
+            build_conninfo(self.cfg, replication=False),
+            build_conninfo(self.cfg, replication=True),
+            slot_name=f"{self.cfg.slot_name}_reload"[:63],
+            temporary=True,
+            types=self.types,
+            describe_types=self._describe_types,
+            selector=lambda s, t: (s, t) == (schema, table),
+            chunk_rows=fl.chunk_rows,
+            buffer_size=fl.parallel_load_buffer_size,
+            connect_timeout=self.cfg.connect_timeout,
+        )
+        # Markers inside the reload are plain CDC checkpoints at the last position yielded before it (never past
+        # the changes held back for after the rows), still naming the pending reload.
+        # One table: as many sessions as it can have segments, not max_full_load_subtasks.
+        sessions = max(1, min(fl.max_full_load_subtasks, fl.parallel_load_threads))
+        self._reload = FullLoad(
+            engine,
+            fl.model_copy(update={"max_full_load_subtasks": sessions}),
+            label=self._label,
+            checkpoint=None,
+            base_checkpoint=lambda: {**self._last_checkpoint, **self._decoder.checkpoint_extra},
+            settings=self._parallel_load,
+            phase_markers=False,
+        )
+        await self._reload.open()
+        point = parse_lsn(str(self._reload.start_position["lsn"]))
+        self._reload_point = point
+        # WAL past P even on an idle server, so the reader reaches the split point.
+        conn = await self._normal_connection()
+        await conn.execute(
+            sql.SQL("SELECT pg_logical_emit_message(false, {}, {})").format(
+                sql.Literal(HEARTBEAT_PREFIX + ".reload"), sql.Literal(name)
+            )
+        )
+        self._log.info("reload: snapshot taken, streaming up to its point", table=name, point=format_lsn(point))
+
+    def _reload_split(self, items: list[Item]) -> int | None:
+        """Index of the first item at or after the reload's consistent point P, or None while all are before
+        it (and the reader has not passed P between transactions)."""
+        point = self._reload_point
+        assert point is not None
+        for i, item in enumerate(items):
+            if isinstance(item, Marker):
+                if parse_lsn(str(item.checkpoint["lsn"])) > point:
+                    return i
+            elif parse_lsn(item.stream_position[:17]) >= point:  # the transaction's commit LSN
+                return i
+        if self._decoder.received_lsn >= point and not self._decoder.in_transaction:
+            return len(items)
+        return None
+
+    async def _finish_reload(self) -> AsyncIterator[Sequence[Item]]:
+        load = self._reload
+        assert load is not None
+        name = self._reloads[0]
+        async for batch in load.run():
+            yield batch
+        self._reloads.pop(0)
+        if self._reloads:
+            self._load_extra["reload"] = list(self._reloads)
+        else:
+            self._load_extra.pop("reload", None)
+        self._set_extra()
+        self._reload = None
+        self._reload_point = None
+        self._log.info("reload done", table=name, rows=load.rows)
+        yield [Marker({**self._last_checkpoint, **self._decoder.checkpoint_extra}, None, False)]
 
     async def _describe_types(self, oids: set[int]) -> None:
         """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
@@ -533,6 +805,8 @@ class PostgresSource:
     # acknowledgements and status updates
     # ------------------------------------------------------------------------------------------------------
     async def ack(self, checkpoint: dict[str, Any]) -> None:
+        if self.migration_type == "full-load":
+            return  # nothing upstream to release: no slot
         try:
             lsn = parse_lsn(str(checkpoint["lsn"]))
         except (KeyError, ValueError):
@@ -614,11 +888,17 @@ class PostgresSource:
             "database": self.cfg.database,
             "slot": self.cfg.slot_name,
             "publication": self.cfg.publication,
-            "connected": self._repl is not None and self._repl.streaming,
+            "connected": (self._repl is not None and self._repl.streaming)
+            or (self._load is not None and not self._load.finished),
             "received_lsn": format_lsn(d.received_lsn),
             "acked_lsn": format_lsn(self._acked),
             "resume_lsn": format_lsn(d.last_position),
             "last_commit_time": d.last_commit_time,
+            "full_load": None if self._load is None else self._load.status(),
+            "reload": {
+                "pending": list(self._reloads),
+                "running": None if self._reload is None else self._reload.status(),
+            },
         }
 
     async def close(self) -> None:

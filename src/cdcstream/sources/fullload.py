@@ -1,0 +1,471 @@
+"""Full load, engine-neutral: planning tables into segments, parallel sessions, load state, progress.
+
+A source whose ``migration_type`` includes a full load runs a :class:`FullLoad` before (or instead of) CDC and
+yields its items through the same ``Source.changes()`` stream: ``ChangeEvent(op=Op.LOAD)`` rows followed by a
+:class:`~cdcstream.changes.Marker` after every chunk. Workers read in parallel, but their chunks are merged into
+one sequence by a bounded queue (at most ``2 x max_full_load_subtasks`` chunks of at most
+``parallel_load_buffer_size`` rows: memory does not depend on table size), and the load state carried by a
+marker is exactly "everything before this marker". The pipeline's watermark -> checkpoint file -> ``ack``
+machinery therefore makes the load resumable and at-least-once without anything load-specific.
+
+Checkpoint during a load (JSON, inside the source's own checkpoint)::
+
+    {"phase": "full-load", <CDC start position, e.g. "lsn": consistent point>, ...,
+     "load": {"started": true, "loaded": ["s.t", ...],
+              "tables": {"s.u": {"segments": [{"columns": [...], "lo": [...]|null, "hi": [...]|null,
+                                               "after": <last key copied>|null, "done": bool, "rows": n}]}},
+              "rows": total}}
+
+Tables neither ``loaded`` nor in ``tables`` are pending (planned on the next start). Completed tables are only
+named, so the checkpoint grows with the number of tables, not rows or segments. After the load the source writes
+``"load": {"done": true, ...}`` (see :func:`completed_marker_state`).
+
+Segments (:class:`Segment`) are ranges of a row comparison over ``columns``: segment ``i`` of boundaries
+``b0 < b1 < ...`` holds the rows where ``(columns) <= b_i`` is TRUE and ``(columns) <= b_{i-1}`` is not TRUE,
+so every row (also rows with NULL in a range column) falls into a segment. Inside a segment rows are read in key
+order by keyset pagination (``key > after ORDER BY key LIMIT chunk_rows``), never OFFSET. A table without a
+usable key is one segment read in one pass (not resumable mid-table: a restart re-copies it).
+
+The engine interface (:class:`LoadEngine`) is what a source implements; PostgreSQL's is
+``sources/postgres/snapshot.py``. For MySQL/MariaDB: :meth:`LoadEngine.open` takes a brief global read lock,
+opens the sessions with ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, reads the binlog position (the CDC
+start, returned), unlocks; :meth:`LoadEngine.tables` lists the selected tables with ``TableInfo`` built exactly as
+the binlog path builds it, their key columns and row estimates; :meth:`LoadEngine.split_points` proposes
+boundaries over the first key column; :meth:`LoadEngine.read` returns a segment's rows after a key in key order,
+rendered exactly as CDC renders the same values (the load-vs-insert test holds PostgreSQL to that); keys in
+``Chunk.last_key`` are any JSON-ready list the same engine accepts back as ``after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from cdcstream.changes import ChangeEvent, Item, Marker, Op, TableInfo
+from cdcstream.config import FullLoadConfig
+from cdcstream.errors import CdcstreamError, SourceError
+from cdcstream.mapping.rules import ParallelLoad
+from cdcstream.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+PHASE = "full-load"
+
+Key = list[Any]
+"""A row key as the engine renders it (JSON-ready; PostgreSQL: the columns' text). Opaque to this module."""
+
+
+@dataclass(slots=True, frozen=True)
+class TableSpec:
+    """One selected table as the engine describes it for a load."""
+
+    info: TableInfo  # columns exactly as the CDC path describes them (so the mapping plan is the same)
+    key_columns: tuple[str, ...]  # keyset order; empty: no usable key (one pass, not resumable mid-table)
+    estimated_rows: int | None  # catalog estimate (None: unknown)
+
+    @property
+    def name(self) -> str:
+        return f"{self.info.schema}.{self.info.table}"
+
+
+@dataclass(slots=True)
+class Segment:
+    """A key range of one table and how far it was copied (see the module docstring for the predicate)."""
+
+    table: str
+    columns: tuple[str, ...] = ()
+    lo: tuple[str, ...] | None = None  # rows with (columns) <= lo belong to an earlier segment
+    hi: tuple[str, ...] | None = None  # rows with (columns) <= hi (TRUE) belong here or earlier
+    after: Key | None = None
+    done: bool = False
+    rows: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "lo": None if self.lo is None else list(self.lo),
+            "hi": None if self.hi is None else list(self.hi),
+            "after": self.after,
+            "done": self.done,
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_json(cls, table: str, d: dict[str, Any]) -> Segment:
+        lo, hi = d.get("lo"), d.get("hi")
+        return cls(
+            table,
+            tuple(d.get("columns") or ()),
+            None if lo is None else tuple(lo),
+            None if hi is None else tuple(hi),
+            d.get("after"),
+            bool(d.get("done")),
+            int(d.get("rows") or 0),
+        )
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Rows an engine hands over at once (at most ``parallel_load_buffer_size``) and the key of the last."""
+
+    rows: list[dict[str, Any]]
+    last_key: Key | None
+
+
+class LoadEngine(Protocol):
+    """What a source provides for a full load (one instance per load; sessions are numbered 0..n-1)."""
+
+    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+        """Open ``sessions`` read sessions. ``fresh``: all in one consistent snapshot, and return the CDC start
+        position matching it (merged into every load checkpoint; e.g. ``{"lsn": ...}``). Not fresh (a resumed
+        load): each session in a snapshot of its own, returns ``{}`` (the stored start position is kept)."""
+        ...
+
+    async def tables(self) -> list[TableSpec]:
+        """The selected tables, in load order."""
+        ...
+
+    async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
+        """Up to ``parts - 1`` increasing boundaries over ``spec.key_columns[0]`` (as 1-tuples of text)."""
+        ...
+
+    def read(self, session: int, spec: TableSpec, segment: Segment, after: Key | None) -> AsyncIterator[Chunk]:
+        """The segment's rows with key > ``after`` in key order (all rows, one pass, without a key)."""
+        ...
+
+    async def close(self) -> None:
+        """End the sessions (and anything holding the snapshot)."""
+        ...
+
+
+def is_loading(checkpoint: dict[str, Any] | None) -> bool:
+    """True for a checkpoint written in the middle of a full load."""
+    return bool(checkpoint) and checkpoint.get("phase") == PHASE  # type: ignore[union-attr]
+
+
+def load_started(checkpoint: dict[str, Any] | None) -> bool:
+    """True for a checkpoint of a load whose snapshot was taken (so its CDC start position is stored)."""
+    load = (checkpoint or {}).get("load")
+    return is_loading(checkpoint) and isinstance(load, dict) and bool(load.get("started"))
+
+
+def intent_checkpoint() -> dict[str, Any]:
+    """Written by the pipeline before a fresh load's source starts: a crash between creating the snapshot (a
+    PostgreSQL slot) and the first load checkpoint then restarts the load instead of finding an unexplained
+    slot. Nothing was acknowledged under it, so starting over loses nothing."""
+    return {"phase": PHASE, "load": {"started": False}}
+
+
+def load_completed(checkpoint: dict[str, Any] | None) -> bool:
+    """True for a checkpoint written after the full load finished."""
+    load = (checkpoint or {}).get("load")
+    return isinstance(load, dict) and bool(load.get("done"))
+
+
+def completed_marker_state(tables: int, rows: int) -> dict[str, Any]:
+    """The ``load`` entry of every checkpoint after the load (so a restart neither reloads nor forgets)."""
+    return {"done": True, "tables": tables, "rows": rows}
+
+
+def plan_ranges(name: str, setting: ParallelLoad) -> list[Segment]:
+    """Segments from a table-settings ``ranges`` rule: N boundaries -> N+1 segments."""
+    cols = setting.columns
+    bounds: list[tuple[str, ...] | None] = [None, *setting.boundaries, None]
+    return [Segment(name, cols, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> list[Segment]:
+    """Segments over one column from increasing split points (duplicates dropped)."""
+    unique: list[tuple[str, ...]] = []
+    for p in points:
+        if not unique or unique[-1] != p:
+            unique.append(p)
+    if not unique:
+        return [Segment(name)]
+    bounds: list[tuple[str, ...] | None] = [None, *unique, None]
+    return [Segment(name, (column,), bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+@dataclass(slots=True)
+class _TableProgress:
+    spec: TableSpec
+    segments: list[Segment]
+    state: str = "pending"  # pending | loading | loaded | errored
+    rows: int = 0
+    started: float | None = None
+    last_log_rows: int = 0
+    snapshot: dict[str, Any] = field(default_factory=dict)  # immutable once built: markers share it
+
+    def rebuild(self) -> None:
+        self.snapshot = {"segments": [s.to_json() for s in self.segments]}
+
+
+class FullLoad:
+    """Runs one full load over a :class:`LoadEngine` and yields its rows and markers (see module docstring).
+
+    ``base_checkpoint`` returns the source's checkpoint fields to merge into every marker (identity and the
+    like); ``settings`` returns a table's table-settings ``parallel-load`` rule, if any. With ``phase_markers``
+    off (``reload --table`` of one table during CDC) markers carry ``base_checkpoint()`` alone.
+    """
+
+    def __init__(
+        self,
+        engine: LoadEngine,
+        cfg: FullLoadConfig,
+        *,
+        label: str,
+        checkpoint: dict[str, Any] | None,
+        base_checkpoint: Callable[[], dict[str, Any]],
+        settings: Callable[[str, str], ParallelLoad | None],
+        phase_markers: bool = True,
+    ) -> None:
+        self.engine = engine
+        # False (reload of one table while CDC runs): markers are base_checkpoint() alone, a CDC position.
+        self._phase_markers = phase_markers
+        self.cfg = cfg
+        self._label = label
+        self._base = base_checkpoint
+        self._settings = settings
+        resumed = checkpoint if load_started(checkpoint) else None
+        self.resumed = resumed is not None
+        load = (resumed or {}).get("load") or {}
+        self._loaded: list[str] = list(load.get("loaded") or [])
+        self._stored: dict[str, list[Segment]] = {
+            name: [Segment.from_json(name, s) for s in t.get("segments", [])]
+            for name, t in (load.get("tables") or {}).items()
+        }
+        self.rows = int(load.get("rows") or 0)
+        # The CDC start position of this load (stored across restarts: a resumed load streams from it too).
+        self.start_position: dict[str, Any] = {
+            k: v for k, v in (resumed or {}).items() if k not in ("phase", "load", "system_id", "timeline")
+        }
+        self._tables: dict[str, _TableProgress] = {}
+        self._work: deque[tuple[TableSpec, Segment]] = deque()
+        self._loaded_snapshot: list[str] = list(self._loaded)
+        self._started = time.monotonic()
+        self.finished = False
+        self._m_rows = metrics.FULL_LOAD_ROWS.labels(label)
+        self._m_progress = metrics.FULL_LOAD_PROGRESS.labels(label)
+
+    # -- planning ----------------------------------------------------------------------------------------
+    async def _plan(self, spec: TableSpec) -> list[Segment]:
+        name = spec.name
+        stored = self._stored.get(name)
+        if stored:
+            return stored
+        setting = self._settings(spec.info.schema, spec.info.table)
+        if spec.key_columns and setting is not None and setting.type == "ranges":
+            known = {c.name for c in spec.info.columns}
+            missing = [c for c in setting.columns if c not in known]
+            if missing:
+                where = str(setting.origin.at(".parallel-load.columns")) if setting.origin else "table-settings"
+                raise SourceError(f"{where}: {name} has no column(s) {', '.join(missing)}")
+            return plan_ranges(name, setting)
+        threads = self.cfg.parallel_load_threads
+        if spec.key_columns and threads > 1 and (spec.estimated_rows or 0) >= 2 * self.cfg.chunk_rows:
+            points = await self.engine.split_points(spec, threads)
+            return plan_split(name, spec.key_columns[0], points)
+        return [Segment(name)]
+
+    # -- state in markers --------------------------------------------------------------------------------
+    def _marker(self) -> Marker:
+        if not self._phase_markers:
+            return Marker(self._base(), None, False)
+        tables = {n: p.snapshot for n, p in self._tables.items() if p.state == "loading"}
+        load = {"started": True, "loaded": self._loaded_snapshot, "tables": tables, "rows": self.rows}
+        checkpoint = {**self._base(), **self.start_position, "phase": PHASE, "load": load}
+        return Marker(checkpoint, None, False)
+
+    def _set_table_metrics(self) -> None:
+        counts = dict.fromkeys(metrics.FULL_LOAD_STATES, 0)
+        counts["loaded"] = len(self._loaded)
+        for p in self._tables.values():
+            if p.state != "loaded":
+                counts[p.state] += 1
+        for state, n in counts.items():
+            metrics.FULL_LOAD_TABLES.labels(self._label, state).set(n)
+        estimated = sum((p.spec.estimated_rows or 0) for p in self._tables.values() if p.state != "loaded")
+        remaining_done = sum(p.rows for p in self._tables.values() if p.state != "loaded")
+        total_tables = len(self._tables) + len([n for n in self._loaded if n not in self._tables])
+        if self.finished or total_tables == 0:
+            self._m_progress.set(1.0)
+        else:
+            done_tables = counts["loaded"]
+            # Loaded tables count fully; loading ones by rows over their estimate (capped: estimates lag).
+            partial = min(1.0, remaining_done / estimated) if estimated else 0.0
+            pending = total_tables - done_tables
+            self._m_progress.set((done_tables + partial * pending) / total_tables)
+
+    # -- running -----------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the engine's sessions (the snapshot) and plan every table not loaded yet."""
+        fresh = not self.resumed
+        sessions = self.cfg.max_full_load_subtasks
+        position = await self.engine.open(sessions, fresh=fresh)
+        if fresh:
+            self.start_position = dict(position)
+        try:
+            specs = await self.engine.tables()
+            for spec in specs:
+                if spec.name in self._loaded:
+                    continue
+                segments = await self._plan(spec)
+                progress = _TableProgress(spec, segments, rows=sum(s.rows for s in segments))
+                if spec.name in self._stored:
+                    progress.state = "loading"  # keeps its stored progress in every marker
+                    progress.started = time.monotonic()
+                progress.rebuild()
+                self._tables[spec.name] = progress
+                self._work.extend((spec, s) for s in segments if not s.done)
+        except BaseException:
+            await self.engine.close()
+            raise
+        log.info(
+            "full load starting" if fresh else "full load resuming from the checkpoint",
+            tables=len(self._tables),
+            already_loaded=len(self._loaded),
+            segments=len(self._work),
+            sessions=sessions,
+            start=self.start_position,
+        )
+        self._set_table_metrics()
+
+    async def run(self) -> AsyncIterator[Sequence[Item]]:
+        """Copy; yields batches of load rows each followed by a marker. Ends after the last one."""
+        sessions = self.cfg.max_full_load_subtasks
+        work = self._work
+        # Tables whose segments were all done before a crash (or that have no rows) complete at once.
+        done_now = [p for p in self._tables.values() if all(s.done for s in p.segments)]
+        for p in done_now:
+            self._table_loaded(p)
+        if done_now:
+            yield [self._marker()]
+        remaining = len(work)
+        queue: asyncio.Queue[tuple[Segment, Chunk | None, BaseException | None]] = asyncio.Queue(2 * sessions)
+        sessions_used = max(1, min(sessions, len(work)))
+        workers = [
+            asyncio.create_task(self._worker(i, work, queue), name=f"full-load-{i}") for i in range(sessions_used)
+        ]
+        progress_task = asyncio.create_task(self._progress_loop(), name="full-load-progress")
+        try:
+            while remaining:
+                seg, chunk, error = await queue.get()
+                progress = self._tables[seg.table]
+                if error is not None:
+                    progress.state = "errored"
+                    self._set_table_metrics()
+                    if isinstance(error, CdcstreamError):
+                        raise error
+                    raise SourceError(f"full load of {seg.table} failed: {error}") from error
+                if progress.state == "pending":
+                    progress.state = "loading"
+                    progress.started = time.monotonic()
+                    log.info("table load started", table=seg.table, estimated_rows=progress.spec.estimated_rows)
+                    self._set_table_metrics()
+                items: list[Item] = []
+                if chunk is None:  # the segment is complete
+                    seg.done = True
+                    remaining -= 1
+                    if all(s.done for s in progress.segments):
+                        self._table_loaded(progress)
+                    else:
+                        progress.rebuild()
+                else:
+                    info = progress.spec.info
+                    items = [ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in chunk.rows]
+                    n = len(items)
+                    seg.rows += n
+                    progress.rows += n
+                    self.rows += n
+                    self._m_rows.inc(n)
+                    if chunk.last_key is not None:
+                        seg.after = chunk.last_key
+                    progress.rebuild()
+                items.append(self._marker())
+                yield items
+            self.finished = True
+            self._set_table_metrics()
+            log.info(
+                "full load complete",
+                tables=len(self._loaded),
+                rows=self.rows,
+                seconds=round(time.monotonic() - self._started, 1),
+            )
+        finally:
+            for task in (*workers, progress_task):
+                task.cancel()
+            for task in (*workers, progress_task):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.engine.close()
+
+    def _table_loaded(self, progress: _TableProgress) -> None:
+        progress.state = "loaded"
+        name = progress.spec.name
+        if name not in self._loaded:
+            self._loaded.append(name)
+        self._loaded_snapshot = list(self._loaded)  # a new list: earlier markers keep theirs
+        elapsed = time.monotonic() - (progress.started or time.monotonic())
+        log.info("table loaded", table=name, rows=progress.rows, seconds=round(elapsed, 1))
+        self._set_table_metrics()
+
+    async def _worker(
+        self,
+        session: int,
+        work: deque[tuple[TableSpec, Segment]],
+        queue: asyncio.Queue[tuple[Segment, Chunk | None, BaseException | None]],
+    ) -> None:
+        while work:
+            spec, seg = work.popleft()
+            try:
+                async for chunk in self.engine.read(session, spec, seg, seg.after):
+                    await queue.put((seg, chunk, None))
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # handed to the consumer, which stops the load with it
+                await queue.put((seg, None, exc))
+                return
+            await queue.put((seg, None, None))
+
+    async def _progress_loop(self) -> None:
+        interval = self.cfg.progress_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for p in self._tables.values():
+                if p.state != "loading":
+                    continue
+                rate = (p.rows - p.last_log_rows) / interval
+                p.last_log_rows = p.rows
+                est = p.spec.estimated_rows
+                eta = (max(0, est - p.rows) / rate) if est and rate > 0 else None
+                log.info(
+                    "full load progress",
+                    table=p.spec.name,
+                    rows=p.rows,
+                    estimated_rows=est,
+                    rows_per_second=round(rate),
+                    eta_seconds=None if eta is None else round(eta),
+                    elapsed_seconds=round(now - (p.started or now)),
+                )
+            self._set_table_metrics()
+
+    def status(self) -> dict[str, Any]:
+        """Per-table state for ``/status`` and ``cdcstream status``."""
+        tables: dict[str, Any] = {n: {"state": "loaded"} for n in self._loaded if n not in self._tables}
+        for n, p in self._tables.items():
+            tables[n] = {
+                "state": p.state,
+                "rows": p.rows,
+                "estimated_rows": p.spec.estimated_rows,
+                "segments": len(p.segments),
+                "segments_done": sum(1 for s in p.segments if s.done),
+            }
+        return {"finished": self.finished, "rows": self.rows, "tables": tables}

@@ -1,0 +1,362 @@
+"""PostgreSQL's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions and keyset reads.
+
+Consistency: for ``full-load-and-cdc`` the slot is created with ``CREATE_REPLICATION_SLOT ... (SNAPSHOT
+'export')`` on a replication connection, and every session runs ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
+ONLY`` + ``SET TRANSACTION SNAPSHOT`` before that connection is closed (the exported snapshot lives until then);
+the load therefore sees exactly the rows committed before the slot's consistent point, and CDC streams from that
+point. ``full-load`` alone exports a snapshot from a normal REPEATABLE READ transaction (``pg_export_snapshot``)
+and needs no slot. A resumed load (after a crash) cannot get the old snapshot back: each session reads in a
+fresh REPEATABLE READ snapshot, and CDC from the stored consistent point replays every later change after the
+load rows, so an in-order consumer still converges (README, "Full load").
+
+Rows are read with ``COPY (SELECT ... WHERE <segment> AND (key) > (after) ORDER BY key LIMIT n) TO STDOUT`` in
+text format: the server's text output under the session GUCs the replication connection uses (UTC, ISO dates,
+ISO 8601 intervals, hex bytea, shortest-exact floats), rendered by the same per-type converters as pgoutput's
+text values (``values.TypeRegistry``). Load rows and CDC rows of the same values are therefore identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import pq, sql
+
+from cdcstream.changes import Column, TableInfo
+from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
+from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
+from cdcstream.sources.postgres.source import USER_TABLES_FROM
+from cdcstream.sources.postgres.values import FIRST_NORMAL_OID, Converter, NeedTypes, TypeRegistry
+
+log = structlog.get_logger(__name__)
+
+# Every ordinary or partitioned user table with its columns, the replica-identity key (what pgoutput flags as
+# key: the primary key, or the REPLICA IDENTITY USING INDEX columns) and a keyset key (the primary key, else a
+# unique index over NOT NULL columns without expressions or predicate).
+_TABLES_SQL = (
+    """
+SELECT n.nspname::text, c.relname::text, c.reltuples::float8,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       ARRAY(SELECT a.atttypid::int8 FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+         WHERE i.indrelid = c.oid
+           AND (CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END)),
+       (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+         WHERE i.indexrelid = (
+           SELECT i2.indexrelid FROM pg_index i2
+            WHERE i2.indrelid = c.oid AND i2.indisunique AND i2.indisvalid AND i2.indpred IS NULL
+              AND NOT 0 = ANY(i2.indkey::int2[])
+              AND NOT EXISTS (SELECT 1 FROM pg_attribute a2 WHERE a2.attrelid = c.oid
+                              AND a2.attnum = ANY(i2.indkey) AND NOT a2.attnotnull)
+            ORDER BY i2.indisprimary DESC, i2.indnatts, i2.indexrelid LIMIT 1))"""
+    + USER_TABLES_FROM
+)
+
+# Below this many (estimated) rows split points come from the whole table, above it from a sample.
+_SAMPLE_ABOVE = 1_000_000
+_SAMPLE_ROWS = 200_000
+
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+_ESCAPE_RE = re.compile(r"\\(.)")
+
+
+def _unescape(field: str) -> str | None:
+    """One field of COPY text format (COPY TO emits only these escapes, never octal/hex)."""
+    if field == "\\N":
+        return None
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), field)
+
+
+def parse_copy_line(line: str) -> list[str | None]:
+    """A COPY text-format row (without its newline) as per-column text, None for NULL."""
+    if "\\" not in line:
+        return line.split("\t")  # type: ignore[return-value]
+    return [_unescape(f) for f in line.split("\t")]
+
+
+def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key, op: str) -> sql.Composable:
+    """``(c1, c2) <op> ('v1'::t1, 'v2'::t2)`` (a row comparison; casts make the text values typed)."""
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    vals = sql.SQL(", ").join(
+        sql.SQL("{}::{}").format(sql.Literal(None if v is None else str(v)), sql.SQL(types[c]))
+        for c, v in zip(columns, values, strict=True)
+    )
+    return sql.SQL("({}) {} ({})").format(cols, sql.SQL(op), vals)
+
+
+class PgLoadEngine:
+    """:class:`~cdcstream.sources.fullload.LoadEngine` for one PostgreSQL database."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        repl_conninfo: str,
+        *,
+        slot_name: str | None,
+        temporary: bool = False,
+        types: TypeRegistry,
+        describe_types: Callable[[set[int]], Awaitable[None]],
+        selector: Callable[[str, str], bool] | None,
+        chunk_rows: int,
+        buffer_size: int,
+        connect_timeout: float,
+    ) -> None:
+        self._conninfo = conninfo
+        self._repl_conninfo = repl_conninfo
+        self._slot = slot_name  # None: full-load only, no slot
+        self._temporary = temporary  # reload --table: a TEMPORARY slot, gone when its connection closes
+        self._types = types
+        self._describe = describe_types
+        self._selector = selector
+        self._chunk_rows = chunk_rows
+        self._buffer_size = buffer_size
+        self._connect_timeout = connect_timeout
+        self._sessions: list[psycopg.AsyncConnection[Any]] = []
+        self._sql_types: dict[str, dict[str, str]] = {}  # table -> column -> format_type(), for casts
+        self.consistent_point: str | None = None
+
+    # -- sessions ----------------------------------------------------------------------------------------
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise SourceConnectionError(f"full load: cannot connect: {str(exc).strip()}") from None
+
+    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+        position: dict[str, Any] = {}
+        exporter: psycopg.AsyncConnection[Any] | ReplicationConnection | None = None
+        snapshot: str | None = None
+        try:
+            if fresh and self._slot is not None:
+                repl = ReplicationConnection(self._repl_conninfo, connect_timeout=self._connect_timeout)
+                exporter = repl
+                await repl.connect()
+                kind = "TEMPORARY LOGICAL" if self._temporary else "LOGICAL"
+                rows = await repl.command(
+                    f"CREATE_REPLICATION_SLOT {quote_ident(self._slot)} {kind} pgoutput (SNAPSHOT 'export')"
+                )
+                _name, point, snapshot, _plugin = rows[0]
+                self.consistent_point = str(point)
+                position = {"lsn": self.consistent_point}
+                log.info("replication slot created for the full load", slot=self._slot, consistent_point=point)
+            elif fresh:
+                conn = await self._connect()
+                exporter = conn
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = await (await conn.execute("SELECT pg_export_snapshot()")).fetchone()
+                snapshot = str(row[0]) if row else None
+            for _ in range(sessions):
+                conn = await self._connect()
+                self._sessions.append(conn)
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                if snapshot is not None:
+                    await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        except psycopg.Error as exc:
+            await self.close()
+            raise SourceError(f"full load: cannot open snapshot sessions: {str(exc).strip()}") from None
+        finally:
+            # Every session holds the snapshot now (or failed): the exporter is no longer needed.
+            if isinstance(exporter, ReplicationConnection):
+                exporter.close()
+            elif exporter is not None:
+                await exporter.close()
+        return position
+
+    async def close(self) -> None:
+        for conn in self._sessions:
+            if not conn.closed:
+                await conn.close()
+        self._sessions.clear()
+
+    # -- catalog -----------------------------------------------------------------------------------------
+    async def tables(self) -> list[TableSpec]:
+        conn = self._sessions[0]
+        rows = await (await conn.execute(_TABLES_SQL)).fetchall()
+        sel = self._selector
+        rows = [r for r in rows if sel is None or sel(r[0], r[1])]
+        oids = {int(o) for r in rows for o in r[4]}
+        refresh = {o for o in oids if o >= FIRST_NORMAL_OID} | self._types.missing(oids)
+        if refresh:
+            await self._describe(refresh)
+        specs: list[TableSpec] = []
+        for schema, table, reltuples, names, type_oids, sql_types, ident, keyset in rows:
+            ident_cols = set(ident or ())
+            columns = tuple(
+                Column(
+                    name=n,
+                    type_name=self._types.name(int(oid)) or str(oid),
+                    type_id=int(oid),
+                    nullable=True,
+                    is_key=n in ident_cols,
+                )
+                for n, oid in zip(names, type_oids, strict=True)
+            )
+            info = TableInfo(schema, table, columns)
+            estimate = None if reltuples is None or reltuples < 0 else int(reltuples)
+            specs.append(TableSpec(info, tuple(keyset or ()), estimate))
+            self._sql_types[f"{schema}.{table}"] = dict(zip(names, sql_types, strict=True))
+        return specs
+
+    async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
+        column = spec.key_columns[0]
+        fractions = [i / parts for i in range(1, parts)]
+        est = spec.estimated_rows or 0
+        sample: sql.Composable = sql.SQL("")
+        if est > _SAMPLE_ABOVE:
+            pct = max(0.01, min(100.0, 100.0 * _SAMPLE_ROWS / est))
+            sample = sql.SQL(" TABLESAMPLE SYSTEM ({})").format(sql.Literal(pct))
+        query = sql.SQL("SELECT (percentile_disc({}::float8[]) WITHIN GROUP (ORDER BY {}))::text[] FROM {}{}").format(
+            sql.Literal(fractions),
+            sql.Identifier(column),
+            sql.Identifier(spec.info.schema, spec.info.table),
+            sample,
+        )
+        row = await (await self._sessions[0].execute(query)).fetchone()
+        points = row[0] if row and row[0] else []
+        return [(str(p),) for p in points if p is not None]
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def _query(self, spec: TableSpec, seg: Segment, after: Key | None) -> sql.Composed:
+        types = self._sql_types[spec.name]
+        where: list[sql.Composable] = []
+        if seg.lo is not None:
+            where.append(sql.SQL("({}) IS NOT TRUE").format(_row_predicate(seg.columns, types, list(seg.lo), "<=")))
+        if seg.hi is not None:
+            where.append(sql.SQL("({}) IS TRUE").format(_row_predicate(seg.columns, types, list(seg.hi), "<=")))
+        keys = spec.key_columns
+        if keys and after is not None:
+            where.append(_row_predicate(keys, types, after, ">"))
+        query: sql.Composable = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.info.columns),
+            sql.Identifier(spec.info.schema, spec.info.table),
+        )
+        if where:
+            query = sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(where))
+        if keys:
+            query = sql.SQL("{} ORDER BY {} LIMIT {}").format(
+                query, sql.SQL(", ").join(sql.Identifier(k) for k in keys), sql.Literal(self._chunk_rows)
+            )
+        return sql.SQL("COPY ({}) TO STDOUT").format(query)
+
+    def _converters(self, spec: TableSpec) -> list[tuple[str, Converter | None]]:
+        return [(c.name, self._types.converter(c.type_id)) for c in spec.info.columns]
+
+    async def _render(self, spec: TableSpec, lines: list[list[str | None]]) -> list[dict[str, Any]]:
+        """Rows from per-column text, with the CDC path's converters (re-describing stale composites)."""
+        for _ in range(3):
+            convs = self._converters(spec)
+            try:
+                if all(conv is None for _, conv in convs):
+                    names = [n for n, _ in convs]
+                    return [dict(zip(names, fields, strict=True)) for fields in lines]
+                return [
+                    {n: v if conv is None or v is None else conv(v) for (n, conv), v in zip(convs, fields, strict=True)}
+                    for fields in lines
+                ]
+            except NeedTypes as need:
+                await self._describe(need.oids)
+        raise SourceError(f"full load of {spec.name}: type descriptions keep changing")
+
+    async def read(self, session: int, spec: TableSpec, segment: Segment, after: Key | None) -> AsyncIterator[Chunk]:
+        conn = self._sessions[session]
+        keys = spec.key_columns
+        names = [c.name for c in spec.info.columns]
+        key_idx = [names.index(k) for k in keys]
+        while True:
+            n = 0
+            query = self._query(spec, segment, after).as_bytes(conn)
+            async for block in copy_out(conn.pgconn, query, self._buffer_size, spec.name):
+                lines = [parse_copy_line(line) for line in b"".join(block).decode().split("\n")[:-1]]
+                n += len(lines)
+                last = [lines[-1][i] for i in key_idx] if keys else None
+                yield Chunk(await self._render(spec, lines), last)
+                after = last
+            if not keys or n < self._chunk_rows:
+                return
+
+
+async def _wait_fd(fd: int, *, writable: bool = False) -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    if writable:
+        loop.add_writer(fd, ready)
+    else:
+        loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def copy_out(pg: pq.abc.PGconn, query: bytes, rows: int, what: str) -> AsyncIterator[list[bytes]]:
+    """``COPY ... TO STDOUT`` on an idle connection through libpq directly: blocks of up to ``rows`` rows (raw
+    text lines with their newline), as many per wake-up as libpq has buffered. psycopg's own COPY costs one await
+    per row, which was a sixth of the load's CPU. The connection is idle again when this returns or raises."""
+    try:
+        pg.send_query(query)
+        while pg.flush() == 1:
+            await _wait_fd(pg.socket, writable=True)
+        while pg.is_busy():
+            await _wait_fd(pg.socket)
+            pg.consume_input()
+        res = pg.get_result()
+        if res is None or res.status != pq.ExecStatus.COPY_OUT:
+            _drain_results(pg)
+            raise _query_error(res, pg, what)
+        block: list[bytes] = []
+        while True:
+            size, data = pg.get_copy_data(1)
+            if size > 0:
+                block.append(bytes(data))
+                if len(block) >= rows:
+                    yield block
+                    block = []
+                continue
+            if size == 0:
+                if block:
+                    yield block
+                    block = []
+                await _wait_fd(pg.socket)
+                pg.consume_input()
+                continue
+            break  # -1: the copy is complete (or -2: failed; the result says why)
+        if block:
+            yield block
+        res = pg.get_result()
+        _drain_results(pg)
+        if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+            raise _query_error(res, pg, what)
+    except psycopg.OperationalError as exc:
+        raise SourceConnectionError(f"full load of {what}: connection lost: {str(exc).strip()}") from None
+
+
+def _drain_results(pg: pq.abc.PGconn) -> None:
+    while pg.get_result() is not None:
+        pass
+
+
+def _query_error(res: pq.abc.PGresult | None, pg: pq.abc.PGconn, what: str) -> SourceError:
+    raw = res.error_message if res is not None else pg.error_message
+    msg = raw.decode(errors="replace").strip() or "no result"
+    if pg.status != pq.ConnStatus.OK:
+        return SourceConnectionError(f"full load of {what}: connection lost: {msg}")
+    return SourceError(f"full load of {what}: {msg}")

@@ -1,0 +1,203 @@
+"""Full-load planning, state in markers and resumption (engine-neutral core, with an in-memory engine)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from cdcstream.changes import ChangeEvent, Column, Marker, Op, TableInfo
+from cdcstream.config import FullLoadConfig, load_config
+from cdcstream.errors import ConfigError
+from cdcstream.mapping.rules import ParallelLoad, parse_rules
+from cdcstream.sources.fullload import (
+    Chunk,
+    FullLoad,
+    Segment,
+    TableSpec,
+    intent_checkpoint,
+    is_loading,
+    load_completed,
+    load_started,
+    plan_ranges,
+    plan_split,
+)
+
+
+def _spec(name: str, rows: int, key: bool = True) -> TableSpec:
+    cols = (Column("id", "int4", 23, True, key), Column("v", "text", 25))
+    return TableSpec(TableInfo("public", name, cols), ("id",) if key else (), rows)
+
+
+class MemoryEngine:
+    """A LoadEngine over Python lists: rows ``{"id": i, "v": ...}`` for i in 1..n; segments split on id."""
+
+    def __init__(self, tables: dict[str, int], keyless: tuple[str, ...] = ()) -> None:
+        self.sizes = tables
+        self.keyless = keyless
+        self.opened: list[tuple[int, bool]] = []
+        self.reads: list[tuple[str, Any, Any, Any]] = []
+        self.closed = False
+
+    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+        self.opened.append((sessions, fresh))
+        return {"lsn": "0/10"} if fresh else {}
+
+    async def tables(self) -> list[TableSpec]:
+        return [_spec(n, rows, n not in self.keyless) for n, rows in self.sizes.items()]
+
+    async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
+        n = spec.estimated_rows or 0
+        return [(str(n * i // parts),) for i in range(1, parts)]
+
+    async def read(self, session: int, spec: TableSpec, segment: Segment, after: Any) -> AsyncIterator[Chunk]:
+        self.reads.append((spec.name, segment.lo, segment.hi, after))
+        lo = int(segment.lo[0]) if segment.lo else 0
+        hi = int(segment.hi[0]) if segment.hi else self.sizes[spec.info.table]
+        start = max(lo, int(after[0]) if after else 0)
+        ids = list(range(start + 1, hi + 1))
+        for i in range(0, len(ids), 7):
+            part = ids[i : i + 7]
+            await asyncio.sleep(0)
+            yield Chunk([{"id": x, "v": str(x)} for x in part], [str(part[-1])] if spec.key_columns else None)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _load(engine: MemoryEngine, checkpoint: dict[str, Any] | None = None, **cfg: Any) -> FullLoad:
+    return FullLoad(
+        engine,
+        FullLoadConfig(**cfg),
+        label="unit",
+        checkpoint=checkpoint,
+        base_checkpoint=lambda: {"system_id": "1"},
+        settings=lambda s, t: None,
+    )
+
+
+async def _collect(load: FullLoad, stop_after: int | None = None) -> list[Any]:
+    await load.open()
+    out: list[Any] = []
+    async for batch in load.run():
+        out.extend(batch)
+        if stop_after is not None and sum(isinstance(i, ChangeEvent) for i in out) >= stop_after:
+            break
+    return out
+
+
+def test_plan_ranges_and_split() -> None:
+    setting = ParallelLoad("public", "t", "ranges", ("a", "b"), (("1", "x"), ("5", "y")))
+    segs = plan_ranges("public.t", setting)
+    assert [(s.lo, s.hi) for s in segs] == [(None, ("1", "x")), (("1", "x"), ("5", "y")), (("5", "y"), None)]
+    assert all(s.columns == ("a", "b") for s in segs)
+    segs = plan_split("public.t", "id", [("10",), ("10",), ("20",)])
+    assert [(s.lo, s.hi) for s in segs] == [(None, ("10",)), (("10",), ("20",)), (("20",), None)]
+    assert [(s.lo, s.hi) for s in plan_split("public.t", "id", [])] == [(None, None)]
+    seg = Segment("public.t", ("id",), ("1",), None, ["7"], False, 3)
+    assert Segment.from_json("public.t", seg.to_json()) == seg
+
+
+def test_table_settings_ranges_are_kept_by_the_rules() -> None:
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "rule-type": "selection",
+                    "rule-id": "1",
+                    "rule-name": "1",
+                    "object-locator": {"schema-name": "%", "table-name": "%"},
+                    "rule-action": "include",
+                },
+                {
+                    "rule-type": "table-settings",
+                    "rule-id": "2",
+                    "rule-name": "2",
+                    "object-locator": {"schema-name": "HR", "table-name": "SALES"},
+                    "parallel-load": {"type": "ranges", "columns": ["C1"], "boundaries": [["10"], [20]]},
+                },
+            ]
+        },
+        "m.json",
+    )
+    pl = rules.parallel_load("HR", "SALES")
+    assert pl is not None and pl.columns == ("C1",) and pl.boundaries == (("10",), ("20",))
+    assert rules.parallel_load("HR", "OTHER") is None
+
+
+def test_every_row_once_with_markers_and_completion() -> None:
+    engine = MemoryEngine({"a": 300, "b": 0, "c": 30})
+    load = _load(engine, max_full_load_subtasks=2, parallel_load_threads=3, chunk_rows=100)
+    items = asyncio.run(_collect(load))
+    rows = [(i.table.table, i.after["id"]) for i in items if isinstance(i, ChangeEvent)]
+    assert sorted(rows) == sorted([("a", x) for x in range(1, 301)] + [("c", x) for x in range(1, 31)])
+    assert all(i.op is Op.LOAD for i in items if isinstance(i, ChangeEvent))
+    assert isinstance(items[-1], Marker)
+    last = items[-1].checkpoint
+    assert last["phase"] == "full-load" and last["lsn"] == "0/10" and last["system_id"] == "1"
+    assert sorted(last["load"]["loaded"]) == ["public.a", "public.b", "public.c"]
+    assert last["load"]["tables"] == {} and last["load"]["rows"] == 330
+    assert load.finished and engine.closed
+    # "a" (300 rows >= 2 x chunk_rows) was split into 3 segments; small "c" was not.
+    assert len([r for r in engine.reads if r[0] == "public.a"]) == 3
+    assert len([r for r in engine.reads if r[0] == "public.c"]) == 1
+    # Markers follow every chunk and describe exactly the rows before them.
+    seen = 0
+    for item in items:
+        if isinstance(item, ChangeEvent):
+            seen += 1
+        else:
+            assert item.checkpoint["load"]["rows"] == seen
+
+
+def test_resume_continues_after_the_last_key_and_skips_finished_work() -> None:
+    engine = MemoryEngine({"a": 300, "c": 30})
+    first = _load(engine, max_full_load_subtasks=1, parallel_load_threads=2, chunk_rows=100)
+    items = asyncio.run(_collect(first, stop_after=200))
+    marker = [i for i in items if isinstance(i, Marker)][-1]
+    checkpoint = marker.checkpoint
+    assert load_started(checkpoint) and is_loading(checkpoint) and not load_completed(checkpoint)
+    copied = marker.checkpoint["load"]["rows"]
+
+    engine2 = MemoryEngine({"a": 300, "c": 30})
+    second = _load(engine2, checkpoint, max_full_load_subtasks=1, parallel_load_threads=2, chunk_rows=100)
+    rest = asyncio.run(_collect(second))
+    assert engine2.opened == [(1, False)]  # a resumed load: fresh snapshot sessions, start position kept
+    assert rest[-1].checkpoint["lsn"] == "0/10"
+    before = [i.after["id"] for i in items if isinstance(i, ChangeEvent)][:copied]
+    after = [(i.table.table, i.after["id"]) for i in rest if isinstance(i, ChangeEvent)]
+    assert len(after) == 330 - copied  # nothing re-copied, nothing missing
+    assert sorted(before + [x for t, x in after if t == "a"]) == list(range(1, 301))
+
+
+def test_keyless_table_is_one_pass_and_intent_checkpoint() -> None:
+    engine = MemoryEngine({"n": 20}, keyless=("n",))
+    items = asyncio.run(_collect(_load(engine, parallel_load_threads=4)))
+    assert len([i for i in items if isinstance(i, ChangeEvent)]) == 20
+    assert len(engine.reads) == 1
+    intent = intent_checkpoint()
+    assert is_loading(intent) and not load_started(intent)
+    # An intent alone means a fresh load (new snapshot), not a resumed one.
+    fresh = _load(MemoryEngine({"n": 1}), intent)
+    assert not fresh.resumed
+
+
+def test_config_full_load(tmp_path: Any) -> None:
+    path = tmp_path / "c.toml"
+    base = '[source]\ndatabase = "d"\n[target]\nstream_name = "s"\n'
+    path.write_text('migration_type = "full-load-and-cdc"\n' + base + "[full_load]\nmax_full_load_subtasks = 49\n")
+    cfg = load_config(path, environ={})
+    assert cfg.migration_type == "full-load-and-cdc" and cfg.full_load.max_full_load_subtasks == 49
+    path.write_text(base + "[full_load]\nmax_full_load_subtasks = 50\n")
+    with pytest.raises(ConfigError, match=r"full_load\.max_full_load_subtasks"):
+        load_config(path, environ={})
+    path.write_text(base + "[full_load]\nparallel_load_buffer_size = 1001\n")
+    with pytest.raises(ConfigError, match=r"full_load\.parallel_load_buffer_size"):
+        load_config(path, environ={})
+    path.write_text(
+        'migration_type = "full-load"\n[source]\nengine = "mysql"\nserver_id = 5\n[target]\nstream_name = "s"\n'
+    )
+    with pytest.raises(ConfigError, match="not yet supported"):
+        load_config(path, environ={})
