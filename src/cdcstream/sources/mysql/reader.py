@@ -163,6 +163,8 @@ class EventConverter:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[TablePlan] = set()
+        # Fields every checkpoint carries besides the position (after a full load: {"load": {"done": true, ...}}).
+        self.checkpoint_extra: dict[str, Any] = {}
         self.fast_rows = True  # off only to compare with the library's decoding (tests, bench)
 
     # -- GTID state -----------------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ class EventConverter:
         return str(self._mysql_gtids) if self._mysql_gtids is not None else None
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state}
+        return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state, **self.checkpoint_extra}
 
     def reset_transaction(self) -> None:
         """Forget a transaction cut off by a dropped connection; it is re-read from its start after reconnect."""
