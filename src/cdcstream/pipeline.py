@@ -154,8 +154,17 @@ class Pipeline:
         marker = self.watermark.take()
         if marker is None:
             return
+        # The marker is out of the watermark now: a cancellation (shutdown right after the last ack, when this
+        # loop and the drain wake together) must not drop the save, or the newest safe checkpoint of this run is
+        # lost (a queued to_thread call cancelled before a worker picks it up never runs). Shield and finish it.
+        save = asyncio.ensure_future(asyncio.to_thread(self.store.save, marker.checkpoint))
+        cancelled = False
         try:
-            await asyncio.to_thread(self.store.save, marker.checkpoint)
+            try:
+                await asyncio.shield(save)
+            except asyncio.CancelledError:
+                cancelled = True
+                await save
         except Exception:
             self._checkpoint_err.inc()
             raise
@@ -165,6 +174,8 @@ class Pipeline:
         if marker.commit_epoch is not None:
             self._checkpoint_pos_ts.set(marker.commit_epoch)
         self._last_checkpoint, self._last_checkpoint_at = marker.checkpoint, now
+        if cancelled:
+            raise asyncio.CancelledError  # released upstream by the final checkpoint or the next start
         await self.source.ack(marker.checkpoint)
 
     async def _checkpoint_loop(self) -> None:
