@@ -196,3 +196,32 @@ async def test_binlog_snapshot_status_is_exact(my_db: MyDb) -> None:
         assert file == before["file"] and pos > before["pos"]
     finally:
         await engine.close()
+
+
+async def test_check_names_missing_full_load_privileges(my_db: MyDb) -> None:
+    from cdcstream.sources.mysql.checks import run_checks
+
+    await run(my_db, "CREATE TABLE t1 (id int primary key)", "CREATE TABLE t2 (id int primary key)")
+    full = {r.name: r for r in await run_checks(my_db.config(), None, None, full_load=True)}
+    assert full["full load lock"].ok and not full["full load lock"].warning
+    assert full["full load tables"].ok and "2 selected" in full["full load tables"].detail
+    cdc_only = {r.name for r in await run_checks(my_db.config(), None, None)}
+    assert "full load lock" not in cdc_only
+    with user_without_reload(my_db) as creds:
+        weak = {r.name: r for r in await run_checks(my_db.config(**creds), None, None, full_load=True)}
+        assert weak["full load lock"].ok and weak["full load lock"].warning
+        assert "GRANT RELOAD" in weak["full load lock"].fix
+    # SELECT on t1 only (t2 visible through another privilege, but not readable): t2 is named.
+    db = my_db.name
+    my_db.server.execute("CREATE USER 'part'@'127.0.0.1' IDENTIFIED BY 'part'")
+    try:
+        my_db.server.execute("GRANT REPLICATION SLAVE, BINLOG MONITOR, RELOAD ON *.* TO 'part'@'127.0.0.1'")
+        my_db.server.execute(f"GRANT SELECT ON `{db}`.t1 TO 'part'@'127.0.0.1'")
+        my_db.server.execute(f"GRANT INSERT ON `{db}`.t2 TO 'part'@'127.0.0.1'")
+        part = {
+            r.name: r for r in await run_checks(my_db.config(user="part", password="part"), None, None, full_load=True)
+        }
+        assert not part["full load tables"].ok and f"{db}.t2" in part["full load tables"].detail
+        assert f"{db}.t1" not in part["full load tables"].detail and "GRANT SELECT" in part["full load tables"].fix
+    finally:
+        my_db.server.execute("DROP USER 'part'@'127.0.0.1'")

@@ -136,8 +136,10 @@ def _privileges(cur: Any, cfg: MySQLSourceConfig, mariadb: bool) -> CheckResult:
 def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str, str], bool]) -> list[CheckResult]:
     """RELOAD for the snapshot lock, and SELECT on every selected table (each tried with ``LIMIT 0``)."""
     cur.execute("SHOW GRANTS")
-    text = " ".join(g for g in " ".join(str(r[0]).upper() for r in cur.fetchall()).split("GRANT ") if " ON *.* " in g)
-    reload = "ALL PRIVILEGES" in text or "RELOAD" in text
+    grants = " ".join(str(r[0]).upper() for r in cur.fetchall()).split("GRANT ")
+    # Only the privilege lists of global grants (a user or host name may contain "RELOAD" too).
+    privileges = {p.strip() for g in grants if " ON *.* " in g for p in g.split(" ON *.* ")[0].split(",")}
+    reload = bool(privileges & {"ALL PRIVILEGES", "ALL", "RELOAD"})
     out = [
         CheckResult(
             "full load lock",
