@@ -52,6 +52,8 @@ def _peak_rss_kib(pid: int) -> int:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
+    if "VmHWM:" not in status:  # exited between poll() and the read (a zombie has no memory lines)
+        return 0
     return int(status.split("VmHWM:")[1].split()[0])
 
 
