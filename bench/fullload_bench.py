@@ -1,16 +1,18 @@
-"""Full-load throughput: ``cdcstream run`` with ``migration_type = "full-load"`` beside a plain ``COPY TO STDOUT``.
+"""Full-load throughput: ``cdcstream run`` with ``migration_type = "full-load"`` beside the server's own client.
 
-Method (bench/README.md): a private PostgreSQL 15; the 10-column table of ``pg_e2e_bench.py`` with N rows
+Method (bench/README.md): a private PostgreSQL 15 (``--engine postgres``, default) or MariaDB 10.11
+(``--engine mariadb``); the 10-column table of ``pg_e2e_bench.py`` / ``mysql_e2e_bench.py`` with N rows
 (default 1M) generated server-side; then
 
-1. baseline: ``psql -c "COPY bench TO STDOUT"`` (C client, text format) into /dev/null: the source's read rate;
+1. baseline: ``psql -c "COPY bench TO STDOUT"`` (C client, text format) or ``mariadb --quick -e "SELECT * FROM
+   bench"`` (C client, streaming, tab-separated) into a pipe: the source's read rate;
 2. cdcstream: a full load into ``bench/fake_kinesis.py`` (a minimal PutRecords endpoint, so Kinesis emulators
    are not the bottleneck), from process start to its exit (every record acknowledged and checkpointed).
 
-Prints rows/s and MB/s for both (COPY: bytes of text read; cdcstream: PutRecords request bytes, i.e. the JSON
+Prints rows/s and MB/s for both (baseline: bytes of text read; cdcstream: PutRecords request bytes, i.e. the JSON
 records as sent), the ratio, the daemon's CPU seconds and its peak RSS (VmHWM).
 
-    python bench/fullload_bench.py [--rows 1000000] [--threads 4] [--sessions 8] [--schema-table-key]
+    python bench/fullload_bench.py [--engine postgres|mariadb] [--rows 1000000] [--threads 4] [--sessions 8]
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import mysql_e2e_bench  # noqa: E402
 from bench.common import cpu_seconds, stop_all  # noqa: E402
 from bench.pg_e2e_bench import TABLE  # noqa: E402
 from tests.support import free_port  # noqa: E402
+from tests.support.mysql import CDC_PASSWORD, CDC_USER, start_private_mariadb  # noqa: E402
 from tests.support.postgres import PG_BIN, start_private_postgres  # noqa: E402
 
 INSERT = (
@@ -48,8 +52,9 @@ def _peak_rss_kib(pid: int) -> int:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    _, found, rest = status.partition("VmHWM:")  # absent once the process is a zombie
-    return int(rest.split()[0]) if found else 0
+    if "VmHWM:" not in status:  # exited between poll() and the read (a zombie has no memory lines)
+        return 0
+    return int(status.split("VmHWM:")[1].split()[0])
 
 
 def _stats(url: str) -> dict[str, int]:
@@ -58,71 +63,111 @@ def _stats(url: str) -> dict[str, int]:
         return dict(orjson.loads(resp.read()))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--threads", type=int, default=4, help="parallel_load_threads (segments of the table)")
-    parser.add_argument("--sessions", type=int, default=8, help="max_full_load_subtasks")
-    parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats into FILE")
-    parser.add_argument(
-        "--schema-table-key",
-        action="store_true",
-        help="one partition key for the table (object-mapping rule) instead of the default primary-key load keys",
-    )
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="cdcstream-flbench-"))
-    tmp.chmod(0o755)  # the server runs as the postgres user and must reach its directory
+def _baseline(argv: list[str]) -> tuple[int, float]:
+    """Bytes and seconds of the C client reading the whole table; twice, keeping the second (the first warms the
+    page cache like the load's own reads would)."""
+    nbytes, seconds = 0, 0.0
+    for _ in range(2):
+        t0 = time.monotonic()
+        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE).stdout
+        seconds = time.monotonic() - t0
+        nbytes = len(out)
+        del out
+    return nbytes, seconds
+
+
+def _postgres(tmp: Path, rows: int, stack: contextlib.ExitStack) -> tuple[str, list[str]]:
+    """A private PostgreSQL with the table: the ``[source]`` body and the baseline command."""
     pg = start_private_postgres(tmp / "pg", extra_conf="max_wal_size = 4GB\nshared_buffers = 512MB\n")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        db = pg.create_database("bench")
-        pg.execute(db, TABLE)
-        for lo in range(1, args.rows + 1, BATCH):
-            pg.execute(db, INSERT.format(lo=lo, hi=min(lo + BATCH - 1, args.rows)))
-        pg.execute(db, "VACUUM ANALYZE bench")
-        size = pg.execute(db, "SELECT pg_size_pretty(pg_table_size('bench'))")[0][0]
-        print(f"generated {args.rows:,} rows ({size})", flush=True)
-
-        # Twice, keeping the second: the first run warms the page cache like the load's own reads would.
-        copy_bytes, copy_s = 0, 0.0
-        for _ in range(2):
-            t0 = time.monotonic()
-            out = subprocess.run(
-                [str(PG_BIN / "psql"), "-X", "-q", "-d", pg.dsn(db), "-c", "COPY bench TO STDOUT"],
-                check=True,
-                stdout=subprocess.PIPE,
-            ).stdout
-            copy_s = time.monotonic() - t0
-            copy_bytes = len(out)
-            del out
-
-        kport = free_port()
-        url = f"http://127.0.0.1:{kport}"
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(kport)]))
-        time.sleep(1.0)
-        mapping = ""
-        if args.schema_table_key:
-            rules = [
-                {"rule-type": "selection", "rule-id": "1", "rule-action": "include",
-                 "object-locator": {"schema-name": "public", "table-name": "bench"}},
-                {"rule-type": "object-mapping", "rule-id": "2", "rule-action": "map-record-to-record",
-                 "object-locator": {"schema-name": "public", "table-name": "bench"},
-                 "mapping-parameters": {"partition-key-type": "schema-table"}},
-            ]  # fmt: skip
-            (tmp / "mapping.json").write_bytes(orjson.dumps({"rules": rules}))
-            mapping = f'table_mappings = "{tmp / "mapping.json"}"'
-        config = tmp / "bench.toml"
-        config.write_text(
-            f"""task_id = "flbench"
-migration_type = "full-load"
-{mapping}
-[source]
-host = "127.0.0.1"
+    stack.callback(pg.stop)
+    db = pg.create_database("bench")
+    pg.execute(db, TABLE)
+    for lo in range(1, rows + 1, BATCH):
+        pg.execute(db, INSERT.format(lo=lo, hi=min(lo + BATCH - 1, rows)))
+    pg.execute(db, "VACUUM ANALYZE bench")
+    size = pg.execute(db, "SELECT pg_size_pretty(pg_table_size('bench'))")[0][0]
+    print(f"generated {rows:,} rows ({size})", flush=True)
+    source = f'''host = "127.0.0.1"
 port = {pg.port}
 user = "cdc"
 password = "cdc"
 database = "{db}"
-sslmode = "disable"
+sslmode = "disable"'''
+    return source, [str(PG_BIN / "psql"), "-X", "-q", "-d", pg.dsn(db), "-c", "COPY bench TO STDOUT"]
+
+
+def _mariadb(tmp: Path, rows: int, stack: contextlib.ExitStack) -> tuple[str, list[str]]:
+    """A private MariaDB with the table (the fixture's least-privileged user, RELOAD included)."""
+    my = start_private_mariadb(tmp / "my", extra_cnf="innodb_buffer_pool_size=512M\n")
+    stack.callback(my.stop)
+    my.execute("CREATE DATABASE bench")
+    my.execute(mysql_e2e_bench.TABLE, "bench")
+    for lo in range(1, rows + 1, mysql_e2e_bench.TX * 10):
+        my.execute(mysql_e2e_bench.INSERT.format(lo=lo, hi=min(lo + mysql_e2e_bench.TX * 10 - 1, rows)), "bench")
+    my.execute("ANALYZE TABLE bench", "bench")
+    size = my.execute("SELECT data_length FROM information_schema.TABLES WHERE table_name = 'bench'")[0][0]
+    print(f"generated {rows:,} rows ({int(size) / 1e6:.0f} MB InnoDB data)", flush=True)
+    source = f'''engine = "mysql"
+host = "127.0.0.1"
+port = {my.port}
+user = "{CDC_USER}"
+password = "{CDC_PASSWORD}"
+server_id = 4711
+databases = ["bench"]'''
+    client = [
+        "mariadb",
+        "--no-defaults",
+        "--quick",
+        "-h127.0.0.1",
+        f"-P{my.port}",
+        f"-u{CDC_USER}",
+        f"-p{CDC_PASSWORD}",
+        "-e",
+        "SELECT * FROM bench.bench",
+    ]
+    return source, client
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--engine", choices=("postgres", "mariadb"), default="postgres")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--threads", type=int, default=4, help="parallel_load_threads (segments of the table)")
+    parser.add_argument("--sessions", type=int, default=8, help="max_full_load_subtasks")
+    parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats into FILE")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="cdcstream-flbench-"))
+    tmp.chmod(0o755)  # the server runs as the postgres / mysql user and must reach its directory
+    procs: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as stack:
+        setup = _mariadb if args.engine == "mariadb" else _postgres
+        source, client = setup(tmp, args.rows, stack)
+        stack.callback(stop_all, procs)
+        copy_bytes, copy_s = _baseline(client)
+        return _run(args, tmp, source, procs, copy_bytes, copy_s, " ".join(client[:1] + client[-1:]))
+    return 1
+
+
+def _run(
+    args: argparse.Namespace,
+    tmp: Path,
+    source: str,
+    procs: list[subprocess.Popen[bytes]],
+    copy_bytes: int,
+    copy_s: float,
+    baseline: str,
+) -> int:
+    """The daemon's full load into the fake endpoint; prints both rates."""
+    kport = free_port()
+    url = f"http://127.0.0.1:{kport}"
+    procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(kport)]))
+    time.sleep(1.0)
+    config = tmp / "bench.toml"
+    config.write_text(
+        f"""task_id = "flbench"
+migration_type = "full-load"
+[source]
+{source}
 [target]
 stream_name = "bench"
 endpoint_url = "{url}"
@@ -144,39 +189,36 @@ listen = ""
 level = "warning"
 format = "json"
 """
-        )
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
-        t0 = time.monotonic()
-        prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-        daemon = subprocess.Popen([sys.executable, *prof, "-m", "cdcstream", "run", "--config", str(config)], env=env)
-        procs.append(daemon)
-        peak = cpu = 0.0
-        while daemon.poll() is None:
-            peak = max(peak, _peak_rss_kib(daemon.pid))
-            with contextlib.suppress(OSError):  # the process may exit between poll() and the read
-                cpu = cpu_seconds(daemon.pid)
-            time.sleep(0.1)
-        load_s = time.monotonic() - t0
-        if daemon.returncode != 0:
-            raise SystemExit(f"daemon exited with {daemon.returncode}")
-        stats = _stats(url)
-        rate = args.rows / load_s
-        copy_rate = args.rows / copy_s
-        print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
-        print(
-            f"COPY bench TO STDOUT (psql):       {copy_rate:,.0f} rows/s, {copy_bytes / copy_s / 1e6:.1f} MB/s "
-            f"({copy_s:.1f}s, {copy_bytes / 1e6:.0f} MB)"
-        )
-        print(
-            f"cdcstream full load (incl. start): {rate:,.0f} rows/s, {stats['request_bytes'] / load_s / 1e6:.1f} MB/s "
-            f"of PutRecords requests ({load_s:.1f}s, {stats['entries']:,} records)"
-        )
-        print(f"ratio: {rate / copy_rate:.2f}x of COPY")
-        print(f"daemon CPU: {cpu:.1f}s = {cpu / args.rows * 1e6:.1f} µs/row; peak RSS {peak / 1024:.0f} MiB")
-        return 0
-    finally:
-        stop_all(procs)
-        pg.stop()
+    )
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    t0 = time.monotonic()
+    prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    daemon = subprocess.Popen([sys.executable, *prof, "-m", "cdcstream", "run", "--config", str(config)], env=env)
+    procs.append(daemon)
+    peak = cpu = 0.0
+    while daemon.poll() is None:
+        peak = max(peak, _peak_rss_kib(daemon.pid))
+        with contextlib.suppress(OSError):  # the process may exit between poll() and the read
+            cpu = cpu_seconds(daemon.pid)
+        time.sleep(0.1)
+    load_s = time.monotonic() - t0
+    if daemon.returncode != 0:
+        raise SystemExit(f"daemon exited with {daemon.returncode}")
+    stats = _stats(url)
+    rate = args.rows / load_s
+    copy_rate = args.rows / copy_s
+    print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"{baseline}: {copy_rate:,.0f} rows/s, {copy_bytes / copy_s / 1e6:.1f} MB/s "
+        f"({copy_s:.1f}s, {copy_bytes / 1e6:.0f} MB)"
+    )
+    print(
+        f"cdcstream full load (incl. start): {rate:,.0f} rows/s, {stats['request_bytes'] / load_s / 1e6:.1f} MB/s "
+        f"of PutRecords requests ({load_s:.1f}s, {stats['entries']:,} records)"
+    )
+    print(f"ratio: {rate / copy_rate:.2f}x of the client")
+    print(f"daemon CPU: {cpu:.1f}s = {cpu / args.rows * 1e6:.1f} µs/row; peak RSS {peak / 1024:.0f} MiB")
+    return 0
 
 
 if __name__ == "__main__":

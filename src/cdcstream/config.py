@@ -330,16 +330,6 @@ class Config(_Section):
             data = {**data, "source": {**data["source"], "engine": "postgres"}}
         return data
 
-    @model_validator(mode="after")
-    def _full_load_supported(self) -> Config:
-        # The load engine is per source (sources/fullload.py, LoadEngine); MySQL's is not written yet.
-        if self.migration_type != "cdc" and self.source.engine == "mysql":
-            raise ValueError(
-                f"migration_type {self.migration_type!r} is not yet supported for engine 'mysql' (full load is "
-                'implemented for PostgreSQL only); use migration_type = "cdc"'
-            )
-        return self
-
     def resolve(self, path: str) -> Path:
         """Resolve a path from the config relative to the config file's directory."""
         p = Path(path)

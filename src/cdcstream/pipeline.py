@@ -60,20 +60,20 @@ class StopRequested(Exception):
 
 def build_source(cfg: Config, mapper: Mapper) -> Source:
     """The configured source engine."""
+    common: dict[str, Any] = {
+        "selector": mapper.selects,
+        "no_hex_prefix": cfg.target.no_hex_prefix,
+        "migration_type": cfg.migration_type,
+        "full_load": cfg.full_load,
+        "parallel_load": mapper.rules.parallel_load,
+    }
     if cfg.source.engine == "mysql":
         from cdcstream.sources.mysql import MySQLSource
 
-        return MySQLSource(cfg.source, selector=mapper.selects, no_hex_prefix=cfg.target.no_hex_prefix)
+        return MySQLSource(cfg.source, **common)
     from cdcstream.sources.postgres import PostgresSource
 
-    return PostgresSource(
-        cfg.source,
-        selector=mapper.selects,
-        no_hex_prefix=cfg.target.no_hex_prefix,
-        migration_type=cfg.migration_type,
-        full_load=cfg.full_load,
-        parallel_load=mapper.rules.parallel_load,
-    )
+    return PostgresSource(cfg.source, **common)
 
 
 def build_sink(cfg: Config, on_ack: Any) -> Sink:

@@ -6,9 +6,7 @@ and ``update`` set a row, ``delete`` removes it. The result must equal the sourc
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -20,52 +18,28 @@ from typing import Any
 
 import psycopg
 
-from tests.support import free_port
 from tests.support import pg_types as m
 from tests.support.daemon import create_stream, kill_at_random_moments, read_stream, start_daemon, wait_for
+from tests.support.fullload import (
+    FAST,
+    FULL_LOAD,
+    FULL_LOAD_AND_CDC,
+    PARALLEL,
+    boto3_stats,
+    fake_kinesis,
+    keyed,
+    loads_of,
+    ranges_mapping,
+    replay,
+    run_to_exit,
+    wait_load_complete,
+)
 from tests.support.postgres import PgDb
-
-ROOT = Path(__file__).resolve().parents[2]
-FULL_LOAD_AND_CDC = 'migration_type = "full-load-and-cdc"'
-FULL_LOAD = 'migration_type = "full-load"'
-# Local Kinesis servers are not limited per shard; the default 1,000 records/s budget would only slow tests.
-FAST = "shard_rate_limit = false"
-# Small pages and two segments per table in three sessions: many markers, parallel reads.
-PARALLEL = "[full_load]\nmax_full_load_subtasks = 3\nparallel_load_threads = 2\nchunk_rows = 1000"
-
-
-def replay(records: list[dict[str, Any]], table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """A table's final state from its records, in stream order."""
-    state: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:
-        doc = r["data"]
-        meta = doc["metadata"]
-        if meta.get("table-name") != table or meta["record-type"] != "data":
-            continue
-        row = doc["data"]
-        k = tuple(row[c] for c in key)
-        if meta["operation"] == "delete":
-            state.pop(k, None)
-        else:
-            state[k] = row
-    return state
 
 
 def source_rows(pg_db: PgDb, table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
     rows = pg_db.execute(f"SELECT row_to_json(r_)::text FROM {table} r_")
-    out = {}
-    for (text,) in rows:
-        row = {k: v for k, v in json.loads(text).items() if v is not None}
-        out[tuple(row[c] for c in key)] = row
-    return out
-
-
-def loads_of(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
-    return [
-        r["data"]
-        for r in records
-        if r["data"]["metadata"].get("table-name") == table and r["data"]["metadata"]["operation"] == "load"
-    ]
+    return keyed([json.loads(text) for (text,) in rows], key)
 
 
 def _writer(dsn: str, stop: threading.Event, done: threading.Event) -> None:
@@ -160,32 +134,8 @@ def test_full_load_only_exits_and_covers_special_tables(pg_db: PgDb, moto_url: s
         "INSERT INTO ranged SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE g % 100 END, 'x' || g "
         "FROM generate_series(1, 5000) g"
     )
-    mapping = tmp_path / "mapping.json"
-    mapping.write_text(
-        json.dumps(
-            {
-                "rules": [
-                    {
-                        "rule-type": "selection",
-                        "rule-id": "1",
-                        "rule-name": "1",
-                        "object-locator": {"schema-name": "public", "table-name": "%"},
-                        "rule-action": "include",
-                    },
-                    {
-                        "rule-type": "table-settings",
-                        "rule-id": "2",
-                        "rule-name": "2",
-                        "object-locator": {"schema-name": "public", "table-name": "ranged"},
-                        "parallel-load": {
-                            "type": "ranges",
-                            "columns": ["grp", "id"],
-                            "boundaries": [["20", "1000"], ["50", "50"], ["80", "4000"]],
-                        },
-                    },
-                ]
-            }
-        )
+    mapping = ranges_mapping(
+        tmp_path / "mapping.json", "public", "ranged", ["grp", "id"], [["20", "1000"], ["50", "50"], ["80", "4000"]]
     )
     stream = create_stream(moto_url, f"fl-{uuid.uuid4().hex[:8]}")
     daemon = start_daemon(
@@ -243,12 +193,7 @@ def test_sigkill_during_parallel_load_resumes_without_loss(pg_db: PgDb, moto_url
     already.set()
     try:
         kill_at_random_moments(daemon, already, kills, seed=7)
-        deadline = time.monotonic() + 180
-        while "full load complete" not in daemon.log_path.read_text():
-            assert time.monotonic() < deadline, daemon.log_tail()
-            if daemon.proc is not None and daemon.proc.poll() is not None:
-                raise AssertionError(daemon.log_tail())
-            time.sleep(0.5)
+        wait_load_complete(daemon)
         with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
             conn.execute("UPDATE k4 SET s = 'after' WHERE id = 1")
         wait_for(moto_url, stream, lambda recs: any(r["data"].get("data", {}).get("s") == "after" for r in recs))
@@ -338,11 +283,7 @@ def test_million_row_table(pg_db: PgDb, tmp_path: Path) -> None:
             }
         )
     )
-    port = free_port()
-    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_port(port)
+    with fake_kinesis() as url:
         daemon = start_daemon(
             pg_db,
             url,
@@ -353,44 +294,15 @@ def test_million_row_table(pg_db: PgDb, tmp_path: Path) -> None:
             extra_target=f"{FAST}\nmax_in_flight_requests = 8",
         )
         try:
-            peak_kib = 0
-            assert daemon.proc is not None
-            deadline = time.monotonic() + 300
-            while daemon.proc.poll() is None:
-                assert time.monotonic() < deadline, daemon.log_tail()
-                with contextlib.suppress(OSError):
-                    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
-                    peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
-                time.sleep(0.5)
-            assert daemon.proc.returncode == 0, daemon.log_tail()
+            peak_kib = run_to_exit(daemon)
         finally:
             daemon.kill()
         stats = boto3_stats(url)
-    finally:
-        fake.terminate()
-        fake.wait(timeout=10)
     assert stats["entries"] == rows + 1  # every row, and the RestartTask record
     assert peak_kib < 400 * 1024, f"peak RSS {peak_kib} KiB"
     log = daemon.log_path.read_text()
     done = [json.loads(line) for line in log.splitlines() if '"full load complete"' in line]
     assert done and done[-1]["rows"] == rows
-
-
-def boto3_stats(url: str) -> dict[str, int]:
-    """The fake endpoint's counters (its non-Kinesis ``Stats`` call)."""
-    req = urllib.request.Request(url, data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return dict(json.loads(resp.read()))
-
-
-def wait_port(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        assert time.monotonic() < deadline, "fake Kinesis endpoint did not start"
-        time.sleep(0.1)
 
 
 def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:

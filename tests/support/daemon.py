@@ -180,6 +180,15 @@ def start_daemon(pg_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **c
     return daemon
 
 
+def start_mysql_daemon(my_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
+    """:func:`start_daemon` for ``my_db`` (a :class:`tests.support.mysql.MyDb`), as the ``cdc`` user."""
+    source = mysql_source(my_db.server.port, my_db.name)
+    path = write_config(tmp_path / "c.toml", endpoint_url=endpoint_url, stream=stream, source=source, **config)
+    daemon = Daemon(path, tmp_path / "daemon.log")
+    daemon.start()
+    return daemon
+
+
 def read_stream(endpoint_url: str, stream: str) -> list[dict[str, Any]]:
     """Every record in the stream, shard by shard in order: partition key, shard, sequence, parsed data."""
     client = boto3.client("kinesis", endpoint_url=endpoint_url, region_name="us-east-1", **_creds())

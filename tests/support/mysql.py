@@ -7,7 +7,9 @@ under a temporary directory, with the settings the source requires: ``log_bin``,
 
 The daemon connects as ``cdc`` (password ``cdc``) with the least privileges the source needs on MariaDB 10.11
 (README, "MySQL / MariaDB setup"): ``REPLICATION SLAVE`` (read the binlog), ``BINLOG MONITOR`` (SHOW BINARY LOGS /
-MASTER STATUS, what MySQL calls REPLICATION CLIENT) and ``SELECT`` (the ``check`` command's catalogue reads).
+MASTER STATUS, what MySQL calls REPLICATION CLIENT), ``SELECT`` (the full load's reads and the ``check``
+command's catalogue reads) and ``RELOAD`` (the full load's brief ``FLUSH TABLES WITH READ LOCK``; the fallback
+without it is tested with a second user).
 Each test gets its own database (``my_db``).
 """
 
@@ -38,7 +40,7 @@ INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
 OS_USER = "mysql"
 CDC_USER = "cdc"
 CDC_PASSWORD = "cdc"
-CDC_GRANTS = "REPLICATION SLAVE, BINLOG MONITOR, SELECT"
+CDC_GRANTS = "REPLICATION SLAVE, BINLOG MONITOR, SELECT, RELOAD"
 
 _CNF = """[mariadbd]
 datadir={root}/data

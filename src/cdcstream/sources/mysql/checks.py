@@ -2,8 +2,9 @@
 
 Checks: connection, binary logging, ``binlog_format=ROW``, ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL``,
 privileges (REPLICATION SLAVE and REPLICATION CLIENT / MariaDB BINLOG MONITOR, SELECT), the checkpointed binlog
-file (or GTID position) still on the server, the checkpoint's server identity, and binlog retention. No text
-produced here contains a password.
+file (or GTID position) still on the server, the checkpoint's server identity, and binlog retention; with a full
+load also RELOAD (the snapshot lock; without it the lossless fallback, a warning) and SELECT on every selected table
+(tried). No text produced here contains a password.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def _grant_fix(user: str, mariadb: bool) -> str:
     return f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{user}'@'<host>';"
 
 
-def _run_checks(cfg: MySQLSourceConfig, checkpoint: dict[str, Any] | None) -> list[CheckResult]:
+def _run_checks(
+    cfg: MySQLSourceConfig,
+    checkpoint: dict[str, Any] | None,
+    load_selector: Callable[[str, str], bool] | None = None,
+) -> list[CheckResult]:
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}"
     try:
@@ -86,6 +91,8 @@ def _run_checks(cfg: MySQLSourceConfig, checkpoint: dict[str, Any] | None) -> li
                     )
                 )
             out.append(_privileges(cur, cfg, mariadb))
+            if load_selector is not None:
+                out += _full_load_checks(cur, cfg, load_selector)
             binlogs: list[str] = []
             try:
                 cur.execute("SHOW BINARY LOGS")
@@ -140,6 +147,56 @@ def _privileges(cur: Any, cfg: MySQLSourceConfig, mariadb: bool) -> CheckResult:
         ),
         "" if not missing else _grant_fix(cfg.user, mariadb),
     )
+
+
+def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str, str], bool]) -> list[CheckResult]:
+    """RELOAD for the snapshot lock, and SELECT on every selected table (each tried with ``LIMIT 0``)."""
+    cur.execute("SHOW GRANTS")
+    grants = " ".join(str(r[0]).upper() for r in cur.fetchall()).split("GRANT ")
+    # Only the privilege lists of global grants (a user or host name may contain "RELOAD" too).
+    privileges = {p.strip() for g in grants if " ON *.* " in g for p in g.split(" ON *.* ")[0].split(",")}
+    reload = bool(privileges & {"ALL PRIVILEGES", "ALL", "RELOAD"})
+    out = [
+        CheckResult(
+            "full load lock",
+            True,
+            "RELOAD granted: the load's snapshot is taken under a brief FLUSH TABLES WITH READ LOCK"
+            if reload
+            else "RELOAD not granted: the load uses the lock-free fallback (lossless; rows changed while the "
+            "snapshots open appear twice; README, Full load)",
+            "" if reload else f"GRANT RELOAD ON *.* TO '{cfg.user}'@'<host>'; (optional)",
+            warning=not reload,
+        )
+    ]
+    cur.execute(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
+        "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
+    )
+    tables = [
+        (str(s), str(t))
+        for s, t in cur.fetchall()
+        if (cfg.databases is None or s in cfg.databases) and selector(str(s), str(t))
+    ]
+    denied = []
+    for schema, table in tables:
+        try:
+            cur.execute(f"SELECT 1 FROM `{schema.replace('`', '``')}`.`{table.replace('`', '``')}` LIMIT 0")
+        except pymysql.err.MySQLError:
+            denied.append(f"{schema}.{table}")
+    # A database the user may not see at all hides its tables from information_schema: name it instead.
+    unseen = [d for d in cfg.databases or () if not any(s == d for s, _ in tables)]
+    missing = denied + [f"{d}.* (no table visible)" for d in unseen]
+    out.append(
+        CheckResult(
+            "full load tables",
+            not denied,
+            f"SELECT works on the {len(tables)} selected table(s)"
+            + (f"; not readable: {', '.join(missing[:10])}" if missing else ""),
+            "" if not missing else f"GRANT SELECT ON `<database>`.* TO '{cfg.user}'@'<host>'; for each named",
+            warning=bool(unseen) and not denied,
+        )
+    )
+    return out
 
 
 def _checkpoint_check(checkpoint: dict[str, Any] | None, binlogs: list[str]) -> CheckResult:
@@ -213,7 +270,10 @@ async def run_checks(
     cfg: MySQLSourceConfig,
     selector: Callable[[str, str], bool] | None,
     checkpoint: dict[str, Any] | None = None,
+    *,
+    full_load: bool = False,
 ) -> list[CheckResult]:
-    """Connect as the configured user and report on every requirement of the binlog source."""
-    del selector  # every table of the binlog is readable once the global grants are there
-    return await asyncio.to_thread(_run_checks, cfg, checkpoint)
+    """Connect as the configured user and report on every requirement of the binlog source (and, with
+    ``full_load``, of the load: the selected tables are read, so ``selector`` matters there)."""
+    load_selector = (selector or (lambda s, t: True)) if full_load else None
+    return await asyncio.to_thread(_run_checks, cfg, checkpoint, load_selector)

@@ -172,7 +172,8 @@ class EventConverter:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[TablePlan] = set()
-        # Stored with every checkpoint: which server the position belongs to (MySQLSource._verify_resume).
+        # Fields every checkpoint carries besides the position: which server it belongs to
+        # (MySQLSource._verify_resume) and, after a full load, {"load": {"done": true, ...}}.
         self.checkpoint_extra: dict[str, Any] = {}
         self.fast_rows = True  # off only to compare with the library's decoding (tests, bench)
 

@@ -27,9 +27,11 @@ import pymysql
 import structlog
 
 from cdcstream.changes import Item, Marker
-from cdcstream.config import MySQLSourceConfig
+from cdcstream.config import FullLoadConfig, MySQLSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.fullload import FullLoad, completed_marker_state, is_loading, load_completed, load_started
 from cdcstream.sources.mysql.reader import (
     OPS,
     Batch,
@@ -267,8 +269,17 @@ class MySQLSource:
         *,
         selector: Callable[[str, str], bool] | None = None,
         no_hex_prefix: bool = False,
+        migration_type: str = "cdc",
+        full_load: FullLoadConfig | None = None,
+        parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.migration_type = migration_type
+        self._full_load_cfg = full_load or FullLoadConfig()
+        self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._load: FullLoad | None = None
+        # {"load": {"done": true, ...}} in every checkpoint after a full load (kept across reconnects).
+        self._load_extra: dict[str, Any] = {}
         self._user_selector = selector
         self._no_hex_prefix = no_hex_prefix
         self._label = f"mysql:{cfg.host}:{cfg.port}"
@@ -304,6 +315,28 @@ class MySQLSource:
 
     # ------------------------------------------------------------------------------------------------------
     async def start(self, checkpoint: dict[str, Any] | None) -> None:
+        gap_gtid = (checkpoint or {}).get("gtid") if self.cfg.gtid_mode != "off" else None
+        info, current = await asyncio.to_thread(fetch_server_info, self.cfg, gap_gtid or None)
+        self._info = info
+        problems = settings_problems(info.variables)
+        if problems and self.migration_type != "full-load":
+            raise SourceError(f"{info.version} at {self.cfg.host}:{self.cfg.port}: " + "; ".join(problems))
+        if load_completed(checkpoint):
+            assert checkpoint is not None
+            self._load_extra = {"load": checkpoint["load"]}
+        if is_loading(checkpoint) and not load_started(checkpoint):
+            checkpoint = None  # a load intent without a snapshot yet: nothing was acknowledged, load afresh
+        if self.migration_type == "full-load" or (
+            self.migration_type == "full-load-and-cdc" and (checkpoint is None or is_loading(checkpoint))
+        ):
+            await self._prepare_load(checkpoint, info)
+            if self.migration_type == "full-load":
+                self._started = True
+                return
+            assert self._load is not None
+            # CDC starts at the position taken with the snapshot (stored in the checkpoint across restarts).
+            start = self._load.start_position
+            checkpoint = {"file": start["file"], "pos": start["pos"], "gtid": start.get("gtid")}
         resume: tuple[str, int, str | None] | None = None
         if checkpoint is not None:
             try:
@@ -312,12 +345,6 @@ class MySQLSource:
                 raise SourceError(
                     f"checkpoint {checkpoint!r} is not a MySQL position (expected file, pos and gtid)"
                 ) from None
-        gap_gtid = resume[2] if resume is not None and self.cfg.gtid_mode != "off" else None
-        info, current = await asyncio.to_thread(fetch_server_info, self.cfg, gap_gtid)
-        self._info = info
-        problems = settings_problems(info.variables)
-        if problems:
-            raise SourceError(f"{info.version} at {self.cfg.host}:{self.cfg.port}: " + "; ".join(problems))
         file, pos, gtid = resume or current
         self._use_gtid = self._decide_gtid(checkpoint, gtid, info)
         self._verify_resume(info, file, pos, gtid, checkpoint)
@@ -329,14 +356,20 @@ class MySQLSource:
             pos=pos,
             gtid=gtid,
         )
-        self._conv.checkpoint_extra = self._identity
+        self._set_extra()
         self._resume = self._conv.checkpoint()
         self._acked = checkpoint
-        self._start_reader()
         self._started = True
+        if self._load is not None:
+            return  # the binlog reader starts after the last load row (changes())
+        self._start_reader()
+        self._log_streaming(file, pos, gtid)
+
+    def _log_streaming(self, file: str, pos: int, gtid: str | None) -> None:
+        assert self._info is not None
         self._log.info(
             "binlog streaming started",
-            server=info.version,
+            server=self._info.version,
             file=file,
             pos=pos,
             gtid=gtid,
@@ -395,8 +428,39 @@ class MySQLSource:
                 "and re-sync the target with a full load."
             )
         self._identity = identity
+        self._set_extra()
+
+    def _set_extra(self) -> None:
+        """Fields every checkpoint carries besides the position: the server identity and, after a full load,
+        that it is done (so a restart neither reloads nor forgets it)."""
         if self._conv is not None:
-            self._conv.checkpoint_extra = identity
+            self._conv.checkpoint_extra = {**self._identity, **self._load_extra}
+
+    async def _prepare_load(self, checkpoint: dict[str, Any] | None, info: ServerInfo) -> None:
+        """Open the load sessions (a fresh snapshot and its binlog position, or a resumed load's fresh snapshots
+        with the stored position) and plan the tables; the rows are read by changes()."""
+        from cdcstream.sources.mysql.snapshot import MyLoadEngine
+
+        fl = self._full_load_cfg
+        engine = MyLoadEngine(
+            lambda: connection_settings(self.cfg),
+            mariadb=info.mariadb,
+            want_position=self.migration_type != "full-load",
+            selector=self._selects,
+            chunk_rows=fl.chunk_rows,
+            buffer_size=fl.parallel_load_buffer_size,
+            no_hex_prefix=self._no_hex_prefix,
+            where=self._where,
+        )
+        self._load = FullLoad(
+            engine,
+            fl,
+            label=self._label,
+            checkpoint=checkpoint,
+            base_checkpoint=dict,
+            settings=self._parallel_load,
+        )
+        await self._load.open()
 
     def _decide_gtid(self, checkpoint: dict[str, Any] | None, gtid: str | None, info: ServerInfo) -> bool:
         mode = self.cfg.gtid_mode
@@ -436,6 +500,21 @@ class MySQLSource:
     async def changes(self) -> AsyncIterator[Sequence[Item]]:
         if not self._started:
             raise SourceError("MySQLSource.changes() called before start()")
+        if self._load is not None:
+            load = self._load
+            async for items in load.run():
+                yield items
+            # Every later checkpoint says the load is done, so a restart neither reloads nor forgets it.
+            self._load_extra = {"load": completed_marker_state(len(load.status()["tables"]), load.rows)}
+            if self.migration_type == "full-load":
+                yield [Marker(dict(self._load_extra), None, False)]
+                return
+            assert self._conv is not None
+            self._set_extra()
+            self._resume = self._conv.checkpoint()
+            yield [Marker(dict(self._resume), None, False)]
+            self._start_reader()
+            self._log.info("full load done: streaming the binlog from the snapshot's position", resume=self._resume)
         while not self._closed:
             if self._reader is None:
                 await self._reconnect()
@@ -513,6 +592,8 @@ class MySQLSource:
 
     # ------------------------------------------------------------------------------------------------------
     async def ack(self, checkpoint: dict[str, Any]) -> None:
+        if self.migration_type == "full-load":
+            return  # no position: a full load alone reads no binlog
         if not isinstance(checkpoint, dict) or "file" not in checkpoint or "pos" not in checkpoint:
             raise SourceError(f"ack with a checkpoint that is not a MySQL position: {checkpoint!r}")
         self._acked = checkpoint  # nothing to release upstream: binlogs are retained by time, not by readers
@@ -532,12 +613,14 @@ class MySQLSource:
         return {
             "engine": "mysql",
             "server": self._info.version if self._info else None,
-            "connected": self._reader is not None and self._reader.thread.is_alive(),
+            "connected": (self._reader is not None and self._reader.thread.is_alive())
+            or (self._load is not None and not self._load.finished),
             "resume": self._resume or None,
             "acked": self._acked,
             "resume_by": "gtid" if self._use_gtid else "file/pos",
             "server_identity": self._identity or None,
             "last_commit_time": conv.last_commit_time if conv else None,
+            "full_load": None if self._load is None else self._load.status(),
         }
 
     async def close(self) -> None:

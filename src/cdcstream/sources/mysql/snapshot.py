@@ -1,0 +1,514 @@
+"""MySQL/MariaDB's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions, keyset reads.
+
+Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
+takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
+SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW MASTER STATUS`` and
+``@@gtid_binlog_pos`` on MariaDB / ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
+exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
+the snapshots open (measured and logged as ``lock_seconds``).
+
+Without RELOAD (managed servers) the lock fails with a privilege error and the engine falls back, logging which
+path it took: on MariaDB each session's snapshot reports its exact binlog position (``SHOW STATUS LIKE
+'binlog_snapshot_%'``) and the earliest becomes the CDC start; on MySQL the position is read *before* the
+snapshots open. Both are lossless: CDC replays every change after the start with full row images after the load
+rows, so a consumer applying in order converges (rows changed in between appear twice). A resumed load (after a
+crash) reopens fresh snapshots the same way without reading a position (the stored start is kept).
+
+Rows are read with ``SELECT <columns> FROM t WHERE <segment> AND <key> > <after> ORDER BY <key> LIMIT n`` on an
+unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the
+session time zone UTC, and rendered by :func:`load_converter` to exactly what the binlog path renders for the same
+values (``rows.py``); a table without a primary key (or unique NOT NULL key) is one unordered pass. Each session
+runs its blocking PyMySQL calls in a thread of its own, so the event loop never waits on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pymysql
+import pymysql.cursors
+import structlog
+
+from cdcstream.changes import Column, TableInfo
+from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
+from cdcstream.sources.mysql import rows
+
+log = structlog.get_logger(__name__)
+
+# Privilege errors of FLUSH TABLES WITH READ LOCK (no RELOAD; 1227 = "you need the RELOAD privilege") and a lock
+# that could not be had within lock_wait_timeout (1205): both take the lossless fallback.
+_NO_LOCK_CODES = frozenset({1044, 1045, 1142, 1227, 1205})
+# Seconds FLUSH TABLES WITH READ LOCK may wait for running statements before the fallback is used instead:
+# while it waits, it already blocks new writes.
+LOCK_WAIT_TIMEOUT = 10
+
+_TYPES: dict[str, int] = {
+    "tinyint": rows.TINY,
+    "smallint": rows.SHORT,
+    "mediumint": rows.INT24,
+    "int": rows.LONG,
+    "integer": rows.LONG,
+    "bigint": rows.LONGLONG,
+    "decimal": rows.NEWDECIMAL,
+    "numeric": rows.NEWDECIMAL,
+    "float": rows.FLOAT,
+    "double": rows.DOUBLE,
+    "real": rows.DOUBLE,
+    "date": rows.DATE,
+    "datetime": rows.DATETIME2,
+    "timestamp": rows.TIMESTAMP2,
+    "time": rows.TIME2,
+    "year": rows.YEAR,
+    "bit": rows.BIT,
+    "enum": rows.ENUM,
+    "set": rows.SET,
+    "char": rows.STRING,
+    "binary": rows.STRING,
+    "varchar": rows.VARCHAR,
+    "varbinary": rows.VARCHAR,
+    "json": rows.JSON,
+}
+_BLOBS = {"tinytext", "text", "mediumtext", "longtext", "tinyblob", "blob", "mediumblob", "longblob"}
+_GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon"}
+_GEOMETRY |= {"geometrycollection", "geomcollection"}
+
+_COLUMNS_SQL = """
+SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, LOWER(c.DATA_TYPE), LOWER(c.COLUMN_TYPE), c.CHARACTER_SET_NAME,
+       c.DATETIME_PRECISION, c.NUMERIC_PRECISION, c.NUMERIC_SCALE, c.COLUMN_KEY, t.TABLE_ROWS
+  FROM information_schema.COLUMNS c
+  JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
+ WHERE t.TABLE_TYPE = 'BASE TABLE'
+   AND t.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+ ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION"""
+
+# Unique indexes usable as a keyset key (every column NOT NULL, no prefix index), the primary key first.
+_KEYS_SQL = """
+SELECT s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME, s.COLUMN_NAME
+  FROM information_schema.STATISTICS s
+ WHERE s.NON_UNIQUE = 0 AND s.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+   AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s2
+                    WHERE s2.TABLE_SCHEMA = s.TABLE_SCHEMA AND s2.TABLE_NAME = s.TABLE_NAME
+                      AND s2.INDEX_NAME = s.INDEX_NAME AND (s2.NULLABLE = 'YES' OR s2.SUB_PART IS NOT NULL))
+ ORDER BY s.TABLE_SCHEMA, s.TABLE_NAME, s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX"""
+
+
+def quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _column(name: str, data_type: str, column_type: str, charset: str | None, fsp: Any, prec: Any, scale: Any) -> Any:
+    """A stand-in for python-mysql-replication's ``Column`` (what ``rows.type_name``/converters read)."""
+    if data_type in _BLOBS:
+        code = rows.BLOB
+    elif data_type in _GEOMETRY:
+        code = rows.GEOMETRY
+    else:
+        code = _TYPES.get(data_type, rows.STRING)  # MariaDB inet6/uuid & co.: fixed-width strings in the binlog
+    if code in rows.TEXT_TYPES and charset is None:
+        charset = "binary"  # binary/varbinary/blob: information_schema has no charset, the binlog says binary
+    return SimpleNamespace(
+        name=name,
+        type=code,
+        unsigned="unsigned" in column_type,
+        character_set_name=charset,
+        fsp=int(fsp or 0),
+        precision=int(prec or 0),
+        decimals=int(scale or 0),
+        set_values=[],
+        enum_values=[],
+    )
+
+
+def _not_zero(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    # PyMySQL returns zero dates ('0000-00-00 ...') as the server's text: the binlog path renders them as null.
+    def wrapped(value: Any) -> Any:
+        return None if isinstance(value, str) else conv(value)
+
+    return wrapped
+
+
+def _bit(value: bytes | int) -> int:
+    return value if isinstance(value, int) else int.from_bytes(value, "big")
+
+
+def _set(value: str | set[str]) -> str:
+    return value if isinstance(value, str) else ",".join(sorted(value))  # the server sends definition order
+
+
+def load_converter(column: Any, *, mariadb: bool, no_hex_prefix: bool) -> Callable[[Any], Any] | None:
+    """The converter of a value as PyMySQL reads it (text protocol, utf8mb4, session time zone UTC) to what the
+    binlog path's ``rows.converter_for`` makes of the same value; None = keep as is."""
+    t = column.type
+    if t in (rows.DATE, rows.DATETIME2, rows.TIMESTAMP2):
+        conv = rows.converter_for(column, no_hex_prefix)
+        assert conv is not None
+        return _not_zero(conv)
+    if t == rows.BIT:
+        return _bit
+    if t == rows.SET:
+        return _set
+    if t == rows.YEAR:
+        return None  # PyMySQL reads 0000 as 0, what the binlog path renders too
+    if t == rows.JSON:
+        # MySQL's binlog JSON is re-serialised by the CDC path (compact); the text protocol's is spaced.
+        return None if mariadb else (lambda v: rows.json_text(orjson.loads(v)))
+    if t in rows.TEXT_TYPES and column.character_set_name != "binary":
+        binary = rows.make_binary(no_hex_prefix)
+        # The server converts every character set to utf8mb4 for this connection: no repair needed.
+        return lambda v: binary(v) if isinstance(v, bytes) else v
+    return rows.converter_for(column, no_hex_prefix)
+
+
+def _key_json(value: Any) -> Any:
+    """A key value as JSON for the checkpoint (accepted back by :func:`_key_param`)."""
+    if value is None or isinstance(value, int | str | float):
+        return value
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    if isinstance(value, Decimal):
+        return rows.decimal_text(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return rows.make_time(6)(value)
+    return str(value)
+
+
+class MyLoadEngine:
+    """:class:`~cdcstream.sources.fullload.LoadEngine` for one MySQL/MariaDB server."""
+
+    def __init__(
+        self,
+        settings: Callable[[], dict[str, Any]],
+        *,
+        mariadb: bool,
+        want_position: bool,
+        selector: Callable[[str, str], bool],
+        chunk_rows: int,
+        buffer_size: int,
+        no_hex_prefix: bool,
+        where: str,
+    ) -> None:
+        self._settings = settings  # connection_settings(cfg): TLS and the rest apply to every session
+        self._mariadb = mariadb
+        self._want_position = want_position
+        self._selector = selector
+        self._chunk_rows = chunk_rows
+        self._buffer_size = buffer_size
+        self._no_hex_prefix = no_hex_prefix
+        self._where = where
+        self._sessions: list[pymysql.Connection[Any]] = []
+        self._pools: list[ThreadPoolExecutor] = []
+        self._columns: dict[str, list[Any]] = {}  # table -> column stand-ins
+        self.path = ""  # "lock" or the fallback taken (logged; tests read it)
+        self.lock_seconds: float | None = None
+        self._lock_wait = 0.0  # seconds FLUSH TABLES WITH READ LOCK waited (writes are blocked meanwhile too)
+
+    # -- sessions ----------------------------------------------------------------------------------------
+    def _connect(self) -> pymysql.Connection[Any]:
+        try:
+            conn = pymysql.connect(**self._settings(), autocommit=True)
+        except pymysql.err.MySQLError as exc:
+            raise _error(f"full load: cannot connect to {self._where}", exc) from None
+        with conn.cursor() as cur:
+            # UTC like the binlog's TIMESTAMP values; long writes: a session may wait on a full load queue.
+            cur.execute("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 86400")
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return conn
+
+    async def _call(self, session: int, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pools[session], fn, *args)
+
+    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"mysql-load-{i}") for i in range(sessions)]
+        try:
+            return await asyncio.to_thread(self._open, sessions, fresh)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open(self, sessions: int, fresh: bool) -> dict[str, Any]:
+        self._sessions = [self._connect() for _ in range(sessions)]
+        control = self._connect()
+        try:
+            locked = self._lock(control)
+            before: dict[str, Any] = {}
+            if not locked and fresh and self._want_position and not self._mariadb:
+                before = self._position(control)  # MySQL fallback: a position no later than any snapshot
+            gtid_before = (
+                self._gtid(control) if not locked and fresh and self._want_position and self._mariadb else None
+            )
+            started = time.monotonic()
+            for conn in self._sessions:
+                with conn.cursor() as cur:
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            position: dict[str, Any] = {}
+            if locked:
+                if fresh and self._want_position:
+                    position = self._position(control)
+                with control.cursor() as cur:
+                    cur.execute("UNLOCK TABLES")
+                self.lock_seconds = time.monotonic() - started + self._lock_wait
+                self.path = "lock"
+                log.info(
+                    "full load snapshot taken under FLUSH TABLES WITH READ LOCK",
+                    lock_seconds=round(self.lock_seconds, 4),
+                    sessions=sessions,
+                    position=position or None,
+                )
+            elif self._mariadb:
+                self.path = "binlog_snapshot"
+                if fresh and self._want_position:
+                    position = min((self._snapshot_position(c) for c in self._sessions), key=_order)
+                    position["gtid"] = gtid_before
+            else:
+                self.path = "position-before"
+                position = before
+            if not locked:
+                log.warning(
+                    "full load snapshot without a global read lock (RELOAD not granted or the lock timed out): "
+                    "the sessions' snapshots may differ slightly; CDC starts at or before the earliest, so rows "
+                    "changed meanwhile appear twice (load row, then the change) — lossless",
+                    fallback=self.path,
+                    position=position or None,
+                )
+            return position if fresh and self._want_position else {}
+        except pymysql.err.MySQLError as exc:
+            raise _error("full load: cannot open the snapshot sessions", exc) from None
+        finally:
+            control.close()
+
+    def _lock(self, control: pymysql.Connection[Any]) -> bool:
+        started = time.monotonic()
+        try:
+            with control.cursor() as cur:
+                cur.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_TIMEOUT}")
+                cur.execute("FLUSH TABLES WITH READ LOCK")
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args else 0
+            if code not in _NO_LOCK_CODES:
+                raise
+            log.info("FLUSH TABLES WITH READ LOCK not possible; using the fallback", reason=str(exc.args[-1]))
+            return False
+        self._lock_wait = time.monotonic() - started
+        return True
+
+    def _gtid(self, control: pymysql.Connection[Any]) -> str | None:
+        with control.cursor() as cur:
+            cur.execute("SELECT @@GLOBAL.gtid_binlog_pos" if self._mariadb else "SELECT @@GLOBAL.gtid_executed")
+            row = cur.fetchone()
+        return (str(row[0] or "").replace("\n", "") or None) if row else None
+
+    def _position(self, control: pymysql.Connection[Any]) -> dict[str, Any]:
+        gtid = self._gtid(control)
+        with control.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            row = cur.fetchone()
+        if row is None:
+            raise SourceError(f"full load: binary logging is off on {self._where} (SHOW MASTER STATUS is empty)")
+        return {"file": str(row[0]), "pos": int(row[1]), "gtid": gtid}
+
+    def _snapshot_position(self, conn: pymysql.Connection[Any]) -> dict[str, Any]:
+        with conn.cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
+            status = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+        return {"file": status["binlog_snapshot_file"], "pos": int(status["binlog_snapshot_position"])}
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, []
+        pools, self._pools = self._pools, []
+        for conn in sessions:
+            # A session a cancelled read left mid-result (or already closed) cannot be closed politely.
+            with contextlib.suppress(Exception):
+                conn.close()
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- catalog -----------------------------------------------------------------------------------------
+    async def tables(self) -> list[TableSpec]:
+        return await self._call(0, self._tables)  # type: ignore[no-any-return]
+
+    def _tables(self) -> list[TableSpec]:
+        with self._sessions[0].cursor() as cur:
+            cur.execute(_COLUMNS_SQL)
+            columns = cur.fetchall()
+            cur.execute(_KEYS_SQL)
+            keys = cur.fetchall()
+        keysets: dict[str, tuple[str, ...]] = {}
+        chosen: dict[str, str] = {}
+        for schema, table, index, column in keys:
+            name = f"{schema}.{table}"
+            if chosen.setdefault(name, index) == index:
+                keysets[name] = (*keysets.get(name, ()), column)
+        by_table: dict[str, list[Any]] = {}
+        meta: dict[str, tuple[str, str, Any, set[str]]] = {}
+        for schema, table, col, dtype, ctype, charset, fsp, prec, scale, key, est in columns:
+            if not self._selector(schema, table):
+                continue
+            name = f"{schema}.{table}"
+            by_table.setdefault(name, []).append(_column(col, dtype, ctype, charset, fsp, prec, scale))
+            m = meta.setdefault(name, (schema, table, est, set()))
+            if key == "PRI":  # the binlog's primary key (MySQL promotes a unique NOT NULL key when there is none)
+                m[3].add(col)
+        specs = []
+        for name, cols in by_table.items():
+            schema, table, est, pk = meta[name]
+            info = TableInfo(
+                schema,
+                table,
+                tuple(
+                    Column(name=c.name, type_name=rows.type_name(c), type_id=c.type, nullable=True, is_key=c.name in pk)
+                    for c in cols
+                ),
+            )
+            self._columns[name] = cols
+            specs.append(TableSpec(info, keysets.get(name, ()), None if est is None else int(est)))
+        return specs
+
+    async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
+        """Even steps between MIN and MAX of an integer first key column (index-only reads); other key types
+        load as one segment (README, "Full load")."""
+        first = spec.key_columns[0]
+        col = next(c for c in self._columns[spec.name] if c.name == first)
+        if col.type not in rows.INTEGER_TYPES:
+            return []
+        table = f"{quote(spec.info.schema)}.{quote(spec.info.table)}"
+
+        def bounds() -> tuple[Any, Any]:
+            with self._sessions[0].cursor() as cur:
+                cur.execute(f"SELECT MIN({quote(first)}), MAX({quote(first)}) FROM {table}")
+                row = cur.fetchone()
+            return (row[0], row[1]) if row else (None, None)
+
+        lo, hi = await self._call(0, bounds)
+        if lo is None or hi is None or hi <= lo:
+            return []
+        step = (hi - lo) / parts
+        return [(str(int(lo + step * i)),) for i in range(1, parts)]
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def _param(self, spec: TableSpec, column: str, value: Any) -> tuple[str, Any]:
+        """A placeholder and its parameter for a key/boundary value compared with ``column``."""
+        col = next(c for c in self._columns[spec.name] if c.name == column)
+        if value is None:
+            return "NULL", None
+        if isinstance(value, dict) and "hex" in value:
+            return "%s", bytes.fromhex(str(value["hex"]))
+        if col.type in rows.INTEGER_TYPES and isinstance(value, str) and value.lstrip("-").isdigit():
+            return "%s", int(value)
+        if col.type == rows.NEWDECIMAL:
+            return "CAST(%s AS DECIMAL(65,30))", str(value)  # a string would compare as a double
+        return "%s", value
+
+    def _row_cmp(self, spec: TableSpec, cols: Sequence[str], values: Sequence[Any], op: str) -> tuple[str, list[Any]]:
+        marks, params = [], []
+        for c, v in zip(cols, values, strict=True):
+            mark, p = self._param(spec, c, v)
+            marks.append(mark)
+            if mark != "NULL":
+                params.append(p)
+        return f"({', '.join(quote(c) for c in cols)}) {op} ({', '.join(marks)})", params
+
+    def _query(self, spec: TableSpec, seg: Segment, after: Key | None) -> tuple[str, list[Any]]:
+        keys = spec.key_columns
+        where: list[str] = []
+        params: list[Any] = []
+        # Segment columns that lead the key are NOT NULL: the bounds are then also plain (index range) predicates.
+        on_key = bool(seg.columns) and tuple(keys[: len(seg.columns)]) == tuple(seg.columns)
+        for bound, op, wrap in ((seg.lo, ">=", "IS NOT TRUE"), (seg.hi, "<=", "IS TRUE")):
+            if bound is None:
+                continue
+            cmp, p = self._row_cmp(spec, seg.columns, bound, "<=")
+            where.append(f"({cmp}) {wrap}")
+            params += p
+            if on_key:
+                mark, first = self._param(spec, seg.columns[0], bound[0])
+                where.append(f"{quote(seg.columns[0])} {op} {mark}")
+                params.append(first)
+        if keys and after is not None:
+            # k0 >= a0 AND (k0, k1, ...) > (a0, a1, ...): the first term lets the optimizer range-scan the index.
+            mark, first = self._param(spec, keys[0], after[0])
+            where.append(f"{quote(keys[0])} >= {mark}")
+            params.append(first)
+            cmp, p = self._row_cmp(spec, keys, after, ">")
+            where.append(cmp)
+            params += p
+        cols = ", ".join(quote(c.name) for c in spec.info.columns)
+        query = f"SELECT {cols} FROM {quote(spec.info.schema)}.{quote(spec.info.table)}"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        if keys:
+            query += f" ORDER BY {', '.join(quote(k) for k in keys)} LIMIT {self._chunk_rows}"
+        return query, params
+
+    async def read(self, session: int, spec: TableSpec, segment: Segment, after: Key | None) -> AsyncIterator[Chunk]:
+        conn = self._sessions[session]
+        keys = spec.key_columns
+        names = [c.name for c in spec.info.columns]
+        key_idx = [names.index(k) for k in keys]
+        convs = [
+            (i, conv)
+            for i, c in enumerate(self._columns[spec.name])
+            if (conv := load_converter(c, mariadb=self._mariadb, no_hex_prefix=self._no_hex_prefix)) is not None
+        ]
+        size = self._buffer_size
+
+        def fetch(cur: pymysql.cursors.SSCursor) -> tuple[list[dict[str, Any]], Key | None]:
+            raw = cur.fetchmany(size)
+            last = [_key_json(raw[-1][i]) for i in key_idx] if raw and keys else None
+            out = []
+            for r in raw:
+                values = list(r)
+                for i, conv in convs:
+                    v = values[i]
+                    if v is not None:
+                        values[i] = conv(v)
+                out.append(dict(zip(names, values, strict=True)))
+            return out, last
+
+        def execute() -> pymysql.cursors.SSCursor:
+            query, params = self._query(spec, segment, after)
+            cur = pymysql.cursors.SSCursor(conn)
+            cur.execute(query, params)
+            return cur
+
+        while True:
+            n = 0
+            try:
+                cur = await self._call(session, execute)
+                while True:
+                    batch, last = await self._call(session, fetch, cur)
+                    if not batch:
+                        break
+                    n += len(batch)
+                    after = last
+                    yield Chunk(batch, last)
+                await self._call(session, cur.close)
+            except pymysql.err.MySQLError as exc:
+                raise _error(f"full load of {spec.name}", exc) from None
+            if not keys or n < self._chunk_rows:
+                return
+
+
+def _order(position: dict[str, Any]) -> tuple[str, int]:
+    return str(position["file"]), int(position["pos"])
+
+
+def _error(what: str, exc: pymysql.err.MySQLError) -> SourceError:
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    msg = exc.args[1] if len(exc.args) > 1 else str(exc)
+    if isinstance(exc, pymysql.err.OperationalError) and code >= 2000:  # client-side: lost / cannot connect
+        return SourceConnectionError(f"{what}: [{code}] {msg}")
+    return SourceError(f"{what}: [{code}] {msg}")

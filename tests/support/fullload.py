@@ -1,0 +1,147 @@
+"""Helpers of the full-load end-to-end tests, shared by PostgreSQL and MySQL/MariaDB.
+
+The stream is replayed like a consumer would (one shard, so arrival order is stream order): ``load``, ``insert``
+and ``update`` set a row, ``delete`` removes it; the result must equal the source tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.support import free_port
+from tests.support.daemon import Daemon
+
+ROOT = Path(__file__).resolve().parents[2]
+FULL_LOAD_AND_CDC = 'migration_type = "full-load-and-cdc"'
+FULL_LOAD = 'migration_type = "full-load"'
+# Local Kinesis servers are not limited per shard; the default 1,000 records/s budget would only slow tests.
+FAST = "shard_rate_limit = false"
+# Small pages and two segments per table in three sessions: many markers, parallel reads.
+PARALLEL = "[full_load]\nmax_full_load_subtasks = 3\nparallel_load_threads = 2\nchunk_rows = 1000"
+
+
+def replay(records: list[dict[str, Any]], table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """A table's final state from its records, in stream order."""
+    state: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        doc = r["data"]
+        meta = doc["metadata"]
+        if meta.get("table-name") != table or meta["record-type"] != "data":
+            continue
+        row = doc["data"]
+        k = tuple(row[c] for c in key)
+        if meta["operation"] == "delete":
+            state.pop(k, None)
+        else:
+            state[k] = row
+    return state
+
+
+def keyed(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Source rows (NULLs left out, as the records leave them out) by key, to compare with :func:`replay`."""
+    out = {}
+    for row in rows:
+        row = {k: v for k, v in row.items() if v is not None}
+        out[tuple(row[c] for c in key)] = row
+    return out
+
+
+def loads_of(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
+    return [
+        r["data"]
+        for r in records
+        if r["data"]["metadata"].get("table-name") == table and r["data"]["metadata"]["operation"] == "load"
+    ]
+
+
+def ranges_mapping(path: Path, schema: str, table: str, columns: list[str], boundaries: list[list[str]]) -> Path:
+    """A mapping file selecting every table of ``schema`` with a table-settings ``ranges`` rule for ``table``."""
+    rules = [
+        {
+            "rule-type": "selection",
+            "rule-id": "1",
+            "rule-name": "1",
+            "object-locator": {"schema-name": schema, "table-name": "%"},
+            "rule-action": "include",
+        },
+        {
+            "rule-type": "table-settings",
+            "rule-id": "2",
+            "rule-name": "2",
+            "object-locator": {"schema-name": schema, "table-name": table},
+            "parallel-load": {"type": "ranges", "columns": columns, "boundaries": boundaries},
+        },
+    ]
+    path.write_text(json.dumps({"rules": rules}))
+    return path
+
+
+def wait_load_complete(daemon: Daemon, timeout: float = 180) -> None:
+    """Until the daemon logged the end of the load; fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    while "full load complete" not in daemon.log_path.read_text():
+        assert time.monotonic() < deadline, daemon.log_tail()
+        if daemon.proc is not None and daemon.proc.poll() is not None:
+            raise AssertionError(daemon.log_tail())
+        time.sleep(0.5)
+
+
+def run_to_exit(daemon: Daemon, timeout: float = 300) -> int:
+    """Wait for the daemon to exit 0 (a full-load run); returns its peak RSS in KiB."""
+    peak_kib = 0
+    assert daemon.proc is not None
+    deadline = time.monotonic() + timeout
+    while daemon.proc.poll() is None:
+        assert time.monotonic() < deadline, daemon.log_tail()
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
+        time.sleep(0.5)
+    assert daemon.proc.returncode == 0, daemon.log_tail()
+    return peak_kib
+
+
+def completed_rows(daemon: Daemon) -> int:
+    """Rows of the last "full load complete" log line."""
+    done = [json.loads(line) for line in daemon.log_path.read_text().splitlines() if '"full load complete"' in line]
+    assert done, daemon.log_tail()
+    return int(done[-1]["rows"])
+
+
+@contextlib.contextmanager
+def fake_kinesis() -> Iterator[str]:
+    """The fast fake endpoint (bench/fake_kinesis.py, which counts entries); yields its URL."""
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(port)])
+    try:
+        wait_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+
+
+def boto3_stats(url: str) -> dict[str, int]:
+    """The fake endpoint's counters (its non-Kinesis ``Stats`` call)."""
+    req = urllib.request.Request(url, data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def wait_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, "fake Kinesis endpoint did not start"
+        time.sleep(0.1)
