@@ -111,15 +111,9 @@ def test_mysql_tls_missing_ca_is_a_config_error(tmp_path: Path) -> None:
 
 
 def _purge_binlogs(server: MyServer) -> None:
-    """Rotate and purge every binlog but the new one. MariaDB keeps a binlog until InnoDB has checkpointed
-    past it (its Binlog_checkpoint), so retry until it is really gone."""
+    """Rotate and purge every binlog but the new one."""
     server.execute("FLUSH BINARY LOGS")
-    current, _ = server.master_status()
-    deadline = time.monotonic() + 30
-    while len(server.execute("SHOW BINARY LOGS")) > 1:
-        assert time.monotonic() < deadline, server.execute("SHOW BINARY LOGS")
-        server.execute(f"PURGE BINARY LOGS TO '{current}'")
-        time.sleep(0.2)
+    server.purge_binlogs_to(server.master_status()[0])
 
 
 def test_mysql_purged_gtid_is_a_clear_error_not_a_fresh_start(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:

@@ -397,7 +397,7 @@ async def test_purged_binlog_is_a_clear_error(my_db: MyDb) -> None:
     file, _ = my_db.server.master_status()
     await asyncio.to_thread(my_db.server.execute, "FLUSH BINARY LOGS")
     new_file, _ = my_db.server.master_status()
-    await asyncio.to_thread(my_db.server.execute, f"PURGE BINARY LOGS TO '{new_file}'")
+    await asyncio.to_thread(my_db.server.purge_binlogs_to, new_file)
     src = MySQLSource(my_db.config(gtid_mode="off"))
     with pytest.raises(SourceError, match=rf"{file}.*purged.*full load"):
         await src.start({"file": file, "pos": 4, "gtid": None})

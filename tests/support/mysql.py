@@ -128,6 +128,22 @@ class MyServer:
         row = self.execute("SHOW MASTER STATUS")[0]
         return str(row[0]), int(row[1])
 
+    def purge_binlogs_to(self, file: str) -> None:
+        """``PURGE BINARY LOGS TO file``, for certain. The server keeps a file a binlog dump thread is still
+        reading (a reader an earlier test left behind on this shared server): those threads are killed first.
+        MariaDB also keeps a binlog until InnoDB has checkpointed past it (Binlog_checkpoint): so retry."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for row in self.execute("SHOW PROCESSLIST"):
+                if row[4] == "Binlog Dump":
+                    with contextlib.suppress(pymysql.err.MySQLError):
+                        self.execute(f"KILL {int(row[0])}")
+            self.execute(f"PURGE BINARY LOGS TO '{file}'")
+            if self.execute("SHOW BINARY LOGS")[0][0] == file:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"binlogs before {file} are still on the server after PURGE")
+
     def start(self, timeout: float = 60) -> None:
         log = (self.root / "mariadbd.out").open("ab")
         argv = [MARIADBD, f"--defaults-file={self.cnf}"]
