@@ -261,14 +261,7 @@ class EventConverter:
         if plan is not None:
             self._infos[(schema, name)] = plan.info
             return plan
-        info = TableInfo(
-            schema,
-            name,
-            tuple(
-                Column(name=c.name, type_name=rows.type_name(c), type_id=c.type, nullable=True, is_key=c.name in keys)
-                for c in columns
-            ),
-        )
+        info = rows.table_info(schema, name, columns, keys)
         convs = []
         for c in columns:
             conv = rows.converter_for(c, self._no_hex_prefix)

@@ -34,12 +34,14 @@ NULL                                        null (left out of the record unless 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from cdcstream.changes import Column, TableInfo
 
 Converter = Callable[[Any], Any]
 
@@ -263,6 +265,19 @@ def converter_for(column: Any, no_hex_prefix: bool = False) -> Converter | None:
             return make_binary(no_hex_prefix)
         return make_text(charset, no_hex_prefix)
     return None
+
+
+def table_info(schema: str, table: str, columns: Sequence[Any], keys: Collection[str]) -> TableInfo:
+    """The ``TableInfo`` of binlog columns: one definition for the binlog reader and the full load, so load and
+    CDC rows of a table share one mapping plan."""
+    return TableInfo(
+        schema,
+        table,
+        tuple(
+            Column(name=c.name, type_name=type_name(c), type_id=c.type, nullable=True, is_key=c.name in keys)
+            for c in columns
+        ),
+    )
 
 
 def type_name(column: Any) -> str:

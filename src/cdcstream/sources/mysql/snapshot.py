@@ -38,7 +38,6 @@ import pymysql
 import pymysql.cursors
 import structlog
 
-from cdcstream.changes import Column, TableInfo
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
 from cdcstream.sources.mysql import rows
@@ -365,14 +364,7 @@ class MyLoadEngine:
         specs = []
         for name, cols in by_table.items():
             schema, table, est, pk = meta[name]
-            info = TableInfo(
-                schema,
-                table,
-                tuple(
-                    Column(name=c.name, type_name=rows.type_name(c), type_id=c.type, nullable=True, is_key=c.name in pk)
-                    for c in cols
-                ),
-            )
+            info = rows.table_info(schema, table, cols, pk)
             self._columns[name] = cols
             specs.append(TableSpec(info, keysets.get(name, ()), None if est is None else int(est)))
         return specs
