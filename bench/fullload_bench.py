@@ -37,6 +37,7 @@ from bench import mysql_e2e_bench  # noqa: E402
 from bench.common import cpu_seconds, stop_all  # noqa: E402
 from bench.pg_e2e_bench import TABLE  # noqa: E402
 from tests.support import free_port  # noqa: E402
+from tests.support.fullload import peak_rss_kib  # noqa: E402
 from tests.support.mysql import CDC_PASSWORD, CDC_USER, start_private_mariadb  # noqa: E402
 from tests.support.postgres import PG_BIN, start_private_postgres  # noqa: E402
 
@@ -45,16 +46,6 @@ INSERT = (
     "jsonb_build_object('k', g), md5(g::text), g / 3.0, gen_random_uuid() FROM generate_series({lo}, {hi}) g"
 )
 BATCH = 100_000
-
-
-def _peak_rss_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    if "VmHWM:" not in status:  # exited between poll() and the read (a zombie has no memory lines)
-        return 0
-    return int(status.split("VmHWM:")[1].split()[0])
 
 
 def _stats(url: str) -> dict[str, int]:
@@ -197,7 +188,7 @@ format = "json"
     procs.append(daemon)
     peak = cpu = 0.0
     while daemon.poll() is None:
-        peak = max(peak, _peak_rss_kib(daemon.pid))
+        peak = max(peak, peak_rss_kib(daemon.pid))
         with contextlib.suppress(OSError):  # the process may exit between poll() and the read
             cpu = cpu_seconds(daemon.pid)
         time.sleep(0.1)

@@ -95,6 +95,17 @@ def wait_load_complete(daemon: Daemon, timeout: float = 180) -> None:
         time.sleep(0.5)
 
 
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak RSS so far (VmHWM), in KiB; 0 once it is gone or a zombie (no memory lines left)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    if "VmHWM:" not in status:
+        return 0
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
 def run_to_exit(daemon: Daemon, timeout: float = 300) -> int:
     """Wait for the daemon to exit 0 (a full-load run); returns its peak RSS in KiB."""
     peak_kib = 0
@@ -102,9 +113,8 @@ def run_to_exit(daemon: Daemon, timeout: float = 300) -> int:
     deadline = time.monotonic() + timeout
     while daemon.proc.poll() is None:
         assert time.monotonic() < deadline, daemon.log_tail()
-        with contextlib.suppress(OSError):
-            status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
-            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
+        # The daemon may exit between poll() and the read: VmHWM only grows, so the last sample stands.
+        peak_kib = max(peak_kib, peak_rss_kib(daemon.proc.pid))
         time.sleep(0.5)
     assert daemon.proc.returncode == 0, daemon.log_tail()
     return peak_kib
