@@ -621,9 +621,12 @@ class ReaderThread:
         except BaseException as exc:
             if self._stop.is_set():
                 return
-            if out:
-                self._flush(out)
-            self._put(Failure(exc, self._position()))
+            # _put raises StreamLost once the event loop is gone (a shutdown without stop()): nobody is left
+            # to tell, and an exception escaping the thread would only be noise.
+            with contextlib.suppress(StreamLost):
+                if out:
+                    self._flush(out)
+                self._put(Failure(exc, self._position()))
         finally:
             self.connected = False
             if self._stream is not None:
