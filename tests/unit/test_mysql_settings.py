@@ -1,7 +1,8 @@
-"""The binlog settings the MySQL source requires, each reported with its fix (pure function)."""
+"""The binlog settings and privileges the MySQL source requires, each reported with its fix (pure functions)."""
 
 from __future__ import annotations
 
+from cdcstream.sources.mysql.checks import global_privileges
 from cdcstream.sources.mysql.source import settings_problems
 
 GOOD = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
@@ -53,3 +54,15 @@ def test_tls_failures_are_fatal_with_the_fix() -> None:
     decode = classify(ValueError("bad"), "cdc@db:3306", "mariadb-bin.000007:1234")
     assert isinstance(decode, DecodeError) and not decode.retriable
     assert "mariadb-bin.000007:1234" in str(decode) and "--start-position=1234" in str(decode)
+
+
+def test_global_privileges_are_whole_names_of_global_grants() -> None:
+    grants = [
+        "GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `selector`@`%` IDENTIFIED BY PASSWORD '*AB'",
+        "GRANT SELECT, INSERT ON `shop`.* TO `selector`@`%`",
+        "GRANT `reload_role` TO `selector`@`%`",
+    ]
+    # Neither the user name "selector" nor a database grant nor a role named reload_role counts.
+    assert global_privileges(grants) == {"REPLICATION SLAVE", "BINLOG MONITOR"}
+    assert "ALL PRIVILEGES" in global_privileges(["GRANT ALL ON *.* TO `u`@`localhost`"])
+    assert global_privileges(["GRANT USAGE ON *.* TO `u`@`%`"]) == {"USAGE"}

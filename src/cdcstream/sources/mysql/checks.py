@@ -118,15 +118,27 @@ def _run_checks(
     return out
 
 
+def global_privileges(grants: list[str]) -> set[str]:
+    """The privilege names of the global (``ON *.*``) grants among ``SHOW GRANTS`` lines, upper case.
+
+    Whole names, never substrings: a user called ``selector`` or a role grant must not read as SELECT."""
+    out: set[str] = set()
+    for line in grants:
+        head, sep, _ = line.upper().partition(" ON *.* ")
+        if sep and head.startswith("GRANT "):
+            out.update(p.strip() for p in head.removeprefix("GRANT ").split(","))
+    if "ALL" in out:
+        out.add("ALL PRIVILEGES")
+    return out
+
+
 def _privileges(cur: Any, cfg: MySQLSourceConfig, mariadb: bool) -> CheckResult:
     cur.execute("SHOW GRANTS")
-    grants = " ".join(str(r[0]).upper() for r in cur.fetchall())
-    on_all = [g for g in grants.split("GRANT ")[1:] if " ON *.* " in g]
-    text = " ".join(on_all)
-    have_all = "ALL PRIVILEGES" in text
-    slave = have_all or "REPLICATION SLAVE" in text
-    monitor = have_all or "REPLICATION CLIENT" in text or "BINLOG MONITOR" in text or "SUPER" in text
-    select = have_all or "SELECT" in text.replace("REPLICATION", "")
+    privileges = global_privileges([str(r[0]) for r in cur.fetchall()])
+    have_all = "ALL PRIVILEGES" in privileges
+    slave = have_all or "REPLICATION SLAVE" in privileges
+    monitor = have_all or bool(privileges & {"REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"})
+    select = have_all or "SELECT" in privileges
     missing = [
         name
         for name, ok in (
@@ -152,10 +164,8 @@ def _privileges(cur: Any, cfg: MySQLSourceConfig, mariadb: bool) -> CheckResult:
 def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str, str], bool]) -> list[CheckResult]:
     """RELOAD for the snapshot lock, and SELECT on every selected table (each tried with ``LIMIT 0``)."""
     cur.execute("SHOW GRANTS")
-    grants = " ".join(str(r[0]).upper() for r in cur.fetchall()).split("GRANT ")
-    # Only the privilege lists of global grants (a user or host name may contain "RELOAD" too).
-    privileges = {p.strip() for g in grants if " ON *.* " in g for p in g.split(" ON *.* ")[0].split(",")}
-    reload = bool(privileges & {"ALL PRIVILEGES", "ALL", "RELOAD"})
+    privileges = global_privileges([str(r[0]) for r in cur.fetchall()])
+    reload = bool(privileges & {"ALL PRIVILEGES", "RELOAD"})
     out = [
         CheckResult(
             "full load lock",
