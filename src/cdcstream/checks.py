@@ -101,7 +101,13 @@ async def run_all(cfg: Config) -> list[CheckResult]:
             results.append(CheckResult("checkpoint", False, str(exc), "restore or delete the checkpoint file"))
             checkpoint = None
         # (the per-table mapping preview reads PostgreSQL's catalogue; a MySQL one is not written yet)
-        results += await mysql_checks(cfg.source, rules.selects, checkpoint, full_load=cfg.migration_type != "cdc")
+        results += await mysql_checks(
+            cfg.source,
+            rules.selects,
+            checkpoint,
+            full_load=cfg.migration_type != "cdc",
+            cdc=cfg.migration_type != "full-load",
+        )
     else:
         source = await postgres_checks(cfg.source, rules.selects)
         results += source

@@ -225,3 +225,36 @@ async def test_check_names_missing_full_load_privileges(my_db: MyDb) -> None:
         assert f"{db}.t1" not in part["full load tables"].detail and "GRANT SELECT" in part["full load tables"].fix
     finally:
         my_db.server.execute("DROP USER 'part'@'127.0.0.1'")
+
+
+async def test_full_load_alone_needs_only_select(my_db: MyDb) -> None:
+    """``migration_type = "full-load"`` reads tables only: a user with SELECT on the database and nothing else
+    (no binlog privileges, no RELOAD) passes ``check`` and copies every row."""
+    from cdcstream.sources.mysql.checks import run_checks
+
+    await run(
+        my_db,
+        "CREATE TABLE w (id int primary key, v int not null)",
+        "INSERT INTO w SELECT seq, seq FROM seq_1_to_50",
+    )
+    my_db.server.execute("CREATE USER 'reader'@'127.0.0.1' IDENTIFIED BY 'reader'")
+    try:
+        my_db.server.execute(f"GRANT SELECT ON `{my_db.name}`.* TO 'reader'@'127.0.0.1'")
+        creds = {"user": "reader", "password": "reader"}
+        results = await run_checks(my_db.config(**creds), None, None, full_load=True, cdc=False)
+        assert all(r.ok for r in results) and "privileges" not in {r.name for r in results}, results
+        src = _source(my_db, "full-load", **creds)
+        await src.start(None)
+        items: list[Any] = []
+
+        async def drain() -> None:
+            async for batch in src.changes():
+                items.extend(batch)
+
+        try:
+            await asyncio.wait_for(drain(), 60)
+        finally:
+            await src.close()
+        assert _replay(items) == {i: i for i in range(1, 51)}
+    finally:
+        my_db.server.execute("DROP USER 'reader'@'127.0.0.1'")

@@ -4,7 +4,7 @@ Checks: connection, binary logging, ``binlog_format=ROW``, ``binlog_row_image=FU
 privileges (REPLICATION SLAVE and REPLICATION CLIENT / MariaDB BINLOG MONITOR, SELECT), the checkpointed binlog
 file (or GTID position) still on the server, the checkpoint's server identity, and binlog retention; with a full
 load also RELOAD (the snapshot lock; without it the lossless fallback, a warning) and SELECT on every selected table
-(tried). No text produced here contains a password.
+(tried); a full load alone (no CDC) checks only those. No text produced here contains a password.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def _run_checks(
     cfg: MySQLSourceConfig,
     checkpoint: dict[str, Any] | None,
     load_selector: Callable[[str, str], bool] | None = None,
+    cdc: bool = True,
 ) -> list[CheckResult]:
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}"
@@ -59,6 +60,10 @@ def _run_checks(
             version = str(cur.fetchone()[0])
             mariadb = "mariadb" in version.lower()
             out.append(CheckResult("connect", True, f"connected to {where} ({version})"))
+            if not cdc:
+                # A full load alone reads tables only: no binlog, no replication privileges.
+                assert load_selector is not None
+                return out + _full_load_checks(cur, cfg, load_selector)
             cur.execute("SHOW GLOBAL VARIABLES")
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             log_bin = variables.get("log_bin", "OFF").upper()
@@ -282,8 +287,10 @@ async def run_checks(
     checkpoint: dict[str, Any] | None = None,
     *,
     full_load: bool = False,
+    cdc: bool = True,
 ) -> list[CheckResult]:
     """Connect as the configured user and report on every requirement of the binlog source (and, with
-    ``full_load``, of the load: the selected tables are read, so ``selector`` matters there)."""
-    load_selector = (selector or (lambda s, t: True)) if full_load else None
-    return await asyncio.to_thread(_run_checks, cfg, checkpoint, load_selector)
+    ``full_load``, of the load: the selected tables are read, so ``selector`` matters there). ``cdc=False``
+    (``migration_type = "full-load"``) checks the load's requirements only."""
+    load_selector = (selector or (lambda s, t: True)) if full_load or not cdc else None
+    return await asyncio.to_thread(_run_checks, cfg, checkpoint, load_selector, cdc)

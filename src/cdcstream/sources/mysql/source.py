@@ -145,10 +145,11 @@ def fetch_gtid_gap(cur: Any, info: ServerInfo, resume_gtid: str) -> None:
 
 
 def fetch_server_info(
-    cfg: MySQLSourceConfig, resume_gtid: str | None = None
+    cfg: MySQLSourceConfig, resume_gtid: str | None = None, *, binlog: bool = True
 ) -> tuple[ServerInfo, tuple[str, int, str | None]]:
     """Blocking: version, settings, binlog list and the current position (file, pos, GTID state); with
-    ``resume_gtid``, also which of it the server's binlogs no longer have."""
+    ``resume_gtid``, also which of it the server's binlogs no longer have. ``binlog=False`` (a full load
+    only) tolerates binary logging off and a user without binlog privileges: the position is then empty."""
     try:
         conn = pymysql.connect(**connection_settings(cfg))
     except pymysql.err.MySQLError as exc:
@@ -171,16 +172,20 @@ def fetch_server_info(
                 row = cur.fetchone()
             except pymysql.err.MySQLError as exc:
                 code = exc.args[0] if exc.args else 0
-                if code in (1227, 1044, 1142):
+                if not binlog and code in (1227, 1044, 1142, 1381):
+                    binlogs, row = [], None
+                elif code in (1227, 1044, 1142):
                     raise SourceError(
                         f"user {cfg.user!r} may not list the binary logs: {exc.args[1]}. Fix: GRANT BINLOG MONITOR "
                         f"ON *.* TO '{cfg.user}'@'…'; (MariaDB) or GRANT REPLICATION CLIENT ON *.* (MySQL 8)."
                     ) from None
-                if code == 1381:  # "You are not using binary logging"
+                elif code == 1381:  # "You are not using binary logging"
                     binlogs, row = [], None
                 else:
                     raise
         info = ServerInfo(version, variables, binlogs)
+        if row is None and not binlog:
+            return info, ("", 0, None)
         if row is None:
             raise SourceError(
                 f"binary logging is off on {cfg.host}:{cfg.port} (log_bin = {variables.get('log_bin', '?')}). Fix: "
@@ -316,7 +321,9 @@ class MySQLSource:
     # ------------------------------------------------------------------------------------------------------
     async def start(self, checkpoint: dict[str, Any] | None) -> None:
         gap_gtid = (checkpoint or {}).get("gtid") if self.cfg.gtid_mode != "off" else None
-        info, current = await asyncio.to_thread(fetch_server_info, self.cfg, gap_gtid or None)
+        info, current = await asyncio.to_thread(
+            fetch_server_info, self.cfg, gap_gtid or None, binlog=self.migration_type != "full-load"
+        )
         self._info = info
         problems = settings_problems(info.variables)
         if problems and self.migration_type != "full-load":
