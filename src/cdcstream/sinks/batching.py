@@ -27,7 +27,7 @@ back (fairness).
 Fast lane: a record whose key has nothing queued, nothing in flight (and no shard limiter is configured) waits
 in ``_fresh`` (key -> record, arrival order) instead of a queue of its own. A request of fast-lane records has
 pairwise distinct keys by construction, so it is built without any per-key planning: a full load keyed by
-primary key (every record a new key) skips the per-key bookkeeping that was a third of its CPU. A second record
+primary key (every record a new key) skips the per-key bookkeeping that was a sixth of its CPU. A second record
 for a key still in the fast lane moves both to an ordinary queue, in order; once taken, a fast-lane key is in
 flight like any other, so later records of it queue behind it and failures requeue exactly as above.
 """
