@@ -267,6 +267,103 @@ BatcherMachine.TestCase.settings = settings(
 TestBatcherModel = BatcherMachine.TestCase
 
 
+class FastLaneMachine(BatcherMachine):
+    """The same model with mostly distinct keys (a full load keyed by primary key): the fast lane carries most
+    records, and a key comes back now and then while its first record waits, is in flight or was requeued."""
+
+    @rule(n=st.integers(1, 8), repeat=st.integers(0, 3))
+    def put_distinct(self, n: int, repeat: int) -> None:
+        for i in range(n):
+            key = f"u{self.seq - repeat}" if i == 0 and repeat and self.seq >= repeat else f"u{self.seq}"
+            _add(self.b, key, self.seq, self.now)
+            self.put[key].append(self.seq)
+            self.seq += 1
+
+
+FastLaneMachine.TestCase.settings = settings(
+    max_examples=300, stateful_step_count=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestFastLaneModel = FastLaneMachine.TestCase
+
+
+def test_fast_lane_distinct_keys_make_one_request_without_per_key_queues() -> None:
+    b = Batcher()
+    for i in range(600):
+        _add(b, f"pk{i}", i)
+    batch = b.take_batch(0.0, 500, 1 << 30)
+    assert batch is not None and _seqs(batch) == list(range(500))
+    assert batch.keys == [f"pk{i}" for i in range(500)] and batch.counts == [1] * 500
+    assert batch.nbytes == sum(10 + key_size(f"pk{i}") for i in range(500))
+    assert b.pending == 100 and b.in_flight_keys == frozenset(batch.keys)
+    assert b.take_batch(0.0, 500, 1 << 30, linger=0.02) is None  # 100 records, not lingered yet
+    rest = b.take_batch(0.02, 500, 1 << 30, linger=0.02)
+    assert rest is not None and _seqs(rest) == list(range(500, 600))
+    assert b.pending == 0 and b.pending_bytes == 0
+
+
+def test_fast_lane_key_repeated_while_waiting_stays_in_order() -> None:
+    b = Batcher()
+    _add(b, "a", 0)
+    _add(b, "b", 1)
+    _add(b, "a", 2)  # a's first record still waits: both move to a's own queue, in order
+    assert [r.seq for r in b.queued("a")] == [0, 2]
+    sent: list[int] = []
+    while (batch := b.take_batch(1.0, 500, 1 << 30)) is not None:
+        sent += _seqs(batch)
+    assert sorted(sent) == [0, 1, 2] and sent.index(0) < sent.index(2)
+
+
+def test_fast_lane_key_in_flight_queues_behind_it_and_partial_failure_keeps_order() -> None:
+    b = Batcher(base_delay=0.001, max_delay=0.001)
+    for i in range(3):
+        _add(b, f"k{i}", i)
+    first = b.take_batch(0.0, 500, 1 << 30)
+    assert first is not None and _seqs(first) == [0, 1, 2]
+    _add(b, "k1", 3)  # k1 is in flight: an ordinary queue, not the fast lane
+    _add(b, "k9", 4)
+    second = b.take_batch(0.0, 500, 1 << 30)
+    assert second is not None and _seqs(second) == [4]  # k1 waits for its request
+    done = b.complete(first, [None, THROTTLE, None], 0.0)
+    assert [r.seq for r in done.acked] == [0, 2]
+    assert [r.seq for r in b.queued("k1")] == [1, 3]  # the failed record goes back before the newer one
+    b.complete(second, None, 0.0)
+    resent: list[int] = []
+    for t in (1.0, 2.0, 3.0):  # k1's congestion window is one record after its failure
+        retry = b.take_batch(t, 500, 1 << 30)
+        if retry is not None:
+            resent += _seqs(retry)
+            b.complete(retry, None, t)
+    assert resent == [1, 3]
+    assert b.pending == 0 and b.pending_bytes == 0 and not b.in_flight_keys
+
+
+def test_fast_lane_whole_request_failure_requeues_in_order() -> None:
+    b = Batcher(base_delay=0.001, max_delay=0.001)
+    for i in range(4):
+        _add(b, f"k{i}", i)
+    batch = b.take_batch(0.0, 500, 1 << 30)
+    assert batch is not None
+    _add(b, "k0", 4)
+    b.requeue_all(batch, 0.0)
+    again = b.take_batch(1.0, 500, 1 << 30)
+    assert again is not None
+    assert [r.seq for r in again.records if r.partition_key == "k0"] == [0, 4]
+    assert sorted(_seqs(again)) == [0, 1, 2, 3, 4]
+
+
+def test_fast_lane_off_with_a_shard_limiter_and_older_queues_go_first() -> None:
+    b = Batcher()
+    b.limiter = object()  # type: ignore[assignment]  # only its presence matters to add()
+    _add(b, "x", 0)
+    assert not b._fresh and len(b.queued("x")) == 1
+    b = Batcher()
+    _add(b, "hot", 0, now=0.0)
+    _add(b, "hot", 1, now=0.0)  # moved to a queue (its first_at stays 0.0)
+    _add(b, "new", 2, now=1.0)
+    batch = b.take_batch(2.0, 2, 1 << 30)
+    assert batch is not None and _seqs(batch) == [0, 1]  # the older queue before the newer fast-lane record
+
+
 def test_partial_failure_halves_the_key_window_then_it_grows_and_resets() -> None:
     b = Batcher(base_delay=0.001, max_delay=0.001)
     for i in range(5000):

@@ -170,3 +170,26 @@ def test_load_rules_file_errors(tmp_path: Path) -> None:
         load_rules(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_rules(tmp_path / "missing.json")
+
+
+def test_load_rows_fast_path_writes_exactly_the_general_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Load rows skip the per-row metadata dict (serialised once per table and batch); the bytes must be what the
+    general path writes, for several tables, NULLs, a >64-bit integer (orjson refuses it) and both key settings."""
+    monkeypatch.setattr("cdcstream.mapping.envelope.now_iso", lambda: "2026-11-27T12:00:00.000000Z")
+    other = TableInfo("public", "other", (Column("k", "text", 25, False, True), Column("v", "numeric", 1700)))
+    events = [
+        event(Op.LOAD, {"id": 1, "name": "a", "qty": None}),
+        ChangeEvent(Op.LOAD, other, {"k": "x", "v": 2**70}, None, None, "", 0.0, "", 0),
+        event(Op.LOAD, {"id": 2, "name": 'é\n"', "qty": 3}),
+        event(Op.INSERT, {"id": 3, "name": "c", "qty": 4}),
+        ChangeEvent(Op.LOAD, other, {"k": "", "v": None}, None, None, "", 0.0, "", 0),
+    ]
+    for target in ({}, {"partition_include_schema_table": True}, {"include_null_and_empty": True}):
+        fast = mapper(message_format="json-unformatted", **target).map(events)
+        with monkeypatch.context() as m:
+            m.setattr(Mapper, "_load_data", lambda *a: None)
+            general = mapper(message_format="json-unformatted", **target).map(events)
+        assert [(r.partition_key, r.data, r.label, r.commit_epoch) for r in fast] == [
+            (r.partition_key, r.data, r.label, r.commit_epoch) for r in general
+        ]
+    assert orjson.loads(fast[0].data)["metadata"]["operation"] == "load"

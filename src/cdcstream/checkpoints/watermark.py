@@ -31,6 +31,12 @@ class Watermark:
         self._next += 1
         return seq
 
+    def issue_many(self, n: int) -> int:
+        """``n`` consecutive sequence numbers for the next records; returns the first."""
+        seq = self._next
+        self._next += n
+        return seq
+
     def issue_marker(self, marker: Marker) -> None:
         """Place a marker after every record issued so far; it is acknowledged by construction."""
         seq = self._next

@@ -133,6 +133,10 @@ class Mapper:
         out: list[Record] = []
         stamp = now_iso()  # one construction time per batch: a batch is built within microseconds
         include_nulls = self.include_nulls
+        # Load rows of one table share their whole metadata within a batch (no position, no transaction, and
+        # no per-row partition-key-value unless asked for): serialised once per table and batch, and spliced
+        # after each row's data as orjson would write the whole document (json-unformatted only).
+        load_tails: dict[int, bytes] | None = None if self.pretty or self.partition_value else {}
         for ev in events:
             op = ev.op
             if op in ALTER_OPS:
@@ -162,6 +166,11 @@ class Mapper:
             if op is Op.LOAD:
                 key_type = plan.load_key_type
                 key = plan.load_key_of(ev, src, row) or EMPTY_KEY
+                if load_tails is not None and not ev.unchanged_columns:
+                    data = self._load_data(row, plan, stamp, load_tails)
+                    if data is not None:
+                        out.append(Record(partition_key=key, data=data, label=plan.label))
+                        continue
             else:
                 key_type = plan.key_type
                 key = plan.key_of(ev, src, row) or EMPTY_KEY
@@ -191,6 +200,25 @@ class Mapper:
             epoch = None if op is Op.LOAD else ev.commit_epoch
             out.append(Record(partition_key=key, data=self._dumps(doc), commit_epoch=epoch, label=plan.label))
         return out
+
+    def _load_data(self, row: dict[str, Any], plan: TablePlan, stamp: str, tails: dict[int, bytes]) -> bytes | None:
+        """A load row's record body, byte for byte what the general path serialises (``{"data": row,
+        "metadata": {...}}`` compact with a newline); None where only the general path can write the row."""
+        tail = tails.get(id(plan))
+        if tail is None:
+            metadata = {
+                "timestamp": stamp,
+                "record-type": "data",
+                "operation": Op.LOAD.value,
+                "partition-key-type": plan.load_key_type,
+                "schema-name": plan.schema_out,
+                "table-name": plan.table_name,
+            }
+            tail = tails[id(plan)] = b',"metadata":' + orjson.dumps(metadata) + b"}\n"
+        try:
+            return b'{"data":' + orjson.dumps(row) + tail
+        except TypeError:
+            return None  # an integer beyond 64 bits: _dumps' fallback writes it exactly
 
     def _transaction_details(self, ev: ChangeEvent, metadata: dict[str, Any]) -> None:
         txn = ev.transaction_id

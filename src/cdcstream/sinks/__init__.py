@@ -26,6 +26,15 @@ class Sink(Protocol):
     async def put(self, record: Record) -> None:
         """Queue a record for delivery in order; waits (backpressure) while the sink's buffer is full."""
 
+    async def put_many(self, records: Sequence[Record], start: int, stop: int) -> int:
+        """Queue ``records[start:stop]`` in order, as :meth:`put` would one by one, but with one await for the
+        run (it still waits for buffer space record by record). Stops before a record :meth:`put` would refuse
+        (oversize) and returns how many it queued; the caller puts that record itself."""
+
+    @property
+    def room(self) -> int:
+        """How many records :meth:`put_many` would queue now without waiting for buffer space."""
+
     async def run(self) -> None:
         """Deliver queued records until :meth:`close`; raises a non-retriable error if delivery cannot go on."""
 
