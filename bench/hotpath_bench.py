@@ -1,4 +1,5 @@
-"""CPU cost per row of the hot path without I/O: pgoutput decoding, mapping + JSON serialisation, batching.
+"""CPU cost per row of the hot path without I/O: pgoutput decoding, mapping + JSON serialisation, batching
+(one key; a key per record as in a full load, with and without per-shard budgets).
 
 Frames are captured once from a private PostgreSQL 15 (a 10-column table, 1000 INSERTs and 1000 UPDATEs, the
 layout of reference/env.md §6a), then each stage runs over them repeatedly in this process.
@@ -9,6 +10,7 @@ layout of reference/env.md §6a), then each stage runs over them repeatedly in t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -22,7 +24,9 @@ from cdcstream.changes import ChangeEvent  # noqa: E402
 from cdcstream.config import TargetConfig  # noqa: E402
 from cdcstream.mapping.envelope import Mapper  # noqa: E402
 from cdcstream.mapping.rules import MappingRules  # noqa: E402
+from cdcstream.records import Record  # noqa: E402
 from cdcstream.sinks.batching import Batcher  # noqa: E402
+from cdcstream.sinks.shards import ShardLimiter, ShardMap  # noqa: E402
 from cdcstream.sources.postgres.pgoutput import Decoder  # noqa: E402
 from tests.support.postgres import start_private_postgres  # noqa: E402
 from tests.unit.fixtures.pgoutput.capture import BENCH, capture  # noqa: E402
@@ -60,20 +64,30 @@ def main() -> int:
         results[f"map + serialise ({fmt})"] = best_of(args.repeat, lambda m=mapper: m.map(events), rows)
     records = Mapper(MappingRules(), TargetConfig(stream_name="s", message_format="json-unformatted"), "b").map(events)
 
-    def batching() -> None:
+    # A full load keys each row by its primary key: every record a new partition key (the sink's fast lane).
+    keyed = [dataclasses.replace(r, partition_key=f"public.bench.{i}") for i, r in enumerate(records)]
+    top = 2**128
+
+    def batching(recs: list[Record] = records, shards: int = 0) -> None:
         b = Batcher()
-        for r in records:
+        if shards:  # budgets high enough never to bind: the cost of checking them
+            ranges = [(top // shards * i, top // shards * (i + 1) - 1, f"s{i}") for i in range(shards)]
+            b.limiter = ShardLimiter(ShardMap(ranges), 1e12, 1e15, 0.0)
+        for r in recs:
             b.add(r.partition_key, r, 0.0, len(r.data) + len(r.partition_key))
         while (batch := b.take_batch(1.0, 500, 5 * 1024 * 1024)) is not None:
             b.complete(batch, None, 1.0)  # None: every entry accepted
 
     results["batch (one key, 500/request)"] = best_of(args.repeat, batching, rows)
+    results["batch (a key per record)"] = best_of(args.repeat, lambda: batching(keyed), rows)
+    results["batch (a key per record, 64 shard budgets)"] = best_of(args.repeat, lambda: batching(keyed, 64), rows)
     print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(f"{rows} row changes, best of {args.repeat}")
     for name, us in results.items():
-        print(f"  {name:40s} {us:6.2f} µs/row   {1e6 / us:>12,.0f} rows/s")
-    total = sum(v for k, v in results.items() if "(json)" not in k)
-    print(f"  {'total (json-unformatted)':40s} {total:6.2f} µs/row   {1e6 / total:>12,.0f} rows/s")
+        print(f"  {name:44s} {us:6.2f} µs/row   {1e6 / us:>12,.0f} rows/s")
+    total = sum(results[k] for k in ("decode (pgoutput -> ChangeEvent)", "map + serialise (json-unformatted)"))
+    total += results["batch (one key, 500/request)"]
+    print(f"  {'total (json-unformatted)':44s} {total:6.2f} µs/row   {1e6 / total:>12,.0f} rows/s")
     return 0
 
 

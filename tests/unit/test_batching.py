@@ -4,7 +4,7 @@ state machine checking the ordering and delivery guarantees against a model."""
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from cdcstream.records import Record
 from cdcstream.sinks.batching import WINDOW_RESET, Batch, Batcher, key_size
 from cdcstream.sinks.kinesis import effective_partition_key
+from cdcstream.sinks.shards import ShardLimiter, ShardMap
 
 THROTTLE = "ProvisionedThroughputExceededException"
 
@@ -286,6 +287,18 @@ FastLaneMachine.TestCase.settings = settings(
 TestFastLaneModel = FastLaneMachine.TestCase
 
 
+class LimitedFastLaneMachine(FastLaneMachine):
+    """The fast lane under per-shard budgets (the default with real Kinesis): blocked keys move to queues."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b.limiter = ShardLimiter(_two_shards(), records_per_second=4, bytes_per_second=200, now=0.0)
+
+
+LimitedFastLaneMachine.TestCase.settings = FastLaneMachine.TestCase.settings
+TestLimitedFastLaneModel = LimitedFastLaneMachine.TestCase
+
+
 def test_fast_lane_distinct_keys_make_one_request_without_per_key_queues() -> None:
     b = Batcher()
     for i in range(600):
@@ -351,11 +364,37 @@ def test_fast_lane_whole_request_failure_requeues_in_order() -> None:
     assert sorted(_seqs(again)) == [0, 1, 2, 3, 4]
 
 
-def test_fast_lane_off_with_a_shard_limiter_and_older_queues_go_first() -> None:
+def _two_shards() -> ShardMap:
+    return ShardMap([(0, 2**127 - 1, "s0"), (2**127, 2**128 - 1, "s1")])
+
+
+def test_fast_lane_keeps_shard_budgets_and_sends_the_blocked_keys_later() -> None:
+    shards = _two_shards()
     b = Batcher()
-    b.limiter = object()  # type: ignore[assignment]  # only its presence matters to add()
-    _add(b, "x", 0)
-    assert not b._fresh and len(b.queued("x")) == 1
+    b.limiter = ShardLimiter(shards, records_per_second=3, bytes_per_second=10**9, now=0.0)
+    keys = [f"k{i}" for i in range(20)]
+    for i, key in enumerate(keys):
+        _add(b, key, i)
+    assert {shards.shard_of(k) for k in keys[:8]} == {0, 1}
+    now = 0.0
+    sent: list[int] = []
+    while len(sent) < 20:
+        batch = b.take_batch(now, 500, 1 << 30)
+        if batch is None:
+            wake = b.next_wakeup(now, 0.0)
+            assert wake is not None and wake >= now, "blocked keys must be woken for, never forgotten"
+            now = max(wake, now + 0.01)
+            continue
+        per_shard = Counter(shards.shard_of(k) for k in batch.keys)
+        assert max(per_shard.values()) <= 3 + now * 3  # never above the burst plus the refill
+        assert len(set(batch.keys)) == len(batch.keys)
+        sent += _seqs(batch)
+        b.complete(batch, None, now)
+    assert sorted(sent) == list(range(20)) and b.pending == 0 and b.pending_bytes == 0
+    assert now >= (20 / 2 - 3) / 3 * 0.9  # the budget held them back: ~10 records per shard at 3/s
+
+
+def test_older_queues_go_before_newer_fast_lane_records() -> None:
     b = Batcher()
     _add(b, "hot", 0, now=0.0)
     _add(b, "hot", 1, now=0.0)  # moved to a queue (its first_at stays 0.0)

@@ -24,7 +24,7 @@ a flat list of records plus a list of ``(key, count)`` groups, each key's record
 in a dict in arrival order; a key whose queue empties is removed, so when it comes back it goes to the
 back (fairness).
 
-Fast lane: a record whose key has nothing queued, nothing in flight (and no shard limiter is configured) waits
+Fast lane: a record whose key has nothing queued and nothing in flight waits
 in ``_fresh`` (key -> record, arrival order) instead of a queue of its own. A request of fast-lane records has
 pairwise distinct keys by construction, so it is built without any per-key planning: a full load keyed by
 primary key (every record a new key) skips the per-key bookkeeping that was a sixth of its CPU. A second record
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cdcstream.records import Record
@@ -182,7 +182,7 @@ class Batcher:
                 self._queues[key] = deque((first, record))
                 self._first_at[key] = self._fresh_at
                 return False
-            if self.limiter is None and key not in self._in_flight:
+            if key not in self._in_flight:
                 if not fresh:
                     self._fresh_at = now
                 fresh[key] = record
@@ -213,9 +213,6 @@ class Batcher:
         whichever holds the older waiting record first (the other when the first has nothing to send)."""
         if not self._fresh:
             return self._take_queued(now, max_records, max_bytes, linger)
-        if self.limiter is not None:  # a limiter set after records arrived: budgets are per key, in the queues
-            self._spill_fresh()
-            return self._take_queued(now, max_records, max_bytes, linger)
         queues = self._queues
         if queues and self._first_at[next(iter(queues))] < self._fresh_at:
             return self._take_queued(now, max_records, max_bytes, linger) or self._take_fresh(
@@ -225,13 +222,20 @@ class Batcher:
             now, max_records, max_bytes, linger
         )
 
-    def _spill_fresh(self) -> None:
-        """Move the fast lane's records to ordinary queues (in arrival order)."""
-        for key, record in self._fresh.items():
-            self._queues[key] = deque((record,))
-            self._first_at[key] = self._fresh_at
-        self._fresh.clear()
-        self._fresh_bytes = 0
+    def _spill(self, keys: Iterable[str]) -> None:
+        """Move these keys' fast-lane records to ordinary queues (in arrival order), where the rules for
+        oversize records and spent shard budgets apply."""
+        fresh = self._fresh
+        queues = self._queues
+        for key in keys:
+            record = fresh.pop(key)
+            self._fresh_bytes -= len(record.data) + key_size(key)
+            q = queues.get(key)
+            if q is None:
+                queues[key] = deque((record,))
+                self._first_at[key] = self._fresh_at
+            else:  # ordering = "none" only: the key was requeued after a failure while this record waited here
+                q.append(record)
 
     def _take_fresh(self, now: float, max_records: int, max_bytes: int, linger: float) -> Batch | None:
         """The fast lane's oldest records as one request (same full/linger rule as the queues). Its keys are
@@ -244,21 +248,46 @@ class Batcher:
         keys = batch.keys
         key_sizes = batch.key_sizes
         nbytes = 0
+        limiter = self.limiter
+        # Per shard touched: [records left, bytes left, records taken, bytes taken] of its budget.
+        budgets: dict[int, list[float]] = {}
+        blocked: list[str] = []
         for key, record in fresh.items():
             ks = len(key) if key.isascii() else len(key.encode())
             size = len(record.data) + ks
             if nbytes + size > max_bytes:
                 break
+            if limiter is not None:
+                shard = limiter.map.shard_of(key)
+                budget = budgets.get(shard)
+                if budget is None:
+                    budget = budgets[shard] = [*limiter.available(shard, now), 0, 0]
+                if budget[0] < 1 or budget[1] < size:
+                    # The shard's budget is spent: the key waits in a queue, where the per-shard wait and
+                    # wake-up rules apply; records of other shards go on.
+                    blocked.append(key)
+                    continue
+                budget[0] -= 1
+                budget[1] -= size
+                budget[2] += 1
+                budget[3] += size
             records.append(record)
             keys.append(key)
             key_sizes.append(ks)
             nbytes += size
             if len(records) >= max_records:
                 break
+        if blocked:
+            self._spill(blocked)
         n = len(records)
-        if not n:  # a head record larger than a request: leave it to the queues' rules
-            self._spill_fresh()
+        if not n:
+            if not blocked:  # a head record larger than a request: leave it to the queues' rules
+                self._spill(list(fresh))
             return None
+        if limiter is not None:
+            for shard, budget in budgets.items():
+                if budget[2]:
+                    limiter.spend(shard, int(budget[2]), int(budget[3]))
         if n == len(fresh):
             fresh.clear()
         else:
