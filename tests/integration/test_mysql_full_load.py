@@ -365,3 +365,21 @@ async def test_reload_refusals(my_db: MyDb) -> None:
     only_load = MySQLSource(my_db.config(), migration_type="full-load")
     with pytest.raises(SourceError, match="migration_type full-load has no change stream"):
         await only_load.request_reload(f"{my_db.name}.r")
+
+
+async def test_reload_on_an_idle_server(my_db: MyDb) -> None:
+    """No transaction after P: the reader's heartbeat position says everything before P is in, and the rows
+    follow (instead of waiting for the next write)."""
+    await run(
+        my_db, "CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL)", "INSERT INTO r SELECT seq, 0 FROM seq_1_to_100"
+    )
+    src = MySQLSource(my_db.config(heartbeat_interval=0.5), migration_type="cdc")
+    await src.start(None)
+    reader = Reader(src)
+    try:
+        await src.request_reload(f"{my_db.name}.r")
+        await reader.wait_for(lambda r: len(r.events) >= 100 and not src._reloads, within=20, what="reload rows")
+    finally:
+        await reader.stop()
+    assert [e.op for e in reader.events] == [Op.LOAD] * 100
+    assert "reload" in reader.markers[0].checkpoint and "reload" not in reader.markers[-1].checkpoint
