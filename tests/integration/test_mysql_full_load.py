@@ -19,7 +19,7 @@ import pytest
 from cdcstream.changes import ChangeEvent, Marker, Op
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import SourceError
-from cdcstream.sources.mysql import MySQLSource
+from cdcstream.sources.mysql import MySQLSource, snapshot
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
 from cdcstream.sources.mysql.source import connection_settings
 from tests.integration.test_mysql_source import Reader, n_events, run
@@ -285,10 +285,26 @@ def assert_exact_reload(items: list[Any], table: str) -> int:
     return len(rows)
 
 
-@pytest.mark.parametrize("lock", [True, False], ids=["lock", "binlog_snapshot"])
-async def test_reload_is_exact_while_a_writer_runs(my_db: MyDb, lock: bool) -> None:
-    """reload --table in a cdc task while every transaction changes the table: exact in both snapshot paths
-    (FLUSH TABLES WITH READ LOCK; MariaDB's per-snapshot binlog position without RELOAD, two sessions)."""
+@pytest.mark.parametrize(
+    ("lock", "pause", "sessions"),
+    [(True, 0.0, 2), (False, 0.002, 2), (False, 0.0, 1)],
+    ids=["lock", "binlog_snapshot", "binlog_snapshot_one_session"],
+)
+async def test_reload_is_exact_while_a_writer_runs(
+    my_db: MyDb, monkeypatch: pytest.MonkeyPatch, lock: bool, pause: float, sessions: int
+) -> None:
+    """reload --table in a cdc task while every transaction changes the table: exact in every snapshot path
+    (FLUSH TABLES WITH READ LOCK; without RELOAD, MariaDB's per-snapshot binlog position with two sessions
+    brought to one position, and with one session when they cannot be, forced here)."""
+    if sessions == 1:
+        align = snapshot.MyLoadEngine._align
+
+        def never_aligned(engine: snapshot.MyLoadEngine) -> dict[str, Any]:
+            if len(engine._sessions) > 1:  # a server too busy for the sessions to meet at one position
+                raise snapshot.SnapshotsDiffer("forced by the test")
+            return align(engine)
+
+        monkeypatch.setattr(snapshot.MyLoadEngine, "_align", never_aligned)
     await run(
         my_db,
         "CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL)",
@@ -303,7 +319,7 @@ async def test_reload_is_exact_while_a_writer_runs(my_db: MyDb, lock: bool) -> N
         await src.start(None)
         reader = Reader(src)
         stop = threading.Event()
-        writer = threading.Thread(target=reload_writer, args=(my_db, stop), daemon=True)
+        writer = threading.Thread(target=reload_writer, args=(my_db, stop, pause), daemon=True)
         writer.start()
         try:
             await reader.wait_for(n_events(200), what="changes before the reload")
@@ -331,8 +347,8 @@ async def test_reload_is_exact_while_a_writer_runs(my_db: MyDb, lock: bool) -> N
     assert not [m for m in reader.markers[-3:] if "reload" in m.checkpoint]
     status = src.status()["reload"]
     assert status["pending"] == [] and status["running"] is None
-    # Two sessions (two segments) at one snapshot in both paths: the lock, or aligned binlog_snapshot positions.
-    assert status["last"]["path"] == ("lock" if lock else "binlog_snapshot") and status["last"]["sessions"] == 2
+    # Two sessions (two segments) at one snapshot: under the lock, or at aligned binlog_snapshot positions.
+    assert status["last"]["path"] == ("lock" if lock else "binlog_snapshot") and status["last"]["sessions"] == sessions
     assert status["last"]["rows"] == assert_exact_reload(items, "r")
 
 

@@ -310,13 +310,15 @@ class MyLoadEngine:
         report the same position, which is then exact for every session; give up after a few rounds (a
         write-heavy server) with :class:`SnapshotsDiffer`, and the caller uses one session."""
         sessions = self._sessions
-        for _ in range(ALIGN_ROUNDS):
+        for round_ in range(ALIGN_ROUNDS + 1):
             positions = [self._snapshot_position(c) for c in sessions]
             newest = max(positions, key=_order)
             behind = [c for c, p in zip(sessions, positions, strict=True) if _order(p) != _order(newest)]
             if not behind:
                 log.info("reload snapshot taken without a lock (MariaDB binlog_snapshot)", position=newest)
                 return newest
+            if round_ == ALIGN_ROUNDS:
+                break
             for conn in behind:
                 with conn.cursor() as cur:
                     cur.execute("ROLLBACK")
