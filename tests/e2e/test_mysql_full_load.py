@@ -17,7 +17,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from tests.integration.test_mysql_full_load import reload_writer
+from tests.integration.test_mysql_reload import reload_writer
 from tests.support.daemon import (
     create_stream,
     kill_at_random_moments,
