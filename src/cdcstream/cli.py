@@ -165,7 +165,8 @@ def _setup(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _reload(cfg: Config, table: str) -> int:
-    """POST /reload to the running daemon (PostgreSQL, migration_type cdc or full-load-and-cdc)."""
+    """POST /reload to the running daemon: re-copy one table while CDC runs (PostgreSQL, MySQL/MariaDB;
+    migration_type cdc or full-load-and-cdc after the initial load). A refusal is printed, exit 1."""
     import urllib.error
     import urllib.parse
     import urllib.request

@@ -7,8 +7,6 @@ and ``update`` set a row, ``delete`` removes it. The result must equal the sourc
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,7 +17,14 @@ from typing import Any
 import psycopg
 
 from tests.support import pg_types as m
-from tests.support.daemon import create_stream, kill_at_random_moments, read_stream, start_daemon, wait_for
+from tests.support.daemon import (
+    create_stream,
+    kill_at_random_moments,
+    read_stream,
+    start_daemon,
+    table_records,
+    wait_for,
+)
 from tests.support.fullload import (
     FAST,
     FULL_LOAD,
@@ -28,11 +33,14 @@ from tests.support.fullload import (
     boto3_stats,
     fake_kinesis,
     keyed,
+    load_runs,
     loads_of,
     ranges_mapping,
+    reload_cli,
     replay,
     run_to_exit,
     wait_load_complete,
+    wait_logged,
 )
 from tests.support.postgres import PgDb
 
@@ -332,15 +340,11 @@ def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path)
         daemon.wait_ready()
         thread.start()
         time.sleep(1)
-        cli = [sys.executable, "-m", "cdcstream", "reload", "--config", str(daemon.config)]
-        bad = subprocess.run([*cli, "--table", "public.nope"], capture_output=True, text=True, env=daemon.env)
+        bad = reload_cli(daemon, "public.nope")
         assert bad.returncode == 1 and "does not exist" in bad.stderr, bad
-        ok = subprocess.run([*cli, "--table", "public.r"], capture_output=True, text=True, env=daemon.env)
+        ok = reload_cli(daemon, "public.r")
         assert ok.returncode == 0 and "queued" in ok.stdout, ok
-        deadline = time.monotonic() + 60
-        while '"reload done"' not in daemon.log_path.read_text():
-            assert time.monotonic() < deadline, daemon.log_tail()
-            time.sleep(0.3)
+        wait_logged(daemon, '"reload done"', timeout=60)
         time.sleep(1)
         stop.set()
         thread.join()
@@ -360,7 +364,5 @@ def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path)
     assert daemon.proc.wait(timeout=60) == 3  # SourceError
     assert "no full load is recorded" in daemon.log_tail()
     records = read_stream(moto_url, stream)
-    ops = [r["data"]["metadata"]["operation"] for r in records if r["data"]["metadata"].get("table-name") == "r"]
-    first, last = ops.index("load"), len(ops) - 1 - ops[::-1].index("load")
-    assert ops[first : last + 1] == ["load"] * (last - first + 1)  # one contiguous copy, changes around it
-    assert first > 0 and last < len(ops) - 1
+    [(first, last)] = load_runs(records, "r")  # one contiguous copy, changes around it
+    assert first > 0 and last < len(table_records(records, "r")) - 1

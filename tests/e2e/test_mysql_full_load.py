@@ -6,8 +6,10 @@ the FLUSH TABLES WITH READ LOCK path; the fallback without it is in tests/integr
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,15 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from tests.support.daemon import create_stream, kill_at_random_moments, read_stream, start_mysql_daemon, wait_for
+from tests.integration.test_mysql_reload import reload_writer
+from tests.support.daemon import (
+    create_stream,
+    kill_at_random_moments,
+    read_stream,
+    start_mysql_daemon,
+    table_records,
+    wait_for,
+)
 from tests.support.fullload import (
     FAST,
     FULL_LOAD,
@@ -25,11 +35,14 @@ from tests.support.fullload import (
     completed_rows,
     fake_kinesis,
     keyed,
+    load_runs,
     loads_of,
     ranges_mapping,
+    reload_cli,
     replay,
     run_to_exit,
     wait_load_complete,
+    wait_logged,
 )
 from tests.support.mysql import MyDb
 
@@ -237,3 +250,104 @@ def test_mysql_large_table(my_db: MyDb, tmp_path: Path) -> None:
     assert stats["entries"] == rows + 1  # every row, and the RestartTask record
     assert peak_kib < 400 * 1024, f"peak RSS {peak_kib} KiB"
     assert completed_rows(daemon) == rows
+
+
+def _reload_tables(my_db: MyDb, rows: int) -> None:
+    my_db.execute("CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL)")
+    my_db.execute(f"INSERT INTO r SELECT seq, 0 FROM seq_1_to_{rows}")
+    my_db.execute("CREATE TABLE o (id int PRIMARY KEY)")
+    my_db.execute("ANALYZE TABLE r")
+
+
+def _stop_and_converge(
+    my_db: MyDb, moto_url: str, stream: str, stop: threading.Event, writer: threading.Thread
+) -> None:
+    """Let the writer run a moment longer (changes after the reload), stop it, and wait until the replayed
+    stream equals both tables."""
+    time.sleep(1)
+    stop.set()
+    writer.join()
+    for table in ("r", "o"):
+        expected = source_rows(my_db, table, ("id",))
+        wait_for(moto_url, stream, lambda recs, t=table, e=expected: replay(recs, t, ("id",)) == e, timeout=120)
+
+
+def _checkpoint(tmp_path: Path) -> dict[str, Any]:
+    """The position the daemon last checkpointed."""
+    doc = json.loads(next((tmp_path / "state").glob("*.checkpoint.json")).read_text())
+    return dict(doc["body"]["checkpoint"])
+
+
+def test_mysql_reload_table_while_cdc_runs(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
+    """``cdcstream reload --table`` on MariaDB while a writer keeps changing the table: rows that existed before
+    the daemon started arrive only through the reload, yet the replayed stream equals the table; the other
+    table keeps streaming; wrong names are refused."""
+    _reload_tables(my_db, 3000)
+    stream = create_stream(moto_url, f"mflt-{uuid.uuid4().hex[:8]}")
+    daemon = start_mysql_daemon(my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=FAST)
+    stop = threading.Event()
+    writer = threading.Thread(target=reload_writer, args=(my_db, stop, 0.003), daemon=True)
+    try:
+        daemon.wait_ready()
+        writer.start()
+        time.sleep(1)
+        bad = reload_cli(daemon, f"{my_db.name}.nope")
+        assert bad.returncode == 1 and "does not exist" in bad.stderr, bad
+        unselected = reload_cli(daemon, "mysql.user")
+        assert unselected.returncode == 1 and "not selected by the table mapping" in unselected.stderr, unselected
+        ok = reload_cli(daemon, f"{my_db.name}.r")
+        assert ok.returncode == 0 and "queued" in ok.stdout, ok
+        wait_logged(daemon, '"reload done"', timeout=60)
+        _stop_and_converge(my_db, moto_url, stream, stop, writer)
+        status = json.loads(urllib.request.urlopen(daemon.http + "/status", timeout=5).read())
+        assert status["source"]["reload"]["pending"] == []
+        assert status["source"]["reload"]["last"]["path"] == "lock"
+        assert status["source"]["reload"]["last"]["sessions"] == 2
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        stop.set()
+        daemon.kill()
+    records = read_stream(moto_url, stream)
+    [(first, last)] = load_runs(records, "r")  # one contiguous copy, changes around it
+    assert first > 0 and last < len(table_records(records, "r")) - 1
+    loaded = [r["data"]["id"] for r in loads_of(records, "r")]
+    assert len(loaded) == len(set(loaded)) > 2000  # each row once (the writer deleted some before the snapshot)
+
+
+def test_mysql_sigkill_during_reload_redoes_it(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
+    """SIGKILL after the reload was requested and before its rows are all out: the checkpoint still names it,
+    the restarted daemon copies the table again, and the replayed stream still equals the table."""
+    _reload_tables(my_db, 20_000)
+    stream = create_stream(moto_url, f"mflk-{uuid.uuid4().hex[:8]}")
+    daemon = start_mysql_daemon(
+        my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=f"{FAST}\nmax_buffered_records = 500"
+    )
+    stop = threading.Event()
+    writer = threading.Thread(target=reload_writer, args=(my_db, stop, 0.003), daemon=True)
+    table = f"{my_db.name}.r"
+    try:
+        daemon.wait_ready()
+        writer.start()
+        ok = reload_cli(daemon, table)
+        assert ok.returncode == 0 and "queued" in ok.stdout, ok
+        wait_logged(daemon, "reload: snapshot taken", timeout=60)
+        time.sleep(1)  # part of the rows are out (a copy of this size takes several seconds)
+        daemon.kill()
+        assert '"reload done"' not in daemon.log_path.read_text(), "the kill came after the reload"
+        checkpoint = _checkpoint(tmp_path)
+        assert checkpoint["reload"] == [table]
+        daemon.start()
+        wait_logged(daemon, "reload pending from the last run: redoing it")
+        wait_logged(daemon, '"reload done"', timeout=120)
+        _stop_and_converge(my_db, moto_url, stream, stop, writer)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        stop.set()
+        daemon.kill()
+    checkpoint = _checkpoint(tmp_path)
+    assert "reload" not in checkpoint
+    records = read_stream(moto_url, stream)
+    runs = load_runs(records, "r")
+    assert len(runs) >= 1
+    first, last = runs[-1]  # the redone copy: every row the table had at its snapshot
+    assert last - first + 1 >= 20_000 - 3000

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import free_port
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, table_records
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL_LOAD_AND_CDC = 'migration_type = "full-load-and-cdc"'
@@ -93,6 +93,37 @@ def wait_load_complete(daemon: Daemon, timeout: float = 180) -> None:
         if daemon.proc is not None and daemon.proc.poll() is not None:
             raise AssertionError(daemon.log_tail())
         time.sleep(0.5)
+
+
+def reload_cli(daemon: Daemon, table: str) -> subprocess.CompletedProcess[str]:
+    """``cdcstream reload --table`` against the running daemon."""
+    cli = [sys.executable, "-m", "cdcstream", "reload", "--config", str(daemon.config), "--table", table]
+    return subprocess.run(cli, capture_output=True, text=True, env=daemon.env, timeout=60)
+
+
+def wait_logged(daemon: Daemon, text: str, count: int = 1, timeout: float = 120) -> None:
+    """Until ``text`` is in the daemon's log ``count`` times; fails if the daemon exits first."""
+    deadline = time.monotonic() + timeout
+    while daemon.log_path.read_text().count(text) < count:
+        assert time.monotonic() < deadline, daemon.log_tail()
+        if daemon.proc is not None and daemon.proc.poll() is not None:
+            raise AssertionError(daemon.log_tail())
+        time.sleep(0.3)
+
+
+def load_runs(records: list[dict[str, Any]], table: str) -> list[tuple[int, int]]:
+    """(first, last) indices of each contiguous run of ``load`` records among the table's records
+    (:func:`~tests.support.daemon.table_records`): one per copy (a reload redone after a crash makes two)."""
+    ops = [r["data"]["metadata"].get("operation") for r in table_records(records, table)]
+    runs: list[tuple[int, int]] = []
+    for i, op in enumerate(ops):
+        if op != "load":
+            continue
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
 
 
 def peak_rss_kib(pid: int) -> int:

@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -253,6 +253,32 @@ class FullLoad:
         self.finished = False
         self._m_rows = metrics.FULL_LOAD_ROWS.labels(label)
         self._m_progress = metrics.FULL_LOAD_PROGRESS.labels(label)
+
+    @classmethod
+    def for_reload(
+        cls,
+        engine: LoadEngine,
+        cfg: FullLoadConfig,
+        *,
+        label: str,
+        base_checkpoint: Callable[[], dict[str, Any]],
+        settings: Callable[[str, str], ParallelLoad | None],
+        sessions: int | None = None,
+    ) -> FullLoad:
+        """The load of ``reload --table``: one table, no load state in the markers (they are CDC positions
+        before the reload point, still naming the pending reload), as many sessions as the table can have
+        segments (not ``max_full_load_subtasks``) unless ``sessions`` says otherwise."""
+        if sessions is None:
+            sessions = max(1, min(cfg.max_full_load_subtasks, cfg.parallel_load_threads))
+        return cls(
+            engine,
+            cfg.model_copy(update={"max_full_load_subtasks": sessions}),
+            label=label,
+            checkpoint=None,
+            base_checkpoint=base_checkpoint,
+            settings=settings,
+            phase_markers=False,
+        )
 
     # -- planning ----------------------------------------------------------------------------------------
     async def _plan(self, spec: TableSpec) -> list[Segment]:
@@ -469,3 +495,73 @@ class FullLoad:
                 "segments_done": sum(1 for s in p.segments if s.done),
             }
         return {"finished": self.finished, "rows": self.rows, "tables": tables}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reload --table: re-copying one table while CDC runs (both engines)
+# ----------------------------------------------------------------------------------------------------------
+RELOAD_FIELD = "reload"
+"""Checkpoint field naming the tables whose reload is requested and not yet out (``["s.t", ...]``)."""
+
+
+async def validate_reload(
+    name: str,
+    *,
+    migration_type: str,
+    initial_load: FullLoad | None,
+    selector: Callable[[str, str], bool] | None,
+    exists: Callable[[str, str], Awaitable[bool]],
+    where: str,
+) -> tuple[str, str]:
+    """``(schema, table)`` of a reload request, or a SourceError saying why it is refused (the HTTP endpoint
+    answers 400 with it, ``cdcstream reload`` exits 1). ``exists`` asks the engine's catalog."""
+    schema, dot, table = name.partition(".")
+    if not dot or not schema or not table:
+        raise SourceError(f"reload: expected schema.table, got {name!r}")
+    if migration_type == "full-load":
+        raise SourceError("reload: migration_type full-load has no change stream to reload into")
+    if initial_load is not None and not initial_load.finished:
+        raise SourceError("reload: the initial full load is still running")
+    if selector is not None and not selector(schema, table):
+        raise SourceError(f"reload: {name} is not selected by the table mapping")
+    if not await exists(schema, table):
+        raise SourceError(f"reload: table {name} does not exist in {where}")
+    return schema, table
+
+
+class PendingReloads:
+    """The queue of requested reloads, carried in every checkpoint (``{"reload": [...]}``) until the table's
+    rows are all out, so a crash in between redoes the reload from the start."""
+
+    def __init__(self, checkpoint: dict[str, Any] | None = None) -> None:
+        self.names: list[str] = [str(t) for t in (checkpoint or {}).get(RELOAD_FIELD) or ()]
+        if self.names:
+            log.info("reload pending from the last run: redoing it", tables=self.names)
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    @property
+    def current(self) -> str:
+        return self.names[0]
+
+    def add(self, name: str) -> tuple[bool, str]:
+        """Queue ``name``; (whether it was new, the answer for the caller)."""
+        if name in self.names:
+            return False, f"reload of {name} already pending"
+        self.names.append(name)
+        log.info("reload requested", table=name)
+        return True, f"reload of {name} queued"
+
+    def pop(self) -> None:
+        """The current reload's rows are all yielded (the next marker no longer names it)."""
+        self.names.pop(0)
+
+    def extra(self) -> dict[str, Any]:
+        """The checkpoint field while reloads are pending, else nothing."""
+        return {RELOAD_FIELD: list(self.names)} if self.names else {}
+
+    def stamp(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """``checkpoint`` with the pending reloads as they are now (the field removed when none are)."""
+        out = {k: v for k, v in checkpoint.items() if k != RELOAD_FIELD}
+        return {**out, **self.extra()}

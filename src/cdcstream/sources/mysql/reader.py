@@ -120,6 +120,10 @@ class Batch:
     touched: list[TablePlan] = field(default_factory=list)
     heartbeat: bool = False
     ddl_skipped: int = 0
+    # With a heartbeat: the binlog position (file, pos) the server had sent everything up to. The server sends
+    # one only when nothing is left to send, and the binlog holds whole transactions, so everything before it
+    # is in this batch or earlier ones (reload --table splits the stream there on an idle server).
+    heard: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -612,7 +616,7 @@ class ReaderThread:
                     )
                 conv.handle(ev, stream.table_map, out)
                 if isinstance(ev, HeartbeatLogEvent):
-                    self._flush(out, heartbeat=True)
+                    self._flush(out, heartbeat=True, heard=(str(ev.ident).rstrip("\x00"), int(ev.packet.log_pos)))
                     out = []
                 elif out and (isinstance(out[-1], Marker) or len(out) >= BATCH_MAX):
                     self._flush(out)
@@ -639,9 +643,11 @@ class ReaderThread:
         pos = getattr(stream, "log_pos", None) or self._conv.pos
         return f"{file}:{pos}" if file else None
 
-    def _flush(self, items: list[Item], heartbeat: bool = False) -> None:
+    def _flush(self, items: list[Item], heartbeat: bool = False, heard: tuple[str, int] | None = None) -> None:
         conv = self._conv
-        batch = Batch(items, conv.transactions, conv.last_commit_epoch, list(conv.touched), heartbeat, conv.ddl_skipped)
+        batch = Batch(
+            items, conv.transactions, conv.last_commit_epoch, list(conv.touched), heartbeat, conv.ddl_skipped, heard
+        )
         conv.transactions = 0
         conv.ddl_skipped = 0
         conv.touched.clear()

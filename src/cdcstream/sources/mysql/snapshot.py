@@ -50,6 +50,14 @@ _NO_LOCK_CODES = frozenset({1044, 1045, 1142, 1227, 1205})
 # Seconds FLUSH TABLES WITH READ LOCK may wait for running statements before the fallback is used instead:
 # while it waits, it already blocks new writes.
 LOCK_WAIT_TIMEOUT = 10
+# Rounds of reopening snapshots to bring several sessions to one binlog position without the lock (_align).
+ALIGN_ROUNDS = 20
+
+
+class SnapshotsDiffer(SourceError):
+    """Several load sessions could not be brought to one snapshot without the lock (a busy server): an exact
+    reload then reads with one session."""
+
 
 _TYPES: dict[str, int] = {
     "tinyint": rows.TINY,
@@ -199,8 +207,12 @@ class MyLoadEngine:
         buffer_size: int,
         no_hex_prefix: bool,
         where: str,
+        exact: bool = False,
     ) -> None:
-        self._settings = settings  # connection_settings(cfg): TLS and the rest apply to every session
+        self._settings = settings
+        # reload --table: every session must see exactly the returned position (one snapshot), not merely
+        # a position no later than each of them (see _align).
+        self._exact = exact  # connection_settings(cfg): TLS and the rest apply to every session
         self._mariadb = mariadb
         self._want_position = want_position
         self._selector = selector
@@ -267,6 +279,9 @@ class MyLoadEngine:
                     sessions=sessions,
                     position=position or None,
                 )
+            elif self._mariadb and fresh and self._want_position and self._exact:
+                self.path = "binlog_snapshot"
+                position = self._align()
             elif self._mariadb:
                 self.path = "binlog_snapshot"
                 if fresh and self._want_position:
@@ -275,7 +290,7 @@ class MyLoadEngine:
             else:
                 self.path = "position-before"
                 position = before
-            if not locked:
+            if not locked and not (self._exact and self._mariadb):
                 log.warning(
                     "full load snapshot without a global read lock (RELOAD not granted or the lock timed out): "
                     "the sessions' snapshots may differ slightly; CDC starts at or before the earliest, so rows "
@@ -288,6 +303,27 @@ class MyLoadEngine:
             raise _error("full load: cannot open the snapshot sessions", exc) from None
         finally:
             control.close()
+
+    def _align(self) -> dict[str, Any]:
+        """MariaDB without the lock, for an exact reload: the sessions' snapshots opened one after the other,
+        so a commit in between puts them at different binlog positions. Reopen the ones behind until all
+        report the same position, which is then exact for every session; give up after a few rounds (a
+        write-heavy server) with :class:`SnapshotsDiffer`, and the caller uses one session."""
+        sessions = self._sessions
+        for round_ in range(ALIGN_ROUNDS + 1):
+            positions = [self._snapshot_position(c) for c in sessions]
+            newest = max(positions, key=_order)
+            behind = [c for c, p in zip(sessions, positions, strict=True) if _order(p) != _order(newest)]
+            if not behind:
+                log.info("reload snapshot taken without a lock (MariaDB binlog_snapshot)", position=newest)
+                return newest
+            if round_ == ALIGN_ROUNDS:
+                break
+            for conn in behind:
+                with conn.cursor() as cur:
+                    cur.execute("ROLLBACK")
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        raise SnapshotsDiffer(f"the {len(sessions)} load sessions' snapshots kept landing at different positions")
 
     def _lock(self, control: pymysql.Connection[Any]) -> bool:
         started = time.monotonic()

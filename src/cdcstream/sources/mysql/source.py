@@ -31,7 +31,15 @@ from cdcstream.config import FullLoadConfig, MySQLSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
-from cdcstream.sources.fullload import FullLoad, completed_marker_state, is_loading, load_completed, load_started
+from cdcstream.sources.fullload import (
+    FullLoad,
+    PendingReloads,
+    completed_marker_state,
+    is_loading,
+    load_completed,
+    load_started,
+    validate_reload,
+)
 from cdcstream.sources.mysql.reader import (
     OPS,
     Batch,
@@ -46,6 +54,8 @@ from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
+# Snapshots a reload may take before its binlog position is at or after what was already streamed.
+REOPEN_ATTEMPTS = 50
 QUEUE_BATCHES = 4  # bound on batches waiting for the pipeline (each at most reader.BATCH_MAX items)
 SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
@@ -252,6 +262,11 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
     return problems
 
 
+def _binlog_at(checkpoint: dict[str, Any]) -> tuple[str, int]:
+    """(file, pos) of a checkpoint or position: ordered like the binlog while the base name stays the same."""
+    return str(checkpoint["file"]), int(checkpoint["pos"])
+
+
 def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
     """Whether a checkpoint's server identity names another server. Checkpoints written before the identity
     was stored have none: accepted (and the identity recorded from now on)."""
@@ -285,6 +300,15 @@ class MySQLSource:
         self._load: FullLoad | None = None
         # {"load": {"done": true, ...}} in every checkpoint after a full load (kept across reconnects).
         self._load_extra: dict[str, Any] = {}
+        # reload --table: tables waiting to be re-copied (stamped on every marker yielded while any is pending,
+        # never put into the reader's markers, which may be queued before a request or after its end), the
+        # running one's load and its binlog point P.
+        self._reloads = PendingReloads()
+        self._reload: FullLoad | None = None
+        self._reload_point: tuple[str, int] | None = None
+        self._last_reload: dict[str, Any] | None = None  # the last finished one, for /status
+        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
+        self._at_boundary = True  # the last item yielded ended a transaction (or nothing was yielded yet)
         self._user_selector = selector
         self._no_hex_prefix = no_hex_prefix
         self._label = f"mysql:{cfg.host}:{cfg.port}"
@@ -331,6 +355,8 @@ class MySQLSource:
         if load_completed(checkpoint):
             assert checkpoint is not None
             self._load_extra = {"load": checkpoint["load"]}
+        # A reload requested and not finished before the last stop is done again from the start.
+        self._reloads = PendingReloads(checkpoint)
         if is_loading(checkpoint) and not load_started(checkpoint):
             checkpoint = None  # a load intent without a snapshot yet: nothing was acknowledged, load afresh
         if self.migration_type == "full-load" or (
@@ -365,6 +391,7 @@ class MySQLSource:
         )
         self._set_extra()
         self._resume = self._conv.checkpoint()
+        self._last_checkpoint = self._reloads.stamp(self._resume)
         self._acked = checkpoint
         self._started = True
         if self._load is not None:
@@ -519,10 +546,12 @@ class MySQLSource:
             assert self._conv is not None
             self._set_extra()
             self._resume = self._conv.checkpoint()
-            yield [Marker(dict(self._resume), None, False)]
+            yield self._out([Marker(dict(self._resume), None, False)])
             self._start_reader()
             self._log.info("full load done: streaming the binlog from the snapshot's position", resume=self._resume)
         while not self._closed:
+            if self._reloads and self._reload is None and self._at_boundary:
+                await self._begin_reload()
             if self._reader is None:
                 await self._reconnect()
                 continue
@@ -531,8 +560,185 @@ class MySQLSource:
                 await self._reader_failed(msg)
                 continue
             self._after_batch(msg)
-            if msg.items:
-                yield msg.items
+            items = msg.items
+            if self._reload_point is not None:
+                split = self._reload_split(items, msg.heard)
+                if split is not None:
+                    if split:
+                        yield self._out(items[:split])
+                    async for batch in self._finish_reload():
+                        yield batch
+                    items = items[split:]
+            if items:
+                yield self._out(items)
+
+    def _out(self, items: list[Item]) -> list[Item]:
+        """``items`` as yielded: markers name the pending reloads; remembers the last marker and whether the
+        batch ends a transaction (a reload starts only there)."""
+        if self._reloads:
+            items = [
+                Marker(self._reloads.stamp(i.checkpoint), i.commit_epoch, i.transaction) if isinstance(i, Marker) else i
+                for i in items
+            ]
+        for item in reversed(items):
+            if isinstance(item, Marker):
+                self._last_checkpoint = item.checkpoint
+                break
+        if items:
+            self._at_boundary = isinstance(items[-1], Marker)
+        return items
+
+    # ------------------------------------------------------------------------------------------------------
+    # reload --table: re-copy one table while CDC runs
+    # ------------------------------------------------------------------------------------------------------
+    async def request_reload(self, name: str) -> str:
+        """Queue a consistent re-copy of ``schema.table`` (``POST /reload``, ``cdcstream reload``).
+
+        At the next transaction boundary of the yielded stream the load sessions open one snapshot with its
+        exact binlog position P (README, "Reloading one table while CDC runs"); the stream goes on up to the
+        last transaction ending at or before P, the table's rows follow as ``load`` records, then the changes
+        from P on. The request is in every checkpoint until the rows are out, so a crash in between redoes it.
+        """
+        await validate_reload(
+            name,
+            migration_type=self.migration_type,
+            initial_load=self._load,
+            selector=self._selects,
+            exists=self._table_exists,
+            where=f"the MySQL/MariaDB server {self.cfg.host}:{self.cfg.port}",
+        )
+        return self._reloads.add(name)[1]
+
+    async def _table_exists(self, schema: str, table: str) -> bool:
+        def query() -> bool:
+            try:
+                conn = pymysql.connect(**connection_settings(self.cfg))
+            except pymysql.err.MySQLError as exc:
+                raise connect_error(self.cfg, exc) from None
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                        "AND TABLE_TYPE = 'BASE TABLE'",
+                        (schema, table),
+                    )
+                    return cur.fetchone() is not None
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(query)
+
+    async def _begin_reload(self) -> None:
+        """Open the reload's sessions at one snapshot and set its binlog point P.
+
+        Called between batches at a transaction boundary, so everything yielded so far ends at the last
+        yielded marker Y. Under FLUSH TABLES WITH READ LOCK, P is the binlog's end, so P >= Y. Without the lock
+        (MariaDB: the snapshot's own Binlog_snapshot_position) a transaction can be in the binlog, and so
+        already streamed, a moment before it is visible to new snapshots: then P < Y, and the rows would miss
+        changes already sent before them. That snapshot is thrown away and a new one taken, until P >= Y.
+        """
+        from cdcstream.sources.mysql.snapshot import MyLoadEngine, SnapshotsDiffer
+
+        assert self._info is not None
+        name = self._reloads.current
+        schema, _, table = name.partition(".")
+        fl = self._full_load_cfg
+        yielded = _binlog_at(self._last_checkpoint)
+        sessions: int | None = None
+        for attempt in range(REOPEN_ATTEMPTS):
+            engine = MyLoadEngine(
+                lambda: connection_settings(self.cfg),
+                mariadb=self._info.mariadb,
+                want_position=True,
+                selector=lambda s, t: (s, t) == (schema, table),
+                chunk_rows=fl.chunk_rows,
+                buffer_size=fl.parallel_load_buffer_size,
+                no_hex_prefix=self._no_hex_prefix,
+                where=self._where,
+                exact=True,
+            )
+            load = FullLoad.for_reload(
+                engine,
+                fl,
+                label=self._label,
+                # The last position yielded, naming the reload (also when nothing was yielded since the request).
+                base_checkpoint=lambda: self._reloads.stamp(self._last_checkpoint),
+                settings=self._parallel_load,
+                sessions=sessions,
+            )
+            try:
+                await load.open()
+            except SnapshotsDiffer as exc:
+                self._log.warning("reload: reading with one session (one snapshot)", table=name, reason=str(exc))
+                sessions = 1
+                continue
+            point = _binlog_at(load.start_position)
+            if point >= yielded:
+                self._reload, self._reload_point = load, point
+                self._last_reload = {
+                    "table": name,
+                    "point": f"{point[0]}:{point[1]}",
+                    "path": engine.path,
+                    "sessions": load.cfg.max_full_load_subtasks,
+                }
+                if engine.path != "lock" and not self._info.mariadb:
+                    self._log.warning(
+                        "reload without FLUSH TABLES WITH READ LOCK on MySQL: the position is read before the "
+                        "snapshot, so rows changed in between arrive as load rows and again as changes after them "
+                        "(lossless, not exact); grant RELOAD for an exact reload",
+                        table=name,
+                    )
+                self._log.info(
+                    "reload: snapshot taken, streaming up to its binlog position",
+                    table=name,
+                    point=f"{point[0]}:{point[1]}",
+                    path=engine.path,
+                )
+                return
+            await engine.close()
+            self._log.info(
+                "reload: snapshot older than the stream already sent; taking another", table=name, attempt=attempt
+            )
+            await asyncio.sleep(0.05 * (attempt + 1))
+        raise SourceError(
+            f"reload of {name}: {REOPEN_ATTEMPTS} snapshots in a row were older than the binlog position already "
+            f"streamed ({yielded[0]}:{yielded[1]}); the server's binlog_snapshot_position does not advance"
+        )
+
+    def _reload_split(self, items: list[Item], heard: tuple[str, int] | None) -> int | None:
+        """Index of the first item after the reload point P, or None while all are before it and the reader
+        may not have reached P yet. P is a transaction boundary of the binlog, so a transaction either ends at
+        or before P (its marker's position) or starts at or after it (its events' stream-position)."""
+        point = self._reload_point
+        assert point is not None
+        for i, item in enumerate(items):
+            if isinstance(item, Marker):
+                at = _binlog_at(item.checkpoint)
+                if at > point:
+                    return i
+                if at == point:
+                    return i + 1
+            else:
+                file, _, rest = item.stream_position.rpartition(":")
+                if (file, int(rest.partition(".")[0])) >= point:
+                    return i
+        if heard is not None and heard >= point:
+            return len(items)  # an idle server: everything up to the heartbeat's position is in
+        return None
+
+    async def _finish_reload(self) -> AsyncIterator[list[Item]]:
+        load = self._reload
+        assert load is not None
+        name = self._reloads.current
+        async for batch in load.run():
+            yield list(batch)
+        self._reloads.pop()
+        self._reload = None
+        self._reload_point = None
+        self._log.info("reload done", table=name, rows=load.rows)
+        self._last_reload = {**(self._last_reload or {}), "rows": load.rows}
+        # The first checkpoint no longer naming the table: acknowledged only after every row before it.
+        yield self._out([Marker(self._reloads.stamp(self._last_checkpoint), None, False)])
 
     async def _reader_failed(self, failure: Failure) -> None:
         reader, self._reader = self._reader, None
@@ -628,12 +834,20 @@ class MySQLSource:
             "server_identity": self._identity or None,
             "last_commit_time": conv.last_commit_time if conv else None,
             "full_load": None if self._load is None else self._load.status(),
+            "reload": {
+                "pending": list(self._reloads.names),
+                "running": None if self._reload is None else self._reload.status(),
+                "last": self._last_reload,
+            },
         }
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        reload, self._reload = self._reload, None
+        if reload is not None:
+            await reload.engine.close()  # opened but not run (run() closes it itself)
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.stop()

@@ -34,7 +34,15 @@ from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
-from cdcstream.sources.fullload import FullLoad, completed_marker_state, is_loading, load_completed, load_started
+from cdcstream.sources.fullload import (
+    FullLoad,
+    PendingReloads,
+    completed_marker_state,
+    is_loading,
+    load_completed,
+    load_started,
+    validate_reload,
+)
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
@@ -147,7 +155,7 @@ class PostgresSource:
         # ({"reload": ["s.t", ...]}), kept across reconnects.
         self._load_extra: dict[str, Any] = {}
         # reload --table: tables waiting to be re-copied, the running one's load and its consistent point.
-        self._reloads: list[str] = []
+        self._reloads = PendingReloads()
         self._reload: FullLoad | None = None
         self._reload_point: int | None = None
         self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
@@ -189,10 +197,9 @@ class PostgresSource:
         if load_completed(checkpoint):
             assert checkpoint is not None
             self._load_extra = {"load": checkpoint["load"]}
-        if checkpoint is not None and checkpoint.get("reload"):
-            # A reload was requested and not finished before the last stop: do it again.
-            self._reloads = [str(t) for t in checkpoint["reload"]]
-            self._load_extra["reload"] = list(self._reloads)
+        # A reload requested and not finished before the last stop is done again.
+        self._reloads = PendingReloads(checkpoint)
+        self._load_extra.update(self._reloads.extra())
         # A load intent without a snapshot yet: the previous start died before its first load checkpoint, so
         # a slot it may have created carries nothing acknowledged (it is dropped and made again below).
         intent_only = is_loading(checkpoint) and not load_started(checkpoint)
@@ -582,15 +589,21 @@ class PostgresSource:
         records, then the changes from P on. The request is in every checkpoint until the rows are out, so a
         crash in between redoes it.
         """
-        schema, dot, table = name.partition(".")
-        if not dot or not schema or not table:
-            raise SourceError(f"reload: expected schema.table, got {name!r}")
-        if self.migration_type == "full-load":
-            raise SourceError("reload: migration_type full-load has no change stream to reload into")
-        if self._load is not None and not self._load.finished:
-            raise SourceError("reload: the initial full load is still running")
-        if self._selector is not None and not self._selector(schema, table):
-            raise SourceError(f"reload: {name} is not selected by the table mapping")
+        await validate_reload(
+            name,
+            migration_type=self.migration_type,
+            initial_load=self._load,
+            selector=self._selector,
+            exists=self._table_exists,
+            where=f"database {self.cfg.database!r}",
+        )
+        added, answer = self._reloads.add(name)
+        if added:
+            self._load_extra.update(self._reloads.extra())
+            self._set_extra()
+        return answer
+
+    async def _table_exists(self, schema: str, table: str) -> bool:
         conn = await self._normal_connection()
         row = await (
             await conn.execute(
@@ -599,15 +612,7 @@ class PostgresSource:
                 (schema, table),
             )
         ).fetchone()
-        if row is None:
-            raise SourceError(f"reload: table {name} does not exist in database {self.cfg.database!r}")
-        if name in self._reloads:
-            return f"reload of {name} already pending"
-        self._reloads.append(name)
-        self._load_extra["reload"] = list(self._reloads)
-        self._set_extra()
-        self._log.info("reload requested", table=name)
-        return f"reload of {name} queued"
+        return row is not None
 
     def _remember(self, items: Sequence[Item]) -> None:
         for item in reversed(items):
@@ -618,7 +623,7 @@ class PostgresSource:
     async def _begin_reload(self) -> None:
         from cdcstream.sources.postgres.snapshot import PgLoadEngine
 
-        name = self._reloads[0]
+        name = self._reloads.current
         schema, _, table = name.partition(".")
         fl = self._full_load_cfg
         engine = PgLoadEngine(
@@ -635,16 +640,12 @@ class PostgresSource:
         )
         # Markers inside the reload are plain CDC checkpoints at the last position yielded before it (never past
         # the changes held back for after the rows), still naming the pending reload.
-        # One table: as many sessions as it can have segments, not max_full_load_subtasks.
-        sessions = max(1, min(fl.max_full_load_subtasks, fl.parallel_load_threads))
-        self._reload = FullLoad(
+        self._reload = FullLoad.for_reload(
             engine,
-            fl.model_copy(update={"max_full_load_subtasks": sessions}),
+            fl,
             label=self._label,
-            checkpoint=None,
             base_checkpoint=lambda: {**self._last_checkpoint, **self._decoder.checkpoint_extra},
             settings=self._parallel_load,
-            phase_markers=False,
         )
         await self._reload.open()
         point = parse_lsn(str(self._reload.start_position["lsn"]))
@@ -676,14 +677,11 @@ class PostgresSource:
     async def _finish_reload(self) -> AsyncIterator[Sequence[Item]]:
         load = self._reload
         assert load is not None
-        name = self._reloads[0]
+        name = self._reloads.current
         async for batch in load.run():
             yield batch
-        self._reloads.pop(0)
-        if self._reloads:
-            self._load_extra["reload"] = list(self._reloads)
-        else:
-            self._load_extra.pop("reload", None)
+        self._reloads.pop()
+        self._load_extra = self._reloads.stamp(self._load_extra)
         self._set_extra()
         self._reload = None
         self._reload_point = None
@@ -896,7 +894,7 @@ class PostgresSource:
             "last_commit_time": d.last_commit_time,
             "full_load": None if self._load is None else self._load.status(),
             "reload": {
-                "pending": list(self._reloads),
+                "pending": list(self._reloads.names),
                 "running": None if self._reload is None else self._reload.status(),
             },
         }

@@ -1,0 +1,72 @@
+"""reload --table on the binlog source without a server: where the stream is split at the reload point P, and
+the pending-reload field every yielded checkpoint carries."""
+
+from __future__ import annotations
+
+from cdcstream.changes import ChangeEvent, Item, Marker, Op, TableInfo
+from cdcstream.config import MySQLSourceConfig
+from cdcstream.sources.fullload import PendingReloads
+from cdcstream.sources.mysql.source import MySQLSource
+
+INFO = TableInfo("s", "t", ())
+
+
+def _source(point: tuple[str, int]) -> MySQLSource:
+    src = MySQLSource(MySQLSourceConfig(engine="mysql", host="127.0.0.1", user="u", server_id=7))
+    src._reload_point = point
+    return src
+
+
+def _event(file: str, start: int, record: int = 1) -> ChangeEvent:
+    return ChangeEvent(Op.UPDATE, INFO, {"id": 1}, {"id": 1}, "tx", "", 0.0, f"{file}:{start:012d}.{record:010d}", 1)
+
+
+def _marker(file: str, pos: int) -> Marker:
+    return Marker({"file": file, "pos": pos, "gtid": None}, 0.0, True)
+
+
+def test_split_after_the_transaction_ending_at_p() -> None:
+    src = _source(("bin.000002", 500))
+    items: list[Item] = [_event("bin.000002", 300), _marker("bin.000002", 500), _event("bin.000002", 500)]
+    assert src._reload_split(items, None) == 2
+
+
+def test_split_before_the_first_transaction_after_p() -> None:
+    # P is not a selected transaction's end (a transaction of another schema, a rotate): split by position.
+    src = _source(("bin.000002", 500))
+    items: list[Item] = [_event("bin.000002", 100), _marker("bin.000002", 400), _event("bin.000002", 620)]
+    assert src._reload_split(items, None) == 2
+    assert src._reload_split([_marker("bin.000002", 700)], None) == 0
+    # after a rotation: a later file sorts after P's file
+    assert src._reload_split([_event("bin.000001", 900), _marker("bin.000003", 4000)], None) == 1
+
+
+def test_no_split_until_the_reader_is_past_p() -> None:
+    src = _source(("bin.000002", 500))
+    before: list[Item] = [_event("bin.000002", 100), _marker("bin.000002", 400)]
+    assert src._reload_split(before, None) is None
+    assert src._reload_split(before, ("bin.000002", 400)) is None  # heartbeat: the server has sent up to 400
+    # an idle server: its heartbeat says everything up to P (and beyond) is in
+    assert src._reload_split(before, ("bin.000002", 500)) == 2
+    assert src._reload_split([], ("bin.000003", 4)) == 0
+
+
+def test_pending_reloads_stamp_markers() -> None:
+    pending = PendingReloads({"file": "f", "pos": 4, "reload": ["s.a"]})
+    assert pending and pending.current == "s.a"
+    assert pending.add("s.b") == (True, "reload of s.b queued")
+    assert pending.add("s.a") == (False, "reload of s.a already pending")
+    assert pending.stamp({"file": "f", "pos": 9}) == {"file": "f", "pos": 9, "reload": ["s.a", "s.b"]}
+    pending.pop()
+    pending.pop()
+    assert not pending and pending.stamp({"pos": 9, "reload": ["s.a"]}) == {"pos": 9}
+
+
+def test_yielded_markers_name_the_pending_reloads() -> None:
+    src = _source(("bin.000002", 500))
+    src._reloads.add("s.t")
+    out = src._out([_event("bin.000002", 100), _marker("bin.000002", 400)])
+    assert isinstance(out[1], Marker) and out[1].checkpoint["reload"] == ["s.t"]
+    assert src._last_checkpoint == out[1].checkpoint and src._at_boundary
+    src._out([_event("bin.000002", 400)])  # a batch cut inside a transaction: no reload may start here
+    assert not src._at_boundary
