@@ -39,7 +39,7 @@ from cdcstream.runtime.retry import Backoff
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source
-from cdcstream.sources.fullload import intent_checkpoint, load_completed
+from cdcstream.sources.fullload import intent_checkpoint, load_completed, stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.http import HttpServer
 from cdcstream.telemetry.probe import LagProbe
@@ -125,6 +125,11 @@ class Pipeline:
         self._last_checkpoint: dict[str, Any] | None = None
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
+        self._saved: dict[str, Any] | None = None  # the checkpoint last written (or loaded at start)
+        # reload --table requests, each with the first sequence number issued after it. A marker issued before
+        # a request does not name the table (the source stamps only later ones), so saving such a marker adds
+        # it (_with_reloads): once the daemon said "queued", no checkpoint written may forget the reload.
+        self._reload_cuts: list[tuple[str, int]] = []
         # Last time the checkpoint could advance (an acknowledgement) or had nothing to wait for (idle):
         # /readyz fails when this is older than ready_window.
         self._last_progress = time.monotonic()
@@ -152,14 +157,13 @@ class Pipeline:
 
     async def _checkpoint(self) -> None:
         """Persist the newest safe marker, then release it upstream (never the other way round)."""
-        marker = self.watermark.take()
-        if marker is None:
+        taken = self.watermark.take_with_seq()
+        if taken is None:
             return
-        # Shielded: cancelling the checkpoint task at stop does not stop the thread, and the final checkpoint
-        # must not race it on the same temporary file (or be overwritten by it): _run waits for this first.
-        self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, marker.checkpoint))
+        seq, marker = taken
+        checkpoint = self._with_reloads(marker.checkpoint, seq)
         try:
-            await asyncio.shield(self._saving)
+            await self._save(checkpoint)
         except Exception:
             self._checkpoint_err.inc()
             raise
@@ -168,8 +172,25 @@ class Pipeline:
         self._checkpoint_ts.set(now)
         if marker.commit_epoch is not None:
             self._checkpoint_pos_ts.set(marker.commit_epoch)
-        self._last_checkpoint, self._last_checkpoint_at = marker.checkpoint, now
+        self._last_checkpoint, self._last_checkpoint_at = checkpoint, now
         await self.source.ack(marker.checkpoint)
+
+    async def _save(self, checkpoint: dict[str, Any]) -> None:
+        """Write ``checkpoint``, one write at a time (the store writes through one temporary file).
+
+        Shielded: cancelling the checkpoint task at stop does not stop the thread, and the final checkpoint
+        must not race it on the same temporary file (or be overwritten by it): _run waits for this first."""
+        while self._saving is not None and not self._saving.done():
+            with contextlib.suppress(Exception):  # the other writer's failure is its own to report
+                await asyncio.shield(self._saving)
+        self._saved = checkpoint
+        self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, checkpoint))
+        await asyncio.shield(self._saving)
+
+    def _with_reloads(self, checkpoint: dict[str, Any], seq: int) -> dict[str, Any]:
+        """``checkpoint`` (of the marker numbered ``seq``) naming every reload requested after that marker."""
+        checkpoint, self._reload_cuts = stamp_requested_reloads(checkpoint, seq, self._reload_cuts)
+        return checkpoint
 
     async def _checkpoint_loop(self) -> None:
         interval = self.cfg.checkpoint.interval
@@ -326,7 +347,12 @@ class Pipeline:
         request = getattr(self.source, "request_reload", None)
         if request is None or not self._started:
             raise SourceError("reload: not available (source still starting, or it has no reload)")
-        return str(await request(table))
+        answer = str(await request(table))
+        self._reload_cuts.append((table, self.watermark.next_seq))
+        if self._saved is not None:
+            # Durable before the answer: a crash before the next checkpoint must not forget the request.
+            await self._save(self._with_reloads(self._saved, -1))
+        return answer
 
     def ready(self) -> tuple[bool, str]:
         """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
@@ -455,6 +481,7 @@ class Pipeline:
             # Durable before the source creates its snapshot (a PostgreSQL slot): see intent_checkpoint().
             checkpoint = intent_checkpoint()
             await asyncio.to_thread(self.store.save, checkpoint)
+        self._saved = checkpoint
         log.info(
             "starting",
             version=__version__,

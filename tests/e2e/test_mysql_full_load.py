@@ -351,3 +351,39 @@ def test_mysql_sigkill_during_reload_redoes_it(my_db: MyDb, moto_url: str, tmp_p
     assert len(runs) >= 1
     first, last = runs[-1]  # the redone copy: every row the table had at its snapshot
     assert last - first + 1 >= 20_000 - 3000
+
+
+def test_mysql_reload_request_is_durable_before_the_answer(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
+    """Killed right after answering "queued", on a quiet server: the checkpoint already names the reload (the
+    source stamps only the markers after the request, and none may be checkpointed before the kill), and the
+    restarted daemon does it."""
+    _reload_tables(my_db, 100)
+    stream = create_stream(moto_url, f"mflk-{uuid.uuid4().hex[:8]}")
+    daemon = start_mysql_daemon(my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=FAST)
+    table = f"{my_db.name}.r"
+    try:
+        daemon.wait_ready()
+        my_db.execute("INSERT INTO o VALUES (1)")
+        wait_for(moto_url, stream, lambda rs: len(table_records(rs, "o")) == 1)
+        deadline = time.monotonic() + 30
+        while "file" not in _checkpoint_or_empty(tmp_path):
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.1)
+        ok = reload_cli(daemon, table)
+        daemon.kill()
+        assert ok.returncode == 0 and "queued" in ok.stdout, ok
+        assert _checkpoint(tmp_path)["reload"] == [table]
+        daemon.start()
+        wait_logged(daemon, '"reload done"', timeout=120)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+    assert "reload" not in _checkpoint(tmp_path)
+    assert len(loads_of(read_stream(moto_url, stream), "r")) >= 100
+
+
+def _checkpoint_or_empty(tmp_path: Path) -> dict[str, Any]:
+    try:
+        return _checkpoint(tmp_path)
+    except (StopIteration, OSError, ValueError, KeyError):
+        return {}

@@ -23,6 +23,7 @@ from cdcstream.sources.fullload import (
     load_started,
     plan_ranges,
     plan_split,
+    stamp_requested_reloads,
 )
 
 
@@ -200,3 +201,15 @@ def test_config_full_load(tmp_path: Any) -> None:
         'migration_type = "full-load"\n[source]\nengine = "mysql"\nserver_id = 5\n[target]\nstream_name = "s"\n'
     )
     assert load_config(path, environ={}).migration_type == "full-load"  # MySQL/MariaDB load too
+
+
+def test_checkpoints_of_markers_before_a_reload_request_name_it() -> None:
+    """Markers issued before ``reload --table`` was answered get the name when checkpointed; from the request's
+    sequence number on the source's own stamp counts (it drops the name when the copy is out)."""
+    requests = [("s.a", 10), ("s.b", 20)]
+    early, requests = stamp_requested_reloads({"lsn": 1}, 5, requests)
+    assert early == {"lsn": 1, "reload": ["s.a", "s.b"]} and len(requests) == 2
+    between, requests = stamp_requested_reloads({"lsn": 2, "reload": ["s.a"]}, 12, requests)
+    assert between == {"lsn": 2, "reload": ["s.a", "s.b"]} and requests == [("s.b", 20)]
+    done = {"lsn": 3}  # the source's marker after both copies: nothing added back
+    assert stamp_requested_reloads(done, 25, requests) == (done, [])

@@ -82,3 +82,12 @@ def test_checkpoint_never_ahead_of_acknowledgements(kinds: list[bool], rnd: rand
     # once everything is acknowledged the checkpoint reaches the last marker
     assert last == max(marker_after, default=-1)
     assert wm.in_flight == 0
+
+
+def test_taken_marker_carries_its_sequence_number() -> None:
+    wm = Watermark()
+    a = wm.issue()
+    assert wm.next_seq == 1
+    wm.issue_marker(m(1))
+    wm.ack(a)
+    assert wm.take_with_seq() == (1, m(1)) and wm.take_with_seq() is None

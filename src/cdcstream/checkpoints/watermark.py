@@ -23,7 +23,7 @@ class Watermark:
         self._low = 0  # every seq < _low is acknowledged
         self._acked: set[int] = set()  # acknowledged seqs >= _low
         self._markers: dict[int, Marker] = {}
-        self._pending_marker: Marker | None = None  # newest marker passed by _low, not yet taken
+        self._pending_marker: tuple[int, Marker] | None = None  # newest marker passed by _low, not yet taken
 
     def issue(self) -> int:
         """A sequence number for the next record, in source order."""
@@ -54,18 +54,28 @@ class Watermark:
         acked = self._acked
         markers = self._markers
         if seq in markers:
-            self._pending_marker = markers.pop(seq)
+            self._pending_marker = seq, markers.pop(seq)
         while low in acked:
             acked.remove(low)
             if low in markers:
-                self._pending_marker = markers.pop(low)
+                self._pending_marker = low, markers.pop(low)
             low += 1
         self._low = low
 
     def take(self) -> Marker | None:
         """The newest marker whose every predecessor is acknowledged, once; None if nothing new."""
-        marker, self._pending_marker = self._pending_marker, None
-        return marker
+        taken = self.take_with_seq()
+        return None if taken is None else taken[1]
+
+    def take_with_seq(self) -> tuple[int, Marker] | None:
+        """:meth:`take`, with the marker's sequence number (where it stands among the records)."""
+        taken, self._pending_marker = self._pending_marker, None
+        return taken
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next record or marker will get."""
+        return self._next
 
     @property
     def in_flight(self) -> int:

@@ -529,6 +529,20 @@ async def validate_reload(
     return schema, table
 
 
+def stamp_requested_reloads(
+    checkpoint: dict[str, Any], seq: int, requests: list[tuple[str, int]]
+) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    """``checkpoint``, of the marker numbered ``seq``, naming every reload requested after that marker was
+    issued (``requests``: the table and the first sequence number issued after the request), and the requests
+    later markers still need. A source names a reload only in the markers it issues after the request, yet
+    markers issued before it may be checkpointed after the daemon answered "queued"; from a request's number
+    on, the source's own stamp is the truth (it drops the name once the rows are all out)."""
+    remaining = [(name, cut) for name, cut in requests if seq < cut]
+    have = list(checkpoint.get(RELOAD_FIELD) or ())
+    missing = [name for name, _ in remaining if name not in have]
+    return ({**checkpoint, RELOAD_FIELD: have + missing} if missing else checkpoint), remaining
+
+
 class PendingReloads:
     """The queue of requested reloads, carried in every checkpoint (``{"reload": [...]}``) until the table's
     rows are all out, so a crash in between redoes the reload from the start."""
