@@ -6,14 +6,14 @@ from __future__ import annotations
 from cdcstream.changes import ChangeEvent, Item, Marker, Op, TableInfo
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.sources.fullload import PendingReloads
-from cdcstream.sources.mysql.source import MySQLSource
+from cdcstream.sources.mysql.source import MySQLSource, binlog_pos
 
 INFO = TableInfo("s", "t", ())
 
 
 def _source(point: tuple[str, int]) -> MySQLSource:
     src = MySQLSource(MySQLSourceConfig(engine="mysql", host="127.0.0.1", user="u", server_id=7))
-    src._reload_point = point
+    src._reload_point = binlog_pos(*point)
     return src
 
 
@@ -39,6 +39,13 @@ def test_split_before_the_first_transaction_after_p() -> None:
     assert src._reload_split([_marker("bin.000002", 700)], None) == 0
     # after a rotation: a later file sorts after P's file
     assert src._reload_split([_event("bin.000001", 900), _marker("bin.000003", 4000)], None) == 1
+
+
+def test_binlog_files_order_by_number_past_six_digits() -> None:
+    src = _source(("bin.999999", 500))
+    assert src._reload_split([_event("bin.999999", 100), _event("bin.1000000", 4)], None) == 1
+    assert binlog_pos("bin.1000000", 4) > binlog_pos("bin.999999", 10**9)
+    assert str(binlog_pos("bin.000002", 500)) == "bin.000002:500"
 
 
 def test_no_split_until_the_reader_is_past_p() -> None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pymysql
 import structlog
@@ -262,9 +262,28 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
     return problems
 
 
-def _binlog_at(checkpoint: dict[str, Any]) -> tuple[str, int]:
-    """(file, pos) of a checkpoint or position: ordered like the binlog while the base name stays the same."""
-    return str(checkpoint["file"]), int(checkpoint["pos"])
+class BinlogPos(NamedTuple):
+    """A binlog coordinate that orders as the binlog does: by the file's sequence number, then the offset.
+    File names do not sort as text once the number outgrows six digits (``.999999`` is followed by
+    ``.1000000``)."""
+
+    number: int
+    pos: int
+    file: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.pos}"
+
+
+def binlog_pos(file: str, pos: int) -> BinlogPos:
+    """The :class:`BinlogPos` of ``file`` (``base.000042``) and offset ``pos``."""
+    suffix = file.rpartition(".")[2]
+    return BinlogPos(int(suffix) if suffix.isdigit() else -1, pos, file)
+
+
+def _binlog_at(checkpoint: dict[str, Any]) -> BinlogPos:
+    """The binlog position of a checkpoint or load start position."""
+    return binlog_pos(str(checkpoint["file"]), int(checkpoint["pos"]))
 
 
 def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
@@ -305,7 +324,7 @@ class MySQLSource:
         # running one's load and its binlog point P.
         self._reloads = PendingReloads()
         self._reload: FullLoad | None = None
-        self._reload_point: tuple[str, int] | None = None
+        self._reload_point: BinlogPos | None = None
         self._last_reload: dict[str, Any] | None = None  # the last finished one, for /status
         self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
         self._at_boundary = True  # the last item yielded ended a transaction (or nothing was yielded yet)
@@ -677,7 +696,7 @@ class MySQLSource:
                 self._reload, self._reload_point = load, point
                 self._last_reload = {
                     "table": name,
-                    "point": f"{point[0]}:{point[1]}",
+                    "point": str(point),
                     "path": engine.path,
                     "sessions": load.cfg.max_full_load_subtasks,
                 }
@@ -691,7 +710,7 @@ class MySQLSource:
                 self._log.info(
                     "reload: snapshot taken, streaming up to its binlog position",
                     table=name,
-                    point=f"{point[0]}:{point[1]}",
+                    point=str(point),
                     path=engine.path,
                 )
                 return
@@ -702,7 +721,7 @@ class MySQLSource:
             await asyncio.sleep(0.05 * (attempt + 1))
         raise SourceError(
             f"reload of {name}: {REOPEN_ATTEMPTS} snapshots in a row were older than the binlog position already "
-            f"streamed ({yielded[0]}:{yielded[1]}); the server's binlog_snapshot_position does not advance"
+            f"streamed ({yielded}); the server's binlog_snapshot_position does not advance"
         )
 
     def _reload_split(self, items: list[Item], heard: tuple[str, int] | None) -> int | None:
@@ -720,9 +739,9 @@ class MySQLSource:
                     return i + 1
             else:
                 file, _, rest = item.stream_position.rpartition(":")
-                if (file, int(rest.partition(".")[0])) >= point:
+                if binlog_pos(file, int(rest.partition(".")[0])) >= point:
                     return i
-        if heard is not None and heard >= point:
+        if heard is not None and binlog_pos(*heard) >= point:
             return len(items)  # an idle server: everything up to the heartbeat's position is in
         return None
 
