@@ -6,7 +6,8 @@ from __future__ import annotations
 from cdcstream.changes import ChangeEvent, Item, Marker, Op, TableInfo
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.sources.fullload import PendingReloads
-from cdcstream.sources.mysql.source import MySQLSource, binlog_pos
+from cdcstream.sources.mysql.positions import binlog_pos
+from cdcstream.sources.mysql.source import MySQLSource
 
 INFO = TableInfo("s", "t", ())
 

@@ -41,6 +41,7 @@ import structlog
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
 from cdcstream.sources.mysql import rows
+from cdcstream.sources.mysql.positions import position_of
 
 log = structlog.get_logger(__name__)
 
@@ -285,7 +286,7 @@ class MyLoadEngine:
             elif self._mariadb:
                 self.path = "binlog_snapshot"
                 if fresh and self._want_position:
-                    position = min((self._snapshot_position(c) for c in self._sessions), key=_order)
+                    position = min((self._snapshot_position(c) for c in self._sessions), key=position_of)
                     position["gtid"] = gtid_before
             else:
                 self.path = "position-before"
@@ -312,8 +313,8 @@ class MyLoadEngine:
         sessions = self._sessions
         for round_ in range(ALIGN_ROUNDS + 1):
             positions = [self._snapshot_position(c) for c in sessions]
-            newest = max(positions, key=_order)
-            behind = [c for c, p in zip(sessions, positions, strict=True) if _order(p) != _order(newest)]
+            newest = max(positions, key=position_of)
+            behind = [c for c, p in zip(sessions, positions, strict=True) if position_of(p) != position_of(newest)]
             if not behind:
                 log.info("reload snapshot taken without a lock (MariaDB binlog_snapshot)", position=newest)
                 return newest
@@ -528,10 +529,6 @@ class MyLoadEngine:
                 raise _error(f"full load of {spec.name}", exc) from None
             if not keys or n < self._chunk_rows:
                 return
-
-
-def _order(position: dict[str, Any]) -> tuple[str, int]:
-    return str(position["file"]), int(position["pos"])
 
 
 def _error(what: str, exc: pymysql.err.MySQLError) -> SourceError:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import pymysql
 import structlog
@@ -40,6 +40,7 @@ from cdcstream.sources.fullload import (
     load_started,
     validate_reload,
 )
+from cdcstream.sources.mysql.positions import BinlogPos, binlog_pos, position_of
 from cdcstream.sources.mysql.reader import (
     OPS,
     Batch,
@@ -260,30 +261,6 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
             "SET GLOBAL binlog_row_value_options = ''; and in the server config)"
         )
     return problems
-
-
-class BinlogPos(NamedTuple):
-    """A binlog coordinate that orders as the binlog does: by the file's sequence number, then the offset.
-    File names do not sort as text once the number outgrows six digits (``.999999`` is followed by
-    ``.1000000``)."""
-
-    number: int
-    pos: int
-    file: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.pos}"
-
-
-def binlog_pos(file: str, pos: int) -> BinlogPos:
-    """The :class:`BinlogPos` of ``file`` (``base.000042``) and offset ``pos``."""
-    suffix = file.rpartition(".")[2]
-    return BinlogPos(int(suffix) if suffix.isdigit() else -1, pos, file)
-
-
-def _binlog_at(checkpoint: dict[str, Any]) -> BinlogPos:
-    """The binlog position of a checkpoint or load start position."""
-    return binlog_pos(str(checkpoint["file"]), int(checkpoint["pos"]))
 
 
 def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
@@ -662,7 +639,7 @@ class MySQLSource:
         name = self._reloads.current
         schema, _, table = name.partition(".")
         fl = self._full_load_cfg
-        yielded = _binlog_at(self._last_checkpoint)
+        yielded = position_of(self._last_checkpoint)
         sessions: int | None = None
         for attempt in range(REOPEN_ATTEMPTS):
             engine = MyLoadEngine(
@@ -691,7 +668,7 @@ class MySQLSource:
                 self._log.warning("reload: reading with one session (one snapshot)", table=name, reason=str(exc))
                 sessions = 1
                 continue
-            point = _binlog_at(load.start_position)
+            point = position_of(load.start_position)
             if point >= yielded:
                 self._reload, self._reload_point = load, point
                 self._last_reload = {
@@ -732,7 +709,7 @@ class MySQLSource:
         assert point is not None
         for i, item in enumerate(items):
             if isinstance(item, Marker):
-                at = _binlog_at(item.checkpoint)
+                at = position_of(item.checkpoint)
                 if at > point:
                     return i
                 if at == point:
