@@ -210,10 +210,10 @@ class MyLoadEngine:
         where: str,
         exact: bool = False,
     ) -> None:
-        self._settings = settings
+        self._settings = settings  # connection_settings(cfg): TLS and the rest apply to every session
         # reload --table: every session must see exactly the returned position (one snapshot), not merely
         # a position no later than each of them (see _align).
-        self._exact = exact  # connection_settings(cfg): TLS and the rest apply to every session
+        self._exact = exact
         self._mariadb = mariadb
         self._want_position = want_position
         self._selector = selector
