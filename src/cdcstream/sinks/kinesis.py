@@ -284,7 +284,7 @@ class KinesisSink:
                 key = effective_partition_key(key)
             size = len(record.data) + (len(key) if key.isascii() else len(key.encode()))
             if size > max_record:
-                break  # the caller puts it alone: put() raises OversizeRecordError with the details
+                break  # put() raises OversizeRecordError with the details (the caller puts it alone)
             self._outstanding += 1
             if add(key, record, now, size):
                 new_keys = True
@@ -309,27 +309,18 @@ class KinesisSink:
 
     async def put(self, record: Record) -> None:
         """Queue ``record``; waits while ``max_buffered_records`` records are unacknowledged."""
-        await self._wait_space()
-        key = record.partition_key
-        if not 0 < len(key) <= MAX_PARTITION_KEY_CHARS:
-            key = effective_partition_key(key)
-        size = len(record.data) + (len(key) if key.isascii() else len(key.encode()))
-        if size > self.max_record_bytes:
-            raise OversizeRecordError(
-                f"record of table {record.label or '?'} (partition key {key[:80]!r}) is {size} bytes "
-                f"(data + partition key), over stream {self.cfg.stream_name}'s maximum record size of "
-                f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB, exclude the columns, or "
-                'set [target] oversize_policy = "dead-letter"',
-                size=size,
-                limit=self.max_record_bytes,
-            )
-        now = time.monotonic()
-        self._outstanding += 1
-        self._empty.clear()
-        new_key = self._batcher.add(key, record, now, size)
-        self._puts_since_scan += 1
-        self._bytes_since_scan += size
-        self._wake_if_due(new_key, now)
+        if await self.put_many((record,), 0, 1):
+            return
+        key = effective_partition_key(record.partition_key)
+        size = len(record.data) + len(key.encode())
+        raise OversizeRecordError(
+            f"record of table {record.label or '?'} (partition key {key[:80]!r}) is {size} bytes "
+            f"(data + partition key), over stream {self.cfg.stream_name}'s maximum record size of "
+            f"{self.max_record_bytes} bytes; raise the stream's MaxRecordSizeInKiB, exclude the columns, or "
+            'set [target] oversize_policy = "dead-letter"',
+            size=size,
+            limit=self.max_record_bytes,
+        )
 
     # --- delivery -------------------------------------------------------------------------------------------
     async def run(self) -> None:
