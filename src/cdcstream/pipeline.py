@@ -157,7 +157,7 @@ class Pipeline:
 
     async def _checkpoint(self) -> None:
         """Persist the newest safe marker, then release it upstream (never the other way round)."""
-        taken = self.watermark.take_with_seq()
+        taken = self.watermark.take()
         if taken is None:
             return
         seq, marker = taken
@@ -245,16 +245,15 @@ class Pipeline:
         )
         return self.mapper.diverted_record(record, exc.size, exc.limit, path.name)
 
-    async def _emit_many(self, records: list[Record]) -> None:
-        """:meth:`_emit` for a run of records, handed to the sink as a list: one await per run, not per record
-        (a full load maps ~1,000 rows per batch, and a per-record await was a tenth of its CPU)."""
+    async def _emit_many(self, records: list[Record], start: int, stop: int) -> None:
+        """:meth:`_emit` for ``records[start:stop]``, handed to the sink as a list: one await per run, not per
+        record (a full load maps ~1,000 rows per batch, and a per-record await was a tenth of its CPU)."""
         sink = self.sink
-        n = len(records)
-        done = 0
-        while done < n:
+        done = start
+        while done < stop:
             # Number only what the sink takes without waiting (at least one, for which it waits): records in
             # flight stay bounded by max_buffered_records, as with one put() per record.
-            end = min(n, done + max(1, sink.room))
+            end = min(stop, done + max(1, sink.room))
             seq = self.watermark.issue_many(end - done)
             for i in range(done, end):
                 records[i].seq = seq
@@ -273,18 +272,14 @@ class Pipeline:
         start = 0
         for i, record in enumerate(records):
             if record.barrier:
-                if start < i:
-                    await self._emit_many(records[start:i])
+                await self._emit_many(records, start, i)
                 # Control records (TRUNCATE, DROP, ALTER) are rare: a full drain on both sides of one is cheap
                 # and orders it against every partition key, which retries per key alone could not.
                 await self.sink.drain()
                 await self._emit(record)
                 await self.sink.drain()
                 start = i + 1
-        if start == 0:
-            await self._emit_many(records)
-        elif start < len(records):
-            await self._emit_many(records[start:])
+        await self._emit_many(records, start, len(records))
 
     async def _read_loop(self) -> None:
         events: list[ChangeEvent] = []

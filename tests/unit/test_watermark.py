@@ -28,7 +28,7 @@ def test_marker_waits_for_every_record_before_it() -> None:
     assert wm.take() is None
     wm.ack(a)
     taken = wm.take()
-    assert taken is not None and taken.checkpoint == {"lsn": 2}
+    assert taken is not None and taken[1].checkpoint == {"lsn": 2}
     assert wm.take() is None
     assert wm.in_flight == 0
 
@@ -37,7 +37,7 @@ def test_marker_with_nothing_in_flight_is_immediately_safe() -> None:
     wm = Watermark()
     wm.issue_marker(m(7))
     taken = wm.take()
-    assert taken is not None and taken.checkpoint == {"lsn": 7}
+    assert taken is not None and taken[1].checkpoint == {"lsn": 7}
 
 
 def test_duplicate_and_stale_acks_are_harmless() -> None:
@@ -46,7 +46,7 @@ def test_duplicate_and_stale_acks_are_harmless() -> None:
     wm.issue_marker(m(1))
     wm.ack(a)
     wm.ack(a)
-    assert wm.take() == m(1)
+    assert wm.take() == (1, m(1))
     assert wm.in_flight == 0
 
 
@@ -72,13 +72,13 @@ def test_checkpoint_never_ahead_of_acknowledgements(kinds: list[bool], rnd: rand
         acked.add(seq)
         taken = wm.take()
         if taken is not None:
-            lsn = taken.checkpoint["lsn"]
+            lsn = taken[1].checkpoint["lsn"]
             assert lsn > last
             last = lsn
             assert all(r in acked for r in records[: marker_after[lsn]])
     final = wm.take()
     if final is not None:
-        last = final.checkpoint["lsn"]
+        last = final[1].checkpoint["lsn"]
     # once everything is acknowledged the checkpoint reaches the last marker
     assert last == max(marker_after, default=-1)
     assert wm.in_flight == 0
@@ -90,4 +90,4 @@ def test_taken_marker_carries_its_sequence_number() -> None:
     assert wm.next_seq == 1
     wm.issue_marker(m(1))
     wm.ack(a)
-    assert wm.take_with_seq() == (1, m(1)) and wm.take_with_seq() is None
+    assert wm.take() == (1, m(1)) and wm.take() is None

@@ -62,13 +62,9 @@ class Watermark:
             low += 1
         self._low = low
 
-    def take(self) -> Marker | None:
-        """The newest marker whose every predecessor is acknowledged, once; None if nothing new."""
-        taken = self.take_with_seq()
-        return None if taken is None else taken[1]
-
-    def take_with_seq(self) -> tuple[int, Marker] | None:
-        """:meth:`take`, with the marker's sequence number (where it stands among the records)."""
+    def take(self) -> tuple[int, Marker] | None:
+        """The newest marker whose every predecessor is acknowledged, with its sequence number (where it stands
+        among the records), once; None if nothing new."""
         taken, self._pending_marker = self._pending_marker, None
         return taken
 
