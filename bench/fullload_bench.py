@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import mysql_e2e_bench  # noqa: E402
-from bench.common import cpu_seconds, stop_all  # noqa: E402
+from bench.common import child_pids, cpu_seconds, stop_all  # noqa: E402
 from bench.pg_e2e_bench import TABLE  # noqa: E402
 from tests.support import free_port  # noqa: E402
 from tests.support.fullload import peak_rss_kib  # noqa: E402
@@ -127,6 +127,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="parallel_load_threads (segments of the table)")
     parser.add_argument("--sessions", type=int, default=8, help="max_full_load_subtasks")
     parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats into FILE")
+    parser.add_argument("--processes", default="auto", help='full_load.processes (mapping workers; "auto" or N)')
     parser.add_argument(
         "--schema-table-key",
         action="store_true",
@@ -157,7 +158,8 @@ def _run(
     """The daemon's full load into the fake endpoint; prints both rates."""
     kport = free_port()
     url = f"http://127.0.0.1:{kport}"
-    procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(kport)]))
+    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(kport)])
+    procs.append(fake)
     time.sleep(1.0)
     mapping = ""
     if args.schema_table_key:
@@ -189,6 +191,7 @@ max_full_load_subtasks = {args.sessions}
 parallel_load_threads = {args.threads}
 parallel_load_buffer_size = 1000
 chunk_rows = 50000
+processes = {'"auto"' if args.processes == "auto" else int(args.processes)}
 [checkpoint]
 state_dir = "{tmp / "state"}"
 interval = 0.2
@@ -205,16 +208,22 @@ format = "json"
     daemon = subprocess.Popen([sys.executable, *prof, "-m", "cdcstream", "run", "--config", str(config)], env=env)
     procs.append(daemon)
     peak = cpu = main_cpu = 0.0
+    workers: dict[int, float] = {}  # mapping worker pid -> its CPU seconds, last seen
     while daemon.poll() is None:
         peak = max(peak, peak_rss_kib(daemon.pid))
         with contextlib.suppress(OSError):  # the process may exit between poll() and the read
             cpu = cpu_seconds(daemon.pid)
             main_cpu = cpu_seconds(daemon.pid, daemon.pid)
+            for pid in child_pids(daemon.pid):
+                with contextlib.suppress(OSError):
+                    workers[pid] = cpu_seconds(pid)
         time.sleep(0.1)
+    worker_cpu = sum(workers.values())
     load_s = time.monotonic() - t0
     if daemon.returncode != 0:
         raise SystemExit(f"daemon exited with {daemon.returncode}")
     stats = _stats(url)
+    fake_cpu = cpu_seconds(fake.pid)
     rate = args.rows / load_s
     copy_rate = args.rows / copy_s
     print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -227,7 +236,12 @@ format = "json"
         f"of PutRecords requests ({load_s:.1f}s, {stats['entries']:,} records)"
     )
     print(f"ratio: {rate / copy_rate:.2f}x of the client")
-    print(f"daemon CPU: {cpu:.1f}s = {cpu / args.rows * 1e6:.1f} µs/row; peak RSS {peak / 1024:.0f} MiB")
+    print(f"fake endpoint CPU: {fake_cpu / args.rows * 1e6:.1f} µs/row (shares the machine's cores)")
+    total = cpu + worker_cpu
+    print(
+        f"daemon CPU: {total:.1f}s = {total / args.rows * 1e6:.1f} µs/row (mapping workers: {len(workers)}, "
+        f"{worker_cpu / args.rows * 1e6:.1f} µs/row); daemon process peak RSS {peak / 1024:.0f} MiB"
+    )
     print(
         f"  event-loop thread {main_cpu / args.rows * 1e6:.1f} µs/row, other threads (MySQL load readers, "
         f"checkpoint writes) {(cpu - main_cpu) / args.rows * 1e6:.1f} µs/row"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cdcstream.records import Record
 
 
 class Op(StrEnum):
@@ -109,4 +112,30 @@ class Marker:
     transaction: bool = True
 
 
-Item = ChangeEvent | Marker
+class RawRows(Protocol):
+    """Full-load rows as a source read them, not decoded yet (a COPY block, MySQL row packets).
+
+    Picklable and self-contained (it carries the column descriptions it needs), so that a mapping worker
+    process can decode it: the expensive per-row work then runs beside the event loop, not on its core.
+    """
+
+    def __len__(self) -> int:
+        """The number of rows."""
+        ...
+
+    def rows(self) -> list[dict[str, Any]] | None:
+        """The rows, rendered exactly as the source's in-process path renders them; None when the column
+        descriptions carried are stale (the source decodes it again itself, after refreshing them)."""
+        ...
+
+
+@dataclass(slots=True)
+class MappedRows:
+    """Full-load rows that a mapping worker process already turned into records, in row order.
+
+    The pipeline numbers and sends them as it would have mapped the rows itself."""
+
+    records: list[Record]
+
+
+Item = ChangeEvent | Marker | MappedRows

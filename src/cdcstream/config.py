@@ -297,6 +297,9 @@ class FullLoadConfig(_Section):
     chunk_rows: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
     # Seconds between progress log lines (rows copied, estimate, rows/s, ETA) per loading table.
     progress_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # Worker processes that decode, map and serialise load rows beside the event loop (not a DMS setting):
+    # "auto" = one per CPU core available but one; 0 = everything in the daemon's own process.
+    processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
 class LogConfig(_Section):

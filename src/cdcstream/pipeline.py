@@ -26,12 +26,13 @@ import orjson
 import structlog
 
 from cdcstream import __version__
-from cdcstream.changes import ChangeEvent, Item, Marker, Op
+from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, SourceError
 from cdcstream.mapping.envelope import Mapper
+from cdcstream.mapping.pool import MappingPool, default_processes
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
 from cdcstream.runtime.liveness import LoopStamps, assess
@@ -58,14 +59,15 @@ class StopRequested(Exception):
     """A stop signal arrived while a stage was still starting."""
 
 
-def build_source(cfg: Config, mapper: Mapper) -> Source:
-    """The configured source engine."""
+def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -> Source:
+    """The configured source engine (handing full-load chunks to ``pool``, if any)."""
     common: dict[str, Any] = {
         "selector": mapper.selects,
         "no_hex_prefix": cfg.target.no_hex_prefix,
         "migration_type": cfg.migration_type,
         "full_load": cfg.full_load,
         "parallel_load": mapper.rules.parallel_load,
+        "offload": pool.map if pool is not None else None,
     }
     if cfg.source.engine == "mysql":
         from cdcstream.sources.mysql import MySQLSource
@@ -99,7 +101,11 @@ class Pipeline:
         self.mapper = Mapper(rules, cfg.target, cfg.task_id)
         self.store = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id)
         self.watermark = Watermark()
-        self.source: Source = build_source(cfg, self.mapper)
+        processes = cfg.full_load.processes
+        if processes == "auto":
+            processes = default_processes()
+        self.pool = MappingPool(cfg, self.mapper, processes) if processes and cfg.migration_type != "cdc" else None
+        self.source: Source = build_source(cfg, self.mapper, self.pool)
         self.sink: Sink = build_sink(cfg, self._on_ack)
         self.notifier = Notifier()
         self._label = source_label(cfg)
@@ -269,6 +275,9 @@ class Pipeline:
     async def _flush_events(self, events: list[ChangeEvent]) -> None:
         records = self.mapper.map(events)
         events.clear()
+        await self._emit_records(records)
+
+    async def _emit_records(self, records: list[Record]) -> None:
         start = 0
         for i, record in enumerate(records):
             if record.barrier:
@@ -292,16 +301,21 @@ class Pipeline:
                         await self._flush_events(events)
                     self.watermark.issue_marker(item)
                     self._acked.set()
+                    continue
+                is_load = isinstance(item, MappedRows) or item.op is Op.LOAD
+                if is_load is not self._after_load and self._after_load is not None:
+                    # Per-key order across a switch between load rows and CDC (after the initial load, around
+                    # reload --table): a row's load record and its changes are under different partition keys
+                    # (primary key vs schema.table by default), so one side must be in the stream first.
+                    if events:
+                        await self._flush_events(events)
+                    await self.sink.drain()
+                self._after_load = is_load
+                if isinstance(item, MappedRows):  # load rows a mapping worker process turned into records
+                    if events:
+                        await self._flush_events(events)
+                    await self._emit_records(item.records)
                 else:
-                    is_load = item.op is Op.LOAD
-                    if is_load is not self._after_load and self._after_load is not None:
-                        # Per-key order across a switch between load rows and CDC (after the initial load, around
-                        # reload --table): a row's load record and its changes are under different partition keys
-                        # (primary key vs schema.table by default), so one side must be in the stream first.
-                        if events:
-                            await self._flush_events(events)
-                        await self.sink.drain()
-                    self._after_load = is_load
                     events.append(item)
             if events:  # a transaction split across batches: map what we have, its marker comes later
                 await self._flush_events(events)
@@ -518,6 +532,8 @@ class Pipeline:
         finally:
             await self.source.close()
             await self.sink.close()
+            if self.pool is not None:
+                self.pool.close()
 
     async def _stream(self) -> None:
         """Run the stages until a stop request (then drain) or the first non-retriable error."""

@@ -53,7 +53,9 @@ class MemoryEngine:
         n = spec.estimated_rows or 0
         return [(str(n * i // parts),) for i in range(1, parts)]
 
-    async def read(self, session: int, spec: TableSpec, segment: Segment, after: Any) -> AsyncIterator[Chunk]:
+    async def read(
+        self, session: int, spec: TableSpec, segment: Segment, after: Any, *, raw: bool = False
+    ) -> AsyncIterator[Chunk]:
         self.reads.append((spec.name, segment.lo, segment.hi, after))
         lo = int(segment.lo[0]) if segment.lo else 0
         hi = int(segment.hi[0]) if segment.hi else self.sizes[spec.info.table]

@@ -48,7 +48,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from cdcstream.changes import ChangeEvent, Item, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, RawRows, TableInfo
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
@@ -113,10 +113,20 @@ class Segment:
 
 @dataclass(slots=True)
 class Chunk:
-    """Rows an engine hands over at once (at most ``parallel_load_buffer_size``) and the key of the last."""
+    """Rows an engine hands over at once (at most ``parallel_load_buffer_size``) and the key of the last:
+    decoded in ``rows``, or (read with ``raw=True``) not yet decoded in ``raw``."""
 
     rows: list[dict[str, Any]]
     last_key: Key | None
+    raw: RawRows | None = None
+
+    def __len__(self) -> int:
+        return len(self.raw) if self.raw is not None else len(self.rows)
+
+
+Offload = Callable[[TableInfo, RawRows], Awaitable[MappedRows | None]]
+"""Decodes and maps a raw chunk in another process (the pipeline's mapping pool); None: the chunk's column
+descriptions are stale, the engine decodes it itself."""
 
 
 class LoadEngine(Protocol):
@@ -136,8 +146,15 @@ class LoadEngine(Protocol):
         """Up to ``parts - 1`` increasing boundaries over ``spec.key_columns[0]`` (as 1-tuples of text)."""
         ...
 
-    def read(self, session: int, spec: TableSpec, segment: Segment, after: Key | None) -> AsyncIterator[Chunk]:
-        """The segment's rows with key > ``after`` in key order (all rows, one pass, without a key)."""
+    def read(
+        self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
+    ) -> AsyncIterator[Chunk]:
+        """The segment's rows with key > ``after`` in key order (all rows, one pass, without a key); ``raw``:
+        as :class:`~cdcstream.changes.RawRows` (``Chunk.raw``) for a mapping worker process to decode."""
+        ...
+
+    async def decode(self, spec: TableSpec, raw: RawRows) -> list[dict[str, Any]]:
+        """Decode a raw chunk here, refreshing stale column descriptions (its ``rows()`` returned None)."""
         ...
 
     async def close(self) -> None:
@@ -193,6 +210,11 @@ def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> lis
     return [Segment(name, (column,), bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
+_Handed = tuple[Segment, Chunk | None, MappedRows | None, BaseException | None]
+"""What a session hands the consumer: a chunk (and its records when a worker process mapped it), the segment's
+end (no chunk), or the error that stops the load."""
+
+
 @dataclass(slots=True)
 class _TableProgress:
     spec: TableSpec
@@ -225,8 +247,10 @@ class FullLoad:
         base_checkpoint: Callable[[], dict[str, Any]],
         settings: Callable[[str, str], ParallelLoad | None],
         phase_markers: bool = True,
+        offload: Offload | None = None,
     ) -> None:
         self.engine = engine
+        self._offload = offload
         # False (reload of one table while CDC runs): markers are base_checkpoint() alone, a CDC position.
         self._phase_markers = phase_markers
         self.cfg = cfg
@@ -264,6 +288,7 @@ class FullLoad:
         base_checkpoint: Callable[[], dict[str, Any]],
         settings: Callable[[str, str], ParallelLoad | None],
         sessions: int | None = None,
+        offload: Offload | None = None,
     ) -> FullLoad:
         """The load of ``reload --table``: one table, no load state in the markers (they are CDC positions
         before the reload point, still naming the pending reload), as many sessions as the table can have
@@ -278,6 +303,7 @@ class FullLoad:
             base_checkpoint=base_checkpoint,
             settings=settings,
             phase_markers=False,
+            offload=offload,
         )
 
     # -- planning ----------------------------------------------------------------------------------------
@@ -374,7 +400,7 @@ class FullLoad:
         if done_now:
             yield [self._marker()]
         remaining = len(work)
-        queue: asyncio.Queue[tuple[Segment, Chunk | None, BaseException | None]] = asyncio.Queue(2 * sessions)
+        queue: asyncio.Queue[_Handed] = asyncio.Queue(2 * sessions)
         sessions_used = max(1, min(sessions, len(work)))
         workers = [
             asyncio.create_task(self._worker(i, work, queue), name=f"full-load-{i}") for i in range(sessions_used)
@@ -382,7 +408,7 @@ class FullLoad:
         progress_task = asyncio.create_task(self._progress_loop(), name="full-load-progress")
         try:
             while remaining:
-                seg, chunk, error = await queue.get()
+                seg, chunk, mapped, error = await queue.get()
                 progress = self._tables[seg.table]
                 if error is not None:
                     progress.state = "errored"
@@ -404,9 +430,12 @@ class FullLoad:
                     else:
                         progress.rebuild()
                 else:
-                    info = progress.spec.info
-                    items = [ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in chunk.rows]
-                    n = len(items)
+                    if mapped is not None:
+                        items = [mapped]
+                    else:
+                        info = progress.spec.info
+                        items = [ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in chunk.rows]
+                    n = len(chunk)
                     seg.rows += n
                     progress.rows += n
                     self.rows += n
@@ -443,22 +472,26 @@ class FullLoad:
         self._set_table_metrics()
 
     async def _worker(
-        self,
-        session: int,
-        work: deque[tuple[TableSpec, Segment]],
-        queue: asyncio.Queue[tuple[Segment, Chunk | None, BaseException | None]],
+        self, session: int, work: deque[tuple[TableSpec, Segment]], queue: asyncio.Queue[_Handed]
     ) -> None:
+        offload = self._offload
         while work:
             spec, seg = work.popleft()
             try:
-                async for chunk in self.engine.read(session, spec, seg, seg.after):
-                    await queue.put((seg, chunk, None))
+                async for chunk in self.engine.read(session, spec, seg, seg.after, raw=offload is not None):
+                    mapped = None
+                    if chunk.raw is not None:
+                        # Each session waits for its own chunk, so the pool holds at most one chunk per session.
+                        mapped = await offload(spec.info, chunk.raw) if offload is not None else None
+                        if mapped is None:
+                            chunk.rows = await self.engine.decode(spec, chunk.raw)
+                    await queue.put((seg, chunk, mapped, None))
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # handed to the consumer, which stops the load with it
-                await queue.put((seg, None, exc))
+                await queue.put((seg, None, None, exc))
                 return
-            await queue.put((seg, None, None))
+            await queue.put((seg, None, None, None))
 
     async def _progress_loop(self) -> None:
         interval = self.cfg.progress_interval

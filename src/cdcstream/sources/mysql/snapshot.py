@@ -38,6 +38,7 @@ import pymysql
 import pymysql.cursors
 import structlog
 
+from cdcstream.changes import RawRows
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
 from cdcstream.sources.mysql import rows
@@ -482,7 +483,12 @@ class MyLoadEngine:
             query += f" ORDER BY {', '.join(quote(k) for k in keys)} LIMIT {self._chunk_rows}"
         return query, params
 
-    async def read(self, session: int, spec: TableSpec, segment: Segment, after: Key | None) -> AsyncIterator[Chunk]:
+    async def decode(self, spec: TableSpec, raw: RawRows) -> list[dict[str, Any]]:
+        raise NotImplementedError("MySQL load chunks are decoded as they are read")
+
+    async def read(
+        self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
+    ) -> AsyncIterator[Chunk]:
         conn = self._sessions[session]
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]

@@ -26,13 +26,14 @@ from typing import Any
 import pymysql
 import structlog
 
-from cdcstream.changes import Item, Marker
+from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, MySQLSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sources.fullload import (
     FullLoad,
+    Offload,
     PendingReloads,
     completed_marker_state,
     is_loading,
@@ -288,11 +289,13 @@ class MySQLSource:
         migration_type: str = "cdc",
         full_load: FullLoadConfig | None = None,
         parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.cfg = cfg
         self.migration_type = migration_type
         self._full_load_cfg = full_load or FullLoadConfig()
         self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._offload = offload  # full-load chunks to the pipeline's mapping worker processes
         self._load: FullLoad | None = None
         # {"load": {"done": true, ...}} in every checkpoint after a full load (kept across reconnects).
         self._load_extra: dict[str, Any] = {}
@@ -489,6 +492,7 @@ class MySQLSource:
             checkpoint=checkpoint,
             base_checkpoint=dict,
             settings=self._parallel_load,
+            offload=self._offload,
         )
         await self._load.open()
 
@@ -660,6 +664,7 @@ class MySQLSource:
                 # The last position yielded, naming the reload (also when nothing was yielded since the request).
                 base_checkpoint=lambda: self._reloads.stamp(self._last_checkpoint),
                 settings=self._parallel_load,
+                offload=self._offload,
                 sessions=sessions,
             )
             try:
@@ -714,7 +719,7 @@ class MySQLSource:
                     return i
                 if at == point:
                     return i + 1
-            else:
+            elif isinstance(item, ChangeEvent):  # CDC items only here (load rows come after the split)
                 file, _, rest = item.stream_position.rpartition(":")
                 if binlog_pos(file, int(rest.partition(".")[0])) >= point:
                     return i

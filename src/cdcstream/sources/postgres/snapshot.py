@@ -18,20 +18,30 @@ text values (``values.TypeRegistry``). Load rows and CDC rows of the same values
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg import pq, sql
 
-from cdcstream.changes import Column, TableInfo
+from cdcstream.changes import Column, RawRows, TableInfo
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.source import USER_TABLES_FROM
-from cdcstream.sources.postgres.values import FIRST_NORMAL_OID, Converter, NeedTypes, TypeRegistry
+from cdcstream.sources.postgres.values import (
+    FIRST_NORMAL_OID,
+    Converter,
+    JsonAs,
+    NeedTypes,
+    PgType,
+    TypeRegistry,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +93,83 @@ def parse_copy_line(line: str) -> list[str | None]:
     if "\\" not in line:
         return line.split("\t")  # type: ignore[return-value]
     return [_unescape(f) for f in line.split("\t")]
+
+
+def split_copy_text(text: str) -> list[list[str | None]]:
+    """COPY text-format lines (each ending in a newline) as per-column text."""
+    if "\\" in text:
+        return [parse_copy_line(line) for line in text.split("\n")[:-1]]
+    # No escapes in the whole block (the common case): split without a call per line.
+    return [line.split("\t") for line in text.split("\n")[:-1]]  # type: ignore[misc]
+
+
+def render_lines(
+    names: Sequence[str], convs: Sequence[Converter | None], lines: list[list[str | None]]
+) -> list[dict[str, Any]]:
+    """Rows from per-column text with the CDC path's converters (raises NeedTypes for a stale composite)."""
+    # Only the columns with a converter are touched per row; the dict comes from zip (C speed).
+    todo = [(i, conv) for i, conv in enumerate(convs) if conv is not None]
+    if not todo:
+        return [dict(zip(names, fields, strict=True)) for fields in lines]
+    out = []
+    for fields in lines:
+        values = list(fields)  # a copy: a retry after NeedTypes starts from the text again
+        for i, conv in todo:
+            v = values[i]
+            if v is not None:
+                values[i] = conv(v)
+        out.append(dict(zip(names, values, strict=True)))
+    return out
+
+
+@dataclass(slots=True, frozen=True)
+class RowSpec:
+    """What rendering a table's COPY lines needs, in a form another process can rebuild converters from.
+
+    ``key`` is unique per spec (the worker caches the converters under it); the types are a copy of the
+    source's catalog descriptions at the time it was made."""
+
+    key: str
+    names: tuple[str, ...]
+    oids: tuple[int, ...]
+    types: tuple[PgType, ...]
+    no_hex_prefix: bool
+    json_as: JsonAs
+    hstore_as: JsonAs
+
+
+_spec_keys = itertools.count()
+# RowSpec.key -> converters, in the process that decodes (a mapping worker); bounded, specs are per segment.
+_spec_converters: dict[str, list[Converter | None]] = {}
+
+
+def _spec_converters_of(spec: RowSpec) -> list[Converter | None]:
+    convs = _spec_converters.get(spec.key)
+    if convs is None:
+        if len(_spec_converters) >= 256:
+            _spec_converters.clear()
+        registry = TypeRegistry(no_hex_prefix=spec.no_hex_prefix, json_as=spec.json_as, hstore_as=spec.hstore_as)
+        registry.add(spec.types)
+        convs = _spec_converters[spec.key] = [registry.converter(oid) for oid in spec.oids]
+    return convs
+
+
+@dataclass(slots=True)
+class CopyBlock:
+    """PostgreSQL's :class:`~cdcstream.changes.RawRows`: COPY text-format lines as read, and their spec."""
+
+    text: bytes
+    count: int
+    spec: RowSpec
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self) -> list[dict[str, Any]] | None:
+        try:
+            return render_lines(self.spec.names, _spec_converters_of(self.spec), split_copy_text(self.text.decode()))
+        except NeedTypes:
+            return None  # a composite changed since the spec was made: the source re-describes and decodes
 
 
 def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key, op: str) -> sql.Composable:
@@ -249,49 +336,71 @@ class PgLoadEngine:
             )
         return sql.SQL("COPY ({}) TO STDOUT").format(query)
 
-    def _converters(self, spec: TableSpec) -> list[tuple[str, Converter | None]]:
-        return [(c.name, self._types.converter(c.type_id)) for c in spec.info.columns]
-
     async def _render(self, spec: TableSpec, lines: list[list[str | None]]) -> list[dict[str, Any]]:
         """Rows from per-column text, with the CDC path's converters (re-describing stale composites)."""
+        names = [c.name for c in spec.info.columns]
         for _ in range(3):
-            convs = self._converters(spec)
-            names = [n for n, _ in convs]
-            # Only the columns with a converter are touched per row; the dict comes from zip (C speed).
-            todo = [(i, conv) for i, (_, conv) in enumerate(convs) if conv is not None]
             try:
-                if not todo:
-                    return [dict(zip(names, fields, strict=True)) for fields in lines]
-                out = []
-                for fields in lines:
-                    values = list(fields)  # a copy: a retry after NeedTypes starts from the text again
-                    for i, conv in todo:
-                        v = values[i]
-                        if v is not None:
-                            values[i] = conv(v)
-                    out.append(dict(zip(names, values, strict=True)))
-                return out
+                return render_lines(names, [self._types.converter(c.type_id) for c in spec.info.columns], lines)
             except NeedTypes as need:
                 await self._describe(need.oids)
         raise SourceError(f"full load of {spec.name}: type descriptions keep changing")
 
-    async def read(self, session: int, spec: TableSpec, segment: Segment, after: Key | None) -> AsyncIterator[Chunk]:
+    async def decode(self, spec: TableSpec, raw: RawRows) -> list[dict[str, Any]]:
+        assert isinstance(raw, CopyBlock)
+        return await self._render(spec, split_copy_text(raw.text.decode()))
+
+    def _row_spec(self, spec: TableSpec) -> RowSpec:
+        types = self._types
+        oids = tuple(c.type_id for c in spec.info.columns)
+        return RowSpec(
+            f"{os.getpid()}.{next(_spec_keys)}",
+            tuple(c.name for c in spec.info.columns),
+            oids,
+            tuple(types.types[o] for o in sorted(self._referenced(oids))),
+            types.no_hex_prefix,
+            types.json_as,
+            types.hstore_as,
+        )
+
+    def _referenced(self, oids: Sequence[int]) -> set[int]:
+        """The described types these columns' rendering depends on (transitively)."""
+        known = self._types.types
+        out: set[int] = set()
+        todo = list(oids)
+        while todo:
+            oid = todo.pop()
+            if oid in out or oid not in known:
+                continue
+            out.add(oid)
+            todo.extend(known[oid].references())
+        return out
+
+    async def read(
+        self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
+    ) -> AsyncIterator[Chunk]:
         conn = self._sessions[session]
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]
         key_idx = [names.index(k) for k in keys]
+        row_spec: RowSpec | None = None
+        generation = -1
         while True:
             n = 0
             query = self._query(spec, segment, after).as_bytes(conn)
             async for block in copy_out(conn.pgconn, query, self._buffer_size, spec.name):
-                text = b"".join(block).decode()
-                if "\\" in text:
-                    lines = [parse_copy_line(line) for line in text.split("\n")[:-1]]
-                else:  # no escapes in the whole block (the common case): split without a call per line
-                    lines = [line.split("\t") for line in text.split("\n")[:-1]]  # type: ignore[misc]
-                n += len(lines)
-                last = [lines[-1][i] for i in key_idx] if keys else None
-                yield Chunk(await self._render(spec, lines), last)
+                n += len(block)
+                if raw:
+                    if generation != self._types.generation:  # types re-described: a fresh copy for the workers
+                        row_spec, generation = self._row_spec(spec), self._types.generation
+                    assert row_spec is not None
+                    last_line = parse_copy_line(block[-1].decode()[:-1])
+                    last = [last_line[i] for i in key_idx] if keys else None
+                    yield Chunk([], last, CopyBlock(b"".join(block), len(block), row_spec))
+                else:
+                    lines = split_copy_text(b"".join(block).decode())
+                    last = [lines[-1][i] for i in key_idx] if keys else None
+                    yield Chunk(await self._render(spec, lines), last)
                 after = last
             if not keys or n < self._chunk_rows:
                 return

@@ -29,13 +29,14 @@ import structlog
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from cdcstream.changes import Item, Marker
+from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sources.fullload import (
     FullLoad,
+    Offload,
     PendingReloads,
     completed_marker_state,
     is_loading,
@@ -144,12 +145,14 @@ class PostgresSource:
         migration_type: str = "cdc",
         full_load: FullLoadConfig | None = None,
         parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.cfg = cfg
         self._selector = selector
         self.migration_type = migration_type
         self._full_load_cfg = full_load or FullLoadConfig()
         self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._offload = offload  # full-load chunks to the pipeline's mapping worker processes
         self._load: FullLoad | None = None
         # Extra checkpoint fields after a full load ({"load": {"done": true, ...}}) and of pending reloads
         # ({"reload": ["s.t", ...]}), kept across reconnects.
@@ -320,6 +323,7 @@ class PostgresSource:
             checkpoint=checkpoint,
             base_checkpoint=lambda: dict(self._identity),
             settings=self._parallel_load,
+            offload=self._offload,
         )
         await self._load.open()
         lsn = self._load.start_position.get("lsn")
@@ -646,6 +650,7 @@ class PostgresSource:
             label=self._label,
             base_checkpoint=lambda: {**self._last_checkpoint, **self._decoder.checkpoint_extra},
             settings=self._parallel_load,
+            offload=self._offload,
         )
         await self._reload.open()
         point = parse_lsn(str(self._reload.start_position["lsn"]))
@@ -668,7 +673,7 @@ class PostgresSource:
             if isinstance(item, Marker):
                 if parse_lsn(str(item.checkpoint["lsn"])) > point:
                     return i
-            elif parse_lsn(item.stream_position[:17]) >= point:  # the transaction's commit LSN
+            elif isinstance(item, ChangeEvent) and parse_lsn(item.stream_position[:17]) >= point:  # commit LSN
                 return i
         if self._decoder.received_lsn >= point and not self._decoder.in_transaction:
             return len(items)

@@ -479,9 +479,12 @@ class TypeRegistry:
     """
 
     def __init__(self, *, no_hex_prefix: bool = False, json_as: JsonAs = "string", hstore_as: JsonAs = "string"):
+        self.no_hex_prefix = no_hex_prefix
         self.json_as = json_as
         self.hstore_as = hstore_as
         self.types: dict[int, PgType] = {}
+        #: Bumped by every :meth:`add`: a copy of the descriptions made before it may be stale.
+        self.generation = 0
         self._cache: dict[int, Converter | None] = {}
         # (composite OID, field count) pairs already re-described after a mismatch: a value that still does not
         # fit was written under an older definition than the catalog's, and is passed through as text.
@@ -532,6 +535,7 @@ class TypeRegistry:
         for t in types:
             self.types[t.oid] = t
         self._cache.clear()
+        self.generation += 1
 
     def _mismatch(self, oid: int) -> Callable[[str, int], Any]:
         def on_mismatch(value: str, nfields: int) -> Any:
