@@ -104,7 +104,8 @@ class Pipeline:
         processes = cfg.full_load.processes
         if processes == "auto":
             processes = default_processes()
-        self.pool = MappingPool(cfg, self.mapper, processes) if processes and cfg.migration_type != "cdc" else None
+        # Its workers start at the first load chunk (a full load, or reload --table while CDC runs).
+        self.pool = MappingPool(cfg, self.mapper, processes) if processes else None
         self.source: Source = build_source(cfg, self.mapper, self.pool)
         self.sink: Sink = build_sink(cfg, self._on_ack)
         self.notifier = Notifier()
@@ -533,7 +534,7 @@ class Pipeline:
             await self.source.close()
             await self.sink.close()
             if self.pool is not None:
-                self.pool.close()
+                await self.pool.close()
 
     async def _stream(self) -> None:
         """Run the stages until a stop request (then drain) or the first non-retriable error."""

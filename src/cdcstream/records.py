@@ -24,3 +24,6 @@ class Record:
     commit_epoch: float | None = None
     label: str = ""
     barrier: bool = False
+    #: This record as a PutRecords entry (``{"Data": base64, "PartitionKey": key}``) when a mapping worker
+    #: process built it already; the sink builds it otherwise.
+    entry: bytes | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.support import pg_types as m
 from tests.support.daemon import (
@@ -33,6 +34,7 @@ from tests.support.fullload import (
     boto3_stats,
     fake_kinesis,
     keyed,
+    kill_mid_load,
     load_runs,
     loads_of,
     ranges_mapping,
@@ -41,6 +43,7 @@ from tests.support.fullload import (
     run_to_exit,
     wait_load_complete,
     wait_logged,
+    worker_pids,
 )
 from tests.support.postgres import PgDb
 
@@ -179,9 +182,13 @@ def test_full_load_only_exits_and_covers_special_tables(pg_db: PgDb, moto_url: s
     assert len(read_stream(moto_url, stream)) == len(records)
 
 
-def test_sigkill_during_parallel_load_resumes_without_loss(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "mapping-workers"])
+def test_sigkill_during_parallel_load_resumes_without_loss(
+    pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int
+) -> None:
     """SIGKILL at random moments of a multi-table parallel load: after the restarts nothing is missing, and the
-    duplicates stay within what was in flight at each kill (finished segments are not copied again)."""
+    duplicates stay within what was in flight at each kill (finished segments are not copied again). With mapping
+    worker processes, none outlives the daemon that was killed."""
     tables = {"k1": 12000, "k2": 9000, "k3": 6000, "k4": 3000}
     for name, n in tables.items():
         pg_db.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, s text NOT NULL)")
@@ -193,14 +200,16 @@ def test_sigkill_during_parallel_load_resumes_without_loss(pg_db: PgDb, moto_url
         moto_url,
         stream,
         tmp_path,
-        extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}",
+        extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}\nprocesses = {processes}",
         extra_target=f"{FAST}\nmax_buffered_records = 500",
     )
     kills = 4
     already = threading.Event()
     already.set()
     try:
-        kill_at_random_moments(daemon, already, kills, seed=7)
+        # One kill surely lands mid-load (the random ones may all land before or after it on a fast run).
+        assert kill_mid_load(daemon), "the load finished before its first checkpoint"
+        kill_at_random_moments(daemon, already, kills - 1, seed=7)
         wait_load_complete(daemon)
         with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
             conn.execute("UPDATE k4 SET s = 'after' WHERE id = 1")
@@ -211,6 +220,12 @@ def test_sigkill_during_parallel_load_resumes_without_loss(pg_db: PgDb, moto_url
     records = read_stream(moto_url, stream)
     log = daemon.log_path.read_text()
     assert log.count("full load resuming from the checkpoint") >= 1, "no kill landed during the load"
+    workers = worker_pids(log)
+    assert bool(workers) == bool(processes), log
+    deadline = time.monotonic() + 10
+    while (alive := [p for p in workers if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, f"mapping worker processes outlived their daemon: {alive}"
     for name, n in tables.items():
         assert replay(records, name, ("id",)) == source_rows(pg_db, name, ("id",))
         loads = loads_of(records, name)
@@ -221,8 +236,10 @@ def test_sigkill_during_parallel_load_resumes_without_loss(pg_db: PgDb, moto_url
     assert total - sum(tables.values()) <= kills * 2500, total
 
 
-def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
-    """The same values arriving as a load row and as a CDC insert have identical ``data`` (type matrix)."""
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "mapping-workers"])
+def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int) -> None:
+    """The same values arriving as a load row and as a CDC insert have identical ``data`` (type matrix), also
+    when a mapping worker process renders the load rows."""
     m.prepare(pg_db)
     for row in range(m.ROWS):
         pg_db.execute(m.insert_sql(row))
@@ -233,7 +250,7 @@ def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_pat
         moto_url,
         stream,
         tmp_path,
-        extra=FULL_LOAD_AND_CDC,
+        extra=f"{FULL_LOAD_AND_CDC}\n[full_load]\nprocesses = {processes}",
         extra_source='json_as = "object"\nhstore_as = "object"',
         extra_target="include_null_and_empty = true",
     )
@@ -255,6 +272,7 @@ def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_pat
         if meta.get("table-name") == "types" and meta["operation"] in by_op:
             row = dict(r["data"]["data"])
             by_op[meta["operation"]][row.pop("id") % 100] = row
+    assert bool(worker_pids(daemon.log_path.read_text())) == bool(processes)
     assert set(by_op["load"]) == set(by_op["insert"]) == {1, 2, 3, 4, 5}
     for i in range(1, 6):
         assert by_op["load"][i] == by_op["insert"][i], i
@@ -313,13 +331,16 @@ def test_million_row_table(pg_db: PgDb, tmp_path: Path) -> None:
     assert done and done[-1]["rows"] == rows
 
 
-def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "mapping-workers"])
+def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int) -> None:
     """``cdcstream reload --table`` re-copies one table consistently while a writer keeps changing it: rows that
     existed before the daemon started arrive only through the reload, yet the replayed stream equals the table."""
     pg_db.execute("CREATE TABLE r (id int PRIMARY KEY, v int NOT NULL)")
     pg_db.execute("INSERT INTO r SELECT g, 0 FROM generate_series(1, 3000) g")
     stream = create_stream(moto_url, f"flt-{uuid.uuid4().hex[:8]}")
-    daemon = start_daemon(pg_db, moto_url, stream, tmp_path, extra_target=FAST)
+    daemon = start_daemon(
+        pg_db, moto_url, stream, tmp_path, extra=f"[full_load]\nprocesses = {processes}", extra_target=FAST
+    )
     stop, done = threading.Event(), threading.Event()
 
     def writer() -> None:
@@ -353,6 +374,7 @@ def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path)
         status = json.loads(urllib.request.urlopen(daemon.http + "/status", timeout=5).read())
         assert status["source"]["reload"]["pending"] == []
         assert daemon.stop() == 0, daemon.log_tail()
+        assert bool(worker_pids(daemon.log_path.read_text())) == bool(processes)
     finally:
         stop.set()
         daemon.kill()

@@ -126,6 +126,15 @@ def load_runs(records: list[dict[str, Any]], table: str) -> list[tuple[int, int]
     return runs
 
 
+def worker_pids(log: str) -> list[int]:
+    """The mapping worker processes the daemon logged starting (``json`` log lines)."""
+    pids: list[int] = []
+    for line in log.splitlines():
+        if "mapping worker processes started" in line and line.startswith("{"):
+            pids.extend(json.loads(line)["pids"])
+    return pids
+
+
 def peak_rss_kib(pid: int) -> int:
     """The process's peak RSS so far (VmHWM), in KiB; 0 once it is gone or a zombie (no memory lines left)."""
     try:
@@ -149,6 +158,26 @@ def run_to_exit(daemon: Daemon, timeout: float = 300) -> int:
         time.sleep(0.5)
     assert daemon.proc.returncode == 0, daemon.log_tail()
     return peak_kib
+
+
+def kill_mid_load(daemon: Daemon, timeout: float = 60) -> bool:
+    """SIGKILL the daemon once its checkpoint holds some load progress (and restart it); False when the load
+    completed before that could happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in (daemon.config.parent / "state").glob("*.json"):
+            try:
+                load = json.loads(path.read_text())["body"]["checkpoint"].get("load") or {}
+            except (OSError, ValueError, KeyError):
+                continue  # being replaced
+            if load.get("done"):
+                return False
+            if load.get("rows"):
+                daemon.kill()
+                daemon.start()
+                return True
+        time.sleep(0.02)
+    raise AssertionError(f"no load progress in the checkpoint after {timeout}s:\n{daemon.log_tail()}")
 
 
 def completed_rows(daemon: Daemon) -> int:

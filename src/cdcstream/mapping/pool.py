@@ -1,14 +1,17 @@
 """Mapping in worker processes: full-load chunks decoded, mapped and serialised beside the event loop.
 
-One event loop on one core tops out at ~50k load rows/s in this design (bench/README.md): decoding, mapping and
-JSON are ~60 % of a row's CPU. With ``full_load.processes`` > 0 a source hands raw chunks
-(:class:`~cdcstream.changes.RawRows`) to this pool instead, and the pipeline only numbers and sends the records
-that come back, in the order the chunks were read. Nothing here is durable: a chunk's records reach the
-watermark exactly as in-process ones would, so checkpoints and at-least-once are unchanged.
+One event loop on one core tops out at ~50k load rows/s (bench/README.md): decoding, mapping and JSON are
+more than half of a load row's CPU. With ``full_load.processes`` > 0 a source hands raw chunks
+(:class:`~cdcstream.changes.RawRows`) to this pool, and the pipeline only numbers and sends the records that
+come back, in the order the chunks were read. Nothing here is durable: a chunk's records reach the watermark
+exactly as in-process ones would, so checkpoints and at-least-once are unchanged.
 
-Each worker builds its own :class:`Mapper` from the same mapping file and target settings. The daemon's own
-mapper still plans every table first (:meth:`MappingPool.map`), so the checks that need all tables (two
-source tables written as one target) see the tables the workers map.
+Each worker is a spawned process (the daemon has threads; forking them is unsafe) connected by a socket pair:
+one pickled request, one pickled answer at a time, read by the event loop itself (no helper threads competing
+for the GIL). A worker exits when its socket closes, so a daemon killed with SIGKILL leaves none behind. Each
+builds its own :class:`Mapper` from the same mapping file and target settings; the daemon's own mapper still
+plans every table first (:meth:`MappingPool.map`), so checks that need all tables (two source tables written
+as one target) see the tables the workers map.
 """
 
 from __future__ import annotations
@@ -16,82 +19,158 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+import pickle
+import socket
+from binascii import b2a_base64
 from pathlib import Path
 from typing import Any
 
+import orjson
+import structlog
+
 from cdcstream.changes import ChangeEvent, MappedRows, Op, RawRows, TableInfo
 from cdcstream.config import Config, TargetConfig
-from cdcstream.errors import MappingError
+from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
 
-_mapper: Mapper | None = None  # in a worker process: built once by _init
+log = structlog.get_logger(__name__)
 
-
-def _init(rules_path: str | None, target: dict[str, Any], task_id: str, log_level: str, log_format: Any) -> None:
-    from cdcstream.telemetry.logging import configure
-
-    configure(log_level, log_format)
-    global _mapper
-    rules = load_rules(Path(rules_path) if rules_path else None)
-    _mapper = Mapper(rules, TargetConfig.model_validate(target), task_id)
-
-
-def _map(info: TableInfo, raw: RawRows) -> tuple[list[str], list[bytes], str] | None:
-    """In a worker: the chunk's partition keys, record bodies and label (None: decode it in the source)."""
-    assert _mapper is not None
-    rows = raw.rows()
-    if rows is None:
-        return None
-    records = _mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
-    return [r.partition_key for r in records], [r.data for r in records], records[0].label if records else ""
+_HEADER = 8  # frame length, big-endian
 
 
 def default_processes() -> int:
-    """``processes = "auto"``: every core but the one the event loop uses (none on a single core)."""
-    return max(0, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) - 1)
+    """``processes = "auto"``: every core available but the one the event loop uses (none on one core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, cores - 1)
+
+
+Mapped = tuple[list[str], list[bytes], list[bytes], str]
+"""A chunk as a worker answers it: partition keys, record bodies, PutRecords entries, the table's label."""
+
+
+def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
+    """A chunk's records (None: the source must decode it, see RawRows.rows), with their PutRecords entries
+    (``{"Data": base64, "PartitionKey": key}``): base64 and the JSON around it are a tenth of a load row's CPU in
+    the event loop otherwise."""
+    rows = raw.rows()
+    if rows is None:
+        return None
+    records = mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
+    keys = [r.partition_key for r in records]
+    datas = [r.data for r in records]
+    entries = [
+        b'{"Data":"' + b2a_base64(d, newline=False) + b'","PartitionKey":' + orjson.dumps(k) + b"}"
+        for k, d in zip(keys, datas, strict=True)
+    ]
+    return keys, datas, entries, records[0].label if records else ""
+
+
+def _serve(sock: socket.socket, init: tuple[str | None, dict[str, Any], str, str, Any]) -> None:
+    """A worker process: answer requests until the daemon closes the socket (or dies)."""
+    from cdcstream.telemetry.logging import configure
+
+    rules_path, target, task_id, log_level, log_format = init
+    configure(log_level, log_format)
+    mapper = Mapper(load_rules(Path(rules_path) if rules_path else None), TargetConfig.model_validate(target), task_id)
+    stream = sock.makefile("rb")
+    while True:
+        header = stream.read(_HEADER)
+        if len(header) < _HEADER:
+            return  # the daemon is gone
+        info, raw = pickle.loads(stream.read(int.from_bytes(header, "big")))
+        try:
+            payload = pickle.dumps((True, map_chunk(mapper, info, raw)), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            try:
+                payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
+            except Exception:  # an exception that does not pickle: its text still says what went wrong
+                payload = pickle.dumps((False, MappingError(f"{type(exc).__name__}: {exc}")))
+        sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
+
+
+class _Worker:
+    __slots__ = ("process", "reader", "writer")
+
+    def __init__(self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.process = process
+        self.reader = reader
+        self.writer = writer
 
 
 class MappingPool:
-    """Worker processes that decode and map full-load chunks (started at the first chunk, so a CDC-only run
-    never starts them)."""
+    """Worker processes that decode and map full-load chunks; started at the first chunk, so a run without a
+    load never starts them."""
 
     def __init__(self, cfg: Config, mapper: Mapper, processes: int) -> None:
         self._cfg = cfg
         self._mapper = mapper
         self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._starting: asyncio.Lock | None = None
 
-    def _get_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
+    async def _start(self) -> asyncio.Queue[_Worker]:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._idle is not None:
+                return self._idle
             cfg = self._cfg
             rules = str(cfg.resolve(cfg.table_mappings)) if cfg.table_mappings else None
-            # spawn: the daemon has threads (checkpoint writes, the MySQL binlog reader); forking them is unsafe.
-            self._pool = ProcessPoolExecutor(
-                self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init,
-                initargs=(rules, cfg.target.model_dump(), cfg.task_id, cfg.log.level, cfg.log.format),
-            )
-        return self._pool
+            init = (rules, cfg.target.model_dump(), cfg.task_id, cfg.log.level, cfg.log.format)
+            ctx = multiprocessing.get_context("spawn")
+            idle: asyncio.Queue[_Worker] = asyncio.Queue()
+            for i in range(self.processes):
+                ours, theirs = socket.socketpair()
+                process = ctx.Process(target=_serve, args=(theirs, init), name=f"cdcstream-mapping-{i}", daemon=True)
+                await asyncio.to_thread(process.start)
+                theirs.close()
+                reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
+                worker = _Worker(process, reader, writer)
+                self._workers.append(worker)
+                idle.put_nowait(worker)
+            log.info("mapping worker processes started", pids=[w.process.pid for w in self._workers])
+            self._idle = idle
+            return idle
 
     async def map(self, info: TableInfo, raw: RawRows) -> MappedRows | None:
         """The chunk's records, in row order (None: the source must decode it itself, see RawRows.rows)."""
         if self._mapper.plan(info) is None:
             return MappedRows([])
-        loop = asyncio.get_running_loop()
+        idle = self._idle or await self._start()
+        worker = await idle.get()
+        frame = pickle.dumps((info, raw), pickle.HIGHEST_PROTOCOL)
         try:
-            out = await loop.run_in_executor(self._get_pool(), _map, info, raw)
-        except BrokenExecutor as exc:
-            raise MappingError(f"a mapping worker process died ({exc}); the load resumes from the checkpoint") from None
-        if out is None:
+            worker.writer.write(len(frame).to_bytes(_HEADER, "big") + frame)
+            await worker.writer.drain()
+            size = int.from_bytes(await worker.reader.readexactly(_HEADER), "big")
+            ok, answer = pickle.loads(await worker.reader.readexactly(size))
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            code = worker.process.exitcode
+            raise MappingError(
+                f"mapping worker process {worker.process.name} died (exit code {code}): {exc}; "
+                "the load resumes from the last checkpoint after a restart"
+            ) from None
+        # Back to work only after a complete answer: a request cancelled half-way leaves the worker unusable.
+        idle.put_nowait(worker)
+        if not ok:
+            if isinstance(answer, CdcstreamError):
+                raise answer
+            raise MappingError(f"mapping worker process failed: {type(answer).__name__}: {answer}") from answer
+        if answer is None:
             return None
-        keys, datas, label = out
-        return MappedRows([Record(k, d, 0, None, label) for k, d in zip(keys, datas, strict=True)])
+        keys, datas, entries, label = answer
+        return MappedRows([Record(k, d, 0, None, label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)])
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    async def close(self) -> None:
+        """Stop the workers (closing their sockets ends them)."""
+        for worker in self._workers:
+            worker.writer.close()
+        for worker in self._workers:
+            await asyncio.to_thread(worker.process.join, 5.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+        self._workers.clear()
+        self._idle = None

@@ -142,8 +142,12 @@ class PutRecordsClient:
         for key, n in zip(batch.keys, batch.counts, strict=True):
             if n == 1 and key not in tails:
                 # A key with one record here (a load's primary keys): caching its tail would only churn the cache.
-                data = b2a_base64(records[start].data, newline=False)
-                append(b"".join((b'{"Data":"', data, b'","PartitionKey":', _json_str(key), b"}")))
+                record = records[start]
+                if record.entry is not None:  # built by a mapping worker process
+                    append(record.entry)
+                else:
+                    data = b2a_base64(record.data, newline=False)
+                    append(b"".join((b'{"Data":"', data, b'","PartitionKey":', _json_str(key), b"}")))
                 start += 1
                 continue
             tail = tails.get(key)

@@ -1,0 +1,142 @@
+"""The mapping worker pool (real spawned processes): same records as mapping in-process, errors surface."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+
+from cdcstream.changes import ChangeEvent, Column, MappedRows, Op, TableInfo
+from cdcstream.config import Config
+from cdcstream.errors import MappingError
+from cdcstream.mapping.envelope import Mapper
+from cdcstream.mapping.pool import MappingPool, map_chunk
+from cdcstream.mapping.rules import MappingRules
+from cdcstream.records import Record
+from cdcstream.sinks.batching import Batch, key_size
+from cdcstream.sinks.putrecords import PutRecordsClient
+from cdcstream.sources.postgres.snapshot import CopyBlock, RowSpec
+from cdcstream.sources.postgres.values import INT4, PgType
+
+INFO = TableInfo("public", "t", (Column("id", "int4", 23, False, True), Column("s", "text", 25, True, False)))
+ROWS = [{"id": i, "s": None if i % 3 == 0 else f'v"{i}\\é'} for i in range(1, 40)]
+
+
+@dataclass
+class Rows:
+    """RawRows over ready rows; ``fail`` makes rows() raise, ``die`` ends the worker process."""
+
+    data: list[dict[str, Any]]
+    fail: str = ""
+    die: bool = False
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def rows(self) -> list[dict[str, Any]] | None:
+        if self.die:
+            os._exit(3)
+        if self.fail == "stale":
+            return None
+        if self.fail:
+            raise MappingError(self.fail)
+        return self.data
+
+
+def _config(**target: Any) -> Config:
+    return Config.model_validate(
+        {"source": {"engine": "postgres", "database": "app"}, "target": {"stream_name": "s", **target}}
+    )
+
+
+def _in_process(cfg: Config) -> list[Record]:
+    mapper = Mapper(MappingRules(), cfg.target, cfg.task_id)
+    return mapper.map([ChangeEvent(Op.LOAD, INFO, row, None, None, "", 0.0, "", 0) for row in ROWS])
+
+
+def _body(records: list[Record]) -> bytes:
+    batch = Batch()
+    for r in records:
+        batch.keys.append(r.partition_key)
+        batch.counts.append(1)
+        batch.key_sizes.append(key_size(r.partition_key))
+        batch.records.append(r)
+    client = PutRecordsClient(
+        stream_name="s", region="us-east-1", endpoint_url="http://127.0.0.1:1", credentials=None, request_timeout=1
+    )
+    return client.build_body(batch)
+
+
+def _without_stamps(data: bytes) -> dict[str, Any]:
+    doc = orjson.loads(data)
+    doc["metadata"].pop("timestamp")
+    return dict(doc)
+
+
+def test_map_chunk_matches_in_process_mapping_and_the_sinks_entries() -> None:
+    cfg = _config()
+    out = map_chunk(Mapper(MappingRules(), cfg.target, cfg.task_id), INFO, Rows(ROWS))
+    assert out is not None
+    keys, datas, entries, label = out
+    expected = _in_process(cfg)
+    assert keys == [r.partition_key for r in expected]
+    assert [_without_stamps(d) for d in datas] == [_without_stamps(r.data) for r in expected]
+    assert label == expected[0].label
+    # The prebuilt entries are byte for byte what the sink writes for the same records.
+    records = [Record(k, d, label=label) for k, d in zip(keys, datas, strict=True)]
+    with_entries = [Record(k, d, label=label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)]
+    assert _body(with_entries) == _body(records)
+    assert map_chunk(Mapper(MappingRules(), cfg.target, cfg.task_id), INFO, Rows(ROWS, fail="stale")) is None
+
+
+async def test_pool_maps_in_worker_processes_and_reports_errors() -> None:
+    cfg = _config(partition_include_schema_table=True)
+    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 2)
+    try:
+        mapped = await pool.map(INFO, Rows(ROWS))
+        assert isinstance(mapped, MappedRows)
+        expected = _in_process(cfg)
+        assert [r.partition_key for r in mapped.records] == [r.partition_key for r in expected]
+        assert [_without_stamps(r.data) for r in mapped.records] == [_without_stamps(r.data) for r in expected]
+        assert all(r.entry is not None and r.seq == 0 for r in mapped.records)
+        assert await pool.map(INFO, Rows(ROWS, fail="stale")) is None
+        with pytest.raises(MappingError, match="bad row 7"):
+            await pool.map(INFO, Rows(ROWS, fail="bad row 7"))
+        # Both workers still answer after an error.
+        for _ in range(3):
+            assert await pool.map(INFO, Rows(ROWS[:2])) is not None
+        with pytest.raises(MappingError, match="died"):
+            await pool.map(INFO, Rows(ROWS, die=True))
+    finally:
+        await pool.close()
+
+
+async def test_workers_exit_when_the_daemon_closes_their_sockets() -> None:
+    cfg = _config()
+    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 1)
+    await pool.map(INFO, Rows(ROWS[:1]))
+    processes = [w.process for w in pool._workers]
+    await pool.close()
+    for p in processes:
+        assert p.exitcode == 0  # ended by the closed socket, not killed
+
+
+def test_copy_block_renders_in_another_process_and_reports_stale_composites() -> None:
+    spec = RowSpec(
+        "t1",
+        ("id", "c"),
+        (INT4, 90001),
+        (PgType(90001, "public", "pair", "c", False, fields=(("a", INT4), ("b", 25))),),
+        False,
+        "string",
+        "string",
+    )
+    block = CopyBlock(b"1\t(2,x)\n2\t\\N\n", 2, spec)
+    again = pickle.loads(pickle.dumps(block))
+    assert again.rows() == [{"id": 1, "c": {"a": 2, "b": "x"}}, {"id": 2, "c": None}]
+    # A value with more fields than the description: the composite changed; the source must re-describe.
+    assert CopyBlock(b"3\t(2,x,9)\n", 1, spec).rows() is None
