@@ -19,6 +19,11 @@ unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a 
 session time zone UTC, and rendered by :func:`load_converter` to exactly what the binlog path renders for the same
 values (``rows.py``); a table without a primary key (or unique NOT NULL key) is one unordered pass. Each session
 runs its blocking PyMySQL calls in a thread of its own, so the event loop never waits on the server.
+
+With mapping worker processes (``full_load.processes``) the reads are raw: the session's thread only frames the
+result's row packets (:func:`_read_row_packets`) and parses the last one for the checkpoint key, and the worker
+parses and renders the rest (:class:`MyRowPackets`) exactly as PyMySQL and :func:`load_converter` would here, so
+that per-row work does not hold the GIL the event loop needs.
 """
 
 from __future__ import annotations
@@ -682,9 +687,10 @@ class MyLoadEngine:
             payloads = _read_row_packets(cur, size)
             if not payloads:
                 return None, None
-            if packet_spec is None:
-                result = cur._result
-                assert result is not None
+            result = cur._result
+            assert result is not None
+            # Once per read; again only if a page's result describes its columns differently (never in practice).
+            if packet_spec is None or packet_spec.fields != tuple(result.converters):
                 packet_spec = PacketSpec(
                     f"{os.getpid()}.{next(_spec_keys)}",
                     tuple(names),
