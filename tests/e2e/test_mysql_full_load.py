@@ -387,3 +387,41 @@ def _checkpoint_or_empty(tmp_path: Path) -> dict[str, Any]:
         return _checkpoint(tmp_path)
     except (StopIteration, OSError, ValueError, KeyError):
         return {}
+
+
+def test_mysql_full_load_in_a_mapping_process_finds_every_row(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
+    """``[full_load] processes = 1``: the reader threads hand raw row packets to a worker process, which decodes
+    and maps them; every row arrives, rendered as the source has it."""
+    my_db.execute(
+        "CREATE TABLE p (id int PRIMARY KEY, s varchar(40) CHARACTER SET utf8mb4, b varbinary(8), d decimal(9,2),"
+        " t datetime(3), z date)"
+    )
+    my_db.execute(
+        "INSERT INTO p SELECT seq, IF(seq % 9 = 0, NULL, CONCAT('é😀', seq)), UNHEX(HEX(seq)), seq / 4,"
+        " '2026-11-27 10:00:00.125' + INTERVAL seq SECOND, NULL FROM seq_1_to_3000"
+    )
+    my_db.execute("CREATE TABLE q (x int, y varchar(10), n int NOT NULL, PRIMARY KEY (x, y))")
+    my_db.execute("INSERT INTO q SELECT seq % 7, CONCAT('k', seq), seq FROM seq_1_to_1000")
+    stream = create_stream(moto_url, f"mflp-{uuid.uuid4().hex[:8]}")
+    daemon = start_mysql_daemon(
+        my_db,
+        moto_url,
+        stream,
+        tmp_path,
+        extra=f"{FULL_LOAD}\n[full_load]\nprocesses = 1\nchunk_rows = 700\nparallel_load_buffer_size = 100",
+        extra_target=FAST,
+    )
+    try:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=120) == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+    records = read_stream(moto_url, stream)
+    assert len(loads_of(records, "p")) == 3000 and len(loads_of(records, "q")) == 1000
+    assert replay(records, "q", ("x", "y")) == source_rows(my_db, "q", ("x", "y"))
+    p = {r["data"]["id"]: r["data"] for r in loads_of(records, "p")}
+    assert set(p) == set(range(1, 3001))
+    # NULL columns are left out of the record (the default target settings)
+    assert p[10] == {"id": 10, "s": "é😀10", "b": "0x0a", "d": "2.50", "t": "2026-11-27T10:00:10.125"}
+    assert p[9] == {"id": 9, "b": "0x09", "d": "2.25", "t": "2026-11-27T10:00:09.125"}
+    assert "mapping worker" not in daemon.log_path.read_text()

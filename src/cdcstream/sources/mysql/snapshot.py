@@ -19,15 +19,23 @@ unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a 
 session time zone UTC, and rendered by :func:`load_converter` to exactly what the binlog path renders for the same
 values (``rows.py``); a table without a primary key (or unique NOT NULL key) is one unordered pass. Each session
 runs its blocking PyMySQL calls in a thread of its own, so the event loop never waits on the server.
+
+With mapping worker processes (``full_load.processes``) the reads are raw: the session's thread only frames the
+result's row packets (:func:`_read_row_packets`) and parses the last one for the checkpoint key, and the worker
+parses and renders the rest (:class:`MyRowPackets`) exactly as PyMySQL and :func:`load_converter` would here, so
+that per-row work does not hold the GIL the event loop needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -37,6 +45,7 @@ import orjson
 import pymysql
 import pymysql.cursors
 import structlog
+from pymysql.protocol import MysqlPacket
 
 from cdcstream.changes import RawRows
 from cdcstream.errors import SourceConnectionError, SourceError
@@ -193,6 +202,175 @@ def _key_json(value: Any) -> Any:
     if isinstance(value, timedelta):
         return rows.make_time(6)(value)
     return str(value)
+
+
+# A text-protocol row packet's column: PyMySQL's (encoding, decoder) pair of the result (None: keep bytes/str).
+Field = tuple[str | None, Callable[[Any], Any] | None]
+
+
+def parse_row_packets(data: bytes, count: int, fields: Sequence[Field]) -> list[list[Any]]:
+    """``count`` text-protocol row packets, concatenated, as PyMySQL's ``MySQLResult._read_row_from_packet``
+    reads each: length-coded strings, decoded with the field's encoding, then its decoder (NULL stays None)."""
+    # int() and float() read ASCII digits from bytes as from str: skip the decode for them (a third of a
+    # typical row's fields).
+    plan = [(None, conv) if enc == "ascii" and conv in (int, float) else (enc, conv) for enc, conv in fields]
+    out = []
+    pos = 0
+    for _ in range(count):
+        values: list[Any] = []
+        append = values.append
+        for enc, conv in plan:
+            n = data[pos]
+            if n < 251:
+                pos += 1
+            elif n == 251:  # NULL
+                pos += 1
+                append(None)
+                continue
+            elif n == 252:
+                n = data[pos + 1] | data[pos + 2] << 8
+                pos += 3
+            elif n == 253:
+                n = data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16
+                pos += 4
+            else:
+                n = int.from_bytes(data[pos + 1 : pos + 9], "little")
+                pos += 9
+            end = pos + n
+            v: Any = data[pos:end]
+            pos = end
+            if enc is not None:
+                v = v.decode(enc)
+            append(v if conv is None else conv(v))
+        out.append(values)
+    if pos != len(data):
+        raise SourceError(f"full load: {len(data) - pos} bytes left after {count} row packets (a short row?)")
+    return out
+
+
+@dataclass(slots=True, frozen=True)
+class PacketSpec:
+    """What decoding a table's row packets needs, in a form another process can rebuild converters from.
+
+    ``key`` is unique per spec (the worker caches the load converters under it); ``fields`` are the result's
+    PyMySQL decoders (module-level functions, picklable by name) and ``columns`` the ``_column`` stand-ins
+    :func:`load_converter` reads."""
+
+    key: str
+    names: tuple[str, ...]
+    fields: tuple[Field, ...]
+    columns: tuple[Any, ...]
+    mariadb: bool
+    no_hex_prefix: bool
+
+
+_spec_keys = itertools.count()
+# PacketSpec.key -> load converters, in the process that decodes (a mapping worker); bounded, specs are per read.
+_spec_converters: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
+
+
+def _spec_converters_of(spec: PacketSpec) -> list[tuple[int, Callable[[Any], Any]]]:
+    convs = _spec_converters.get(spec.key)
+    if convs is None:
+        if len(_spec_converters) >= 256:
+            _spec_converters.clear()
+        convs = _spec_converters[spec.key] = _load_converters(spec.columns, spec.mariadb, spec.no_hex_prefix)
+    return convs
+
+
+def _load_converters(columns: Sequence[Any], mariadb: bool, no_hex_prefix: bool) -> list[tuple[int, Any]]:
+    return [
+        (i, conv)
+        for i, c in enumerate(columns)
+        if (conv := load_converter(c, mariadb=mariadb, no_hex_prefix=no_hex_prefix)) is not None
+    ]
+
+
+def render_rows(
+    names: Sequence[str], convs: Sequence[tuple[int, Callable[[Any], Any]]], raw: list[list[Any]]
+) -> list[dict[str, Any]]:
+    """Rows as PyMySQL read them, with the load converters applied (in place: ``raw`` is consumed)."""
+    out = []
+    for values in raw:
+        for i, conv in convs:
+            v = values[i]
+            if v is not None:
+                values[i] = conv(v)
+        out.append(dict(zip(names, values, strict=True)))
+    return out
+
+
+@dataclass(slots=True)
+class MyRowPackets:
+    """MySQL's :class:`~cdcstream.changes.RawRows`: a result's text-protocol row packet payloads as read
+    (concatenated, without their headers) and their spec."""
+
+    data: bytes
+    count: int
+    spec: PacketSpec
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self) -> list[dict[str, Any]]:
+        spec = self.spec
+        return render_rows(spec.names, _spec_converters_of(spec), parse_row_packets(self.data, self.count, spec.fields))
+
+
+def _bad_sequence(conn: pymysql.Connection[Any], got: int, expected: int) -> None:
+    """What PyMySQL's ``_read_packet`` does on a packet out of sequence."""
+    conn._force_close()
+    if got == 0:  # MariaDB sends an error with sequence number 0 when it shuts down
+        raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
+    raise pymysql.err.InternalError(f"Packet sequence number wrong - got {got} expected {expected}")
+
+
+def _read_row_packets(cur: pymysql.cursors.SSCursor, limit: int) -> list[bytes]:
+    """Up to ``limit`` row packet payloads of the cursor's unbuffered result, as bytes: what PyMySQL's
+    ``_read_packet`` does, minus the packet objects and row parsing (the reader thread shares the GIL with the
+    event loop). The result's closing EOF packet (or an error) ends it as PyMySQL would, so the cursor closes
+    and the connection takes the next query as usual."""
+    result = cur._result
+    if result is None or not result.unbuffered_active:
+        return []
+    conn = cur.connection
+    assert conn is not None
+    read = conn._read_bytes
+    seq = conn._next_seq_id
+    payloads: list[bytes] = []
+    try:
+        while len(payloads) < limit:
+            header = read(4)
+            length = header[0] | header[1] << 8 | header[2] << 16
+            if header[3] != seq:
+                _bad_sequence(conn, header[3], seq)
+            seq = (seq + 1) % 256
+            data = read(length)
+            if length == 0xFFFFFF:  # a payload of 16 MiB or more continues in the next packets
+                parts = [data]
+                while length == 0xFFFFFF:
+                    header = read(4)
+                    length = header[0] | header[1] << 8 | header[2] << 16
+                    if header[3] != seq:
+                        _bad_sequence(conn, header[3], seq)
+                    seq = (seq + 1) % 256
+                    parts.append(read(length))
+                data = b"".join(parts)
+            first = data[0] if data else -1
+            if first == 0xFF:  # an error (a killed query): what _read_packet raises
+                result.unbuffered_active = False
+                conn._next_seq_id = seq
+                MysqlPacket(data, conn.encoding).raise_for_error()
+            if first == 0xFE and len(data) < 9:  # EOF (a row starting with 0xFE is at least 9 bytes long)
+                result._check_packet_is_eof(MysqlPacket(data, conn.encoding))
+                result.unbuffered_active = False
+                result.connection = None
+                result.rows = None
+                break
+            payloads.append(data)
+    finally:
+        conn._next_seq_id = seq
+    return payloads
 
 
 class MyLoadEngine:
@@ -484,7 +662,8 @@ class MyLoadEngine:
         return query, params
 
     async def decode(self, spec: TableSpec, raw: RawRows) -> list[dict[str, Any]]:
-        raise NotImplementedError("MySQL load chunks are decoded as they are read")
+        assert isinstance(raw, MyRowPackets)
+        return raw.rows()  # the spec carries everything: it never goes stale
 
     async def read(
         self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
@@ -493,25 +672,38 @@ class MyLoadEngine:
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]
         key_idx = [names.index(k) for k in keys]
-        convs = [
-            (i, conv)
-            for i, c in enumerate(self._columns[spec.name])
-            if (conv := load_converter(c, mariadb=self._mariadb, no_hex_prefix=self._no_hex_prefix)) is not None
-        ]
+        convs = _load_converters(self._columns[spec.name], self._mariadb, self._no_hex_prefix)
         size = self._buffer_size
+        packet_spec: PacketSpec | None = None
 
         def fetch(cur: pymysql.cursors.SSCursor) -> tuple[list[dict[str, Any]], Key | None]:
-            raw = cur.fetchmany(size)
-            last = [_key_json(raw[-1][i]) for i in key_idx] if raw and keys else None
-            out = []
-            for r in raw:
-                values = list(r)
-                for i, conv in convs:
-                    v = values[i]
-                    if v is not None:
-                        values[i] = conv(v)
-                out.append(dict(zip(names, values, strict=True)))
-            return out, last
+            got = cur.fetchmany(size)
+            last = [_key_json(got[-1][i]) for i in key_idx] if got and keys else None
+            return render_rows(names, convs, [list(r) for r in got]), last
+
+        def fetch_raw(cur: pymysql.cursors.SSCursor) -> tuple[MyRowPackets | None, Key | None]:
+            # Only the last row is parsed here, for its key; the rest is the worker's (MyRowPackets.rows).
+            nonlocal packet_spec
+            payloads = _read_row_packets(cur, size)
+            if not payloads:
+                return None, None
+            result = cur._result
+            assert result is not None
+            # Once per read; again only if a page's result describes its columns differently (never in practice).
+            if packet_spec is None or packet_spec.fields != tuple(result.converters):
+                packet_spec = PacketSpec(
+                    f"{os.getpid()}.{next(_spec_keys)}",
+                    tuple(names),
+                    tuple(result.converters),
+                    tuple(self._columns[spec.name]),
+                    self._mariadb,
+                    self._no_hex_prefix,
+                )
+            last = None
+            if keys:
+                values = parse_row_packets(payloads[-1], 1, packet_spec.fields)[0]
+                last = [_key_json(values[i]) for i in key_idx]
+            return MyRowPackets(b"".join(payloads), len(payloads), packet_spec), last
 
         def execute() -> pymysql.cursors.SSCursor:
             query, params = self._query(spec, segment, after)
@@ -524,12 +716,19 @@ class MyLoadEngine:
             try:
                 cur = await self._call(session, execute)
                 while True:
-                    batch, last = await self._call(session, fetch, cur)
-                    if not batch:
-                        break
-                    n += len(batch)
+                    if raw:
+                        packets, last = await self._call(session, fetch_raw, cur)
+                        if packets is None:
+                            break
+                        chunk = Chunk([], last, packets)
+                    else:
+                        batch, last = await self._call(session, fetch, cur)
+                        if not batch:
+                            break
+                        chunk = Chunk(batch, last)
+                    n += len(chunk)
                     after = last
-                    yield Chunk(batch, last)
+                    yield chunk
                 await self._call(session, cur.close)
             except pymysql.err.MySQLError as exc:
                 raise _error(f"full load of {spec.name}", exc) from None
