@@ -299,7 +299,7 @@ class FullLoadConfig(_Section):
     progress_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Worker processes that decode, map and serialise load rows beside the event loop (not a DMS setting):
     # "auto" = one per CPU core available but one; 0 = everything in the daemon's own process.
-    processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = 0
+    processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
 class LogConfig(_Section):

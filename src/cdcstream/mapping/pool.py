@@ -7,8 +7,8 @@ come back, in the order the chunks were read. Nothing here is durable: a chunk's
 exactly as in-process ones would, so checkpoints and at-least-once are unchanged.
 
 Each worker is a spawned process (the daemon has threads; forking them is unsafe) connected by a socket pair:
-one pickled request, one pickled answer at a time, read by the event loop itself (no helper threads competing
-for the GIL). A worker exits when its socket closes, so a daemon killed with SIGKILL leaves none behind. Each
+pickled requests (up to ``DEPTH`` queued) answered in order, read by the event loop itself (no helper threads
+competing for the GIL). A worker exits when its socket closes, so a daemon killed with SIGKILL leaves none behind. Each
 builds its own :class:`Mapper` from the same mapping file and target settings; the daemon's own mapper still
 plans every table first (:meth:`MappingPool.map`), so checks that need all tables (two source tables written
 as one target) see the tables the workers map.
@@ -17,11 +17,13 @@ as one target) see the tables the workers map.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import pickle
 import socket
 from binascii import b2a_base64
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +92,38 @@ def _serve(sock: socket.socket, init: tuple[str | None, dict[str, Any], str, str
         sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
 
 
+#: Requests queued per worker: the next chunk is already in its socket when it sends an answer, so it does not
+#: idle while the event loop is busy sending records (with one request at a time it did, half the time).
+DEPTH = 2
+
+
 class _Worker:
-    __slots__ = ("process", "reader", "writer")
+    """One worker process and the answers it owes, in request order (it answers in that order)."""
 
     def __init__(self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.process = process
         self.reader = reader
         self.writer = writer
+        self.pending: deque[asyncio.Future[tuple[bool, Any]]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    async def read_answers(self) -> None:
+        try:
+            while True:
+                size = int.from_bytes(await self.reader.readexactly(_HEADER), "big")
+                answer = pickle.loads(await self.reader.readexactly(size))
+                fut = self.pending.popleft()
+                if not fut.done():  # a cancelled request's answer is read and dropped: the stream stays in step
+                    fut.set_result(answer)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            error = MappingError(
+                f"mapping worker process {self.process.name} died (exit code {self.process.exitcode}): {exc}; "
+                "the load resumes from the last checkpoint after a restart"
+            )
+            while self.pending:
+                fut = self.pending.popleft()
+                if not fut.done():
+                    fut.set_exception(error)
 
 
 class MappingPool:
@@ -108,20 +135,19 @@ class MappingPool:
         self._mapper = mapper
         self.processes = processes
         self._workers: list[_Worker] = []
-        self._idle: asyncio.Queue[_Worker] | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._starting: asyncio.Lock | None = None
 
-    async def _start(self) -> asyncio.Queue[_Worker]:
+    async def _start(self) -> asyncio.Semaphore:
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._idle is not None:
-                return self._idle
+            if self._slots is not None:
+                return self._slots
             cfg = self._cfg
             rules = str(cfg.resolve(cfg.table_mappings)) if cfg.table_mappings else None
             init = (rules, cfg.target.model_dump(), cfg.task_id, cfg.log.level, cfg.log.format)
             ctx = multiprocessing.get_context("spawn")
-            idle: asyncio.Queue[_Worker] = asyncio.Queue()
             for i in range(self.processes):
                 ours, theirs = socket.socketpair()
                 process = ctx.Process(target=_serve, args=(theirs, init), name=f"cdcstream-mapping-{i}", daemon=True)
@@ -129,32 +155,28 @@ class MappingPool:
                 theirs.close()
                 reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
                 worker = _Worker(process, reader, writer)
+                worker.task = asyncio.create_task(worker.read_answers(), name=f"mapping-worker-{i}")
                 self._workers.append(worker)
-                idle.put_nowait(worker)
             log.info("mapping worker processes started", pids=[w.process.pid for w in self._workers])
-            self._idle = idle
-            return idle
+            self._slots = asyncio.Semaphore(DEPTH * self.processes)
+            return self._slots
 
     async def map(self, info: TableInfo, raw: RawRows) -> MappedRows | None:
         """The chunk's records, in row order (None: the source must decode it itself, see RawRows.rows)."""
         if self._mapper.plan(info) is None:
             return MappedRows([])
-        idle = self._idle or await self._start()
-        worker = await idle.get()
+        slots = self._slots or await self._start()
         frame = pickle.dumps((info, raw), pickle.HIGHEST_PROTOCOL)
-        try:
+        async with slots:
+            worker = min(self._workers, key=lambda w: len(w.pending))
+            if worker.task is not None and worker.task.done():
+                raise MappingError(f"mapping worker process {worker.process.name} died earlier in this load")
+            fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+            worker.pending.append(fut)  # and the frame written without an await in between: same order
             worker.writer.write(len(frame).to_bytes(_HEADER, "big") + frame)
-            await worker.writer.drain()
-            size = int.from_bytes(await worker.reader.readexactly(_HEADER), "big")
-            ok, answer = pickle.loads(await worker.reader.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            code = worker.process.exitcode
-            raise MappingError(
-                f"mapping worker process {worker.process.name} died (exit code {code}): {exc}; "
-                "the load resumes from the last checkpoint after a restart"
-            ) from None
-        # Back to work only after a complete answer: a request cancelled half-way leaves the worker unusable.
-        idle.put_nowait(worker)
+            with contextlib.suppress(ConnectionError):  # the worker is gone: its reader task fails ``fut``
+                await worker.writer.drain()
+            ok, answer = await fut
         if not ok:
             if isinstance(answer, CdcstreamError):
                 raise answer
@@ -172,5 +194,7 @@ class MappingPool:
             await asyncio.to_thread(worker.process.join, 5.0)
             if worker.process.is_alive():
                 worker.process.kill()
+            if worker.task is not None:
+                worker.task.cancel()
         self._workers.clear()
-        self._idle = None
+        self._slots = None
