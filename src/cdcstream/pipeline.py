@@ -347,6 +347,7 @@ class Pipeline:
             },
             "full_load": {
                 "migration_type": self.cfg.migration_type,
+                "mapping_workers": self.pool.status() if self.pool is not None else {"processes": 0, "pids": []},
                 **(self.source.status().get("full_load") or {"tables": {}}),
             },
             "health": {"ready": self.ready()[1], "alive": self._unhealthy or "ok"},

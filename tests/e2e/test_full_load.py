@@ -7,6 +7,9 @@ and ``update`` set a row, ``delete`` removes it. The result must equal the sourc
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import threading
 import time
 import urllib.request
@@ -42,6 +45,7 @@ from tests.support.fullload import (
     replay,
     run_to_exit,
     wait_load_complete,
+    wait_load_progress,
     wait_logged,
     worker_pids,
 )
@@ -236,6 +240,80 @@ def test_sigkill_during_parallel_load_resumes_without_loss(
     assert total - sum(tables.values()) <= kills * 2500, total
 
 
+def test_a_killed_mapping_worker_stops_the_daemon_and_the_restart_loses_nothing(
+    pg_db: PgDb, moto_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL of a mapping worker process mid-load: the daemon exits with an error naming it (it cannot know
+    what the worker had not answered yet), and the next start resumes the load with every row."""
+    pg_db.execute("CREATE TABLE w (id int PRIMARY KEY, s text NOT NULL)")
+    pg_db.execute("INSERT INTO w SELECT g, repeat('y', 40) || g FROM generate_series(1, 20000) g")
+    pg_db.execute("ANALYZE")
+    stream = create_stream(moto_url, f"flw-{uuid.uuid4().hex[:8]}")
+    daemon = start_daemon(
+        pg_db,
+        moto_url,
+        stream,
+        tmp_path,
+        extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}\nprocesses = 1",
+        extra_target=f"{FAST}\nmax_buffered_records = 500",
+    )
+    try:
+        assert wait_load_progress(daemon), "the load finished before its first checkpoint"
+        (pid,) = worker_pids(daemon.log_path.read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=60) == 4, daemon.log_tail()
+        assert re.search(r"mapping worker process \S+ died", daemon.log_path.read_text()), daemon.log_tail()
+        daemon.start()
+        wait_load_complete(daemon)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+    records = read_stream(moto_url, stream)
+    assert "full load resuming from the checkpoint" in daemon.log_path.read_text()
+    assert {r["data"]["id"] for r in loads_of(records, "w")} == set(range(1, 20001))
+    assert replay(records, "w", ("id",)) == source_rows(pg_db, "w", ("id",))
+
+
+def test_stop_signal_to_daemon_and_workers_mid_load_is_a_clean_stop(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    """systemd's stop signals every process of the unit: the workers ignore it and the daemon drains and exits 0
+    (a worker dying first would fail the drain); the next start resumes the load with every row."""
+    pg_db.execute("CREATE TABLE st (id int PRIMARY KEY, s text NOT NULL)")
+    pg_db.execute("INSERT INTO st SELECT g, repeat('z', 40) || g FROM generate_series(1, 20000) g")
+    pg_db.execute("ANALYZE")
+    stream = create_stream(moto_url, f"fls-{uuid.uuid4().hex[:8]}")
+    daemon = start_daemon(
+        pg_db,
+        moto_url,
+        stream,
+        tmp_path,
+        extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}\nprocesses = 2",
+        extra_target=f"{FAST}\nmax_buffered_records = 500",
+    )
+    try:
+        assert wait_load_progress(daemon), "the load finished before its first checkpoint"
+        assert daemon.proc is not None
+        workers = worker_pids(daemon.log_path.read_text())
+        # The order systemd's signals arrive in is not defined: the workers' first is the one that can go wrong.
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        os.kill(daemon.proc.pid, signal.SIGTERM)
+        assert daemon.proc.wait(timeout=60) == 0, daemon.log_tail()
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{p}").exists() for p in workers)
+        daemon.start()
+        wait_load_complete(daemon)
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+    records = read_stream(moto_url, stream)
+    assert "full load resuming from the checkpoint" in daemon.log_path.read_text()
+    assert {r["data"]["id"] for r in loads_of(records, "st")} == set(range(1, 20001))
+
+
 @pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "mapping-workers"])
 def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int) -> None:
     """The same values arriving as a load row and as a CDC insert have identical ``data`` (type matrix), also
@@ -373,6 +451,7 @@ def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path,
         wait_for(moto_url, stream, lambda recs: replay(recs, "r", ("id",)) == expected, timeout=120)
         status = json.loads(urllib.request.urlopen(daemon.http + "/status", timeout=5).read())
         assert status["source"]["reload"]["pending"] == []
+        assert len(status["full_load"]["mapping_workers"]["pids"]) == processes
         assert daemon.stop() == 0, daemon.log_tail()
         assert bool(worker_pids(daemon.log_path.read_text())) == bool(processes)
     finally:

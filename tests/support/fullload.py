@@ -160,9 +160,8 @@ def run_to_exit(daemon: Daemon, timeout: float = 300) -> int:
     return peak_kib
 
 
-def kill_mid_load(daemon: Daemon, timeout: float = 60) -> bool:
-    """SIGKILL the daemon once its checkpoint holds some load progress (and restart it); False when the load
-    completed before that could happen."""
+def wait_load_progress(daemon: Daemon, timeout: float = 60) -> bool:
+    """Wait until the daemon's checkpoint holds some load progress; False when the load completed first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in (daemon.config.parent / "state").glob("*.json"):
@@ -173,11 +172,19 @@ def kill_mid_load(daemon: Daemon, timeout: float = 60) -> bool:
             if load.get("done"):
                 return False
             if load.get("rows"):
-                daemon.kill()
-                daemon.start()
                 return True
         time.sleep(0.02)
     raise AssertionError(f"no load progress in the checkpoint after {timeout}s:\n{daemon.log_tail()}")
+
+
+def kill_mid_load(daemon: Daemon) -> bool:
+    """SIGKILL (and restart) the daemon once its checkpoint holds some load progress; False when the load
+    completed before that could happen."""
+    if not wait_load_progress(daemon):
+        return False
+    daemon.kill()
+    daemon.start()
+    return True
 
 
 def completed_rows(daemon: Daemon) -> int:

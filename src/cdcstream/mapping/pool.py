@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 from binascii import b2a_base64
 from collections import deque
@@ -62,8 +63,9 @@ def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     records = mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
     keys = [r.partition_key for r in records]
     datas = [r.data for r in records]
+    join = b"".join  # one copy of each ~1 KB entry, not one per concatenation
     entries = [
-        b'{"Data":"' + b2a_base64(d, newline=False) + b'","PartitionKey":' + orjson.dumps(k) + b"}"
+        join((b'{"Data":"', b2a_base64(d, newline=False), b'","PartitionKey":', orjson.dumps(k), b"}"))
         for k, d in zip(keys, datas, strict=True)
     ]
     return keys, datas, entries, records[0].label if records else ""
@@ -72,6 +74,11 @@ def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
 def _serve(sock: socket.socket, init: tuple[str | None, dict[str, Any], str, str, Any]) -> None:
     """A worker process: answer requests until the daemon closes the socket (or dies)."""
     from cdcstream.telemetry.logging import configure
+
+    # A stop is the daemon's to handle: systemd signals the whole control group and Ctrl-C the whole process
+    # group, and a worker dying first would fail the daemon's drain with an error. The closed socket ends it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     rules_path, target, task_id, log_level, log_format = init
     configure(log_level, log_format)
@@ -185,6 +192,10 @@ class MappingPool:
             return None
         keys, datas, entries, label = answer
         return MappedRows([Record(k, d, 0, None, label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)])
+
+    def status(self) -> dict[str, Any]:
+        """For ``/status``: how many workers, and their process ids once started."""
+        return {"processes": self.processes, "pids": [w.process.pid for w in self._workers]}
 
     async def close(self) -> None:
         """Stop the workers (closing their sockets ends them)."""
