@@ -317,6 +317,11 @@ class MyRowPackets:
         return render_rows(spec.names, _spec_converters_of(spec), parse_row_packets(self.data, self.count, spec.fields))
 
 
+#: Raw reads use PyMySQL's private packet reading, checked against this release (pinned in pyproject.toml);
+#: with any other the rows are decoded in the session threads as before.
+RAW_READS = pymysql.VERSION[:3] == (1, 2, 4)
+
+
 def _bad_sequence(conn: pymysql.Connection[Any], got: int, expected: int) -> None:
     """What PyMySQL's ``_read_packet`` does on a packet out of sequence."""
     conn._force_close()
@@ -669,6 +674,7 @@ class MyLoadEngine:
         self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
     ) -> AsyncIterator[Chunk]:
         conn = self._sessions[session]
+        raw = raw and RAW_READS
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]
         key_idx = [names.index(k) for k in keys]
