@@ -22,6 +22,7 @@ import pytest
 
 from tests.support import pg_types as m
 from tests.support.daemon import (
+    Daemon,
     create_stream,
     kill_at_random_moments,
     read_stream,
@@ -186,14 +187,10 @@ def test_full_load_only_exits_and_covers_special_tables(pg_db: PgDb, moto_url: s
     assert len(read_stream(moto_url, stream)) == len(records)
 
 
-@pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "mapping-workers"])
-def test_sigkill_during_parallel_load_resumes_without_loss(
-    pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int
-) -> None:
-    """SIGKILL at random moments of a multi-table parallel load: after the restarts nothing is missing, and the
-    duplicates stay within what was in flight at each kill (finished segments are not copied again). With mapping
-    worker processes, none outlives the daemon that was killed."""
-    tables = {"k1": 12000, "k2": 9000, "k3": 6000, "k4": 3000}
+def _start_load(
+    pg_db: PgDb, moto_url: str, tmp_path: Path, tables: dict[str, int], processes: int
+) -> tuple[str, Daemon]:
+    """Tables of ``n`` rows each and a daemon starting a parallel full-load-and-cdc of them."""
     for name, n in tables.items():
         pg_db.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, s text NOT NULL)")
         pg_db.execute(f"INSERT INTO {name} SELECT g, repeat('x', 50) || g FROM generate_series(1, {n}) g")
@@ -207,6 +204,27 @@ def test_sigkill_during_parallel_load_resumes_without_loss(
         extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}\nprocesses = {processes}",
         extra_target=f"{FAST}\nmax_buffered_records = 500",
     )
+    return stream, daemon
+
+
+def _mid_worker_load(pg_db: PgDb, moto_url: str, tmp_path: Path, table: str, processes: int) -> tuple[str, Daemon]:
+    """A 20,000-row table being loaded through ``processes`` mapping workers, with some progress checkpointed."""
+    stream, daemon = _start_load(pg_db, moto_url, tmp_path, {table: 20000}, processes)
+    if not wait_load_progress(daemon):
+        daemon.kill()
+        raise AssertionError("the load finished before its first checkpoint")
+    return stream, daemon
+
+
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "mapping-workers"])
+def test_sigkill_during_parallel_load_resumes_without_loss(
+    pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int
+) -> None:
+    """SIGKILL at random moments of a multi-table parallel load: after the restarts nothing is missing, and the
+    duplicates stay within what was in flight at each kill (finished segments are not copied again). With mapping
+    worker processes, none outlives the daemon that was killed."""
+    tables = {"k1": 12000, "k2": 9000, "k3": 6000, "k4": 3000}
+    stream, daemon = _start_load(pg_db, moto_url, tmp_path, tables, processes)
     kills = 4
     already = threading.Event()
     already.set()
@@ -245,20 +263,8 @@ def test_a_killed_mapping_worker_stops_the_daemon_and_the_restart_loses_nothing(
 ) -> None:
     """SIGKILL of a mapping worker process mid-load: the daemon exits with an error naming it (it cannot know
     what the worker had not answered yet), and the next start resumes the load with every row."""
-    pg_db.execute("CREATE TABLE w (id int PRIMARY KEY, s text NOT NULL)")
-    pg_db.execute("INSERT INTO w SELECT g, repeat('y', 40) || g FROM generate_series(1, 20000) g")
-    pg_db.execute("ANALYZE")
-    stream = create_stream(moto_url, f"flw-{uuid.uuid4().hex[:8]}")
-    daemon = start_daemon(
-        pg_db,
-        moto_url,
-        stream,
-        tmp_path,
-        extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}\nprocesses = 1",
-        extra_target=f"{FAST}\nmax_buffered_records = 500",
-    )
+    stream, daemon = _mid_worker_load(pg_db, moto_url, tmp_path, "w", processes=1)
     try:
-        assert wait_load_progress(daemon), "the load finished before its first checkpoint"
         (pid,) = worker_pids(daemon.log_path.read_text())
         os.kill(pid, signal.SIGKILL)
         assert daemon.proc is not None
@@ -278,20 +284,8 @@ def test_a_killed_mapping_worker_stops_the_daemon_and_the_restart_loses_nothing(
 def test_stop_signal_to_daemon_and_workers_mid_load_is_a_clean_stop(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
     """systemd's stop signals every process of the unit: the workers ignore it and the daemon drains and exits 0
     (a worker dying first would fail the drain); the next start resumes the load with every row."""
-    pg_db.execute("CREATE TABLE st (id int PRIMARY KEY, s text NOT NULL)")
-    pg_db.execute("INSERT INTO st SELECT g, repeat('z', 40) || g FROM generate_series(1, 20000) g")
-    pg_db.execute("ANALYZE")
-    stream = create_stream(moto_url, f"fls-{uuid.uuid4().hex[:8]}")
-    daemon = start_daemon(
-        pg_db,
-        moto_url,
-        stream,
-        tmp_path,
-        extra=f"{FULL_LOAD_AND_CDC}\n{PARALLEL}\nprocesses = 2",
-        extra_target=f"{FAST}\nmax_buffered_records = 500",
-    )
+    stream, daemon = _mid_worker_load(pg_db, moto_url, tmp_path, "st", processes=2)
     try:
-        assert wait_load_progress(daemon), "the load finished before its first checkpoint"
         assert daemon.proc is not None
         workers = worker_pids(daemon.log_path.read_text())
         # The order systemd's signals arrive in is not defined: the workers' first is the one that can go wrong.

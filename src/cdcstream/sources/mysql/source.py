@@ -30,7 +30,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, MySQLSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
-from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
     Offload,
@@ -277,7 +277,7 @@ def describe_server(identity: dict[str, Any]) -> str:
     return f"{text} (server_uuid {identity['server_uuid']})" if identity.get("server_uuid") else text
 
 
-class MySQLSource:
+class MySQLSource(SourceBase):
     """A :class:`cdcstream.sources.Source` reading a MySQL/MariaDB server's binary log."""
 
     def __init__(
@@ -291,26 +291,23 @@ class MySQLSource:
         parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
         offload: Offload | None = None,
     ) -> None:
+        super().__init__(
+            f"mysql:{cfg.host}:{cfg.port}",
+            reconnect_max_delay=cfg.reconnect_max_delay,
+            migration_type=migration_type,
+            full_load=full_load,
+            parallel_load=parallel_load,
+            offload=offload,
+        )
         self.cfg = cfg
-        self.migration_type = migration_type
-        self._full_load_cfg = full_load or FullLoadConfig()
-        self._parallel_load = parallel_load or (lambda schema, table: None)
-        self._offload = offload  # full-load chunks to the pipeline's mapping worker processes
-        self._load: FullLoad | None = None
-        # {"load": {"done": true, ...}} in every checkpoint after a full load (kept across reconnects).
-        self._load_extra: dict[str, Any] = {}
-        # reload --table: tables waiting to be re-copied (stamped on every marker yielded while any is pending,
-        # never put into the reader's markers, which may be queued before a request or after its end), the
-        # running one's load and its binlog point P.
-        self._reloads = PendingReloads()
-        self._reload: FullLoad | None = None
+        # reload --table: pending requests are stamped on every marker yielded while any is pending, never put
+        # into the reader's markers (which may be queued before a request or after its end). The running
+        # reload's binlog point P; the last finished reload, for /status.
         self._reload_point: BinlogPos | None = None
-        self._last_reload: dict[str, Any] | None = None  # the last finished one, for /status
-        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
+        self._last_reload: dict[str, Any] | None = None
         self._at_boundary = True  # the last item yielded ended a transaction (or nothing was yielded yet)
         self._user_selector = selector
         self._no_hex_prefix = no_hex_prefix
-        self._label = f"mysql:{cfg.host}:{cfg.port}"
         self._where = f"{cfg.user}@{cfg.host}:{cfg.port}"
         self._conv: EventConverter | None = None
         self._reader: ReaderThread | None = None
@@ -320,16 +317,6 @@ class MySQLSource:
         self._identity: dict[str, Any] = {}
         self._acked: dict[str, Any] | None = None
         self._use_gtid = False
-        self._started = False
-        self._closed = False
-        self._backoff = Backoff(base=0.2, maximum=cfg.reconnect_max_delay)
-        self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
-        self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
-        self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
-        self._m_ddl_skipped = metrics.SOURCE_DDL_SKIPPED.labels(self._label)
-        self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
-        self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
-        self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
         self._m_events: dict[tuple[str, int], Any] = {}
         self._log = log.bind(source=self._label)
 

@@ -33,7 +33,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
-from cdcstream.runtime.retry import Backoff
+from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
     Offload,
@@ -133,7 +133,7 @@ def connect_error(cfg: PostgresSourceConfig, exc: psycopg.Error) -> SourceError:
     )
 
 
-class PostgresSource:
+class PostgresSource(SourceBase):
     """A :class:`cdcstream.sources.Source` reading one PostgreSQL database through a logical slot."""
 
     def __init__(
@@ -147,22 +147,17 @@ class PostgresSource:
         parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
         offload: Offload | None = None,
     ) -> None:
+        super().__init__(
+            f"postgres:{cfg.database}",
+            reconnect_max_delay=cfg.reconnect_max_delay,
+            migration_type=migration_type,
+            full_load=full_load,
+            parallel_load=parallel_load,
+            offload=offload,
+        )
         self.cfg = cfg
         self._selector = selector
-        self.migration_type = migration_type
-        self._full_load_cfg = full_load or FullLoadConfig()
-        self._parallel_load = parallel_load or (lambda schema, table: None)
-        self._offload = offload  # full-load chunks to the pipeline's mapping worker processes
-        self._load: FullLoad | None = None
-        # Extra checkpoint fields after a full load ({"load": {"done": true, ...}}) and of pending reloads
-        # ({"reload": ["s.t", ...]}), kept across reconnects.
-        self._load_extra: dict[str, Any] = {}
-        # reload --table: tables waiting to be re-copied, the running one's load and its consistent point.
-        self._reloads = PendingReloads()
-        self._reload: FullLoad | None = None
-        self._reload_point: int | None = None
-        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
-        self._label = f"postgres:{cfg.database}"
+        self._reload_point: int | None = None  # the running reload's consistent point P
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
         self._decoder = Decoder(selector=selector, types=self.types)
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -171,18 +166,8 @@ class PostgresSource:
         self._identity: dict[str, Any] = {}  # system_id and timeline of the server, from IDENTIFY_SYSTEM
         self._sent_flush = -1
         self._last_status = 0.0
-        self._closed = False
-        self._started = False
         self._superuser = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._backoff = Backoff(base=0.2, maximum=cfg.reconnect_max_delay)
-        self._m_connected = metrics.SOURCE_CONNECTED.labels(self._label)
-        self._m_reconnects = metrics.SOURCE_RECONNECTS.labels(self._label)
-        self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(self._label)
-        self._m_ddl_skipped = metrics.SOURCE_DDL_SKIPPED.labels(self._label)
-        self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(self._label)
-        self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(self._label)
-        self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(self._label)
         self._m_disconnects = metrics.ERRORS.labels("receiving", "SourceConnectionError")
         # Monotonic time the reader last went round its loop (at least every second while streaming, data or
         # not): the pipeline's watchdog tells an idle source from a wedged one with it.
