@@ -93,7 +93,8 @@ def _decimal(precision: int, scale: int) -> Decoder:
 _DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _valid_day(year: int, month: int, day: int) -> bool:
+def valid_day(year: int, month: int, day: int) -> bool:
+    """Whether ``day`` exists in ``month`` (1..12) of ``year`` (days 1..28 always do)."""
     if day <= 28:
         return True
     if month == 2 and day == 29:
@@ -121,7 +122,7 @@ def _datetime2(fsp: int) -> Decoder:
             or hour > 23
             or minute > 59
             or second > 59
-            or not _valid_day(year, month, day)
+            or not valid_day(year, month, day)
         ):
             return None, pos + size
         text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
