@@ -228,10 +228,12 @@ class PutRecordsClient:
         raise self._classify(status, raw, batch)
 
     def _parse_ok(self, raw: bytes, n: int) -> PutRecordsResult:
+        # All accepted, told without building n dicts (~1 µs per record): the answer echoes no record data and
+        # its entries hold no objects, so n + 1 braces, n sequence numbers and no error code are n successes.
+        if raw.count(b"{") == n + 1 and raw.count(b'"SequenceNumber"') == n and b'"ErrorCode"' not in raw:
+            return PutRecordsResult(0, None, None)
         try:
-            doc = orjson.loads(raw)
-            failed = int(doc.get("FailedRecordCount") or 0)
-            entries = doc["Records"]
+            entries = orjson.loads(raw)["Records"]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             # Whether anything was written is unknown: resend all (duplicates allowed, loss not).
             raise SinkRetriableError(
@@ -241,9 +243,7 @@ class PutRecordsClient:
             raise SinkRetriableError(
                 f"PutRecords to stream {self.stream_name}: {len(entries)} results for {n} records; resending"
             )
-        # Fast path; the cheap check of the last entry guards against a server that forgot FailedRecordCount.
-        if failed == 0 and not (entries and "ErrorCode" in entries[-1]):
-            return PutRecordsResult(0, None, None)
+        # Not all plain successes (see the top): each entry says, whatever FailedRecordCount claims.
         codes: list[str | None] = []
         messages: list[str | None] = []
         nfailed = 0
