@@ -298,7 +298,7 @@ class FullLoadConfig(_Section):
     # Seconds between progress log lines (rows copied, estimate, rows/s, ETA) per loading table.
     progress_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Worker processes that decode, map and serialise load rows beside the event loop (not a DMS setting):
-    # "auto" = one per CPU core available but one; 0 = everything in the daemon's own process.
+    # "auto" = one per CPU core available but one, at most 4; 0 = everything in the daemon's own process.
     processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 

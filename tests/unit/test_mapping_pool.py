@@ -9,12 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from cdcstream.changes import ChangeEvent, Column, MappedRows, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import MappingError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.pool import MappingPool, map_chunk
+from cdcstream.mapping.pool import AUTO_MAX, MappingPool, default_processes, map_chunk
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 from cdcstream.sinks.batching import Batch, key_size
@@ -140,3 +141,21 @@ def test_copy_block_renders_in_another_process_and_reports_stale_composites() ->
     assert again.rows() == [{"id": 1, "c": {"a": 2, "b": "x"}}, {"id": 2, "c": None}]
     # A value with more fields than the description: the composite changed; the source must re-describe.
     assert CopyBlock(b"3\t(2,x,9)\n", 1, spec).rows() is None
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 1), (4, 3), (64, AUTO_MAX)])
+def test_auto_is_a_worker_per_spare_core_up_to_the_cap(
+    monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert default_processes() == expected
+
+
+@pytest.mark.parametrize(("value", "ok"), [("auto", True), (0, True), (3, True), ("many", False), (-1, False)])
+def test_processes_setting_is_validated(value: Any, ok: bool) -> None:
+    raw = {"source": {"engine": "postgres", "database": "app"}, "target": {"stream_name": "s"}}
+    if ok:
+        assert Config.model_validate({**raw, "full_load": {"processes": value}}).full_load.processes == value
+    else:
+        with pytest.raises(ValidationError, match="processes"):
+            Config.model_validate({**raw, "full_load": {"processes": value}})

@@ -43,10 +43,17 @@ log = structlog.get_logger(__name__)
 _HEADER = 8  # frame length, big-endian
 
 
+#: ``processes = "auto"`` starts at most this many: the event loop numbering and sending the records (~10 µs
+#: per load row) is the limit once two or three workers (~10-18 µs per row each) feed it, and each worker
+#: holds ~70 MiB.
+AUTO_MAX = 4
+
+
 def default_processes() -> int:
-    """``processes = "auto"``: every core available but the one the event loop uses (none on one core)."""
+    """``processes = "auto"``: a worker per core available beside the event loop's (none on a single core),
+    at most :data:`AUTO_MAX`."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, cores - 1)
+    return max(0, min(AUTO_MAX, cores - 1))
 
 
 Mapped = tuple[list[str], list[bytes], list[bytes], str]
