@@ -159,3 +159,27 @@ def test_processes_setting_is_validated(value: Any, ok: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="processes"):
             Config.model_validate({**raw, "full_load": {"processes": value}})
+
+
+class Picky(Exception):
+    """Pickles, but does not unpickle: its __init__ wants two arguments."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+@dataclass
+class PickyRows(Rows):
+    def rows(self) -> list[dict[str, Any]] | None:
+        raise Picky("x", "y")
+
+
+async def test_an_exception_that_does_not_unpickle_still_arrives_as_text() -> None:
+    cfg = _config()
+    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 1)
+    try:
+        with pytest.raises(MappingError, match="Picky: x/y"):
+            await pool.map(INFO, PickyRows(ROWS))
+        assert await pool.map(INFO, Rows(ROWS[:1])) is not None  # and the worker goes on
+    finally:
+        await pool.close()

@@ -101,7 +101,8 @@ def _serve(sock: socket.socket, init: tuple[str | None, dict[str, Any], str, str
         except Exception as exc:
             try:
                 payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
-            except Exception:  # an exception that does not pickle: its text still says what went wrong
+                pickle.loads(payload)  # some exceptions pickle but do not unpickle (other __init__ arguments)
+            except Exception:  # its text still says what went wrong
                 payload = pickle.dumps((False, MappingError(f"{type(exc).__name__}: {exc}")))
         sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
 
@@ -125,10 +126,14 @@ class _Worker:
         try:
             while True:
                 size = int.from_bytes(await self.reader.readexactly(_HEADER), "big")
-                answer = pickle.loads(await self.reader.readexactly(size))
+                frame = await self.reader.readexactly(size)
                 fut = self.pending.popleft()
-                if not fut.done():  # a cancelled request's answer is read and dropped: the stream stays in step
-                    fut.set_result(answer)
+                if fut.done():  # a cancelled request's answer is read and dropped: the stream stays in step
+                    continue
+                try:
+                    fut.set_result(pickle.loads(frame))
+                except Exception as exc:  # never leave the request waiting for ever
+                    fut.set_exception(MappingError(f"unreadable answer from a mapping worker process: {exc!r}"))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             error = MappingError(
                 f"mapping worker process {self.process.name} died (exit code {self.process.exitcode}): {exc}; "
