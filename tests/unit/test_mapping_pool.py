@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,8 +15,9 @@ from pydantic import ValidationError
 from cdcstream.changes import ChangeEvent, Column, MappedRows, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import MappingError
+from cdcstream.mapping import pool as pool_module
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.pool import AUTO_MAX, MappingPool, default_processes, map_chunk
+from cdcstream.mapping.pool import AUTO_MAX, MappingPool, cgroup_cpu_limit, default_processes, map_chunk
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 from cdcstream.sinks.batching import Batch, key_size
@@ -143,12 +145,50 @@ def test_copy_block_renders_in_another_process_and_reports_stale_composites() ->
     assert CopyBlock(b"3\t(2,x,9)\n", 1, spec).rows() is None
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 1), (4, 3), (64, AUTO_MAX)])
+@pytest.mark.parametrize(
+    ("cores", "limit", "expected"),
+    [(1, None, 0), (2, None, 1), (4, None, 3), (64, None, AUTO_MAX), (64, 0.25, 0), (64, 2.5, 2), (2, 8.0, 1)],
+)
 def test_auto_is_a_worker_per_spare_core_up_to_the_cap(
-    monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
+    monkeypatch: pytest.MonkeyPatch, cores: int, limit: float | None, expected: int
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(pool_module, "cgroup_cpu_limit", lambda: limit)
     assert default_processes() == expected
+
+
+def _cgroup(root: Path, proc: str, files: dict[str, str]) -> Path:
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/cgroup").write_text(proc)
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_cgroup_cpu_limits_v2_and_v1(tmp_path: Path) -> None:
+    unit = "sys/fs/cgroup/system.slice/cdc.service/cpu.max"
+    v2 = _cgroup(tmp_path / "a", "0::/system.slice/cdc.service\n", {unit: "150000 100000\n"})
+    assert cgroup_cpu_limit(v2) == 1.5
+    unlimited = _cgroup(tmp_path / "b", "0::/\n", {"sys/fs/cgroup/cpu.max": "max 100000\n"})
+    assert cgroup_cpu_limit(unlimited) is None
+    v1 = _cgroup(
+        tmp_path / "c",
+        "9:name=systemd:/\n4:cpu,cpuacct:/kubepods/pod1\n",
+        {"sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us": "50000\n",
+         "sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_period_us": "100000\n"},
+    )  # fmt: skip
+    assert cgroup_cpu_limit(v1) == 0.5
+    v1_unlimited = _cgroup(tmp_path / "d", "4:cpu,cpuacct:/\n", {"sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n"})
+    assert cgroup_cpu_limit(v1_unlimited) is None
+    assert cgroup_cpu_limit(tmp_path / "nothing") is None
+    # A hybrid host: the unified hierarchy has no cpu.max, the v1 cpu controller has the limit.
+    hybrid = _cgroup(
+        tmp_path / "e",
+        "0::/x\n4:cpu:/x\n",
+        {"sys/fs/cgroup/cpu/x/cpu.cfs_quota_us": "200000\n", "sys/fs/cgroup/cpu/x/cpu.cfs_period_us": "100000\n"},
+    )
+    assert cgroup_cpu_limit(hybrid) == 2.0
 
 
 @pytest.mark.parametrize(("value", "ok"), [("auto", True), (0, True), (3, True), ("many", False), (-1, False)])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import os
 import pickle
@@ -49,10 +50,38 @@ _HEADER = 8  # frame length, big-endian
 AUTO_MAX = 4
 
 
+def cgroup_cpu_limit(root: Path = Path("/")) -> float | None:
+    """CPUs this process's cgroup may use (a container's CPU limit, systemd's ``CPUQuota=``), None when there is
+    no limit or no cgroup to read: CPU affinity alone counts a node's cores in a container limited to one."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        try:
+            if controllers == "":  # cgroup v2: "0::/path", limit "quota period" or "max period"
+                quota, period = (root / "sys/fs/cgroup" / rel / "cpu.max").read_text().split()[:2]
+                return None if quota == "max" else int(quota) / int(period)
+            if "cpu" in controllers.split(","):  # cgroup v1, mounted as cpu or cpu,cpuacct
+                for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+                    base = root / "sys/fs/cgroup" / mount
+                    if base.is_dir():
+                        q = int((base / rel / "cpu.cfs_quota_us").read_text())
+                        return None if q <= 0 else q / int((base / rel / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue  # e.g. a hybrid host's unified hierarchy without the cpu controller: try the next line
+    return None
+
+
 def default_processes() -> int:
     """``processes = "auto"``: a worker per core available beside the event loop's (none on a single core),
-    at most :data:`AUTO_MAX`."""
+    at most :data:`AUTO_MAX`. Available: CPU affinity, and the cgroup's CPU limit where there is one."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, max(1, math.ceil(limit)))
     return max(0, min(AUTO_MAX, cores - 1))
 
 
