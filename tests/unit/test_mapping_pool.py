@@ -18,7 +18,7 @@ from cdcstream.errors import MappingError
 from cdcstream.mapping import pool as pool_module
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.pool import AUTO_MAX, MappingPool, cgroup_cpu_limit, default_processes, map_chunk
-from cdcstream.mapping.rules import MappingRules
+from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.records import Record
 from cdcstream.sinks.batching import Batch, key_size
 from cdcstream.sinks.putrecords import PutRecordsClient
@@ -221,5 +221,33 @@ async def test_an_exception_that_does_not_unpickle_still_arrives_as_text() -> No
         with pytest.raises(MappingError, match="Picky: x/y"):
             await pool.map(INFO, PickyRows(ROWS))
         assert await pool.map(INFO, Rows(ROWS[:1])) is not None  # and the worker goes on
+    finally:
+        await pool.close()
+
+
+async def test_workers_map_with_the_rules_as_the_daemon_read_them(tmp_path: Path) -> None:
+    """The mapping file edited after the start (say, for the next restart) does not change what workers started
+    later (a reload --table) write: the daemon's own records would otherwise differ from its load records."""
+    locator = {"schema-name": "public", "table-name": "t"}
+    rules = [
+        {"rule-type": "selection", "rule-id": "1", "rule-action": "include", "object-locator": locator},
+        {"rule-type": "object-mapping", "rule-id": "2", "rule-action": "map-record-to-record",
+         "object-locator": locator, "mapping-parameters": {"partition-key-type": "schema-table"}},
+    ]  # fmt: skip
+    path = tmp_path / "mapping.json"
+    path.write_bytes(orjson.dumps({"rules": rules}))
+    cfg = Config.model_validate(
+        {
+            "source": {"engine": "postgres", "database": "app"},
+            "target": {"stream_name": "s"},
+            "table_mappings": str(path),
+        }
+    )
+    pool = MappingPool(cfg, Mapper(load_rules(path), cfg.target, cfg.task_id), 1)
+    path.write_bytes(orjson.dumps({"rules": rules[:1]}))  # primary-key load keys from now on
+    try:
+        mapped = await pool.map(INFO, Rows(ROWS[:3]))
+        assert mapped is not None
+        assert {r.partition_key for r in mapped.records} == {"public.t"}
     finally:
         await pool.close()
