@@ -20,10 +20,11 @@ session time zone UTC, and rendered by :func:`load_converter` to exactly what th
 values (``rows.py``); a table without a primary key (or unique NOT NULL key) is one unordered pass. Each session
 runs its blocking PyMySQL calls in a thread of its own, so the event loop never waits on the server.
 
-With mapping worker processes (``full_load.processes``) the reads are raw: the session's thread only frames the
-result's row packets (:func:`_read_row_packets`) and parses the last one for the checkpoint key, and the worker
-parses and renders the rest (:class:`MyRowPackets`) exactly as PyMySQL and :func:`load_converter` would here, so
-that per-row work does not hold the GIL the event loop needs.
+Rows are read as the result's row packets (:func:`_read_row_packets`) and rendered from the text protocol
+(:class:`MyRowPackets`) exactly as PyMySQL and :func:`load_converter` would render them, without PyMySQL's row
+objects. With mapping worker processes (``full_load.processes``) the session's thread only frames the packets
+and parses the last one for the checkpoint key, and a worker renders the rest, so that per-row work does not
+hold the GIL the event loop needs; without them the session's thread renders them.
 """
 
 from __future__ import annotations
@@ -364,8 +365,8 @@ class MyRowPackets:
         return render_rows(self.spec.names, convs, parse_row_packets(self.data, self.count, fields))
 
 
-#: Raw reads use PyMySQL's private packet reading, checked against this release (pinned in pyproject.toml);
-#: with any other the rows are decoded in the session threads as before.
+#: Packet reads use PyMySQL's private packet reading, checked against this release (pinned in pyproject.toml);
+#: with any other, PyMySQL parses the rows (``fetchmany``) and no chunk is handed over raw.
 RAW_READS = pymysql.VERSION[:3] == (1, 2, 4)
 
 
@@ -721,6 +722,9 @@ class MyLoadEngine:
         self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
     ) -> AsyncIterator[Chunk]:
         conn = self._sessions[session]
+        # Without a worker the rows are still read as packets where possible and decoded here, in the session's
+        # thread: rendering from the text costs less than PyMySQL's row objects and the converters after them.
+        packets_here = RAW_READS and not raw
         raw = raw and RAW_READS
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]
@@ -730,12 +734,15 @@ class MyLoadEngine:
         packet_spec: PacketSpec | None = None
 
         def fetch(cur: pymysql.cursors.SSCursor) -> tuple[list[dict[str, Any]], Key | None]:
+            if packets_here:
+                packets, last_key = fetch_raw(cur)
+                return (packets.rows() if packets is not None else []), last_key
             got = cur.fetchmany(size)
             last = [_key_json(got[-1][i]) for i in key_idx] if got and keys else None
             return render_rows(names, convs, [list(r) for r in got]), last
 
         def fetch_raw(cur: pymysql.cursors.SSCursor) -> tuple[MyRowPackets | None, Key | None]:
-            # Only the last row is parsed here, for its key; the rest is the worker's (MyRowPackets.rows).
+            # Only the last row is parsed here, for its key; the rest by MyRowPackets.rows (a worker's, mostly).
             nonlocal packet_spec
             payloads = _read_row_packets(cur, size)
             if not payloads:
