@@ -9,9 +9,9 @@ exactly as in-process ones would, so checkpoints and at-least-once are unchanged
 Each worker is a spawned process (the daemon has threads; forking them is unsafe) connected by a socket pair:
 pickled requests (up to ``DEPTH`` queued) answered in order, read by the event loop itself (no helper threads
 competing for the GIL). A worker exits when its socket closes, so a daemon killed with SIGKILL leaves none
-behind. Each builds its own :class:`Mapper` from the mapping file as the daemon read it at start and the same
-target settings; the daemon's own mapper still plans every table first (:meth:`MappingPool.map`), so checks that
-need all tables (two source tables written as one target) see the tables the workers map.
+behind. Each builds its own :class:`Mapper` from the daemon's mapping rules and target settings (pickled); the
+daemon's own mapper still plans every table first (:meth:`MappingPool.map`), so checks that need all tables (two
+source tables written as one target) see the tables the workers map.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cdcstream.changes import ChangeEvent, MappedRows, Op, RawRows, TableInfo
 from cdcstream.config import Config, TargetConfig
 from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, parse_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 
 log = structlog.get_logger(__name__)
@@ -107,7 +107,7 @@ def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     return keys, datas, entries, records[0].label if records else ""
 
 
-def _serve(sock: socket.socket, init: tuple[tuple[str, bytes] | None, dict[str, Any], str, str, Any]) -> None:
+def _serve(sock: socket.socket, init: tuple[MappingRules, TargetConfig, str, str, Any]) -> None:
     """A worker process: answer requests until the daemon closes the socket (or dies)."""
     from cdcstream.telemetry.logging import configure
 
@@ -118,8 +118,7 @@ def _serve(sock: socket.socket, init: tuple[tuple[str, bytes] | None, dict[str, 
 
     rules, target, task_id, log_level, log_format = init
     configure(log_level, log_format)
-    mapping = parse_rules(orjson.loads(rules[1]), rules[0]) if rules is not None else MappingRules()
-    mapper = Mapper(mapping, TargetConfig.model_validate(target), task_id)
+    mapper = Mapper(rules, target, task_id)
     stream = sock.makefile("rb")
     while True:
         header = stream.read(_HEADER)
@@ -183,12 +182,6 @@ class MappingPool:
         self._cfg = cfg
         self._mapper = mapper
         self.processes = processes
-        # The mapping file as the daemon read it at start (just before this), for workers started later: a file
-        # edited meanwhile (for the next restart) must not make load rows differ from the daemon's own records.
-        self._rules: tuple[str, bytes] | None = None
-        if cfg.table_mappings:
-            path = cfg.resolve(cfg.table_mappings)
-            self._rules = (str(path), path.read_bytes())
         self._workers: list[_Worker] = []
         self._slots: asyncio.Semaphore | None = None
         self._starting: asyncio.Lock | None = None
@@ -200,7 +193,10 @@ class MappingPool:
             if self._slots is not None:
                 return self._slots
             cfg = self._cfg
-            init = (self._rules, cfg.target.model_dump(), cfg.task_id, cfg.log.level, cfg.log.format)
+            # The daemon's own rules, not the mapping file read again: workers start at a load's first chunk,
+            # possibly hours later (reload --table), when the file may hold edits meant for the next restart.
+            mapper = self._mapper
+            init = (mapper.rules, mapper.target, mapper.task_id, cfg.log.level, cfg.log.format)
             ctx = multiprocessing.get_context("spawn")
             for i in range(self.processes):
                 ours, theirs = socket.socketpair()
