@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from binascii import b2a_base64
 from dataclasses import dataclass
+
+import orjson
 
 
 @dataclass(slots=True)
@@ -27,3 +30,11 @@ class Record:
     #: This record as a PutRecords entry (``{"Data": base64, "PartitionKey": key}``) when a mapping worker
     #: process built it already; the sink builds it otherwise.
     entry: bytes | None = None
+
+
+def put_records_entry(data: bytes, partition_key: str) -> bytes:
+    """A record as one entry of a PutRecords request body: ``{"Data": base64, "PartitionKey": key}``."""
+    # One join: one copy of a ~1 KB entry instead of one per concatenation.
+    return b"".join(
+        (b'{"Data":"', b2a_base64(data, newline=False), b'","PartitionKey":', orjson.dumps(partition_key), b"}")
+    )

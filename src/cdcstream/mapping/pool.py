@@ -24,12 +24,10 @@ import os
 import pickle
 import signal
 import socket
-from binascii import b2a_base64
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
 from cdcstream.changes import ChangeEvent, MappedRows, Op, RawRows, TableInfo
@@ -37,7 +35,7 @@ from cdcstream.config import Config, TargetConfig
 from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import MappingRules
-from cdcstream.records import Record
+from cdcstream.records import Record, put_records_entry
 
 log = structlog.get_logger(__name__)
 
@@ -99,11 +97,7 @@ def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     records = mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
     keys = [r.partition_key for r in records]
     datas = [r.data for r in records]
-    join = b"".join  # one copy of each ~1 KB entry, not one per concatenation
-    entries = [
-        join((b'{"Data":"', b2a_base64(d, newline=False), b'","PartitionKey":', orjson.dumps(k), b"}"))
-        for k, d in zip(keys, datas, strict=True)
-    ]
+    entries = [put_records_entry(d, k) for k, d in zip(keys, datas, strict=True)]
     return keys, datas, entries, records[0].label if records else ""
 
 

@@ -25,6 +25,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from cdcstream.errors import SinkError, SinkRetriableError
+from cdcstream.records import put_records_entry
 from cdcstream.sinks.aggregation import aggregate, pack
 from cdcstream.sinks.batching import Batch
 
@@ -143,11 +144,8 @@ class PutRecordsClient:
             if n == 1 and key not in tails:
                 # A key with one record here (a load's primary keys): caching its tail would only churn the cache.
                 record = records[start]
-                if record.entry is not None:  # built by a mapping worker process
-                    append(record.entry)
-                else:
-                    data = b2a_base64(record.data, newline=False)
-                    append(b"".join((b'{"Data":"', data, b'","PartitionKey":', _json_str(key), b"}")))
+                # Built already by a mapping worker process, or here.
+                append(record.entry if record.entry is not None else put_records_entry(record.data, key))
                 start += 1
                 continue
             tail = tails.get(key)
