@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -129,6 +131,40 @@ class Chunk:
 Offload = Callable[[TableInfo, RawRows], Awaitable[MappedRows | None]]
 """Decodes and maps a raw chunk in another process (the pipeline's mapping pool); None: the chunk's column
 descriptions are stale, the engine decodes it itself."""
+
+
+class RawSpec(Protocol):
+    """What an engine's raw chunks carry to be decoded anywhere (column descriptions), named by a key."""
+
+    @property
+    def key(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=RawSpec)
+_T = TypeVar("_T")
+_spec_keys = itertools.count()
+
+
+def new_spec_key() -> str:
+    """A key for one :class:`RawSpec`, unique across the daemon's processes (its pid and a counter)."""
+    return f"{os.getpid()}.{next(_spec_keys)}"
+
+
+def per_spec(build: Callable[[_S], _T]) -> Callable[[_S], _T]:
+    """``build(spec)`` once per spec key in the process that decodes (a mapping worker decodes chunk after chunk
+    of a segment with one spec); bounded, since engines make a spec per segment read."""
+    cache: dict[str, _T] = {}
+
+    def get(spec: _S) -> _T:
+        try:
+            return cache[spec.key]
+        except KeyError:
+            if len(cache) >= 256:
+                cache.clear()
+            value = cache[spec.key] = build(spec)
+            return value
+
+    return get
 
 
 class LoadEngine(Protocol):

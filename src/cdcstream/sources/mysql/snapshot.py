@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +48,7 @@ from pymysql.protocol import MysqlPacket
 
 from cdcstream.changes import RawRows
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
+from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
 from cdcstream.sources.mysql.fastrows import valid_day
 from cdcstream.sources.mysql.positions import position_of
@@ -306,24 +304,16 @@ _TEXT_RENDER: dict[int, Callable[[bytes], Any]] = {
     rows.NEWDECIMAL: _text_decimal,
 }
 
-_spec_keys = itertools.count()
-# PacketSpec.key -> (fields, load converters) as the worker decodes with them; bounded, specs are per read.
-_spec_plans: dict[str, tuple[list[Field], list[tuple[int, Callable[[Any], Any]]]]] = {}
 
-
+@per_spec
 def _spec_plan_of(spec: PacketSpec) -> tuple[list[Field], list[tuple[int, Callable[[Any], Any]]]]:
     """The spec's fields and load converters, with the :data:`_TEXT_RENDER` types rendered at parse time."""
-    plan = _spec_plans.get(spec.key)
-    if plan is None:
-        if len(_spec_plans) >= 256:
-            _spec_plans.clear()
-        direct = {i: f for i, c in enumerate(spec.columns) if (f := _TEXT_RENDER.get(c.type)) is not None}
-        fields: list[Field] = [(None, direct[i]) if i in direct else f for i, f in enumerate(spec.fields)]
-        convs = [
-            (i, conv) for i, conv in _load_converters(spec.columns, spec.mariadb, spec.no_hex_prefix) if i not in direct
-        ]
-        plan = _spec_plans[spec.key] = (fields, convs)
-    return plan
+    direct = {i: f for i, c in enumerate(spec.columns) if (f := _TEXT_RENDER.get(c.type)) is not None}
+    fields: list[Field] = [(None, direct[i]) if i in direct else f for i, f in enumerate(spec.fields)]
+    convs = [
+        (i, conv) for i, conv in _load_converters(spec.columns, spec.mariadb, spec.no_hex_prefix) if i not in direct
+    ]
+    return fields, convs
 
 
 def _load_converters(columns: Sequence[Any], mariadb: bool, no_hex_prefix: bool) -> list[tuple[int, Any]]:
@@ -752,7 +742,7 @@ class MyLoadEngine:
             # Once per read; again only if a page's result describes its columns differently (never in practice).
             if packet_spec is None or packet_spec.fields != tuple(result.converters):
                 packet_spec = PacketSpec(
-                    f"{os.getpid()}.{next(_spec_keys)}",
+                    new_spec_key(),
                     tuple(names),
                     tuple(result.converters),
                     tuple(self._columns[spec.name]),

@@ -18,8 +18,6 @@ text values (``values.TypeRegistry``). Load rows and CDC rows of the same values
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from psycopg import pq, sql
 
 from cdcstream.changes import Column, RawRows, TableInfo
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec
+from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.source import USER_TABLES_FROM
 from cdcstream.sources.postgres.values import (
@@ -138,20 +136,12 @@ class RowSpec:
     hstore_as: JsonAs
 
 
-_spec_keys = itertools.count()
-# RowSpec.key -> converters, in the process that decodes (a mapping worker); bounded, specs are per segment.
-_spec_converters: dict[str, list[Converter | None]] = {}
-
-
+@per_spec
 def _spec_converters_of(spec: RowSpec) -> list[Converter | None]:
-    convs = _spec_converters.get(spec.key)
-    if convs is None:
-        if len(_spec_converters) >= 256:
-            _spec_converters.clear()
-        registry = TypeRegistry(no_hex_prefix=spec.no_hex_prefix, json_as=spec.json_as, hstore_as=spec.hstore_as)
-        registry.add(spec.types)
-        convs = _spec_converters[spec.key] = [registry.converter(oid) for oid in spec.oids]
-    return convs
+    """The spec's column converters, from a type registry of its own copy of the descriptions."""
+    registry = TypeRegistry(no_hex_prefix=spec.no_hex_prefix, json_as=spec.json_as, hstore_as=spec.hstore_as)
+    registry.add(spec.types)
+    return [registry.converter(oid) for oid in spec.oids]
 
 
 @dataclass(slots=True)
@@ -354,7 +344,7 @@ class PgLoadEngine:
         types = self._types
         oids = tuple(c.type_id for c in spec.info.columns)
         return RowSpec(
-            f"{os.getpid()}.{next(_spec_keys)}",
+            new_spec_key(),
             tuple(c.name for c in spec.info.columns),
             oids,
             tuple(types.types[o] for o in sorted(self._referenced(oids))),
