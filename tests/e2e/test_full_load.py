@@ -45,6 +45,7 @@ from tests.support.fullload import (
     reload_cli,
     replay,
     run_to_exit,
+    wait_exited,
     wait_load_complete,
     wait_load_progress,
     wait_logged,
@@ -244,9 +245,7 @@ def test_sigkill_during_parallel_load_resumes_without_loss(
     assert log.count("full load resuming from the checkpoint") >= 1, "no kill landed during the load"
     workers = worker_pids(log)
     assert bool(workers) == bool(processes), log
-    deadline = time.monotonic() + 10
-    while (alive := [p for p in workers if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    alive = wait_exited(workers)
     assert not alive, f"mapping worker processes outlived their daemon: {alive}"
     for name, n in tables.items():
         assert replay(records, name, ("id",)) == source_rows(pg_db, name, ("id",))
@@ -256,6 +255,14 @@ def test_sigkill_during_parallel_load_resumes_without_loss(
     # Per kill at most what was buffered for Kinesis (500), queued in the load (2 x 3 sessions x 50) and not yet
     # checkpointed is copied again; re-copying finished tables would add thousands.
     assert total - sum(tables.values()) <= kills * 2500, total
+
+
+def _resume_to_the_end(daemon: Daemon) -> None:
+    """Start the stopped daemon again: it resumes the load from the checkpoint, finishes it and stops cleanly."""
+    daemon.start()
+    wait_load_complete(daemon)
+    assert daemon.stop() == 0, daemon.log_tail()
+    assert "full load resuming from the checkpoint" in daemon.log_path.read_text()
 
 
 def test_a_killed_mapping_worker_stops_the_daemon_and_the_restart_loses_nothing(
@@ -270,13 +277,10 @@ def test_a_killed_mapping_worker_stops_the_daemon_and_the_restart_loses_nothing(
         assert daemon.proc is not None
         assert daemon.proc.wait(timeout=60) == 4, daemon.log_tail()
         assert re.search(r"mapping worker process \S+ died", daemon.log_path.read_text()), daemon.log_tail()
-        daemon.start()
-        wait_load_complete(daemon)
-        assert daemon.stop() == 0, daemon.log_tail()
+        _resume_to_the_end(daemon)
     finally:
         daemon.kill()
     records = read_stream(moto_url, stream)
-    assert "full load resuming from the checkpoint" in daemon.log_path.read_text()
     assert {r["data"]["id"] for r in loads_of(records, "w")} == set(range(1, 20001))
     assert replay(records, "w", ("id",)) == source_rows(pg_db, "w", ("id",))
 
@@ -294,17 +298,11 @@ def test_stop_signal_to_daemon_and_workers_mid_load_is_a_clean_stop(pg_db: PgDb,
         time.sleep(0.5)
         os.kill(daemon.proc.pid, signal.SIGTERM)
         assert daemon.proc.wait(timeout=60) == 0, daemon.log_tail()
-        deadline = time.monotonic() + 10
-        while any(Path(f"/proc/{p}").exists() for p in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(Path(f"/proc/{p}").exists() for p in workers)
-        daemon.start()
-        wait_load_complete(daemon)
-        assert daemon.stop() == 0, daemon.log_tail()
+        assert not wait_exited(workers)
+        _resume_to_the_end(daemon)
     finally:
         daemon.kill()
     records = read_stream(moto_url, stream)
-    assert "full load resuming from the checkpoint" in daemon.log_path.read_text()
     assert {r["data"]["id"] for r in loads_of(records, "st")} == set(range(1, 20001))
 
 

@@ -413,8 +413,7 @@ def test_mysql_full_load_in_a_mapping_process_finds_every_row(my_db: MyDb, moto_
         extra_target=FAST,
     )
     try:
-        assert daemon.proc is not None
-        assert daemon.proc.wait(timeout=120) == 0, daemon.log_tail()
+        run_to_exit(daemon, timeout=120)
     finally:
         daemon.kill()
     records = read_stream(moto_url, stream)

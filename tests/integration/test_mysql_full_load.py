@@ -66,6 +66,13 @@ def _source(db: MyDb, migration_type: str = "full-load-and-cdc", **cfg: Any) -> 
     return MySQLSource(db.config(**cfg), migration_type=migration_type, full_load=fl)
 
 
+def _create_types_table(cur: Any) -> None:
+    """The type sample table ``m`` with its rows 1-3."""
+    cur.execute(TYPES_TABLE)
+    for statement in TYPES_ROWS:
+        cur.execute(statement)
+
+
 def _session(db: MyDb) -> pymysql.Connection[Any]:
     conn = db.connect()
     with conn.cursor() as cur:
@@ -79,9 +86,7 @@ async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
     def prepare() -> None:
         conn = _session(my_db)
         with conn.cursor() as cur:
-            cur.execute(TYPES_TABLE)
-            for statement in TYPES_ROWS:
-                cur.execute(statement)
+            _create_types_table(cur)
         conn.close()
 
     await asyncio.to_thread(prepare)
@@ -174,20 +179,25 @@ async def test_without_reload_falls_back_to_binlog_snapshot(my_db: MyDb) -> None
     assert _replay(items) == {int(k): int(v) for k, v in my_db.execute("SELECT id, v FROM w")}
 
 
+def _engine(db: MyDb, *, want_position: bool, chunk_rows: int, buffer_size: int) -> MyLoadEngine:
+    """A load engine over the test database's tables, as the ``cdc`` user."""
+    return MyLoadEngine(
+        lambda: connection_settings(db.config(user="cdc", password="cdc")),
+        mariadb=True,
+        want_position=want_position,
+        selector=lambda s, t: s == db.name,
+        chunk_rows=chunk_rows,
+        buffer_size=buffer_size,
+        no_hex_prefix=False,
+        where="test",
+    )
+
+
 async def test_binlog_snapshot_status_is_exact(my_db: MyDb) -> None:
     """The fallback's premise on this server: a consistent snapshot's Binlog_snapshot_position is the binlog end
     at the snapshot, unchanged by later commits."""
     await run(my_db, "CREATE TABLE s (id int primary key)")
-    engine = MyLoadEngine(
-        lambda: connection_settings(my_db.config(user="cdc", password="cdc")),
-        mariadb=True,
-        want_position=True,
-        selector=lambda s, t: s == my_db.name,
-        chunk_rows=100,
-        buffer_size=10,
-        no_hex_prefix=False,
-        where="test",
-    )
+    engine = _engine(my_db, want_position=True, chunk_rows=100, buffer_size=10)
     await engine.open(1, fresh=True)
     try:
         conn = engine._sessions[0]
@@ -285,15 +295,14 @@ async def _read_all(engine: MyLoadEngine, spec: Any, *, raw: bool) -> list[tuple
 
 
 async def test_raw_chunks_decode_like_the_reader_thread(my_db: MyDb, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``read(raw=True)`` row packets, decoded by ``MyRowPackets.rows()`` (after pickling too): the same rows, value
-    types and last keys as ``read(raw=False)``, over many types, long values and a composite key."""
+    """Row packets decoded by ``MyRowPackets.rows()`` (in a worker: ``read(raw=True)``, after pickling too; in the
+    session thread: ``read(raw=False)``): the same rows, value types and last keys as PyMySQL's own row parsing,
+    over many types, long values and a composite key."""
 
     def prepare() -> None:
         conn = _session(my_db)
         with conn.cursor() as cur:
-            cur.execute(TYPES_TABLE)
-            for statement in TYPES_ROWS:
-                cur.execute(statement)
+            _create_types_table(cur)
             # Invalid dates the server stores on request (zero in date, 30 February): null like zero dates.
             cur.execute("SET sql_mode = 'ALLOW_INVALID_DATES'")
             cur.execute(
@@ -317,16 +326,7 @@ async def test_raw_chunks_decode_like_the_reader_thread(my_db: MyDb, monkeypatch
         conn.close()
 
     await asyncio.to_thread(prepare)
-    engine = MyLoadEngine(
-        lambda: connection_settings(my_db.config(user="cdc", password="cdc")),
-        mariadb=True,
-        want_position=False,
-        selector=lambda s, t: s == my_db.name,
-        chunk_rows=7,
-        buffer_size=3,
-        no_hex_prefix=False,
-        where="test",
-    )
+    engine = _engine(my_db, want_position=False, chunk_rows=7, buffer_size=3)
     await engine.open(1, fresh=True)
     try:
         specs = {s.name.split(".")[1]: s for s in await engine.tables()}

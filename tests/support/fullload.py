@@ -135,6 +135,14 @@ def worker_pids(log: str) -> list[int]:
     return pids
 
 
+def wait_exited(pids: list[int], timeout: float = 10) -> list[int]:
+    """Wait for processes (a killed or stopped daemon's mapping workers) to be gone; the ones still alive."""
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in pids if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
 def peak_rss_kib(pid: int) -> int:
     """The process's peak RSS so far (VmHWM), in KiB; 0 once it is gone or a zombie (no memory lines left)."""
     try:
