@@ -14,12 +14,12 @@ import dataclasses
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import best_of  # noqa: E402
 from cdcstream.changes import ChangeEvent  # noqa: E402
 from cdcstream.config import TargetConfig  # noqa: E402
 from cdcstream.mapping.envelope import Mapper  # noqa: E402
@@ -30,17 +30,6 @@ from cdcstream.sinks.shards import ShardLimiter, ShardMap  # noqa: E402
 from cdcstream.sources.postgres.pgoutput import Decoder  # noqa: E402
 from tests.support.postgres import start_private_postgres  # noqa: E402
 from tests.unit.fixtures.pgoutput.capture import BENCH, capture  # noqa: E402
-
-
-def best_of(repeat: int, fn: object, rows: int) -> float:
-    """Best per-row CPU time in µs over ``repeat`` runs (process_time, so other load matters less)."""
-    assert callable(fn)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best / rows * 1e6
 
 
 def main() -> int:
