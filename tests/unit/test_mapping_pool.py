@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 from dataclasses import dataclass
@@ -126,6 +127,29 @@ async def test_workers_exit_when_the_daemon_closes_their_sockets() -> None:
     await pool.close()
     for p in processes:
         assert p.exitcode == 0  # ended by the closed socket, not killed
+
+
+async def test_idle_workers_stop_and_the_next_chunk_starts_new_ones() -> None:
+    cfg = _config()
+    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 2, idle_stop=0.5)
+    try:
+        assert pool.status()["pids"] == []  # started by the first chunk, not before
+        assert await pool.map(INFO, Rows(ROWS)) is not None
+        first = [w.process for w in pool._workers]
+        assert len(first) == 2
+        for _ in range(2):  # chunks coming before the idle time is up keep the same workers
+            await asyncio.sleep(0.3)
+            assert await pool.map(INFO, Rows(ROWS)) is not None
+            assert [w.process for w in pool._workers] == first
+        await asyncio.sleep(1.5)
+        assert pool.status()["pids"] == []
+        assert all(p.exitcode == 0 for p in first)  # ended by their closed sockets
+        mapped = await pool.map(INFO, Rows(ROWS))
+        assert isinstance(mapped, MappedRows) and len(mapped.records) == len(ROWS)
+        assert set(pool.status()["pids"]).isdisjoint(p.pid for p in first)
+    finally:
+        await pool.close()
+    assert pool.status()["pids"] == []
 
 
 def test_copy_block_renders_in_another_process_and_reports_stale_composites() -> None:

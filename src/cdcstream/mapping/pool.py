@@ -130,6 +130,11 @@ def _serve(sock: socket.socket, init: tuple[MappingRules, TargetConfig, str, str
         sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
 
 
+#: Workers stop after this many seconds without a chunk to map: a ``full-load-and-cdc`` daemon streams changes
+#: for months after its load, and each idle worker would hold ~70 MiB all that time. The next load (``reload
+#: --table``) starts them again (~0.5-1 s); a load stalled this long (a Kinesis outage) pays that once more.
+IDLE_STOP = 60.0
+
 #: Requests queued per worker: the next chunk is already in its socket when it sends an answer, so it does not
 #: idle while the event loop is busy sending records (with one request at a time it did, half the time).
 DEPTH = 2
@@ -169,16 +174,20 @@ class _Worker:
 
 
 class MappingPool:
-    """Worker processes that decode and map full-load chunks; started at the first chunk, so a run without a
-    load never starts them."""
+    """Worker processes that decode and map full-load chunks; started at a load's first chunk (a run without a
+    load never starts them) and stopped ``idle_stop`` seconds after the last one."""
 
-    def __init__(self, cfg: Config, mapper: Mapper, processes: int) -> None:
+    def __init__(self, cfg: Config, mapper: Mapper, processes: int, idle_stop: float = IDLE_STOP) -> None:
         self._cfg = cfg
         self._mapper = mapper
         self.processes = processes
+        self._idle_stop = idle_stop
         self._workers: list[_Worker] = []
         self._slots: asyncio.Semaphore | None = None
         self._starting: asyncio.Lock | None = None
+        self._busy = 0  # map() calls under way
+        self._idle: asyncio.TimerHandle | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def _start(self) -> asyncio.Semaphore:
         if self._starting is None:
@@ -209,6 +218,25 @@ class MappingPool:
         """The chunk's records, in row order (None: the source must decode it itself, see RawRows.rows)."""
         if self._mapper.plan(info) is None:
             return MappedRows([])
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._busy += 1
+        try:
+            return await self._map(info, raw)
+        finally:
+            self._busy -= 1
+            if not self._busy and self._workers:
+                self._idle = asyncio.get_running_loop().call_later(self._idle_stop, self._stop_idle)
+
+    def _stop_idle(self) -> None:
+        self._idle = None
+        if not self._busy:
+            task = asyncio.create_task(self.close(), name="mapping-workers-idle-stop")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def _map(self, info: TableInfo, raw: RawRows) -> MappedRows | None:
         slots = self._slots or await self._start()
         frame = pickle.dumps((info, raw), pickle.HIGHEST_PROTOCOL)
         async with slots:
@@ -235,14 +263,22 @@ class MappingPool:
         return {"processes": self.processes, "pids": [w.process.pid for w in self._workers]}
 
     async def close(self) -> None:
-        """Stop the workers (closing their sockets ends them)."""
-        for worker in self._workers:
+        """Stop the workers (closing their sockets ends them); a later chunk starts new ones."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        # Detached before the first await: a chunk arriving meanwhile starts workers of its own.
+        workers, self._workers, self._slots = self._workers, [], None
+        for worker in workers:
             worker.writer.close()
-        for worker in self._workers:
+        for worker in workers:
             await asyncio.to_thread(worker.process.join, 5.0)
             if worker.process.is_alive():
                 worker.process.kill()
             if worker.task is not None:
                 worker.task.cancel()
-        self._workers.clear()
-        self._slots = None
+        if workers:
+            log.info("mapping worker processes stopped", pids=[w.process.pid for w in workers])
+        # The daemon's own stop also waits for an idle stop under way, so no worker outlives it.
+        others = [t for t in self._stopping if t is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
