@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -31,7 +29,7 @@ from aiobotocore.credentials import AioCredentials
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import best_of  # noqa: E402
+from bench.common import best_of, machine_line  # noqa: E402
 from cdcstream.records import put_records_entry  # noqa: E402
 from cdcstream.sinks.putrecords import PutRecordsClient  # noqa: E402
 
@@ -100,7 +98,7 @@ def main() -> int:
         ("request body -> loopback TCP socket", send_all),
     ]
     try:
-        print(f"machine: {platform.node()} {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}")
+        print(machine_line())
         record, request = sum(map(len, datas)) / n, sum(map(len, bodies)) / n
         print(f"{n:,} rows, {record:.0f}-byte records, {request:.0f} request bytes/row")
         total = 0.0

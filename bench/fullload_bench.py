@@ -1,8 +1,8 @@
 """Full-load throughput: ``cdcstream run`` with ``migration_type = "full-load"`` beside the server's own client.
 
 Method (bench/README.md): a private PostgreSQL 15 (``--engine postgres``, default) or MariaDB 10.11
-(``--engine mariadb``); the 10-column table of ``pg_e2e_bench.py`` / ``mysql_e2e_bench.py`` with N rows
-(default 1M) generated server-side; then
+(``--engine mariadb``); the 10-column table of ``pg_e2e_bench.py`` / ``mysql_e2e_bench.py`` (``bench/common.py``)
+with N rows (default 1M) generated server-side; then
 
 1. baseline: ``psql -c "COPY bench TO STDOUT"`` (C client, text format) or ``mariadb --quick -e "SELECT * FROM
    bench"`` (C client, streaming, tab-separated) into a pipe: the source's read rate;
@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -34,25 +30,27 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import mysql_e2e_bench  # noqa: E402
-from bench.common import child_pids, cpu_seconds, stop_all  # noqa: E402
-from bench.pg_e2e_bench import TABLE  # noqa: E402
-from tests.support import free_port  # noqa: E402
-from tests.support.fullload import peak_rss_kib  # noqa: E402
-from tests.support.mysql import CDC_PASSWORD, CDC_USER, start_private_mariadb  # noqa: E402
-from tests.support.postgres import PG_BIN, start_private_postgres  # noqa: E402
-
-INSERT = (
-    "INSERT INTO bench SELECT g, 'name ' || g, g % 100, (g % 1000) / 7.0, now(), g % 2 = 0, "
-    "jsonb_build_object('k', g), md5(g::text), g / 3.0, gen_random_uuid() FROM generate_series({lo}, {hi}) g"
+from bench.common import (  # noqa: E402
+    MARIADB_INSERT,
+    MARIADB_TABLE,
+    PG_INSERT,
+    PG_TABLE,
+    bench_mariadb,
+    bench_postgres,
+    child_pids,
+    cpu_seconds,
+    machine_line,
+    mariadb_source,
+    postgres_source,
+    running_daemon,
+    work_dir,
+    write_config,
 )
+from tests.support.fullload import boto3_stats, fake_kinesis_process, peak_rss_kib  # noqa: E402
+from tests.support.mysql import CDC_PASSWORD, CDC_USER  # noqa: E402
+from tests.support.postgres import PG_BIN  # noqa: E402
+
 BATCH = 100_000
-
-
-def _stats(url: str) -> dict[str, int]:
-    req = urllib.request.Request(url, data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return dict(orjson.loads(resp.read()))
 
 
 def _baseline(argv: list[str]) -> tuple[int, float]:
@@ -70,42 +68,27 @@ def _baseline(argv: list[str]) -> tuple[int, float]:
 
 def _postgres(tmp: Path, rows: int, stack: contextlib.ExitStack) -> tuple[str, list[str]]:
     """A private PostgreSQL with the table: the ``[source]`` body and the baseline command."""
-    pg = start_private_postgres(tmp / "pg", extra_conf="max_wal_size = 4GB\nshared_buffers = 512MB\n")
-    stack.callback(pg.stop)
+    pg = bench_postgres(stack, tmp)
     db = pg.create_database("bench")
-    pg.execute(db, TABLE)
+    pg.execute(db, PG_TABLE)
     for lo in range(1, rows + 1, BATCH):
-        pg.execute(db, INSERT.format(lo=lo, hi=min(lo + BATCH - 1, rows)))
+        pg.execute(db, PG_INSERT.format(lo=lo, hi=min(lo + BATCH - 1, rows)))
     pg.execute(db, "VACUUM ANALYZE bench")
     size = pg.execute(db, "SELECT pg_size_pretty(pg_table_size('bench'))")[0][0]
     print(f"generated {rows:,} rows ({size})", flush=True)
-    source = f'''host = "127.0.0.1"
-port = {pg.port}
-user = "cdc"
-password = "cdc"
-database = "{db}"
-sslmode = "disable"'''
-    return source, [str(PG_BIN / "psql"), "-X", "-q", "-d", pg.dsn(db), "-c", "COPY bench TO STDOUT"]
+    return postgres_source(pg, db), [str(PG_BIN / "psql"), "-X", "-q", "-d", pg.dsn(db), "-c", "COPY bench TO STDOUT"]
 
 
 def _mariadb(tmp: Path, rows: int, stack: contextlib.ExitStack) -> tuple[str, list[str]]:
     """A private MariaDB with the table (the fixture's least-privileged user, RELOAD included)."""
-    my = start_private_mariadb(tmp / "my", extra_cnf="innodb_buffer_pool_size=512M\n")
-    stack.callback(my.stop)
+    my = bench_mariadb(stack, tmp)
     my.execute("CREATE DATABASE bench")
-    my.execute(mysql_e2e_bench.TABLE, "bench")
-    for lo in range(1, rows + 1, mysql_e2e_bench.TX * 10):
-        my.execute(mysql_e2e_bench.INSERT.format(lo=lo, hi=min(lo + mysql_e2e_bench.TX * 10 - 1, rows)), "bench")
+    my.execute(MARIADB_TABLE, "bench")
+    for lo in range(1, rows + 1, BATCH):
+        my.execute(MARIADB_INSERT.format(lo=lo, hi=min(lo + BATCH - 1, rows)), "bench")
     my.execute("ANALYZE TABLE bench", "bench")
     size = my.execute("SELECT data_length FROM information_schema.TABLES WHERE table_name = 'bench'")[0][0]
     print(f"generated {rows:,} rows ({int(size) / 1e6:.0f} MB InnoDB data)", flush=True)
-    source = f'''engine = "mysql"
-host = "127.0.0.1"
-port = {my.port}
-user = "{CDC_USER}"
-password = "{CDC_PASSWORD}"
-server_id = 4711
-databases = ["bench"]'''
     client = [
         "mariadb",
         "--no-defaults",
@@ -117,7 +100,7 @@ databases = ["bench"]'''
         "-e",
         "SELECT * FROM bench.bench",
     ]
-    return source, client
+    return mariadb_source(my, 4711), client
 
 
 def main() -> int:
@@ -134,15 +117,12 @@ def main() -> int:
         help="one partition key for the table (object-mapping rule) instead of the default primary-key load keys",
     )
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="cdcstream-flbench-"))
-    tmp.chmod(0o755)  # the server runs as the postgres / mysql user and must reach its directory
-    procs: list[subprocess.Popen[bytes]] = []
+    tmp = work_dir("cdcstream-flbench-")
     with contextlib.ExitStack() as stack:
         setup = _mariadb if args.engine == "mariadb" else _postgres
         source, client = setup(tmp, args.rows, stack)
-        stack.callback(stop_all, procs)
         copy_bytes, copy_s = _baseline(client)
-        return _run(args, tmp, source, procs, copy_bytes, copy_s, " ".join(client[:1] + client[-1:]))
+        return _run(args, tmp, source, stack, copy_bytes, copy_s, " ".join(client[:1] + client[-1:]))
     return 1
 
 
@@ -150,17 +130,13 @@ def _run(
     args: argparse.Namespace,
     tmp: Path,
     source: str,
-    procs: list[subprocess.Popen[bytes]],
+    stack: contextlib.ExitStack,
     copy_bytes: int,
     copy_s: float,
     baseline: str,
 ) -> int:
     """The daemon's full load into the fake endpoint; prints both rates."""
-    kport = free_port()
-    url = f"http://127.0.0.1:{kport}"
-    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(kport)])
-    procs.append(fake)
-    time.sleep(1.0)
+    url, fake = stack.enter_context(fake_kinesis_process())
     mapping = ""
     if args.schema_table_key:
         # "%" schema: public on PostgreSQL, the bench database on MariaDB.
@@ -172,41 +148,23 @@ def _run(
         ]  # fmt: skip
         (tmp / "mapping.json").write_bytes(orjson.dumps({"rules": rules}))
         mapping = f'table_mappings = "{tmp / "mapping.json"}"'
-    config = tmp / "bench.toml"
-    config.write_text(
-        f"""task_id = "flbench"
-migration_type = "full-load"
-{mapping}
-[source]
-{source}
-[target]
-stream_name = "bench"
-endpoint_url = "{url}"
-message_format = "json-unformatted"
-max_in_flight_requests = 8
-max_buffered_records = 50000
-shard_rate_limit = false
-[full_load]
+    config = write_config(
+        tmp / "bench.toml",
+        task_id="flbench",
+        top=f'migration_type = "full-load"\n{mapping}',
+        source=source,
+        endpoint_url=url,
+        state_dir=tmp / "state",
+        sections=f"""[full_load]
 max_full_load_subtasks = {args.sessions}
 parallel_load_threads = {args.threads}
 parallel_load_buffer_size = 1000
 chunk_rows = 50000
-processes = {'"auto"' if args.processes == "auto" else int(args.processes)}
-[checkpoint]
-state_dir = "{tmp / "state"}"
-interval = 0.2
-[http]
-listen = ""
-[log]
-level = "warning"
-format = "json"
-"""
+processes = {'"auto"' if args.processes == "auto" else int(args.processes)}""",
     )
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
     t0 = time.monotonic()
     prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    daemon = subprocess.Popen([sys.executable, *prof, "-m", "cdcstream", "run", "--config", str(config)], env=env)
-    procs.append(daemon)
+    daemon = stack.enter_context(running_daemon(config, *prof))
     peak = cpu = main_cpu = 0.0
     workers: dict[int, float] = {}  # mapping worker pid -> its CPU seconds, last seen
     while daemon.poll() is None:
@@ -222,11 +180,11 @@ format = "json"
     load_s = time.monotonic() - t0
     if daemon.returncode != 0:
         raise SystemExit(f"daemon exited with {daemon.returncode}")
-    stats = _stats(url)
+    stats = boto3_stats(url)
     fake_cpu = cpu_seconds(fake.pid)
     rate = args.rows / load_s
     copy_rate = args.rows / copy_s
-    print(f"machine: {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(machine_line())
     print(
         f"{baseline}: {copy_rate:,.0f} rows/s, {copy_bytes / copy_s / 1e6:.1f} MB/s "
         f"({copy_s:.1f}s, {copy_bytes / 1e6:.0f} MB)"

@@ -11,88 +11,62 @@ first reaches the commit it checks the endpoint had already accepted every row.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import contextlib
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
-
-import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import lsn_int, stop_all  # noqa: E402
-from tests.support import free_port  # noqa: E402
-from tests.support.postgres import start_private_postgres  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_postgres,
+    lsn_int,
+    postgres_source,
+    read_checkpoint,
+    running_daemon,
+    work_dir,
+    write_config,
+)
+from tests.support.fullload import boto3_stats, fake_kinesis, peak_rss_kib  # noqa: E402
 
 
-def peak_rss_kib(pid: int) -> int:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmHWM"].split()[0])
-
-
-def accepted(port: int) -> int:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/", data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"}
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        stats = orjson.loads(resp.read())
+def accepted(url: str) -> int:
+    stats = boto3_stats(url)
     return int(stats["entries"]) - int(stats["failed"])
 
 
 def checkpoint(path: Path) -> int | None:
-    try:
-        return lsn_int(orjson.loads(path.read_bytes())["body"]["checkpoint"]["lsn"])
-    except (OSError, KeyError, ValueError):
-        return None
+    position = read_checkpoint(path)
+    return None if position is None else lsn_int(position["lsn"])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="cdcstream-hugetx-"))
-    tmp.chmod(0o755)
-    pg = start_private_postgres(tmp / "pg", extra_conf="max_wal_size = 4GB\nshared_buffers = 512MB\n")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    tmp = work_dir("cdcstream-hugetx-")
+    with contextlib.ExitStack() as stack:
+        pg = bench_postgres(stack, tmp)
         db = pg.create_database("huge")
         pg.execute(db, "CREATE TABLE big (id bigint PRIMARY KEY, name text, qty int, price numeric(12,2))")
-        kport = free_port()
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(kport)]))
-        config = tmp / "c.toml"
-        config.write_text(
-            f"""task_id = "huge"
-[source]
-port = {pg.port}
-password = "cdc"
-database = "{db}"
-sslmode = "disable"
-heartbeat_interval = 1
-[target]
-stream_name = "huge"
-endpoint_url = "http://127.0.0.1:{kport}"
-message_format = "json-unformatted"
-shard_rate_limit = false
-[checkpoint]
-state_dir = "{tmp / "state"}"
-interval = 0.1
-[http]
-listen = ""
-[log]
-level = "warning"
-"""
+        url = stack.enter_context(fake_kinesis())
+        config = write_config(
+            tmp / "c.toml",
+            task_id="huge",
+            stream="huge",
+            source=postgres_source(pg, db, "heartbeat_interval = 1"),
+            endpoint_url=url,
+            state_dir=tmp / "state",
+            # the default queue sizes and requests in flight: those bound the memory this measures
+            target='message_format = "json-unformatted"\nshard_rate_limit = false',
+            interval=0.1,
         )
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
-        daemon = subprocess.Popen([sys.executable, "-m", "cdcstream", "run", "--config", str(config)], env=env)
-        procs.append(daemon)
+        daemon = stack.enter_context(running_daemon(config))
         ckpt = tmp / "state" / "huge.checkpoint.json"
         while checkpoint(ckpt) is None:  # started and idle (heartbeats checkpoint)
             time.sleep(0.2)
-        base = accepted(kport)
+        base = accepted(url)
         t0 = time.monotonic()
         pg.execute(
             db,
@@ -108,7 +82,7 @@ level = "warning"
             peak = max(peak, peak_rss_kib(daemon.pid))
             cp = checkpoint(ckpt)
             if cp is not None and cp >= commit_lsn:
-                delivered = accepted(kport) - base
+                delivered = accepted(url) - base
                 break
             if daemon.poll() is not None:
                 raise SystemExit(f"daemon exited with {daemon.returncode}")
@@ -119,9 +93,6 @@ level = "warning"
         print(f"rows accepted when the checkpoint reached the commit: {delivered} (must be >= {args.rows})")
         assert delivered >= args.rows, "checkpoint passed the transaction before all its rows were accepted"
         return 0
-    finally:
-        stop_all(procs)
-        pg.stop()
 
 
 if __name__ == "__main__":

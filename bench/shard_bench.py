@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from sink_bench import _free_port, _records, _run_once, _stats  # noqa: E402
+from bench.sink_bench import _records, _run_once, quiet_sink  # noqa: E402
+from tests.support.fullload import boto3_stats, fake_kinesis  # noqa: E402
 
 LIMIT = 1000
 
@@ -30,42 +29,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0, help="records sent = seconds x limit x usable shards")
     args = ap.parse_args()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    quiet_sink()
     print(f"{'shards':>6} {'keys':>16} {'budgets':>8} {'rec/s':>8} {'throttled/rec':>13} {'duplicates/rec':>14}")
     for shards in (1, 4, 16):
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "fake_kinesis.py"),
-                "--port",
-                str(port),
-                "--shards",
-                str(shards),
-                "--shard-limit",
-                str(LIMIT),
-            ]
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    _stats(url)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        with fake_kinesis("--shards", str(shards), "--shard-limit", str(LIMIT)) as url:
             for per_key in (False, True):
                 n = int(args.seconds * LIMIT * (shards if per_key else 1))
                 records = _records(n, per_key)
                 for budgets in (True, False):
                     time.sleep(1.1)  # let the server's buckets refill between runs
-                    before = _stats(url)
+                    before = boto3_stats(url)
                     wall, _cpu, acked = asyncio.run(_run_once(url, records, "per-key", shard_rate_limit=budgets))
-                    after = _stats(url)
+                    after = boto3_stats(url)
                     sent = after["entries"] - before["entries"]
                     throttled = after["throttled"] - before["throttled"]
                     keys = "a key per record" if per_key else "one key"
@@ -74,9 +49,6 @@ def main() -> None:
                         f"{throttled / n:13.3f} {(sent - throttled - n) / n:14.3f}",
                         flush=True,
                     )
-        finally:
-            server.terminate()
-            server.wait()
 
 
 if __name__ == "__main__":

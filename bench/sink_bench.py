@@ -14,35 +14,30 @@ import argparse
 import asyncio
 import itertools
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from cdcstream.config import TargetConfig
-from cdcstream.records import Record
-from cdcstream.sinks.kinesis import KinesisSink
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-HERE = Path(__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from cdcstream.config import TargetConfig  # noqa: E402
+from cdcstream.records import Record  # noqa: E402
+from cdcstream.sinks.kinesis import KinesisSink  # noqa: E402
+from tests.support.fullload import boto3_stats, fake_kinesis  # noqa: E402
 
 
-def _stats(url: str) -> dict[str, int]:
-    req = urllib.request.Request(url, data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"})
-    with urllib.request.urlopen(req) as resp:
-        out: dict[str, int] = orjson.loads(resp.read())
-        return out
+def quiet_sink() -> None:
+    """Dummy credentials for the local endpoint, and only the sink's errors logged."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 
 
 def _records(n: int, per_record_keys: bool) -> list[Record]:
@@ -104,33 +99,18 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    quiet_sink()
     print(f"{'scenario':44} {'rec/s':>9} {'MB/s':>7} {'cpu µs/rec':>10} {'resends':>8} {'duplicates':>10}")
     for fail in (0.0, 0.1):
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, str(HERE / "fake_kinesis.py"), "--port", str(port), "--fail-rate", str(fail)]
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    _stats(url)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        with fake_kinesis("--fail-rate", str(fail)) as url:
             for per_key, ordering in itertools.product((False, True), ("per-key", "none")):
                 records = _records(args.records, per_key)
                 payload = sum(len(r.data) + len(r.partition_key) for r in records)
                 rates, cpus, mbs, resends, dups = [], [], [], [], []
                 for _ in range(args.runs):
-                    before = _stats(url)
+                    before = boto3_stats(url)
                     wall, cpu, n = asyncio.run(_run_once(url, records, ordering))
-                    after = _stats(url)
+                    after = boto3_stats(url)
                     sent = after["entries"] - before["entries"]
                     failed = after["failed"] - before["failed"]
                     rates.append(n / wall)
@@ -145,9 +125,6 @@ def main() -> None:
                     f"{statistics.median(dups):10.3f}",
                     flush=True,
                 )
-        finally:
-            server.terminate()
-            server.wait()
 
 
 if __name__ == "__main__":

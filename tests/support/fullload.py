@@ -203,13 +203,21 @@ def completed_rows(daemon: Daemon) -> int:
 
 
 @contextlib.contextmanager
-def fake_kinesis() -> Iterator[str]:
-    """The fast fake endpoint (bench/fake_kinesis.py, which counts entries); yields its URL."""
+def fake_kinesis(*options: str) -> Iterator[str]:
+    """The fast fake endpoint (bench/fake_kinesis.py, which counts entries), with extra command-line
+    ``options`` (e.g. ``--fail-rate 0.1``); yields its URL once it listens."""
+    with fake_kinesis_process(*options) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def fake_kinesis_process(*options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`fake_kinesis`, yielding its process too (a benchmark reads its CPU time)."""
     port = free_port()
-    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(port)])
+    fake = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_kinesis.py"), "--port", str(port), *options])
     try:
         wait_port(port)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", fake
     finally:
         fake.terminate()
         fake.wait(timeout=10)
