@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,24 @@ async def test_workers_exit_when_the_daemon_closes_their_sockets() -> None:
     await pool.close()
     for p in processes:
         assert p.exitcode == 0  # ended by the closed socket, not killed
+
+
+async def test_a_stop_signal_while_workers_start_does_not_kill_them() -> None:
+    """systemd signals the whole unit at stop: a worker still starting Python (before it can ignore the signal)
+    must not die of it, or the daemon's drain fails."""
+    cfg = _config()
+    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 2)
+    try:
+        await pool._start()
+        for w in pool._workers:  # at once: the workers are still importing
+            os.kill(w.process.pid, signal.SIGTERM)
+            os.kill(w.process.pid, signal.SIGINT)
+        for _ in range(4):
+            mapped = await pool.map(INFO, Rows(ROWS))
+            assert isinstance(mapped, MappedRows) and len(mapped.records) == len(ROWS)
+        assert all(w.process.is_alive() for w in pool._workers)
+    finally:
+        await pool.close()
 
 
 async def test_idle_workers_stop_and_the_next_chunk_starts_new_ones() -> None:

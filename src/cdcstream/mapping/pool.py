@@ -25,6 +25,7 @@ import pickle
 import signal
 import socket
 from collections import deque
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,33 @@ def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     return keys, datas, entries, records[0].label if records else ""
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _spawn(process: Any) -> None:
+    """Start ``process`` with the stop signals blocked (a thread's signal mask survives fork and exec), so that
+    one sent while it is still starting Python (~0.5 s) waits for :func:`_serve` to ignore it instead of
+    killing it: systemd's stop signal to a daemon whose load has just begun would otherwise end as exit 4."""
+    # multiprocessing's resource tracker, started by the first spawn, unblocks these two signals in the calling
+    # thread after starting itself (it blocks them for its own start): start it before blocking them.
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _serve(sock: socket.socket, init: tuple[MappingRules, TargetConfig, str, str, Any]) -> None:
     """A worker process: answer requests until the daemon closes the socket (or dies)."""
     from cdcstream.telemetry.logging import configure
 
     # A stop is the daemon's to handle: systemd signals the whole control group and Ctrl-C the whole process
     # group, and a worker dying first would fail the daemon's drain with an error. The closed socket ends it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The signals came blocked from birth (_spawn); ignoring them discards any that arrived while starting.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     rules, target, task_id, log_level, log_format = init
     configure(log_level, log_format)
@@ -204,7 +224,7 @@ class MappingPool:
             for i in range(self.processes):
                 ours, theirs = socket.socketpair()
                 process = ctx.Process(target=_serve, args=(theirs, init), name=f"cdcstream-mapping-{i}", daemon=True)
-                await asyncio.to_thread(process.start)
+                await asyncio.to_thread(_spawn, process)  # a thread of its own: the loop's mask stays
                 theirs.close()
                 reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
                 worker = _Worker(process, reader, writer)
