@@ -178,8 +178,8 @@ def loads_of(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
     ]
 
 
-def ranges_mapping(path: Path, schema: str, table: str, columns: list[str], boundaries: list[list[str]]) -> Path:
-    """A mapping file selecting every table of ``schema`` with a table-settings ``ranges`` rule for ``table``."""
+def _mapping_with(path: Path, schema: str, table: str, rule: dict[str, Any]) -> Path:
+    """A mapping file selecting every table of ``schema``, plus ``rule`` for ``table``."""
     rules = [
         {
             "rule-type": "selection",
@@ -188,38 +188,27 @@ def ranges_mapping(path: Path, schema: str, table: str, columns: list[str], boun
             "object-locator": {"schema-name": schema, "table-name": "%"},
             "rule-action": "include",
         },
-        {
-            "rule-type": "table-settings",
-            "rule-id": "2",
-            "rule-name": "2",
-            "object-locator": {"schema-name": schema, "table-name": table},
-            "parallel-load": {"type": "ranges", "columns": columns, "boundaries": boundaries},
-        },
+        {"rule-id": "2", "rule-name": "2", "object-locator": {"schema-name": schema, "table-name": table}, **rule},
     ]
     path.write_text(json.dumps({"rules": rules}))
     return path
+
+
+def ranges_mapping(path: Path, schema: str, table: str, columns: list[str], boundaries: list[list[str]]) -> Path:
+    """A mapping file selecting every table of ``schema`` with a table-settings ``ranges`` rule for ``table``."""
+    ranges = {"type": "ranges", "columns": columns, "boundaries": boundaries}
+    return _mapping_with(path, schema, table, {"rule-type": "table-settings", "parallel-load": ranges})
 
 
 def schema_table_key_mapping(path: Path, schema: str, table: str) -> Path:
     """A mapping file selecting every table of ``schema``, with one partition key for all of ``table``'s records
     (an object-mapping rule with partition-key-type schema-table)."""
-    rules = [
-        {
-            "rule-type": "selection",
-            "rule-id": "1",
-            "object-locator": {"schema-name": schema, "table-name": "%"},
-            "rule-action": "include",
-        },
-        {
-            "rule-type": "object-mapping",
-            "rule-id": "2",
-            "rule-action": "map-record-to-record",
-            "object-locator": {"schema-name": schema, "table-name": table},
-            "mapping-parameters": {"partition-key-type": "schema-table"},
-        },
-    ]
-    path.write_text(json.dumps({"rules": rules}))
-    return path
+    rule = {
+        "rule-type": "object-mapping",
+        "rule-action": "map-record-to-record",
+        "mapping-parameters": {"partition-key-type": "schema-table"},
+    }
+    return _mapping_with(path, schema, table, rule)
 
 
 def wait_load_complete(daemon: Daemon, timeout: float = 180) -> None:
