@@ -1,4 +1,9 @@
-"""Full load end to end (real ``cdcstream`` process, private PostgreSQL, a Kinesis server).
+"""Full load end to end (real ``cdcstream`` process, a private database server, a Kinesis server).
+
+The tests that check the same over both sources take the ``engine`` fixture and run once with PostgreSQL and
+once with MariaDB; the SQL dialect, connections and daemon config differ only behind
+:class:`tests.support.fullload.Engine`. The rest here is PostgreSQL's (mapping workers killed or signalled,
+load rows against inserted rows, reload); MariaDB's own are in ``test_mysql_full_load.py``.
 
 The stream is replayed like a consumer would (one shard, so arrival order is stream order): ``load``, ``insert``
 and ``update`` set a row, ``delete`` removes it. The result must equal the source tables.
@@ -35,9 +40,12 @@ from tests.support.fullload import (
     FULL_LOAD,
     FULL_LOAD_AND_CDC,
     PARALLEL,
+    Engine,
+    MariaDb,
+    Postgres,
     boto3_stats,
+    completed_rows,
     fake_kinesis,
-    keyed,
     kill_mid_load,
     load_runs,
     loads_of,
@@ -45,6 +53,7 @@ from tests.support.fullload import (
     reload_cli,
     replay,
     run_to_exit,
+    schema_table_key_mapping,
     wait_exited,
     wait_load_complete,
     wait_load_progress,
@@ -54,50 +63,72 @@ from tests.support.fullload import (
 from tests.support.postgres import PgDb
 
 
-def source_rows(pg_db: PgDb, table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    rows = pg_db.execute(f"SELECT row_to_json(r_)::text FROM {table} r_")
-    return keyed([json.loads(text) for (text,) in rows], key)
+@pytest.fixture(params=["postgres", "mariadb"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each test taking it runs over a fresh PostgreSQL database and a fresh MariaDB database."""
+    if request.param == "postgres":
+        return Postgres(request.getfixturevalue("pg_db"))
+    return MariaDb(request.getfixturevalue("my_db"))
 
 
-def _writer(dsn: str, stop: threading.Event, done: threading.Event) -> None:
+def _writer(engine: Engine, stop: threading.Event, done: threading.Event) -> None:
     """Inserts, updates and deletes in several tables until told to stop."""
+    insert_a = engine.pick(
+        postgres="INSERT INTO a (id, v) VALUES (%s, 0) ON CONFLICT DO NOTHING",
+        mariadb="INSERT IGNORE INTO a (id, v) VALUES (%s, 0)",
+    )
+    upsert_b = engine.pick(
+        postgres="INSERT INTO b (x, y, s) VALUES (%s, %s, 'w') ON CONFLICT (x, y) DO UPDATE SET s = 'u'",
+        mariadb="INSERT INTO b (x, y, s) VALUES (%s, %s, 'w') ON DUPLICATE KEY UPDATE s = 'u'",
+    )
     n = 0
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        with engine.transactions() as commit:
             while not stop.is_set():
                 n += 1
-                with conn.transaction():
-                    conn.execute("UPDATE a SET v = v + 1 WHERE id = %s", (n * 7 % 5000 + 1,))
-                    conn.execute("INSERT INTO a (id, v) VALUES (%s, 0) ON CONFLICT DO NOTHING", (100_000 + n,))
-                    conn.execute("DELETE FROM b WHERE x = %s AND y = %s", (n % 40, n % 3))
-                    conn.execute(
-                        "INSERT INTO b (x, y, s) VALUES (%s, %s, 'w') ON CONFLICT (x, y) DO UPDATE SET s = 'u'",
-                        (n % 50 + 40, n % 3),
-                    )
+                commit(
+                    ("UPDATE a SET v = v + 1 WHERE id = %s", (n * 7 % 5000 + 1,)),
+                    (insert_a, (100_000 + n,)),
+                    ("DELETE FROM b WHERE x = %s AND y = %s", (n % 40, n % 3)),
+                    (upsert_b, (n % 50 + 40, n % 3)),
+                )
                 time.sleep(0.002)
     finally:
         done.set()
 
 
-def _tables(pg_db: PgDb) -> None:
-    pg_db.execute("CREATE TABLE a (id int PRIMARY KEY, v int NOT NULL)")
-    pg_db.execute("INSERT INTO a SELECT g, g FROM generate_series(1, 5000) g")
-    pg_db.execute("CREATE TABLE b (x int, y int, s text NOT NULL, PRIMARY KEY (x, y))")
-    pg_db.execute("INSERT INTO b SELECT g % 40, g / 40, 's' || g FROM generate_series(0, 119) g")
-    pg_db.execute("CREATE TABLE c (id bigint PRIMARY KEY, t text NOT NULL)")
-    pg_db.execute("INSERT INTO c SELECT g, md5(g::text) FROM generate_series(1, 8000) g")
-    pg_db.execute("ANALYZE")
+def _tables(engine: Engine) -> None:
+    """a: 5,000 rows; b: 120 rows under a two-column key; c: 8,000 rows."""
+    engine.run(
+        "CREATE TABLE a (id int PRIMARY KEY, v int NOT NULL)",
+        *engine.pick(
+            postgres=[
+                "INSERT INTO a SELECT g, g FROM generate_series(1, 5000) g",
+                "CREATE TABLE b (x int, y int, s text NOT NULL, PRIMARY KEY (x, y))",
+                "INSERT INTO b SELECT g % 40, g / 40, 's' || g FROM generate_series(0, 119) g",
+                "CREATE TABLE c (id bigint PRIMARY KEY, t text NOT NULL)",
+                "INSERT INTO c SELECT g, md5(g::text) FROM generate_series(1, 8000) g",
+            ],
+            mariadb=[
+                "INSERT INTO a SELECT seq, seq FROM seq_1_to_5000",
+                "CREATE TABLE b (x int, y int, s varchar(20) NOT NULL, PRIMARY KEY (x, y))",
+                "INSERT INTO b SELECT seq % 40, seq DIV 40, CONCAT('s', seq) FROM seq_0_to_119",
+                "CREATE TABLE c (id bigint PRIMARY KEY, t varchar(40) NOT NULL)",
+                "INSERT INTO c SELECT seq, md5(seq) FROM seq_1_to_8000",
+            ],
+        ),
+    )
+    engine.analyze("a", "b", "c")
 
 
-def test_full_load_and_cdc_with_writer_converges(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
-    _tables(pg_db)
+def test_full_load_and_cdc_with_writer_converges(engine: Engine, moto_url: str, tmp_path: Path) -> None:
+    _tables(engine)
     stream = create_stream(moto_url, f"flc-{uuid.uuid4().hex[:8]}")
     stop, done = threading.Event(), threading.Event()
-    writer = threading.Thread(target=_writer, args=(pg_db.dsn, stop, done), daemon=True)
+    writer = threading.Thread(target=_writer, args=(engine, stop, done), daemon=True)
     writer.start()
     time.sleep(0.3)
-    daemon = start_daemon(
-        pg_db,
+    daemon = engine.start_daemon(
         moto_url,
         stream,
         tmp_path,
@@ -110,7 +141,7 @@ def test_full_load_and_cdc_with_writer_converges(pg_db: PgDb, moto_url: str, tmp
         stop.set()
         writer.join()
         for table, key in (("a", ("id",)), ("b", ("x", "y")), ("c", ("id",))):
-            expected = source_rows(pg_db, table, key)
+            expected = engine.source_rows(table, key)
             wait_for(moto_url, stream, lambda recs, t=table, k=key, e=expected: replay(recs, t, k) == e, timeout=120)
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
@@ -121,42 +152,62 @@ def test_full_load_and_cdc_with_writer_converges(pg_db: PgDb, moto_url: str, tmp
     assert len({r["data"]["id"] for r in a_loads}) >= 5000
     meta = a_loads[0]["metadata"]
     assert meta["partition-key-type"] == "primary-key"
-    assert meta["partition-key-value"] == f"public.a.{a_loads[0]['data']['id']}"
+    assert meta["partition-key-value"] == f"{engine.schema}.a.{a_loads[0]['data']['id']}"
     assert "transaction-id" not in meta and "stream-position" not in meta
     b_load = next(r for r in records if r["data"]["metadata"].get("table-name") == "b")
-    assert b_load["partition_key"] == "public.b.{x}.{y}".format(**b_load["data"]["data"])
-    # Every load row precedes every CDC row (CDC starts at the snapshot's consistent point).
+    assert b_load["partition_key"] == f"{engine.schema}.b." + "{x}.{y}".format(**b_load["data"]["data"])
+    # Every load row precedes every CDC row (CDC starts at the snapshot's consistent point / binlog position).
     ops = [r["data"]["metadata"]["operation"] for r in records if r["data"]["metadata"]["record-type"] == "data"]
     first_cdc = next(i for i, op in enumerate(ops) if op != "load")
     assert "load" not in ops[first_cdc:]
+    if engine.name == "mariadb":
+        # The daemon's cdc user has RELOAD: the snapshot is taken under FLUSH TABLES WITH READ LOCK (the fallback
+        # without it is in tests/integration/test_mysql_full_load.py).
+        log = daemon.log_path.read_text()
+        assert "FLUSH TABLES WITH READ LOCK" in log and "lock_seconds" in log
     # The checkpoint says the load is done: a restart streams on without loading again.
     daemon.start()
     daemon.wait_ready()
-    with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO c VALUES (999999, 'after restart')")
+    engine.execute("INSERT INTO c VALUES (999999, 'after restart')")
     wait_for(moto_url, stream, lambda recs: any(r["data"].get("data", {}).get("id") == 999999 for r in recs))
     assert daemon.stop() == 0
     assert len(loads_of(read_stream(moto_url, stream), "a")) == len(a_loads)
 
 
-def test_full_load_only_exits_and_covers_special_tables(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
-    pg_db.execute("CREATE TABLE comp (a int, b text, n int NOT NULL, PRIMARY KEY (a, b))")
-    pg_db.execute("INSERT INTO comp SELECT g % 7, 'k' || g, g FROM generate_series(1, 3000) g")
-    pg_db.execute("CREATE TABLE nopk (n int NOT NULL, s text NOT NULL)")
-    pg_db.execute("INSERT INTO nopk SELECT g, 'r' || g FROM generate_series(1, 2500) g")
-    pg_db.execute("INSERT INTO nopk VALUES (1, 'r1')")  # an exact duplicate row: both must arrive
-    pg_db.execute("CREATE TABLE empty (id int PRIMARY KEY)")
-    pg_db.execute("CREATE TABLE ranged (id int PRIMARY KEY, grp int, s text NOT NULL)")
-    pg_db.execute(
-        "INSERT INTO ranged SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE g % 100 END, 'x' || g "
-        "FROM generate_series(1, 5000) g"
+def test_full_load_only_exits_and_covers_special_tables(engine: Engine, moto_url: str, tmp_path: Path) -> None:
+    engine.run(
+        *engine.pick(
+            postgres=[
+                "CREATE TABLE comp (a int, b text, n int NOT NULL, PRIMARY KEY (a, b))",
+                "INSERT INTO comp SELECT g % 7, 'k' || g, g FROM generate_series(1, 3000) g",
+                "CREATE TABLE nopk (n int NOT NULL, s text NOT NULL)",
+                "INSERT INTO nopk SELECT g, 'r' || g FROM generate_series(1, 2500) g",
+                "CREATE TABLE ranged (id int PRIMARY KEY, grp int, s text NOT NULL)",
+                "INSERT INTO ranged SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE g % 100 END, 'x' || g "
+                "FROM generate_series(1, 5000) g",
+            ],
+            mariadb=[
+                "CREATE TABLE comp (a int, b varchar(20), n int NOT NULL, PRIMARY KEY (a, b))",
+                "INSERT INTO comp SELECT seq % 7, CONCAT('k', seq), seq FROM seq_1_to_3000",
+                "CREATE TABLE nopk (n int NOT NULL, s varchar(20) NOT NULL)",
+                "INSERT INTO nopk SELECT seq, CONCAT('r', seq) FROM seq_1_to_2500",
+                "CREATE TABLE ranged (id int PRIMARY KEY, grp int, s varchar(20) NOT NULL)",
+                "INSERT INTO ranged SELECT seq, CASE WHEN seq % 10 = 0 THEN NULL ELSE seq % 100 END, CONCAT('x', seq) "
+                "FROM seq_1_to_5000",
+            ],
+        ),
+        "INSERT INTO nopk VALUES (1, 'r1')",  # an exact duplicate row: both must arrive
+        "CREATE TABLE empty (id int PRIMARY KEY)",
     )
     mapping = ranges_mapping(
-        tmp_path / "mapping.json", "public", "ranged", ["grp", "id"], [["20", "1000"], ["50", "50"], ["80", "4000"]]
+        tmp_path / "mapping.json",
+        engine.schema,
+        "ranged",
+        ["grp", "id"],
+        [["20", "1000"], ["50", "50"], ["80", "4000"]],
     )
     stream = create_stream(moto_url, f"fl-{uuid.uuid4().hex[:8]}")
-    daemon = start_daemon(
-        pg_db,
+    daemon = engine.start_daemon(
         moto_url,
         stream,
         tmp_path,
@@ -169,18 +220,19 @@ def test_full_load_only_exits_and_covers_special_tables(pg_db: PgDb, moto_url: s
         assert daemon.proc.wait(timeout=120) == 0, daemon.log_tail()
     finally:
         daemon.kill()
-    log = daemon.log_path.read_text()
-    assert "full load complete" in log
+    assert "full load complete" in daemon.log_path.read_text()
     records = read_stream(moto_url, stream)
-    assert replay(records, "comp", ("a", "b")) == source_rows(pg_db, "comp", ("a", "b"))
-    assert replay(records, "ranged", ("id",)) == source_rows(pg_db, "ranged", ("id",))
+    assert replay(records, "comp", ("a", "b")) == engine.source_rows("comp", ("a", "b"))
+    assert replay(records, "ranged", ("id",)) == engine.source_rows("ranged", ("id",))
     assert len(loads_of(records, "ranged")) == 5000  # no segment overlap, NULL range values included
     nopk = sorted((r["data"]["n"], r["data"]["s"]) for r in loads_of(records, "nopk"))
-    assert nopk == sorted(pg_db.execute("SELECT n, s FROM nopk"))
+    assert nopk == sorted(engine.execute("SELECT n, s FROM nopk"))
     assert loads_of(records, "nopk")[0]["metadata"]["partition-key-type"] == "schema-table"
     assert loads_of(records, "empty") == []
-    # No slot: full-load alone needs none.
-    assert pg_db.execute("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()") == [(0,)]
+    if engine.name == "postgres":
+        # No slot: full-load alone needs none.
+        slots = engine.execute("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")
+        assert slots == [(0,)]
     # A second run finds the completed load in the checkpoint and exits at once without loading again.
     daemon.start()
     assert daemon.proc.wait(timeout=60) == 0, daemon.log_tail()
@@ -189,16 +241,25 @@ def test_full_load_only_exits_and_covers_special_tables(pg_db: PgDb, moto_url: s
 
 
 def _start_load(
-    pg_db: PgDb, moto_url: str, tmp_path: Path, tables: dict[str, int], processes: int
+    engine: Engine, moto_url: str, tmp_path: Path, tables: dict[str, int], processes: int
 ) -> tuple[str, Daemon]:
     """Tables of ``n`` rows each and a daemon starting a parallel full-load-and-cdc of them."""
     for name, n in tables.items():
-        pg_db.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, s text NOT NULL)")
-        pg_db.execute(f"INSERT INTO {name} SELECT g, repeat('x', 50) || g FROM generate_series(1, {n}) g")
-    pg_db.execute("ANALYZE")
+        engine.run(
+            *engine.pick(
+                postgres=[
+                    f"CREATE TABLE {name} (id int PRIMARY KEY, s text NOT NULL)",
+                    f"INSERT INTO {name} SELECT g, repeat('x', 50) || g FROM generate_series(1, {n}) g",
+                ],
+                mariadb=[
+                    f"CREATE TABLE {name} (id int PRIMARY KEY, s varchar(80) NOT NULL)",
+                    f"INSERT INTO {name} SELECT seq, CONCAT(REPEAT('x', 50), seq) FROM seq_1_to_{n}",
+                ],
+            )
+        )
+    engine.analyze(*tables)
     stream = create_stream(moto_url, f"flk-{uuid.uuid4().hex[:8]}")
-    daemon = start_daemon(
-        pg_db,
+    daemon = engine.start_daemon(
         moto_url,
         stream,
         tmp_path,
@@ -210,7 +271,7 @@ def _start_load(
 
 def _mid_worker_load(pg_db: PgDb, moto_url: str, tmp_path: Path, table: str, processes: int) -> tuple[str, Daemon]:
     """A 20,000-row table being loaded through ``processes`` mapping workers, with some progress checkpointed."""
-    stream, daemon = _start_load(pg_db, moto_url, tmp_path, {table: 20000}, processes)
+    stream, daemon = _start_load(Postgres(pg_db), moto_url, tmp_path, {table: 20000}, processes)
     if not wait_load_progress(daemon):
         daemon.kill()
         raise AssertionError("the load finished before its first checkpoint")
@@ -219,13 +280,13 @@ def _mid_worker_load(pg_db: PgDb, moto_url: str, tmp_path: Path, table: str, pro
 
 @pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "mapping-workers"])
 def test_sigkill_during_parallel_load_resumes_without_loss(
-    pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int
+    engine: Engine, moto_url: str, tmp_path: Path, processes: int
 ) -> None:
     """SIGKILL at random moments of a multi-table parallel load: after the restarts nothing is missing, and the
     duplicates stay within what was in flight at each kill (finished segments are not copied again). With mapping
     worker processes, none outlives the daemon that was killed."""
     tables = {"k1": 12000, "k2": 9000, "k3": 6000, "k4": 3000}
-    stream, daemon = _start_load(pg_db, moto_url, tmp_path, tables, processes)
+    stream, daemon = _start_load(engine, moto_url, tmp_path, tables, processes)
     kills = 4
     already = threading.Event()
     already.set()
@@ -234,8 +295,7 @@ def test_sigkill_during_parallel_load_resumes_without_loss(
         assert kill_mid_load(daemon), "the load finished before its first checkpoint"
         kill_at_random_moments(daemon, already, kills - 1, seed=7)
         wait_load_complete(daemon)
-        with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
-            conn.execute("UPDATE k4 SET s = 'after' WHERE id = 1")
+        engine.execute("UPDATE k4 SET s = 'after' WHERE id = 1")
         wait_for(moto_url, stream, lambda recs: any(r["data"].get("data", {}).get("s") == "after" for r in recs))
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
@@ -248,13 +308,51 @@ def test_sigkill_during_parallel_load_resumes_without_loss(
     alive = wait_exited(workers)
     assert not alive, f"mapping worker processes outlived their daemon: {alive}"
     for name, n in tables.items():
-        assert replay(records, name, ("id",)) == source_rows(pg_db, name, ("id",))
+        assert replay(records, name, ("id",)) == engine.source_rows(name, ("id",))
         loads = loads_of(records, name)
         assert {r["data"]["id"] for r in loads} == set(range(1, n + 1))
     total = sum(len(loads_of(records, name)) for name in tables)
     # Per kill at most what was buffered for Kinesis (500), queued in the load (2 x 3 sessions x 50) and not yet
     # checkpointed is copied again; re-copying finished tables would add thousands.
     assert total - sum(tables.values()) <= kills * 2500, total
+
+
+def test_large_table(engine: Engine, tmp_path: Path) -> None:
+    """A large table in parallel segments into the fast fake endpoint (bench/fake_kinesis.py, which counts
+    entries): every row is sent, the process exits 0, and its peak RSS stays bounded by the queues, not the table.
+    PostgreSQL loads 1M rows; MariaDB 300,000 (its 1M-row run is bench/fullload_bench.py)."""
+    rows = engine.pick(postgres=1_000_000, mariadb=300_000)
+    engine.run(
+        *engine.pick(
+            postgres=[
+                "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, s text NOT NULL)",
+                f"INSERT INTO big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, {rows}) g",
+            ],
+            mariadb=[
+                "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, s varchar(32) NOT NULL)",
+                f"INSERT INTO big SELECT seq, seq % 1000, md5(seq) FROM seq_1_to_{rows}",
+            ],
+        )
+    )
+    engine.analyze("big")
+    settings = "[full_load]\nparallel_load_threads = 4\nchunk_rows = 50000"
+    if engine.name == "postgres":
+        # One partition key for the whole table: the sink's per-key bookkeeping for a million distinct primary
+        # keys would double this test's run time; primary-key load keys are tested above.
+        mapping = schema_table_key_mapping(tmp_path / "mapping.json", engine.schema, "big")
+        settings = f'table_mappings = "{mapping}"\n{settings}\nparallel_load_buffer_size = 1000'
+    with fake_kinesis() as url:
+        daemon = engine.start_daemon(
+            url, "big", tmp_path, extra=f"{FULL_LOAD}\n{settings}", extra_target=f"{FAST}\nmax_in_flight_requests = 8"
+        )
+        try:
+            peak_kib = run_to_exit(daemon)
+        finally:
+            daemon.kill()
+        stats = boto3_stats(url)
+    assert stats["entries"] == rows + 1  # every row, and the RestartTask record
+    assert peak_kib < 400 * 1024, f"peak RSS {peak_kib} KiB"
+    assert completed_rows(daemon) == rows
 
 
 def _resume_to_the_end(daemon: Daemon) -> None:
@@ -282,7 +380,7 @@ def test_a_killed_mapping_worker_stops_the_daemon_and_the_restart_loses_nothing(
         daemon.kill()
     records = read_stream(moto_url, stream)
     assert {r["data"]["id"] for r in loads_of(records, "w")} == set(range(1, 20001))
-    assert replay(records, "w", ("id",)) == source_rows(pg_db, "w", ("id",))
+    assert replay(records, "w", ("id",)) == Postgres(pg_db).source_rows("w", ("id",))
 
 
 def test_stop_signal_to_daemon_and_workers_mid_load_is_a_clean_stop(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
@@ -348,59 +446,6 @@ def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_pat
         assert by_op["load"][i] == by_op["insert"][i], i
 
 
-def test_million_row_table(pg_db: PgDb, tmp_path: Path) -> None:
-    """1M rows in parallel segments into the fast fake endpoint (bench/fake_kinesis.py, which counts entries):
-    every row is sent, the process exits 0, and its peak RSS stays bounded by the queues, not the table."""
-    rows = 1_000_000
-    pg_db.execute("CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, s text NOT NULL)")
-    pg_db.execute(f"INSERT INTO big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, {rows}) g")
-    pg_db.execute("ANALYZE big")
-    # One partition key for the whole table (an object-mapping rule): the sink's per-key bookkeeping for a
-    # million distinct primary keys would double this test's run time; primary-key load keys are tested above.
-    mapping = tmp_path / "mapping.json"
-    mapping.write_text(
-        json.dumps(
-            {
-                "rules": [
-                    {
-                        "rule-type": "selection",
-                        "rule-id": "1",
-                        "object-locator": {"schema-name": "public", "table-name": "%"},
-                        "rule-action": "include",
-                    },
-                    {
-                        "rule-type": "object-mapping",
-                        "rule-id": "2",
-                        "rule-action": "map-record-to-record",
-                        "object-locator": {"schema-name": "public", "table-name": "big"},
-                        "mapping-parameters": {"partition-key-type": "schema-table"},
-                    },
-                ]
-            }
-        )
-    )
-    with fake_kinesis() as url:
-        daemon = start_daemon(
-            pg_db,
-            url,
-            "big",
-            tmp_path,
-            extra=f'{FULL_LOAD}\ntable_mappings = "{mapping}"\n'
-            "[full_load]\nparallel_load_threads = 4\nparallel_load_buffer_size = 1000\nchunk_rows = 50000",
-            extra_target=f"{FAST}\nmax_in_flight_requests = 8",
-        )
-        try:
-            peak_kib = run_to_exit(daemon)
-        finally:
-            daemon.kill()
-        stats = boto3_stats(url)
-    assert stats["entries"] == rows + 1  # every row, and the RestartTask record
-    assert peak_kib < 400 * 1024, f"peak RSS {peak_kib} KiB"
-    log = daemon.log_path.read_text()
-    done = [json.loads(line) for line in log.splitlines() if '"full load complete"' in line]
-    assert done and done[-1]["rows"] == rows
-
-
 @pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "mapping-workers"])
 def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int) -> None:
     """``cdcstream reload --table`` re-copies one table consistently while a writer keeps changing it: rows that
@@ -439,7 +484,7 @@ def test_reload_table_while_cdc_runs(pg_db: PgDb, moto_url: str, tmp_path: Path,
         time.sleep(1)
         stop.set()
         thread.join()
-        expected = source_rows(pg_db, "r", ("id",))
+        expected = Postgres(pg_db).source_rows("r", ("id",))
         wait_for(moto_url, stream, lambda recs: replay(recs, "r", ("id",)) == expected, timeout=120)
         status = json.loads(urllib.request.urlopen(daemon.http + "/status", timeout=5).read())
         assert status["source"]["reload"]["pending"] == []
