@@ -28,11 +28,11 @@ from bench.common import (  # noqa: E402
     work_dir,
     write_config,
 )
-from tests.support.fullload import boto3_stats, fake_kinesis, peak_rss_kib  # noqa: E402
+from tests.support.fullload import endpoint_stats, fake_kinesis, peak_rss_kib  # noqa: E402
 
 
 def accepted(url: str) -> int:
-    stats = boto3_stats(url)
+    stats = endpoint_stats(url)
     return int(stats["entries"]) - int(stats["failed"])
 
 

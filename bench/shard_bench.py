@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.sink_bench import _records, _run_once, quiet_sink  # noqa: E402
-from tests.support.fullload import boto3_stats, fake_kinesis  # noqa: E402
+from tests.support.fullload import endpoint_stats, fake_kinesis  # noqa: E402
 
 LIMIT = 1000
 
@@ -38,9 +38,9 @@ def main() -> None:
                 records = _records(n, per_key)
                 for budgets in (True, False):
                     time.sleep(1.1)  # let the server's buckets refill between runs
-                    before = boto3_stats(url)
+                    before = endpoint_stats(url)
                     wall, _cpu, acked = asyncio.run(_run_once(url, records, "per-key", shard_rate_limit=budgets))
-                    after = boto3_stats(url)
+                    after = endpoint_stats(url)
                     sent = after["entries"] - before["entries"]
                     throttled = after["throttled"] - before["throttled"]
                     keys = "a key per record" if per_key else "one key"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from cdcstream.config import TargetConfig  # noqa: E402
 from cdcstream.records import Record  # noqa: E402
 from cdcstream.sinks.kinesis import KinesisSink  # noqa: E402
-from tests.support.fullload import boto3_stats, fake_kinesis  # noqa: E402
+from tests.support.fullload import endpoint_stats, fake_kinesis  # noqa: E402
 
 
 def quiet_sink() -> None:
@@ -108,9 +108,9 @@ def main() -> None:
                 payload = sum(len(r.data) + len(r.partition_key) for r in records)
                 rates, cpus, mbs, resends, dups = [], [], [], [], []
                 for _ in range(args.runs):
-                    before = boto3_stats(url)
+                    before = endpoint_stats(url)
                     wall, cpu, n = asyncio.run(_run_once(url, records, ordering))
-                    after = boto3_stats(url)
+                    after = endpoint_stats(url)
                     sent = after["entries"] - before["entries"]
                     failed = after["failed"] - before["failed"]
                     rates.append(n / wall)

@@ -43,8 +43,8 @@ from tests.support.fullload import (
     Engine,
     MariaDb,
     Postgres,
-    boto3_stats,
     completed_rows,
+    endpoint_stats,
     fake_kinesis,
     kill_mid_load,
     load_runs,
@@ -349,7 +349,7 @@ def test_large_table(engine: Engine, tmp_path: Path) -> None:
             peak_kib = run_to_exit(daemon)
         finally:
             daemon.kill()
-        stats = boto3_stats(url)
+        stats = endpoint_stats(url)
     assert stats["entries"] == rows + 1  # every row, and the RestartTask record
     assert peak_kib < 400 * 1024, f"peak RSS {peak_kib} KiB"
     assert completed_rows(daemon) == rows

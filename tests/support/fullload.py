@@ -349,7 +349,7 @@ def fake_kinesis_process(*options: str) -> Iterator[tuple[str, subprocess.Popen[
         fake.wait(timeout=10)
 
 
-def boto3_stats(url: str) -> dict[str, int]:
+def endpoint_stats(url: str) -> dict[str, int]:
     """The fake endpoint's counters (its non-Kinesis ``Stats`` call)."""
     req = urllib.request.Request(url, data=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.Stats"})
     with urllib.request.urlopen(req, timeout=5) as resp:
