@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import subprocess
 import sys
 import time
@@ -103,7 +104,8 @@ def main() -> int:
         if args.profile:
             profiler = subprocess.Popen(
                 [
-                    "py-spy",
+                    # The venv's own (pip install py-spy) when the venv is not on PATH.
+                    shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--pid",
                     str(daemon.pid),
