@@ -43,6 +43,13 @@ ALTER_OPS = frozenset(
 """Control operations written only with ``include_table_alter_operations`` (DMS ``IncludeTableAlterOperations``)."""
 
 
+class Described:
+    """A description many chunks of a full load share (a table's columns, the types a chunk's text needs): a
+    mapping worker process receives each once, then by reference (mapping/pool.py)."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True, frozen=True)
 class Column:
     """One column of a captured table as the source describes it."""
@@ -55,7 +62,7 @@ class Column:
 
 
 @dataclass(slots=True, frozen=True)
-class TableInfo:
+class TableInfo(Described):
     """Schema of a captured table. One instance per table version, shared by all its events."""
 
     schema: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import pickle
 import signal
@@ -146,6 +147,33 @@ async def test_a_stop_signal_while_workers_start_does_not_kill_them() -> None:
         assert all(w.process.is_alive() for w in pool._workers)
     finally:
         await pool.close()
+
+
+def test_descriptions_go_to_a_worker_once_then_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table's description travels with its first chunk only; both sides drop the same old ones, so a
+    reference never names one the worker no longer holds."""
+    monkeypatch.setattr(pool_module, "KEPT", 2)
+    cfg = _config()
+    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 1)
+    known: dict[int, None] = {}
+    kept: dict[int, Any] = {}
+    tables = [INFO, TableInfo("public", "u", INFO.columns), TableInfo("public", "v", INFO.columns)]
+
+    def send(info: TableInfo) -> tuple[int, TableInfo]:
+        buf = io.BytesIO()
+        pool_module._RequestPickler(buf, pool._serial_of, known).dump((info, Rows(ROWS[:1])))
+        got, rows = pool_module._RequestUnpickler(buf.getvalue(), kept).load()
+        assert got == info and rows.data == ROWS[:1]
+        return len(buf.getvalue()), got
+
+    first, got = send(INFO)
+    again, got_again = send(INFO)
+    assert again < first - 100 and got_again is got  # by reference: the worker's own copy
+    for info in tables[1:]:  # two more tables: INFO is dropped on both sides (KEPT = 2)
+        send(info)
+    assert len(known) == len(kept) == 2
+    resent, _ = send(INFO)  # sent whole again, not as a reference the worker no longer holds
+    assert resent == first
 
 
 async def test_idle_workers_stop_and_the_next_chunk_starts_new_ones() -> None:

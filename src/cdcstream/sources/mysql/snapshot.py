@@ -46,7 +46,7 @@ import pymysql.cursors
 import structlog
 from pymysql.protocol import MysqlPacket
 
-from cdcstream.changes import RawRows
+from cdcstream.changes import Described, RawRows
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
@@ -249,7 +249,7 @@ def parse_row_packets(data: bytes, count: int, fields: Sequence[Field]) -> list[
 
 
 @dataclass(slots=True, frozen=True)
-class PacketSpec:
+class PacketSpec(Described):
     """What decoding a table's row packets needs, in a form another process can rebuild converters from.
 
     ``key`` is unique per spec (the worker caches the load converters under it); ``fields`` are the result's

@@ -27,7 +27,7 @@ import psycopg
 import structlog
 from psycopg import pq, sql
 
-from cdcstream.changes import Column, RawRows, TableInfo
+from cdcstream.changes import Column, Described, RawRows, TableInfo
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
@@ -121,7 +121,7 @@ def render_lines(
 
 
 @dataclass(slots=True, frozen=True)
-class RowSpec:
+class RowSpec(Described):
     """What rendering a table's COPY lines needs, in a form another process can rebuild converters from.
 
     ``key`` is unique per spec (the worker caches the converters under it); the types are a copy of the
