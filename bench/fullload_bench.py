@@ -108,6 +108,9 @@ def main() -> int:
     parser.add_argument("--engine", choices=("postgres", "mariadb"), default="postgres")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=4, help="parallel_load_threads (segments of the table)")
+    parser.add_argument(
+        "--buffer-size", type=int, default=1000, help="parallel_load_buffer_size (rows per hand-off; default 50)"
+    )
     parser.add_argument("--sessions", type=int, default=8, help="max_full_load_subtasks")
     parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats into FILE")
     parser.add_argument("--processes", default="auto", help='full_load.processes (mapping workers; "auto" or N)')
@@ -158,7 +161,7 @@ def _run(
         sections=f"""[full_load]
 max_full_load_subtasks = {args.sessions}
 parallel_load_threads = {args.threads}
-parallel_load_buffer_size = 1000
+parallel_load_buffer_size = {args.buffer_size}
 chunk_rows = 50000
 processes = {'"auto"' if args.processes == "auto" else int(args.processes)}""",
     )

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from cdcstream.changes import ChangeEvent, Column, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, Column, MappedRows, Marker, Op, TableInfo
 from cdcstream.config import FullLoadConfig, load_config
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.rules import ParallelLoad, parse_rules
+from cdcstream.records import Record
 from cdcstream.sources.fullload import (
+    READ_AHEAD_ROWS,
     Chunk,
     FullLoad,
     Segment,
@@ -153,6 +158,74 @@ def test_every_row_once_with_markers_and_completion() -> None:
             seen += 1
         else:
             assert item.checkpoint["load"]["rows"] == seen
+
+
+@dataclass
+class _Raw:
+    """RawRows over ready rows."""
+
+    data: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.data
+
+
+class RawMemoryEngine(MemoryEngine):
+    """MemoryEngine handing its chunks over undecoded (for mapping worker processes) when asked to."""
+
+    async def read(
+        self, session: int, spec: TableSpec, segment: Segment, after: Any, *, raw: bool = False
+    ) -> AsyncIterator[Chunk]:
+        async for chunk in super().read(session, spec, segment, after):
+            yield Chunk([], chunk.last_key, _Raw(chunk.rows)) if raw else chunk
+
+
+def test_chunks_mapped_out_of_order_reach_the_consumer_in_read_order() -> None:
+    """Sessions read ahead while their chunks are mapped (finishing in any order); each segment's chunks still
+    arrive in read order, and every marker describes exactly the rows before it."""
+    engine = RawMemoryEngine({"a": 400, "c": 50})
+    rng = random.Random(5)
+    busy = peak = 0
+
+    async def offload(info: TableInfo, raw: Any) -> MappedRows:
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        await asyncio.sleep(rng.random() / 200)
+        busy -= 1
+        return MappedRows([Record(str(r["id"]), b"", label=info.table) for r in raw.rows()])
+
+    cfg = FullLoadConfig(
+        max_full_load_subtasks=2, parallel_load_threads=3, chunk_rows=100, parallel_load_buffer_size=250
+    )
+    load = FullLoad(
+        engine,
+        cfg,
+        label="unit",
+        checkpoint=None,
+        base_checkpoint=lambda: {},
+        settings=lambda s, t: None,
+        offload=offload,
+    )
+    items = asyncio.run(_collect(load))
+    ids: dict[str, list[int]] = {"a": [], "c": []}
+    seen = 0
+    for item in items:
+        if isinstance(item, MappedRows):
+            for r in item.records:
+                ids[r.label].append(int(r.partition_key))
+            seen += len(item.records)
+        else:
+            assert isinstance(item, Marker) and item.checkpoint["load"]["rows"] == seen
+    assert ids["c"] == list(range(1, 51))
+    bounds = [0, 133, 266, 400]  # the MemoryEngine's three segments of "a"
+    for lo, hi in itertools.pairwise(bounds):
+        assert [x for x in ids["a"] if lo < x <= hi] == list(range(lo + 1, hi + 1))
+    # Read ahead: more chunks in mapping at once than sessions, at most READ_AHEAD_ROWS / buffer size each.
+    assert 2 < peak <= 2 * (READ_AHEAD_ROWS // 250)
 
 
 def test_resume_continues_after_the_last_key_and_skips_finished_work() -> None:

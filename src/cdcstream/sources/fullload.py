@@ -8,7 +8,8 @@ one sequence by a bounded queue (at most ``2 x max_full_load_subtasks`` chunks o
 marker is exactly "everything before this marker". The pipeline's watermark -> checkpoint file -> ``ack``
 machinery therefore makes the load resumable and at-least-once without anything load-specific. With mapping
 worker processes (``offload``, the pipeline's ``mapping/pool.py``) engines read chunks raw and a chunk arrives
-as one :class:`~cdcstream.changes.MappedRows` item instead of its rows, in the same place of the sequence.
+as one :class:`~cdcstream.changes.MappedRows` item instead of its rows, in the same place of the sequence; a
+session then reads on while its chunks are mapped (up to ``READ_AHEAD_ROWS``) and hands them over in read order.
 
 Checkpoint during a load (JSON, inside the source's own checkpoint)::
 
@@ -247,6 +248,10 @@ def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> lis
     bounds: list[tuple[str, ...] | None] = [None, *unique, None]
     return [Segment(name, (column,), bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
+
+#: Rows a session reads ahead of the consumer while mapping worker processes map its chunks (DMS's maximum
+#: ``parallel_load_buffer_size``): memory stays bounded by sessions x this many rows.
+READ_AHEAD_ROWS = 1000
 
 _Handed = tuple[Segment, Chunk | None, MappedRows | None, BaseException | None]
 """What a session hands the consumer: a chunk (and its records when a worker process mapped it), the segment's
@@ -513,23 +518,46 @@ class FullLoad:
         self, session: int, work: deque[tuple[TableSpec, Segment]], queue: asyncio.Queue[_Handed]
     ) -> None:
         offload = self._offload
+        # With mapping workers a session reads on while its chunks are mapped, up to READ_AHEAD_ROWS: with
+        # DMS's default 50-row chunks, waiting for each one left the workers idle between them.
+        ahead = max(1, READ_AHEAD_ROWS // self.cfg.parallel_load_buffer_size) if offload is not None else 1
         while work:
             spec, seg = work.popleft()
+            mapping: deque[tuple[Chunk, asyncio.Future[MappedRows | None] | None]] = deque()
             try:
                 async for chunk in self.engine.read(session, spec, seg, seg.after, raw=offload is not None):
                     mapped = None
-                    if chunk.raw is not None:
-                        # Each session waits for its own chunk, so the pool holds at most one chunk per session.
-                        mapped = await offload(spec.info, chunk.raw) if offload is not None else None
-                        if mapped is None:
-                            chunk.rows = await self.engine.decode(spec, chunk.raw)
-                    await queue.put((seg, chunk, mapped, None))
+                    if chunk.raw is not None and offload is not None:
+                        mapped = asyncio.ensure_future(offload(spec.info, chunk.raw))
+                    mapping.append((chunk, mapped))
+                    if len(mapping) >= ahead:
+                        await self._hand(spec, seg, *mapping.popleft(), queue)
+                while mapping:
+                    await self._hand(spec, seg, *mapping.popleft(), queue)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # handed to the consumer, which stops the load with it
                 await queue.put((seg, None, None, exc))
                 return
+            finally:
+                for _, pending in mapping:
+                    if pending is not None:
+                        pending.cancel()
             await queue.put((seg, None, None, None))
+
+    async def _hand(
+        self,
+        spec: TableSpec,
+        seg: Segment,
+        chunk: Chunk,
+        mapped_later: asyncio.Future[MappedRows | None] | None,
+        queue: asyncio.Queue[_Handed],
+    ) -> None:
+        """One chunk to the consumer, in read order: mapped by a worker, or decoded here."""
+        mapped = await mapped_later if mapped_later is not None else None
+        if chunk.raw is not None and mapped is None:
+            chunk.rows = await self.engine.decode(spec, chunk.raw)
+        await queue.put((seg, chunk, mapped, None))
 
     async def _progress_loop(self) -> None:
         interval = self.cfg.progress_interval
