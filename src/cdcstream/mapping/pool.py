@@ -26,6 +26,7 @@ import pickle
 import signal
 import socket
 from collections import deque
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,7 @@ class _RequestPickler(pickle.Pickler):
     a table's columns and types pickled again with every chunk cost ~75 µs in the event loop and as much to
     unpickle in the worker, ~3 µs per row at DMS's default 50-row chunks."""
 
-    def __init__(self, file: io.BytesIO, serial_of: Any, known: dict[int, None]) -> None:
+    def __init__(self, file: io.BytesIO, serial_of: Callable[[Described], int], known: dict[int, None]) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         self._serial_of = serial_of
         self._known = known

@@ -539,10 +539,12 @@ class FullLoad:
             except BaseException as exc:  # handed to the consumer, which stops the load with it
                 await queue.put((seg, None, None, exc))
                 return
-            finally:
+            finally:  # chunks read ahead of a failure: never handed over, their outcome not wanted
                 for _, pending in mapping:
                     if pending is not None:
                         pending.cancel()
+                        if pending.done() and not pending.cancelled():
+                            pending.exception()  # retrieved: asyncio would log it as lost
             await queue.put((seg, None, None, None))
 
     async def _hand(
