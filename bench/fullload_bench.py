@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -46,7 +44,12 @@ from bench.common import (  # noqa: E402
     work_dir,
     write_config,
 )
-from tests.support.fullload import endpoint_stats, fake_kinesis_process, peak_rss_kib  # noqa: E402
+from tests.support.fullload import (  # noqa: E402
+    endpoint_stats,
+    fake_kinesis_process,
+    peak_rss_kib,
+    schema_table_key_mapping,
+)
 from tests.support.mysql import CDC_PASSWORD, CDC_USER  # noqa: E402
 from tests.support.postgres import PG_BIN  # noqa: E402
 
@@ -109,7 +112,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=4, help="parallel_load_threads (segments of the table)")
     parser.add_argument(
-        "--buffer-size", type=int, default=1000, help="parallel_load_buffer_size (rows per hand-off; default 50)"
+        "--buffer-size",
+        type=int,
+        default=1000,
+        help="parallel_load_buffer_size: rows per hand-off (the daemon's default is 50)",
     )
     parser.add_argument("--sessions", type=int, default=8, help="max_full_load_subtasks")
     parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats into FILE")
@@ -141,16 +147,8 @@ def _run(
     """The daemon's full load into the fake endpoint; prints both rates."""
     url, fake = stack.enter_context(fake_kinesis_process())
     mapping = ""
-    if args.schema_table_key:
-        # "%" schema: public on PostgreSQL, the bench database on MariaDB.
-        locator = {"schema-name": "%", "table-name": "bench"}
-        rules = [
-            {"rule-type": "selection", "rule-id": "1", "rule-action": "include", "object-locator": locator},
-            {"rule-type": "object-mapping", "rule-id": "2", "rule-action": "map-record-to-record",
-             "object-locator": locator, "mapping-parameters": {"partition-key-type": "schema-table"}},
-        ]  # fmt: skip
-        (tmp / "mapping.json").write_bytes(orjson.dumps({"rules": rules}))
-        mapping = f'table_mappings = "{tmp / "mapping.json"}"'
+    if args.schema_table_key:  # "%" schema: public on PostgreSQL, the bench database on MariaDB
+        mapping = f'table_mappings = "{schema_table_key_mapping(tmp / "mapping.json", "%", "bench")}"'
     config = write_config(
         tmp / "bench.toml",
         task_id="flbench",

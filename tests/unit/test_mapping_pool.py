@@ -27,6 +27,7 @@ from cdcstream.sinks.batching import Batch, key_size
 from cdcstream.sinks.putrecords import PutRecordsClient
 from cdcstream.sources.postgres.snapshot import CopyBlock, RowSpec
 from cdcstream.sources.postgres.values import INT4, PgType
+from tests.support.fullload import schema_table_key_mapping
 
 INFO = TableInfo("public", "t", (Column("id", "int4", 23, False, True), Column("s", "text", 25, True, False)))
 ROWS = [{"id": i, "s": None if i % 3 == 0 else f'v"{i}\\é'} for i in range(1, 40)]
@@ -57,6 +58,12 @@ def _config(**target: Any) -> Config:
     return Config.model_validate(
         {"source": {"engine": "postgres", "database": "app"}, "target": {"stream_name": "s", **target}}
     )
+
+
+def _pool(processes: int, cfg: Config | None = None, idle_stop: float = pool_module.IDLE_STOP) -> MappingPool:
+    """A pool over the default mapping (no mapping file)."""
+    cfg = cfg or _config()
+    return MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), processes, idle_stop)
 
 
 def _in_process(cfg: Config) -> list[Record]:
@@ -101,7 +108,7 @@ def test_map_chunk_matches_in_process_mapping_and_the_sinks_entries() -> None:
 
 async def test_pool_maps_in_worker_processes_and_reports_errors() -> None:
     cfg = _config(partition_include_schema_table=True)
-    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 2)
+    pool = _pool(2, cfg)
     try:
         mapped = await pool.map(INFO, Rows(ROWS))
         assert isinstance(mapped, MappedRows)
@@ -122,8 +129,7 @@ async def test_pool_maps_in_worker_processes_and_reports_errors() -> None:
 
 
 async def test_workers_exit_when_the_daemon_closes_their_sockets() -> None:
-    cfg = _config()
-    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 1)
+    pool = _pool(1)
     await pool.map(INFO, Rows(ROWS[:1]))
     processes = [w.process for w in pool._workers]
     await pool.close()
@@ -134,8 +140,7 @@ async def test_workers_exit_when_the_daemon_closes_their_sockets() -> None:
 async def test_a_stop_signal_while_workers_start_does_not_kill_them() -> None:
     """systemd signals the whole unit at stop: a worker still starting Python (before it can ignore the signal)
     must not die of it, or the daemon's drain fails."""
-    cfg = _config()
-    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 2)
+    pool = _pool(2)
     try:
         await pool._start()
         for w in pool._workers:  # at once: the workers are still importing
@@ -153,8 +158,7 @@ def test_descriptions_go_to_a_worker_once_then_by_reference(monkeypatch: pytest.
     """A table's description travels with its first chunk only; both sides drop the same old ones, so a
     reference never names one the worker no longer holds."""
     monkeypatch.setattr(pool_module, "KEPT", 2)
-    cfg = _config()
-    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 1)
+    pool = _pool(1)
     known: dict[int, None] = {}
     kept: dict[int, Any] = {}
     tables = [INFO, TableInfo("public", "u", INFO.columns), TableInfo("public", "v", INFO.columns)]
@@ -177,8 +181,7 @@ def test_descriptions_go_to_a_worker_once_then_by_reference(monkeypatch: pytest.
 
 
 async def test_idle_workers_stop_and_the_next_chunk_starts_new_ones() -> None:
-    cfg = _config()
-    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 2, idle_stop=0.5)
+    pool = _pool(2, idle_stop=0.5)
     try:
         assert pool.status()["pids"] == []  # started by the first chunk, not before
         assert await pool.map(INFO, Rows(ROWS)) is not None
@@ -286,8 +289,7 @@ class PickyRows(Rows):
 
 
 async def test_an_exception_that_does_not_unpickle_still_arrives_as_text() -> None:
-    cfg = _config()
-    pool = MappingPool(cfg, Mapper(MappingRules(), cfg.target, cfg.task_id), 1)
+    pool = _pool(1)
     try:
         with pytest.raises(MappingError, match="Picky: x/y"):
             await pool.map(INFO, PickyRows(ROWS))
@@ -299,14 +301,8 @@ async def test_an_exception_that_does_not_unpickle_still_arrives_as_text() -> No
 async def test_workers_map_with_the_rules_as_the_daemon_read_them(tmp_path: Path) -> None:
     """The mapping file edited after the start (say, for the next restart) does not change what workers started
     later (a reload --table) write: the daemon's own records would otherwise differ from its load records."""
-    locator = {"schema-name": "public", "table-name": "t"}
-    rules = [
-        {"rule-type": "selection", "rule-id": "1", "rule-action": "include", "object-locator": locator},
-        {"rule-type": "object-mapping", "rule-id": "2", "rule-action": "map-record-to-record",
-         "object-locator": locator, "mapping-parameters": {"partition-key-type": "schema-table"}},
-    ]  # fmt: skip
-    path = tmp_path / "mapping.json"
-    path.write_bytes(orjson.dumps({"rules": rules}))
+    path = schema_table_key_mapping(tmp_path / "mapping.json", "public", "t")
+    rules = orjson.loads(path.read_bytes())["rules"]
     cfg = Config.model_validate(
         {
             "source": {"engine": "postgres", "database": "app"},
