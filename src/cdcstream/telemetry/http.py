@@ -1,7 +1,8 @@
 """HTTP endpoints (aiohttp): ``/metrics`` (Prometheus), ``/healthz`` (the event loop answers; never depends on
 the database or Kinesis, so an outage does not become a restart storm), ``/readyz`` (connected and making
-progress), ``/status`` (JSON: positions, lag, queues) and ``POST /reload?table=schema.table`` (re-copy one table
-while CDC runs; ``cdcstream reload`` calls it)."""
+progress), ``/status`` (JSON: positions, lag, queues) and the control endpoint ``POST /reload?table=schema.table``
+(re-copy one table while CDC runs; ``cdcstream reload`` calls it), which needs the control token and refuses
+browsers (:mod:`cdcstream.telemetry.control`)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cdcstream.errors import CdcstreamError
+from cdcstream.telemetry import metrics
+from cdcstream.telemetry.control import refusal
+
+log = structlog.get_logger(__name__)
 
 
 class HttpServer:
-    """Serves the endpoints on ``listen`` (HOST:PORT) until :meth:`stop`."""
+    """Serves the endpoints on ``listen`` (HOST:PORT) until :meth:`stop`. ``control_token`` authorises
+    ``POST /reload`` (None: the endpoint answers 503)."""
 
     def __init__(
         self,
@@ -24,10 +31,12 @@ class HttpServer:
         status: Callable[[], dict[str, Any]],
         ready: Callable[[], tuple[bool, str]],
         reload: Callable[[str], Awaitable[str]] | None = None,
+        control_token: str | None = None,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self._status, self._ready, self._reload = status, ready, reload
+        self._token = control_token
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -66,11 +75,20 @@ class HttpServer:
         return web.Response(body=body, content_type="application/json")
 
     async def _reload_handler(self, request: web.Request) -> web.Response:
+        refused = refusal(request.headers, self._token)
+        if refused is not None:
+            status, reason = refused
+            metrics.CONTROL_REQUESTS.labels("denied").inc()
+            log.warning("control request refused", path=request.path, peer=request.remote, status=status, reason=reason)
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return web.Response(text=reason + "\n", status=status, headers=headers)
         table = request.query.get("table", "")
         if self._reload is None:
             return web.Response(text="reload is not available\n", status=404)
         try:
             message = await self._reload(table)
-        except CdcstreamError as exc:  # a wrong table name, a full load still running, ...
+        except CdcstreamError as exc:  # a wrong table name, no SELECT on it, a full load still running, ...
+            metrics.CONTROL_REQUESTS.labels("refused").inc()
             return web.Response(text=f"{exc}\n", status=400)
+        metrics.CONTROL_REQUESTS.labels("accepted").inc()
         return web.Response(text=message + "\n", status=202)
