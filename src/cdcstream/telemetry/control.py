@@ -74,7 +74,7 @@ def daemon_token(cfg: Config) -> str:
     if stored is not None and token_problem(stored) is None:
         return stored
     token = secrets.token_hex(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
