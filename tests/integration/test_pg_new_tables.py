@@ -117,14 +117,19 @@ async def test_ddl_capture_adds_new_tables_in_their_creating_transaction(pg_db: 
     assert [t for (t,) in published] == ["acc_new", "acc_nokey", "acc_old", "acc_part", "acc_pold"]
 
 
-async def test_without_ddl_capture_new_tables_are_named(pg_db: PgDb, tmp_path: Path) -> None:
+async def test_without_ddl_capture_new_tables_are_named(
+    pg_db: PgDb, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Fails on main: acc_new's rows never reached the stream, and neither the daemon nor check said so."""
     rules = acc_rules(tmp_path)
     pg_db.execute("CREATE TABLE acc_old (id int PRIMARY KEY)")
     reader = await open_acc_reader(pg_db, rules)
+    assert "new tables are NOT captured automatically" in capsys.readouterr().out  # said at start
     try:
         pg_db.execute("BEGIN; CREATE TABLE acc_new (id int PRIMARY KEY); INSERT INTO acc_new VALUES (1); COMMIT")
         await reader.wait_for(lambda r: "public.acc_new" in uncaptured(r), what="acc_new named")
+        logged = [line for line in capsys.readouterr().out.splitlines() if "selected table is not captured" in line]
+        assert len(logged) == 1 and "table=public.acc_new" in logged[0]  # once, when it appeared
         [entry] = reader.source.status()["uncaptured_tables"]
         assert entry["reason"] == "not in publication cdc_pub"
         assert entry["fix"].startswith('ALTER PUBLICATION "cdc_pub" ADD TABLE "public"."acc_new";')
@@ -223,3 +228,28 @@ async def test_sql_selection_agrees_with_the_mapping(pg_db: PgDb, tmp_path: Path
         assert server is rules.selects(schema, table), (schema, table)
     every = json.dumps(MappingRules().selection_regexes())
     assert pg_db.execute("SELECT cdcstream.selects(%s::jsonb, 'a', 'b')", superuser=True, params=(every,)) == [(True,)]
+
+
+async def test_setup_registers_a_publication_the_daemon_does_not_own(pg_db: PgDb, tmp_path: Path) -> None:
+    """A DBA's publication: ``setup postgres-ddl --config`` registers the mapping's selection as the superuser,
+    and the daemon (not its owner) finds it unchanged. With another selection the daemon cannot register it:
+    it says so, and names the new tables nothing adds."""
+    rules = acc_rules(tmp_path)
+    pg_db.execute("CREATE TABLE acc_old (id int PRIMARY KEY)")
+    pg_db.execute("CREATE PUBLICATION cdc_pub FOR TABLE acc_old WITH (publish_via_partition_root)", superuser=True)
+    dsn = pg_db.server.superuser_dsn(pg_db.name)
+    assert ddl.install(dsn, register=("cdc_pub", rules.selection_regexes())) == "registered"
+    assert ddl.install(dsn, register=("cdc_pub", rules.selection_regexes())) == "unchanged"
+    assert ddl.install(dsn, register=("nope", rules.selection_regexes())) is None  # no such publication yet
+    reader = await open_acc_reader(pg_db, rules)
+    everything = await open_reader(pg_db.config(slot_name="s_every", table_check_interval=0.2))
+    try:
+        assert reader.source._ddl_registered and not everything.source._ddl_registered
+        pg_db.execute("BEGIN; CREATE TABLE acc_new (id int PRIMARY KEY); INSERT INTO acc_new VALUES (1); COMMIT")
+        pg_db.execute("CREATE TABLE zzz (id int PRIMARY KEY)")  # selected by "every table", not by acc_%
+        await reader.wait_for(lambda r: rows_of(r, "acc_new"), what="acc_new captured")
+        await everything.wait_for(lambda r: "public.zzz" in uncaptured(r), what="zzz named")
+        assert "public.acc_new" not in uncaptured(everything)
+    finally:
+        await reader.stop()
+        await everything.stop()

@@ -19,6 +19,7 @@ from cdcstream.config import FullLoadConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.fullload import RELOAD_FIELD
 from cdcstream.sources.mysql import MySQLSource
+from cdcstream.sources.mysql.checks import run_checks as mysql_checks
 from cdcstream.sources.postgres import PostgresSource
 from cdcstream.sources.postgres.checks import run_checks
 from tests.support.mysql import MyDb
@@ -167,6 +168,9 @@ async def test_mysql_reload_without_select_is_refused_with_the_grant(my_db: MyDb
             assert await src.request_reload(f"{my_db.name}.t") == f"reload of {my_db.name}.t queued"
         finally:
             await src.close()
+        checks = {r.name: r for r in await mysql_checks(my_db.config(**user), None, None)}
+        assert checks["reload tables"].ok and checks["reload tables"].warning
+        assert f"not readable: {my_db.name}.secret (streaming needs no SELECT" in checks["reload tables"].detail
 
 
 def _kill_mysql_load_sessions(db: MyDb) -> int:

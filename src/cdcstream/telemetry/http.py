@@ -6,6 +6,7 @@ browsers (:mod:`cdcstream.telemetry.control`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,10 @@ from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import refusal
 
 log = structlog.get_logger(__name__)
+
+#: Seconds between "control request refused" lines: a flood of requests must not become a flood of logs (the
+#: counter cdcstream_control_requests_total{outcome="denied"} counts every one).
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class HttpServer:
@@ -37,6 +42,8 @@ class HttpServer:
         self.host, self.port = host.strip("[]"), int(port)
         self._status, self._ready, self._reload = status, ready, reload
         self._token = control_token
+        self._refusals_unlogged = 0
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -79,7 +86,18 @@ class HttpServer:
         if refused is not None:
             status, reason = refused
             metrics.CONTROL_REQUESTS.labels("denied").inc()
-            log.warning("control request refused", path=request.path, peer=request.remote, status=status, reason=reason)
+            self._refusals_unlogged += 1
+            now = time.monotonic()
+            if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+                log.warning(
+                    "control request refused",
+                    path=request.path,
+                    peer=request.remote,
+                    status=status,
+                    reason=reason,
+                    refused_since_last_line=self._refusals_unlogged,
+                )
+                self._refusals_unlogged, self._refusal_logged_at = 0, now
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             return web.Response(text=reason + "\n", status=status, headers=headers)
         table = request.query.get("table", "")

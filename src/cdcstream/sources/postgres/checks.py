@@ -193,7 +193,13 @@ async def _select_check(
     )
 
 
-_REGISTER_FUNCTION = "SELECT to_regprocedure('cdcstream.register_publication(name, jsonb)') IS NOT NULL"
+# Whether this version's DDL capture is installed and callable by the role (an older one has no such function,
+# or kept its schema closed to everyone).
+_REGISTER_FUNCTION = """
+SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname = 'cdcstream' AND p.proname = 'register_publication'
+                 AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE'))
+"""
 
 
 async def _new_tables_check(

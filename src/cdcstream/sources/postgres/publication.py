@@ -156,6 +156,21 @@ async def all_tables(conn: psycopg.AsyncConnection[Any], publication: str) -> bo
     return bool(row and row[0])
 
 
+async def published_schemas(conn: psycopg.AsyncConnection[Any], publication: str) -> list[str]:
+    """The schemas ``publication`` covers FOR TABLES IN SCHEMA (PostgreSQL 15+; none before)."""
+    row = await (await conn.execute("SELECT to_regclass('pg_catalog.pg_publication_namespace') IS NOT NULL")).fetchone()
+    if not (row and row[0]):
+        return []
+    rows = await (
+        await conn.execute(
+            "SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid "
+            "JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = %s ORDER BY 1",
+            (publication,),
+        )
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 async def register_selection(
     conn: psycopg.AsyncConnection[Any], publication: str, selection: list[dict[str, Any]]
 ) -> str:

@@ -51,6 +51,7 @@ from cdcstream.sources.postgres.publication import (
     Uncaptured,
     all_tables,
     publication_sql,
+    published_schemas,
     register_selection,
     uncaptured_tables,
 )
@@ -301,7 +302,11 @@ class PostgresSource(SourceBase):
             try:
                 outcome = await register_selection(conn, pub, self._selection)
             except psycopg.Error as exc:
-                reason = f"DDL capture cannot add tables to it ({str(exc).strip().splitlines()[0]})"
+                reason = (
+                    f"DDL capture cannot add tables to it ({str(exc).strip().splitlines()[0]}; re-running "
+                    "cdcstream setup postgres-ddl --config <file> installs what this version needs and registers "
+                    "the selection as a superuser)"
+                )
             else:
                 self._ddl_registered = True
                 self._log.info(
@@ -310,8 +315,11 @@ class PostgresSource(SourceBase):
                     registration=outcome,
                 )
                 return
+        schemas = await published_schemas(conn, pub)
         self._log.warning(
-            f"new tables are NOT captured automatically: publication {pub!r} lists its tables and {reason}. A "
+            f"new tables are NOT captured automatically: publication {pub!r} lists its tables"
+            + (f" (and those of the schemas {', '.join(schemas)})" if schemas else "")
+            + f" and {reason}. A "
             "selected table created while CDC runs is named in the log, in /status and in "
             "cdcstream_source_uncaptured_tables, and its changes are missed until it is added to the publication. "
             'Fix: cdcstream setup postgres-ddl --config <file> --user postgres (as a superuser; README, "New '
@@ -320,14 +328,22 @@ class PostgresSource(SourceBase):
 
     async def _check_tables(self) -> None:
         """Name every selected table whose changes cannot reach the stream (publication.uncaptured_tables) once
-        when it is found, and say when one is captured again; the gauge holds how many there are."""
-        conn = await self._normal_connection()
-        found = {
-            u.name: u
-            for u in await uncaptured_tables(
-                conn, self.cfg.publication, self._selector, ddl_capture=self._ddl_registered
-            )
-        }
+        when it is found, and say when one is captured again; the gauge holds how many there are. Best effort,
+        like the heartbeat: a failure is logged and the next interval tries again."""
+        try:
+            conn = await self._normal_connection()
+            found = {
+                u.name: u
+                for u in await uncaptured_tables(
+                    conn, self.cfg.publication, self._selector, ddl_capture=self._ddl_registered
+                )
+            }
+        except (psycopg.Error, SourceError) as exc:
+            self._log.warning("table check failed", reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
+            if self._conn is not None and not isinstance(exc, SourceError):
+                await self._conn.close()
+                self._conn = None
+            return
         for name, u in found.items():
             if name not in self._uncaptured:
                 self._log.warning(
@@ -347,14 +363,7 @@ class PostgresSource(SourceBase):
     async def _tables_loop(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.cfg.table_check_interval)
-            try:
-                await self._check_tables()
-            except (psycopg.Error, SourceError) as exc:
-                # Best effort, like the heartbeat: logged and tried again at the next interval.
-                self._log.warning("table check failed", reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
-                if self._conn is not None:
-                    await self._conn.close()
-                    self._conn = None
+            await self._check_tables()
 
     async def _start_full_load_only(self, checkpoint: dict[str, Any] | None) -> None:
         """``full-load``: no slot, no publication, no replication; a snapshot exported from a normal
