@@ -5,6 +5,8 @@ Moving parts:
 * a normal connection (psycopg ``AsyncConnection``, autocommit) for checks, slot/publication setup and
   heartbeats (``pg_logical_emit_message``: an idle slot advances even when only uncaptured tables change);
 * a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.pgoutput` decoder;
+* a table check every ``table_check_interval`` seconds naming each selected table the publication does not cover
+  (tables created while CDC runs, :mod:`.publication`);
 * a status task sending standby status updates every ``status_interval`` seconds and promptly after an ack.
   The flush position sent is only ever an LSN the pipeline acknowledged (:meth:`PostgresSource.ack`), never
   what was merely received: that is what makes a crash lose nothing.
@@ -164,7 +166,7 @@ class PostgresSource(SourceBase):
         self.cfg = cfg
         self._selector = selector
         # The selection as regexes for DDL capture (publication.register_selection): every table without one.
-        self._selection = selection or MappingRules().selection_regexes()
+        self._selection = MappingRules().selection_regexes() if selection is None else selection
         self._ddl_registered = False  # DDL capture adds new selected tables to the publication
         self._uncaptured: dict[str, Uncaptured] = {}  # selected tables the publication does not cover, by name
         self._m_uncaptured = metrics.SOURCE_UNCAPTURED_TABLES.labels(self._label)
