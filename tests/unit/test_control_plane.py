@@ -186,6 +186,7 @@ def test_failed_reloads_leave_the_queue_and_are_counted() -> None:
     pending.pop(rows=3)
     assert not pending and pending.stamp({"lsn": "0/3", "reload": ["s.gone"]}) == {"lsn": "0/3"}
     assert (failed._value.get() - before[0], done._value.get() - before[1]) == (1, 1)
+    assert PendingReloads({"reload": 5}).names == PendingReloads({"reload": "s.t"}).names == []  # not a list
     status = pending.status(None)
     assert status["pending"] == [] and status["running"] is None
     assert [(f["table"], f["error"]) for f in status["failed"]] == [("s.gone", "reload: table s.gone does not exist")]

@@ -666,9 +666,12 @@ class PendingReloads:
     every table goes on, and no later checkpoint names it, so a restart does not run into it again."""
 
     def __init__(self, checkpoint: dict[str, Any] | None = None, *, label: str = "") -> None:
-        self.names: list[str] = [str(t) for t in (checkpoint or {}).get(RELOAD_FIELD) or ()]
+        stored = (checkpoint or {}).get(RELOAD_FIELD) or []
+        self.names: list[str] = [str(t) for t in stored] if isinstance(stored, list) else []
         self.failed: deque[dict[str, Any]] = deque(maxlen=FAILED_KEPT)
         self._label = label
+        if not isinstance(stored, list):
+            log.warning("checkpoint field 'reload' is not a list of tables; ignored", value=repr(stored)[:200])
         if self.names:
             log.info("reload pending from the last run: redoing it", tables=self.names)
 

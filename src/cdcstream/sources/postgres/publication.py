@@ -67,8 +67,7 @@ class Uncaptured:
 _COVERAGE_SQL = """
 WITH published AS MATERIALIZED (
   SELECT schemaname::text AS s, tablename::text AS t FROM pg_publication_tables WHERE pubname = %(pub)s)
-SELECT n.nspname::text, c.relname::text, c.relpersistence::text,
-       EXISTS (SELECT 1 FROM published p WHERE p.s = n.nspname AND p.t = c.relname),
+SELECT n.nspname::text, c.relname::text, c.relpersistence::text, pub.s IS NOT NULL,
        EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication pb ON pb.oid = r.prpubid
                WHERE pb.pubname = %(pub)s AND r.prrelid = c.oid),
        c.relreplident = 'f'
@@ -81,6 +80,7 @@ SELECT n.nspname::text, c.relname::text, c.relpersistence::text,
          WHERE pt.isleaf AND EXISTS (SELECT 1 FROM published p WHERE p.s = ln.nspname AND p.t = lc.relname))
        END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN published pub ON pub.s = n.nspname AND pub.t = c.relname
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%%'
   AND n.nspname NOT LIKE 'pg\\_temp%%'
