@@ -13,6 +13,11 @@
 # Kubernetes secret), or CDCSTREAM_SOURCE_PASSWORD; Kinesis credentials from the AWS chain (AWS_* variables,
 # IRSA / EKS Pod Identity, instance role).
 #
+# Control endpoint: POST /reload (cdcstream reload) needs the control token. Unless the config names one
+# ([http] control_token_file, e.g. a mounted secret, or CDCSTREAM_HTTP__CONTROL_TOKEN) the daemon generates it
+# in the state volume (/var/lib/cdcstream/control-token, 0600), where
+# `docker exec <container> cdcstream reload --config /etc/cdcstream/cdcstream.toml --table s.t` finds it.
+#
 # Signals: cdcstream handles SIGTERM itself (drain, checkpoint, exit 0), so it works as PID 1; `--init`
 # (or Kubernetes) still reaps zombies. Give the stop timeout more than the 30 s drain: `docker stop -t 60`.
 #

@@ -109,7 +109,7 @@ async def run_all(cfg: Config) -> list[CheckResult]:
             cdc=cfg.migration_type != "full-load",
         )
     else:
-        source = await postgres_checks(cfg.source, rules.selects)
+        source = await postgres_checks(cfg.source, rules.selects, full_load=cfg.migration_type != "cdc")
         results += source
         if source and source[0].ok:  # connected: the tables' columns can be read
             results += await _mapping_checks(cfg, rules)

@@ -156,11 +156,21 @@ def _setup(cfg: Config, args: argparse.Namespace) -> int:
         conninfo = build_conninfo(source.model_copy(update={"user": args.user, "password": None}), replication=False)
     else:
         conninfo = build_conninfo(source, replication=False)
-    ddl.install(conninfo, uninstall=args.uninstall)
+    from cdcstream.mapping.rules import load_rules
+
+    selection = load_rules(cfg.resolve(cfg.table_mappings) if cfg.table_mappings else None).selection_regexes()
+    outcome = ddl.install(conninfo, uninstall=args.uninstall, register=(source.publication, selection))
     print(
         f"DDL capture {'removed from' if args.uninstall else 'installed in'} database {source.database}"
         + ("" if args.uninstall else f" (event triggers {', '.join(ddl.TRIGGERS)})")
     )
+    if not args.uninstall:
+        print(
+            f"new tables the mapping selects are added to publication {source.publication} ({outcome})"
+            if outcome
+            else f"publication {source.publication} does not exist yet: the daemon registers the mapping's "
+            "selection with DDL capture when it creates it"
+        )
     return 0
 
 
@@ -171,12 +181,27 @@ def _reload(cfg: Config, table: str) -> int:
     import urllib.parse
     import urllib.request
 
+    from cdcstream.telemetry.control import client_token, token_path
+
     if not cfg.http.listen:
         print("cdcstream: reload: [http] listen is off; the daemon takes reload requests over HTTP", file=sys.stderr)
         return 1
-    url = _local_url(cfg.http.listen, "/reload") + "?" + urllib.parse.urlencode({"table": table})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
+        token = client_token(cfg)
+    except OSError as exc:
+        print(f"cdcstream: reload: cannot read the control token {token_path(cfg)}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if token is None:
+        print(
+            f"cdcstream: reload: no control token: the daemon writes one to {token_path(cfg)} when it starts (is it "
+            "running with this config?), or set [http] control_token_file in the config of both",
+            file=sys.stderr,
+        )
+        return 1
+    url = _local_url(cfg.http.listen, "/reload") + "?" + urllib.parse.urlencode({"table": table})
+    request = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             print(resp.read().decode().strip())
             return 0
     except urllib.error.HTTPError as exc:

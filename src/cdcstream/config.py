@@ -62,6 +62,9 @@ class PostgresSourceConfig(_Section):
     status_interval: Annotated[float, Field(gt=0, le=30)] = 10.0
     create_slot: bool = True
     create_publication: bool = True
+    # Seconds between checks that every selected table is in the publication (tables created while CDC runs);
+    # each one that is not is named in the log, /status and cdcstream_source_uncaptured_tables. 0 turns it off.
+    table_check_interval: Annotated[float, Field(ge=0)] = 30.0
     reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
     # Rendering of PostgreSQL-specific types (README, "PostgreSQL types"): "string" = the JSON text as a
     # string, as DMS writes it; "object" = embedded JSON (json/jsonb verbatim, hstore as an object of strings).
@@ -254,10 +257,20 @@ class CheckpointConfig(_Section):
     interval: Annotated[float, Field(ge=0, le=60)] = 1.0
 
 
+#: Shortest control token accepted: 128 bits as hex (``openssl rand -hex 16``); a guessable one is refused.
+MIN_TOKEN_LENGTH = 32
+
+
 class HttpConfig(_Section):
-    """``[http]``: the address of /metrics, /healthz, /readyz and /status. Empty string turns it off."""
+    """``[http]``: the address of /metrics, /healthz, /readyz, /status and the control endpoint ``POST /reload``.
+    Empty string turns it off."""
 
     listen: str = "127.0.0.1:9187"
+    # The bearer token POST /reload requires (README, "Control plane"): control_token (or the environment
+    # variable CDCSTREAM_HTTP__CONTROL_TOKEN) or control_token_file; neither: the daemon generates one in
+    # <state_dir>/control-token (mode 0600), which `cdcstream reload` on the same machine reads.
+    control_token: SecretStr | None = None
+    control_token_file: str | None = None
     # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
     ready_window: Annotated[float, Field(gt=0)] = 120.0
     # Label cdcstream_source_events_total by table (schema.table). Turn off for databases with very many
@@ -276,6 +289,31 @@ class HttpConfig(_Section):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _resolve_control_token(self) -> HttpConfig:
+        if self.control_token is not None and self.control_token_file is not None:
+            raise ValueError("set either control_token or control_token_file, not both")
+        token = self.control_token
+        if self.control_token_file is not None:
+            token = _read_secret(self.control_token_file, "control_token_file")
+        if token is not None:
+            problem = token_problem(token.get_secret_value())
+            if problem:
+                where = "control_token_file" if self.control_token_file else "control_token"
+                raise ValueError(f"{where}: {problem}")
+        object.__setattr__(self, "control_token", token)
+        return self
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be a control token (too short to resist guessing, or not sendable in an HTTP
+    header), or None."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"the control token must have at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+    if not all(33 <= ord(ch) <= 126 for ch in token):
+        return "the control token must be printable ASCII without spaces (it is sent in an HTTP header)"
+    return None
 
 
 class FullLoadConfig(_Section):

@@ -42,6 +42,7 @@ from cdcstream.sinks import Sink
 from cdcstream.sources import Source
 from cdcstream.sources.fullload import intent_checkpoint, load_completed, stamp_requested_reloads
 from cdcstream.telemetry import metrics
+from cdcstream.telemetry.control import daemon_token, token_path
 from cdcstream.telemetry.http import HttpServer
 from cdcstream.telemetry.probe import LagProbe
 
@@ -75,7 +76,7 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         return MySQLSource(cfg.source, **common)
     from cdcstream.sources.postgres import PostgresSource
 
-    return PostgresSource(cfg.source, **common)
+    return PostgresSource(cfg.source, selection=mapper.rules.selection_regexes(), **common)
 
 
 def build_sink(cfg: Config, on_ack: Any) -> Sink:
@@ -365,6 +366,20 @@ class Pipeline:
             await self._save(self._with_reloads(self._saved, -1))
         return answer
 
+    def _control_token(self) -> str | None:
+        """The token POST /reload requires. A state directory that cannot hold a generated one disables the
+        control endpoint (said in the log), never the daemon: streaming does not depend on it."""
+        try:
+            return daemon_token(self.cfg)
+        except OSError as exc:
+            log.error(
+                "control endpoint disabled: cannot keep the control token in the state directory; set [http] "
+                "control_token_file, or fix the directory",
+                file=str(token_path(self.cfg)),
+                error=exc.strerror or str(exc),
+            )
+            return None
+
     def ready(self) -> tuple[bool, str]:
         """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
         if not self._started:
@@ -430,7 +445,7 @@ class Pipeline:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         if self.cfg.http.listen:
-            self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload)
+            self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload, self._control_token())
             await self.http.start()
         try:
             return await self._run()

@@ -12,8 +12,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from cdcstream.errors import ConfigError
 from tests.support.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,9 +73,18 @@ def test_sidecar_config_validates(tmp_path: Path) -> None:
     from cdcstream.config import load_config
 
     (cm,) = [d for d in _sidecar()["docs"] if d["kind"] == "ConfigMap"]
-    secret = tmp_path / "source_password"
-    secret.write_text("pw\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "source_password").write_text("pw\n")
+    (secrets / "control_token").write_text("0123456789abcdef" * 4 + "\n")
     path = tmp_path / "cdcstream.toml"
-    path.write_text(cm["data"]["cdcstream.toml"].replace("/run/secrets/cdcstream/source_password", str(secret)))
+    path.write_text(cm["data"]["cdcstream.toml"].replace("/run/secrets/cdcstream", str(secrets)))
     cfg = load_config(path)
     assert cfg.http.listen == "0.0.0.0:9187" and cfg.source.password is not None
+    # The control endpoint on the pod-wide listener needs the token from the Secret, and the example's
+    # placeholder is refused rather than used.
+    assert cfg.http.control_token is not None
+    (secret,) = [d for d in _sidecar()["docs"] if d["kind"] == "Secret"]
+    (secrets / "control_token").write_text(secret["stringData"]["control_token"])
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_config(path)

@@ -56,6 +56,9 @@ CATALOGUE = (
     "cdcstream_full_load_rows_total",
     "cdcstream_full_load_tables",
     "cdcstream_full_load_progress_ratio",
+    "cdcstream_source_uncaptured_tables",
+    "cdcstream_reloads_total",
+    "cdcstream_control_requests_total",
     "process_resident_memory_bytes",
     "process_start_time_seconds",
     "python_gc_collections_total",
@@ -189,6 +192,9 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
     assert pushed >= 261 and moved("cdcstream_queue_popped_total", stage="sink") == pushed
     assert value(after, "cdcstream_full_load_rows_total", source=src) == 0
     assert value(after, "cdcstream_full_load_tables", source=src, state="pending") == 0
+    assert value(after, "cdcstream_source_uncaptured_tables", source=src) == 0
+    assert value(after, "cdcstream_reloads_total", source=src, outcome="failed") == 0
+    assert value(after, "cdcstream_control_requests_total", outcome="denied") == 0
 
 
 def after_build_labels(samples: Samples) -> set[tuple[str, str]]:

@@ -311,7 +311,7 @@ async def test_publication_not_creatable_prints_sql(pg_db: PgDb) -> None:
         await src.start(None)
     await src.close()
     msg = str(exc.value)
-    assert 'CREATE PUBLICATION "cdc_pub" FOR TABLE "public"."owned";' in msg
+    assert 'CREATE PUBLICATION "cdc_pub" FOR TABLE "public"."owned" WITH (publish_via_partition_root = true);' in msg
     assert "FOR ALL TABLES" in msg
     assert "cdc'" not in msg.lower() or "password" not in msg.lower()
 

@@ -19,7 +19,7 @@ import orjson
 
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.expressions import ExpressionError, compile_expression
-from cdcstream.mapping.wildcards import compile_pattern, is_wildcard, matches
+from cdcstream.mapping.wildcards import compile_pattern, is_wildcard, literal_sql_regex, matches, sql_regex
 
 PARTITION_KEY_TYPES = ("schema-table", "primary-key", "transaction-id", "constant", "attribute-name")
 FILTER_OPERATORS = ("eq", "noteq", "lte", "ste", "gte", "between", "notbetween", "null", "notnull")
@@ -249,6 +249,22 @@ class MappingRules:
                     return False
                 included = True
         return included
+
+    def selection_regexes(self) -> list[dict[str, Any]]:
+        """The selection as PostgreSQL regular expressions, for DDL capture to select new tables in SQL with
+        :meth:`selects`' semantics: ``[{"include": bool, "schema": regex, "table": regex}, ...]``. View rules
+        select nothing and are left out; no rules at all select everything."""
+        if not self.selections:
+            return [{"include": True, "schema": "^.*$", "table": "^.*$"}]
+        out: list[dict[str, Any]] = []
+        for rule in self.selections:
+            if rule.table_type == "view":
+                continue
+            exact = rule.action == "explicit"
+            to_regex = literal_sql_regex if exact else sql_regex
+            include = rule.action != "exclude"
+            out.append({"include": include, "schema": to_regex(rule.schema), "table": to_regex(rule.table)})
+        return out
 
     def selecting_rules(self, schema: str, table: str) -> tuple[SelectionRule, ...]:
         """The include/explicit rules that select the table (empty when it is not selected)."""

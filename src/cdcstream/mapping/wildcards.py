@@ -45,6 +45,18 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
+def sql_regex(pattern: str) -> str:
+    """The same pattern as a PostgreSQL regular expression (``name ~ regex``). The translation only produces
+    ``.``, ``.*``, bracket expressions and backslash-escaped non-alphanumeric characters, which mean the same
+    in PostgreSQL's advanced regular expressions as in Python's (tested against the server)."""
+    return "^" + compile_pattern(pattern).pattern.removesuffix(r"\Z") + "$"
+
+
+def literal_sql_regex(name: str) -> str:
+    """A PostgreSQL regular expression matching exactly ``name``."""
+    return "^" + re.escape(name) + "$"
+
+
 def matches(pattern: str, name: str) -> bool:
     """True when ``name`` matches the DMS wildcard ``pattern``."""
     return compile_pattern(pattern).match(name) is not None

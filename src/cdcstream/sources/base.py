@@ -38,7 +38,7 @@ class SourceBase:
         # (PostgreSQL keeps its pending reloads, {"reload": ["s.t", ...]}, here too).
         self._load_extra: dict[str, Any] = {}
         # reload --table: the tables waiting to be re-copied, and the running one's load.
-        self._reloads = PendingReloads()
+        self._reloads = PendingReloads(label=label)
         self._reload: FullLoad | None = None
         self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
         self._label = label

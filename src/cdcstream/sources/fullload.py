@@ -584,6 +584,10 @@ class FullLoad:
                 )
             self._set_table_metrics()
 
+    def covers(self, name: str) -> bool:
+        """Whether ``name`` (schema.table) was found and planned by :meth:`open` (or loaded before)."""
+        return name in self._tables or name in self._loaded
+
     def status(self) -> dict[str, Any]:
         """Per-table state for ``/status`` and ``cdcstream status``."""
         tables: dict[str, Any] = {n: {"state": "loaded"} for n in self._loaded if n not in self._tables}
@@ -611,11 +615,15 @@ async def validate_reload(
     migration_type: str,
     initial_load: FullLoad | None,
     selector: Callable[[str, str], bool] | None,
-    exists: Callable[[str, str], Awaitable[bool]],
-    where: str,
+    unreadable: Callable[[str, str], Awaitable[str | None]],
 ) -> tuple[str, str]:
     """``(schema, table)`` of a reload request, or a SourceError saying why it is refused (the HTTP endpoint
-    answers 400 with it, ``cdcstream reload`` exits 1). ``exists`` asks the engine's catalog."""
+    answers 400 with it, ``cdcstream reload`` exits 1). ``unreadable`` asks the engine why the copy could not
+    read the table (it does not exist, or the user may not SELECT it: with the GRANT to run), or None.
+
+    Checked when the request arrives and again before the copy starts (a request stored in the checkpoint may
+    meet a changed mapping or database at the next start), so a reload that cannot work is refused or fails
+    instead of stopping the daemon."""
     schema, dot, table = name.partition(".")
     if not dot or not schema or not table:
         raise SourceError(f"reload: expected schema.table, got {name!r}")
@@ -625,8 +633,9 @@ async def validate_reload(
         raise SourceError("reload: the initial full load is still running")
     if selector is not None and not selector(schema, table):
         raise SourceError(f"reload: {name} is not selected by the table mapping")
-    if not await exists(schema, table):
-        raise SourceError(f"reload: table {name} does not exist in {where}")
+    problem = await unreadable(schema, table)
+    if problem:
+        raise SourceError(f"reload: {problem}")
     return schema, table
 
 
@@ -644,12 +653,25 @@ def stamp_requested_reloads(
     return ({**checkpoint, RELOAD_FIELD: have + missing} if missing else checkpoint), remaining
 
 
+#: Failed reloads /status keeps (the newest).
+FAILED_KEPT = 10
+
+
 class PendingReloads:
     """The queue of requested reloads, carried in every checkpoint (``{"reload": [...]}``) until the table's
-    rows are all out, so a crash in between redoes the reload from the start."""
+    rows are all out, so a crash in between redoes the reload from the start; and how the last ones ended.
 
-    def __init__(self, checkpoint: dict[str, Any] | None = None) -> None:
-        self.names: list[str] = [str(t) for t in (checkpoint or {}).get(RELOAD_FIELD) or ()]
+    A reload that fails (the table was dropped, SELECT revoked, a session lost) leaves the queue like a finished
+    one: it is logged, counted (``cdcstream_reloads_total{outcome="failed"}``) and listed in ``/status``, CDC of
+    every table goes on, and no later checkpoint names it, so a restart does not run into it again."""
+
+    def __init__(self, checkpoint: dict[str, Any] | None = None, *, label: str = "") -> None:
+        stored = (checkpoint or {}).get(RELOAD_FIELD) or []
+        self.names: list[str] = [str(t) for t in stored] if isinstance(stored, list) else []
+        self.failed: deque[dict[str, Any]] = deque(maxlen=FAILED_KEPT)
+        self._label = label
+        if not isinstance(stored, list):
+            log.warning("checkpoint field 'reload' is not a list of tables; ignored", value=repr(stored)[:200])
         if self.names:
             log.info("reload pending from the last run: redoing it", tables=self.names)
 
@@ -668,9 +690,24 @@ class PendingReloads:
         log.info("reload requested", table=name)
         return True, f"reload of {name} queued"
 
-    def pop(self) -> None:
-        """The current reload's rows are all yielded (the next marker no longer names it)."""
-        self.names.pop(0)
+    def pop(self, *, rows: int | None = None, error: BaseException | None = None) -> None:
+        """The current reload ended: its rows are all yielded (the next marker no longer names it), or it
+        failed with ``error`` before they were."""
+        name = self.names.pop(0)
+        if error is None:
+            metrics.RELOADS.labels(self._label, "done").inc()
+            log.info("reload done", table=name, rows=rows)
+            return
+        reason = str(error).strip() or type(error).__name__
+        metrics.RELOADS.labels(self._label, "failed").inc()
+        self.failed.append({"table": name, "error": reason, "at": time.time()})
+        log.error(
+            "reload failed: the table was not re-copied; CDC goes on. Request it again once the cause is fixed",
+            table=name,
+            rows_sent=rows,
+            error=reason,
+            error_type=type(error).__name__,
+        )
 
     def extra(self) -> dict[str, Any]:
         """The checkpoint field while reloads are pending, else nothing."""
@@ -680,3 +717,11 @@ class PendingReloads:
         """``checkpoint`` with the pending reloads as they are now (the field removed when none are)."""
         out = {k: v for k, v in checkpoint.items() if k != RELOAD_FIELD}
         return {**out, **self.extra()}
+
+    def status(self, running: FullLoad | None) -> dict[str, Any]:
+        """``/status`` → ``source.reload``: the queue, the running copy's progress, the recent failures."""
+        return {
+            "pending": list(self.names),
+            "running": None if running is None else running.status(),
+            "failed": list(self.failed),
+        }

@@ -83,6 +83,15 @@ SOURCE_PROBE_TIMESTAMP = Gauge(
     ["source"],
 )
 
+# Selected tables whose changes cannot reach the stream (PostgreSQL: not in the publication, e.g. created while
+# CDC runs without DDL capture; unlogged; partitions published under names the mapping does not select). Each
+# one is named in the log and in /status; always 0 for MySQL/MariaDB, whose binlog carries every table.
+SOURCE_UNCAPTURED_TABLES = Gauge(
+    "cdcstream_source_uncaptured_tables",
+    "Selected tables whose changes cannot reach the stream (named in the log and /status).",
+    ["source"],
+)
+
 #: Keys of ``Source.lag_probe()`` results and the gauge each one sets.
 PROBE_GAUGES: dict[str, Gauge] = {
     "lag_bytes": SOURCE_LAG_BYTES,
@@ -99,6 +108,21 @@ FULL_LOAD_PROGRESS = Gauge(
     "Full-load progress: rows copied / estimated rows over all tables (0..1; 1 once every table is loaded).",
     ["source"],
 )
+# reload --table (a re-copy of one table while CDC runs): finished copies by outcome. A failed one is logged and
+# shown in /status; CDC of every table goes on, and it is not retried by itself (request it again).
+RELOADS = Counter(
+    "cdcstream_reloads", "reload --table copies finished, by outcome (done, failed).", ["source", "outcome"]
+)
+RELOAD_OUTCOMES = ("done", "failed")
+
+# --- control plane (telemetry/control.py) -----------------------------------------------------------------
+CONTROL_REQUESTS = Counter(
+    "cdcstream_control_requests",
+    "Control requests (POST /reload) by outcome: accepted, refused (invalid request), denied (no or wrong token, "
+    "or from a web browser).",
+    ["outcome"],
+)
+CONTROL_OUTCOMES = ("accepted", "refused", "denied")
 
 # --- sink ---------------------------------------------------------------------------------------------------
 RECORDS_SENT = Counter("cdcstream_records_sent", "Records accepted by Kinesis.", ["stream"])
@@ -202,8 +226,13 @@ def precreate(*, source: str, source_kind: str, stream: str) -> None:
         CHECKPOINT_TIMESTAMP,
         CHECKPOINT_POSITION_TIMESTAMP,
         FULL_LOAD_ROWS,
+        SOURCE_UNCAPTURED_TABLES,
     ):
         m.labels(source)
+    for outcome in RELOAD_OUTCOMES:
+        RELOADS.labels(source, outcome)
+    for outcome in CONTROL_OUTCOMES:
+        CONTROL_REQUESTS.labels(outcome)
     for outcome in ("ok", "error"):
         CHECKPOINT_WRITES.labels(source, outcome)
     for state in FULL_LOAD_STATES:

@@ -23,6 +23,7 @@ from cdcstream.sources.mysql.source import (
     connection_settings,
     describe_server,
     fetch_gtid_gap,
+    load_denied,
     other_server,
 )
 from cdcstream.sources.postgres.checks import CheckResult
@@ -40,7 +41,8 @@ def _grant_fix(user: str, mariadb: bool) -> str:
 def _run_checks(
     cfg: MySQLSourceConfig,
     checkpoint: dict[str, Any] | None,
-    load_selector: Callable[[str, str], bool] | None = None,
+    selector: Callable[[str, str], bool],
+    full_load: bool = False,
     cdc: bool = True,
 ) -> list[CheckResult]:
     out: list[CheckResult] = []
@@ -62,8 +64,7 @@ def _run_checks(
             out.append(CheckResult("connect", True, f"connected to {where} ({version})"))
             if not cdc:
                 # A full load alone reads tables only: no binlog, no replication privileges.
-                assert load_selector is not None
-                return out + _full_load_checks(cur, cfg, load_selector)
+                return out + _full_load_checks(cur, cfg, selector)
             cur.execute("SHOW GLOBAL VARIABLES")
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             log_bin = variables.get("log_bin", "OFF").upper()
@@ -96,8 +97,10 @@ def _run_checks(
                     )
                 )
             out.append(_privileges(cur, cfg, mariadb))
-            if load_selector is not None:
-                out += _full_load_checks(cur, cfg, load_selector)
+            if full_load:
+                out += _full_load_checks(cur, cfg, selector)
+            else:
+                out.append(_select_check(cur, cfg, selector, required=False))
             binlogs: list[str] = []
             try:
                 cur.execute("SHOW BINARY LOGS")
@@ -171,18 +174,24 @@ def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str,
     cur.execute("SHOW GRANTS")
     privileges = global_privileges([str(r[0]) for r in cur.fetchall()])
     reload = bool(privileges & {"ALL PRIVILEGES", "RELOAD"})
-    out = [
-        CheckResult(
-            "full load lock",
-            True,
-            "RELOAD granted: the load's snapshot is taken under a brief FLUSH TABLES WITH READ LOCK"
-            if reload
-            else "RELOAD not granted: the load uses the lock-free fallback (lossless; rows changed while the "
-            "snapshots open appear twice; README, Full load)",
-            "" if reload else f"GRANT RELOAD ON *.* TO '{cfg.user}'@'<host>'; (optional)",
-            warning=not reload,
-        )
-    ]
+    lock = CheckResult(
+        "full load lock",
+        True,
+        "RELOAD granted: the load's snapshot is taken under a brief FLUSH TABLES WITH READ LOCK"
+        if reload
+        else "RELOAD not granted: the load uses the lock-free fallback (lossless; rows changed while the "
+        "snapshots open appear twice; README, Full load)",
+        "" if reload else f"GRANT RELOAD ON *.* TO '{cfg.user}'@'<host>'; (optional)",
+        warning=not reload,
+    )
+    return [lock, _select_check(cur, cfg, selector, required=True)]
+
+
+def _select_check(
+    cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str, str], bool], *, required: bool
+) -> CheckResult:
+    """SELECT on every selected table, tried as a load reads it. ``required`` (a full load reads them all): a
+    denied table fails the check; otherwise (CDC: only ``reload --table`` reads them) it is a warning."""
     cur.execute(
         "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
         "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
@@ -195,23 +204,22 @@ def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str,
     denied = []
     for schema, table in tables:
         try:
-            cur.execute(f"SELECT 1 FROM `{schema.replace('`', '``')}`.`{table.replace('`', '``')}` LIMIT 0")
+            if load_denied(cur, schema, table) is not False:
+                denied.append(f"{schema}.{table}")
         except pymysql.err.MySQLError:
             denied.append(f"{schema}.{table}")
     # A database the user may not see at all hides its tables from information_schema: name it instead.
     unseen = [d for d in cfg.databases or () if not any(s == d for s, _ in tables)]
     missing = denied + [f"{d}.* (no table visible)" for d in unseen]
-    out.append(
-        CheckResult(
-            "full load tables",
-            not denied,
-            f"SELECT works on the {len(tables)} selected table(s)"
-            + (f"; not readable: {', '.join(missing[:10])}" if missing else ""),
-            "" if not missing else f"GRANT SELECT ON `<database>`.* TO '{cfg.user}'@'<host>'; for each named",
-            warning=bool(unseen) and not denied,
-        )
+    return CheckResult(
+        "full load tables" if required else "reload tables",
+        not (denied and required),
+        f"SELECT works on the {len(tables)} selected table(s)"
+        + (f"; not readable: {', '.join(missing[:10])}" if missing else "")
+        + ("" if required or not missing else " (streaming needs no SELECT; reload --table of these is refused)"),
+        "" if not missing else f"GRANT SELECT ON `<database>`.* TO '{cfg.user}'@'<host>'; for each named",
+        warning=bool(missing) and not (denied and required),
     )
-    return out
 
 
 def _checkpoint_check(checkpoint: dict[str, Any] | None, binlogs: list[str]) -> CheckResult:
@@ -292,5 +300,4 @@ async def run_checks(
     """Connect as the configured user and report on every requirement of the binlog source (and, with
     ``full_load``, of the load: the selected tables are read, so ``selector`` matters there). ``cdc=False``
     (``migration_type = "full-load"``) checks the load's requirements only."""
-    load_selector = (selector or (lambda s, t: True)) if full_load or not cdc else None
-    return await asyncio.to_thread(_run_checks, cfg, checkpoint, load_selector, cdc)
+    return await asyncio.to_thread(_run_checks, cfg, checkpoint, selector or (lambda s, t: True), full_load, cdc)

@@ -264,6 +264,61 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
     return problems
 
 
+# Server errors of a denied or impossible read (ER_TABLEACCESS_DENIED_ERROR, ER_COLUMNACCESS_DENIED_ERROR,
+# ER_DBACCESS_DENIED_ERROR; ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR).
+_DENIED = (1142, 1143, 1044)
+_MISSING = (1146, 1049)
+
+
+def quote_table(schema: str, table: str) -> str:
+    return f"`{schema.replace('`', '``')}`.`{table.replace('`', '``')}`"
+
+
+def load_denied(cur: Any, schema: str, table: str) -> bool | None:
+    """Whether the connected user may not read every column of ``schema.table`` as a load does (True), may
+    (False), or the table does not exist (None). Tried with ``SELECT * … LIMIT 0``, so the server's own rules
+    decide (global, schema, table and column grants, roles); a user sees in information_schema only what it
+    may use, so a catalog lookup would mistake "denied" for "missing"."""
+    try:
+        cur.execute(f"SELECT * FROM {quote_table(schema, table)} LIMIT 0")
+        cur.fetchall()
+    except pymysql.err.MySQLError as exc:
+        code = exc.args[0] if exc.args else None
+        if code in _DENIED:
+            return True
+        if code in _MISSING:
+            return None
+        raise
+    return False
+
+
+def copy_problem(cur: Any, schema: str, table: str, where: str) -> str | None:
+    """Why a copy (``reload --table``) cannot read ``schema.table``, with the GRANT that fixes it, or None."""
+    name = f"{schema}.{table}"
+    try:
+        denied = load_denied(cur, schema, table)
+        if denied is None:
+            return f"table {name} does not exist in {where}"
+        if denied:
+            cur.execute("SELECT CURRENT_USER()")
+            user, _, host = str(cur.fetchone()[0]).rpartition("@")
+            return (
+                f"user {user}@{host} may not SELECT {name} (or it does not exist: the server does not tell a user "
+                "without privileges on it), which the copy reads (streaming it needs no SELECT, copying it does). "
+                f"As an administrator: GRANT SELECT ON {quote_table(schema, table)} TO '{user}'@'{host}';"
+            )
+        cur.execute(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+            "AND TABLE_TYPE = 'BASE TABLE'",
+            (schema, table),
+        )
+        if cur.fetchone() is None:
+            return f"{name} is not a table in {where} (a view?)"
+    except pymysql.err.MySQLError as exc:
+        raise SourceError(f"cannot check whether {name} can be copied: {exc.args[-1]}") from None
+    return None
+
+
 def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
     """Whether a checkpoint's server identity names another server. Checkpoints written before the identity
     was stored have none: accepted (and the identity recorded from now on)."""
@@ -342,7 +397,7 @@ class MySQLSource(SourceBase):
             assert checkpoint is not None
             self._load_extra = {"load": checkpoint["load"]}
         # A reload requested and not finished before the last stop is done again from the start.
-        self._reloads = PendingReloads(checkpoint)
+        self._reloads = PendingReloads(checkpoint, label=self._label)
         if is_loading(checkpoint) and not load_started(checkpoint):
             checkpoint = None  # a load intent without a snapshot yet: nothing was acknowledged, load afresh
         if self.migration_type == "full-load" or (
@@ -537,8 +592,10 @@ class MySQLSource(SourceBase):
             self._start_reader()
             self._log.info("full load done: streaming the binlog from the snapshot's position", resume=self._resume)
         while not self._closed:
-            if self._reloads and self._reload is None and self._at_boundary:
-                await self._begin_reload()
+            if self._reloads and self._reload is None and self._at_boundary and not await self._begin_reload():
+                # The failed request leaves the checkpoint promptly.
+                yield self._out([Marker(self._reloads.stamp(self._last_checkpoint), None, False)])
+                continue
             if self._reader is None:
                 await self._reconnect()
                 continue
@@ -586,36 +643,41 @@ class MySQLSource(SourceBase):
         last transaction ending at or before P, the table's rows follow as ``load`` records, then the changes
         from P on. The request is in every checkpoint until the rows are out, so a crash in between redoes it.
         """
-        await validate_reload(
-            name,
-            migration_type=self.migration_type,
-            initial_load=self._load,
-            selector=self._selects,
-            exists=self._table_exists,
-            where=f"the MySQL/MariaDB server {self.cfg.host}:{self.cfg.port}",
-        )
+        await self._validate_reload(name)
         return self._reloads.add(name)[1]
 
-    async def _table_exists(self, schema: str, table: str) -> bool:
-        def query() -> bool:
+    async def _validate_reload(self, name: str) -> tuple[str, str]:
+        def unreadable(schema: str, table: str) -> str | None:
             try:
                 conn = pymysql.connect(**connection_settings(self.cfg))
             except pymysql.err.MySQLError as exc:
                 raise connect_error(self.cfg, exc) from None
             try:
                 with conn.cursor() as cur:
-                    cur.execute(
-                        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-                        "AND TABLE_TYPE = 'BASE TABLE'",
-                        (schema, table),
-                    )
-                    return cur.fetchone() is not None
+                    return copy_problem(cur, schema, table, f"the MySQL/MariaDB server {self.cfg.host}:{self.cfg.port}")
             finally:
                 conn.close()
 
-        return await asyncio.to_thread(query)
+        return await validate_reload(
+            name,
+            migration_type=self.migration_type,
+            initial_load=self._load,
+            selector=self._selects,
+            unreadable=lambda schema, table: asyncio.to_thread(unreadable, schema, table),
+        )
 
-    async def _begin_reload(self) -> None:
+    async def _begin_reload(self) -> bool:
+        """Start the pending reload (:meth:`_open_reload`). False when it cannot start: it is then marked
+        failed (PendingReloads.pop) and CDC goes on."""
+        try:
+            await self._open_reload()
+        except Exception as exc:  # whatever stops this copy must not stop the stream (or every later start)
+            self._reload, self._reload_point = None, None
+            self._reloads.pop(error=exc)
+            return False
+        return True
+
+    async def _open_reload(self) -> None:
         """Open the reload's sessions at one snapshot and set its binlog point P.
 
         Called between batches at a transaction boundary, so everything yielded so far ends at the last
@@ -628,7 +690,7 @@ class MySQLSource(SourceBase):
 
         assert self._info is not None
         name = self._reloads.current
-        schema, _, table = name.partition(".")
+        schema, table = await self._validate_reload(name)
         fl = self._full_load_cfg
         yielded = position_of(self._last_checkpoint)
         sessions: int | None = None
@@ -660,6 +722,9 @@ class MySQLSource(SourceBase):
                 self._log.warning("reload: reading with one session (one snapshot)", table=name, reason=str(exc))
                 sessions = 1
                 continue
+            if not load.covers(name):
+                await engine.close()
+                raise SourceError(f"reload: table {name} disappeared before its snapshot was taken")
             point = position_of(load.start_position)
             if point >= yielded:
                 self._reload, self._reload_point = load, point
@@ -715,15 +780,19 @@ class MySQLSource(SourceBase):
         return None
 
     async def _finish_reload(self) -> AsyncIterator[list[Item]]:
+        """The reload's rows, then a marker that no longer names it. A copy that fails half-way is marked
+        failed the same way (its rows so far are in the stream, harmlessly) and CDC goes on."""
         load = self._reload
         assert load is not None
-        name = self._reloads.current
-        async for batch in load.run():
-            yield list(batch)
-        self._reloads.pop()
+        try:
+            async for batch in load.run():
+                yield list(batch)
+        except Exception as exc:  # the copy only: the held-back changes after P are still to be yielded
+            self._reloads.pop(rows=load.rows, error=exc)
+        else:
+            self._reloads.pop(rows=load.rows)
         self._reload = None
         self._reload_point = None
-        self._log.info("reload done", table=name, rows=load.rows)
         self._last_reload = {**(self._last_reload or {}), "rows": load.rows}
         # The first checkpoint no longer naming the table: acknowledged only after every row before it.
         yield self._out([Marker(self._reloads.stamp(self._last_checkpoint), None, False)])
@@ -823,8 +892,7 @@ class MySQLSource(SourceBase):
             "last_commit_time": conv.last_commit_time if conv else None,
             "full_load": None if self._load is None else self._load.status(),
             "reload": {
-                "pending": list(self._reloads.names),
-                "running": None if self._reload is None else self._reload.status(),
+                **self._reloads.status(self._reload),
                 "last": self._last_reload,
             },
         }

@@ -14,6 +14,8 @@ import psycopg
 
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.sources.postgres import ddl
+from cdcstream.sources.postgres.grants import grant_statements, unreadable_tables
+from cdcstream.sources.postgres.publication import publication_sql, uncaptured_tables
 from cdcstream.sources.postgres.replication import quote_ident
 from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error
 
@@ -33,8 +35,11 @@ class CheckResult:
     warning: bool = False
 
 
-async def run_checks(cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None) -> list[CheckResult]:
-    """Connect with the configured role and report on every requirement of the PostgreSQL source."""
+async def run_checks(
+    cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None, *, full_load: bool = False
+) -> list[CheckResult]:
+    """Connect with the configured role and report on every requirement of the PostgreSQL source (``full_load``:
+    the task copies the selected tables, so SELECT on them is required, not only wanted for reload --table)."""
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
     try:
@@ -53,6 +58,7 @@ async def run_checks(cfg: PostgresSourceConfig, selector: Callable[[str, str], b
     async with conn:
         out.append(CheckResult("connect", True, f"connected to {where}"))
         out.extend(await _server_checks(conn, cfg, selector))
+        out.append(await _select_check(conn, cfg, selector, required=full_load))
     return out
 
 
@@ -157,8 +163,86 @@ async def _server_checks(
     )
     out.append(await _publication_check(conn, cfg, selector, bool(su)))
     out.extend(await _table_checks(conn, selector))
-    out.append(await _ddl_check(conn))
+    ddl_check = await _ddl_check(conn)
+    out.append(ddl_check)
+    out.append(await _new_tables_check(conn, cfg, installed=not ddl_check.warning))
     return out
+
+
+async def _select_check(
+    conn: psycopg.AsyncConnection[Any],
+    cfg: PostgresSourceConfig,
+    selector: Callable[[str, str], bool] | None,
+    *,
+    required: bool,
+) -> CheckResult:
+    """SELECT on every selected table: what a full load (``required``) or ``reload --table`` reads. Streaming
+    needs none, so for a cdc task a missing one is a warning: reloads of those tables are refused."""
+    denied = [d for d in await unreadable_tables(conn) if selector is None or selector(d[0], d[1])]
+    name = "full load tables" if required else "reload tables"
+    if not denied:
+        return CheckResult(name, True, f"role {cfg.user} may SELECT every selected table")
+    tables = [f"{s}.{t}" for s, t, _, _ in denied]
+    return CheckResult(
+        name,
+        not required,
+        f"role {cfg.user} may not SELECT {_names(tables)}"
+        + ("" if required else " (streaming needs no SELECT; reload --table of these is refused)"),
+        "as the tables' owner or a superuser: " + " ".join(grant_statements(cfg.user, denied[:_LIST_MAX])),
+        warning=not required,
+    )
+
+
+# Whether this version's DDL capture is installed and callable by the role (an older one has no such function,
+# or kept its schema closed to everyone).
+_REGISTER_FUNCTION = """
+SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname = 'cdcstream' AND p.proname = 'register_publication'
+                 AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE'))
+"""
+
+
+async def _new_tables_check(
+    conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, *, installed: bool
+) -> CheckResult:
+    """How a table created while CDC runs gets into the publication (README, "New tables"), or that it does not
+    (then the daemon names each one when it appears, and its changes are missed until it is added)."""
+    pub = await _one(
+        conn,
+        "SELECT puballtables, pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication WHERE pubname = %s",
+        (cfg.publication,),
+    )
+    name = "new tables"
+    if pub is not None and pub[0]:
+        return CheckResult(name, True, f"captured: publication {cfg.publication} is FOR ALL TABLES")
+    setup = "as a superuser, once: cdcstream setup postgres-ddl --config <file> --user postgres"
+    if installed and (await _one(conn, _REGISTER_FUNCTION))[0]:
+        if pub is None or pub[1]:
+            return CheckResult(
+                name,
+                True,
+                "captured: DDL capture adds each new selected table (once it has a replica identity) to publication "
+                f"{cfg.publication} in the transaction that creates it; the daemon registers the mapping's "
+                "selection at start",
+            )
+        return CheckResult(
+            name,
+            True,
+            f"publication {cfg.publication} belongs to another role, so the daemon cannot register the mapping's "
+            "selection with DDL capture: new tables are captured only as setup last registered them",
+            f"{setup} (registers the selection; again after each change of the mapping)",
+            warning=True,
+        )
+    return CheckResult(
+        name,
+        True,
+        f"not captured automatically: publication {cfg.publication} lists its tables and DDL capture "
+        + ("is older than this version" if installed else "is not installed")
+        + "; a selected table created while CDC runs is named by the daemon, and its changes are missed until it is "
+        "added to the publication",
+        f"{setup} (or a publication FOR ALL TABLES / FOR TABLES IN SCHEMA, created by a superuser)",
+        warning=True,
+    )
 
 
 async def _ddl_check(conn: psycopg.AsyncConnection[Any]) -> CheckResult:
@@ -257,12 +341,8 @@ async def _publication_check(
     rows = await (await conn.execute(_USER_TABLES_SQL)).fetchall()
     selected = [(s, t) for s, t in rows if selector is None or selector(s, t)]
     pub = await _one(conn, "SELECT puballtables FROM pg_publication WHERE pubname = %s", (cfg.publication,))
-    tables_sql = ", ".join(f"{quote_ident(s)}.{quote_ident(t)}" for s, t in selected)
     if pub is None:
-        if selector is None and superuser:
-            stmt = f"CREATE PUBLICATION {quote_ident(cfg.publication)} FOR ALL TABLES;"
-        else:
-            stmt = f"CREATE PUBLICATION {quote_ident(cfg.publication)} FOR TABLE {tables_sql};"
+        stmt = publication_sql(cfg.publication, None if selector is None and superuser else selected)
         owned = await (
             await conn.execute(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -284,23 +364,13 @@ async def _publication_check(
             ),
             "" if creatable else f"as the tables' owner or a superuser: {stmt}",
         )
-    if pub[0]:
-        return CheckResult("publication", True, f"publication {cfg.publication} covers ALL TABLES")
-    published = {
-        (s, t)
-        for s, t in await (
-            await conn.execute(
-                "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-                (cfg.publication,),
-            )
-        ).fetchall()
-    }
-    missing = [(s, t) for s, t in selected if (s, t) not in published]
-    names = ", ".join(f"{quote_ident(s)}.{quote_ident(t)}" for s, t in missing)
+    missing = await uncaptured_tables(conn, cfg.publication, selector)
+    what = "ALL TABLES" if pub[0] else f"{len(selected) - len(missing)} of {len(selected)} selected tables"
     return CheckResult(
         "publication",
         not missing,
-        f"publication {cfg.publication} covers {len(selected) - len(missing)} of {len(selected)} selected "
-        "tables" + (f"; missing: {names}" if missing else ""),
-        f"ALTER PUBLICATION {quote_ident(cfg.publication)} ADD TABLE {names};" if missing else "",
+        f"publication {cfg.publication} covers {what}"
+        + "".join(f"\n  not captured: {u.name}: {u.reason}" for u in missing[:_LIST_MAX])
+        + (f"\n  and {len(missing) - _LIST_MAX} more" if len(missing) > _LIST_MAX else ""),
+        "\n".join(u.fix for u in missing[:_LIST_MAX]),
     )

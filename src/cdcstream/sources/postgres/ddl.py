@@ -7,7 +7,14 @@ the schema ``cdcstream``:
   their types, primary key), filled at install time and kept current by the trigger;
 * ``ddl_command_end`` trigger: for every table a command touched (and its partitions) whose shape differs from
   the stored one, ``pg_logical_emit_message(true, 'cdcstream.ddl', {"kind": "alter", "old": …, "new": …})``;
-* ``sql_drop`` trigger: ``{"kind": "drop", …}`` for every dropped table (multi-table DROP, DROP SCHEMA CASCADE).
+* ``sql_drop`` trigger: ``{"kind": "drop", …}`` for every dropped table (multi-table DROP, DROP SCHEMA CASCADE);
+* new tables into publications: ``cdcstream.publications`` holds, per publication, the selection of the daemon that
+  streams it (DMS wildcards as regexes, registered at every start through ``cdcstream.register_publication``,
+  which only the publication's owner with ``REPLICATION`` may call). When ``CREATE TABLE`` (or an ``ALTER TABLE``
+  that renames a table into the selection or gives it a replica identity) leaves a selected table outside such a
+  publication, the trigger adds it, in the same transaction, so its changes are captured from the first row.
+  Tables without a replica identity are left out until they get one: in a publication PostgreSQL would refuse
+  their UPDATEs and DELETEs, which must never be DDL capture's doing (the daemon names them instead).
 
 The messages are transactional, so pgoutput delivers them at their transaction's commit, in order with its row
 changes: that is the stream order. Each message carries the shape before *and* after, so decoding needs no
@@ -71,6 +78,79 @@ def _event_function(name: str, variables: str, body: str) -> str:
     )
 
 
+# DMS selection semantics over the registered regexes: an include rule matches and no exclude rule does.
+_SELECTS_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION cdcstream.selects(selection jsonb, nsp text, rel text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $fn$
+SELECT COALESCE(bool_or((r->>'include')::boolean) AND NOT bool_or(NOT (r->>'include')::boolean), false)
+FROM jsonb_array_elements(selection) r WHERE nsp ~ (r->>'schema') AND rel ~ (r->>'table')
+$fn$
+"""
+
+# Called by the daemon at start (as the publication's owner): which tables DDL capture adds to its publication.
+_REGISTER_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION cdcstream.register_publication(pub name, selection jsonb) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  owner oid;
+  prev jsonb;
+BEGIN
+  SELECT p.pubowner INTO owner FROM pg_publication p WHERE p.pubname = pub;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'publication % does not exist', pub USING ERRCODE = 'undefined_object';
+  END IF;
+  SELECT r.selection INTO prev FROM cdcstream.publications r WHERE r.pubname = pub;
+  IF prev IS NOT DISTINCT FROM selection THEN
+    RETURN 'unchanged';
+  END IF;
+  -- The trigger adds tables as a superuser: only who could read their changes anyway (REPLICATION) and owns
+  -- the publication may say which.
+  IF NOT (pg_has_role(session_user, owner, 'USAGE')
+          AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND (rolsuper OR rolreplication))) THEN
+    RAISE EXCEPTION 'only the owner of publication % (%), with REPLICATION, may register it for DDL capture',
+      pub, owner::regrole USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  INSERT INTO cdcstream.publications VALUES (pub, selection, session_user, now())
+    ON CONFLICT (pubname) DO UPDATE SET selection = EXCLUDED.selection, registered_by = EXCLUDED.registered_by,
+                                        registered_at = EXCLUDED.registered_at;
+  RETURN 'registered';
+END
+$fn$
+"""
+
+# A selected table with a replica identity that a registered publication does not cover joins it. Runs inside the
+# event trigger (as its owner, a superuser); not callable by anyone else.
+_PUBLISH_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION cdcstream.publish_table(rel oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  nsp name;
+  tbl name;
+  ident boolean;
+  reg record;
+BEGIN
+  SELECT n.nspname, c.relname,
+         c.relreplident = 'f'
+         OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+         OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))
+    INTO nsp, tbl, ident
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.oid = rel AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p';
+  IF NOT FOUND OR NOT ident THEN
+    RETURN;
+  END IF;
+  FOR reg IN SELECT r.pubname FROM cdcstream.publications r JOIN pg_publication p ON p.pubname = r.pubname
+             WHERE NOT p.puballtables
+               AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr WHERE pr.prpubid = p.oid AND pr.prrelid = rel)
+               AND NOT EXISTS (SELECT 1 FROM pg_publication_tables pt
+                               WHERE pt.pubname = p.pubname AND pt.schemaname = nsp AND pt.tablename = tbl)
+               AND cdcstream.selects(r.selection, nsp, tbl) LOOP
+    EXECUTE format('ALTER PUBLICATION %I ADD TABLE %I.%I', reg.pubname, nsp, tbl);
+  END LOOP;
+END
+$fn$
+"""
+
 _COMMAND_END_FUNCTION = _event_function(
     "on_ddl_command_end",
     "  cmd record;\n  rel oid;\n  cur jsonb;\n  prev jsonb;\n",
@@ -82,6 +162,9 @@ _COMMAND_END_FUNCTION = _event_function(
       BEGIN
         cur := cdcstream.table_snapshot(rel);
         CONTINUE WHEN cur IS NULL;
+        IF rel = cmd.objid AND cmd.command_tag IN ('CREATE TABLE', 'ALTER TABLE') THEN
+          PERFORM cdcstream.publish_table(rel);
+        END IF;
         SELECT snapshot INTO prev FROM cdcstream.ddl_tables WHERE relid = rel;
         CONTINUE WHEN prev IS NOT NULL AND prev = cur;
         IF prev IS NOT NULL OR cmd.command_tag NOT IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') THEN
@@ -122,9 +205,19 @@ _SQL_DROP_FUNCTION = _event_function(
 
 INSTALL_SQL: tuple[str, ...] = (
     "CREATE SCHEMA IF NOT EXISTS cdcstream",
+    # USAGE only, for cdcstream.register_publication: the tables stay unreadable to everyone but their owner.
     "REVOKE ALL ON SCHEMA cdcstream FROM PUBLIC",
+    "GRANT USAGE ON SCHEMA cdcstream TO PUBLIC",
     "CREATE TABLE IF NOT EXISTS cdcstream.ddl_tables (relid oid PRIMARY KEY, snapshot jsonb NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS cdcstream.publications (pubname name PRIMARY KEY, selection jsonb NOT NULL, "
+    "registered_by name NOT NULL, registered_at timestamptz NOT NULL)",
     _SNAPSHOT_FUNCTION,
+    _SELECTS_FUNCTION,
+    _REGISTER_FUNCTION,
+    "REVOKE ALL ON FUNCTION cdcstream.register_publication(name, jsonb) FROM PUBLIC",
+    "GRANT EXECUTE ON FUNCTION cdcstream.register_publication(name, jsonb) TO PUBLIC",
+    _PUBLISH_FUNCTION,
+    "REVOKE ALL ON FUNCTION cdcstream.publish_table(oid) FROM PUBLIC",
     _COMMAND_END_FUNCTION,
     _SQL_DROP_FUNCTION,
     "DROP EVENT TRIGGER IF EXISTS cdcstream_ddl_command_end",
@@ -145,6 +238,9 @@ UNINSTALL_SQL: tuple[str, ...] = (
 
 INSTALLED_SQL = "SELECT evtname FROM pg_event_trigger WHERE evtname = ANY(%s) AND evtenabled <> 'D'"
 
+REGISTER_SQL = "SELECT cdcstream.register_publication(%s, %s::jsonb)"
+"""Registers a publication's selection (``cdcstream.register_publication``): 'registered' or 'unchanged'."""
+
 
 def script(uninstall: bool = False) -> str:
     """The statements as one SQL script, for a DBA to review or run with psql."""
@@ -152,9 +248,14 @@ def script(uninstall: bool = False) -> str:
     return f"BEGIN;\n{body};\nCOMMIT;\n"
 
 
-def install(conninfo: str, *, uninstall: bool = False) -> None:
+def install(
+    conninfo: str, *, uninstall: bool = False, register: tuple[str, list[dict[str, Any]]] | None = None
+) -> str | None:
     """Install (idempotent: functions replaced, triggers re-created, shapes refreshed) or remove DDL capture in
-    one transaction. Event triggers need a superuser."""
+    one transaction. Event triggers need a superuser. ``register``: a publication and the selection (regexes)
+    whose new tables to add to it, registered when the publication exists (the daemon registers it at every
+    start too, when it owns it); returns the registration's outcome, or None when the publication is missing."""
+    outcome: str | None = None
     try:
         with psycopg.connect(conninfo) as conn:
             row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
@@ -166,9 +267,15 @@ def install(conninfo: str, *, uninstall: bool = False) -> None:
                 )
             for stmt in UNINSTALL_SQL if uninstall else INSTALL_SQL:
                 conn.execute(stmt.encode())
+            if register is not None and not uninstall:
+                publication, selection = register
+                if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone():
+                    row = conn.execute(REGISTER_SQL, (publication, orjson.dumps(selection).decode())).fetchone()
+                    outcome = str(row[0]) if row else None
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(f"DDL capture setup failed: {first}") from None
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------------------------

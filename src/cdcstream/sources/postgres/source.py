@@ -5,6 +5,8 @@ Moving parts:
 * a normal connection (psycopg ``AsyncConnection``, autocommit) for checks, slot/publication setup and
   heartbeats (``pg_logical_emit_message``: an idle slot advances even when only uncaptured tables change);
 * a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.pgoutput` decoder;
+* a table check every ``table_check_interval`` seconds naming each selected table the publication does not cover
+  (tables created while CDC runs, :mod:`.publication`);
 * a status task sending standby status updates every ``status_interval`` seconds and promptly after an ack.
   The flush position sent is only ever an LSN the pipeline acknowledged (:meth:`PostgresSource.ack`), never
   what was merely received: that is what makes a crash lose nothing.
@@ -32,7 +34,7 @@ from psycopg.conninfo import make_conninfo
 from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.mapping.rules import ParallelLoad
+from cdcstream.mapping.rules import MappingRules, ParallelLoad
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
@@ -45,7 +47,16 @@ from cdcstream.sources.fullload import (
     validate_reload,
 )
 from cdcstream.sources.postgres import ddl
+from cdcstream.sources.postgres.grants import copy_problem
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
+from cdcstream.sources.postgres.publication import (
+    Uncaptured,
+    all_tables,
+    publication_sql,
+    published_schemas,
+    register_selection,
+    uncaptured_tables,
+)
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
 from cdcstream.sources.postgres.values import PgType, TypeRegistry
 from cdcstream.telemetry import metrics
@@ -121,10 +132,6 @@ def build_conninfo(cfg: PostgresSourceConfig, *, replication: bool) -> str:
     return make_conninfo(**params)
 
 
-def _qualified(schema: str, table: str) -> str:
-    return f"{quote_ident(schema)}.{quote_ident(table)}"
-
-
 def connect_error(cfg: PostgresSourceConfig, exc: psycopg.Error) -> SourceError:
     """Classify a failed connect: bad credentials, database or TLS setup are fatal, the rest is retried."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -141,6 +148,7 @@ class PostgresSource(SourceBase):
         cfg: PostgresSourceConfig,
         *,
         selector: Callable[[str, str], bool] | None = None,
+        selection: list[dict[str, Any]] | None = None,
         no_hex_prefix: bool = False,
         migration_type: str = "cdc",
         full_load: FullLoadConfig | None = None,
@@ -157,6 +165,11 @@ class PostgresSource(SourceBase):
         )
         self.cfg = cfg
         self._selector = selector
+        # The selection as regexes for DDL capture (publication.register_selection): every table without one.
+        self._selection = MappingRules().selection_regexes() if selection is None else selection
+        self._ddl_registered = False  # DDL capture adds new selected tables to the publication
+        self._uncaptured: dict[str, Uncaptured] = {}  # selected tables the publication does not cover, by name
+        self._m_uncaptured = metrics.SOURCE_UNCAPTURED_TABLES.labels(self._label)
         self._reload_point: int | None = None  # the running reload's consistent point P
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
         self._decoder = Decoder(selector=selector, types=self.types)
@@ -186,7 +199,7 @@ class PostgresSource(SourceBase):
             assert checkpoint is not None
             self._load_extra = {"load": checkpoint["load"]}
         # A reload requested and not finished before the last stop is done again.
-        self._reloads = PendingReloads(checkpoint)
+        self._reloads = PendingReloads(checkpoint, label=self._label)
         self._load_extra.update(self._reloads.extra())
         # A load intent without a snapshot yet: the previous start died before its first load checkpoint, so
         # a slot it may have created carries nothing acknowledged (it is dropped and made again below).
@@ -221,6 +234,7 @@ class PostgresSource(SourceBase):
         await self._ensure_publication(conn)
         await self._load_primary_keys(conn)
         await self._check_ddl_capture(conn)
+        await self._check_tables()
         repl = await self._open_replication()
         try:
             await self._check_identity(repl, checkpoint)
@@ -266,16 +280,92 @@ class PostgresSource(SourceBase):
         self._tasks.append(asyncio.create_task(self._status_loop(), name="pg-status"))
         if self.cfg.heartbeat_interval > 0:
             self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="pg-heartbeat"))
+        if self.cfg.table_check_interval > 0:
+            self._tasks.append(asyncio.create_task(self._tables_loop(), name="pg-tables"))
 
     async def _check_ddl_capture(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Say once at start when DDL capture is off: DROP TABLE and ALTER then leave no control record."""
+        """Say once at start when DDL capture is off (DROP TABLE and ALTER then leave no control record), and how
+        tables created while CDC runs get into the publication: FOR ALL TABLES, DDL capture (registering the
+        mapping's selection with it), or not at all (then each is named when it appears, _check_tables)."""
         rows = await (await conn.execute(ddl.INSTALLED_SQL, (list(ddl.TRIGGERS),))).fetchall()
-        if len(rows) < len(ddl.TRIGGERS):
+        installed = len(rows) == len(ddl.TRIGGERS)
+        if not installed:
             self._log.warning(
                 "DDL capture is not installed in this database: DROP TABLE and ALTER TABLE produce no control "
                 "records (rows and TRUNCATE are captured). Enable it once, as a superuser: cdcstream setup "
                 "postgres-ddl --config <file> --user postgres"
             )
+        pub = self.cfg.publication
+        if await all_tables(conn, pub):
+            self._log.info("new tables are captured: the publication is FOR ALL TABLES")
+            return
+        reason = "DDL capture is not installed"
+        if installed:
+            try:
+                outcome = await register_selection(conn, pub, self._selection)
+            except psycopg.Error as exc:
+                reason = (
+                    f"DDL capture cannot add tables to it ({str(exc).strip().splitlines()[0]}; re-running "
+                    "cdcstream setup postgres-ddl --config <file> installs what this version needs and registers "
+                    "the selection as a superuser)"
+                )
+            else:
+                self._ddl_registered = True
+                self._log.info(
+                    "new tables are captured: DDL capture adds each new selected table to the publication in the "
+                    "transaction that creates it",
+                    registration=outcome,
+                )
+                return
+        schemas = await published_schemas(conn, pub)
+        self._log.warning(
+            f"new tables are NOT captured automatically: publication {pub!r} lists its tables"
+            + (f" (and those of the schemas {', '.join(schemas)})" if schemas else "")
+            + f" and {reason}. A "
+            "selected table created while CDC runs is named in the log, in /status and in "
+            "cdcstream_source_uncaptured_tables, and its changes are missed until it is added to the publication. "
+            'Fix: cdcstream setup postgres-ddl --config <file> --user postgres (as a superuser; README, "New '
+            'tables"), or a publication FOR ALL TABLES / FOR TABLES IN SCHEMA'
+        )
+
+    async def _check_tables(self) -> None:
+        """Name every selected table whose changes cannot reach the stream (publication.uncaptured_tables) once
+        when it is found, and say when one is captured again; the gauge holds how many there are. Best effort,
+        like the heartbeat: a failure is logged and the next interval tries again."""
+        try:
+            conn = await self._normal_connection()
+            found = {
+                u.name: u
+                for u in await uncaptured_tables(
+                    conn, self.cfg.publication, self._selector, ddl_capture=self._ddl_registered
+                )
+            }
+        except (psycopg.Error, SourceError) as exc:
+            self._log.warning("table check failed", reason=str(exc).splitlines()[0] if str(exc) else repr(exc))
+            if self._conn is not None and not isinstance(exc, SourceError):
+                await self._conn.close()
+                self._conn = None
+            return
+        for name, u in found.items():
+            if name not in self._uncaptured:
+                self._log.warning(
+                    "selected table is not captured: its changes cannot reach the stream",
+                    table=name,
+                    reason=u.reason,
+                    fix=u.fix,
+                )
+        for name in self._uncaptured.keys() - found.keys():
+            self._log.info(
+                "table is captured now (changes made before are not in the stream: cdcstream reload --table)",
+                table=name,
+            )
+        self._uncaptured = found
+        self._m_uncaptured.set(len(found))
+
+    async def _tables_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.cfg.table_check_interval)
+            await self._check_tables()
 
     async def _start_full_load_only(self, checkpoint: dict[str, Any] | None) -> None:
         """``full-load``: no slot, no publication, no replication; a snapshot exported from a normal
@@ -381,15 +471,6 @@ class PostgresSource(SourceBase):
         sel = self._selector
         return [(s, t) for s, t in rows if sel is None or sel(s, t)]
 
-    def publication_sql(self, tables: Sequence[tuple[str, str]] | None) -> str:
-        """The CREATE PUBLICATION statement for ``tables`` (None: FOR ALL TABLES)."""
-        pub = quote_ident(self.cfg.publication)
-        if tables is None:
-            return f"CREATE PUBLICATION {pub} FOR ALL TABLES;"
-        if not tables:
-            return f"CREATE PUBLICATION {pub};"
-        return f"CREATE PUBLICATION {pub} FOR TABLE {', '.join(_qualified(s, t) for s, t in tables)};"
-
     async def _ensure_publication(self, conn: psycopg.AsyncConnection[Any]) -> None:
         row = await (
             await conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (self.cfg.publication,))
@@ -401,7 +482,7 @@ class PostgresSource(SourceBase):
             tables = None
         else:
             tables = await self._selected_tables(conn)
-        stmt = self.publication_sql(tables)
+        stmt = publication_sql(self.cfg.publication, tables)
         if not self.cfg.create_publication:
             raise SourceError(
                 f"publication {self.cfg.publication!r} does not exist in database {self.cfg.database!r} and "
@@ -410,7 +491,7 @@ class PostgresSource(SourceBase):
         try:
             await conn.execute(stmt.encode())
         except psycopg.errors.InsufficientPrivilege as exc:
-            full = self.publication_sql(None)
+            full = publication_sql(self.cfg.publication, None)
             raise SourceError(
                 f"cannot create publication {self.cfg.publication!r}: {str(exc).splitlines()[0]}. "
                 f"A DBA should run (as the tables' owner or a superuser): {stmt}"
@@ -515,8 +596,9 @@ class PostgresSource(SourceBase):
         decoder = self._decoder
         while not self._closed:
             self.alive_at = time.monotonic()
-            if self._reloads and self._reload is None and not decoder.in_transaction:
-                await self._begin_reload()
+            if self._reloads and self._reload is None and not decoder.in_transaction and not await self._begin_reload():
+                yield [self._position_marker()]  # the failed request leaves the checkpoint promptly
+                continue
             try:
                 repl = self._repl
                 if repl is None or not repl.streaming:
@@ -578,30 +660,25 @@ class PostgresSource(SourceBase):
         records, then the changes from P on. The request is in every checkpoint until the rows are out, so a
         crash in between redoes it.
         """
-        await validate_reload(
-            name,
-            migration_type=self.migration_type,
-            initial_load=self._load,
-            selector=self._selector,
-            exists=self._table_exists,
-            where=f"database {self.cfg.database!r}",
-        )
+        await self._validate_reload(name)
         added, answer = self._reloads.add(name)
         if added:
             self._load_extra.update(self._reloads.extra())
             self._set_extra()
         return answer
 
-    async def _table_exists(self, schema: str, table: str) -> bool:
-        conn = await self._normal_connection()
-        row = await (
-            await conn.execute(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-                (schema, table),
-            )
-        ).fetchone()
-        return row is not None
+    async def _validate_reload(self, name: str) -> tuple[str, str]:
+        async def unreadable(schema: str, table: str) -> str | None:
+            conn = await self._normal_connection()
+            return await copy_problem(conn, self.cfg.user, self.cfg.database, schema, table)
+
+        return await validate_reload(
+            name,
+            migration_type=self.migration_type,
+            initial_load=self._load,
+            selector=self._selector,
+            unreadable=unreadable,
+        )
 
     def _remember(self, items: Sequence[Item]) -> None:
         for item in reversed(items):
@@ -609,11 +686,24 @@ class PostgresSource(SourceBase):
                 self._last_checkpoint = item.checkpoint
                 return
 
-    async def _begin_reload(self) -> None:
+    async def _begin_reload(self) -> bool:
+        """Start the pending reload (its snapshot, at the next transaction boundary). False when it cannot
+        start: it is then marked failed (PendingReloads.pop) and CDC goes on."""
+        try:
+            await self._open_reload()
+        except Exception as exc:  # whatever stops this copy must not stop the stream (or every later start)
+            reload, self._reload, self._reload_point = self._reload, None, None
+            if reload is not None:
+                await reload.engine.close()
+            self._end_reload(error=exc)
+            return False
+        return True
+
+    async def _open_reload(self) -> None:
         from cdcstream.sources.postgres.snapshot import PgLoadEngine
 
         name = self._reloads.current
-        schema, _, table = name.partition(".")
+        schema, table = await self._validate_reload(name)
         fl = self._full_load_cfg
         engine = PgLoadEngine(
             build_conninfo(self.cfg, replication=False),
@@ -638,6 +728,8 @@ class PostgresSource(SourceBase):
             offload=self._offload,
         )
         await self._reload.open()
+        if not self._reload.covers(name):
+            raise SourceError(f"reload: table {name} disappeared before its snapshot was taken")
         point = parse_lsn(str(self._reload.start_position["lsn"]))
         self._reload_point = point
         # WAL past P even on an idle server, so the reader reaches the split point.
@@ -665,18 +757,29 @@ class PostgresSource(SourceBase):
         return None
 
     async def _finish_reload(self) -> AsyncIterator[Sequence[Item]]:
+        """The reload's rows, then a marker that no longer names it. A copy that fails half-way is marked
+        failed the same way (its rows so far are in the stream, harmlessly) and CDC goes on."""
         load = self._reload
         assert load is not None
-        name = self._reloads.current
-        async for batch in load.run():
-            yield batch
-        self._reloads.pop()
+        try:
+            async for batch in load.run():
+                yield batch
+        except Exception as exc:  # the copy only: the held-back changes after P are still to be yielded
+            self._end_reload(rows=load.rows, error=exc)
+        else:
+            self._end_reload(rows=load.rows)
+        yield [self._position_marker()]
+
+    def _end_reload(self, *, rows: int | None = None, error: BaseException | None = None) -> None:
+        self._reloads.pop(rows=rows, error=error)
         self._load_extra = self._reloads.stamp(self._load_extra)
         self._set_extra()
         self._reload = None
         self._reload_point = None
-        self._log.info("reload done", table=name, rows=load.rows)
-        yield [Marker({**self._last_checkpoint, **self._decoder.checkpoint_extra}, None, False)]
+
+    def _position_marker(self) -> Marker:
+        """A checkpoint at the last position yielded, naming exactly the reloads pending now."""
+        return Marker(self._reloads.stamp({**self._last_checkpoint, **self._decoder.checkpoint_extra}), None, False)
 
     async def _describe_types(self, oids: set[int]) -> None:
         """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
@@ -883,10 +986,8 @@ class PostgresSource(SourceBase):
             "resume_lsn": format_lsn(d.last_position),
             "last_commit_time": d.last_commit_time,
             "full_load": None if self._load is None else self._load.status(),
-            "reload": {
-                "pending": list(self._reloads.names),
-                "running": None if self._reload is None else self._reload.status(),
-            },
+            "reload": self._reloads.status(self._reload),
+            "uncaptured_tables": [u.to_json() for u in self._uncaptured.values()],
         }
 
     async def close(self) -> None:
