@@ -6,6 +6,8 @@ returns when the error ends it (see README, "Exit codes").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class CdcstreamError(Exception):
     """Base class. ``retriable`` errors are retried with backoff; the others stop the pipeline."""
@@ -81,3 +83,16 @@ class CheckpointError(CdcstreamError):
 
     exit_code = 6
     stage = "checkpointing"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a stored position must not be resumed from on this server: ``run`` raises the first one (exit 3),
+    ``cdcstream check`` prints each under ``check`` (the name of its line) with ``fix``."""
+
+    check: str
+    problem: str
+    fix: str
+
+    def error(self) -> SourceError:
+        return SourceError(f"{self.problem}. Fix: {self.fix}")
