@@ -98,6 +98,9 @@ async def run_all(cfg: Config) -> list[CheckResult]:
     except CdcstreamError as exc:
         results.append(CheckResult("checkpoint", False, str(exc)))
         checkpoint = None
+    if checkpoint is not None:
+        whose = "this task" if store.owned else "an older cdcstream, no owner recorded: the server checks decide"
+        results.append(CheckResult("checkpoint", True, f"{store.path} (written for {whose})"))
     if cfg.source.engine == "mysql":
         from cdcstream.sources.mysql.checks import run_checks as mysql_checks
 

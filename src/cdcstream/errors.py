@@ -37,6 +37,11 @@ class SourceConnectionError(SourceError):
     retriable = True
 
 
+class PositionRefusedError(SourceError):
+    """The server does not confirm a stored position (another server, a moved slot, a position it lacks): see
+    :class:`Refusal`. The pipeline names the checkpoint file in the message."""
+
+
 class DecodeError(SourceError):
     """The source sent something the decoder does not understand. Carries the position for the bug report."""
 
@@ -94,5 +99,5 @@ class Refusal:
     problem: str
     fix: str
 
-    def error(self) -> SourceError:
-        return SourceError(f"{self.problem}. Fix: {self.fix}")
+    def error(self) -> PositionRefusedError:
+        return PositionRefusedError(f"{self.problem}. Fix: {self.fix}")

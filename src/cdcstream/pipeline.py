@@ -30,7 +30,7 @@ from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
 from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
-from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, SourceError
+from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, PositionRefusedError, SourceError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.pool import MappingPool, default_processes
 from cdcstream.mapping.rules import load_rules
@@ -513,7 +513,10 @@ class Pipeline:
             try:
                 await self._start_with_retry("sink", lambda: self.sink.start())
                 owned = self.store.owned
-                await self._start_with_retry("source", lambda: self.source.start(checkpoint, owned=owned))
+                try:
+                    await self._start_with_retry("source", lambda: self.source.start(checkpoint, owned=owned))
+                except PositionRefusedError as exc:
+                    raise PositionRefusedError(f"checkpoint {self.store.path}: {exc}") from None
                 await self._validate_mapping()
             except StopRequested:
                 log.info("stopped before start-up completed")

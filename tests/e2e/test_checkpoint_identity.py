@@ -58,6 +58,7 @@ def _refused(config: Path, code: int, *needles: str) -> str:
     res = run_cli("run", "--config", str(config), timeout=40)
     assert res.returncode == code, res.stderr
     assert "Traceback" not in res.stderr
+    assert str(FileCheckpointStore.for_task(load_config(config)).path) in res.stderr  # which file
     for needle in needles:
         assert needle in res.stderr, res.stderr
     return res.stderr

@@ -22,6 +22,7 @@ from tests.support.mysql import MyDb
 def _refused(config: Path, *needles: str) -> None:
     res = run_cli("run", "--config", str(config), timeout=40)
     assert res.returncode == 3, res.stderr
+    assert f"checkpoint {FileCheckpointStore.for_task(load_config(config)).path}: " in res.stderr  # which file
     assert "Traceback" not in res.stderr and '"event": "ready"' not in res.stderr  # refused before streaming
     for needle in needles:
         assert needle in res.stderr, res.stderr

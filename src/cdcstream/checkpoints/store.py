@@ -220,7 +220,7 @@ class FileCheckpointStore:
             os.close(fd)
             raise CheckpointError(
                 f"{self.lock_path}: another cdcstream process (pid {holder}) is running with the checkpoint "
-                f"{self.path.name}; two daemons must never share a checkpoint. If this is a second task (a copied "
+                f"{self.path}; two daemons must never share a checkpoint. If this is a second task (a copied "
                 "config), give it its own task_id or state_dir; if it is the same task, stop the other process "
                 "first."
             ) from None
