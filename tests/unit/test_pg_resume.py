@@ -17,7 +17,13 @@ HISTORY_3 = '1\t0/3000158\tno recovery target specified\n\n2\t0/5000060\tat rest
 def refusals(lsn: str, known: dict[str, Any] = KNOWN, *, owned: bool = True, **server: Any) -> list[str]:
     state = {"system_id": SYSTEM, "timeline": 1, "wal_end": parse_lsn("0/9000000"), "slot_confirmed": None}
     found = resume_refusals(
-        parse_lsn(lsn), known, ServerState(**(state | server)), owned=owned, slot="s", where="db:5432"
+        parse_lsn(lsn),
+        known,
+        ServerState(**(state | server)),
+        owned=owned,
+        slot="s",
+        where="db:5432",
+        adopt="cdcstream adopt-checkpoint --config c.toml",
     )
     return [f"{r.problem}. Fix: {r.fix}" for r in found]
 

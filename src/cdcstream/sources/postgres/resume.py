@@ -91,11 +91,12 @@ def resume_refusals(
     owned: bool,
     slot: str,
     where: str,
-    adopt: str = "cdcstream adopt-checkpoint --config <config file>",
+    adopt: str,
 ) -> list[Refusal]:
     """Why streaming slot ``slot`` from ``lsn`` (a checkpoint's, whose ``system_id`` and ``timeline`` are in
     ``known``) would lose or misplace changes on the server ``server`` describes; empty when it is safe.
-    ``owned``: the checkpoint file records this task and slot as its owner. ``where``: host:port for messages."""
+    ``owned``: the checkpoint file records this task and slot as its owner. ``where``: host:port, ``adopt``: the
+    ``adopt-checkpoint`` command line, for messages."""
     at = format_lsn(lsn)
     away = "move the checkpoint file away: the daemon then resumes from the slot's confirmed_flush_lsn"
     if known.get("system_id") not in (None, server.system_id):
