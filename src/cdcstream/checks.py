@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from cdcstream.changes import Column, TableInfo
+from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError
 from cdcstream.mapping.envelope import check_compatible
 from cdcstream.mapping.preview import preview, unused_rules
 from cdcstream.mapping.rules import MappingRules, load_rules
-from cdcstream.sources.postgres.checks import CheckResult
+from cdcstream.sources.postgres.checks import CheckResult, checkpoint_checks
 from cdcstream.sources.postgres.checks import run_checks as postgres_checks
 
 PERMISSION_CODES = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException")
@@ -91,15 +92,18 @@ async def run_all(cfg: Config) -> list[CheckResult]:
     except CdcstreamError as exc:
         results.append(CheckResult("table mappings", False, str(exc), "fix the rule named above"))
         return results
+    store = FileCheckpointStore.for_task(cfg)
+    try:
+        checkpoint = store.load()  # refused, as by run, when written for another task
+    except CdcstreamError as exc:
+        results.append(CheckResult("checkpoint", False, str(exc)))
+        checkpoint = None
+    if checkpoint is not None:
+        whose = "this task" if store.owned else "an older cdcstream, no owner recorded: the server checks decide"
+        results.append(CheckResult("checkpoint", True, f"{store.path} (written for {whose})"))
     if cfg.source.engine == "mysql":
-        from cdcstream.checkpoints.store import FileCheckpointStore
         from cdcstream.sources.mysql.checks import run_checks as mysql_checks
 
-        try:
-            checkpoint = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id).load()
-        except CdcstreamError as exc:
-            results.append(CheckResult("checkpoint", False, str(exc), "restore or delete the checkpoint file"))
-            checkpoint = None
         # (the per-table mapping preview reads PostgreSQL's catalogue; a MySQL one is not written yet)
         results += await mysql_checks(
             cfg.source,
@@ -112,6 +116,7 @@ async def run_all(cfg: Config) -> list[CheckResult]:
         source = await postgres_checks(cfg.source, rules.selects, full_load=cfg.migration_type != "cdc")
         results += source
         if source and source[0].ok:  # connected: the tables' columns can be read
+            results += await checkpoint_checks(cfg.source, checkpoint, owned=store.owned, adopt=store.adopt_command)
             results += await _mapping_checks(cfg, rules)
     results += await _stream_checks(cfg)
     return results

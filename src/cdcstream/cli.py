@@ -1,4 +1,5 @@
-"""Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``.
+"""Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``,
+``adopt-checkpoint``.
 
 Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 unexpected error or a failed check; 2 invalid
 configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis error; 6 checkpoint error; 130 second
@@ -32,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         ("check", "validate the config, connect to the source and the stream, and print what to fix"),
         ("status", "print the stored checkpoint and, if the daemon runs, its /status"),
         ("print-config", "print the validated configuration with secrets redacted"),
+        (
+            "adopt-checkpoint",
+            "record this config's task (engine, database, slot, stream) as the owner of its checkpoint file: after "
+            "a deliberate change of those, or for a file an older cdcstream wrote (the daemon must be stopped)",
+        ),
     ):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("--config", "-c", required=True, help="TOML configuration file")
@@ -118,8 +124,12 @@ def _healthcheck(args: argparse.Namespace) -> int:
 async def _status(cfg: Config) -> int:
     from cdcstream.checkpoints.store import FileCheckpointStore
 
-    store = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id)
-    out: dict[str, Any] = {"checkpoint_file": str(store.path), "checkpoint": store.load()}
+    store = FileCheckpointStore.for_task(cfg)
+    checkpoint, owner = store.read() or (None, None)
+    out: dict[str, Any] = {"checkpoint_file": str(store.path), "checkpoint": checkpoint, "written_for": owner}
+    problem = store.ownership_problem(owner)
+    if problem is not None:
+        out["checkpoint_problem"] = problem  # what run would refuse with (exit 6)
     if cfg.http.listen:
         import aiohttp
 
@@ -130,6 +140,27 @@ async def _status(cfg: Config) -> int:
         except (aiohttp.ClientError, TimeoutError, OSError):
             out["daemon"] = None
     sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _adopt_checkpoint(cfg: Config) -> int:
+    """Re-write the checkpoint file with this config's task as its owner (the position is kept). The server
+    checks still apply at the next start: adopting never lets a position that does not fit the server through."""
+    from cdcstream.checkpoints.store import FileCheckpointStore, describe_owner
+
+    store = FileCheckpointStore.for_task(cfg)
+    store.lock()  # not while a daemon of this task runs (it would overwrite the file at its next checkpoint)
+    try:
+        checkpoint, former = store.adopt()
+    finally:
+        store.unlock()
+    assert store.owner is not None
+    position = {k: checkpoint[k] for k in ("lsn", "file", "pos", "gtid") if k in checkpoint}
+    print(
+        f"{store.path}: adopted for {describe_owner(store.owner)} (it was written for "
+        f"{describe_owner(former) if former else 'a task an older cdcstream did not record'}). The next start "
+        f"resumes from {position or 'its stored load state'} if the server confirms the position fits."
+    )
     return 0
 
 
@@ -247,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             return _setup(cfg, args)
         if args.command == "reload":
             return _reload(cfg, args.table)
+        if args.command == "adopt-checkpoint":
+            return _adopt_checkpoint(cfg)
         return asyncio.run(_run(cfg))
     except CdcstreamError as exc:
         if args.command in ("run",):

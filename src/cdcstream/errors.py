@@ -6,6 +6,8 @@ returns when the error ends it (see README, "Exit codes").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class CdcstreamError(Exception):
     """Base class. ``retriable`` errors are retried with backoff; the others stop the pipeline."""
@@ -33,6 +35,11 @@ class SourceConnectionError(SourceError):
     """The source connection dropped or could not be opened; reconnect with backoff."""
 
     retriable = True
+
+
+class PositionRefusedError(SourceError):
+    """The server does not confirm a stored position (another server, a moved slot, a position it lacks): see
+    :class:`Refusal`. The pipeline names the checkpoint file in the message."""
 
 
 class DecodeError(SourceError):
@@ -81,3 +88,16 @@ class CheckpointError(CdcstreamError):
 
     exit_code = 6
     stage = "checkpointing"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a stored position must not be resumed from on this server: ``run`` raises the first one (exit 3),
+    ``cdcstream check`` prints each under ``check`` (the name of its line) with ``fix``."""
+
+    check: str
+    problem: str
+    fix: str
+
+    def error(self) -> PositionRefusedError:
+        return PositionRefusedError(f"{self.problem}. Fix: {self.fix}")

@@ -27,10 +27,10 @@ import structlog
 
 from cdcstream import __version__
 from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
-from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
+from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
-from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, SourceError
+from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, PositionRefusedError, SourceError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.pool import MappingPool, default_processes
 from cdcstream.mapping.rules import load_rules
@@ -76,7 +76,9 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         return MySQLSource(cfg.source, **common)
     from cdcstream.sources.postgres import PostgresSource
 
-    return PostgresSource(cfg.source, selection=mapper.rules.selection_regexes(), **common)
+    return PostgresSource(
+        cfg.source, selection=mapper.rules.selection_regexes(), adopt_command=adopt_command(cfg), **common
+    )
 
 
 def build_sink(cfg: Config, on_ack: Any) -> Sink:
@@ -100,7 +102,7 @@ class Pipeline:
         metrics.configure(table_label=cfg.http.metrics_table_label)
         rules = load_rules(cfg.resolve(cfg.table_mappings) if cfg.table_mappings else None)
         self.mapper = Mapper(rules, cfg.target, cfg.task_id)
-        self.store = FileCheckpointStore(cfg.resolve(cfg.checkpoint.state_dir), cfg.task_id)
+        self.store = FileCheckpointStore.for_task(cfg)
         self.watermark = Watermark()
         processes = cfg.full_load.processes
         if processes == "auto":
@@ -441,6 +443,15 @@ class Pipeline:
 
     async def run(self) -> int:
         """Run until a signal (exit 0 after draining) or a non-retriable error (raised as CdcstreamError)."""
+        # First of all: a second daemon of the same task (or a copy sharing its checkpoint) stops here, before it
+        # binds a port or touches the source.
+        self.store.lock()
+        try:
+            return await self._run_locked()
+        finally:
+            self.store.unlock()
+
+    async def _run_locked(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -518,7 +529,11 @@ class Pipeline:
         try:
             try:
                 await self._start_with_retry("sink", lambda: self.sink.start())
-                await self._start_with_retry("source", lambda: self.source.start(checkpoint))
+                owned = self.store.owned
+                try:
+                    await self._start_with_retry("source", lambda: self.source.start(checkpoint, owned=owned))
+                except PositionRefusedError as exc:
+                    raise PositionRefusedError(f"checkpoint {self.store.path}: {exc}") from None
                 await self._validate_mapping()
             except StopRequested:
                 log.info("stopped before start-up completed")

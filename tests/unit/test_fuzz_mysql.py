@@ -22,7 +22,7 @@ from cdcstream.changes import ChangeEvent, Marker
 from cdcstream.errors import DecodeError, SourceError
 from cdcstream.sources.mysql import rows
 from cdcstream.sources.mysql.ddl import TableDdl, UnparsedStatement, parse_ddl
-from cdcstream.sources.mysql.source import mariadb_missing_gtids
+from cdcstream.sources.mysql.resume import mariadb_ahead, mariadb_missing_gtids, mariadb_unknown_gtids
 from tests.support.binlog import LOG_POS, TABLE_ID, Col, Packet, Table, converter, row_event
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -107,6 +107,7 @@ def test_any_query_event_is_a_transaction_end(query: str, schema: bytes) -> None
 @given(st.text(max_size=60), st.text(max_size=60))
 def test_gtid_comparison_never_raises(purged: str, resume: str) -> None:
     assert isinstance(mariadb_missing_gtids(purged, resume), str)
+    assert isinstance(mariadb_unknown_gtids(purged, resume), str) and isinstance(mariadb_ahead(resume, purged), str)
 
 
 def test_gtid_comparison() -> None:
@@ -114,6 +115,28 @@ def test_gtid_comparison() -> None:
     assert mariadb_missing_gtids("0-1-8", "0-2-8") == ""  # same domain, same sequence: nothing purged unread
     assert mariadb_missing_gtids("0-1-8,1-1-3", "0-1-9") == "1-1-3"  # domain 1 was never read
     assert mariadb_missing_gtids("", "0-1-9") == ""
+
+
+def test_gtids_the_server_never_wrote() -> None:
+    """gtid_binlog_state keeps the last sequence number per domain *and server id*: 0-1-8 is in a binlog whose
+    state is 0-1-9, not in one whose state is 0-2-9 (another server's transaction with a higher number)."""
+    assert mariadb_unknown_gtids("0-1-9", "0-1-8") == ""
+    assert mariadb_unknown_gtids("0-1-9", "0-1-9") == ""
+    assert mariadb_unknown_gtids("0-1-9", "0-1-10") == "0-1-10"  # ahead of this server
+    assert mariadb_unknown_gtids("0-2-9", "0-1-8") == "0-1-8"  # same domain, another server id
+    assert mariadb_unknown_gtids("0-1-3,0-2-9", "0-1-3,1-5-1") == "1-5-1"  # a domain this server never had
+    assert mariadb_unknown_gtids("", "0-1-1") == "0-1-1"  # RESET MASTER
+
+
+def test_gtid_state_at_a_position() -> None:
+    """BINLOG_GTID_POS(file, pos) against the checkpoint's state: behind is tolerated (seeded a moment early),
+    ahead, a domain missing there, or another server id at the same sequence number is not this position."""
+    assert mariadb_ahead("0-1-7", "0-1-7") == ""
+    assert mariadb_ahead("0-1-6", "0-1-7") == ""
+    assert mariadb_ahead("0-1-8", "0-1-7") == "0-1-8"
+    assert mariadb_ahead("0-2-7", "0-1-7") == "0-2-7"
+    assert mariadb_ahead("0-1-7,1-1-1", "0-1-7") == "1-1-1"
+    assert mariadb_ahead("0-1-7", "") == "0-1-7"
 
 
 def test_rows_inside_an_xa_transaction_are_refused() -> None:

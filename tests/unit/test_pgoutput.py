@@ -123,6 +123,49 @@ def test_lsn_helpers() -> None:
             parse_lsn(bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    # Accepted by int(x, 16) before the parser was strict: a checkpoint holding one resumed from a made-up LSN.
+    [
+        "+1/0",
+        "-1/0",
+        "0x0/0",
+        "0/0x10",
+        " 1/0",
+        "1/0 ",
+        "1_0/0",
+        "0/+1",
+        "1/a",
+        "ab/0",
+        "0/16b3748",
+        "1//0",
+        "1/0/0",
+        "\uff11/0",
+        "\u0661/0",
+    ],  # (the last two: full-width and Arabic-Indic digits, which int() takes too)
+)
+def test_lsn_parser_rejects_what_postgresql_never_prints(bad: str) -> None:
+    with pytest.raises(ValueError, match="not an LSN"):
+        parse_lsn(bad)
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_lsn_roundtrip_and_postgresql_18_zero_padding(lsn: int) -> None:
+    assert parse_lsn(format_lsn(lsn)) == lsn
+    assert parse_lsn(f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:08X}") == lsn  # PostgreSQL 18 prints %X/%08X
+
+
+@given(st.text(max_size=20))
+def test_lsn_parser_takes_only_upper_case_hex_halves(text: str) -> None:
+    try:
+        lsn = parse_lsn(text)
+    except ValueError:
+        return
+    hi, lo = text.split("/")
+    assert all(c in "0123456789ABCDEF" for c in hi + lo) and 1 <= len(hi) <= 8 and 1 <= len(lo) <= 8
+    assert lsn == int(hi, 16) << 32 | int(lo, 16)
+
+
 # ---- hot path: Decoder ----------------------------------------------------------------------------
 
 

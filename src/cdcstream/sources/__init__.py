@@ -24,8 +24,12 @@ from cdcstream.changes import Item
 class Source(Protocol):
     """What the pipeline needs from a source."""
 
-    async def start(self, checkpoint: dict[str, Any] | None) -> None:
-        """Verify settings and privileges, create what is missing and permitted, position at ``checkpoint``."""
+    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+        """Verify settings and privileges, create what is missing and permitted, position at ``checkpoint``.
+
+        ``owned``: the checkpoint file records this task as its owner (``checkpoints/store.py``); False for a
+        file written before owners were recorded, which the source adopts only when the server proves it fits.
+        A checkpoint that does not belong to the server (or slot) raises :class:`SourceError`, never a skip."""
 
     def changes(self) -> AsyncIterator[Sequence[Item]]:
         """Batches of changes and markers in commit order, forever (until :meth:`close`)."""

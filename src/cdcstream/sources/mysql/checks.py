@@ -16,16 +16,19 @@ from typing import Any
 import pymysql
 
 from cdcstream.config import MySQLSourceConfig
-from cdcstream.sources.mysql.source import (
-    REQUIRED_SETTINGS,
+from cdcstream.errors import SourceError
+from cdcstream.sources.mysql.resume import (
+    IDENTITY_CHECK,
+    POSITION_CHECK,
     ServerInfo,
-    connect_error,
-    connection_settings,
     describe_server,
-    fetch_gtid_gap,
-    load_denied,
+    inspect_resume,
     other_server,
+    resume_refusals,
+    resumes_by_gtid,
+    stored_position,
 )
+from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, connect_error, connection_settings, load_denied
 from cdcstream.sources.postgres.checks import CheckResult
 
 # Retention shorter than this leaves little room to fix an outage before the checkpointed binlog is purged.
@@ -101,10 +104,10 @@ def _run_checks(
                 out += _full_load_checks(cur, cfg, selector)
             else:
                 out.append(_select_check(cur, cfg, selector, required=False))
-            binlogs: list[str] = []
+            binlogs: list[tuple[str, int]] = []
             try:
                 cur.execute("SHOW BINARY LOGS")
-                binlogs = [str(r[0]) for r in cur.fetchall()]
+                binlogs = [(str(r[0]), int(r[1])) for r in cur.fetchall()]
             except pymysql.err.MySQLError as exc:
                 out.append(
                     CheckResult(
@@ -112,14 +115,7 @@ def _run_checks(
                     )
                 )
             if binlogs:
-                info = ServerInfo(version, variables, binlogs)
-                by_gtid = bool(checkpoint and checkpoint.get("gtid")) and cfg.gtid_mode != "off"
-                if checkpoint and by_gtid and info.server_has_gtids:
-                    out.append(_gtid_check(cur, info, str(checkpoint["gtid"])))
-                else:
-                    out.append(_checkpoint_check(checkpoint, binlogs))
-                if checkpoint:
-                    out.append(_identity_check(checkpoint, info))
+                out += _resume_checks(cur, cfg, ServerInfo(version, variables, binlogs), checkpoint)
             out.append(_retention(variables))
     finally:
         conn.close()
@@ -222,50 +218,44 @@ def _select_check(
     )
 
 
-def _checkpoint_check(checkpoint: dict[str, Any] | None, binlogs: list[str]) -> CheckResult:
-    if checkpoint is None:
-        return CheckResult(
-            "binlog position", True, f"no checkpoint: streaming starts at the current position ({binlogs[-1]})"
-        )
-    file = checkpoint.get("file")
-    if file in binlogs:
-        return CheckResult(
-            "binlog position", True, f"checkpointed binlog {file}:{checkpoint.get('pos')} is on the server"
-        )
-    return CheckResult(
-        "binlog position",
-        False,
-        f"the checkpointed binlog file {file} was purged (oldest on the server: {binlogs[0]}): changes after the "
-        "checkpoint are lost",
-        "raise binlog retention, delete the checkpoint file and re-sync the target with a full load",
-    )
-
-
-def _gtid_check(cur: Any, info: ServerInfo, gtid: str) -> CheckResult:
-    fetch_gtid_gap(cur, info, gtid)
-    if not info.missing_gtids:
-        return CheckResult("binlog position", True, f"checkpointed GTID position {gtid} is on the server")
-    return CheckResult(
-        "binlog position",
-        False,
-        f"the checkpointed GTID position {gtid} was purged: the oldest binlog ({info.binlogs[0]}) starts after "
-        f"{info.purged_gtids}, so transactions up to {info.missing_gtids} are lost",
-        "raise binlog retention, move the checkpoint file away and re-sync the target with a full load",
-    )
-
-
-def _identity_check(checkpoint: dict[str, Any], info: ServerInfo) -> CheckResult:
+def _resume_checks(
+    cur: Any, cfg: MySQLSourceConfig, info: ServerInfo, checkpoint: dict[str, Any] | None
+) -> list[CheckResult]:
+    """The checkpoint's position and server identity, judged by what ``run`` refuses on
+    (``resume.resume_refusals``)."""
+    if checkpoint is None or "file" not in checkpoint:
+        current = info.binlogs[-1]
+        return [
+            CheckResult(POSITION_CHECK, True, f"no checkpoint: streaming starts at the current position ({current})")
+        ]
+    try:
+        file, pos, gtid = stored_position(checkpoint)
+        use_gtid = resumes_by_gtid(cfg.gtid_mode, checkpoint, gtid, info)
+    except SourceError as exc:
+        return [CheckResult(POSITION_CHECK, False, str(exc), "fix the config or the checkpoint as the message says")]
+    inspect_resume(cur, info, file, pos, gtid, at_position=True)
+    refusals = resume_refusals(info, file, pos, gtid, checkpoint, use_gtid=use_gtid, where=f"{cfg.host}:{cfg.port}")
+    out = [CheckResult(r.check, False, r.problem, r.fix) for r in refusals]
     identity = info.identity
-    if not other_server(checkpoint, identity):
-        return CheckResult("server identity", True, f"{describe_server(identity)}, as in the checkpoint")
-    return CheckResult(
-        "server identity",
-        False,
-        f"the server is {describe_server(identity)}, the checkpoint was written for {describe_server(checkpoint)} "
-        "(failover, restore, or another server at this address)",
-        "resume by GTID (gtid_mode = 'auto') if this is a promoted replica; otherwise point the config at the "
-        "original server, or move the checkpoint away and re-sync with a full load",
-    )
+    if not any(r.check == IDENTITY_CHECK for r in refusals):
+        moved = other_server(checkpoint, identity)
+        out.insert(
+            0,
+            CheckResult(
+                IDENTITY_CHECK,
+                True,
+                f"the server is {describe_server(identity)}, the checkpoint was written for "
+                f"{describe_server(checkpoint)} (failover?): run resumes by GTID, which names the same transactions "
+                "on every server of a topology"
+                if moved
+                else f"{describe_server(identity)}, as in the checkpoint",
+                warning=moved,
+            ),
+        )
+    if not any(r.check == POSITION_CHECK for r in refusals):
+        at = f"GTID position {gtid}" if use_gtid else f"binlog position {file}:{pos}"
+        out.append(CheckResult(POSITION_CHECK, True, f"checkpointed {at} is on the server"))
+    return out
 
 
 def _retention(variables: dict[str, str]) -> CheckResult:

@@ -51,6 +51,15 @@ from cdcstream.sources.mysql.reader import (
     StartAt,
     classify,
 )
+from cdcstream.sources.mysql.resume import (
+    ServerInfo,
+    describe_server,
+    inspect_resume,
+    other_server,
+    resume_refusals,
+    resumes_by_gtid,
+    stored_position,
+)
 from cdcstream.sources.mysql.tls import ssl_settings, tls_failure
 from cdcstream.telemetry import metrics
 
@@ -98,70 +107,17 @@ def connect_error(cfg: MySQLSourceConfig, exc: pymysql.err.MySQLError) -> Source
     return SourceConnectionError(f"cannot connect to MySQL/MariaDB {where}: [{code}] {msg}")
 
 
-class ServerInfo:
-    """What start() learned from the server."""
-
-    def __init__(self, version: str, variables: dict[str, str], binlogs: list[str]) -> None:
-        self.version = version
-        self.variables = variables
-        self.binlogs = binlogs
-        self.mariadb = "mariadb" in version.lower()
-        # The GTID state the oldest binlog starts after (MariaDB: BINLOG_GTID_POS of its start; MySQL:
-        # gtid_purged) and the part of a resume GTID position that is gone with the purged binlogs.
-        self.purged_gtids = ""
-        self.missing_gtids = ""
-
-    @property
-    def server_has_gtids(self) -> bool:
-        return self.mariadb or self.variables.get("gtid_mode", "OFF").upper() == "ON"
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        """Which server this is, stored in every checkpoint (README, "When things go wrong"): ``server_id``
-        (unique per server in any replication topology) and, on MySQL, ``server_uuid`` (MariaDB has none)."""
-        ident: dict[str, Any] = {"server_id": int(self.variables.get("server_id") or 0)}
-        if self.variables.get("server_uuid"):
-            ident["server_uuid"] = self.variables["server_uuid"]
-        return ident
-
-
-def mariadb_missing_gtids(purged: str, resume: str) -> str:
-    """The MariaDB GTIDs (``domain-server-seq``) purged with the binlogs but not yet read at ``resume``: for each
-    domain, the purged state when the resume position is behind it. Empty when nothing is missing."""
-    have: dict[str, int] = {}
-    for part in resume.split(","):
-        fields = part.strip().split("-")
-        if len(fields) == 3 and fields[2].isdigit():
-            have[fields[0]] = int(fields[2])
-    missing = []
-    for part in purged.split(","):
-        fields = part.strip().split("-")
-        if len(fields) == 3 and fields[2].isdigit() and have.get(fields[0], 0) < int(fields[2]):
-            missing.append(part.strip())
-    return ",".join(missing)
-
-
-def fetch_gtid_gap(cur: Any, info: ServerInfo, resume_gtid: str) -> None:
-    """Fill ``info.purged_gtids`` / ``info.missing_gtids`` for a resume by GTID (needs no extra privilege)."""
-    if info.mariadb:
-        if not info.binlogs:
-            return
-        cur.execute("SELECT BINLOG_GTID_POS(%s, 4)", (info.binlogs[0],))
-        info.purged_gtids = str(cur.fetchone()[0] or "")
-        info.missing_gtids = mariadb_missing_gtids(info.purged_gtids, resume_gtid)
-    else:
-        cur.execute("SELECT @@GLOBAL.gtid_purged, GTID_SUBTRACT(@@GLOBAL.gtid_purged, %s)", (resume_gtid,))
-        purged, missing = cur.fetchone()
-        info.purged_gtids = str(purged or "").replace("\n", "")
-        info.missing_gtids = str(missing or "").replace("\n", "")
-
-
 def fetch_server_info(
-    cfg: MySQLSourceConfig, resume_gtid: str | None = None, *, binlog: bool = True
+    cfg: MySQLSourceConfig,
+    resume: tuple[str, int, str | None] | None = None,
+    *,
+    at_position: bool = False,
+    binlog: bool = True,
 ) -> tuple[ServerInfo, tuple[str, int, str | None]]:
     """Blocking: version, settings, binlog list and the current position (file, pos, GTID state); with
-    ``resume_gtid``, also which of it the server's binlogs no longer have. ``binlog=False`` (a full load
-    only) tolerates binary logging off and a user without binlog privileges: the position is then empty."""
+    ``resume`` (file, pos, GTID), also what the server has of it (``resume.inspect_resume``). ``binlog=False``
+    (a full load only) tolerates binary logging off and a user without binlog privileges: the position is then
+    empty."""
     try:
         conn = pymysql.connect(**connection_settings(cfg))
     except pymysql.err.MySQLError as exc:
@@ -172,14 +128,14 @@ def fetch_server_info(
             version = str(cur.fetchone()[0])
             cur.execute(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
-                "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_executed', 'expire_logs_days', "
-                "'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression', "
+                "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_binlog_state', 'gtid_executed', "
+                "'expire_logs_days', 'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression', "
                 "'binlog_row_value_options', 'server_uuid', 'binlog_checksum')"
             )
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             try:
                 cur.execute("SHOW BINARY LOGS")
-                binlogs = [str(r[0]) for r in cur.fetchall()]
+                binlogs = [(str(r[0]), int(r[1])) for r in cur.fetchall()]
                 cur.execute("SHOW MASTER STATUS")
                 row = cur.fetchone()
             except pymysql.err.MySQLError as exc:
@@ -203,9 +159,9 @@ def fetch_server_info(
                 f"binary logging is off on {cfg.host}:{cfg.port} (log_bin = {variables.get('log_bin', '?')}). Fix: "
                 "set log_bin (and server_id) in the server config and restart the server."
             )
-        if resume_gtid:
+        if resume is not None:
             with conn.cursor() as cur:
-                fetch_gtid_gap(cur, info, resume_gtid)
+                inspect_resume(cur, info, *resume, at_position=at_position)
         gtid = variables.get("gtid_binlog_pos") if info.mariadb else variables.get("gtid_executed")
         return info, (str(row[0]), int(row[1]), (gtid or "").replace("\n", "") or None)
     except pymysql.err.MySQLError as exc:
@@ -319,19 +275,6 @@ def copy_problem(cur: Any, schema: str, table: str, where: str) -> str | None:
     return None
 
 
-def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """Whether a checkpoint's server identity names another server. Checkpoints written before the identity
-    was stored have none: accepted (and the identity recorded from now on)."""
-    if known.get("server_uuid") and identity.get("server_uuid"):
-        return bool(known["server_uuid"] != identity["server_uuid"])
-    return known.get("server_id") not in (None, identity.get("server_id"))
-
-
-def describe_server(identity: dict[str, Any]) -> str:
-    text = f"server_id {identity.get('server_id')}"
-    return f"{text} (server_uuid {identity['server_uuid']})" if identity.get("server_uuid") else text
-
-
 class MySQLSource(SourceBase):
     """A :class:`cdcstream.sources.Source` reading a MySQL/MariaDB server's binary log."""
 
@@ -384,10 +327,10 @@ class MySQLSource(SourceBase):
         return self._user_selector is None or self._user_selector(schema, table)
 
     # ------------------------------------------------------------------------------------------------------
-    async def start(self, checkpoint: dict[str, Any] | None) -> None:
-        gap_gtid = (checkpoint or {}).get("gtid") if self.cfg.gtid_mode != "off" else None
+    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+        stored = stored_position(checkpoint) if checkpoint is not None and "file" in checkpoint else None
         info, current = await asyncio.to_thread(
-            fetch_server_info, self.cfg, gap_gtid or None, binlog=self.migration_type != "full-load"
+            fetch_server_info, self.cfg, stored, at_position=True, binlog=self.migration_type != "full-load"
         )
         self._info = info
         problems = settings_problems(info.variables)
@@ -400,6 +343,7 @@ class MySQLSource(SourceBase):
         self._reloads = PendingReloads(checkpoint, label=self._label)
         if is_loading(checkpoint) and not load_started(checkpoint):
             checkpoint = None  # a load intent without a snapshot yet: nothing was acknowledged, load afresh
+        known = checkpoint  # what a stored position must be verified against (None: the server's own, just now)
         if self.migration_type == "full-load" or (
             self.migration_type == "full-load-and-cdc" and (checkpoint is None or is_loading(checkpoint))
         ):
@@ -411,17 +355,19 @@ class MySQLSource(SourceBase):
             # CDC starts at the position taken with the snapshot (stored in the checkpoint across restarts).
             start = self._load.start_position
             checkpoint = {"file": start["file"], "pos": start["pos"], "gtid": start.get("gtid")}
-        resume: tuple[str, int, str | None] | None = None
+            if not self._load.resumed:
+                known = None
         if checkpoint is not None:
-            try:
-                resume = str(checkpoint["file"]), int(checkpoint["pos"]), checkpoint.get("gtid") or None
-            except (KeyError, TypeError, ValueError):
-                raise SourceError(
-                    f"checkpoint {checkpoint!r} is not a MySQL position (expected file, pos and gtid)"
-                ) from None
-        file, pos, gtid = resume or current
-        self._use_gtid = self._decide_gtid(checkpoint, gtid, info)
-        self._verify_resume(info, file, pos, gtid, checkpoint)
+            stored = stored_position(checkpoint)
+        if stored is not None and known is not None and not owned:
+            self._log.info(
+                "checkpoint written by an older cdcstream (it records no owner): adopted after the server identity "
+                "and position checks; its owner is recorded from the next write on",
+                checkpoint=checkpoint,
+            )
+        file, pos, gtid = stored or current
+        self._use_gtid = resumes_by_gtid(self.cfg.gtid_mode, checkpoint, gtid, info)
+        self._verify_resume(info, file, pos, gtid, known)
         self._conv = EventConverter(
             selector=self._selects,
             no_hex_prefix=self._no_hex_prefix,
@@ -456,51 +402,19 @@ class MySQLSource(SourceBase):
         self, info: ServerInfo, file: str, pos: int, gtid: str | None, known: dict[str, Any] | None
     ) -> None:
         """Before streaming (at start and after every reconnect): is the server the one the position was
-        written for, and does it still have the binlogs after it? Each failure says what is lost and what to
-        do; none of them ever turns into a silent fresh start."""
+        written for, and does it still have the binlogs after it (``resume.resume_refusals``)?"""
         where = f"{self.cfg.host}:{self.cfg.port}"
+        refusals = resume_refusals(info, file, pos, gtid, known, use_gtid=self._use_gtid, where=where)
+        if refusals:
+            raise refusals[0].error()
         identity = info.identity
         if known and other_server(known, identity):
-            what = (
-                f"the MySQL/MariaDB server at {where} is {describe_server(identity)}, but the checkpoint was written "
-                f"for {describe_server(known)}: a failover, a restored backup, or another server behind the same "
-                "address"
-            )
-            if not self._use_gtid:
-                by_gtid = (
-                    f"if this server is a promoted replica of the old one, resume by GTID (gtid_mode = 'auto'; the "
-                    f"checkpoint has GTID position {gtid}); "
-                    if gtid
-                    else ""
-                )
-                raise SourceError(
-                    f"{what}. A binlog file/position ({file}:{pos}) means nothing on another server, so cdcstream "
-                    f"stops rather than guess. Recovery: point host/port at the original server; {by_gtid}or start "
-                    "over deliberately: move the checkpoint file away and re-sync the target with a full load."
-                )
             self._log.warning(
                 "server identity changed (failover?): continuing by GTID, which names the same transactions on "
                 "every server of a replication topology",
                 old=describe_server(known),
                 new=describe_server(identity),
                 gtid=gtid,
-            )
-        if self._use_gtid and info.missing_gtids:
-            raise SourceError(
-                f"the checkpointed GTID position {gtid} is no longer on the server {where}: its oldest binlog "
-                f"({info.binlogs[0] if info.binlogs else 'none'}) starts after GTID state {info.purged_gtids}, so "
-                f"transactions after the checkpoint up to {info.missing_gtids} were purged and are lost to cdcstream. "
-                "Recovery: re-sync the target with a full load and start over deliberately (move the checkpoint "
-                "file away; cdcstream never does that by itself); raise binlog retention (expire_logs_days / "
-                "binlog_expire_logs_seconds) so this does not recur."
-            )
-        if known is not None and not self._use_gtid and file not in info.binlogs:
-            raise SourceError(
-                f"the checkpointed binlog file {file!r} (position {pos}) is no longer on the server (it has "
-                f"{', '.join(info.binlogs[:3]) or 'no binlogs'}{' …' if len(info.binlogs) > 3 else ''}): it was "
-                "purged, so the changes after the checkpoint are lost. Recovery: raise binlog retention "
-                "(expire_logs_days / binlog_expire_logs_seconds) so this does not recur, delete the checkpoint file "
-                "and re-sync the target with a full load."
             )
         self._identity = identity
         self._set_extra()
@@ -537,21 +451,6 @@ class MySQLSource(SourceBase):
             offload=self._offload,
         )
         await self._load.open()
-
-    def _decide_gtid(self, checkpoint: dict[str, Any] | None, gtid: str | None, info: ServerInfo) -> bool:
-        mode = self.cfg.gtid_mode
-        server_has_gtids = info.server_has_gtids
-        if mode == "off" or checkpoint is None:
-            return False  # a first start begins at the server's current file/position
-        if mode == "on":
-            if not gtid or not server_has_gtids:
-                raise SourceError(
-                    "gtid_mode = 'on' but "
-                    + ("the checkpoint has no GTID" if not gtid else "the server does not use GTIDs (gtid_mode OFF)")
-                    + "; use gtid_mode = 'auto' or 'off' to resume from the binlog file and position"
-                )
-            return True
-        return bool(gtid) and server_has_gtids
 
     def _start_reader(self) -> None:
         assert self._conv is not None and self._info is not None
@@ -820,7 +719,8 @@ class MySQLSource(SourceBase):
         # (failover): check before streaming again, exactly as at start.
         r = self._resume
         try:
-            info, _ = await asyncio.to_thread(fetch_server_info, self.cfg, r.get("gtid") if self._use_gtid else None)
+            position = (str(r["file"]), int(r["pos"]), r.get("gtid") or None)
+            info, _ = await asyncio.to_thread(fetch_server_info, self.cfg, position)
         except SourceConnectionError as exc:
             self._log.warning("reconnect failed", reason=str(exc))
             return

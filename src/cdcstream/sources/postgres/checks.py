@@ -13,10 +13,13 @@ from typing import Any
 import psycopg
 
 from cdcstream.config import PostgresSourceConfig
+from cdcstream.errors import SourceError
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.grants import grant_statements, unreadable_tables
+from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.publication import publication_sql, uncaptured_tables
-from cdcstream.sources.postgres.replication import quote_ident
+from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
+from cdcstream.sources.postgres.resume import CHECK, read_server_state, resume_refusals
 from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error
 
 
@@ -374,3 +377,40 @@ async def _publication_check(
         + (f"\n  and {len(missing) - _LIST_MAX} more" if len(missing) > _LIST_MAX else ""),
         "\n".join(u.fix for u in missing[:_LIST_MAX]),
     )
+
+
+async def checkpoint_checks(
+    cfg: PostgresSourceConfig, checkpoint: dict[str, Any] | None, *, owned: bool, adopt: str
+) -> list[CheckResult]:
+    """The checkpoint's LSN against the server and the slot, by exactly what ``run`` refuses on (resume.py)."""
+    if checkpoint is None or "lsn" not in checkpoint:
+        return []
+    try:
+        lsn = parse_lsn(str(checkpoint["lsn"]))
+    except ValueError as exc:
+        return [CheckResult(CHECK, False, f"the checkpoint holds no PostgreSQL position: {exc}", "restore the file")]
+    repl = ReplicationConnection(build_conninfo(cfg, replication=True), connect_timeout=cfg.connect_timeout)
+    try:
+        await repl.connect()
+        async with await psycopg.AsyncConnection.connect(build_conninfo(cfg, replication=False)) as conn:
+            timeline = checkpoint.get("timeline")
+            server = await read_server_state(repl, conn, cfg.slot_name, timeline if isinstance(timeline, int) else None)
+    except (SourceError, psycopg.Error) as exc:
+        return [CheckResult(CHECK, False, f"cannot read the server's position: {exc}", "see the connect check")]
+    finally:
+        repl.close()
+    refusals = resume_refusals(
+        lsn, checkpoint, server, owned=owned, slot=cfg.slot_name, where=f"{cfg.host}:{cfg.port}", adopt=adopt
+    )
+    if refusals:
+        return [CheckResult(r.check, False, r.problem, r.fix) for r in refusals]
+    fits = f"LSN {checkpoint['lsn']} fits database system {server.system_id}"
+    if server.slot_confirmed is not None:
+        fits += f" and slot {cfg.slot_name} (confirmed {format_lsn(server.slot_confirmed)})"
+    moved = checkpoint.get("timeline") not in (None, server.timeline)
+    if moved:
+        fits += (
+            f"; the server moved from timeline {checkpoint['timeline']} to {server.timeline} after it (a promotion): "
+            "run goes on, which is right only if the slot was carried over"
+        )
+    return [CheckResult(CHECK, True, fits, warning=moved)]

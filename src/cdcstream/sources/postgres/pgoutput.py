@@ -26,6 +26,7 @@ https://www.postgresql.org/docs/15/protocol-replication.html (XLogData ``w``, ke
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,12 +69,17 @@ def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
+#: What PostgreSQL prints for a pg_lsn (``%X/%X``; 18 zero-pads the low half to 8 digits): upper-case hex, no
+#: sign, prefix, space or underscore. ``int(x, 16)`` alone would take ``+1``, ``0x0``, `` 1`` and ``1_0``.
+_LSN = re.compile(r"([0-9A-F]{1,8})/([0-9A-F]{1,8})")
+
+
 def parse_lsn(text: str) -> int:
-    """``'0/16B3748'`` -> int; raises ValueError on anything else."""
-    hi, sep, lo = text.partition("/")
-    if not sep or not hi or not lo or len(hi) > 8 or len(lo) > 8:
-        raise ValueError(f"not an LSN: {text!r}")
-    return (int(hi, 16) << 32) | int(lo, 16)
+    """``'0/16B3748'`` -> int; raises ValueError on anything PostgreSQL would not have printed."""
+    match = _LSN.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not an LSN (X/Y, upper-case hex as PostgreSQL prints it): {text!r}")
+    return (int(match[1], 16) << 32) | int(match[2], 16)
 
 
 def pg_time_to_epoch(pg_us: int) -> float:

@@ -58,6 +58,7 @@ from cdcstream.sources.postgres.publication import (
     uncaptured_tables,
 )
 from cdcstream.sources.postgres.replication import ReplicationConnection, classify_connect_failure, quote_ident
+from cdcstream.sources.postgres.resume import read_server_state, resume_refusals
 from cdcstream.sources.postgres.values import PgType, TypeRegistry
 from cdcstream.telemetry import metrics
 
@@ -154,6 +155,7 @@ class PostgresSource(SourceBase):
         full_load: FullLoadConfig | None = None,
         parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
         offload: Offload | None = None,
+        adopt_command: str = "cdcstream adopt-checkpoint --config <config file>",
     ) -> None:
         super().__init__(
             f"postgres:{cfg.database}",
@@ -164,6 +166,7 @@ class PostgresSource(SourceBase):
             offload=offload,
         )
         self.cfg = cfg
+        self._adopt_command = adopt_command  # quoted when a checkpoint file without an owner cannot be verified
         self._selector = selector
         # The selection as regexes for DDL capture (publication.register_selection): every table without one.
         self._selection = MappingRules().selection_regexes() if selection is None else selection
@@ -190,7 +193,9 @@ class PostgresSource(SourceBase):
     # ------------------------------------------------------------------------------------------------------
     # start: checks, publication, slot, replication
     # ------------------------------------------------------------------------------------------------------
-    async def start(self, checkpoint: dict[str, Any] | None) -> None:
+    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+        """``owned``: the checkpoint file records this task and slot as its owner (resume.py: only such a file
+        may move the slot past its confirmed_flush_lsn)."""
         if self.migration_type == "full-load":
             await self._start_full_load_only(checkpoint)
             return
@@ -237,7 +242,7 @@ class PostgresSource(SourceBase):
         await self._check_tables()
         repl = await self._open_replication()
         try:
-            await self._check_identity(repl, checkpoint)
+            await self._check_identity(repl, checkpoint, start_lsn if checkpoint is not None else None, owned=owned)
             slot_exists = await self._check_slot(conn, checkpoint)
         except BaseException:
             repl.close()
@@ -408,29 +413,37 @@ class PostgresSource(SourceBase):
             self._decoder.last_position = start
             self._decoder.received_lsn = start
 
-    async def _check_identity(self, repl: ReplicationConnection, checkpoint: dict[str, Any] | None) -> None:
-        """Failover signals. A different system identifier means a different cluster (restored from a backup,
-        a new server behind the same address): LSNs of one mean nothing in the other, so stop. A new timeline
-        on the same system means a promotion: positions stay valid if the slot was carried over (PG 17
-        failover slots, or the managed service's), so go on and say so."""
-        system_id, timeline, _xlogpos, _db = await repl.identify_system()
-        known = checkpoint or self._identity
-        if known and known.get("system_id") not in (None, system_id):
-            raise SourceError(
-                f"PostgreSQL at {self.cfg.host}:{self.cfg.port} is database system {system_id}, but the "
-                f"checkpoint was written for system {known['system_id']}: this is a different cluster (restored "
-                "from a backup, or another server behind the same address), and its positions are unrelated. "
-                "Point the config at the right server, or start over deliberately: move the checkpoint file away "
-                "and re-sync the target with a full load."
+    async def _check_identity(
+        self, repl: ReplicationConnection, known: dict[str, Any] | None, lsn: int | None, *, owned: bool
+    ) -> None:
+        """Before streaming from ``lsn`` (at start: the checkpoint's, ``known`` its identity; after a reconnect:
+        the last position yielded, ``known`` None for this run's own identity): is this the server, timeline and
+        slot the position belongs to (resume.py)? A new timeline the position survived (a promotion after it)
+        is logged and streaming goes on, which is correct only if the slot was carried over: if it was not,
+        the missing-slot error applies."""
+        known = known or self._identity
+        conn = await self._normal_connection()
+        timeline = known.get("timeline")
+        server = await read_server_state(
+            repl, conn, self.cfg.slot_name, timeline if isinstance(timeline, int) else None
+        )
+        if lsn is not None:
+            where = f"{self.cfg.host}:{self.cfg.port}"
+            slot = self.cfg.slot_name
+            refusals = resume_refusals(
+                lsn, known, server, owned=owned, slot=slot, where=where, adopt=self._adopt_command
             )
-        if known and known.get("timeline") not in (None, timeline):
+            if refusals:
+                raise refusals[0].error()
+        if known.get("timeline") not in (None, server.timeline):
             self._log.warning(
-                "timeline changed: the server was promoted (failover); continuing from the checkpoint on the "
-                "new timeline, which is safe only if the replication slot was carried over",
+                "timeline changed: the server was promoted (failover) after the resume position; continuing on "
+                "the new timeline, which is safe only if the replication slot was carried over",
                 old_timeline=known.get("timeline"),
-                timeline=timeline,
+                timeline=server.timeline,
+                resume_lsn=None if lsn is None else format_lsn(lsn),
             )
-        self._identity = {"system_id": system_id, "timeline": timeline}
+        self._identity = {"system_id": server.system_id, "timeline": server.timeline}
         self._set_extra()
 
     def _set_extra(self) -> None:
@@ -840,7 +853,7 @@ class PostgresSource(SourceBase):
             repl: ReplicationConnection | None = None
             try:
                 repl = await self._open_replication()
-                await self._check_identity(repl, None)
+                await self._check_identity(repl, None, self._decoder.last_position, owned=True)
                 await repl.start_replication(self.cfg.slot_name, start, self.cfg.publication)
             except SourceConnectionError as exc:
                 if repl is not None:
