@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -102,23 +103,28 @@ def test_expressions_within_the_limits_compile_and_evaluate() -> None:
     assert compile_expression(" || ".join(["$A"] * 200)).evaluate({"A": "x"}) == "x" * 200
 
 
-def test_a_mapping_with_5000_nested_parentheses_exits_2_naming_the_rule(tmp_path: Path) -> None:
-    mapping = {
+def add_column_mapping(expression: str) -> dict[str, Any]:
+    """Every table selected, and rule-id 2 adds a column computed by ``expression``."""
+    everything = {"schema-name": "%", "table-name": "%"}
+    return {
         "rules": [
-            {"rule-type": "selection", "rule-id": "1", "object-locator": {"schema-name": "%", "table-name": "%"}},
+            {"rule-type": "selection", "rule-id": "1", "rule-action": "include", "object-locator": everything},
             {
                 "rule-type": "transformation",
                 "rule-id": "2",
                 "rule-action": "add-column",
                 "rule-target": "column",
-                "object-locator": {"schema-name": "%", "table-name": "%"},
+                "object-locator": everything,
                 "value": "c",
-                "expression": "(" * 5000 + "1" + ")" * 5000,
-                "data-type": {"type": "int4"},
+                "expression": expression,
+                "data-type": {"type": "string", "length": 20},
             },
         ]
     }
-    mapping["rules"][0]["rule-action"] = "include"
+
+
+def test_a_mapping_with_5000_nested_parentheses_exits_2_naming_the_rule(tmp_path: Path) -> None:
+    mapping = add_column_mapping("(" * 5000 + "1" + ")" * 5000)
     (tmp_path / "m.json").write_bytes(orjson.dumps(mapping))
     path = write(tmp_path, 'table_mappings = "m.json"\n' + BASE)
     res = cli("run", "--config", str(path))

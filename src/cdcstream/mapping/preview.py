@@ -117,6 +117,7 @@ def unused_rules(rules: MappingRules, tables: list[TableInfo]) -> list[str]:
             tr.target == "column"
             and tr.column is not None
             and tr.action != "add-column"
+            and any(t.columns for t in hit)  # (columns unknown: MySQL tables are listed by name only)
             and not any(
                 tr.matches_column(c.name, (c.type_name.lower(), dms_type_name(c.type_name).lower()))
                 for t in hit

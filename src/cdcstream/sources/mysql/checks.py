@@ -27,6 +27,11 @@ from cdcstream.sources.mysql.source import (
 )
 from cdcstream.sources.postgres.checks import CheckResult
 
+_TABLES_SQL = (
+    "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
+    "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
+)
+
 # Retention shorter than this leaves little room to fix an outage before the checkpointed binlog is purged.
 MIN_RETENTION_SECONDS = 3 * 86_400
 
@@ -183,10 +188,7 @@ def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str,
             warning=not reload,
         )
     ]
-    cur.execute(
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
-        "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
-    )
+    cur.execute(_TABLES_SQL)
     tables = [
         (str(s), str(t))
         for s, t in cur.fetchall()
@@ -212,6 +214,18 @@ def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str,
         )
     )
     return out
+
+
+def table_names(cfg: MySQLSourceConfig) -> list[tuple[str, str]]:
+    """(schema, table) of every base table the reader can capture (in ``databases`` when that is set)."""
+    conn = pymysql.connect(**connection_settings(cfg))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_TABLES_SQL)
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    return [(str(s), str(t)) for s, t in rows if cfg.databases is None or s in cfg.databases]
 
 
 def _checkpoint_check(checkpoint: dict[str, Any] | None, binlogs: list[str]) -> CheckResult:

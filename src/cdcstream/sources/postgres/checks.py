@@ -15,7 +15,7 @@ import psycopg
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.replication import quote_ident
-from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error
+from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error, slot_problem
 
 
 @dataclass
@@ -33,8 +33,13 @@ class CheckResult:
     warning: bool = False
 
 
-async def run_checks(cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None) -> list[CheckResult]:
-    """Connect with the configured role and report on every requirement of the PostgreSQL source."""
+async def run_checks(
+    cfg: PostgresSourceConfig,
+    selector: Callable[[str, str], bool] | None,
+    checkpoint: dict[str, Any] | None = None,
+) -> list[CheckResult]:
+    """Connect with the configured role and report on every requirement of the PostgreSQL source, judging the
+    slot against the stored ``checkpoint`` as ``run`` will."""
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
     try:
@@ -52,7 +57,7 @@ async def run_checks(cfg: PostgresSourceConfig, selector: Callable[[str, str], b
         return out
     async with conn:
         out.append(CheckResult("connect", True, f"connected to {where}"))
-        out.extend(await _server_checks(conn, cfg, selector))
+        out.extend(await _server_checks(conn, cfg, selector, checkpoint))
     return out
 
 
@@ -63,7 +68,10 @@ async def _one(conn: psycopg.AsyncConnection[Any], query: str, params: Any = Non
 
 
 async def _server_checks(
-    conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None
+    conn: psycopg.AsyncConnection[Any],
+    cfg: PostgresSourceConfig,
+    selector: Callable[[str, str], bool] | None,
+    checkpoint: dict[str, Any] | None,
 ) -> list[CheckResult]:
     out: list[CheckResult] = []
     version = (await _one(conn, "SHOW server_version"))[0]
@@ -97,16 +105,19 @@ async def _server_checks(
     )
     slot = await _one(
         conn,
-        "SELECT plugin, database, wal_status, active, confirmed_flush_lsn::text FROM pg_replication_slots "
-        "WHERE slot_name = %s",
+        "SELECT plugin, slot_type, database, wal_status, active, confirmed_flush_lsn::text "
+        "FROM pg_replication_slots WHERE slot_name = %s",
         (cfg.slot_name,),
     )
     max_slots = int((await _one(conn, "SHOW max_replication_slots"))[0])
     used_slots = int((await _one(conn, "SELECT count(*) FROM pg_replication_slots"))[0])
     max_senders = int((await _one(conn, "SHOW max_wal_senders"))[0])
     used_senders = int((await _one(conn, "SELECT count(*) FROM pg_stat_replication"))[0])
-    if slot is None:
-        creatable = ok and cfg.create_slot and used_slots < max_slots
+    problem = slot_problem(cfg, slot[:4] if slot else None, checkpoint)  # what `run` will say
+    if problem is not None:
+        out.append(CheckResult("slot", False, str(problem), "see the options above"))
+    elif slot is None:
+        creatable = ok and used_slots < max_slots
         fix = ""
         if not creatable:
             fix = f"SELECT pg_create_logical_replication_slot('{cfg.slot_name}', 'pgoutput');"
@@ -122,21 +133,13 @@ async def _server_checks(
             )
         )
     else:
-        plugin, database, wal_status, active, confirmed = slot
-        problems = []
-        if plugin != "pgoutput":
-            problems.append(f"plugin is {plugin}, not pgoutput")
-        if database != cfg.database:
-            problems.append(f"it belongs to database {database}")
-        if wal_status == "lost":
-            problems.append("it is invalidated (wal_status lost): changes were lost")
+        plugin, _, _, wal_status, active, confirmed = slot
         out.append(
             CheckResult(
                 "slot",
-                not problems,
+                True,
                 f"slot {cfg.slot_name}: plugin {plugin}, wal_status {wal_status}, active {active}, "
-                f"confirmed_flush_lsn {confirmed}" + (f" — {'; '.join(problems)}" if problems else ""),
-                "" if not problems else "use another slot_name, or drop the slot and re-sync with a full load",
+                f"confirmed_flush_lsn {confirmed}",
             )
         )
     out.append(
