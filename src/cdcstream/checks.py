@@ -16,6 +16,9 @@ from cdcstream.sinks import hints
 from cdcstream.sources.postgres.checks import CheckResult
 from cdcstream.sources.postgres.checks import run_checks as postgres_checks
 
+#: What to do about a rule that matches nothing (``check`` and the start-up warning say the same).
+UNUSED_RULE_FIX = "check the schema and table names in the rule (wildcards: % and _); a table created later is fine"
+
 PERMISSION_CODES = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException")
 
 
@@ -115,7 +118,9 @@ async def run_all(cfg: Config) -> list[CheckResult]:
             cdc=cfg.migration_type != "full-load",
         )
     else:
-        source = await postgres_checks(cfg.source, rules.selects, checkpoint)
+        # (a full load alone keeps no slot: its checkpoint says nothing about one)
+        slot_checkpoint = checkpoint if cfg.migration_type != "full-load" else None
+        source = await postgres_checks(cfg.source, rules.selects, slot_checkpoint)
     results += source
     if source and source[0].ok:  # connected: the tables can be listed
         results += await _mapping_checks(cfg, rules)
@@ -196,7 +201,3 @@ async def _mapping_checks(cfg: Config, rules: MappingRules) -> list[CheckResult]
         # Not fatal (the table may be created later), but almost always a misspelt name.
         out.append(CheckResult("unused rule", True, warning, UNUSED_RULE_FIX, warning=True))
     return out
-
-
-#: What to do about a rule that matches nothing (``check`` and the start-up warning say the same).
-UNUSED_RULE_FIX = "check the schema and table names in the rule (wildcards: % and _); a table created later is fine"

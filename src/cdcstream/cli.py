@@ -1,8 +1,9 @@
-"""Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``.
+"""Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``, ``healthcheck``.
 
-Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 unexpected error or a failed check; 2 invalid
-configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis error; 6 checkpoint error; 130 second
-signal (immediate exit, still at-least-once).
+Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 a failed check, no answer from the daemon, or an
+unexpected error; 2 invalid command line, configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis
+error; 6 checkpoint error; 130 second signal (immediate exit, still at-least-once). Every failure reaches the user
+as a message with its fix, never as a traceback.
 """
 
 from __future__ import annotations

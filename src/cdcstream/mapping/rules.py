@@ -234,7 +234,6 @@ class MappingRules:
 
     def __post_init__(self) -> None:
         index = {
-            # explicit rules compare names exactly: a "_" in them is no wildcard
             "selection": WildcardIndex([r.table for r in self.selections]),
             "object-mapping": WildcardIndex([r.table for r in self.object_mappings]),
             "transformation": WildcardIndex([None if r.target == "schema" else r.table for r in self.transformations]),
