@@ -336,6 +336,8 @@ async def _tail(args: argparse.Namespace) -> int:
                 str(hints.missing_stream(args.stream, args.region, args.endpoint_url, "--stream"))
             ) from None
         raise SinkError(f"stream {args.stream}: {code}: {exc} -- {error_hint(code)}") from None
+    except BrokenPipeError:
+        raise  # our reader went away (main() ends quietly), not Kinesis
     except (BotoCoreError, OSError) as exc:  # an endpoint that does not answer, a bad URL, a region without DNS
         raise SinkError(str(hints.unreachable(args.region, args.endpoint_url, exc))) from None
     return 0

@@ -5,13 +5,17 @@ named by `check` and at start rather than capturing nothing in silence."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import boto3
+
 from cdcstream.checkpoints.store import FileCheckpointStore
 from tests.support import free_port
-from tests.support.daemon import Daemon, create_stream, mysql_source, run_cli, write_config
+from tests.support.daemon import AWS_ENV, CDCSTREAM, Daemon, create_stream, mysql_source, run_cli, write_config
 from tests.support.mysql import MyDb
 from tests.support.postgres import PgDb
 
@@ -132,3 +136,25 @@ def test_a_selection_rule_matching_no_table_is_warned_mysql(my_db: MyDb, moto_se
         extra='table_mappings = "m.json"',
     )
     _warned_in_check_and_at_start(config, tmp_path, my_db.name)
+
+
+def test_tail_into_a_pipe_that_closes_ends_quietly(moto_server: str) -> None:
+    """`cdcstream tail | head -1`: the reader goes away while tail writes; that ends tail, without a traceback."""
+    stream = create_stream(moto_server, f"pipe-{uuid.uuid4().hex[:8]}")
+    client = boto3.client(
+        "kinesis", endpoint_url=moto_server, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    for _ in range(2):  # ~1 MB of output: far more than a pipe buffers
+        client.put_records(StreamName=stream, Records=[{"Data": b"x" * 1000, "PartitionKey": "k"}] * 500)
+    proc = subprocess.Popen(
+        [*CDCSTREAM, "tail", "--stream", stream, "--endpoint-url", moto_server, "--no-follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **AWS_ENV},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b'"partition_key":"k"' in proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
