@@ -61,6 +61,19 @@ def _read_secret(path: str, key: str) -> SecretStr:
     return SecretStr(text)
 
 
+def _check_host(value: str) -> str:
+    """A host name must be encodable for DNS (each label 1-63 characters); PostgreSQL also takes a socket
+    directory (``/run/postgresql``) and a comma-separated list. Otherwise the name fails deep in a resolver."""
+    for part in value.split(","):
+        if part.startswith("/"):
+            continue
+        try:
+            part.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"{part!r} is not a host name (labels of 1 to 63 letters, digits or -)") from None
+    return value
+
+
 class PostgresSourceConfig(_Section):
     """``[source]`` with ``engine = "postgres"``."""
 
@@ -92,6 +105,8 @@ class PostgresSourceConfig(_Section):
     # In [source] because the source renders values and these types exist only in PostgreSQL.
     json_as: Literal["string", "object"] = "string"
     hstore_as: Literal["string", "object"] = "string"
+
+    _host = field_validator("host")(_check_host)
 
     @model_validator(mode="after")
     def _resolve_password(self) -> PostgresSourceConfig:
@@ -130,6 +145,8 @@ class MySQLSourceConfig(_Section):
     # PyMySQL's spelling, kept for people who know it: true is ssl_mode = "verify_identity"; false with ssl_ca
     # (and no ssl_mode) is "verify_ca". Contradicting an explicit ssl_mode is an error, never a silent choice.
     ssl_verify_identity: bool | None = None
+
+    _host = field_validator("host")(_check_host)
 
     @model_validator(mode="after")
     def _resolve_password(self) -> MySQLSourceConfig:
@@ -267,6 +284,42 @@ class TargetConfig(_Section):
     retry_base_delay: Annotated[float, Field(gt=0, le=DAY)] = 0.1
     retry_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 10.0
     request_timeout: Annotated[float, Field(gt=0, le=DAY)] = 30.0
+
+    # botocore checks both only when the first client is made (a ValueError deep in the sink's start): here
+    # they are config errors naming the key.
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        from botocore.exceptions import InvalidRegionError
+        from botocore.utils import validate_region_name
+
+        try:
+            validate_region_name(value)
+        except InvalidRegionError:
+            raise ValueError(f"{value!r} is not an AWS region name (like us-east-1)") from None
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError when out of range)
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value))
+        ):
+            raise ValueError(f"{value!r} is not an http(s)://HOST[:PORT] URL")
+        return value
 
 
 class CheckpointConfig(_Section):

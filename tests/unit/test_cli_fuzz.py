@@ -10,6 +10,7 @@ reach a daemon of another test). Each example takes milliseconds; the whole file
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -128,6 +129,14 @@ VALUES = [
     '"json-unformatted"',
     '"verify_identity"',
     '"verify-full"',
+    '"' + "a" * 64 + '.example"',
+    '"a..b"',
+    '"bad region"',
+    '"eu-west-1"',
+    '"http://127.0.0.1:99999"',
+    '"ftp://127.0.0.1:1"',
+    '"http://[::1]:1"',
+    '"/run/postgresql"',
 ]
 # Addresses nothing listens on (port 0: `run` binds an ephemeral port; `status` and `reload` reach nothing), so
 # no example binds a port another test may use as "closed", or reaches a daemon of another test.
@@ -175,8 +184,6 @@ mappings = st.one_of(
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No AWS credentials anywhere in the chain, no instance metadata lookups, logging left alone."""
-    import os
-
     for name in list(os.environ):
         if name.startswith(("AWS_", "CDCSTREAM_")):
             monkeypatch.delenv(name)
@@ -222,7 +229,15 @@ def test_any_config_and_mapping_ends_with_a_documented_exit_code(
     try:
         (work / "c.toml").write_text(config)
         (work / "m.json").write_text(json.dumps(mapping))
-        code, text = _invoke([command, "--config", str(work / "c.toml")], capfd)
+        # `check` gets dummy credentials, so hostile region/endpoint/host values reach botocore and the drivers
+        # (nothing answers, so it still ends in a second); `run` would retry an unreachable stream for a minute.
+        if command == "check":
+            os.environ.update(AWS_ACCESS_KEY_ID="fuzz", AWS_SECRET_ACCESS_KEY="fuzz")
+        try:
+            code, text = _invoke([command, "--config", str(work / "c.toml")], capfd)
+        finally:
+            os.environ.pop("AWS_ACCESS_KEY_ID", None)
+            os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
         assert code in EXPECTED[command], f"{command} exited {code} on\n{config}\n{text[-3000:]}"
         if code == 2:
             assert "c.toml" in text or "m.json" in text or "[http] listen" in text, text

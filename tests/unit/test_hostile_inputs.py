@@ -239,3 +239,31 @@ def test_looked_up_selection_equals_testing_every_rule(rules: list[tuple[str, st
         expected = bool(hits) and all(r.action != "exclude" for r in hits)
         assert parsed.selects("s", table) is expected, (rules, table)
         assert parsed.matching_selections("s", table) == hits
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('[source]\nhost = "' + "a" * 64 + '.example"', r"source\.host: .* is not a host name"),
+        ('[source]\nhost = "a..b"', r"source\.host: 'a\.\.b' is not a host name"),
+        ('[target]\nendpoint_url = "notaurl"', r"target\.endpoint_url: 'notaurl' is not an http\(s\)"),
+        ('[target]\nendpoint_url = "http://127.0.0.1:99999"', r"target\.endpoint_url: .* is not an http\(s\)"),
+        ('[target]\nregion = "bad region"', r"target\.region: 'bad region' is not an AWS region name"),
+    ],
+)
+def test_names_the_drivers_would_choke_on_are_config_errors(tmp_path: Path, line: str, message: str) -> None:
+    """A 64-character DNS label made psycopg and PyMySQL raise UnicodeError in getaddrinfo, a malformed
+    endpoint_url or region a ValueError in botocore's client factory: internal errors, not config errors."""
+    section, _, setting = line.partition("\n")
+    text = BASE.replace(section + "\n", f"{section}\n{setting}\n").replace("port = 1\n", "port = 1\n")
+    key = setting.split(" =")[0]
+    text = "\n".join(x for x in text.splitlines() if not (x.startswith(f"{key} =") and x != setting)) + "\n"
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_a_socket_directory_and_host_lists_stay_valid_for_postgres(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, BASE.replace('database = "app"', 'database = "app"\nhost = "/run/postgresql,db1"'))
+    )
+    assert cfg.source.host == "/run/postgresql,db1"
