@@ -66,7 +66,7 @@ def is_wildcard(pattern: str) -> bool:
 
 
 class WildcardIndex:
-    """Which of many (schema, table) patterns can match a table, without testing each one.
+    """Which of many rules' table-name patterns can match a table name, without testing each one.
 
     A mapping file may have one rule per table (tens of thousands): testing every rule against every table made
     start-up quadratic. Table patterns without wildcards are looked up by name; patterns whose only wildcard is
