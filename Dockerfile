@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
-# cdcstream container image: a virtualenv built in a full Python image, copied into a slim runtime image of
-# the same Python (same path and minor version, so compiled wheels match), run as a non-root user.
+# cdcstream container image: the wheel (`python -m build`, as README "Install" builds it) installed into the
+# virtualenv /opt/cdcstream/venv (the systemd unit's path) in a full Python image, copied into a slim runtime
+# image of the same Python (same path and minor version, so compiled wheels match), run as a non-root user.
 #
-#   docker build -t cdcstream .
+#   docker build -t cdcstream:0.1.0 .
 #   docker run --init -v ./cdcstream.toml:/etc/cdcstream/cdcstream.toml:ro \
-#       -v cdcstream-state:/var/lib/cdcstream -e AWS_REGION=eu-west-1 -p 9187:9187 cdcstream
+#       -v cdcstream-state:/var/lib/cdcstream -e AWS_REGION=eu-west-1 -p 9187:9187 cdcstream:0.1.0
 #
 # Configuration: the TOML file at /etc/cdcstream/cdcstream.toml (mount it; [http] listen must be
 # "0.0.0.0:9187" for probes from outside the container and [checkpoint] state_dir "/var/lib/cdcstream").
@@ -30,14 +31,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The project and its pinned dependencies as wheels, installed into a virtualenv without network access to
-# anything but the wheel directory.
-COPY pyproject.toml README.md ./
+# The wheel, built as README "Install" builds it, and installed with its dependencies into the virtualenv.
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
-RUN python -m venv /opt/cdcstream \
-    && /opt/cdcstream/bin/pip wheel --wheel-dir /wheels . \
-    && /opt/cdcstream/bin/pip install --no-index --find-links /wheels cdcstream \
-    && /opt/cdcstream/bin/python -m compileall -q /opt/cdcstream/lib
+RUN python -m pip install "build==1.*" \
+    && python -m build --wheel --outdir /dist . \
+    && python -m venv /opt/cdcstream/venv \
+    && /opt/cdcstream/venv/bin/pip install /dist/cdcstream-*.whl \
+    && /opt/cdcstream/venv/bin/python -m compileall -q /opt/cdcstream/venv/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="cdcstream" \
@@ -50,8 +51,8 @@ RUN groupadd --system --gid 10001 cdcstream \
     && install -d -o cdcstream -g cdcstream -m 0700 /var/lib/cdcstream \
     && install -d -m 0755 /etc/cdcstream
 # Only the virtualenv crosses over: no compiler, pip cache or source tree in the final image.
-COPY --from=build /opt/cdcstream /opt/cdcstream
-ENV PATH=/opt/cdcstream/bin:$PATH \
+COPY --from=build /opt/cdcstream/venv /opt/cdcstream/venv
+ENV PATH=/opt/cdcstream/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001

@@ -34,5 +34,7 @@ unit: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pg_e2e_bench.py
 
+# Stops a PostgreSQL a killed demo left running (its data directory is under .demo/), then removes everything.
 clean:
-	rm -rf $(VENV) .demo .tmp $(KINESALITE)/node_modules
+	if [ -x $(BIN)/python ]; then $(BIN)/python scripts/demo.py --stop; fi
+	rm -rf $(VENV) .demo .tmp dist build $(KINESALITE)/node_modules

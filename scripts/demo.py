@@ -1,7 +1,9 @@
 """Local demo: a private PostgreSQL, a local Kinesis-API server (moto) and the daemon, with records printed as
-they arrive in the stream. Run with ``make demo``; Ctrl-C stops everything it started.
+they arrive in the stream. Run with ``make demo``; Ctrl-C stops everything it started (also when its output goes
+through a pipe that Ctrl-C closed first, as in ``make demo | tee log``).
 
-Everything lives under ``.demo/`` in the repository (removed at the next start).
+Everything lives under ``.demo/`` in the repository (removed at the next start, and by ``make clean``, which first
+stops a server an earlier demo left running).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import free_port  # noqa: E402
-from tests.support.postgres import start_private_postgres  # noqa: E402
+from tests.support.postgres import PgServer, start_private_postgres  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DEMO = ROOT / ".demo"
@@ -38,7 +40,21 @@ WORKLOAD = [
 
 
 def say(text: str) -> None:
-    print(f"\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"== {text}", flush=True)
+    try:
+        print(f"\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"== {text}", flush=True)
+    except BrokenPipeError:
+        # `make demo | tee log` and Ctrl-C: tee is gone. Nobody reads any more, but the servers must still be
+        # stopped, so carry on with stdout pointed at /dev/null (the final flush would fail again otherwise).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def stop_leftover() -> None:
+    """Stop a demo PostgreSQL an earlier run left behind (killed with SIGKILL, say): removing .demo/ under a
+    running server would leave it running with no data directory to stop it by."""
+    pg = PgServer(root=DEMO / "pg", port=0)
+    if (pg.datadir / "postmaster.pid").exists():
+        say("stopping the PostgreSQL an earlier demo left running")
+        pg.stop()
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -58,8 +74,12 @@ def wait_http(url: str, timeout: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--exit-after", type=float, default=None, help="stop by itself after N seconds")
+    parser.add_argument("--stop", action="store_true", help="only stop what an earlier demo left running (make clean)")
     args = parser.parse_args()
 
+    stop_leftover()
+    if args.stop:
+        return 0
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
     # Local servers only: dummy credentials, for this process (boto3) and the ones it starts.
@@ -150,16 +170,18 @@ format = "console"
         return 0
     finally:
         say("stopping")
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if pg is not None:
-            pg.stop()
+        try:
+            for proc in reversed(procs):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+            for proc in reversed(procs):
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        finally:
+            if pg is not None:
+                pg.stop()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cdcstream.changes import Column, TableInfo
@@ -11,8 +12,12 @@ from cdcstream.errors import CdcstreamError
 from cdcstream.mapping.envelope import check_compatible
 from cdcstream.mapping.preview import preview, unused_rules
 from cdcstream.mapping.rules import MappingRules, load_rules
+from cdcstream.sinks import hints
 from cdcstream.sources.postgres.checks import CheckResult, checkpoint_checks
 from cdcstream.sources.postgres.checks import run_checks as postgres_checks
+
+#: What to do about a rule that matches nothing (``check`` and the start-up warning say the same).
+UNUSED_RULE_FIX = "check the schema and table names in the rule (wildcards: % and _); a table created later is fine"
 
 PERMISSION_CODES = ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation", "UnrecognizedClientException")
 
@@ -29,6 +34,8 @@ async def _stream_checks(cfg: Config) -> list[CheckResult]:
     grant = 'grant it on the stream (README, "Kinesis permissions")'
     session = get_session()
     results: list[CheckResult] = []
+    if await session.get_credentials() is None:
+        return [CheckResult("aws credentials", False, *hints.no_credentials(t.endpoint_url))]
     # parameter_validation off: botocore would refuse the empty PutRecords before it reaches Kinesis.
     config = AioConfig(parameter_validation=False, retries={"max_attempts": 2})
     try:
@@ -40,8 +47,11 @@ async def _stream_checks(cfg: Config) -> list[CheckResult]:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code == "ResourceNotFoundException":
-                    fix = f"aws kinesis create-stream --stream-name {t.stream_name} --region {t.region}"
-                    return [CheckResult("kinesis stream", False, f"{t.stream_name}: does not exist", fix)]
+                    return [
+                        CheckResult(
+                            "kinesis stream", False, *hints.missing_stream(t.stream_name, t.region, t.endpoint_url)
+                        )
+                    ]
                 if code in PERMISSION_CODES:
                     return [CheckResult("kinesis:DescribeStreamSummary", False, f"{t.stream_name}: {code}", grant)]
                 return [CheckResult("kinesis stream", False, f"{t.stream_name}: {code}", "see the error code")]
@@ -78,7 +88,7 @@ async def _stream_checks(cfg: Config) -> list[CheckResult]:
                     )
                 )
     except (BotoCoreError, OSError) as exc:
-        return [CheckResult("kinesis stream", False, f"{t.stream_name}: {exc}", "check endpoint_url/region/network")]
+        return [CheckResult("kinesis stream", False, *hints.unreachable(t.region, t.endpoint_url, exc))]
     return results
 
 
@@ -104,8 +114,7 @@ async def run_all(cfg: Config) -> list[CheckResult]:
     if cfg.source.engine == "mysql":
         from cdcstream.sources.mysql.checks import run_checks as mysql_checks
 
-        # (the per-table mapping preview reads PostgreSQL's catalogue; a MySQL one is not written yet)
-        results += await mysql_checks(
+        source = await mysql_checks(
             cfg.source,
             rules.selects,
             checkpoint,
@@ -113,11 +122,16 @@ async def run_all(cfg: Config) -> list[CheckResult]:
             cdc=cfg.migration_type != "full-load",
         )
     else:
-        source = await postgres_checks(cfg.source, rules.selects, full_load=cfg.migration_type != "cdc")
-        results += source
-        if source and source[0].ok:  # connected: the tables' columns can be read
+        # (a full load alone keeps no slot: its checkpoint says nothing about one)
+        slot_checkpoint = checkpoint if cfg.migration_type != "full-load" else None
+        source = await postgres_checks(
+            cfg.source, rules.selects, slot_checkpoint, full_load=cfg.migration_type != "cdc"
+        )
+    results += source
+    if source and source[0].ok:  # connected: the tables can be listed
+        if cfg.source.engine != "mysql":
             results += await checkpoint_checks(cfg.source, checkpoint, owned=store.owned, adopt=store.adopt_command)
-            results += await _mapping_checks(cfg, rules)
+        results += await _mapping_checks(cfg, rules)
     results += await _stream_checks(cfg)
     return results
 
@@ -161,19 +175,31 @@ async def postgres_tables(cfg: Config) -> list[TableInfo]:
     return [TableInfo(s, t, tuple(cols)) for (s, t), cols in tables.items()]
 
 
-async def mapping_errors(cfg: Config, rules: MappingRules) -> list[str]:
+async def source_tables(cfg: Config) -> list[TableInfo]:
+    """Every user table of the source: with its columns on PostgreSQL; names only on MySQL/MariaDB (the
+    column-level mapping preview reads PostgreSQL's catalogue; a MySQL one is not written yet)."""
+    if cfg.source.engine == "mysql":
+        from cdcstream.sources.mysql.checks import table_names
+
+        return [TableInfo(s, t, ()) for s, t in await asyncio.to_thread(table_names, cfg.source)]
+    return await postgres_tables(cfg)
+
+
+def mapping_errors(cfg: Config, rules: MappingRules, tables: list[TableInfo]) -> list[str]:
     """Schema-dependent mapping errors for the tables that exist now (the daemon runs this at start)."""
-    return [p.error for p in preview(rules, cfg.target, cfg.task_id, await postgres_tables(cfg)) if p.error]
+    if cfg.source.engine != "postgres":
+        return []
+    return [p.error for p in preview(rules, cfg.target, cfg.task_id, tables) if p.error]
 
 
 async def _mapping_checks(cfg: Config, rules: MappingRules) -> list[CheckResult]:
     """Per selected table: the rules that apply and one sample record; rules that match nothing."""
     try:
-        tables = await postgres_tables(cfg)
+        tables = await source_tables(cfg)
     except Exception as exc:  # the connection checks above already reported why
-        return [CheckResult("mapping preview", False, f"cannot read the tables' columns: {exc}")]
+        return [CheckResult("mapping preview", False, f"cannot read the tables: {exc}")]
     out = []
-    for p in preview(rules, cfg.target, cfg.task_id, tables):
+    for p in preview(rules, cfg.target, cfg.task_id, tables) if cfg.source.engine == "postgres" else ():
         if p.error:
             out.append(CheckResult(f"mapping {p.table}", False, p.error, "fix the rule named above"))
         else:
@@ -181,5 +207,5 @@ async def _mapping_checks(cfg: Config, rules: MappingRules) -> list[CheckResult]
             out.append(CheckResult(f"mapping {p.table}", True, "\n" + detail))
     for warning in unused_rules(rules, tables):
         # Not fatal (the table may be created later), but almost always a misspelt name.
-        out.append(CheckResult("unused rule", True, f"warning: {warning}"))
+        out.append(CheckResult("unused rule", True, warning, UNUSED_RULE_FIX, warning=True))
     return out

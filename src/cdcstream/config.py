@@ -8,6 +8,7 @@ appear in ``repr``, logs or ``/status``; they can come from the file, a ``*_file
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,16 +26,52 @@ from pydantic import (
 
 from cdcstream.errors import ConfigError
 
+#: Upper bound of every duration in seconds: larger values pass for numbers but overflow timers at run time.
+DAY = 86_400.0
+
+
+#: Why a text value must not hold a NUL: libpq reads its connection string up to the first one, so a password
+#: "a\0b" would silently become "a" and every attempt fail as a wrong password, forever.
+_NUL = "contains a NUL character (\\u0000), which no connection string, name or path can hold"
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `inf` is valid TOML and would pass `gt=0`, to fail only at the first timer it reaches.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                texts = value if isinstance(value, list) else [value]
+                if any(isinstance(text, str) and "\x00" in text for text in texts):
+                    raise ValueError(f"{key}: {_NUL}")  # the key, never the value (it may be the password)
+        return data
 
 
 def _read_secret(path: str, key: str) -> SecretStr:
     try:
-        return SecretStr(Path(path).read_text().rstrip("\r\n"))
-    except OSError as exc:
-        raise ValueError(f"cannot read {key} {path!r}: {exc.strerror}") from None
+        text = Path(path).read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read {key} {path!r}: {reason}") from None
+    if "\x00" in text:
+        raise ValueError(f"{key} {path!r} {_NUL}")
+    return SecretStr(text)
+
+
+def _check_host(value: str) -> str:
+    """A host name must be encodable for DNS (each label 1-63 characters); PostgreSQL also takes a socket
+    directory (``/run/postgresql``) and a comma-separated list. Otherwise the name fails deep in a resolver."""
+    for part in value.split(","):
+        if part.startswith("/"):
+            continue
+        try:
+            part.encode("idna")
+        except UnicodeError:
+            raise ValueError(f"{part!r} is not a host name (labels of 1 to 63 letters, digits or -)") from None
+    return value
 
 
 class PostgresSourceConfig(_Section):
@@ -53,10 +90,10 @@ class PostgresSourceConfig(_Section):
     sslrootcert: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
-    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    connect_timeout: Annotated[float, Field(gt=0, le=DAY)] = 10.0
     # Heartbeats (pg_logical_emit_message) keep the slot moving when captured tables are idle but others are
     # busy, so WAL can be recycled. 0 turns them off.
-    heartbeat_interval: Annotated[float, Field(ge=0)] = 10.0
+    heartbeat_interval: Annotated[float, Field(ge=0, le=DAY)] = 10.0
     # How often a standby status update is sent even when nothing new was acknowledged; must stay well
     # under the server's wal_sender_timeout (60 s by default).
     status_interval: Annotated[float, Field(gt=0, le=30)] = 10.0
@@ -64,13 +101,15 @@ class PostgresSourceConfig(_Section):
     create_publication: bool = True
     # Seconds between checks that every selected table is in the publication (tables created while CDC runs);
     # each one that is not is named in the log, /status and cdcstream_source_uncaptured_tables. 0 turns it off.
-    table_check_interval: Annotated[float, Field(ge=0)] = 30.0
-    reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
+    table_check_interval: Annotated[float, Field(ge=0, le=DAY)] = 30.0
+    reconnect_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 30.0
     # Rendering of PostgreSQL-specific types (README, "PostgreSQL types"): "string" = the JSON text as a
     # string, as DMS writes it; "object" = embedded JSON (json/jsonb verbatim, hstore as an object of strings).
     # In [source] because the source renders values and these types exist only in PostgreSQL.
     json_as: Literal["string", "object"] = "string"
     hstore_as: Literal["string", "object"] = "string"
+
+    _host = field_validator("host")(_check_host)
 
     @model_validator(mode="after")
     def _resolve_password(self) -> PostgresSourceConfig:
@@ -96,8 +135,8 @@ class MySQLSourceConfig(_Section):
     gtid_mode: Literal["auto", "on", "off"] = "auto"
     # The server sends a heartbeat event after this many idle seconds, so a dead connection is noticed.
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
-    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    reconnect_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 30.0
+    connect_timeout: Annotated[float, Field(gt=0, le=DAY)] = 10.0
     # TLS, named after the MySQL client's --ssl-mode (README, "MySQL TLS"): "disabled" plaintext; "preferred"
     # TLS when the server offers it, unverified, else plaintext; "required" TLS, unverified; "verify_ca" the
     # certificate must chain to ssl_ca; "verify_identity" that, and be issued for `host`. Without ssl_ca the
@@ -109,6 +148,8 @@ class MySQLSourceConfig(_Section):
     # PyMySQL's spelling, kept for people who know it: true is ssl_mode = "verify_identity"; false with ssl_ca
     # (and no ssl_mode) is "verify_ca". Contradicting an explicit ssl_mode is an error, never a silent choice.
     ssl_verify_identity: bool | None = None
+
+    _host = field_validator("host")(_check_host)
 
     @model_validator(mode="after")
     def _resolve_password(self) -> MySQLSourceConfig:
@@ -242,10 +283,46 @@ class TargetConfig(_Section):
     shard_rate_limit: bool = True
     shard_records_per_second: Annotated[int, Field(ge=1)] = 1000
     shard_bytes_per_second: Annotated[int, Field(ge=1024)] = 1_048_576
-    shard_map_refresh: Annotated[float, Field(ge=1)] = 60.0
-    retry_base_delay: Annotated[float, Field(gt=0)] = 0.1
-    retry_max_delay: Annotated[float, Field(gt=0)] = 10.0
-    request_timeout: Annotated[float, Field(gt=0)] = 30.0
+    shard_map_refresh: Annotated[float, Field(ge=1, le=DAY)] = 60.0
+    retry_base_delay: Annotated[float, Field(gt=0, le=DAY)] = 0.1
+    retry_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 10.0
+    request_timeout: Annotated[float, Field(gt=0, le=DAY)] = 30.0
+
+    # botocore checks both only when the first client is made (a ValueError deep in the sink's start): here
+    # they are config errors naming the key.
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        from botocore.exceptions import InvalidRegionError
+        from botocore.utils import validate_region_name
+
+        try:
+            validate_region_name(value)
+        except InvalidRegionError:
+            raise ValueError(f"{value!r} is not an AWS region name (like us-east-1)") from None
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+        if value is None:
+            return value
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError when out of range)
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value))
+        ):
+            raise ValueError(f"{value!r} is not an http(s)://HOST[:PORT] URL")
+        return value
 
 
 class CheckpointConfig(_Section):
@@ -260,6 +337,9 @@ class CheckpointConfig(_Section):
 #: Shortest control token accepted: 128 bits as hex (``openssl rand -hex 16``); a guessable one is refused.
 MIN_TOKEN_LENGTH = 32
 
+#: An IPv4/IPv6 address or a DNS name; whether it resolves and can be bound is only known at start.
+_HOST = re.compile(r"[0-9A-Fa-f:.]+|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
 
 class HttpConfig(_Section):
     """``[http]``: the address of /metrics, /healthz, /readyz, /status and the control endpoint ``POST /reload``.
@@ -272,13 +352,13 @@ class HttpConfig(_Section):
     control_token: SecretStr | None = None
     control_token_file: str | None = None
     # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
-    ready_window: Annotated[float, Field(gt=0)] = 120.0
+    ready_window: Annotated[float, Field(gt=0, le=DAY)] = 120.0
     # Label cdcstream_source_events_total by table (schema.table). Turn off for databases with very many
     # tables: the label is then empty and the series count stays bounded by the number of operations.
     metrics_table_label: bool = True
     # Seconds between source lag probes (PostgreSQL: slot lag bytes, retained WAL, safe_wal_size) on the
     # normal connection. 0 turns them off.
-    lag_probe_interval: Annotated[float, Field(ge=0)] = 15.0
+    lag_probe_interval: Annotated[float, Field(ge=0, le=DAY)] = 15.0
 
     @field_validator("listen")
     @classmethod
@@ -288,6 +368,8 @@ class HttpConfig(_Section):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {value!r}")
+        if not _HOST.fullmatch(host.removeprefix("[").removesuffix("]")):
+            raise ValueError(f"{host!r} is not an IP address or host name (an IPv6 address is written [::1]:9187)")
         return value
 
     @model_validator(mode="after")
@@ -432,6 +514,8 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): a TOML file must be UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path}: not valid TOML: arrays or inline tables nested too deeply") from None
     applied = apply_env_overrides(raw, os.environ if environ is None else environ)
     try:
         cfg = Config.model_validate(raw)

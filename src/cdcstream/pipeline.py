@@ -33,6 +33,7 @@ from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, PositionRefusedError, SourceError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.pool import MappingPool, default_processes
+from cdcstream.mapping.preview import unused_rules
 from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
 from cdcstream.runtime.liveness import LoopStamps, assess
@@ -493,16 +494,20 @@ class Pipeline:
     async def _validate_mapping(self) -> None:
         """Refuse to stream when a rule cannot work for a selected table that exists now (a ${column} or
         partition-key-name it lacks, two tables written as one, ...): better at start than at its first change.
+        Warn about rules that match no table (a misspelt name would otherwise capture nothing, silently).
         Tables created later are checked when their first change arrives."""
-        if not self.cfg.table_mappings or self.cfg.source.engine != "postgres":  # MySQL: to add with its catalog
+        if not self.cfg.table_mappings:
             return
-        from cdcstream.checks import mapping_errors
+        from cdcstream.checks import UNUSED_RULE_FIX, mapping_errors, source_tables
 
         try:
-            errors = await mapping_errors(self.cfg, self.mapper.rules)
+            tables = await source_tables(self.cfg)
         except Exception as exc:  # the catalog read is a courtesy; the per-table check at run time still applies
-            log.warning("could not check the mapping against the tables' columns", error=str(exc))
+            log.warning("could not check the mapping against the source's tables", error=str(exc))
             return
+        for warning in unused_rules(self.mapper.rules, tables):
+            log.warning("mapping rule matches nothing", rule=warning, fix=UNUSED_RULE_FIX)
+        errors = mapping_errors(self.cfg, self.mapper.rules, tables)
         if errors:
             raise MappingError("\n".join(errors))
 

@@ -31,7 +31,7 @@ def test_dockerfile_promises() -> None:
     stages = [line for line in text.splitlines() if line.startswith("FROM ")]
     assert len(stages) == 2, "multi-stage: build, runtime"
     runtime = text.split(stages[-1], 1)[1]
-    assert "COPY --from=build /opt/cdcstream /opt/cdcstream" in runtime
+    assert "COPY --from=build /opt/cdcstream/venv /opt/cdcstream/venv" in runtime
     for forbidden in ("pip install", "apt-get install", "gcc", "build-essential"):
         assert forbidden not in runtime, f"build tooling in the final image: {forbidden}"
     assert "USER 10001:10001" in runtime
@@ -88,3 +88,25 @@ def test_sidecar_config_validates(tmp_path: Path) -> None:
     (secrets / "control_token").write_text(secret["stringData"]["control_token"])
     with pytest.raises(ConfigError, match="at least 32 characters"):
         load_config(path)
+
+
+def test_one_install_story_in_readme_units_dockerfile_and_kubernetes() -> None:
+    """The README's install steps, the systemd units, the Dockerfile and the Kubernetes example tell one story:
+    the wheel built with `python -m build`, installed into /opt/cdcstream/venv; the image tagged with the
+    package's version, which the Kubernetes example runs (no image is published for anyone)."""
+    from cdcstream import __version__
+
+    readme = (ROOT / "README.md").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    venv = "/opt/cdcstream/venv"
+    assert f"python3 -m venv {venv}\n{venv}/bin/pip install dist/cdcstream-*.whl" in readme
+    for unit in ("cdcstream.service", "cdcstream@.service"):
+        text = (ROOT / "deploy" / "systemd" / unit).read_text()
+        (exec_start,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+        assert exec_start.startswith(f"ExecStart={venv}/bin/cdcstream run --config /etc/cdcstream/"), unit
+        assert f"#   python3 -m venv {venv}\n#   {venv}/bin/pip install dist/cdcstream-*.whl" in text, unit
+    assert "python -m build --wheel" in dockerfile and f"{venv}/bin/pip install /dist/cdcstream-*.whl" in dockerfile
+    tag = f"cdcstream:{__version__}"
+    assert f"docker build -t {tag} ." in readme and f"docker build -t {tag} ." in dockerfile
+    (cdc,) = [c for c in _sidecar()["pod"]["initContainers"] if c["name"] == "cdcstream"]
+    assert cdc["image"] == tag, "the example runs the image the README builds"

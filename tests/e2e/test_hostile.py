@@ -65,6 +65,13 @@ def test_tls_verify_full_accepts_the_right_name_and_refuses_a_wrong_one(
     assert "does not match host name" in res.stderr and "verify-ca" in res.stderr
     # The certificate's own name works, over TLS.
     config.write_text(config.read_text().replace('host = "127.0.0.1"', 'host = "localhost"'))
+    # A CA of the same name with another key (libpq: "provider signature failure") stops too, naming the fix.
+    other_ca, _, _ = make_ca_and_server_cert(tmp_path / "other-ca")
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace(str(ca), str(other_ca)))
+    res = run_cli("run", "--config", str(other))
+    assert res.returncode == 3, res.stderr
+    assert "signature failure" in res.stderr and "sslrootcert" in res.stderr and "Traceback" not in res.stderr
     daemon = Daemon(config, tmp_path / "daemon.log")
     daemon.start()
     try:

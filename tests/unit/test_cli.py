@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from cdcstream.cli import DOCS, _parser
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """task_id = "t"
 table_mappings = "m.json"
@@ -118,3 +123,90 @@ def test_a_second_daemon_of_the_same_task_is_refused_while_the_first_holds_the_l
             assert f"another cdcstream process (pid {os.getpid()})" in res.stderr and "Traceback" not in res.stderr
     finally:
         store.unlock()
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = _parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_every_subcommand_and_option_is_explained_and_points_to_the_docs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = _subcommands()
+    assert set(commands) == {
+        "run",
+        "check",
+        "status",
+        "print-config",
+        "reload",
+        "healthcheck",
+        "setup",
+        "tail",
+        "adopt-checkpoint",
+    }
+    for name, sp in commands.items():
+        assert sp.description and len(sp.description) > 40, name
+        assert sp.epilog and "README" in sp.epilog and DOCS in sp.epilog, name
+        section = sp.epilog.split('"')[1]
+        assert f"## {section}" in readme or f"### {section}" in readme, f"{name}: no README section {section!r}"
+        assert f"cdcstream {name}" in readme, f"README does not show `cdcstream {name}`"
+        for action in sp._actions:
+            assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.option_strings or action.dest}"
+
+
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDCSTREAM_"))}
+    return {
+        **env,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def test_no_aws_credentials_is_said_the_same_way_by_run_check_and_tail(tmp_path: Path) -> None:
+    """A local Kinesis server needs dummy credentials: every command says so (tail printed a 52-line
+    traceback, check said "check endpoint_url/region/network")."""
+    cfg = tmp_path / "c.toml"
+    endpoint = "http://127.0.0.1:1"
+    cfg.write_text(
+        f"""[source]
+database = "app"
+port = 1
+[target]
+stream_name = "s"
+endpoint_url = "{endpoint}"
+[checkpoint]
+state_dir = "state"
+[http]
+listen = ""
+"""
+    )
+    env = _offline_env(tmp_path)
+    hint = "export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
+    cmd = [sys.executable, "-m", "cdcstream"]
+    for args, code, stream in (
+        (["run", "--config", str(cfg)], 5, "stderr"),
+        (["check", "--config", str(cfg)], 1, "stdout"),
+        (["tail", "--stream", "s", "--endpoint-url", endpoint, "--no-follow"], 5, "stderr"),
+    ):
+        res = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60, env=env)
+        out = getattr(res, stream)
+        assert res.returncode == code, res.stdout + res.stderr
+        assert "no AWS credentials found" in out and hint in out and endpoint in out, out
+        assert "Traceback" not in res.stdout + res.stderr
+    # Against AWS itself there is no dummy-credentials hint, only the chain.
+    res = subprocess.run([*cmd, "tail", "--stream", "s"], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 5 and "AWS_PROFILE" in res.stderr and hint not in res.stderr, res.stderr
+
+
+def test_unexpected_errors_are_one_line_with_what_to_report(tmp_path: Path) -> None:
+    res = run("healthcheck", "--url", "notaurl")
+    assert res.returncode == 1 and "unknown url type" in res.stderr and "Traceback" not in res.stderr
+    res = run("healthcheck", "--timeout", "nan")
+    assert res.returncode == 2 and "--timeout: must be more than 0" in res.stderr
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.replace('table_mappings = "m.json"\n', ""))
+    res = run("setup", "postgres-ddl", "--config", str(cfg), "--dsn", "not a dsn")
+    assert res.returncode == 2 and "--dsn is not a libpq connection string" in res.stderr, res.stderr

@@ -225,12 +225,32 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
 # --- parser -------------------------------------------------------------------------------------------------
 
 
+#: Parentheses, calls, CASE, signs and NOT inside one another: the parser recurses ~10 frames per level.
+MAX_NESTING = 40
+#: Operators, calls and CASEs in one expression: each is a closure calling its operands, so this bounds the
+#: recursion depth of an evaluation (a chain of 5,000 ``||`` would exhaust the stack at the first row).
+MAX_OPERATIONS = 200
+
+
 class _Parser:
     def __init__(self, text: str, resolve: Callable[[str, int], str]) -> None:
         self.toks = _tokenize(text)
         self.i = 0
         self.resolve = resolve
         self.columns: list[str] = []
+        self.nesting = 0
+        self.operations = 0
+
+    def _operation(self, pos: int) -> None:
+        self.operations += 1
+        if self.operations > MAX_OPERATIONS:
+            raise ExpressionError(f"more than {MAX_OPERATIONS} operators and calls in one expression", pos)
+
+    def _nest(self, pos: int) -> None:
+        """Enter one level (the caller leaves it with ``self.nesting -= 1``)."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise ExpressionError(f"nested more than {MAX_NESTING} levels deep", pos)
 
     @property
     def tok(self) -> _Tok:
@@ -259,6 +279,7 @@ class _Parser:
     def or_(self) -> Fn:
         left = self.and_()
         while self._kw("OR"):
+            self._operation(self.tok.pos)
             self.i += 1
             right = self.and_()
             left = _or(left, right)
@@ -267,6 +288,7 @@ class _Parser:
     def and_(self) -> Fn:
         left = self.not_()
         while self._kw("AND"):
+            self._operation(self.tok.pos)
             self.i += 1
             right = self.not_()
             left = _and(left, right)
@@ -274,8 +296,11 @@ class _Parser:
 
     def not_(self) -> Fn:
         if self._kw("NOT"):
+            self._operation(self.tok.pos)
+            self._nest(self.tok.pos)
             self.i += 1
             inner = self.not_()
+            self.nesting -= 1
 
             def not_fn(env: Env) -> Any:
                 t = _truth(inner(env))
@@ -289,10 +314,12 @@ class _Parser:
         while True:
             t = self.tok
             if t.kind == "op" and t.text in ("=", "==", "!=", "<>"):
+                self._operation(t.pos)
                 self.i += 1
                 right = self.relational()
                 left = _cmp(left, right, (lambda c: c == 0) if t.text in ("=", "==") else (lambda c: c != 0))
             elif self._kw("IS"):
+                self._operation(t.pos)
                 self.i += 1
                 negate = False
                 if self._kw("NOT"):
@@ -313,6 +340,7 @@ class _Parser:
         }
         while self.tok.kind == "op" and self.tok.text in ops:
             op = ops[self.tok.text]
+            self._operation(self.tok.pos)
             self.i += 1
             left = _cmp(left, self.additive(), op)
         return left
@@ -321,6 +349,7 @@ class _Parser:
         left = self.multiplicative()
         while self.tok.kind == "op" and self.tok.text in ("+", "-"):
             op = self.tok.text
+            self._operation(self.tok.pos)
             self.i += 1
             left = _arith(left, self.multiplicative(), op)
         return left
@@ -329,6 +358,7 @@ class _Parser:
         left = self.concat()
         while self.tok.kind == "op" and self.tok.text in ("*", "/", "%"):
             op = self.tok.text
+            self._operation(self.tok.pos)
             self.i += 1
             left = _arith(left, self.concat(), op)
         return left
@@ -336,6 +366,7 @@ class _Parser:
     def concat(self) -> Fn:
         left = self.unary()
         while self.tok.kind == "op" and self.tok.text == "||":
+            self._operation(self.tok.pos)
             self.i += 1
             left = _concat(left, self.unary())
         return left
@@ -343,8 +374,11 @@ class _Parser:
     def unary(self) -> Fn:
         t = self.tok
         if t.kind == "op" and t.text in ("-", "+"):
+            self._operation(t.pos)
+            self._nest(t.pos)
             self.i += 1
             inner = self.unary()
+            self.nesting -= 1
             if t.text == "+":
                 return inner
 
@@ -373,19 +407,29 @@ class _Parser:
             self.columns.append(key)
             return lambda env: env[0].get(key)
         if t.kind == "op" and t.text == "(":
+            self._nest(t.pos)
             inner = self.or_()
             self._take_op(")")
+            self.nesting -= 1
             return inner
         if t.kind == "name":
             word = t.text.upper()
             if word == "NULL":
                 return lambda env: None
             if word == "CASE":
-                return self.case()
+                self._operation(t.pos)
+                self._nest(t.pos)
+                case = self.case()
+                self.nesting -= 1
+                return case
             if word in KEYWORDS:
                 raise ExpressionError(f"unexpected keyword {t.text}", t.pos)
             if self.tok.kind == "op" and self.tok.text == "(":
-                return self.call(t)
+                self._operation(t.pos)
+                self._nest(t.pos)
+                call = self.call(t)
+                self.nesting -= 1
+                return call
             raise ExpressionError(
                 f"unknown name {t.text!r} (columns are written $COLUMN, strings in single quotes)", t.pos
             )

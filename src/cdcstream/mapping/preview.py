@@ -91,20 +91,33 @@ def preview(rules: MappingRules, target: TargetConfig, task_id: str, tables: lis
 
 
 def unused_rules(rules: MappingRules, tables: list[TableInfo]) -> list[str]:
-    """Transformation and object-mapping rules that match no selected table: usually a typo in a name."""
-    selected = [t for t in tables if rules.selects(t.schema, t.table)]
+    """Rules that match nothing, usually a typo in a name: selection rules matching no table, transformation
+    and object-mapping rules matching no selected table, column rules matching no column. Proportional to
+    tables + rules (each table looks its rules up; no rule is tested against every table)."""
+    matched: set[int] = set()  # id() of each rule that matched
+    tables_of: dict[int, list[TableInfo]] = {}  # id() of a transformation -> the selected tables it matches
+    for t in tables:
+        matched.update(id(r) for r in rules.matching_selections(t.schema, t.table))
+        if rules.selects(t.schema, t.table):
+            matched.update(id(r) for r in rules.object_mappings_for(t.schema, t.table))
+            for tr in rules.transformations_for(t.schema, t.table):
+                tables_of.setdefault(id(tr), []).append(t)
     out = []
+    for sel in rules.selections:
+        if id(sel) not in matched and sel.table_type != "view":
+            out.append(f"{sel.origin}: selection rule ({sel.action} {sel.schema}.{sel.table}) matches no table")
     for om in rules.object_mappings:
-        if not any(om.matches(t.schema, t.table) for t in selected):
+        if id(om) not in matched:
             out.append(f"{om.origin}: object-mapping for {om.schema}.{om.table} matches no selected table")
     for tr in rules.transformations:
-        hit = [t for t in selected if tr.matches_table(t.schema, t.table)]
+        hit = tables_of.get(id(tr))
         if not hit:
             out.append(f"{tr.origin}: {tr.action} matches no selected table")
         elif (
             tr.target == "column"
             and tr.column is not None
             and tr.action != "add-column"
+            and any(t.columns for t in hit)  # (columns unknown: MySQL tables are listed by name only)
             and not any(
                 tr.matches_column(c.name, (c.type_name.lower(), dms_type_name(c.type_name).lower()))
                 for t in hit

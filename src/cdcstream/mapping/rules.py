@@ -19,7 +19,14 @@ import orjson
 
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.expressions import ExpressionError, compile_expression
-from cdcstream.mapping.wildcards import compile_pattern, is_wildcard, literal_sql_regex, matches, sql_regex
+from cdcstream.mapping.wildcards import (
+    WildcardIndex,
+    compile_pattern,
+    is_wildcard,
+    literal_sql_regex,
+    matches,
+    sql_regex,
+)
 
 PARTITION_KEY_TYPES = ("schema-table", "primary-key", "transaction-id", "constant", "attribute-name")
 FILTER_OPERATORS = ("eq", "noteq", "lte", "ste", "gte", "between", "notbetween", "null", "notnull")
@@ -227,13 +234,31 @@ class MappingRules:
     source: str = "<default: every table>"
     transformations: tuple[TransformationRule, ...] = ()
     table_settings: tuple[ParallelLoad, ...] = ()
+    # Per kind, which rules can match a table name: with a rule per table (tens of thousands), testing every
+    # rule against every table made start-up quadratic.
+    _index: dict[str, WildcardIndex] = field(init=False, repr=False, compare=False)
+    _settings: dict[tuple[str, str], ParallelLoad] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {
+            "selection": WildcardIndex([r.table for r in self.selections]),
+            "object-mapping": WildcardIndex([r.table for r in self.object_mappings]),
+            "transformation": WildcardIndex([None if r.target == "schema" else r.table for r in self.transformations]),
+        }
+        object.__setattr__(self, "_index", index)
+        settings: dict[tuple[str, str], ParallelLoad] = {}
+        for rule in self.table_settings:
+            settings.setdefault((rule.schema, rule.table), rule)  # the lowest rule-id wins
+        object.__setattr__(self, "_settings", settings)
 
     def parallel_load(self, schema: str, table: str) -> ParallelLoad | None:
         """The table-settings ``parallel-load`` of this table (the lowest rule-id wins), or None."""
-        for rule in self.table_settings:
-            if rule.schema == schema and rule.table == table:
-                return rule
-        return None
+        return self._settings.get((schema, table))
+
+    def matching_selections(self, schema: str, table: str) -> list[SelectionRule]:
+        """Every selection rule (include, explicit or exclude) matching the table, in rule-id order."""
+        rules = self.selections
+        return [rules[i] for i in self._index["selection"].candidates(table) if rules[i].matches(schema, table)]
 
     def selects(self, schema: str, table: str) -> bool:
         """DMS semantics: selected when an include/explicit rule matches and no exclude rule does.
@@ -242,13 +267,8 @@ class MappingRules:
         """
         if not self.selections:
             return True
-        included = False
-        for rule in self.selections:
-            if rule.matches(schema, table):
-                if rule.action == "exclude":
-                    return False
-                included = True
-        return included
+        hits = self.matching_selections(schema, table)
+        return bool(hits) and all(r.action != "exclude" for r in hits)
 
     def selection_regexes(self) -> list[dict[str, Any]]:
         """The selection as PostgreSQL regular expressions, for DDL capture to select new tables in SQL with
@@ -268,18 +288,24 @@ class MappingRules:
 
     def selecting_rules(self, schema: str, table: str) -> tuple[SelectionRule, ...]:
         """The include/explicit rules that select the table (empty when it is not selected)."""
-        if not self.selects(schema, table):
+        hits = self.matching_selections(schema, table)
+        if any(r.action == "exclude" for r in hits):
             return ()
-        return tuple(r for r in self.selections if r.action != "exclude" and r.matches(schema, table))
+        return tuple(hits)
 
     def transformations_for(self, schema: str, table: str) -> tuple[TransformationRule, ...]:
-        return tuple(r for r in self.transformations if r.matches_table(schema, table))
+        rules = self.transformations
+        return tuple(
+            rules[i] for i in self._index["transformation"].candidates(table) if rules[i].matches_table(schema, table)
+        )
+
+    def object_mappings_for(self, schema: str, table: str) -> list[ObjectMapping]:
+        """Every object-mapping rule matching the table, in rule-id order (the first one applies)."""
+        rules = self.object_mappings
+        return [rules[i] for i in self._index["object-mapping"].candidates(table) if rules[i].matches(schema, table)]
 
     def object_mapping(self, schema: str, table: str) -> ObjectMapping | None:
-        for rule in self.object_mappings:
-            if rule.matches(schema, table):
-                return rule
-        return None
+        return next(iter(self.object_mappings_for(schema, table)), None)
 
 
 # --- parsing ------------------------------------------------------------------------------------------------
@@ -306,6 +332,8 @@ def _string(ctx: _Ctx, obj: dict[str, Any], key: str, json_path: str, *, require
 
 
 def _pattern(ctx: _Ctx, value: str, json_path: str) -> str:
+    if "[" not in value:  # only a [...] set can be malformed
+        return value
     try:
         compile_pattern(value)
     except ValueError as exc:

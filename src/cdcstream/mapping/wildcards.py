@@ -59,6 +59,12 @@ def literal_sql_regex(name: str) -> str:
 
 def matches(pattern: str, name: str) -> bool:
     """True when ``name`` matches the DMS wildcard ``pattern``."""
+    if "%" not in pattern and "[" not in pattern:
+        # Most patterns are names (with an "_" that matches any one character): no regex, and no churn of the
+        # regex cache when a mapping file has thousands of them.
+        if "_" not in pattern:
+            return pattern == name
+        return len(pattern) == len(name) and all(p == "_" or p == n for p, n in zip(pattern, name, strict=True))
     return compile_pattern(pattern).match(name) is not None
 
 
@@ -69,3 +75,42 @@ def is_wildcard(pattern: str) -> bool:
     far more often than as a pattern (a real collision is still caught once the tables are known).
     """
     return any(ch in pattern for ch in "%[")
+
+
+class WildcardIndex:
+    """Which of many rules' table-name patterns can match a table name, without testing each one.
+
+    A mapping file may have one rule per table (tens of thousands): testing every rule against every table made
+    start-up quadratic. Table patterns without wildcards are looked up by name; patterns whose only wildcard is
+    ``_`` by the name with those positions blanked (names like ``orders_2024_01`` share few such shapes); only
+    ``%`` and ``[...]`` patterns are tested one by one. :meth:`candidates` is a superset of the entries that
+    match (the caller still tests each), in entry order.
+    """
+
+    def __init__(self, table_patterns: list[str | None]) -> None:
+        """``table_patterns[i]``: entry i's table pattern; None for an entry matching any table name."""
+        self._exact: dict[str, list[int]] = {}
+        # length -> positions of "_" -> pattern -> entries
+        self._shapes: dict[int, dict[tuple[int, ...], dict[str, list[int]]]] = {}
+        self._scan: list[int] = []
+        for i, pattern in enumerate(table_patterns):
+            if pattern is None or "%" in pattern or "[" in pattern:
+                self._scan.append(i)
+            elif "_" not in pattern:
+                self._exact.setdefault(pattern, []).append(i)
+            else:
+                blanks = tuple(p for p, ch in enumerate(pattern) if ch == "_")
+                names = self._shapes.setdefault(len(pattern), {}).setdefault(blanks, {})
+                names.setdefault(pattern, []).append(i)
+
+    def candidates(self, table: str) -> list[int]:
+        """The entries whose table pattern may match ``table``, in entry order."""
+        found = list(self._scan)
+        found += self._exact.get(table, ())
+        for blanks, names in self._shapes.get(len(table), {}).items():
+            chars = list(table)
+            for p in blanks:
+                chars[p] = "_"
+            found += names.get("".join(chars), ())
+        found.sort()
+        return found

@@ -24,7 +24,7 @@ import structlog
 from cdcstream.config import TargetConfig
 from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
 from cdcstream.records import Record
-from cdcstream.sinks import AckCallback
+from cdcstream.sinks import AckCallback, hints
 from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
 from cdcstream.sinks.putrecords import PutRecordsClient, error_hint
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
@@ -121,10 +121,7 @@ class KinesisSink:
         session = self._aio_session or get_session()
         credentials = await session.get_credentials()
         if credentials is None:
-            raise SinkError(
-                f"no AWS credentials found for stream {cfg.stream_name}: configure the standard AWS "
-                "credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role)"
-            )
+            raise SinkError(f"stream {cfg.stream_name}: {hints.no_credentials(cfg.endpoint_url)}")
         deadline = time.monotonic() + self._start_timeout
         status = "?"
         summary: dict[str, Any] = {}
@@ -142,10 +139,7 @@ class KinesisSink:
                     code = exc.response.get("Error", {}).get("Code", "?")
                     if code == "ResourceNotFoundException":
                         raise SinkError(
-                            f"Kinesis stream {cfg.stream_name} does not exist in {cfg.region}"
-                            f"{' at ' + cfg.endpoint_url if cfg.endpoint_url else ''}: create it with "
-                            f"`aws kinesis create-stream --stream-name {cfg.stream_name} --shard-count 1` "
-                            "or fix target.stream_name"
+                            str(hints.missing_stream(cfg.stream_name, cfg.region, cfg.endpoint_url))
                         ) from None
                     if code in ("LimitExceededException", "ThrottlingException") or code.startswith("5"):
                         status = f"error {code}"

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cdcstream.errors import CdcstreamError
+from cdcstream.errors import CdcstreamError, ConfigError
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import refusal
 
@@ -38,6 +38,7 @@ class HttpServer:
         reload: Callable[[str], Awaitable[str]] | None = None,
         control_token: str | None = None,
     ) -> None:
+        self.listen = listen
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self._status, self._ready, self._reload = status, ready, reload
@@ -56,7 +57,15 @@ class HttpServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # a name that does not resolve, an address not on this host, a port in use
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"[http] listen = {self.listen!r}: cannot listen there: {exc.strerror or exc}. Fix: an address of "
+                "this host and a free port (another process, or another cdcstream task, may have it), or "
+                'listen = "" to turn the endpoints off'
+            ) from None
         if self.port == 0 and site._server is not None:  # ephemeral port (tests): report the real one
             sockets = getattr(site._server, "sockets", None) or []
             if sockets:

@@ -31,6 +31,11 @@ from cdcstream.sources.mysql.resume import (
 from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, connect_error, connection_settings, load_denied
 from cdcstream.sources.postgres.checks import CheckResult
 
+_TABLES_SQL = (
+    "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
+    "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
+)
+
 # Retention shorter than this leaves little room to fix an outage before the checkpointed binlog is purged.
 MIN_RETENTION_SECONDS = 3 * 86_400
 
@@ -188,10 +193,7 @@ def _select_check(
 ) -> CheckResult:
     """SELECT on every selected table, tried as a load reads it. ``required`` (a full load reads them all): a
     denied table fails the check; otherwise (CDC: only ``reload --table`` reads them) it is a warning."""
-    cur.execute(
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
-        "AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"
-    )
+    cur.execute(_TABLES_SQL)
     tables = [
         (str(s), str(t))
         for s, t in cur.fetchall()
@@ -216,6 +218,18 @@ def _select_check(
         "" if not missing else f"GRANT SELECT ON `<database>`.* TO '{cfg.user}'@'<host>'; for each named",
         warning=bool(missing) and not (denied and required),
     )
+
+
+def table_names(cfg: MySQLSourceConfig) -> list[tuple[str, str]]:
+    """(schema, table) of every base table the reader can capture (in ``databases`` when that is set)."""
+    conn = pymysql.connect(**connection_settings(cfg))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_TABLES_SQL)
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    return [(str(s), str(t)) for s, t in rows if cfg.databases is None or s in cfg.databases]
 
 
 def _resume_checks(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -686,6 +687,9 @@ def classify(exc: BaseException, where: str, position: str | None = None) -> Sou
     binlog position the reader was at, for errors about the binlog's content."""
     if isinstance(exc, SourceError):
         return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):  # an OSError, but no retry makes the certificate valid
+        fix = tls_failure(str(exc)) or "the server certificate could not be verified. Fix: check ssl_ca and ssl_mode"
+        return SourceError(f"binlog connection to {where}: {fix}. ({exc})")
     if isinstance(exc, StreamLost | ConnectionError | OSError | TimeoutError):
         return SourceConnectionError(f"binlog connection to {where} lost: {exc}")
     if isinstance(exc, pymysql.err.MySQLError):

@@ -20,7 +20,7 @@ from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.publication import publication_sql, uncaptured_tables
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.resume import CHECK, read_server_state, resume_refusals
-from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error
+from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error, slot_problem
 
 
 @dataclass
@@ -39,10 +39,15 @@ class CheckResult:
 
 
 async def run_checks(
-    cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None, *, full_load: bool = False
+    cfg: PostgresSourceConfig,
+    selector: Callable[[str, str], bool] | None,
+    checkpoint: dict[str, Any] | None = None,
+    *,
+    full_load: bool = False,
 ) -> list[CheckResult]:
-    """Connect with the configured role and report on every requirement of the PostgreSQL source (``full_load``:
-    the task copies the selected tables, so SELECT on them is required, not only wanted for reload --table)."""
+    """Connect with the configured role and report on every requirement of the PostgreSQL source, judging the
+    slot against the stored ``checkpoint`` as ``run`` will (``full_load``: the task copies the selected tables,
+    so SELECT on them is required, not only wanted for reload --table)."""
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}/{cfg.database}"
     try:
@@ -60,7 +65,7 @@ async def run_checks(
         return out
     async with conn:
         out.append(CheckResult("connect", True, f"connected to {where}"))
-        out.extend(await _server_checks(conn, cfg, selector))
+        out.extend(await _server_checks(conn, cfg, selector, checkpoint))
         out.append(await _select_check(conn, cfg, selector, required=full_load))
     return out
 
@@ -72,7 +77,10 @@ async def _one(conn: psycopg.AsyncConnection[Any], query: str, params: Any = Non
 
 
 async def _server_checks(
-    conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, selector: Callable[[str, str], bool] | None
+    conn: psycopg.AsyncConnection[Any],
+    cfg: PostgresSourceConfig,
+    selector: Callable[[str, str], bool] | None,
+    checkpoint: dict[str, Any] | None,
 ) -> list[CheckResult]:
     out: list[CheckResult] = []
     version = (await _one(conn, "SHOW server_version"))[0]
@@ -106,16 +114,19 @@ async def _server_checks(
     )
     slot = await _one(
         conn,
-        "SELECT plugin, database, wal_status, active, confirmed_flush_lsn::text FROM pg_replication_slots "
-        "WHERE slot_name = %s",
+        "SELECT plugin, slot_type, database, wal_status, active, confirmed_flush_lsn::text "
+        "FROM pg_replication_slots WHERE slot_name = %s",
         (cfg.slot_name,),
     )
     max_slots = int((await _one(conn, "SHOW max_replication_slots"))[0])
     used_slots = int((await _one(conn, "SELECT count(*) FROM pg_replication_slots"))[0])
     max_senders = int((await _one(conn, "SHOW max_wal_senders"))[0])
     used_senders = int((await _one(conn, "SELECT count(*) FROM pg_stat_replication"))[0])
-    if slot is None:
-        creatable = ok and cfg.create_slot and used_slots < max_slots
+    problem = slot_problem(cfg, slot[:4] if slot else None, checkpoint)  # what `run` will say
+    if problem is not None:
+        out.append(CheckResult("slot", False, str(problem), "see the options above"))
+    elif slot is None:
+        creatable = ok and used_slots < max_slots
         fix = ""
         if not creatable:
             fix = f"SELECT pg_create_logical_replication_slot('{cfg.slot_name}', 'pgoutput');"
@@ -131,21 +142,13 @@ async def _server_checks(
             )
         )
     else:
-        plugin, database, wal_status, active, confirmed = slot
-        problems = []
-        if plugin != "pgoutput":
-            problems.append(f"plugin is {plugin}, not pgoutput")
-        if database != cfg.database:
-            problems.append(f"it belongs to database {database}")
-        if wal_status == "lost":
-            problems.append("it is invalidated (wal_status lost): changes were lost")
+        plugin, _, _, wal_status, active, confirmed = slot
         out.append(
             CheckResult(
                 "slot",
-                not problems,
+                True,
                 f"slot {cfg.slot_name}: plugin {plugin}, wal_status {wal_status}, active {active}, "
-                f"confirmed_flush_lsn {confirmed}" + (f" — {'; '.join(problems)}" if problems else ""),
-                "" if not problems else "use another slot_name, or drop the slot and re-sync with a full load",
+                f"confirmed_flush_lsn {confirmed}",
             )
         )
     out.append(

@@ -43,6 +43,8 @@ _FATAL_CONNECT = (
         "connect with the host name the server certificate was issued for, or use sslmode = verify-ca",
     ),
     ("certificate verify failed", "check sslrootcert: it must hold the CA that signed the server certificate"),
+    # OpenSSL 3 (libpq 18) reports a CA of the right name but another key as "provider signature failure".
+    ("signature failure", "check sslrootcert: it must hold the CA that signed the server certificate"),
     ("root certificate file", "set sslrootcert to the CA file (verify-ca / verify-full need one)"),
     ("server does not support ssl", "enable ssl on the server or lower sslmode"),
     ("certificate", "check sslrootcert, sslcert and sslkey"),

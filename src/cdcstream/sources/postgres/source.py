@@ -141,6 +141,54 @@ def connect_error(cfg: PostgresSourceConfig, exc: psycopg.Error) -> SourceError:
     )
 
 
+def slot_problem(
+    cfg: PostgresSourceConfig, slot: tuple[str, str, str, str | None] | None, checkpoint: dict[str, Any] | None
+) -> SourceError | None:
+    """Why ``run`` cannot use the replication slot, or None (it exists and fits, or it will be created).
+
+    ``slot``: its (plugin, slot_type, database, wal_status) from pg_replication_slots, None when missing.
+    ``cdcstream check`` reports exactly this, so the two never disagree."""
+    name = cfg.slot_name
+    if is_loading(checkpoint) and not load_started(checkpoint):
+        checkpoint = None  # a load intent only: nothing was acknowledged from any slot (start() drops it)
+    if slot is None:
+        if checkpoint is not None:
+            return SourceError(
+                f"replication slot {name!r} does not exist, but a checkpoint at LSN "
+                f"{checkpoint.get('lsn')} does: the slot was dropped (or this is another server), so "
+                "changes committed after the checkpoint may be lost. Recovery options: (1) if this is "
+                "the wrong server or database, fix the config; (2) accept the gap: delete the checkpoint "
+                "file and start again (a new slot is created and capture restarts from now); (3) re-sync "
+                "the target with a full load. cdcstream never creates a fresh slot silently when a "
+                "checkpoint exists."
+            )
+        if not cfg.create_slot:
+            return SourceError(
+                f"replication slot {name!r} does not exist and create_slot is off. Create it with: "
+                f"SELECT pg_create_logical_replication_slot('{name}', 'pgoutput');"
+            )
+        return None
+    plugin, slot_type, database, wal_status = slot
+    if slot_type != "logical" or plugin != "pgoutput":
+        return SourceError(
+            f"replication slot {name!r} exists but is a {slot_type} slot with plugin {plugin!r}; "
+            "cdcstream needs a logical slot using pgoutput. Use another slot_name or drop it."
+        )
+    if database != cfg.database:
+        return SourceError(
+            f"replication slot {name!r} belongs to database {database!r}, not {cfg.database!r}; "
+            "slot names are cluster-wide: choose another slot_name."
+        )
+    if wal_status == "lost":
+        return SourceError(
+            f"replication slot {name!r} is invalidated (wal_status 'lost'): the server removed WAL it "
+            "still needed (max_slot_wal_keep_size). Changes since the checkpoint are lost. Recovery: "
+            f"drop the slot (SELECT pg_drop_replication_slot('{name}');), delete the checkpoint and "
+            "re-sync with a full load."
+        )
+    return None
+
+
 class PostgresSource(SourceBase):
     """A :class:`cdcstream.sources.Source` reading one PostgreSQL database through a logical slot."""
 
@@ -525,48 +573,14 @@ class PostgresSource(SourceBase):
     async def _check_slot(self, conn: psycopg.AsyncConnection[Any], checkpoint: dict[str, Any] | None) -> bool:
         row = await (
             await conn.execute(
-                "SELECT plugin, slot_type, database, wal_status, confirmed_flush_lsn::text "
-                "FROM pg_replication_slots WHERE slot_name = %s",
+                "SELECT plugin, slot_type, database, wal_status FROM pg_replication_slots WHERE slot_name = %s",
                 (self.cfg.slot_name,),
             )
         ).fetchone()
-        slot = self.cfg.slot_name
-        if row is None:
-            if checkpoint is not None:
-                raise SourceError(
-                    f"replication slot {slot!r} does not exist, but a checkpoint at LSN "
-                    f"{checkpoint.get('lsn')} does: the slot was dropped (or this is another server), so "
-                    "changes committed after the checkpoint may be lost. Recovery options: (1) if this is "
-                    "the wrong server or database, fix the config; (2) accept the gap: delete the checkpoint "
-                    "file and start again (a new slot is created and capture restarts from now); (3) re-sync "
-                    "the target with a full load. cdcstream never creates a fresh slot silently when a "
-                    "checkpoint exists."
-                )
-            if not self.cfg.create_slot:
-                raise SourceError(
-                    f"replication slot {slot!r} does not exist and create_slot is off. Create it with: "
-                    f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
-                )
-            return False
-        plugin, slot_type, database, wal_status, _confirmed = row
-        if slot_type != "logical" or plugin != "pgoutput":
-            raise SourceError(
-                f"replication slot {slot!r} exists but is a {slot_type} slot with plugin {plugin!r}; "
-                "cdcstream needs a logical slot using pgoutput. Use another slot_name or drop it."
-            )
-        if database != self.cfg.database:
-            raise SourceError(
-                f"replication slot {slot!r} belongs to database {database!r}, not {self.cfg.database!r}; "
-                "slot names are cluster-wide: choose another slot_name."
-            )
-        if wal_status == "lost":
-            raise SourceError(
-                f"replication slot {slot!r} is invalidated (wal_status 'lost'): the server removed WAL it "
-                "still needed (max_slot_wal_keep_size). Changes since the checkpoint are lost. Recovery: "
-                f"drop the slot (SELECT pg_drop_replication_slot('{slot}');), delete the checkpoint and "
-                "re-sync with a full load."
-            )
-        return True
+        problem = slot_problem(self.cfg, row, checkpoint)
+        if problem is not None:
+            raise problem
+        return row is not None
 
     async def _drop_slot(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
