@@ -118,6 +118,19 @@ def float32(value: float) -> float:
     return value
 
 
+_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def valid_day(year: int, month: int, day: int) -> bool:
+    """Whether ``day`` exists in ``month`` (1..12) of ``year`` (days 1..28 always do; year 0 is a leap year,
+    as in the proleptic Gregorian calendar of ISO 8601)."""
+    if day <= 28:
+        return True
+    if month == 2 and day == 29:
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _DAYS[month]
+
+
 def _fraction(microsecond: int, fsp: int) -> str:
     return "." + f"{microsecond:06d}"[:fsp] if fsp else ""
 
