@@ -40,7 +40,7 @@ def _record(raw: bytes, pos: int, end: int, what: str) -> bytes:
     if pos >= end:
         raise DecodeError(f"{what}: the compressed record is missing")
     head = raw[pos]
-    if head & 0xE0 != 0x80:
+    if head & 0xF0 != 0x80:  # bit 7: compressed; bits 4-6: the algorithm, 0 (zlib) the only one defined
         raise DecodeError(f"{what}: compressed record header {head:#04x} names no algorithm cdcstream knows")
     lenlen = head & 0x07
     if not 1 <= lenlen <= 4 or pos + 1 + lenlen > end:
