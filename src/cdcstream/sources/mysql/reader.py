@@ -234,7 +234,7 @@ class EventConverter:
 
     def _build_plan(self, tm: tablemap.TableMap) -> TablePlan:
         schema, name = tm.schema, tm.table
-        if not tm.has_names or not tm.has_signedness:
+        if not tm.has_names:
             raise SourceError(
                 f"the binlog has no column names for {schema}.{name}: the server's binlog_row_metadata is not FULL "
                 "(the table map then carries only types). Fix: SET GLOBAL binlog_row_metadata = FULL; (and in "
