@@ -534,3 +534,52 @@ def test_gtid_set_parse_add_print_and_encode() -> None:
         tagged.encode()
     with pytest.raises(ValueError):
         GtidSet("not-a-uuid:1")
+
+
+# --- DECIMAL --------------------------------------------------------------------------------------------------
+
+
+def _decimal2bin(digits: str, precision: int, scale: int) -> bytes:
+    """MySQL's decimal2bin, written from its description: base-10^9 groups of 4 bytes, the integer part's
+    leading and the fraction's trailing remainder digits in as few bytes as they need, the sign bit flipped on,
+    every bit inverted for a negative value."""
+    sizes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+    negative = digits.startswith("-")
+    integer, _, fraction = digits.lstrip("-").partition(".")
+    intg, frac = precision - scale, scale
+    integer = integer.rjust(intg, "0")
+    fraction = fraction.ljust(frac, "0")
+    out = b""
+    lead = intg % 9
+    if lead:
+        out += int(integer[:lead]).to_bytes(sizes[lead], "big")
+    for i in range(lead, intg, 9):
+        out += int(integer[i : i + 9]).to_bytes(4, "big")
+    for i in range(0, frac - frac % 9, 9):
+        out += int(fraction[i : i + 9]).to_bytes(4, "big")
+    if frac % 9:
+        out += int(fraction[frac - frac % 9 :]).to_bytes(sizes[frac % 9], "big")
+    raw = bytearray(out)
+    raw[0] ^= 0x80
+    if negative:
+        raw = bytearray(b ^ 0xFF for b in raw)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    ("digits", "precision", "scale"),
+    [
+        ("-12.50", 5, 2),
+        ("0.10", 12, 2),
+        ("7", 5, 0),
+        ("-12345678901234567890.0123456789", 30, 10),
+        ("99999999999999999999999999999999999.999999999999999999999999999999", 65, 30),
+        ("-99999999999999999999999999999999999.999999999999999999999999999999", 65, 30),
+        ("0.000000000000000000000000000001", 65, 30),
+        ("0", 1, 0),
+        ("-0.5", 1, 1),
+        ("123456789.123456789", 18, 9),
+    ],
+)
+def test_decimal_digits(digits: str, precision: int, scale: int) -> None:
+    assert jsonb.decimal_text(_decimal2bin(digits, precision, scale), precision, scale) == digits

@@ -18,7 +18,7 @@ the column's value is a list of JSON diffs; they are applied to the before image
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,34 +78,54 @@ def _full_bitmap(n: int) -> bytes:
 
 class Image:
     """How to read one row image with one columns-present bitmap: the decoders of the present columns and the
-    names of the missing ones."""
+    names of the missing ones.
 
-    __slots__ = ("columns", "missing", "null_bytes", "present")
+    :attr:`read` is generated per image (a straight sequence of decoder calls ending in a dict literal, with
+    fixed-width integers unpacked inline), because it runs once per row: a loop over (name, decoder) pairs
+    costs a third of the decoding of a typical row."""
+
+    __slots__ = ("columns", "missing", "null_bytes", "present", "read")
 
     def __init__(self, columns: Sequence[tuple[str, Decoder]], missing: tuple[str, ...], present: tuple[int, ...]):
         self.columns = tuple(columns)
         self.missing = missing
         self.present = present  # indexes of the present columns
         self.null_bytes = (len(self.columns) + 7) // 8
+        self.read: Callable[[bytes, int], tuple[dict[str, Any], int]] = _compile(self.columns, self.null_bytes)
 
-    def read(self, buf: bytes, pos: int) -> tuple[dict[str, Any], int]:
-        """One row image at ``pos``: the values of the present columns, and the offset after the image."""
-        nb = self.null_bytes
-        nulls = int.from_bytes(buf[pos : pos + nb], "little")
-        pos += nb
-        row: dict[str, Any] = {}
-        if nulls:
-            bit = 1
-            for name, dec in self.columns:
-                if nulls & bit:
-                    row[name] = None
-                else:
-                    row[name], pos = dec(buf, pos)
-                bit <<= 1
+
+def _compile(columns: tuple[tuple[str, Decoder], ...], nb: int) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+    """``read(buf, pos) -> (row, pos after the image)``: the NULL bitmap, then each present column's value.
+    Only generated names (n0, d0, ...) appear in the code; column names and decoders are passed as values."""
+    env: dict[str, Any] = {}
+    full: list[str] = []  # no NULLs: the common case
+    some: list[str] = []  # some NULLs
+    for i, (name, dec) in enumerate(columns):
+        env[f"n{i}"], env[f"d{i}"] = name, dec
+        inline = getattr(dec, "inline", None)
+        if inline is not None:  # a struct-unpacked fixed-width value
+            env[f"u{i}"] = inline.unpack_from
+            step = [f"v{i} = u{i}(buf, pos)[0]", f"pos += {inline.size}"]
         else:
-            for name, dec in self.columns:
-                row[name], pos = dec(buf, pos)
-        return row, pos
+            step = [f"v{i}, pos = d{i}(buf, pos)"]
+        full += step
+        some += [f"if nulls >> {i} & 1:", f"    v{i} = None", "else:", *(f"    {line}" for line in step)]
+    names = ", ".join(f"n{i}: v{i}" for i in range(len(columns)))
+    head = "nulls = buf[pos]" if nb == 1 else f"nulls = int.from_bytes(buf[pos : pos + {nb}], 'little')"
+    code = "\n".join(
+        [
+            "def read(buf, pos):",
+            f"    {head}",
+            f"    pos += {nb}",
+            "    if not nulls:",
+            *(f"        {line}" for line in full),
+            f"        return {{{names}}}, pos",
+            *(f"    {line}" for line in some),
+            f"    return {{{names}}}, pos",
+        ]
+    )
+    exec(compile(code, "<row image>", "exec"), env)  # code from column positions only, no names or data
+    return env["read"]  # type: ignore[no-any-return]
 
 
 class RowPlan:

@@ -71,6 +71,7 @@ def _fixed(fmt: str) -> Decoder:
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
         return unpack(buf, pos)[0], pos + size
 
+    dec.inline = s  # type: ignore[attr-defined]  # rowevents inlines the unpack into the generated image reader
     return dec
 
 
@@ -90,15 +91,13 @@ def _float(buf: bytes, pos: int) -> tuple[Any, int]:
 def _decimal(precision: int, scale: int) -> Decoder:
     if not 1 <= precision <= 65 or scale > 30 or scale > precision:
         raise ValueError(f"DECIMAL({precision},{scale}) is not a valid DECIMAL")
-    intg0, intg0x = divmod(precision - scale, 9)
-    frac0, frac0x = divmod(scale, 9)
-    size = intg0 * 4 + _DIG2BYTES[intg0x] + frac0 * 4 + _DIG2BYTES[frac0x]
+    size, text = jsonb.decimal_reader(precision, scale)
 
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
         end = pos + size
         if end > len(buf):
             raise ValueError("DECIMAL value past the end of the row event")
-        return jsonb.decimal_text(buf[pos:end], precision, scale), end
+        return text(int.from_bytes(buf[pos:end], "big")), end
 
     return dec
 
@@ -146,8 +145,12 @@ def _invalid_datetime_text(year: int, month: int, day: int, hour: int, minute: i
 
 
 def _datetime2(fsp: int, null_invalid: bool) -> Decoder:
-    nfrac, mult = _frac_reader(fsp)
+    """Formatted straight from the packed integer (no ``datetime`` object). The stored fraction has 2, 4 or 6
+    digits (fsp 1-2, 3-4, 5-6): its text is cut to fsp digits."""
+    nfrac = (fsp + 1) // 2
     size = 5 + nfrac
+    digits = 2 * nfrac
+    valid_day = types.valid_day
 
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
         v = int.from_bytes(buf[pos : pos + 5], "big") - 0x8000000000
@@ -155,9 +158,17 @@ def _datetime2(fsp: int, null_invalid: bool) -> Decoder:
         ym = ymd >> 5
         year, month, day = ym // 13, ym % 13, ymd & 31
         hour, minute, second = hms >> 12, (hms >> 6) & 63, hms & 63
-        frac = _fraction(int.from_bytes(buf[pos + 5 : pos + size], "big") * mult, fsp) if nfrac else ""
-        if v >= 0 and _valid_date(year, month, day) and hour < 24 and minute < 60 and second < 60:
-            return _datetime_text(year, month, day, hour, minute, second, frac), pos + size
+        frac = f".{int.from_bytes(buf[pos + 5 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
+        if (
+            v >= 0
+            and 0 < month <= 12
+            and day
+            and (day <= 28 or valid_day(year, month, day))
+            and hour < 24
+            and minute < 60
+            and second < 60
+        ):
+            return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{frac}", pos + size
         if null_invalid:
             return None, pos + size
         return _invalid_datetime_text(year, month, day, hour, minute, second, frac), pos + size
@@ -270,6 +281,15 @@ def _length_prefixed(length_bytes: int) -> Callable[[bytes, int], tuple[bytes, i
 
 
 def _text(length_bytes: int, decode: TextDecoder) -> Decoder:
+    if length_bytes == 1:  # VARCHAR/CHAR up to 255 bytes: the common case, read inline
+
+        def dec1(buf: bytes, pos: int) -> tuple[Any, int]:
+            end = pos + 1 + buf[pos]
+            if end > len(buf):
+                raise ValueError("a string value runs past the end of the row event")
+            return decode(buf[pos + 1 : end]), end
+
+        return dec1
     read = _length_prefixed(length_bytes)
 
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
