@@ -353,3 +353,38 @@ async def test_statement_dml_after_the_global_format_changed_stops(my_db: MyDb) 
                 await reader.wait_for(lambda _r: False, what="the statement error")
     finally:
         await reader.source.close()
+
+
+async def test_row_format_statements_that_look_like_dml_pass(my_db: MyDb) -> None:
+    """binlog_format = ROW logs CREATE TABLE ... SELECT as a generated CREATE TABLE followed by row events, and
+    XA COMMIT / SAVEPOINT as statements: none of them is a data change logged as a statement."""
+    await run(
+        my_db,
+        "CREATE TABLE src (id int PRIMARY KEY)",
+        "CREATE TABLE other (id int PRIMARY KEY)",
+        "INSERT INTO src VALUES (1), (2)",
+    )
+    reader = await open_reader(my_db.config(), selector=lambda _s, t: t != "other")
+    try:
+        await run(my_db, "CREATE TABLE copy (PRIMARY KEY (id)) SELECT id FROM src")
+        await asyncio.to_thread(
+            _session,
+            my_db,
+            "BEGIN",
+            "INSERT INTO src VALUES (3)",
+            "SAVEPOINT s",
+            "INSERT INTO src VALUES (4)",
+            "ROLLBACK TO SAVEPOINT s",
+            "COMMIT",
+            "XA START 'x'",
+            "INSERT INTO other VALUES (9)",
+            "XA END 'x'",
+            "XA PREPARE 'x'",
+            "XA ROLLBACK 'x'",
+        )
+        await reader.wait_for(n_events(3))
+        await asyncio.sleep(0.3)
+        got = [(e.table.table, e.after) for e in reader.events if e.op is Op.INSERT]
+        assert got[:3] == [("copy", {"id": 1}), ("copy", {"id": 2}), ("src", {"id": 3})]
+    finally:
+        await reader.stop()

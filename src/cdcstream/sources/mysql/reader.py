@@ -63,6 +63,12 @@ log = structlog.get_logger(__name__)
 BATCH_MAX = 500  # items per hand-over: large enough to amortise the thread hop, small enough for low latency
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE, Op.DROP_TABLE)
 SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+# What to do about a change in the binlog that cannot be streamed: cdcstream cannot get past it on its own.
+RESYNC = (
+    "This change cannot be streamed, and a restart reaches it again: exclude the table from the mapping, or "
+    "re-sync the target with a full load (move the checkpoint file away deliberately; migration_type = "
+    '"full-load-and-cdc" starts after the binlog position of the new snapshot).'
+)
 
 # Which table ids a fixed-binary lookup needs: (schema, table, column names) -> {column: uuid|inet4|inet6} or None.
 FixedBinaryLookup = Callable[[str, str, list[str]], "dict[str, str] | None"]
@@ -458,6 +464,12 @@ class EventConverter:
             self._standalone = False
             self._xa_start = self.at
             return
+        if query.lstrip()[:11].upper().startswith(("XA COMMIT", "XA ROLLBACK")):
+            # the outcome of a prepared XA transaction (its own event group; MariaDB flags it FL_COMPLETED_XA)
+            if not self.in_tx:
+                self._begin(start, ts, None)
+            self._commit(end, out)
+            return
         self._refuse_statement_dml(q)
         if self.in_tx and not self._standalone:
             return  # SAVEPOINT and friends inside a transaction
@@ -499,9 +511,8 @@ class EventConverter:
             f"binlog_format = STATEMENT or MIXED, or the global setting changed while cdcstream ran): "
             f"{q.query[:300]!r}. Its rows cannot be captured, so cdcstream stops rather than skip the change; "
             "nothing after the last checkpoint is acknowledged. Fix: SET GLOBAL binlog_format = ROW (and in the "
-            "server config), make sure no session sets another format (it needs BINLOG ADMIN / SUPER / "
-            "SESSION_VARIABLES_ADMIN), then re-sync the changed table with a full load (cdcstream reload --table) "
-            "and resume after this position."
+            "server config) and keep sessions from setting another format (it needs BINLOG ADMIN / SUPER / "
+            f"SESSION_VARIABLES_ADMIN). {RESYNC}"
         )
 
     def _ddl_events(self, targets: list[TableDdl], out: list[Item]) -> None:
@@ -645,8 +656,7 @@ class EventConverter:
                 f"a {op.value} of {plan.label} at {self.at} arrived without its key column(s) {', '.join(lacking)}: "
                 "the writing session logged a partial row image (binlog_row_image = MINIMAL or NOBLOB) that does "
                 "not include them, so the change cannot be keyed. Fix: SET GLOBAL binlog_row_image = FULL (and in "
-                "the server config), keep sessions from setting another value, then re-sync the table with a full "
-                "load (cdcstream reload --table) and resume after this position."
+                f"the server config) and keep sessions from setting another value. {RESYNC}"
             )
         return after, unchanged
 

@@ -179,8 +179,9 @@ EVENT_TYPES: dict[int, EventType] = {
         "INCIDENT_EVENT",
         Handling.REFUSE,
         "the server wrote an incident into its binlog: changes may be missing from the binlog at this point "
-        "(e.g. a transaction too large for the binlog cache). A replica stops here too. Re-sync the affected "
-        "tables with a full load, then resume after this event (cdcstream reload --table, or a new checkpoint)",
+        "(e.g. a transaction too large for the binlog cache), and a replica stops here too. Re-sync the target "
+        "with a full load (move the checkpoint file away deliberately; the new snapshot's position is after "
+        "this event)",
     ),
     HEARTBEAT_LOG_EVENT: EventType("HEARTBEAT_LOG_EVENT", Handling.DECODE),
     IGNORABLE_LOG_EVENT: EventType(
@@ -215,8 +216,8 @@ EVENT_TYPES: dict[int, EventType] = {
         "GTID_TAGGED_LOG_EVENT",
         Handling.REFUSE,
         "a transaction with a tagged GTID (MySQL 8.3+, SET gtid_next = 'AUTOMATIC:<tag>'), which cdcstream does "
-        "not decode yet. Stop writing tagged GTIDs on the captured server, or exclude nothing: the transaction "
-        "cannot be captured until support is added",
+        "not decode yet. Stop sessions from writing tagged GTIDs on the captured server, then re-sync the "
+        "target with a full load (move the checkpoint file away deliberately)",
     ),
     ANNOTATE_ROWS_EVENT: EventType(
         "ANNOTATE_ROWS_EVENT",
