@@ -311,6 +311,8 @@ def dml_targets(query: str, default_schema: str | None) -> list[tuple[str, str]]
     statements = _parse(_cut(text, cut) if cut else text)
     out: list[tuple[str, str]] = []
     for stmt in statements:
+        if stmt is None:  # an empty statement between semicolons
+            continue
         for table in stmt.find_all(exp.Table):
             if table.name:
                 out.append(_qualified(table, default_schema))
