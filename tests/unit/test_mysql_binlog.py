@@ -583,3 +583,23 @@ def _decimal2bin(digits: str, precision: int, scale: int) -> bytes:
 )
 def test_decimal_digits(digits: str, precision: int, scale: int) -> None:
     assert jsonb.decimal_text(_decimal2bin(digits, precision, scale), precision, scale) == digits
+
+
+def test_heartbeats_report_how_far_the_server_has_sent() -> None:
+    conv = converter()
+    conv.handle(event(ev.HEARTBEAT_LOG_EVENT, b"mariadb-bin.000007", log_pos=4711, timestamp=0), [])
+    assert conv.heard == ("mariadb-bin.000007", 4711)
+    # MariaDB past 4 GiB: 0 in the header, the position in an 8-byte sub-header
+    far = struct.pack("<Q", 5_000_000_000) + b"mariadb-bin.000008"
+    conv.handle(event(ev.HEARTBEAT_LOG_EVENT, far, log_pos=0, timestamp=0), [])
+    assert conv.heard == ("mariadb-bin.000008", 5_000_000_000)
+    # MySQL 8.0.26+ v2: type-length-value fields (1 file name, 2 position as a length-encoded integer)
+    v2 = b"\x01\x0bbinlog.0042" + b"\x02\x09\xfe" + struct.pack("<Q", 6_000_000_000) + b"\x00"
+    conv.handle(event(ev.HEARTBEAT_LOG_EVENT_V2, v2, log_pos=0, timestamp=0), [])
+    assert conv.heard == ("binlog.0042", 6_000_000_000)
+
+
+def test_a_rotate_sets_the_file_and_position() -> None:
+    conv = converter()
+    conv.handle(event(ev.ROTATE_EVENT, struct.pack("<Q", 4) + b"mariadb-bin.000009", log_pos=0, timestamp=0), [])
+    assert (conv.file, conv.pos) == ("mariadb-bin.000009", 4)
