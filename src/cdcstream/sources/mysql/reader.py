@@ -114,9 +114,9 @@ class Failure:
     position: str | None = None
 
 
-_WRITE_OPS = {code: Op.INSERT for code in ev.WRITE_ROWS}
-_WRITE_OPS.update({code: Op.UPDATE for code in ev.UPDATE_ROWS})
-_WRITE_OPS.update({code: Op.DELETE for code in ev.DELETE_ROWS})
+_ROW_OPS = {code: Op.INSERT for code in ev.WRITE_ROWS}
+_ROW_OPS.update({code: Op.UPDATE for code in ev.UPDATE_ROWS})
+_ROW_OPS.update({code: Op.DELETE for code in ev.DELETE_ROWS})
 _OP_INDEX = {Op.INSERT: 0, Op.UPDATE: 1, Op.DELETE: 2}
 _GTID_EVENTS = frozenset({ev.MARIADB_GTID_EVENT, ev.GTID_LOG_EVENT, ev.ANONYMOUS_GTID_LOG_EVENT})
 _QUERY_EVENTS = frozenset({ev.QUERY_EVENT, ev.QUERY_COMPRESSED_EVENT, ev.EXECUTE_LOAD_QUERY_EVENT})
@@ -153,6 +153,7 @@ class EventConverter:
         self._plans: dict[bytes, TablePlan | None] = {}
         self._by_label: dict[str, TablePlan] = {}
         self._infos: dict[tuple[str, str], TableInfo] = {}
+        self._interned: dict[TableInfo, TableInfo] = {}
         self._warned: set[Any] = set()
         # GTID state after the last complete transaction: MariaDB domain -> "domain-server-seq"; MySQL GtidSet.
         self._maria_gtids: dict[str, str] = {}
@@ -264,6 +265,7 @@ class EventConverter:
                     for c in info.columns
                 ),
             )
+        info = self._interned.setdefault(info, info)  # one TableInfo per table version, across DDL and reconnects
         label = f"{schema}.{name}"
         plan = TablePlan(info, RowPlan(names, decoders, json_column_indexes([c.type for c in tm.columns])), label, keys)
         old = self._by_label.get(label)
@@ -402,7 +404,7 @@ class EventConverter:
     def _dispatch(
         self, raw: bytes, code: int, body_end: int, start: int, end: int, ts: int, server_id: int, out: list[Item]
     ) -> None:
-        if code in _WRITE_OPS or code in ev.COMPRESSED_ROWS_EVENTS:
+        if code in _ROW_OPS or code in ev.COMPRESSED_ROWS_EVENTS:
             self._rows(raw, code, body_end, start, ts, out)
         elif code == ev.TABLE_MAP_EVENT:
             self._table_map(raw, body_end)
@@ -572,7 +574,7 @@ class EventConverter:
             code, body_end = raw[4], len(raw)
         if not self.in_tx:
             self._begin(start, ts, None)
-        op = _WRITE_OPS[code]
+        op = _ROW_OPS[code]
         try:
             n = self._row_images(plan, raw, code, body_end, op, out)
         except (IndexError, ValueError, UnicodeDecodeError, struct.error, DecodeError) as exc:
@@ -640,7 +642,7 @@ class EventConverter:
     ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
         """A partial row image (binlog_row_image MINIMAL/NOBLOB): an UPDATE's columns missing from the after
         image kept their value, so they are taken from the before image where it has them; what is still
-        missing is listed as unchanged (README, "Partial row images"). The key must be there."""
+        missing is listed as unchanged (README, "What the binlog may carry"). The key must be there."""
         if not img.missing:
             return after, ()
         names = plan.rows.names

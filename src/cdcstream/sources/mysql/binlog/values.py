@@ -16,7 +16,8 @@ packed form directly (no ``datetime`` objects on the hot path):
   null with ``"null"``. A zero TIMESTAMP is ``0000-00-00 00:00:00`` likewise.
 * MariaDB ``UUID``, ``INET4``, ``INET6``: the binlog describes them as ``BINARY(16)``/``BINARY(4)`` and carries
   the value's bytes in text order (MariaDB ``plugin/type_uuid``, ``plugin/type_inet``); which columns have these
-  types is learnt from the catalogue (:mod:`..reader`), and they are rendered as the server prints them.
+  types is learnt from the catalogue (:mod:`cdcstream.sources.mysql.catalog`), and they are rendered as the
+  server prints them.
 * MariaDB ``COMPRESSED`` columns are decompressed (zlib) first.
 """
 
