@@ -388,3 +388,28 @@ async def test_row_format_statements_that_look_like_dml_pass(my_db: MyDb) -> Non
         assert got[:3] == [("copy", {"id": 1}), ("copy", {"id": 2}), ("src", {"id": 3})]
     finally:
         await reader.stop()
+
+
+async def test_character_sets_of_columns_after_a_geometry(my_db: MyDb) -> None:
+    """MariaDB lists a charset for GEOMETRY columns too (MySQL does not): the charsets of the text columns
+    after one must still be theirs."""
+    await run(
+        my_db,
+        "CREATE TABLE geo (id int PRIMARY KEY, g geometry, a varchar(5) CHARACTER SET latin1, pt point, "
+        "b varchar(5) CHARACTER SET utf8mb4, c varbinary(5), d char(3) CHARACTER SET latin2) "
+        "DEFAULT CHARSET = utf8mb4",
+    )
+    reader = await open_reader(my_db.config())
+    try:
+        await run(
+            my_db,
+            "INSERT INTO geo VALUES (1, ST_GeomFromText('POINT(1 2)'), 'é€', ST_GeomFromText('POINT(3 4)'), "
+            "'ök😀', x'00', 'ąž')",
+        )
+        (e,) = await _rows(reader, 1)
+        oracle = my_db.execute("SELECT HEX(g), a, HEX(pt), b, HEX(c), d FROM geo")[0]
+        assert e.after is not None
+        got = (e.after["g"], e.after["a"], e.after["pt"], e.after["b"], e.after["c"], e.after["d"])
+        assert got == ("0x" + oracle[0].lower(), oracle[1], "0x" + oracle[2].lower(), oracle[3], "0x00", oracle[5])
+    finally:
+        await reader.stop()
