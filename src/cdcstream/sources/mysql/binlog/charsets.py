@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable, Mapping
+from operator import methodcaller
 
 import pymysql.charset
 
@@ -69,14 +70,10 @@ def _table_decoder(table: str) -> TextDecoder:
 
 
 def _codec_decoder(codec: str) -> TextDecoder:
-    def dec(raw: bytes) -> str:
-        return raw.decode(codec)
-
-    return dec
+    return methodcaller("decode", codec)  # a C-level call: this runs once per text value of every row
 
 
-def _utf8(raw: bytes) -> str:
-    return raw.decode("utf-8")
+_utf8 = _codec_decoder("utf-8")
 
 
 class Charsets:

@@ -131,12 +131,6 @@ def _date(null_invalid: bool) -> Decoder:
     return dec
 
 
-def _frac_reader(fsp: int) -> tuple[int, int]:
-    """(bytes, multiplier to microseconds) of the fractional part of TIME2/DATETIME2/TIMESTAMP2."""
-    n = (fsp + 1) // 2
-    return n, (10 ** (6 - 2 * n) if n else 0)
-
-
 def _datetime_text(year: int, month: int, day: int, hour: int, minute: int, second: int, frac: str) -> str:
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{frac}"
 
@@ -152,14 +146,19 @@ def _datetime2(fsp: int, null_invalid: bool) -> Decoder:
     size = 5 + nfrac
     digits = 2 * nfrac
     valid_day = types.valid_day
+    seconds: dict[int, str] = {}  # the text of recent whole seconds: rows written together share them
 
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        v = int.from_bytes(buf[pos : pos + 5], "big") - 0x8000000000
+        packed = int.from_bytes(buf[pos : pos + 5], "big")
+        frac = f".{int.from_bytes(buf[pos + 5 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
+        text = seconds.get(packed)
+        if text is not None:
+            return text + frac, pos + size
+        v = packed - 0x8000000000
         ymd, hms = v >> 17, v & 0x1FFFF
         ym = ymd >> 5
         year, month, day = ym // 13, ym % 13, ymd & 31
         hour, minute, second = hms >> 12, (hms >> 6) & 63, hms & 63
-        frac = f".{int.from_bytes(buf[pos + 5 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
         if (
             v >= 0
             and 0 < month <= 12
@@ -169,7 +168,10 @@ def _datetime2(fsp: int, null_invalid: bool) -> Decoder:
             and minute < 60
             and second < 60
         ):
-            return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{frac}", pos + size
+            if len(seconds) >= 4096:
+                seconds.clear()
+            text = seconds[packed] = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+            return text + frac, pos + size
         if null_invalid:
             return None, pos + size
         return _invalid_datetime_text(year, month, day, hour, minute, second, frac), pos + size
@@ -196,28 +198,28 @@ def _datetime_v1(null_invalid: bool) -> Decoder:
     return dec
 
 
-def _timestamp_text(sec: int, micro: int, fsp: int, null_invalid: bool) -> str | None:
-    if sec == 0 and micro == 0:  # the zero TIMESTAMP, '0000-00-00 00:00:00' (the range starts at 1970-01-01 00:00:01)
-        return None if null_invalid else "0000-00-00 00:00:00" + _fraction(0, fsp)
-    dt = datetime.fromtimestamp(sec, UTC)
-    return _datetime_text(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, _fraction(micro, fsp)) + "Z"
-
-
-def _timestamp2(fsp: int, null_invalid: bool) -> Decoder:
-    nfrac, mult = _frac_reader(fsp)
+def _timestamp2(fsp: int, null_invalid: bool, v1: bool = False) -> Decoder:
+    """TIMESTAMP: seconds since the epoch (big-endian; little-endian in the pre-5.6.4 form), then the fraction
+    with 2, 4 or 6 digits. 0 is the zero TIMESTAMP ``0000-00-00 00:00:00`` (the range starts at 1970-01-01
+    00:00:01 UTC), not an instant."""
+    nfrac = (fsp + 1) // 2
     size = 4 + nfrac
+    digits = 2 * nfrac
+    order: Any = "little" if v1 else "big"
+    seconds: dict[int, str] = {}  # the text of recent seconds: rows written together share them
 
     def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        sec = int.from_bytes(buf[pos : pos + 4], "big")
-        micro = int.from_bytes(buf[pos + 4 : pos + size], "big") * mult if nfrac else 0
-        return _timestamp_text(sec, micro, fsp, null_invalid), pos + size
-
-    return dec
-
-
-def _timestamp_v1(null_invalid: bool) -> Decoder:
-    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        return _timestamp_text(int.from_bytes(buf[pos : pos + 4], "little"), 0, 0, null_invalid), pos + 4
+        sec = int.from_bytes(buf[pos : pos + 4], order)
+        frac = f".{int.from_bytes(buf[pos + 4 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
+        if sec == 0:
+            return (None if null_invalid else "0000-00-00 00:00:00" + frac), pos + size
+        text = seconds.get(sec)
+        if text is None:
+            if len(seconds) >= 4096:
+                seconds.clear()
+            dt = datetime.fromtimestamp(sec, UTC)
+            text = seconds[sec] = _datetime_text(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, "")
+        return text + frac + "Z", pos + size
 
     return dec
 
@@ -500,7 +502,7 @@ def _column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None) 
     if t == types.DATETIME:
         return _datetime_v1(null_invalid)
     if t == types.TIMESTAMP:
-        return _timestamp_v1(null_invalid)
+        return _timestamp2(0, null_invalid, v1=True)
     if t == types.TIME:
         return _time_v1
     if t in (types.ENUM, types.SET):
