@@ -287,6 +287,8 @@ async def test_enum_set_compressed_and_generated_columns(my_db: MyDb) -> None:
                     None if row[5] is None else "0x" + row[5].lower(), row[6], row[7])  # fmt: skip
             assert got == want
         assert events[1].after is not None and events[1].after["en"] == ""  # the invalid value, index 0
+        types = {c.name: c.type_name for c in events[0].table.columns}
+        assert (types["bc"], types["tc"], types["vc"], types["vb"]) == ("blob", "blob", "varchar", "varbinary")
     finally:
         await reader.stop()
 

@@ -20,10 +20,7 @@ from cdcstream.errors import DecodeError
 from cdcstream.sources.mysql import rows as types
 from cdcstream.sources.mysql.binlog.events import HEADER_LEN, packed_int
 
-# MariaDB's column compression (``COMPRESSED``) and MySQL 9's VECTOR, as the binlog names them.
-BLOB_COMPRESSED = 140
-VARCHAR_COMPRESSED = 141
-VECTOR = 242
+BLOB_COMPRESSED, VARCHAR_COMPRESSED, VECTOR = types.BLOB_COMPRESSED, types.VARCHAR_COMPRESSED, types.VECTOR
 
 # Optional metadata field types (binlog_row_metadata = FULL).
 SIGNEDNESS = 1
