@@ -1,9 +1,11 @@
-"""Coverage-guided fuzzing of the MySQL row decoding and DDL parsing with atheris (optional; not run in CI).
+"""Coverage-guided fuzzing of cdcstream's binlog decoder and DDL parsing with atheris (optional; not run in CI).
 
 The hypothesis tests (tests/unit/test_fuzz_mysql.py) run a few hundred random cases on every ``make test``;
-this harness runs for as long as you let it, guided by coverage, on the same contract: a row event gives change
-events or a ``DecodeError``, a QueryEvent's text gives a transaction end (DDL that cannot be parsed is logged
-and skipped), and nothing else is ever raised. A crash is saved by libFuzzer as ``crash-<hash>`` for replay.
+this harness runs for as long as you let it, guided by coverage, on the same contract: any event bytes (a
+table map of random columns and a row event of random images, an event of any type code, a QUERY event of any
+text) give change events and markers, or a ``SourceError`` (``DecodeError`` for bytes that cannot be decoded,
+a refusal for what cannot be captured); nothing else is ever raised, and nothing hangs. A crash is saved by
+libFuzzer as ``crash-<hash>`` for replay.
 
     .venv/bin/pip install atheris            # binary wheels for CPython 3.11 on Linux x86_64
     .venv/bin/python scripts/fuzz_mysql_rows.py -max_total_time=600 [corpus_dir]
@@ -12,6 +14,7 @@ and skipped), and nothing else is ever raised. A crash is saved by libFuzzer as 
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,52 +24,57 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support from a source checkout
 
 with atheris.instrument_imports():
-    from pymysqlreplication.event import QueryEvent
-    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
     from cdcstream.changes import ChangeEvent, Marker
-    from cdcstream.errors import DecodeError
-    from cdcstream.sources.mysql import rows
-    from tests.support.binlog import LOG_POS, TABLE_ID, Col, Packet, Table, converter, row_event
+    from cdcstream.errors import SourceError
+    from cdcstream.sources.mysql import rows as types
+    from cdcstream.sources.mysql.binlog import events as ev
+    from tests.support.binlog import Col, converter, event, rows_event, table_map
 
 TYPES = (
-    *(rows.TINY, rows.SHORT, rows.INT24, rows.LONG, rows.LONGLONG, rows.YEAR, rows.FLOAT, rows.DOUBLE),
-    *(rows.NEWDECIMAL, rows.DATE, rows.DATETIME2, rows.TIMESTAMP2, rows.ENUM, rows.VARCHAR, rows.STRING, rows.BLOB),
+    *(types.TINY, types.SHORT, types.INT24, types.LONG, types.LONGLONG, types.YEAR, types.FLOAT, types.DOUBLE),
+    *(types.NEWDECIMAL, types.DATE, types.DATETIME2, types.TIMESTAMP2, types.TIME2, types.VARCHAR, types.STRING),
+    *(types.BLOB, types.JSON, types.BIT, types.TIME, types.DATETIME, types.TIMESTAMP, types.GEOMETRY),
 )
-CHARSETS = ("utf8mb4", "latin1", "ascii", "binary")
-EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+META_BYTES = {types.FLOAT: 1, types.DOUBLE: 1, types.BLOB: 1, types.JSON: 1, types.GEOMETRY: 1, types.TIME2: 1}
+META_BYTES |= {types.DATETIME2: 1, types.TIMESTAMP2: 1, types.NEWDECIMAL: 2, types.VARCHAR: 2, types.STRING: 2}
+META_BYTES |= {types.BIT: 2}
+CODES = sorted(ev.ROWS_EVENTS)
 
 
 def _column(fdp: Any, i: int) -> Col:
-    col = Col(type=fdp.PickValueInList(list(TYPES)), name=f"c{i}", unsigned=fdp.ConsumeBool())
-    col.fsp = fdp.ConsumeIntInRange(0, 6)
-    col.precision = fdp.ConsumeIntInRange(1, 65)
-    col.decimals = fdp.ConsumeIntInRange(0, min(30, col.precision))
-    col.enum_values = ["a", "b", "c"][: fdp.ConsumeIntInRange(1, 3)]
-    col.size = fdp.ConsumeIntInRange(1, 2)
-    col.character_set_name = fdp.PickValueInList(list(CHARSETS))
-    col.max_length = fdp.PickValueInList([10, 255, 1000])
-    col.length_size = fdp.ConsumeIntInRange(1, 4)
-    return col
+    t = fdp.PickValueInList(list(TYPES))
+    return Col(
+        t,
+        fdp.ConsumeBytes(META_BYTES.get(t, 0)),
+        name=f"c{i}",
+        unsigned=fdp.ConsumeBool(),
+        collation=fdp.PickValueInList([45, 8, 11, 63, 54]),
+        members=["a", "b", "c"][: fdp.ConsumeIntInRange(1, 3)],
+    )
 
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     out: list[Any] = []
-    if fdp.ConsumeBool():
-        ev = QueryEvent.__new__(QueryEvent)
-        ev.query = fdp.ConsumeUnicodeNoSurrogates(200)
-        ev.schema, ev.timestamp, ev.event_size, ev.packet = b"db", 0, 40, Packet(b"", LOG_POS)
-        converter().handle(ev, {}, out)
-        assert out and isinstance(out[-1], Marker), out
-        return
-    cols = [_column(fdp, i) for i in range(fdp.ConsumeIntInRange(1, 8))]
-    ev = row_event(fdp.PickValueInList(list(EVENTS)), len(cols), fdp.ConsumeBytes(400))
+    choice = fdp.ConsumeIntInRange(0, 2)
     try:
-        converter().handle(ev, {TABLE_ID: Table("db", "t", cols, "c0")}, out)
-    except DecodeError:
+        if choice == 0:
+            query = fdp.ConsumeUnicodeNoSurrogates(200).encode()
+            body = struct.pack("<IIBHH", 1, 0, 2, 0, 0) + b"db\0" + query
+            converter().handle(event(ev.QUERY_EVENT, body, log_pos=4096), out)
+            assert out and isinstance(out[-1], Marker), out
+            return
+        if choice == 1:
+            code, flags = fdp.ConsumeIntInRange(0, 255), fdp.ConsumeIntInRange(0, 0xFFFF)
+            converter().handle(event(code, fdp.ConsumeBytes(300), log_pos=4096, flags=flags), out)
+            return
+        cols = [_column(fdp, i) for i in range(fdp.ConsumeIntInRange(1, 8))]
+        conv = converter(mariadb=fdp.ConsumeBool())
+        conv.handle(table_map(cols, key=[0]), out)
+        conv.handle(rows_event(fdp.PickValueInList(CODES), len(cols), fdp.ConsumeBytes(400)), out)
+    except SourceError:
         return
-    assert all(isinstance(item, ChangeEvent) for item in out), out
+    assert all(isinstance(item, ChangeEvent | Marker) for item in out), out
 
 
 if __name__ == "__main__":

@@ -148,6 +148,10 @@ class MySQLSourceConfig(_Section):
     # PyMySQL's spelling, kept for people who know it: true is ssl_mode = "verify_identity"; false with ssl_ca
     # (and no ssl_mode) is "verify_ca". Contradicting an explicit ssl_mode is an error, never a silent choice.
     ssl_verify_identity: bool | None = None
+    # Dates and datetimes the calendar cannot hold (a zero month or day, '2020-02-31' under ALLOW_INVALID_DATES,
+    # all-zero values, the zero TIMESTAMP): "text" sends the server's own text ("0001-00-00",
+    # "0000-00-00 14:02:10"); "null" sends null, as AWS DMS does.
+    invalid_dates: Literal["text", "null"] = "text"
 
     _host = field_validator("host")(_check_host)
 

@@ -152,3 +152,57 @@ def test_mysql_sigkill_at_random_moments_loses_nothing(my_db: MyDb, moto_url: st
     finally:
         daemon.kill()
     assert daemon.starts >= KILLS + 1
+
+
+def test_mysql_compressed_binlog_switched_on_and_off_while_streaming(
+    my_db: MyDb, moto_url: str, tmp_path: Path
+) -> None:
+    """Issue 17 item 1: with ``log_bin_compress = ON`` MariaDB writes row and query events longer than
+    ``log_bin_compress_min_len`` compressed (QUERY_COMPRESSED_EVENT, *_ROWS_COMPRESSED_EVENT_V1), which used to
+    be filtered out while the checkpoint moved on. Switched on and off while the daemon streams: every change
+    and every control record is in the stream."""
+    my_db.execute("CREATE TABLE z (id int PRIMARY KEY, pad varchar(2000), n int)")
+    my_db.execute("CREATE TABLE side (id int PRIMARY KEY)")
+    stream = create_stream(moto_url, f"myz-{uuid.uuid4().hex[:8]}")
+    daemon = Daemon(_config(my_db, moto_url, tmp_path, stream), tmp_path / "daemon.log")
+    server = my_db.server
+    first_file = server.master_status()[0]
+    daemon.start()
+    daemon.wait_ready()
+    expected: dict[int, int] = {}
+    try:
+        for rnd in range(4):
+            server.execute(f"SET GLOBAL log_bin_compress = {'ON' if rnd % 2 == 0 else 'OFF'}")
+            base = rnd * 100
+            # one row per event, several rows per event (a multi-row INSERT), an UPDATE and a DELETE
+            for i in range(base, base + 20):
+                my_db.execute(f"INSERT INTO z VALUES ({i}, REPEAT('p{i}', 120), 0)")
+            values = ", ".join(f"({i}, REPEAT('q', 300), 1)" for i in range(base + 20, base + 60))
+            my_db.execute(f"INSERT INTO z VALUES {values}")
+            my_db.execute(f"UPDATE z SET n = {rnd + 10} WHERE id BETWEEN {base} AND {base + 9}")
+            my_db.execute(f"DELETE FROM z WHERE id BETWEEN {base + 50} AND {base + 59}")
+            # a query event longer than the threshold: compressed as a whole
+            my_db.execute(f"TRUNCATE TABLE side /* {'c' * 400} round {rnd} */")
+            for i in range(base, base + 50):
+                expected[i] = rnd + 10 if i < base + 10 else (0 if i < base + 20 else 1)
+        records = wait_for(
+            moto_url,
+            stream,
+            lambda rs: (
+                len([r for r in table_records(rs, "side") if r["data"]["metadata"]["record-type"] == "control"]) >= 4
+            ),
+            timeout=120,
+        )
+    finally:
+        server.execute("SET GLOBAL log_bin_compress = OFF")
+        assert daemon.stop() == 0, daemon.log_tail()
+    kinds = {str(r[2]) for r in server.execute(f"SHOW BINLOG EVENTS IN '{first_file}'")}
+    assert {"Write_rows_compressed_v1", "Update_rows_compressed_v1", "Query_compressed"} <= kinds, kinds
+    final: dict[int, int | None] = {}
+    for r in table_records(records, "z"):
+        meta, data = r["data"]["metadata"], r["data"]["data"]
+        final[data["id"]] = None if meta["operation"] == "delete" else data["n"]
+        if meta["operation"] != "delete":
+            assert data["pad"] == (f"p{data['id']}" * 120 if data["id"] % 100 < 20 else "q" * 300)
+    assert {k: v for k, v in final.items() if v is not None} == expected
+    assert len([r for r in table_records(records, "z") if r["data"]["metadata"]["operation"] == "delete"]) == 40

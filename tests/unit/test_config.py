@@ -150,3 +150,12 @@ def test_mysql_ssl_verify_identity_is_another_spelling_of_ssl_mode(tmp_path: Pat
 def test_mysql_tls_errors_name_the_key(tmp_path: Path, lines: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(_mysql_tls(tmp_path, lines))
+
+
+def test_mysql_invalid_dates(tmp_path: Path) -> None:
+    mysql = GOOD.replace('engine = "postgres"\ndatabase = "app"', 'engine = "mysql"\nserver_id = 7')
+    assert load_config(write(tmp_path, mysql)).source.invalid_dates == "text"  # type: ignore[union-attr]
+    cfg = load_config(write(tmp_path, mysql.replace("server_id = 7", 'server_id = 7\ninvalid_dates = "null"')))
+    assert cfg.source.invalid_dates == "null"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"source\.invalid_dates"):
+        load_config(write(tmp_path, mysql.replace("server_id = 7", 'server_id = 7\ninvalid_dates = "zero"')))

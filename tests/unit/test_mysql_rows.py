@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -9,7 +10,21 @@ from typing import Any
 import pytest
 
 from cdcstream.sources.mysql import rows
-from tests.support.binlog import Col
+
+
+@dataclass
+class Col:
+    """The column attributes rows.py reads (the full load's catalogue columns have the same)."""
+
+    type: int
+    name: str = "c"
+    unsigned: bool = False
+    character_set_name: str | None = None
+    fsp: int = 0
+    set_values: list[str] | None = None
+    enum_values: list[str] | None = None
+    precision: int = 10
+    decimals: int = 2
 
 
 def conv(col: Col, value: Any, no_hex_prefix: bool = False) -> Any:

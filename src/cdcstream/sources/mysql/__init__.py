@@ -1,4 +1,4 @@
-"""MySQL / MariaDB source: the binary log through python-mysql-replication, on a dedicated reader thread."""
+"""MySQL / MariaDB source: the binary log (read by :mod:`.binlog`) on a dedicated reader thread, and the full load."""
 
 from __future__ import annotations
 

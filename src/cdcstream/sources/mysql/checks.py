@@ -95,15 +95,6 @@ def _run_checks(
                         "" if ok else f"SET GLOBAL {key} = {want}; and {key} = {want} in the server config",
                     )
                 )
-            if variables.get("binlog_transaction_compression", "OFF").upper() == "ON":
-                out.append(
-                    CheckResult(
-                        "binlog_transaction_compression",
-                        False,
-                        "binlog_transaction_compression = ON (compressed payloads cannot be decoded)",
-                        "SET GLOBAL binlog_transaction_compression = OFF; and in the server config",
-                    )
-                )
             out.append(_privileges(cur, cfg, mariadb))
             if full_load:
                 out += _full_load_checks(cur, cfg, selector)

@@ -9,6 +9,10 @@ record but never a row. A statement is first *tokenised* (cheap) to find its lea
 TRUNCATE/DROP/ALTER/RENAME statements are fully parsed. A statement sqlglot cannot handle raises
 :class:`UnparsedStatement`, which the source logs with the statement and skips: an unusual statement never stops
 the pipeline.
+
+:func:`dml_targets` reads the other kind of statement a QueryEvent can carry: a data change logged as a statement
+(a session with ``binlog_format = STATEMENT`` or ``MIXED``), whose rows the binlog does not have. It names the
+tables such a statement may write, so the reader can refuse it when one of them is captured.
 """
 
 from __future__ import annotations
@@ -233,4 +237,85 @@ def parse_ddl(query: str, default_schema: str | None) -> list[TableDdl]:
             continue  # DROP VIEW / DATABASE / INDEX / ...: not a table's data
         for table in stmt.find_all(exp.Table):
             out.append(TableDdl(op, *_qualified(table, default_schema)))
+    return out
+
+
+_DML = frozenset({"INSERT", "REPLACE", "UPDATE", "DELETE", "LOAD", "CREATE", "WITH"})
+_NAME_TOKENS = frozenset({"VAR", "IDENTIFIER"})
+# Modifiers sqlglot's grammar lacks between UPDATE/DELETE and the table; they never change which table is written.
+_DML_MODIFIERS = frozenset({"LOW_PRIORITY", "QUICK", "IGNORE", "HIGH_PRIORITY", "DELAYED"})
+
+
+def _name_after(tokens: list[Any], i: int, default_schema: str | None) -> tuple[str, str]:
+    """The (schema, table) name starting at token ``i`` (an unquoted name may be tokenised as a keyword)."""
+    parts: list[str] = []
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.token_type.name not in _NAME_TOKENS and not str(tok.text).isidentifier():
+            break
+        parts.append(str(tok.text))
+        if i + 1 < len(tokens) and tokens[i + 1].token_type.name == "DOT":
+            i += 2
+            continue
+        break
+    if not parts or len(parts) > 2:
+        raise UnparsedStatement("no table name where one was expected")
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    if not default_schema:
+        raise UnparsedStatement(f"no schema for table {parts[0]!r} and no current database")
+    return default_schema, parts[0]
+
+
+def dml_targets(query: str, default_schema: str | None) -> list[tuple[str, str]]:
+    """The tables a data-changing statement may write (INSERT/REPLACE and LOAD DATA: the target; UPDATE and
+    DELETE: every table they name, as a multi-table statement may write any of them; CREATE TABLE ... SELECT:
+    the new table). Empty for every other statement; :class:`UnparsedStatement` when it changes data but its
+    tables cannot be read."""
+    head = query.lstrip()[:12].upper()
+    if head.split(" ", 1)[0].rstrip(";") in _TRANSACTION_CONTROL:
+        return []
+    text = query.lstrip()
+    if head.startswith("REPLACE"):  # the tokenizer takes REPLACE for a command; its syntax is INSERT's
+        text = "INSERT" + text[len("REPLACE") :]
+    try:
+        tokens = [t for t in _DIALECT.tokenize(text) if t.token_type.name != "SEMICOLON"]
+    except SqlglotError as exc:
+        if head.split(" ", 1)[0] in _DML:
+            raise UnparsedStatement(f"cannot tokenise: {exc}") from None
+        return []
+    keyword = _first_keyword(tokens)
+    if keyword not in _DML:
+        return []
+    words = [str(t.text).upper() for t in tokens]
+    if keyword in ("INSERT", "REPLACE"):
+        i = 1
+        while i < len(tokens) and words[i] in _DML_MODIFIERS | {"INTO"}:
+            i += 1
+        return [_name_after(tokens, i, default_schema)]
+    if keyword == "LOAD":
+        for i in range(len(tokens) - 2):
+            if words[i] == "INTO" and words[i + 1] == "TABLE":
+                return [_name_after(tokens, i + 2, default_schema)]
+        if "XML" in words[:3] or "DATA" in words[:3]:
+            raise UnparsedStatement("LOAD DATA without INTO TABLE")
+        return []  # LOAD INDEX INTO CACHE and the like
+    if keyword == "CREATE":
+        if "TABLE" not in words[1:4] or "SELECT" not in words:
+            return []  # no rows come with it (a table's rows always arrive as row events or statements)
+        i = words.index("TABLE") + 1
+        if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
+            i += 3
+        return [_name_after(tokens, i, default_schema)]
+    cut = [(t.start, t.end) for t, w in zip(tokens, words, strict=True) if w in _DML_MODIFIERS - {"IGNORE"}]
+    statements = _parse(_cut(text, cut) if cut else text)
+    out: list[tuple[str, str]] = []
+    for stmt in statements:
+        if stmt is None:  # an empty statement between semicolons
+            continue
+        for table in stmt.find_all(exp.Table):
+            if table.name:
+                out.append(_qualified(table, default_schema))
+    if not out:
+        raise UnparsedStatement("a data change naming no table")
     return out

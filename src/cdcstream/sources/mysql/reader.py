@@ -1,32 +1,40 @@
-"""The binlog reader: python-mysql-replication on a dedicated thread, events turned into ChangeEvent/Marker lists.
+"""The binlog reader: raw binlog events on a dedicated thread, turned into ChangeEvent/Marker lists.
 
 Two parts:
 
 * :class:`EventConverter` — the transaction state machine, one instance per source (it survives reconnects).
-  It turns binlog events into items: row events into :class:`~cdcstream.changes.ChangeEvent` (rows of tables no
-  rule selects are never decoded: ``ev.rows`` is lazy), TRUNCATE/DROP/ALTER/RENAME TABLE QueryEvents into control
-  events (:mod:`.ddl`; an ALTER event carries the table's last table-map shape as "before"), and
-  transaction ends (XidEvent, a ``COMMIT`` query of a non-transactional engine, a standalone DDL statement) into
-  :class:`~cdcstream.changes.Marker` — never a position inside a transaction, because a resume there would lose
-  the table map the following row events need.
-* :class:`ReaderThread` — runs ``BinLogStreamReader(blocking=True, resume_stream=True, ...)`` and hands batches
-  to the asyncio loop through a **bounded** ``asyncio.Queue`` (``run_coroutine_threadsafe(queue.put(...))`` blocks
-  the thread while the queue is full), so a slow Kinesis stalls the binlog reader instead of growing memory.
-  Any failure ends the thread and is queued *after* the items read before it; the source decides whether to
-  reconnect (from the last marker it yielded) or stop.
+  It takes each raw event (:mod:`.binlog.events` checks its size and checksum first), dispatches on its type
+  code through the table cdcstream owns (:data:`.binlog.events.EVENT_TYPES`: decoded, ignored with a reason,
+  or refused with a fix; an unknown type stops the reader) and turns row events into
+  :class:`~cdcstream.changes.ChangeEvent` (rows of tables no rule selects are never decoded), TRUNCATE/DROP/
+  ALTER/RENAME TABLE statements into control events (:mod:`.ddl`; an ALTER event carries the table's last
+  table-map shape as "before"), and transaction ends (XID, XA_PREPARE, a ``COMMIT`` query of a non-transactional
+  engine, a standalone DDL statement) into :class:`~cdcstream.changes.Marker` — never a position inside a
+  transaction, because a resume there would lose the table map the following row events need. Anything it
+  cannot decode raises before the transaction's marker, so no checkpoint passes it.
+* :class:`ReaderThread` — runs the dump connection (:mod:`.binlog.client`) and hands batches to the asyncio loop
+  through a **bounded** ``asyncio.Queue`` (``run_coroutine_threadsafe(queue.put(...))`` blocks the thread while
+  the queue is full), so a slow Kinesis stalls the binlog reader instead of growing memory. Any failure ends the
+  thread and is queued *after* the items read before it; the source decides whether to reconnect (from the last
+  marker it yielded) or stop.
 
-MariaDB / library traps handled here (reference notes, env.md §4): MariaDB writes no ``BEGIN`` (its GTID event
-opens a transaction; flag ``FL_STANDALONE`` marks DDL); RotateEvents arrive twice after ``FLUSH BINARY LOGS``
-plus a fake one at connect (handled idempotently: a rotate only sets the current file and position); the
-library's own silent reconnect (which would restart mid-transaction, or from the *initial* GTID) is disabled
-by :class:`_StreamConnection`, so every reconnect goes through the source's backoff and resume logic.
+What the binlog may carry besides complete FULL row images, and what happens (README, "MySQL / MariaDB"):
+compressed events (MariaDB ``log_bin_compress``, MySQL ``binlog_transaction_compression``) are decompressed;
+partial row images (a session's ``binlog_row_image = MINIMAL``/``NOBLOB``) become records whose missing columns
+are filled from the before image where it has them and otherwise listed in ``metadata.unchanged-columns``;
+partial JSON updates are applied to the before image; a data change logged as a *statement* (a session's
+``binlog_format = STATEMENT``/``MIXED``) on a captured table cannot be captured and stops the reader; so do the
+rows of an XA transaction (logged at XA PREPARE, before it is known whether they commit).
+
+MariaDB traps handled here (reference notes, env.md §4): MariaDB writes no ``BEGIN`` (its GTID event opens a
+transaction; flag ``FL_STANDALONE`` marks DDL); ROTATE events arrive twice after ``FLUSH BINARY LOGS`` plus a
+fake one at connect (handled idempotently: a rotate only sets the current file and position).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import struct
 import threading
@@ -37,62 +45,34 @@ from typing import Any
 
 import pymysql
 import structlog
-from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import (
-    GtidEvent,
-    HeartbeatLogEvent,
-    MariadbGtidEvent,
-    QueryEvent,
-    RotateEvent,
-    XidEvent,
-)
-from pymysqlreplication.gtid import Gtid, GtidSet
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from cdcstream.changes import ALTER_OPS, ChangeEvent, Column, Item, Marker, Op, SchemaChange, TableInfo
 from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
-from cdcstream.sources.mysql import fastrows, rows
-from cdcstream.sources.mysql.ddl import TableDdl, UnparsedStatement, parse_ddl
+from cdcstream.sources.mysql import rows
+from cdcstream.sources.mysql.binlog import compression, tablemap
+from cdcstream.sources.mysql.binlog import events as ev
+from cdcstream.sources.mysql.binlog.charsets import Charsets
+from cdcstream.sources.mysql.binlog.client import BinlogClient, DumpStart, StreamLost
+from cdcstream.sources.mysql.binlog.gtid import GtidSet
+from cdcstream.sources.mysql.binlog.rowevents import RowPlan, json_column_indexes, partial_after_image, rows_header
+from cdcstream.sources.mysql.binlog.values import FIXED_BINARY_LENGTH, ValueOptions, column_decoder
+from cdcstream.sources.mysql.ddl import TableDdl, UnparsedStatement, dml_targets, parse_ddl
 from cdcstream.sources.mysql.tls import tls_failure
 
 log = structlog.get_logger(__name__)
 
-ONLY_EVENTS = [
-    RotateEvent,
-    MariadbGtidEvent,
-    GtidEvent,
-    QueryEvent,
-    XidEvent,
-    WriteRowsEvent,
-    UpdateRowsEvent,
-    DeleteRowsEvent,
-    HeartbeatLogEvent,
-]
-MARIADB_FL_STANDALONE = 0x01  # MariaDB GTID event flag: a statement outside any transaction (DDL)
-MARIADB_FL_PREPARED_XA = 0x40  # MariaDB GTID event flag: the XA START ... XA PREPARE part of an XA transaction
 BATCH_MAX = 500  # items per hand-over: large enough to amortise the thread hop, small enough for low latency
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE, Op.DROP_TABLE)
+SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+# What to do about a change in the binlog that cannot be streamed: cdcstream cannot get past it on its own.
+RESYNC = (
+    "This change cannot be streamed, and a restart reaches it again: exclude the table from the mapping, or "
+    "re-sync the target with a full load (move the checkpoint file away deliberately; migration_type = "
+    '"full-load-and-cdc" starts after the binlog position of the new snapshot).'
+)
 
-
-class StreamLost(Exception):
-    """The replication connection dropped (raised instead of letting the library reconnect by itself)."""
-
-
-class _StreamConnection(pymysql.connections.Connection):  # type: ignore[misc]
-    """PyMySQL connection whose lost-connection errors escape python-mysql-replication's silent reconnect.
-
-    The library catches OperationalError 2006/2013 in ``fetchone`` and reconnects from *its* idea of the
-    position: the last event read (mid-transaction) or, with a GTID start, the initial GTID. Either breaks the
-    transaction state; raising a non-pymysql error instead hands the decision to the source.
-    """
-
-    def _read_packet(self, packet_type: Any = pymysql.connections.MysqlPacket) -> Any:
-        try:
-            return super()._read_packet(packet_type)
-        except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] in (2006, 2013):
-                raise StreamLost(str(exc.args[1] if len(exc.args) > 1 else exc)) from None
-            raise
+# Which table ids a fixed-binary lookup needs: (schema, table, column names) -> {column: uuid|inet4|inet6} or None.
+FixedBinaryLookup = Callable[[str, str, list[str]], "dict[str, str] | None"]
 
 
 def format_epoch(epoch: float) -> str:
@@ -101,13 +81,12 @@ def format_epoch(epoch: float) -> str:
 
 @dataclass(slots=True, eq=False)  # hashed by identity (kept in a set of touched plans)
 class TablePlan:
-    """One version of a table (as its table map describes it): the shared TableInfo and per-column converters."""
+    """One version of a table (as its table map describes it): the shared TableInfo and its row decoder."""
 
     info: TableInfo
-    convs: tuple[tuple[str, rows.Converter], ...]
-    set_columns: tuple[str, ...]
+    rows: RowPlan
     label: str
-    fast: fastrows.FastPlan | None = None  # the compiled decoder, when every column type has one
+    keys: tuple[str, ...]
     counts: list[int] = field(default_factory=lambda: [0] * len(OPS))
 
 
@@ -129,15 +108,23 @@ class Batch:
 
 @dataclass(slots=True)
 class Failure:
-    """The thread ended: the error, queued after everything read before it, and the binlog position it was
-    reading at (``file:pos`` of the end of the last event read, so the failing event starts there)."""
+    """The thread ended: the error, queued after everything read before it, and the binlog position of the
+    event it failed on (``file:pos`` of the event's start)."""
 
     error: BaseException
     position: str | None = None
 
 
+_ROW_OPS = {code: Op.INSERT for code in ev.WRITE_ROWS}
+_ROW_OPS.update({code: Op.UPDATE for code in ev.UPDATE_ROWS})
+_ROW_OPS.update({code: Op.DELETE for code in ev.DELETE_ROWS})
+_OP_INDEX = {Op.INSERT: 0, Op.UPDATE: 1, Op.DELETE: 2}
+_GTID_EVENTS = frozenset({ev.MARIADB_GTID_EVENT, ev.GTID_LOG_EVENT, ev.ANONYMOUS_GTID_LOG_EVENT})
+_QUERY_EVENTS = frozenset({ev.QUERY_EVENT, ev.QUERY_COMPRESSED_EVENT, ev.EXECUTE_LOAD_QUERY_EVENT})
+
+
 class EventConverter:
-    """Binlog events -> items, with the transaction state (position, GTID, record numbers)."""
+    """Raw binlog events -> items, with the transaction state (position, GTID, record numbers)."""
 
     def __init__(
         self,
@@ -148,16 +135,27 @@ class EventConverter:
         file: str,
         pos: int,
         gtid: str | None,
+        invalid_dates: str = "text",
+        schema_captured: Callable[[str], bool] | None = None,
     ) -> None:
         self._selector = selector
+        self._schema_captured = schema_captured or (lambda s: s not in SYSTEM_SCHEMAS)
         self._no_hex_prefix = no_hex_prefix
+        self._invalid_dates = invalid_dates
         self.mariadb = mariadb
         self.file = file
         self.pos = pos
+        self.fmt = ev.Format(checksum=False)
+        self.charsets = Charsets()
+        self.fixed_binary: FixedBinaryLookup | None = None
         self._selected: dict[tuple[str, str], bool] = {}
-        self._by_table_id: dict[int, tuple[Any, TablePlan | None]] = {}
-        self._by_signature: dict[tuple[Any, ...], TablePlan] = {}
+        # table id -> plan (None: not selected); table map body (without the id) -> plan, per table version.
+        self._by_table_id: dict[int, TablePlan | None] = {}
+        self._plans: dict[bytes, TablePlan | None] = {}
+        self._by_label: dict[str, TablePlan] = {}
         self._infos: dict[tuple[str, str], TableInfo] = {}
+        self._interned: dict[TableInfo, TableInfo] = {}
+        self._warned: set[Any] = set()
         # GTID state after the last complete transaction: MariaDB domain -> "domain-server-seq"; MySQL GtidSet.
         self._maria_gtids: dict[str, str] = {}
         self._mysql_gtids: GtidSet | None = None
@@ -177,10 +175,20 @@ class EventConverter:
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[TablePlan] = set()
+        self.heard: tuple[str, int] | None = None  # set by a heartbeat event, read (and reset) by the reader
+        self.at = f"{file}:{pos}"  # the event being handled, for errors
         # Fields every checkpoint carries besides the position: which server it belongs to
         # (MySQLSource._verify_resume) and, after a full load, {"load": {"done": true, ...}}.
         self.checkpoint_extra: dict[str, Any] = {}
-        self.fast_rows = True  # off only to compare with the library's decoding (tests, bench)
+
+    # -- connection -----------------------------------------------------------------------------------------
+    def connected(self, checksum: bool, charsets: Charsets, fixed_binary: FixedBinaryLookup | None) -> None:
+        """A new dump connection: events start with what it negotiated, until the first FORMAT_DESCRIPTION."""
+        self.fmt = ev.Format(checksum)
+        self.charsets = charsets
+        self.fixed_binary = fixed_binary
+        self._by_table_id.clear()
+        self._plans.clear()
 
     # -- GTID state -----------------------------------------------------------------------------------------
     def set_gtid_state(self, gtid: str | None) -> None:
@@ -221,66 +229,88 @@ class EventConverter:
             hit = self._selected[key] = self._selector(schema, table)
         return hit
 
-    def _plan(self, ev: Any, table_map: dict[int, Any]) -> TablePlan | None:
-        table = table_map.get(ev.table_id)
-        cached = self._by_table_id.get(ev.table_id)
-        if cached is not None and cached[0] is table:
-            return cached[1]
-        if table is None:
-            raise DecodeError(f"row event for table id {ev.table_id} without its table map at {self.file}:{self.pos}")
-        schema, name = str(table.schema), str(table.table)
-        plan: TablePlan | None = None
-        if self.selected(schema, name):
-            plan = self._build_plan(schema, name, table)
-        self._by_table_id[ev.table_id] = (table, plan)
-        return plan
+    def _table_map(self, raw: bytes, end: int) -> None:
+        post = self.fmt.post_header_len(ev.TABLE_MAP_EVENT, 8)
+        tid = tablemap.table_id(raw, post)
+        key = raw[ev.HEADER_LEN + post - 2 : end]  # flags and body: the same for every map of a table version
+        if key in self._plans:
+            self._by_table_id[tid] = self._plans[key]
+            return
+        tm = tablemap.decode(raw, end, post, mariadb=self.mariadb)
+        plan = self._build_plan(tm) if self.selected(tm.schema, tm.table) else None
+        self._plans[key] = self._by_table_id[tid] = plan
 
-    def _build_plan(self, schema: str, name: str, table: Any) -> TablePlan:
-        columns = table.columns
-        if any(not c.name for c in columns):
+    def _build_plan(self, tm: tablemap.TableMap) -> TablePlan:
+        schema, name = tm.schema, tm.table
+        if not tm.has_names:
             raise SourceError(
                 f"the binlog has no column names for {schema}.{name}: the server's binlog_row_metadata is not FULL "
                 "(the table map then carries only types). Fix: SET GLOBAL binlog_row_metadata = FULL; (and in "
                 "the server config, so it survives a restart), then restart cdcstream."
             )
-        pk = table.primary_key
-        keys = {pk} if isinstance(pk, str) and pk else set(pk or ())
-        signature = (
-            schema,
-            name,
-            tuple(
-                (
-                    c.name,
-                    c.type,
-                    c.unsigned,
-                    c.character_set_name,
-                    getattr(c, "fsp", None),
-                    tuple(c.set_values or ()),
-                    tuple(c.enum_values or ()),
-                )
-                for c in columns
-            ),
-            tuple(sorted(keys)),
-        )
-        plan = self._by_signature.get(signature)
-        if plan is not None:
-            self._infos[(schema, name)] = plan.info
-            return plan
-        info = rows.table_info(schema, name, columns, keys)
-        convs = []
-        for c in columns:
-            conv = rows.converter_for(c, self._no_hex_prefix)
-            if conv is not None:
-                convs.append((c.name, conv))
-        sets = tuple(c.name for c in columns if c.type == rows.SET)
-        fast = fastrows.compile_plan(columns, self._no_hex_prefix) if self.fast_rows else None
-        plan = TablePlan(info, tuple(convs), sets, f"{schema}.{name}", fast)
-        old = next((p for p in self._by_signature.values() if p.label == plan.label), None)
+        names = [c.name for c in tm.columns]
+        fixed = self._fixed_binary_types(tm, names)
+        opts = ValueOptions(self.charsets, self._no_hex_prefix, self._invalid_dates)
+        try:
+            decoders = [column_decoder(c, opts, fixed.get(c.name)) for c in tm.columns]
+        except DecodeError as exc:
+            raise DecodeError(f"{schema}.{name} at {self.at}: {exc}") from None
+        keys = tuple(names[i] for i in tm.primary_key)
+        info = rows.table_info(schema, name, tm.columns, set(keys))
+        if fixed:
+            info = TableInfo(
+                schema,
+                name,
+                tuple(
+                    Column(c.name, fixed[c.name], c.type_id, c.nullable, c.is_key) if c.name in fixed else c
+                    for c in info.columns
+                ),
+            )
+        info = self._interned.setdefault(info, info)  # one TableInfo per table version, across DDL and reconnects
+        label = f"{schema}.{name}"
+        plan = TablePlan(info, RowPlan(names, decoders, json_column_indexes([c.type for c in tm.columns])), label, keys)
+        old = self._by_label.get(label)
         if old is not None:
             plan.counts = old.counts  # a new version of the same table: keep the metric counters together
-        self._by_signature[signature] = plan
+        self._by_label[label] = plan
         self._infos[(schema, name)] = info
         return plan
+
+    def _fixed_binary_types(self, tm: tablemap.TableMap, names: list[str]) -> dict[str, str]:
+        """MariaDB's UUID/INET4/INET6 columns of the table (the table map shows them as BINARY(16)/BINARY(4))."""
+        candidates = [
+            c
+            for c in tm.columns
+            if c.type == rows.STRING
+            and c.max_length in (4, 16)
+            and c.collation is not None
+            and self.charsets.name(c.collation) == "binary"
+        ]
+        if not self.mariadb or not candidates or self.fixed_binary is None:
+            return {}
+        found = self.fixed_binary(tm.schema, tm.table, names)
+        if found is None:
+            if (tm.schema, tm.table, tuple(names)) not in self._warned:
+                self._warned.add((tm.schema, tm.table, tuple(names)))
+                log.warning(
+                    "the catalogue does not describe this version of the table (dropped, renamed or altered "
+                    "since, or not visible to the user): its BINARY(16)/BINARY(4) columns are sent as binary, "
+                    "even if they were UUID/INET6/INET4 when written",
+                    table=f"{tm.schema}.{tm.table}",
+                    columns=[c.name for c in candidates],
+                    position=self.at,
+                )
+            return {}
+        return {
+            c.name: found[c.name]
+            for c in candidates
+            if c.name in found and FIXED_BINARY_LENGTH[found[c.name]] == c.max_length
+        }
+
+    def _forget_tables(self) -> None:
+        """After DDL: table versions (and what the catalogue said about them) are read afresh."""
+        self._plans.clear()
+        self._by_table_id.clear()
 
     # -- transactions ---------------------------------------------------------------------------------------
     def _begin(self, start: int, timestamp: int, gtid: str | None) -> None:
@@ -300,11 +330,10 @@ class EventConverter:
         if gtid:
             if self.mariadb:
                 self._maria_gtids[gtid.split("-", 1)[0]] = gtid
-            elif not gtid.startswith("00000000-0000-0000-0000-000000000000"):  # anonymous (gtid_mode OFF)
-                if self._mysql_gtids is None:
-                    self._mysql_gtids = GtidSet(gtid)
-                else:
-                    self._mysql_gtids.merge_gtid(Gtid(gtid))
+            elif self._mysql_gtids is None:
+                self._mysql_gtids = GtidSet(gtid)
+            else:
+                self._mysql_gtids.add(gtid)
         self.in_tx = False
         self._standalone = False
         self._tx_gtid = None
@@ -314,59 +343,143 @@ class EventConverter:
         out.append(Marker(self.checkpoint(), self._commit_epoch, True))
 
     # -- events ---------------------------------------------------------------------------------------------
-    def handle(self, ev: Any, table_map: dict[int, Any], out: list[Item]) -> None:
-        """Append the items of one event to ``out``."""
-        if isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
-            self._rows(ev, table_map, out)
-            return
-        end = ev.packet.log_pos
-        if isinstance(ev, XidEvent):
-            if not self.in_tx:  # a transaction whose start we did not see: impossible at marker positions
-                self._begin(end - ev.event_size, ev.timestamp, None)
-            self._commit(end, out)
-        elif isinstance(ev, MariadbGtidEvent):
-            self._begin(end - ev.event_size, ev.timestamp, str(ev.gtid))
-            self._standalone = bool(ev.flags & MARIADB_FL_STANDALONE)
-            if ev.flags & MARIADB_FL_PREPARED_XA:  # MariaDB's XA START ... XA PREPARE group (see _rows)
-                self._xa_start = f"{self.file}:{end - ev.event_size}"
-        elif isinstance(ev, GtidEvent):
-            self._begin(end - ev.event_size, ev.timestamp, str(ev.gtid))
-            self._standalone = True  # until a BEGIN query says it is a transaction
-        elif isinstance(ev, QueryEvent):
-            self._query(ev, end, out)
-        elif isinstance(ev, RotateEvent):
-            # Idempotent: the fake rotate at connect and the duplicate after FLUSH BINARY LOGS set the same values.
-            self.file = str(ev.next_binlog)
-            self.pos = int(ev.position)
-        # HeartbeatLogEvent: nothing to emit; the reader flushes and reports liveness.
+    def handle(self, raw: bytes, out: list[Item], outer: tuple[int, int] | None = None) -> None:
+        """Append the items of one event to ``out``. ``outer``: (start, end) of the TRANSACTION_PAYLOAD_EVENT an
+        embedded event came in (embedded events have no position and no checksum of their own)."""
+        timestamp, code, server_id, size, log_pos, flags = ev.header(raw)
+        if outer is None:
+            start, end = (log_pos - size if log_pos else self.pos), log_pos
+            self.at = f"{self.file}:{start}"
+        else:
+            start, end = outer
+        try:
+            if outer is not None:
+                if size != len(raw):
+                    raise DecodeError("an event embedded in the TRANSACTION_PAYLOAD_EVENT is cut short")
+                body_end = size
+            elif code == ev.FORMAT_DESCRIPTION_EVENT:
+                self.fmt = ev.format_description(raw).format
+                self._by_table_id.clear()  # a new file (or a restarted server): table ids start over
+                return
+            else:
+                body_end = ev.frame(raw, self.fmt, self.at)
+            known = ev.EVENT_TYPES.get(code)
+            if known is None or known.handling is not ev.Handling.DECODE:
+                self._not_decoded(code, flags, known)
+                return
+            self._dispatch(raw, code, body_end, start, end, timestamp, server_id, out)
+        except (IndexError, ValueError, UnicodeDecodeError, struct.error, DecodeError) as exc:
+            if isinstance(exc, DecodeError) and self.at in str(exc):
+                raise
+            reason = str(exc) if isinstance(exc, DecodeError) else repr(exc)
+            raise DecodeError(
+                f"cannot decode binlog event {ev.type_name(code)} at {self.at}: {reason}. cdcstream stops rather "
+                "than skip it; nothing after the last checkpoint is acknowledged"
+            ) from None
 
-    def _query(self, ev: Any, end: int, out: list[Item]) -> None:
-        query = ev.query if isinstance(ev.query, str) else bytes(ev.query).decode("utf-8", "replace")
+    def _not_decoded(self, code: int, flags: int, known: ev.EventType | None) -> None:
+        if known is not None and known.handling is ev.Handling.IGNORE:
+            return
+        if known is not None:  # REFUSE
+            raise DecodeError(
+                f"binlog event {ev.type_name(code)} at {self.at}: {known.why}. cdcstream stops here; nothing after "
+                "the last checkpoint is acknowledged."
+            )
+        if flags & ev.LOG_EVENT_IGNORABLE_F:
+            if code not in self._warned:
+                self._warned.add(code)
+                log.warning(
+                    "skipping binlog events of a type cdcstream does not know, which the server marks as ignorable "
+                    "(LOG_EVENT_IGNORABLE_F: a replica that does not know them may skip them)",
+                    event_type=code,
+                    position=self.at,
+                )
+            return
+        raise DecodeError(
+            f"binlog event of unknown type {code} at {self.at} (flags {flags:#06x}): cdcstream does not know what it "
+            "carries, so it stops rather than skip a change that may be in it; nothing after the last checkpoint is "
+            "acknowledged. The server is newer than this cdcstream: upgrade cdcstream, or report the server version "
+            "and the output of mysqlbinlog --hexdump for this position."
+        )
+
+    def _dispatch(
+        self, raw: bytes, code: int, body_end: int, start: int, end: int, ts: int, server_id: int, out: list[Item]
+    ) -> None:
+        if code in _ROW_OPS or code in ev.COMPRESSED_ROWS_EVENTS:
+            self._rows(raw, code, body_end, start, ts, out)
+        elif code == ev.TABLE_MAP_EVENT:
+            self._table_map(raw, body_end)
+        elif code == ev.XID_EVENT:
+            if not self.in_tx:  # a transaction whose start we did not see: impossible at marker positions
+                self._begin(start, ts, None)
+            self._commit(end, out)
+        elif code in _GTID_EVENTS:
+            if code == ev.MARIADB_GTID_EVENT:
+                g = ev.mariadb_gtid(raw, body_end, server_id)
+                self._begin(start, ts, g.gtid)
+                self._standalone = bool(g.flags & ev.FL_STANDALONE)
+                if g.flags & ev.FL_PREPARED_XA:  # MariaDB's XA START ... XA PREPARE group (see _rows)
+                    self._xa_start = self.at
+            else:
+                g = ev.mysql_gtid(raw, body_end)
+                self._begin(start, ts, g.gtid)
+                self._standalone = True  # until a BEGIN query says it is a transaction
+        elif code in _QUERY_EVENTS:
+            if code == ev.QUERY_COMPRESSED_EVENT:
+                raw = compression.mariadb_uncompress(raw, body_end, self.fmt)
+                body_end, code = len(raw), ev.QUERY_EVENT
+            self._query(ev.query(raw, body_end, self.fmt, code), start, end, ts, out)
+        elif code == ev.ROTATE_EVENT:
+            # Idempotent: the fake rotate at connect and the duplicate after FLUSH BINARY LOGS set the same values.
+            r = ev.rotate(raw, body_end)
+            self.file, self.pos = r.file, r.position
+        elif code in (ev.HEARTBEAT_LOG_EVENT, ev.HEARTBEAT_LOG_EVENT_V2):
+            hb = ev.heartbeat(raw, body_end, end) if code == ev.HEARTBEAT_LOG_EVENT else ev.heartbeat_v2(raw, body_end)
+            self.heard = (hb.file.rstrip("\x00"), hb.position)
+        elif code == ev.XA_PREPARE_LOG_EVENT:
+            ev.xa_prepare(raw, body_end)
+            if not self.in_tx:
+                self._begin(start, ts, None)
+            self._commit(end, out)  # ends the XA START ... XA PREPARE group (its rows were refused, see _rows)
+        elif code == ev.TRANSACTION_PAYLOAD_EVENT:
+            for inner in compression.mysql_payload_events(raw, body_end):
+                self.handle(inner, out, (start, end))
+        else:  # a type the table says is decoded but nothing here decodes: a bug, never a skip
+            raise DecodeError(f"binlog event {ev.type_name(code)} at {self.at} has no decoder")
+
+    def _query(self, q: ev.Query, start: int, end: int, ts: int, out: list[Item]) -> None:
+        query = q.query
         word = query.lstrip()[:9].upper()
         if word.startswith("BEGIN"):
             if not self.in_tx:
-                self._begin(end - ev.event_size, ev.timestamp, None)
+                self._begin(start, ts, None)
             self._standalone = False
             return
         if word.startswith("COMMIT") or (word.startswith("ROLLBACK") and "TO" not in query.upper().split()[:3]):
             # non-transactional engines end a statement group with a COMMIT query instead of an Xid
             if not self.in_tx:
-                self._begin(end - ev.event_size, ev.timestamp, None)
+                self._begin(start, ts, None)
             self._commit(end, out)
             return
         if word.startswith(("XA START", "XA BEGIN")):  # MySQL: opens a transaction like BEGIN, but see _rows
             if not self.in_tx:
-                self._begin(end - ev.event_size, ev.timestamp, None)
+                self._begin(start, ts, None)
             self._standalone = False
-            self._xa_start = f"{self.file}:{end - ev.event_size}"
+            self._xa_start = self.at
             return
+        if query.lstrip()[:11].upper().startswith(("XA COMMIT", "XA ROLLBACK")):
+            # the outcome of a prepared XA transaction (its own event group; MariaDB flags it FL_COMPLETED_XA)
+            if not self.in_tx:
+                self._begin(start, ts, None)
+            self._commit(end, out)
+            return
+        self._refuse_statement_dml(q)
         if self.in_tx and not self._standalone:
             return  # SAVEPOINT and friends inside a transaction
         if not self.in_tx:
-            self._begin(end - ev.event_size, ev.timestamp, None)
-        schema = ev.schema.decode("utf-8", "replace") if isinstance(ev.schema, bytes) else (ev.schema or None)
+            self._begin(start, ts, None)
         try:
-            targets = parse_ddl(query, schema or None)
+            targets = parse_ddl(query, q.schema)
         except UnparsedStatement as exc:
             log.warning(
                 "DDL statement not understood, skipped (no control record for it)",
@@ -376,6 +489,36 @@ class EventConverter:
             )
             self.ddl_skipped += 1
             targets = []
+        if not word.startswith("XA "):
+            self._forget_tables()  # DDL may have changed a table without changing its table map (UUID<->BINARY)
+        self._ddl_events(targets, out)
+        self._commit(end, out)
+
+    def _refuse_statement_dml(self, q: ev.Query) -> None:
+        """A data change logged as a statement (a session with binlog_format STATEMENT/MIXED): its rows are not
+        in the binlog. On a captured table that is a change cdcstream cannot stream, so it stops."""
+        try:
+            targets = dml_targets(q.query, q.schema)
+        except UnparsedStatement as exc:
+            if q.schema is not None and not self._schema_captured(q.schema):
+                return
+            self._statement_error(q, f"a data change whose tables cannot be read ({exc})")
+            return
+        hit = [f"{s}.{t}" for s, t in targets if self.selected(s, t)]
+        if hit:
+            self._statement_error(q, f"a change of {', '.join(sorted(set(hit)))}")
+
+    def _statement_error(self, q: ev.Query, what: str) -> None:
+        raise SourceError(
+            f"the binlog at {self.at} has {what} logged as an SQL statement, not as rows (a session with "
+            f"binlog_format = STATEMENT or MIXED, or the global setting changed while cdcstream ran): "
+            f"{q.query[:300]!r}. Its rows cannot be captured, so cdcstream stops rather than skip the change; "
+            "nothing after the last checkpoint is acknowledged. Fix: SET GLOBAL binlog_format = ROW (and in the "
+            "server config) and keep sessions from setting another format (it needs BINLOG ADMIN / SUPER / "
+            f"SESSION_VARIABLES_ADMIN). {RESYNC}"
+        )
+
+    def _ddl_events(self, targets: list[TableDdl], out: list[Item]) -> None:
         for t in targets:
             key = (t.schema, t.table)
             old = self._infos.get(key) or TableInfo(t.schema, t.table, ())
@@ -405,12 +548,18 @@ class EventConverter:
                     change,
                 )
             )
-        self._commit(end, out)
 
-    def _rows(self, ev: Any, table_map: dict[int, Any], out: list[Item]) -> None:
-        plan = self._plan(ev, table_map)
+    def _rows(self, raw: bytes, code: int, body_end: int, start: int, ts: int, out: list[Item]) -> None:
+        compressed = code in ev.COMPRESSED_ROWS_EVENTS
+        v1 = code in (ev.WRITE_ROWS_EVENT_V1, ev.UPDATE_ROWS_EVENT_V1, ev.DELETE_ROWS_EVENT_V1) or (
+            compressed and code <= ev.DELETE_ROWS_COMPRESSED_EVENT_V1
+        )
+        tid = tablemap.table_id(raw, self.fmt.post_header_len(code, 8 if v1 else 10))
+        if tid not in self._by_table_id:
+            raise DecodeError(f"row event for table id {tid} without its table map at {self.at}")
+        plan = self._by_table_id[tid]
         if plan is None:
-            return  # not selected: ev.rows is never touched, so the rows are never decoded
+            return  # not selected: never decompressed, never decoded
         if self._xa_start is not None:
             # An XA transaction's rows are logged at XA PREPARE, before the outcome is known (XA ROLLBACK may
             # follow, much later). Streaming them would publish changes that may never commit; buffering them
@@ -421,80 +570,98 @@ class EventConverter:
                 "PREPARE, before it is known whether they commit). It stops rather than stream changes that may be "
                 f"rolled back. Options: commit {plan.label}'s changes without XA, or exclude it from the mapping."
             )
+        if compressed:
+            raw = compression.mariadb_uncompress(raw, body_end, self.fmt)
+            code, body_end = raw[4], len(raw)
         if not self.in_tx:
-            self._begin(ev.packet.log_pos - ev.event_size, ev.timestamp, None)
-        convs = plan.convs
-        sets = plan.set_columns
-        info = plan.info
-        tx_id, ctime, cepoch, prefix = self.tx_id, self._commit_time, self._commit_epoch, self._prefix
-        rid = self._record
-        if isinstance(ev, WriteRowsEvent):
-            op, index = Op.INSERT, 0
-        elif isinstance(ev, UpdateRowsEvent):
-            op, index = Op.UPDATE, 1
-        else:
-            op, index = Op.DELETE, 2
-        fast = plan.fast
-        body = fastrows.raw_body(ev, fast) if fast is not None else None
-        if fast is not None and body is not None:
-            try:
-                self._fast_rows(fast, body, op, info, out)
-            except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
-                raise DecodeError(
-                    f"cannot decode a {op.value} row event of {plan.label} at {self.file}:{ev.packet.log_pos}: {exc!r}"
-                ) from None
-            n = len(out) - self._pending
-            plan.counts[index] += n
-            self._record += n
-            self.touched.add(plan)
-            return
+            self._begin(start, ts, None)
+        op = _ROW_OPS[code]
         try:
-            decoded = ev.rows
-        except SourceError:
-            raise
-        except Exception as exc:
+            n = self._row_images(plan, raw, code, body_end, op, out)
+        except (IndexError, ValueError, UnicodeDecodeError, struct.error, DecodeError) as exc:
+            reason = str(exc) if isinstance(exc, DecodeError) else repr(exc)
             raise DecodeError(
-                f"cannot decode a {op.value} row event of {plan.label} at {self.file}:{ev.packet.log_pos}: {exc!r}"
+                f"cannot decode a {op.value} row event of {plan.label} at {self.at}: {reason}. cdcstream stops "
+                "rather than skip it; nothing after the last checkpoint is acknowledged"
             ) from None
-        for row in decoded:
-            before: dict[str, Any] | None
-            after: dict[str, Any] | None
-            if op is Op.UPDATE:
-                before = _convert(row["before_values"], convs, sets, row["before_none_sources"])
-                after = _convert(row["after_values"], convs, sets, row["after_none_sources"])
-            elif op is Op.INSERT:
-                after, before = _convert(row["values"], convs, sets, row["none_sources"]), None
-            else:
-                after, before = None, _convert(row["values"], convs, sets, row["none_sources"])
-            rid += 1
-            out.append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
-        plan.counts[index] += rid - self._record
-        self._record = rid
+        plan.counts[_OP_INDEX[op]] += n
+        self._record += n
         self.touched.add(plan)
 
-    _pending = 0
-
-    def _fast_rows(self, fast: fastrows.FastPlan, body: bytes, op: Op, info: TableInfo, out: list[Item]) -> None:
-        tx_id, ctime, cepoch, prefix = self.tx_id, self._commit_time, self._commit_epoch, self._prefix
+    def _row_images(self, plan: TablePlan, raw: bytes, code: int, end: int, op: Op, out: list[Item]) -> int:
+        hdr = rows_header(raw, end, self.fmt, code)
+        rp = plan.rows
+        if hdr.width != rp.ncols:
+            raise DecodeError(f"the event has {hdr.width} columns, its table map {rp.ncols}")
+        img = rp.image(hdr.present)
+        img2 = rp.image(hdr.present2) if hdr.present2 is not None else img
+        if not (img.columns and img2.columns) and hdr.start < end:
+            raise DecodeError("the event has rows but no columns")
+        partial_json = code == ev.PARTIAL_UPDATE_ROWS_EVENT
+        tx_id, ctime, cepoch, prefix, info = self.tx_id, self._commit_time, self._commit_epoch, self._prefix, plan.info
+        first = len(out)
         rid = self._record
-        self._pending = len(out)
-        image = fast.image
-        pos, end = 0, len(body)
         append = out.append
-        while pos < end:
-            before: dict[str, Any] | None = None
-            after: dict[str, Any] | None = None
-            if op is Op.UPDATE:
-                before, pos = image(body, pos)
-                after, pos = image(body, pos)
-            elif op is Op.INSERT:
-                after, pos = image(body, pos)
-            else:
-                before, pos = image(body, pos)
-            rid += 1
-            append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+        pos = hdr.start
+        if not (img.missing or img2.missing or partial_json):  # FULL images: the hot path
+            read = img.read
+            while pos < end:
+                rid += 1
+                if op is Op.UPDATE:
+                    before, pos = read(raw, pos)
+                    after, pos = read(raw, pos)
+                    append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+                elif op is Op.INSERT:
+                    after, pos = read(raw, pos)
+                    append(ChangeEvent(op, info, after, None, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+                else:
+                    before, pos = read(raw, pos)
+                    append(ChangeEvent(op, info, None, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+        else:
+            while pos < end:
+                rid += 1
+                old: dict[str, Any] | None = None
+                new: dict[str, Any] | None = None
+                if op is Op.UPDATE:
+                    old, pos = img.read(raw, pos)
+                    if partial_json:
+                        new, pos = partial_after_image(rp, img2, raw, pos, old)
+                    else:
+                        new, pos = img2.read(raw, pos)
+                elif op is Op.INSERT:
+                    new, pos = img.read(raw, pos)
+                else:
+                    old, pos = img.read(raw, pos)
+                new, unchanged = self._complete(plan, op, new, old, img2 if op is Op.UPDATE else img)
+                append(ChangeEvent(op, info, new, old, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid, unchanged))
         if pos != end:  # the loop stops at or after the end: after means a column read past the event
             raise ValueError(f"the row images run {pos - end} bytes past the end of the row event")
+        return len(out) - first
+
+    def _complete(
+        self, plan: TablePlan, op: Op, after: dict[str, Any] | None, before: dict[str, Any] | None, img: Any
+    ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+        """A partial row image (binlog_row_image MINIMAL/NOBLOB): an UPDATE's columns missing from the after
+        image kept their value, so they are taken from the before image where it has them; what is still
+        missing is listed as unchanged (README, "What the binlog may carry"). The key must be there."""
+        if not img.missing:
+            return after, ()
+        names = plan.rows.names
+        if op is Op.UPDATE and after is not None and before is not None:
+            merged = {n: (after[n] if n in after else before[n]) for n in names if n in after or n in before}
+            after = merged
+        row = before if op is Op.DELETE else after
+        assert row is not None
+        unchanged = tuple(n for n in names if n not in row)
+        lacking = [k for k in plan.keys if k not in row]
+        if lacking:
+            raise SourceError(
+                f"a {op.value} of {plan.label} at {self.at} arrived without its key column(s) {', '.join(lacking)}: "
+                "the writing session logged a partial row image (binlog_row_image = MINIMAL or NOBLOB) that does "
+                "not include them, so the change cannot be keyed. Fix: SET GLOBAL binlog_row_image = FULL (and in "
+                f"the server config) and keep sessions from setting another value. {RESYNC}"
+            )
+        return after, unchanged
 
 
 def _altered(info: TableInfo, ddl: TableDdl) -> TableInfo:
@@ -515,32 +682,6 @@ def _altered(info: TableInfo, ddl: TableDdl) -> TableInfo:
     return TableInfo(info.schema, info.table, tuple(cols))
 
 
-def _convert(
-    values: dict[str, Any],
-    convs: tuple[tuple[str, rows.Converter], ...],
-    sets: tuple[str, ...],
-    none_sources: dict[str, str],
-) -> dict[str, Any]:
-    for name, conv in convs:
-        v = values[name]
-        if v is not None:
-            values[name] = conv(v)
-    for name in sets:
-        if values[name] is None and none_sources.get(name) == "empty set":
-            values[name] = ""  # the library reports the empty set as None; it is not NULL
-    return values
-
-
-@dataclass(frozen=True, slots=True)
-class StartAt:
-    """Where a connection starts: file/pos (``is_mariadb=False``: with True the library ignores them), or GTID."""
-
-    file: str
-    pos: int
-    gtid: str | None
-    use_gtid: bool
-
-
 class ReaderThread:
     """One replication connection: a thread feeding ``queue`` until it fails or is stopped."""
 
@@ -551,15 +692,12 @@ class ReaderThread:
         server_id: int,
         heartbeat: float,
         mariadb: bool,
-        start: StartAt,
+        start: DumpStart,
         converter: EventConverter,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[Batch | Failure],
-        schemas: list[str] | None,
-        verify_checksum: bool = False,
     ) -> None:
         self._settings = settings
-        self._verify_checksum = verify_checksum
         self._server_id = server_id
         self._heartbeat = heartbeat
         self._mariadb = mariadb
@@ -567,62 +705,40 @@ class ReaderThread:
         self._conv = converter
         self._loop = loop
         self._queue = queue
-        self._schemas = schemas
         self._stop = threading.Event()
-        self._stream: BinLogStreamReader | None = None
+        self._client: BinlogClient | None = None
         self.connected = False
         self.thread = threading.Thread(target=self._run, name="mysql-binlog", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def _open(self) -> BinLogStreamReader:
-        s = self._start
-        kwargs: dict[str, Any] = {}
-        if s.use_gtid:
-            # MariaDB: auto_position + is_mariadb=True sets @slave_connect_state; MySQL: COM_BINLOG_DUMP_GTID.
-            kwargs = {"auto_position": s.gtid, "is_mariadb": self._mariadb}
-        else:
-            kwargs = {"log_file": s.file, "log_pos": s.pos, "is_mariadb": False}
-        return BinLogStreamReader(
-            connection_settings=self._settings,
-            server_id=self._server_id,
-            blocking=True,
-            resume_stream=True,
-            only_events=ONLY_EVENTS,
-            only_schemas=self._schemas,
-            slave_heartbeat=self._heartbeat,
-            enable_logging=False,
-            # With binlog_checksum = CRC32 every event carries a checksum; the library only logs a mismatch, so
-            # _run turns it into a DecodeError rather than streaming a corrupted change.
-            verify_checksum=self._verify_checksum,
-            pymysql_wrapper=_StreamConnection,
-            **kwargs,
-        )
-
     def _run(self) -> None:
+        from cdcstream.sources.mysql.catalog import FixedBinaryTypes
+
         conv = self._conv
         out: list[Item] = []
+        catalog = FixedBinaryTypes(lambda: pymysql.connect(**self._settings))
         try:
-            stream = self._stream = self._open()
-            for ev in stream:
+            client = self._client = BinlogClient(
+                self._settings, server_id=self._server_id, heartbeat=self._heartbeat, mariadb=self._mariadb
+            )
+            client.connect(self._start)
+            charsets = Charsets(client.collations, lambda name: client.single_byte.get(name, ""))
+            conv.connected(client.checksum, charsets, catalog.lookup)
+            while True:
+                raw = client.read()
                 if self._stop.is_set():
                     return
                 self.connected = True
-                if getattr(ev, "_is_event_valid", True) is False:
-                    raise DecodeError(
-                        f"binlog event {type(ev).__name__} ending at {stream.log_file}:{stream.log_pos} fails its "
-                        "CRC32 checksum: the binlog is corrupt (disk, copy or network). cdcstream stops rather than "
-                        "stream a damaged change; check the server's binlog with mysqlbinlog --verify-binlog-checksum"
-                    )
-                conv.handle(ev, stream.table_map, out)
-                if isinstance(ev, HeartbeatLogEvent):
-                    self._flush(out, heartbeat=True, heard=(str(ev.ident).rstrip("\x00"), int(ev.packet.log_pos)))
+                conv.handle(raw, out)
+                if conv.heard is not None:
+                    heard, conv.heard = conv.heard, None
+                    self._flush(out, heartbeat=True, heard=heard)
                     out = []
                 elif out and (isinstance(out[-1], Marker) or len(out) >= BATCH_MAX):
                     self._flush(out)
                     out = []
-            raise StreamLost("the server ended the binlog stream")
         except BaseException as exc:
             if self._stop.is_set():
                 return
@@ -631,18 +747,12 @@ class ReaderThread:
             with contextlib.suppress(StreamLost):
                 if out:
                     self._flush(out)
-                self._put(Failure(exc, self._position()))
+                self._put(Failure(exc, conv.at))
         finally:
             self.connected = False
-            if self._stream is not None:
-                with contextlib.suppress(Exception):
-                    self._stream.close()
-
-    def _position(self) -> str | None:
-        stream = self._stream
-        file = getattr(stream, "log_file", None) or self._conv.file
-        pos = getattr(stream, "log_pos", None) or self._conv.pos
-        return f"{file}:{pos}" if file else None
+            catalog.close()
+            if self._client is not None:
+                self._client.close()
 
     def _flush(self, items: list[Item], heartbeat: bool = False, heard: tuple[str, int] | None = None) -> None:
         conv = self._conv
@@ -674,17 +784,14 @@ class ReaderThread:
     def stop(self) -> None:
         """Ask the thread to end and unblock its socket read; the caller joins."""
         self._stop.set()
-        stream = self._stream
-        conn = getattr(stream, "_stream_connection", None) if stream is not None else None
-        sock = getattr(conn, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        client = self._client
+        if client is not None:
+            client.shutdown()
 
 
 def classify(exc: BaseException, where: str, position: str | None = None) -> SourceError:
     """A reader failure as a typed error: retriable (reconnect) or not (stop with the fix). ``position`` is the
-    binlog position the reader was at, for errors about the binlog's content."""
+    binlog position of the event the reader failed on, for errors about the binlog's content."""
     if isinstance(exc, SourceError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):  # an OSError, but no retry makes the certificate valid
@@ -712,8 +819,8 @@ def classify(exc: BaseException, where: str, position: str | None = None) -> Sou
                 "password."
             )
         return SourceConnectionError(f"binlog connection to {where} failed: [{code}] {msg}")
-    # Anything else is the binlog's content defeating the decoder (python-mysql-replication or ours). Skipping
-    # the event would lose a change silently, so stop, with what is needed for a bug report.
+    # Anything else is the binlog's content defeating the decoder. Skipping the event would lose a change
+    # silently, so stop, with what is needed for a bug report.
     at = f" at binlog position {position}" if position else ""
     start = f" --start-position={position.rpartition(':')[2]}" if position else ""
     return DecodeError(

@@ -51,6 +51,8 @@ DATE, TIME, DATETIME, YEAR, NEWDATE, VARCHAR, BIT = 10, 11, 12, 13, 14, 15, 16
 TIMESTAMP2, DATETIME2, TIME2 = 17, 18, 19
 JSON, NEWDECIMAL, ENUM, SET = 245, 246, 247, 248
 TINY_BLOB, MEDIUM_BLOB, LONG_BLOB, BLOB, VAR_STRING, STRING, GEOMETRY = 249, 250, 251, 252, 253, 254, 255
+# Only in binlog table maps: MariaDB's COMPRESSED columns and MySQL 9's VECTOR.
+BLOB_COMPRESSED, VARCHAR_COMPRESSED, VECTOR = 140, 141, 242
 
 TYPE_NAMES = {
     DECIMAL: "decimal",
@@ -84,9 +86,13 @@ TYPE_NAMES = {
     VAR_STRING: "varchar",
     STRING: "char",
     GEOMETRY: "geometry",
+    BLOB_COMPRESSED: "blob",
+    VARCHAR_COMPRESSED: "varchar",
+    VECTOR: "vector",
 }
 INTEGER_TYPES = frozenset({TINY, SHORT, LONG, LONGLONG, INT24})
 TEXT_TYPES = frozenset({VARCHAR, VAR_STRING, STRING, BLOB, TINY_BLOB, MEDIUM_BLOB, LONG_BLOB})
+TEXT_TYPES |= {BLOB_COMPRESSED, VARCHAR_COMPRESSED}
 
 # python-mysql-replication decodes text with ``pymysql.charset_by_name(cs).encoding`` or, when PyMySQL does not
 # know the charset, with the charset's name as a Python codec. For MySQL's UTF-16/UTF-32 charsets (big-endian on
@@ -116,6 +122,19 @@ def float32(value: float) -> float:
         if _F32.pack(candidate) == packed:
             return candidate
     return value
+
+
+_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def valid_day(year: int, month: int, day: int) -> bool:
+    """Whether ``day`` exists in ``month`` (1..12) of ``year`` (days 1..28 always do; year 0 is a leap year,
+    as in the proleptic Gregorian calendar of ISO 8601)."""
+    if day <= 28:
+        return True
+    if month == 2 and day == 29:
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _DAYS[month]
 
 
 def _fraction(microsecond: int, fsp: int) -> str:

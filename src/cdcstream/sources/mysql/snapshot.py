@@ -50,8 +50,8 @@ from cdcstream.changes import Described, RawRows
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
-from cdcstream.sources.mysql.fastrows import valid_day
 from cdcstream.sources.mysql.positions import position_of
+from cdcstream.sources.mysql.rows import valid_day
 
 log = structlog.get_logger(__name__)
 

@@ -41,14 +41,15 @@ from cdcstream.sources.fullload import (
     load_started,
     validate_reload,
 )
+from cdcstream.sources.mysql.binlog.client import DumpStart
 from cdcstream.sources.mysql.positions import BinlogPos, binlog_pos, position_of
 from cdcstream.sources.mysql.reader import (
     OPS,
+    SYSTEM_SCHEMAS,
     Batch,
     EventConverter,
     Failure,
     ReaderThread,
-    StartAt,
     classify,
 )
 from cdcstream.sources.mysql.resume import (
@@ -68,7 +69,6 @@ log = structlog.get_logger(__name__)
 # Snapshots a reload may take before its binlog position is at or after what was already streamed.
 REOPEN_ATTEMPTS = 50
 QUEUE_BATCHES = 4  # bound on batches waiting for the pipeline (each at most reader.BATCH_MAX items)
-SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
 REQUIRED_SETTINGS = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
 
@@ -204,19 +204,9 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
                 f"{key} is {have}, cdcstream needs {want} (fix: SET GLOBAL {key} = {want}; and {key} = {want} in "
                 "the server config so it survives a restart; sessions already open keep the old value)"
             )
-    if variables.get("binlog_transaction_compression", "OFF").upper() == "ON":
-        # MySQL 8.0.20+: compressed transaction payloads are not decoded by python-mysql-replication 1.0.17.
-        problems.append(
-            "binlog_transaction_compression is ON, which the binlog reader cannot decode (fix: SET GLOBAL "
-            "binlog_transaction_compression = OFF; and in the server config)"
-        )
-    if "PARTIAL_JSON" in variables.get("binlog_row_value_options", "").upper():
-        # MySQL 8: partial JSON updates arrive as PARTIAL_UPDATE_ROWS_EVENT, which carries only a diff of the
-        # JSON value; a record built from it would be wrong, so refuse instead of skipping those updates.
-        problems.append(
-            "binlog_row_value_options is PARTIAL_JSON: updates would carry JSON diffs instead of values (fix: "
-            "SET GLOBAL binlog_row_value_options = ''; and in the server config)"
-        )
+    # binlog_transaction_compression (MySQL's zstd payloads) and binlog_row_value_options = PARTIAL_JSON are
+    # decoded (reader.py), so they are no problem; sessions may set them (and binlog_row_image, binlog_format)
+    # whatever the global value is, which is why the reader handles what they produce rather than this check.
     return problems
 
 
@@ -318,6 +308,12 @@ class MySQLSource(SourceBase):
         self._m_events: dict[tuple[str, int], Any] = {}
         self._log = log.bind(source=self._label)
 
+    def _schema_captured(self, schema: str) -> bool:
+        """Whether tables of ``schema`` may be captured (the mapping selects by table, so: may be)."""
+        if self.cfg.databases is not None:
+            return schema in self.cfg.databases
+        return schema not in SYSTEM_SCHEMAS
+
     def _selects(self, schema: str, table: str) -> bool:
         if self.cfg.databases is not None:
             if schema not in self.cfg.databases:
@@ -375,6 +371,8 @@ class MySQLSource(SourceBase):
             file=file,
             pos=pos,
             gtid=gtid,
+            invalid_dates=self.cfg.invalid_dates,
+            schema_captured=self._schema_captured,
         )
         self._set_extra()
         self._resume = self._conv.checkpoint()
@@ -455,7 +453,7 @@ class MySQLSource(SourceBase):
     def _start_reader(self) -> None:
         assert self._conv is not None and self._info is not None
         r = self._resume
-        start = StartAt(str(r["file"]), int(r["pos"]), r.get("gtid"), self._use_gtid and bool(r.get("gtid")))
+        start = DumpStart(str(r["file"]), int(r["pos"]), r.get("gtid"), self._use_gtid and bool(r.get("gtid")))
         self._reader = ReaderThread(
             settings=connection_settings(self.cfg),
             server_id=self.cfg.server_id,
@@ -465,8 +463,6 @@ class MySQLSource(SourceBase):
             converter=self._conv,
             loop=asyncio.get_running_loop(),
             queue=self._queue,
-            schemas=self.cfg.databases,
-            verify_checksum=self._info.variables.get("binlog_checksum", "").upper() == "CRC32",
         )
         self._reader.start()
         self._m_connected.set(1)

@@ -1,0 +1,549 @@
+"""Column values of row images: one decoder per column, compiled once per table version (sans-IO).
+
+A decoder reads one non-NULL value at an offset of the row image and returns the JSON-ready value and the
+offset after it. Decoders are chosen from the table map column (type code, metadata, signedness, character
+set) by :func:`column_decoder`; every type code MySQL 8.4/9.x and MariaDB 10.x/11.x put in a table map is either
+decoded here or refused with an error naming the column and the type.
+
+Each value is rendered as the server returns it (README, "MySQL / MariaDB types"), decoded from the binlog's
+packed form directly (no ``datetime`` objects on the hot path):
+
+* ``BINARY(n)``: the binlog drops trailing zero bytes (MySQL/MariaDB pack CHAR columns without their padding):
+  they are put back, so the value has the n bytes ``SELECT`` returns.
+* ``TIME``: MySQL's packed integer with its sign handled on the whole value, so ``-01:01:01.000001`` stays so.
+* Dates the calendar cannot hold (a zero month or day, ``2020-02-31`` under ``ALLOW_INVALID_DATES``, all-zero
+  values): the server's own text (``0001-00-00``, ``0000-00-00 14:02:10``) with ``invalid_dates = "text"``,
+  null with ``"null"``. A zero TIMESTAMP is ``0000-00-00 00:00:00`` likewise.
+* MariaDB ``UUID``, ``INET4``, ``INET6``: the binlog describes them as ``BINARY(16)``/``BINARY(4)`` and carries
+  the value's bytes in text order (MariaDB ``plugin/type_uuid``, ``plugin/type_inet``); which columns have these
+  types is learnt from the catalogue (:mod:`cdcstream.sources.mysql.catalog`), and they are rendered as the
+  server prints them.
+* MariaDB ``COMPRESSED`` columns are decompressed (zlib) first.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cdcstream.errors import DecodeError
+from cdcstream.sources.mysql import rows as types
+from cdcstream.sources.mysql.binlog import jsonb
+from cdcstream.sources.mysql.binlog.charsets import Charsets, TextDecoder
+from cdcstream.sources.mysql.binlog.tablemap import BLOB_COMPRESSED, VARCHAR_COMPRESSED, VECTOR, ColumnDef
+
+Decoder = Callable[[bytes, int], tuple[Any, int]]
+
+_DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+
+# MariaDB types the binlog describes as binary strings of fixed length (table map: BINARY(16) / BINARY(4)).
+UUID, INET4, INET6 = "uuid", "inet4", "inet6"
+FIXED_BINARY_LENGTH = {UUID: 16, INET6: 16, INET4: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class ValueOptions:
+    """How values are rendered: ``no_hex_prefix`` (binary as bare hex), ``invalid_dates`` ("text" | "null")."""
+
+    charsets: Charsets
+    no_hex_prefix: bool = False
+    invalid_dates: str = "text"
+
+
+def _valid_date(year: int, month: int, day: int) -> bool:
+    return 1 <= month <= 12 and day >= 1 and types.valid_day(year, month, day)
+
+
+def _fraction(micro: int, fsp: int) -> str:
+    return "." + f"{micro:06d}"[:fsp] if fsp else ""
+
+
+# --- numbers -------------------------------------------------------------------------------------------------
+
+
+def _fixed(fmt: str) -> Decoder:
+    s = struct.Struct(fmt)
+    unpack, size = s.unpack_from, s.size
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        return unpack(buf, pos)[0], pos + size
+
+    dec.inline = s  # type: ignore[attr-defined]  # rowevents inlines the unpack into the generated image reader
+    return dec
+
+
+def _int24(unsigned: bool) -> Decoder:
+    signed = not unsigned
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        return int.from_bytes(buf[pos : pos + 3], "little", signed=signed), pos + 3
+
+    return dec
+
+
+def _float(buf: bytes, pos: int) -> tuple[Any, int]:
+    return types.float32(struct.unpack_from("<f", buf, pos)[0]), pos + 4
+
+
+def _decimal(precision: int, scale: int) -> Decoder:
+    if not 1 <= precision <= 65 or scale > 30 or scale > precision:
+        raise ValueError(f"DECIMAL({precision},{scale}) is not a valid DECIMAL")
+    size, text = jsonb.decimal_reader(precision, scale)
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        end = pos + size
+        if end > len(buf):
+            raise ValueError("DECIMAL value past the end of the row event")
+        return text(int.from_bytes(buf[pos:end], "big")), end
+
+    return dec
+
+
+def _bit(meta: int) -> Decoder:
+    size = (meta >> 8) + (1 if meta & 0xFF else 0)
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        return int.from_bytes(buf[pos : pos + size], "big"), pos + size
+
+    return dec
+
+
+def _year(buf: bytes, pos: int) -> tuple[Any, int]:
+    v = buf[pos]
+    return (v + 1900 if v else 0), pos + 1
+
+
+# --- dates and times ---------------------------------------------------------------------------------------
+
+
+def _date(null_invalid: bool) -> Decoder:
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        v = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        year, month, day = v >> 9, (v >> 5) & 15, v & 31
+        if null_invalid and not _valid_date(year, month, day):
+            return None, pos + 3
+        return f"{year:04d}-{month:02d}-{day:02d}", pos + 3
+
+    return dec
+
+
+def _datetime_text(year: int, month: int, day: int, hour: int, minute: int, second: int, frac: str) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{frac}"
+
+
+def _invalid_datetime_text(year: int, month: int, day: int, hour: int, minute: int, second: int, frac: str) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}{frac}"
+
+
+def _datetime2(fsp: int, null_invalid: bool) -> Decoder:
+    """Formatted straight from the packed integer (no ``datetime`` object). The stored fraction has 2, 4 or 6
+    digits (fsp 1-2, 3-4, 5-6): its text is cut to fsp digits."""
+    nfrac = (fsp + 1) // 2
+    size = 5 + nfrac
+    digits = 2 * nfrac
+    valid_day = types.valid_day
+    seconds: dict[int, str] = {}  # the text of recent whole seconds: rows written together share them
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        packed = int.from_bytes(buf[pos : pos + 5], "big")
+        frac = f".{int.from_bytes(buf[pos + 5 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
+        text = seconds.get(packed)
+        if text is not None:
+            return text + frac, pos + size
+        v = packed - 0x8000000000
+        ymd, hms = v >> 17, v & 0x1FFFF
+        ym = ymd >> 5
+        year, month, day = ym // 13, ym % 13, ymd & 31
+        hour, minute, second = hms >> 12, (hms >> 6) & 63, hms & 63
+        if (
+            v >= 0
+            and 0 < month <= 12
+            and day
+            and (day <= 28 or valid_day(year, month, day))
+            and hour < 24
+            and minute < 60
+            and second < 60
+        ):
+            if len(seconds) >= 4096:
+                seconds.clear()
+            text = seconds[packed] = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+            return text + frac, pos + size
+        if null_invalid:
+            return None, pos + size
+        return _invalid_datetime_text(year, month, day, hour, minute, second, frac), pos + size
+
+    return dec
+
+
+def _datetime_v1(null_invalid: bool) -> Decoder:
+    """The pre-5.6.4 DATETIME: an 8-byte little-endian integer YYYYMMDDhhmmss."""
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        v = int.from_bytes(buf[pos : pos + 8], "little")
+        d, t = divmod(v, 1_000_000)
+        year, rest = divmod(d, 10_000)
+        month, day = divmod(rest, 100)
+        hour, rest = divmod(t, 10_000)
+        minute, second = divmod(rest, 100)
+        if _valid_date(year, month, day) and hour < 24 and minute < 60 and second < 60:
+            return _datetime_text(year, month, day, hour, minute, second, ""), pos + 8
+        if null_invalid:
+            return None, pos + 8
+        return _invalid_datetime_text(year, month, day, hour, minute, second, ""), pos + 8
+
+    return dec
+
+
+def _timestamp2(fsp: int, null_invalid: bool, v1: bool = False) -> Decoder:
+    """TIMESTAMP: seconds since the epoch (big-endian; little-endian in the pre-5.6.4 form), then the fraction
+    with 2, 4 or 6 digits. 0 is the zero TIMESTAMP ``0000-00-00 00:00:00`` (the range starts at 1970-01-01
+    00:00:01 UTC), not an instant."""
+    nfrac = (fsp + 1) // 2
+    size = 4 + nfrac
+    digits = 2 * nfrac
+    order: Any = "little" if v1 else "big"
+    seconds: dict[int, str] = {}  # the text of recent seconds: rows written together share them
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        sec = int.from_bytes(buf[pos : pos + 4], order)
+        frac = f".{int.from_bytes(buf[pos + 4 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
+        if sec == 0:
+            return (None if null_invalid else "0000-00-00 00:00:00" + frac), pos + size
+        text = seconds.get(sec)
+        if text is None:
+            if len(seconds) >= 4096:
+                seconds.clear()
+            dt = datetime.fromtimestamp(sec, UTC)
+            text = seconds[sec] = _datetime_text(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, "")
+        return text + frac + "Z", pos + size
+
+    return dec
+
+
+def _time_text(negative: bool, hours: int, minutes: int, seconds: int, micro: int, fsp: int) -> str:
+    return f"{'-' if negative else ''}{hours:02d}:{minutes:02d}:{seconds:02d}{_fraction(micro, fsp)}"
+
+
+def _time2(fsp: int) -> Decoder:
+    """MySQL's TIME2 (``my_time_packed_from_binary``): a packed integer ``(hms << 24) + microseconds`` whose sign
+    is the value's; the stored fraction of a negative value is its complement, hence the carry below."""
+    size = 3 + (fsp + 1) // 2
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        intpart = int.from_bytes(buf[pos : pos + 3], "big") - 0x800000
+        if fsp in (1, 2):
+            frac = buf[pos + 3]
+            if intpart < 0 and frac:
+                intpart += 1
+                frac -= 0x100
+            packed = (intpart << 24) + frac * 10_000
+        elif fsp in (3, 4):
+            frac = int.from_bytes(buf[pos + 3 : pos + 5], "big")
+            if intpart < 0 and frac:
+                intpart += 1
+                frac -= 0x10000
+            packed = (intpart << 24) + frac * 100
+        elif fsp in (5, 6):
+            packed = int.from_bytes(buf[pos : pos + 6], "big") - 0x800000000000
+        else:
+            packed = intpart << 24
+        negative = packed < 0
+        packed = -packed if negative else packed
+        hms, micro = packed >> 24, packed & 0xFFFFFF
+        return _time_text(negative, (hms >> 12) & 0x3FF, (hms >> 6) & 63, hms & 63, micro, fsp), pos + size
+
+    return dec
+
+
+def _time_v1(buf: bytes, pos: int) -> tuple[Any, int]:
+    """The pre-5.6.4 TIME: a 3-byte signed little-endian integer (-)HHMMSS."""
+    v = int.from_bytes(buf[pos : pos + 3], "little", signed=True)
+    negative, v = v < 0, abs(v)
+    hours, rest = divmod(v, 10_000)
+    minutes, seconds = divmod(rest, 100)
+    return _time_text(negative, hours, minutes, seconds, 0, 0), pos + 3
+
+
+# --- strings -----------------------------------------------------------------------------------------------
+
+
+def _length_prefixed(length_bytes: int) -> Callable[[bytes, int], tuple[bytes, int]]:
+    def read(buf: bytes, pos: int) -> tuple[bytes, int]:
+        n = int.from_bytes(buf[pos : pos + length_bytes], "little")
+        start = pos + length_bytes
+        end = start + n
+        if end > len(buf):
+            raise ValueError("a string value runs past the end of the row event")
+        return buf[start:end], end
+
+    return read
+
+
+def _text(length_bytes: int, decode: TextDecoder) -> Decoder:
+    if length_bytes == 1:  # VARCHAR/CHAR up to 255 bytes: the common case, read inline
+
+        def dec1(buf: bytes, pos: int) -> tuple[Any, int]:
+            end = pos + 1 + buf[pos]
+            if end > len(buf):
+                raise ValueError("a string value runs past the end of the row event")
+            return decode(buf[pos + 1 : end]), end
+
+        return dec1
+    read = _length_prefixed(length_bytes)
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        raw, pos = read(buf, pos)
+        return decode(raw), pos
+
+    return dec
+
+
+def _hex(length_bytes: int, prefix: str, pad_to: int = 0) -> Decoder:
+    read = _length_prefixed(length_bytes)
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        raw, pos = read(buf, pos)
+        if pad_to:
+            raw = raw.ljust(pad_to, b"\0")
+        return prefix + raw.hex(), pos
+
+    return dec
+
+
+def uuid_text(raw: bytes) -> str:
+    """MariaDB UUID: 16 bytes in text order, printed ``01020304-0506-0708-090a-0b0c0d0e0f10``."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def inet4_text(raw: bytes) -> str:
+    return ".".join(str(b) for b in raw)
+
+
+def inet6_text(raw: bytes) -> str:
+    """MariaDB INET6 as the server prints it (``Inet6::to_string``): lower-case hex words without leading
+    zeros, the longest run of zero words (the first of equal runs, even a single word) as ``::``, and an
+    IPv4-compatible (``::1.2.3.4``) or IPv4-mapped (``::ffff:1.2.3.4``) address with its IPv4 part dotted."""
+    words = [raw[i] << 8 | raw[i + 1] for i in range(0, 16, 2)]
+    gap_pos, gap_len = -1, -1
+    run_pos, run_len = -1, -1
+    for i, w in enumerate(words):
+        if w:
+            if run_pos >= 0 and run_len > gap_len:
+                gap_pos, gap_len = run_pos, run_len
+            run_pos, run_len = -1, -1
+        elif run_pos >= 0:
+            run_len += 1
+        else:
+            run_pos, run_len = i, 1
+    if run_pos >= 0 and run_len > gap_len:
+        gap_pos, gap_len = run_pos, run_len
+    out: list[str] = []
+    i = 0
+    while i < 8:
+        if i == gap_pos:
+            out.append("::" if i == 0 else ":")
+            i += gap_len
+            continue
+        if i == 6 and gap_pos == 0 and (gap_len == 6 or (gap_len == 5 and words[5] == 0xFFFF)):
+            out.append(inet4_text(raw[12:]))
+            break
+        out.append(f"{words[i]:x}")
+        if i != 7:
+            out.append(":")
+        i += 1
+    return "".join(out)
+
+
+_FIXED_BINARY_TEXT = {UUID: uuid_text, INET4: inet4_text, INET6: inet6_text}
+
+
+def _fixed_binary(kind: str, length_bytes: int) -> Decoder:
+    read = _length_prefixed(length_bytes)
+    size = FIXED_BINARY_LENGTH[kind]
+    render = _FIXED_BINARY_TEXT[kind]
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        raw, pos = read(buf, pos)
+        if len(raw) > size:
+            raise ValueError(f"a {kind.upper()} value of {len(raw)} bytes")
+        return render(raw.ljust(size, b"\0")), pos
+
+    return dec
+
+
+def _enum(size: int, members: list[str]) -> Decoder:
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        i = int.from_bytes(buf[pos : pos + size], "little")
+        if i == 0:
+            return "", pos + size  # the invalid value '' (stored when a non-strict INSERT gets a non-member)
+        if i > len(members):
+            raise ValueError(f"ENUM index {i} of {len(members)} members")
+        return members[i - 1], pos + size
+
+    return dec
+
+
+def _set(size: int, members: list[str]) -> Decoder:
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        bits = int.from_bytes(buf[pos : pos + size], "little")
+        if bits >> len(members):
+            raise ValueError(f"SET bits {bits:#x} beyond its {len(members)} members")
+        return ",".join(m for i, m in enumerate(members) if bits >> i & 1), pos + size
+
+    return dec
+
+
+def uncompress_column(raw: bytes, column: str) -> bytes:
+    """A MariaDB ``COMPRESSED`` column's value (``Field_longstr::uncompress``): empty, or a header byte (method in
+    the high nibble: 0 stored as is, 8 zlib; bit 3 raw deflate; bits 0-2 the bytes of the original length)."""
+    if not raw:
+        return b""
+    method = raw[0] >> 4
+    if method == 0:
+        return raw[1:]
+    if method != 8:
+        raise DecodeError(f"column {column}: compression method {method} is not known (8 = zlib)")
+    lenlen = raw[0] & 0x07
+    length = int.from_bytes(raw[1 : 1 + lenlen], "big")
+    inflate = zlib.decompressobj(-15 if raw[0] & 0x08 else 15)
+    try:
+        out = inflate.decompress(raw[1 + lenlen :], length + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"column {column}: zlib cannot decompress the value: {exc}") from None
+    if len(out) != length:
+        raise DecodeError(f"column {column}: the value decompresses to {len(out)} bytes, its header says {length}")
+    return out
+
+
+def _compressed(length_bytes: int, column: str, decode: TextDecoder | None, prefix: str) -> Decoder:
+    read = _length_prefixed(length_bytes)
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        raw, pos = read(buf, pos)
+        value = uncompress_column(raw, column)
+        return (decode(value) if decode else prefix + value.hex()), pos
+
+    return dec
+
+
+def _json(length_bytes: int) -> Decoder:
+    read = _length_prefixed(length_bytes)
+
+    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
+        raw, pos = read(buf, pos)
+        return jsonb.to_text(raw), pos
+
+    return dec
+
+
+# --- choosing a decoder ------------------------------------------------------------------------------------
+
+
+def text_decoder(c: ColumnDef, charsets: Charsets) -> TextDecoder | None:
+    """The column's text decoder, None for binary columns; DecodeError when the charset is not known."""
+    if c.collation is None:
+        raise DecodeError(
+            f"column {c.name or c.index + 1} has no character set in the table map: the server's "
+            "binlog_row_metadata is not FULL"
+        )
+    name = charsets.name(c.collation)
+    if name is None:
+        raise DecodeError(f"column {c.name or c.index + 1}: collation id {c.collation} is not known to the server")
+    c.character_set_name = name
+    return charsets.decoder(name)
+
+
+def column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None = None) -> Decoder:
+    """The decoder of one column; ``fixed_binary`` names the MariaDB type (uuid/inet4/inet6) of a column the
+    table map shows as BINARY(n). Raises DecodeError for a type that cannot be decoded."""
+    try:
+        return _column_decoder(c, opts, fixed_binary)
+    except ValueError as exc:
+        raise DecodeError(f"column {c.name or c.index + 1}: {exc}") from None
+
+
+def _column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None) -> Decoder:
+    t, u, meta = c.type, c.unsigned, c.meta
+    null_invalid = opts.invalid_dates == "null"
+    prefix = "" if opts.no_hex_prefix else "0x"
+    if t == types.TINY:
+        return _fixed("<B" if u else "<b")
+    if t == types.SHORT:
+        return _fixed("<H" if u else "<h")
+    if t == types.INT24:
+        return _int24(u)
+    if t == types.LONG:
+        return _fixed("<I" if u else "<i")
+    if t == types.LONGLONG:
+        return _fixed("<Q" if u else "<q")
+    if t == types.FLOAT:
+        return _float
+    if t == types.DOUBLE:
+        return _fixed("<d")
+    if t == types.NEWDECIMAL:
+        return _decimal(c.precision, c.decimals)
+    if t == types.BIT:
+        return _bit(meta)
+    if t == types.YEAR:
+        return _year
+    if t in (types.DATE, types.NEWDATE):
+        return _date(null_invalid)
+    if t == types.DATETIME2:
+        return _datetime2(meta, null_invalid)
+    if t == types.TIMESTAMP2:
+        return _timestamp2(meta, null_invalid)
+    if t == types.TIME2:
+        return _time2(meta)
+    if t == types.DATETIME:
+        return _datetime_v1(null_invalid)
+    if t == types.TIMESTAMP:
+        return _timestamp2(0, null_invalid, v1=True)
+    if t == types.TIME:
+        return _time_v1
+    if t in (types.ENUM, types.SET):
+        members_raw = c.enum_values if t == types.ENUM else c.set_values
+        if members_raw is None:
+            raise DecodeError(
+                f"column {c.name or c.index + 1}: the table map has no {types.TYPE_NAMES[t].upper()} members (the "
+                "server's binlog_row_metadata is not FULL)"
+            )
+        member_text = text_decoder(c, opts.charsets) or (lambda b: prefix + b.hex())
+        members = [member_text(m) for m in members_raw]
+        size = meta & 0xFF
+        if (t == types.ENUM and size not in (1, 2)) or (t == types.SET and size not in (1, 2, 3, 4, 8)):
+            raise ValueError(f"{types.TYPE_NAMES[t].upper()} of {size} bytes")
+        return _enum(size, members) if t == types.ENUM else _set(size, members)
+    if t == types.JSON:
+        return _json(meta)
+    if t in (types.GEOMETRY, VECTOR):
+        if not 1 <= meta <= 4:
+            raise ValueError(f"length of {meta} bytes")
+        return _hex(meta, prefix)
+    if t in (types.STRING, types.VARCHAR, types.VAR_STRING, VARCHAR_COMPRESSED):
+        length_bytes = 1 if c.max_length < 256 else 2
+        decode = text_decoder(c, opts.charsets)
+        if t == VARCHAR_COMPRESSED:
+            return _compressed(length_bytes, c.name, decode, prefix)
+        if decode is not None:
+            return _text(length_bytes, decode)
+        if fixed_binary is not None:
+            return _fixed_binary(fixed_binary, length_bytes)
+        # BINARY(n) values lose their trailing zero bytes in the binlog; SELECT returns all n.
+        return _hex(length_bytes, prefix, c.max_length if t == types.STRING else 0)
+    if t in (types.BLOB, types.TINY_BLOB, types.MEDIUM_BLOB, types.LONG_BLOB, BLOB_COMPRESSED):
+        if not 1 <= meta <= 4:
+            raise ValueError(f"BLOB length of {meta} bytes")
+        decode = text_decoder(c, opts.charsets)
+        if t == BLOB_COMPRESSED:
+            return _compressed(meta, c.name, decode, prefix)
+        return _text(meta, decode) if decode is not None else _hex(meta, prefix)
+    name = types.TYPE_NAMES.get(t, f"type code {t}")
+    raise DecodeError(
+        f"column {c.name or c.index + 1} has {name} ({t}), which cdcstream cannot decode; exclude the table "
+        "from the mapping, or convert the column"
+    )
