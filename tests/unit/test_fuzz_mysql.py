@@ -215,4 +215,3 @@ def test_gtid_state_at_a_position() -> None:
     assert mariadb_ahead("0-2-7", "0-1-7") == "0-2-7"
     assert mariadb_ahead("0-1-7,1-1-1", "0-1-7") == "1-1-1"
     assert mariadb_ahead("0-1-7", "") == "0-1-7"
-
