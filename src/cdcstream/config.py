@@ -91,6 +91,9 @@ class MySQLSourceConfig(_Section):
     # "auto": resume from the checkpoint's GTID when it has one and the server uses GTIDs, else from
     # file/position; "on": always GTID (fails without one); "off": always file/position.
     gtid_mode: Literal["auto", "on", "off"] = "auto"
+    # DATE/DATETIME/TIMESTAMP values the calendar cannot hold (0000-00-00, 2020-02-31, 0001-00-00 14:02:10):
+    # "text" sends the server's own text; "null" sends null, as DMS does (README, "MySQL / MariaDB types").
+    invalid_dates: Literal["text", "null"] = "text"
     # The server sends a heartbeat event after this many idle seconds, so a dead connection is noticed.
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0

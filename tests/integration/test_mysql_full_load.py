@@ -81,7 +81,9 @@ def _session(db: MyDb) -> pymysql.Connection[Any]:
 
 
 async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
-    """The same values as a load row and as a CDC insert: identical ``after`` and table description."""
+    """The same values as a load row and as a CDC insert: identical ``after`` and table description. (Both are
+    checked against the server in test_mysql_oracle.py; this compares our two paths with each other, with
+    ``invalid_dates = "null"`` for the zero dates of row 2.)"""
 
     def prepare() -> None:
         conn = _session(my_db)
@@ -90,7 +92,7 @@ async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
         conn.close()
 
     await asyncio.to_thread(prepare)
-    src = _source(my_db)
+    src = _source(my_db, invalid_dates="null")
     await src.start(None)
     reader = Reader(src)
     try:
@@ -297,13 +299,13 @@ async def _read_all(engine: MyLoadEngine, spec: Any, *, raw: bool) -> list[tuple
 async def test_raw_chunks_decode_like_the_reader_thread(my_db: MyDb, monkeypatch: pytest.MonkeyPatch) -> None:
     """Row packets decoded by ``MyRowPackets.rows()`` (in a worker: ``read(raw=True)``, after pickling too; in the
     session thread: ``read(raw=False)``): the same rows, value types and last keys as PyMySQL's own row parsing,
-    over many types, long values and a composite key."""
+    over many types, long values and a composite key. (Each path against the server: test_mysql_oracle.py.)"""
 
     def prepare() -> None:
         conn = _session(my_db)
         with conn.cursor() as cur:
             _create_types_table(cur)
-            # Invalid dates the server stores on request (zero in date, 30 February): null like zero dates.
+            # Invalid dates the server stores on request (zero in date, 30 February): the server's text.
             cur.execute("SET sql_mode = 'ALLOW_INVALID_DATES'")
             cur.execute(
                 "INSERT INTO m (id, dt, dtm, dt6, dt0) VALUES "

@@ -471,6 +471,7 @@ class MySQLSource(SourceBase):
             buffer_size=fl.parallel_load_buffer_size,
             no_hex_prefix=self._no_hex_prefix,
             where=self._where,
+            invalid_dates=self.cfg.invalid_dates,
         )
         self._load = FullLoad(
             engine,
@@ -643,6 +644,7 @@ class MySQLSource(SourceBase):
                 no_hex_prefix=self._no_hex_prefix,
                 where=self._where,
                 exact=True,
+                invalid_dates=self.cfg.invalid_dates,
             )
             load = FullLoad.for_reload(
                 engine,
