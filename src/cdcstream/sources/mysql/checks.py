@@ -16,13 +16,14 @@ from typing import Any
 import pymysql
 
 from cdcstream.config import MySQLSourceConfig
+from cdcstream.errors import SourceError
 from cdcstream.sources.mysql.source import (
     REQUIRED_SETTINGS,
     ServerInfo,
-    connect_error,
-    connection_settings,
     describe_server,
     fetch_gtid_gap,
+    monitor_privilege,
+    open_connection,
     other_server,
 )
 from cdcstream.sources.postgres.checks import CheckResult
@@ -32,9 +33,7 @@ MIN_RETENTION_SECONDS = 3 * 86_400
 
 
 def _grant_fix(user: str, mariadb: bool) -> str:
-    if mariadb:
-        return f"GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO '{user}'@'<host>';"
-    return f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{user}'@'<host>';"
+    return f"GRANT REPLICATION SLAVE, {monitor_privilege(mariadb)}, SELECT ON *.* TO '{user}'@'<host>';"
 
 
 def _run_checks(
@@ -46,13 +45,9 @@ def _run_checks(
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}"
     try:
-        conn = pymysql.connect(**connection_settings(cfg))
-    except pymysql.err.MySQLError as exc:
-        out.append(
-            CheckResult(
-                "connect", False, str(connect_error(cfg, exc)), "check host, port, user, password and the user's host"
-            )
-        )
+        conn = open_connection(cfg)
+    except SourceError as exc:
+        out.append(CheckResult("connect", False, str(exc), "check host, port, user, password and the user's host"))
         return out
     try:
         with conn.cursor() as cur:
@@ -148,7 +143,7 @@ def _privileges(cur: Any, cfg: MySQLSourceConfig, mariadb: bool) -> CheckResult:
         name
         for name, ok in (
             ("REPLICATION SLAVE", slave),
-            ("BINLOG MONITOR" if mariadb else "REPLICATION CLIENT", monitor),
+            (monitor_privilege(mariadb), monitor),
             ("SELECT", select),
         )
         if not ok

@@ -2,8 +2,9 @@
 
 Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
 takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
-SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW MASTER STATUS`` and
-``@@gtid_binlog_pos`` on MariaDB / ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
+SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
+``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
+``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
 exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
 the snapshots open (measured and logged as ``lock_seconds``).
 
@@ -54,7 +55,8 @@ from cdcstream.changes import Described, RawRows
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
-from cdcstream.sources.mysql.positions import position_of
+from cdcstream.sources.mysql.positions import binlog_status, position_of
+from cdcstream.sources.mysql.tls import rsa_failure
 
 log = structlog.get_logger(__name__)
 
@@ -488,7 +490,7 @@ class MyLoadEngine:
     def _connect(self) -> pymysql.Connection[Any]:
         try:
             conn = pymysql.connect(**self._settings(), autocommit=True, conv=_SESSION_CONVERSIONS)
-        except pymysql.err.MySQLError as exc:
+        except (pymysql.err.MySQLError, RuntimeError) as exc:  # RuntimeError: PyMySQL without cryptography
             raise _error(f"full load: cannot connect to {self._where}", exc) from None
         with conn.cursor() as cur:
             # UTC like the binlog's TIMESTAMP values; long writes: a session may wait on a full load queue. No
@@ -608,10 +610,9 @@ class MyLoadEngine:
     def _position(self, control: pymysql.Connection[Any]) -> dict[str, Any]:
         gtid = self._gtid(control)
         with control.cursor() as cur:
-            cur.execute("SHOW MASTER STATUS")
-            row = cur.fetchone()
+            row = binlog_status(cur, mariadb=self._mariadb)
         if row is None:
-            raise SourceError(f"full load: binary logging is off on {self._where} (SHOW MASTER STATUS is empty)")
+            raise SourceError(f"full load: binary logging is off on {self._where} (the binlog status is empty)")
         return {"file": str(row[0]), "pos": int(row[1]), "gtid": gtid}
 
     def _snapshot_position(self, conn: pymysql.Connection[Any]) -> dict[str, Any]:
@@ -823,7 +824,10 @@ class MyLoadEngine:
                 return
 
 
-def _error(what: str, exc: pymysql.err.MySQLError) -> SourceError:
+def _error(what: str, exc: pymysql.err.MySQLError | RuntimeError) -> SourceError:
+    rsa = rsa_failure(exc)
+    if rsa is not None:
+        return SourceError(f"{what}: {rsa}")
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     msg = exc.args[1] if len(exc.args) > 1 else str(exc)
     if isinstance(exc, pymysql.err.OperationalError) and code >= 2000:  # client-side: lost / cannot connect
