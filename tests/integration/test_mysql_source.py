@@ -121,6 +121,99 @@ async def test_every_operation_and_control_events_in_order(my_db: MyDb) -> None:
         await reader.stop()
 
 
+async def test_type_matrix(my_db: MyDb) -> None:
+    await run(
+        my_db,
+        """CREATE TABLE m (id bigint unsigned primary key, ti tinyint, tiu tinyint unsigned, si smallint,
+         siu smallint unsigned, mi mediumint, miu mediumint unsigned, i int, iu int unsigned, bi bigint,
+         d decimal(30,10), d0 decimal(5,0), fl float, db double, dt date, dtm datetime(3), dt0 datetime,
+         dt6 datetime(6), ts timestamp(6) null, ts0 timestamp null, tm time(2), tm0 time, yr year,
+         ch char(5), vc varchar(300) character set latin1, tx text, u16 varchar(10) character set utf16,
+         bn binary(3), vb varbinary(10), bl blob, bt bit(10), b64 bit(64), en enum('a','b'), st set('x','y','z'),
+         js json, g geometry)""",
+    )
+    reader = await open_reader(my_db.config())
+    try:
+        await run(
+            my_db,
+            "SET time_zone = '+02:00'",
+        )
+
+        def insert() -> None:
+            conn = my_db.connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SET time_zone = '+02:00'")
+                    cur.execute(
+                        """INSERT INTO m VALUES (18446744073709551615, -128, 255, -32768, 65535, -8388608, 16777215,
+                         -2147483648, 4294967295, -9223372036854775808, '-12345678901234567890.0123456789', 7, 1.1,
+                         2.25, '2026-11-27', '2026-11-27 12:00:00.123', '2026-11-27 12:00:01',
+                         '0999-01-02 03:04:05.000006', '2026-11-27 14:00:00.5', '2026-11-27 14:00:00',
+                         '-838:59:59.00', '12:34:56', 2026, 'ab', 'héllo', 'text…', 'ök€', x'000102', x'ff',
+                         x'deadbeef', b'1000000001', b'1111111111111111111111111111111111111111111111111111111111111111'
+                         ,
+                         'b', 'z,x', '{"a": [1, 2]}', ST_GeomFromText('POINT(1 2)'))"""
+                    )
+                    cur.execute("SET sql_mode = ''")
+                    cur.execute(
+                        "INSERT INTO m (id, dt, dtm, ts, yr, st, en) VALUES "
+                        "(2, '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00', 0, '', '')"
+                    )
+                    cur.execute("INSERT INTO m (id) VALUES (3)")
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(insert)
+        await reader.wait_for(n_events(3))
+        full, zero, nulls = (e.after for e in reader.events[:3])
+        assert full == {
+            "id": 18446744073709551615,
+            "ti": -128,
+            "tiu": 255,
+            "si": -32768,
+            "siu": 65535,
+            "mi": -8388608,
+            "miu": 16777215,
+            "i": -2147483648,
+            "iu": 4294967295,
+            "bi": -9223372036854775808,
+            "d": "-12345678901234567890.0123456789",
+            "d0": "7",
+            "fl": 1.1,
+            "db": 2.25,
+            "dt": "2026-11-27",
+            "dtm": "2026-11-27T12:00:00.123",
+            "dt0": "2026-11-27T12:00:01",
+            "dt6": "0999-01-02T03:04:05.000006",
+            "ts": "2026-11-27T12:00:00.500000Z",
+            "ts0": "2026-11-27T12:00:00Z",
+            "tm": "-838:59:59.00",
+            "tm0": "12:34:56",
+            "yr": 2026,
+            "ch": "ab",
+            "vc": "héllo",
+            "tx": "text…",
+            "u16": "ök€",
+            "bn": "0x000102",
+            "vb": "0xff",
+            "bl": "0xdeadbeef",
+            "bt": 513,
+            "b64": 18446744073709551615,
+            "en": "b",
+            "st": "x,z",
+            "js": '{"a": [1, 2]}',
+            "g": "0x" + "00000000" + "0101000000000000000000f03f0000000000000040",
+        }
+        assert zero is not None and nulls is not None
+        zeros = (zero["dt"], zero["dtm"], zero["ts"], zero["yr"], zero["st"], zero["en"])
+        assert zeros == (None, None, None, 0, "", "")
+        assert all(v is None for k, v in nulls.items() if k != "id")
+        names = {c.name: c.type_name for c in reader.events[0].table.columns}
+        assert names["id"] == "bigint unsigned" and names["vb"] == "varbinary" and names["dtm"] == "datetime(3)"
+    finally:
+        await reader.stop()
+
+
 async def test_no_hex_prefix(my_db: MyDb) -> None:
     await run(my_db, "CREATE TABLE b (id int primary key, v varbinary(4))")
     reader = await open_reader(my_db.config(), no_hex_prefix=True)

@@ -19,11 +19,11 @@ Used by tests/integration/test_mysql_oracle.py (load and CDC records through MyS
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 Rule = Callable[[str], Any]
@@ -58,14 +58,24 @@ def float8(text: str) -> float:
     return float(text)
 
 
+def calendar_date(text: str) -> bool:
+    """Whether ``YYYY-MM-DD...`` is a date of the (proleptic Gregorian, ISO 8601) calendar: the year 0000
+    included, not a zero month or day, nor a day its month does not have."""
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    days = [31, 29 if calendar.isleap(year) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    return 1 <= month <= 12 and 1 <= day <= days[month - 1]
+
+
 def datetime_text(text: str) -> str:
-    """DATETIME: the server's text with ``T`` between date and time (its fractional digits as the column has)."""
-    return text.replace(" ", "T", 1)
+    """DATETIME: the server's text with ``T`` between date and time (its fractional digits as the column has);
+    a value the calendar cannot hold is no instant and stays the server's text as it is."""
+    return text.replace(" ", "T", 1) if calendar_date(text) else text
 
 
 def timestamp_text(text: str) -> str:
-    """TIMESTAMP: the server's text in UTC (the oracle session's time zone), with ``T`` and ``Z``."""
-    return datetime_text(text) + "Z"
+    """TIMESTAMP: the server's text in UTC (the oracle session's time zone), with ``T`` and ``Z``; the zero
+    TIMESTAMP stays the server's text as it is."""
+    return text.replace(" ", "T", 1) + "Z" if calendar_date(text) else text
 
 
 def binary_hex(text: str) -> str:
@@ -81,15 +91,11 @@ def geometry(text: str) -> str:
 
 
 def calendar_only(rule: Rule) -> Rule:
-    """``invalid_dates = "null"``: a date the calendar cannot hold (zero year, month or day, or a day the month
-    does not have) becomes null; every other value keeps its rendering."""
+    """``invalid_dates = "null"``: a date the calendar cannot hold becomes null; every other value keeps its
+    rendering."""
 
     def wrapped(text: str) -> Any:
-        try:
-            date.fromisoformat(text[:10])
-        except ValueError:
-            return None
-        return rule(text)
+        return rule(text) if calendar_date(text) else None
 
     return wrapped
 
@@ -132,7 +138,7 @@ def _times(kind: str, values: Sequence[str], rule: Rule) -> list[Case]:
 
 
 # Dates a calendar cannot hold (the writer allows them: sql_mode ALLOW_INVALID_DATES, no NO_ZERO_DATE /
-# NO_ZERO_IN_DATE), a zero year, the type's limits, a date before year 1000.
+# NO_ZERO_IN_DATE), the year 0000 (a calendar year, leap), the type's limits, a date before year 1000.
 DATE_VALUES = (
     "'2026-11-27'",
     "'1000-01-01'",
@@ -146,6 +152,7 @@ DATE_VALUES = (
     "'0001-01-01'",
     "'0999-01-02'",
     "'2024-02-29'",
+    "'0000-02-29'",
 )
 DATETIME_VALUES = (
     "'2026-11-27 12:34:56.123456'",

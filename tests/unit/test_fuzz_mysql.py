@@ -3,8 +3,8 @@ result is items or a typed error (DecodeError for row images, UnparsedStatement 
 exception and never a hang.
 
 Row events are built without a server: python-mysql-replication's event classes with the few attributes the
-converter reads, and a packet that hands out the fuzzed body. (The values themselves are checked against the
-server in tests/integration/test_mysql_oracle.py; an atheris harness for long runs is
+converter reads, and a packet that hands out the fuzzed body. (The real decoding is compared with the
+library's on a real server in tests/integration/test_mysql_source.py; an atheris harness for long runs is
 scripts/fuzz_mysql_rows.py.)
 """
 

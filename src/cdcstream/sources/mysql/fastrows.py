@@ -10,8 +10,8 @@ positions, events, the table map (column names and types) and the row event head
 A plan exists only for tables whose every column type is implemented here (integers, FLOAT/DOUBLE, DECIMAL,
 DATE, DATETIME2, TIMESTAMP2, YEAR, CHAR/VARCHAR/TEXT in utf8/utf8mb4/latin1/ascii, BINARY/VARBINARY/BLOB,
 ENUM); any other table, and any row event whose column bitmaps are not full (``binlog_row_image`` other than
-FULL), goes through the library. The values are checked against the server itself on a type matrix
-(tests/integration/test_mysql_oracle.py; its tables ``num``, ``dat`` and ``txt`` take this path).
+FULL), goes through the library. The output is tested for equality with the library's output followed by
+:mod:`rows` on a type matrix from a real server (tests/integration/test_mysql_source.py).
 """
 
 from __future__ import annotations

@@ -34,12 +34,12 @@ hold the GIL the event loop needs; without them the session's thread renders the
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
@@ -169,13 +169,14 @@ def _set(value: str | set[str]) -> str:
 
 
 def calendar_date(text: str) -> bool:
-    """Whether the server's ``YYYY-MM-DD...`` text is a date of the calendar: not a zero year, month or day, not
-    a day its month does not have (``2020-02-31`` under ``ALLOW_INVALID_DATES``)."""
+    """Whether the server's ``YYYY-MM-DD...`` text is a date of the calendar: a month 1-12 and a day that month
+    has (not ``2020-02-31``, stored under ``ALLOW_INVALID_DATES``, nor a zero month or day). The year 0000 is one
+    (ISO 8601's proleptic Gregorian calendar has it, a leap year)."""
     try:
-        date(int(text[0:4]), int(text[5:7]), int(text[8:10]))
+        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
     except ValueError:
         return False
-    return True
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
 
 
 def _server_text(text: str) -> str:
@@ -183,11 +184,14 @@ def _server_text(text: str) -> str:
 
 
 def _datetime_text(text: str) -> str:
-    return text[:10] + "T" + text[11:]  # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]
+    # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]; a value the calendar cannot hold is no instant:
+    # the server's text as it is
+    return text[:10] + "T" + text[11:] if calendar_date(text) else text
 
 
 def _timestamp_text(text: str) -> str:
-    return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
+    # the session time zone is UTC; the zero TIMESTAMP is the server's text as it is, like invalid DATETIMEs
+    return text[:10] + "T" + text[11:] + "Z" if calendar_date(text) else text
 
 
 def _calendar_only(render: Callable[[str], str]) -> Callable[[str], str | None]:
