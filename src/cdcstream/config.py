@@ -91,9 +91,6 @@ class MySQLSourceConfig(_Section):
     # "auto": resume from the checkpoint's GTID when it has one and the server uses GTIDs, else from
     # file/position; "on": always GTID (fails without one); "off": always file/position.
     gtid_mode: Literal["auto", "on", "off"] = "auto"
-    # DATE/DATETIME/TIMESTAMP values the calendar cannot hold (0000-00-00, 2020-02-31, 0001-00-00 14:02:10):
-    # "text" sends the server's own text; "null" sends null, as DMS does (README, "MySQL / MariaDB types").
-    invalid_dates: Literal["text", "null"] = "text"
     # The server sends a heartbeat event after this many idle seconds, so a dead connection is noticed.
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     reconnect_max_delay: Annotated[float, Field(gt=0)] = 30.0
@@ -109,6 +106,10 @@ class MySQLSourceConfig(_Section):
     # PyMySQL's spelling, kept for people who know it: true is ssl_mode = "verify_identity"; false with ssl_ca
     # (and no ssl_mode) is "verify_ca". Contradicting an explicit ssl_mode is an error, never a silent choice.
     ssl_verify_identity: bool | None = None
+    # Dates and datetimes the calendar cannot hold (a zero month or day, '2020-02-31' under ALLOW_INVALID_DATES,
+    # all-zero values, the zero TIMESTAMP): "text" sends the server's own text ("0001-00-00",
+    # "0000-00-00 14:02:10"); "null" sends null, as AWS DMS does.
+    invalid_dates: Literal["text", "null"] = "text"
 
     @model_validator(mode="after")
     def _resolve_password(self) -> MySQLSourceConfig:
