@@ -39,7 +39,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -51,7 +51,7 @@ import structlog
 from pymysql.constants import FIELD_TYPE
 from pymysql.protocol import MysqlPacket
 
-from cdcstream.changes import Described, RawRows
+from cdcstream.changes import Described, RawRows, TableInfo
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
@@ -226,6 +226,16 @@ _TEXT_DECODERS = frozenset(
 )
 # MariaDB types whose record value is their text form (``2001:db8::``), as a SELECT returns it.
 _MARIADB_TEXT_TYPES = frozenset({"uuid", "inet4", "inet6"})
+
+
+def _named_text_types(info: TableInfo, columns: Sequence[Any]) -> TableInfo:
+    """``info`` with MariaDB's UUID/INET4/INET6 columns named so (``rows.table_info`` knows binlog type codes,
+    which call them binary strings), as the binlog reader names them from the catalogue."""
+    named = {c.name: c.data_type for c in columns if c.data_type in _MARIADB_TEXT_TYPES}
+    if not named:
+        return info
+    cols = tuple(replace(c, type_name=named[c.name]) if c.name in named else c for c in info.columns)
+    return replace(info, columns=cols)
 
 
 def text_renderer(column: Any, invalid_dates: str) -> Callable[[str], Any] | None:
@@ -664,7 +674,7 @@ class MyLoadEngine:
         specs = []
         for name, cols in by_table.items():
             schema, table, est, pk = meta[name]
-            info = rows.table_info(schema, table, cols, pk)
+            info = _named_text_types(rows.table_info(schema, table, cols, pk), cols)
             self._columns[name] = cols
             specs.append(TableSpec(info, keysets.get(name, ()), None if est is None else int(est)))
         return specs
