@@ -183,35 +183,27 @@ def _server_text(text: str) -> str:
     return text
 
 
-def _datetime_text(text: str) -> str:
-    # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]; a value the calendar cannot hold is no instant:
-    # the server's text as it is
-    return text[:10] + "T" + text[11:] if calendar_date(text) else text
+def _iso_datetime(text: str) -> str:
+    return text[:10] + "T" + text[11:]  # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]
 
 
-def _timestamp_text(text: str) -> str:
-    # the session time zone is UTC; the zero TIMESTAMP is the server's text as it is, like invalid DATETIMEs
-    return text[:10] + "T" + text[11:] + "Z" if calendar_date(text) else text
-
-
-def _calendar_only(render: Callable[[str], str]) -> Callable[[str], str | None]:
-    def checked(text: str) -> str | None:
-        return render(text) if calendar_date(text) else None
-
-    return checked
+def _iso_timestamp(text: str) -> str:
+    return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
 
 
 # Column types whose value is the server's text itself (README, "MySQL / MariaDB types"): the load sessions
-# read them as text (see _TEXT_DECODERS) and render it here, so dates the calendar cannot hold keep the
-# server's text too (``invalid_dates = "text"``), and no date/Decimal/timedelta object is made on the way.
+# read them as text (_SESSION_CONVERSIONS) and render it here, with no date/Decimal/timedelta object on the way.
 _TEXT_RENDER: dict[int, Callable[[str], str]] = {
-    rows.DATE: _server_text,
-    rows.DATETIME2: _datetime_text,
-    rows.TIMESTAMP2: _timestamp_text,
     rows.TIME2: _server_text,  # sign, hours beyond 24, the column's fsp digits
     rows.NEWDECIMAL: _server_text,  # the exact digits
 }
-_CALENDAR_TYPES = frozenset({rows.DATE, rows.DATETIME2, rows.TIMESTAMP2})
+# The temporal types: a calendar date renders so; one the calendar cannot hold (no instant) is the server's text
+# as it is with invalid_dates = "text", null with "null".
+_CALENDAR_RENDER: dict[int, Callable[[str], str]] = {
+    rows.DATE: _server_text,
+    rows.DATETIME2: _iso_datetime,
+    rows.TIMESTAMP2: _iso_timestamp,
+}
 # Result types PyMySQL would turn into date/datetime/timedelta/Decimal objects (the dates the calendar cannot
 # hold staying text): the load sessions' PyMySQL keeps them text (_SESSION_CONVERSIONS).
 _TEXT_DECODERS = frozenset(
@@ -239,11 +231,21 @@ def _named_text_types(info: TableInfo, columns: Sequence[Any]) -> TableInfo:
 
 
 def text_renderer(column: Any, invalid_dates: str) -> Callable[[str], Any] | None:
-    """The rendering of a column whose value is the server's text (see :data:`_TEXT_RENDER`), or None."""
-    render = _TEXT_RENDER.get(column.type)
+    """The rendering of a column whose value is the server's text (:data:`_TEXT_RENDER`,
+    :data:`_CALENDAR_RENDER`), or None."""
+    render = _CALENDAR_RENDER.get(column.type)
     if render is None:
-        return None
-    return _calendar_only(render) if invalid_dates == "null" and column.type in _CALENDAR_TYPES else render
+        return _TEXT_RENDER.get(column.type)
+    if render is _server_text and invalid_dates == "text":
+        return render  # a DATE is its text whether the calendar has it or not
+    null_invalid = invalid_dates == "null"
+
+    def calendar_or_text(text: str) -> str | None:
+        if calendar_date(text):
+            return render(text)
+        return None if null_invalid else text
+
+    return calendar_or_text
 
 
 def load_converter(
@@ -265,7 +267,7 @@ def load_converter(
     if t == rows.JSON:
         # MySQL's binlog JSON is re-serialised by the CDC path (compact); the text protocol's is spaced.
         return None if mariadb else (lambda v: rows.json_text(orjson.loads(v)))
-    if getattr(column, "data_type", "") in _MARIADB_TEXT_TYPES:
+    if column.data_type in _MARIADB_TEXT_TYPES:
         return None  # sent as utf8mb4 text (the binlog has their bytes)
     if t in rows.TEXT_TYPES and column.character_set_name != "binary":
         binary = rows.make_binary(no_hex_prefix)
