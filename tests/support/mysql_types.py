@@ -10,9 +10,9 @@ literal typed here, never what python-mysql-replication or our own decoder makes
 Cases were chosen with the public corpora of Maxwell (``src/test/resources/sql/json/``: big numbers, charsets
 gbk/big5, invalid times, JSON) and Debezium (``debezium-connector-binlog/src/test/resources/ddl/``: integer
 limits, zero and partial-zero dates, negative TIME fractions of DBZ-7594, BIT literals, geometry with SRIDs,
-YEAR). Tables group the types so that each table of the old reader has one decoding path (its compiled fast path
-needs every column of a table to be of the types it implements): ``num``, ``dat``, ``txt`` qualify, ``tim`` and
-``oth`` do not.
+YEAR). The tables group the types by family (numbers, dates, times, text and binary, the rest, and the
+character sets whose Python codecs are not the server's, last: a value the reader cannot decode stops the
+stream there), plus ``k``, keyed by MariaDB's UUID/INET types.
 
 Used by tests/integration/test_mysql_oracle.py (load and CDC records through MySQLSource and the mapping).
 """
@@ -131,9 +131,9 @@ def _ints(name: str, sql: str, lo: int, hi: int) -> Case:
 
 def _times(kind: str, values: Sequence[str], rule: Rule) -> list[Case]:
     """One column per fractional-second precision 0..6 of a temporal type, all with the same values."""
-    calendar = kind != "time"
+    dates = kind != "time"
     return [
-        Case(f"{kind}{fsp}", f"{kind}({fsp}) NULL", tuple(values), AS_CHAR, rule, calendar=calendar) for fsp in range(7)
+        Case(f"{kind}{fsp}", f"{kind}({fsp}) NULL", tuple(values), AS_CHAR, rule, calendar=dates) for fsp in range(7)
     ]
 
 
@@ -168,7 +168,7 @@ DATETIME_VALUES = (
     "'2024-02-29 00:00:00.1'",
 )
 # Written in a session at +02:00; the oracle reads them at UTC. The TIMESTAMP range (UTC 1970-01-01 00:00:01 to
-# 2038-01-19 03:14:07.999999), its zero value, and a value an hour after a DST-free offset change.
+# 2038-01-19 03:14:07.999999), its zero value, and a leap day that is the day before in UTC.
 TIMESTAMP_VALUES = (
     "'2026-11-27 14:00:00.5'",
     "'1970-01-01 02:00:01'",
