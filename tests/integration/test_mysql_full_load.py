@@ -81,7 +81,9 @@ def _session(db: MyDb) -> pymysql.Connection[Any]:
 
 
 async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
-    """The same values as a load row and as a CDC insert: identical ``after`` and table description."""
+    """The same values as a load row and as a CDC insert: identical ``after`` and table description. (Both are
+    checked against the server in test_mysql_oracle.py; this compares our two paths with each other, with
+    ``invalid_dates = "null"`` for the zero dates of row 2.)"""
 
     def prepare() -> None:
         conn = _session(my_db)
@@ -90,7 +92,7 @@ async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
         conn.close()
 
     await asyncio.to_thread(prepare)
-    src = _source(my_db)
+    src = _source(my_db, invalid_dates="null")
     await src.start(None)
     reader = Reader(src)
     try:
@@ -121,14 +123,7 @@ async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
         assert load.after is not None
         ins = by_id[int(load.after["id"])]
         assert ins.after is not None
-        # Zero dates: CDC sends the server's text by default (invalid_dates = "text"); the load side gets the
-        # same setting in the full-load value fixes of issue 17 (branch mysql-oracle): until that is merged,
-        # only CDC is checked for them here.
-        zero = {"dt", "dtm", "ts"} if load.after["id"] == 2 else set()
-        assert ins.after["dt"] == "0000-00-00" or not zero
-        assert {k: v for k, v in load.after.items() if k not in zero} | {"id": 0} == {
-            k: v for k, v in ins.after.items() if k not in zero
-        } | {"id": 0}, load.after["id"]
+        assert load.after | {"id": 0} == ins.after | {"id": 0}, load.after["id"]
         assert load.table == ins.table
     full = next(e.after for e in loads if e.after and e.after["id"] == 1)
     assert full is not None and full["u16"] == "ök€" and full["emoji"] == "😀👍" and full["bt"] == 513
@@ -304,13 +299,13 @@ async def _read_all(engine: MyLoadEngine, spec: Any, *, raw: bool) -> list[tuple
 async def test_raw_chunks_decode_like_the_reader_thread(my_db: MyDb, monkeypatch: pytest.MonkeyPatch) -> None:
     """Row packets decoded by ``MyRowPackets.rows()`` (in a worker: ``read(raw=True)``, after pickling too; in the
     session thread: ``read(raw=False)``): the same rows, value types and last keys as PyMySQL's own row parsing,
-    over many types, long values and a composite key."""
+    over many types, long values and a composite key. (Each path against the server: test_mysql_oracle.py.)"""
 
     def prepare() -> None:
         conn = _session(my_db)
         with conn.cursor() as cur:
             _create_types_table(cur)
-            # Invalid dates the server stores on request (zero in date, 30 February): null like zero dates.
+            # Invalid dates the server stores on request (zero in date, 30 February): the server's text.
             cur.execute("SET sql_mode = 'ALLOW_INVALID_DATES'")
             cur.execute(
                 "INSERT INTO m (id, dt, dtm, dt6, dt0) VALUES "

@@ -1,4 +1,5 @@
-"""MySQLSource against a private MariaDB server, as the least-privilege ``cdc`` user."""
+"""MySQLSource against a private MariaDB server, as the least-privilege ``cdc`` user. (Every value type, in load
+and CDC records, is checked against the server in test_mysql_oracle.py.)"""
 
 from __future__ import annotations
 
@@ -441,6 +442,23 @@ async def test_checks_report(my_db: MyDb) -> None:
         assert not weak["privileges"].ok and "GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT" in weak["privileges"].fix
     finally:
         await asyncio.to_thread(my_db.server.execute, "DROP USER 'weak'@'127.0.0.1'")
+
+
+async def test_binlog_status_statements(my_db: MyDb) -> None:
+    """MariaDB 10.11 answers SHOW BINLOG STATUS for the ``cdc`` user (BINLOG MONITOR); MySQL 8.4's SHOW BINARY
+    LOG STATUS is a syntax error here, so asking as for MySQL takes the fallback (SHOW MASTER STATUS, what MySQL
+    before 8.2 has): the same position either way."""
+    from cdcstream.sources.mysql.positions import binlog_status
+
+    conn = my_db.server.connect(root=False)
+    try:
+        with conn.cursor() as cur:
+            as_mariadb = binlog_status(cur, mariadb=True)
+            as_old_mysql = binlog_status(cur, mariadb=False)
+    finally:
+        conn.close()
+    assert as_mariadb is not None and str(as_mariadb[0]).startswith("mariadb-bin.")
+    assert as_mariadb == as_old_mysql
 
 
 async def test_backpressure_stalls_the_reader(my_db: MyDb) -> None:

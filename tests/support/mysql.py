@@ -7,7 +7,7 @@ under a temporary directory, with the settings the source requires: ``log_bin``,
 
 The daemon connects as ``cdc`` (password ``cdc``) with the least privileges the source needs on MariaDB 10.11
 (README, "MySQL / MariaDB setup"): ``REPLICATION SLAVE`` (read the binlog), ``BINLOG MONITOR`` (SHOW BINARY LOGS /
-MASTER STATUS, what MySQL calls REPLICATION CLIENT), ``SELECT`` (the full load's reads and the ``check``
+BINLOG STATUS, what MySQL calls REPLICATION CLIENT), ``SELECT`` (the full load's reads and the ``check``
 command's catalogue reads) and ``RELOAD`` (the full load's brief ``FLUSH TABLES WITH READ LOCK``; the fallback
 without it is tested with a second user).
 Each test gets its own database (``my_db``).
@@ -125,7 +125,8 @@ class MyServer:
         return name
 
     def master_status(self) -> tuple[str, int]:
-        row = self.execute("SHOW MASTER STATUS")[0]
+        """The binlog's current file and position (MariaDB's SHOW BINLOG STATUS, once SHOW MASTER STATUS)."""
+        row = self.execute("SHOW BINLOG STATUS")[0]
         return str(row[0]), int(row[1])
 
     def purge_binlogs_to(self, file: str) -> None:

@@ -1,18 +1,20 @@
-"""MySQL load row packets parsed outside PyMySQL (``parse_row_packets``): what PyMySQL's own row parsing reads
-from the same packets, for every length-coded string form (1, 3, 4 and 9 byte lengths) and NULL."""
+"""The MySQL load's pure parts: row packets parsed outside PyMySQL (``parse_row_packets``), for every
+length-coded string form (1, 3, 4 and 9 byte lengths) and NULL, and the renderers of the server's text (the
+values themselves are checked against the server in tests/integration/test_mysql_oracle.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pymysql import converters
-from pymysql.connections import MySQLResult
-from pymysql.protocol import MysqlPacket
 
 from cdcstream.errors import SourceError
-from cdcstream.sources.mysql.snapshot import Field, parse_row_packets
+from cdcstream.sources.mysql import rows
+from cdcstream.sources.mysql.snapshot import Field, _select, calendar_date, load_converter, parse_row_packets
 
 
 def _lcs(value: bytes | None) -> bytes:
@@ -40,26 +42,86 @@ FIELDS: tuple[Field, ...] = (
 )
 
 
-def _pymysql(packet: bytes) -> list[Any]:
-    result: Any = MySQLResult.__new__(MySQLResult)
-    result.converters = FIELDS
-    result.unbuffered_active = False  # its __del__ reads it
-    return list(result._read_row_from_packet(MysqlPacket(packet, "utf8")))
-
-
 @pytest.mark.parametrize("size", [0, 250, 251, 65535, 65536, (1 << 24) + 3])
-def test_lengths_and_nulls_parse_as_pymysql_does(size: int) -> None:
-    rows = [
-        [b"-12", "é".encode() * (size // 2), b"\x00\xfe" * (size // 2), b"1.50", b"2.5e3", b"2026-11-27 10:00:00.5"],
+def test_lengths_and_nulls(size: int) -> None:
+    n = size // 2
+    rows_in = [
+        [b"-12", "é".encode() * n, b"\x00\xfe" * n, b"1.50", b"2.5e3", b"2026-11-27 10:00:00.5"],
         [None, None, None, None, None, None],
         [b"7", b"", b"", b"0", b"0", b"0000-00-00 00:00:00"],
     ]
-    packets = [b"".join(_lcs(v) for v in row) for row in rows]
+    packets = [b"".join(_lcs(v) for v in row) for row in rows_in]
     got = parse_row_packets(b"".join(packets), len(packets), FIELDS)
-    assert got == [_pymysql(p) for p in packets]
-    assert [[type(v) for v in r] for r in got] == [[type(v) for v in _pymysql(p)] for p in packets]
+    assert got == [
+        [-12, "é" * n, b"\x00\xfe" * n, Decimal("1.50"), 2500.0, datetime(2026, 11, 27, 10, 0, 0, 500000)],
+        [None, None, None, None, None, None],
+        [7, "", b"", Decimal("0"), 0.0, "0000-00-00 00:00:00"],  # PyMySQL leaves a zero date as text
+    ]
+    assert [type(v) for v in got[0]] == [int, str, bytes, Decimal, float, datetime]
 
 
 def test_a_short_row_is_an_error() -> None:
     with pytest.raises(SourceError, match="bytes left"):
         parse_row_packets(_lcs(b"1") * 3, 1, FIELDS[:2])
+
+
+def _col(type_: int, data_type: str = "", charset: str | None = None) -> Any:
+    return SimpleNamespace(name="c", type=type_, data_type=data_type, character_set_name=charset, fsp=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("2026-11-27", True),
+        ("2024-02-29 00:00:00", True),
+        ("0001-01-01", True),
+        ("9999-12-31 23:59:59.999999", True),
+        ("0000-00-00", False),
+        ("0000-01-01", True),  # the year 0 of ISO 8601's proleptic Gregorian calendar
+        ("0000-02-29", True),  # a leap year
+        ("1900-02-29", False),
+        ("0001-00-00", False),
+        ("2020-00-10 00:00:00", False),
+        ("2020-02-31 10:00:00.25", False),
+        ("2023-02-29", False),
+        ("2020-04-31", False),
+    ],
+)
+def test_calendar_dates(text: str, ok: bool) -> None:
+    assert calendar_date(text) is ok
+
+
+@pytest.mark.parametrize(
+    ("type_", "text", "as_text", "as_null"),
+    [
+        (rows.DATE, "2026-11-27", "2026-11-27", "2026-11-27"),
+        (rows.DATE, "0001-00-00", "0001-00-00", None),
+        (rows.DATETIME2, "2026-11-27 12:00:00.123", "2026-11-27T12:00:00.123", "2026-11-27T12:00:00.123"),
+        (rows.DATETIME2, "0000-00-00 14:02:10", "0000-00-00 14:02:10", None),  # no instant: the text as is
+        (rows.DATETIME2, "2020-02-31 10:00:00.25", "2020-02-31 10:00:00.25", None),
+        (rows.DATETIME2, "0000-01-01 00:00:00", "0000-01-01T00:00:00", "0000-01-01T00:00:00"),
+        (rows.TIMESTAMP2, "2038-01-19 03:14:07.999999", "2038-01-19T03:14:07.999999Z", "2038-01-19T03:14:07.999999Z"),
+        (rows.TIMESTAMP2, "0000-00-00 00:00:00.00", "0000-00-00 00:00:00.00", None),
+        (rows.TIME2, "-01:01:01.000001", "-01:01:01.000001", "-01:01:01.000001"),
+        (rows.TIME2, "-838:59:59", "-838:59:59", "-838:59:59"),
+        (rows.NEWDECIMAL, "-0.000000000000000000000000000001", "-0.000000000000000000000000000001", None),
+    ],
+)
+def test_text_renderers(type_: int, text: str, as_text: str, as_null: str | None) -> None:
+    for mode, want in (("text", as_text), ("null", as_null if type_ != rows.NEWDECIMAL else as_text)):
+        conv = load_converter(_col(type_), mariadb=True, no_hex_prefix=False, invalid_dates=mode)
+        assert conv is not None and conv(text) == want, mode
+
+
+def test_mariadb_uuid_and_inet_are_their_text() -> None:
+    """The server sends them as utf8mb4 text; the binlog, like information_schema, calls them binary."""
+    for data_type in ("uuid", "inet4", "inet6"):
+        col = _col(rows.STRING, data_type, charset="binary")
+        assert load_converter(col, mariadb=True, no_hex_prefix=False) is None
+    binary = load_converter(_col(rows.STRING, "binary", charset="binary"), mariadb=True, no_hex_prefix=False)
+    assert binary is not None and binary(b"\x01\x00") == "0x0100"
+
+
+def test_float_columns_are_read_as_their_exact_value() -> None:
+    assert _select(_col(rows.FLOAT)) == "`c` * 1e0"
+    assert _select(_col(rows.DOUBLE)) == "`c`"

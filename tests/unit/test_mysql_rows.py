@@ -41,6 +41,9 @@ def conv(col: Col, value: Any, no_hex_prefix: bool = False) -> Any:
         (Col(rows.NEWDECIMAL), Decimal("1E-7"), "0.0000001"),
         (Col(rows.FLOAT), 1.100000023841858, 1.1),
         (Col(rows.FLOAT), 3.4028234663852886e38, 3.4028235e38),
+        (Col(rows.FLOAT), 1.401298464324817e-45, 1e-45),  # subnormal: fewer digits than a normal float
+        (Col(rows.FLOAT), -1.1754942106924411e-38, -1.1754942e-38),
+        (Col(rows.FLOAT), 16777216.0, 16777216.0),
         (Col(rows.DOUBLE), 0.1, 0.1),
         (Col(rows.DATE), date(2026, 11, 27), "2026-11-27"),
         (Col(rows.DATE), date(999, 1, 2), "0999-01-02"),

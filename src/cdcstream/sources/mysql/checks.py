@@ -28,7 +28,7 @@ from cdcstream.sources.mysql.resume import (
     resumes_by_gtid,
     stored_position,
 )
-from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, connect_error, connection_settings, load_denied
+from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, load_denied, monitor_privilege, open_connection
 from cdcstream.sources.postgres.checks import CheckResult
 
 _TABLES_SQL = (
@@ -41,9 +41,7 @@ MIN_RETENTION_SECONDS = 3 * 86_400
 
 
 def _grant_fix(user: str, mariadb: bool) -> str:
-    if mariadb:
-        return f"GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO '{user}'@'<host>';"
-    return f"GRANT REPLICATION SLAVE, REPLICATION CLIENT, SELECT ON *.* TO '{user}'@'<host>';"
+    return f"GRANT REPLICATION SLAVE, {monitor_privilege(mariadb)}, SELECT ON *.* TO '{user}'@'<host>';"
 
 
 def _run_checks(
@@ -56,13 +54,9 @@ def _run_checks(
     out: list[CheckResult] = []
     where = f"{cfg.user}@{cfg.host}:{cfg.port}"
     try:
-        conn = pymysql.connect(**connection_settings(cfg))
-    except pymysql.err.MySQLError as exc:
-        out.append(
-            CheckResult(
-                "connect", False, str(connect_error(cfg, exc)), "check host, port, user, password and the user's host"
-            )
-        )
+        conn = open_connection(cfg)
+    except SourceError as exc:
+        out.append(CheckResult("connect", False, str(exc), "check host, port, user, password and the user's host"))
         return out
     try:
         with conn.cursor() as cur:
@@ -143,7 +137,7 @@ def _privileges(cur: Any, cfg: MySQLSourceConfig, mariadb: bool) -> CheckResult:
         name
         for name, ok in (
             ("REPLICATION SLAVE", slave),
-            ("BINLOG MONITOR" if mariadb else "REPLICATION CLIENT", monitor),
+            (monitor_privilege(mariadb), monitor),
             ("SELECT", select),
         )
         if not ok
@@ -213,7 +207,7 @@ def _select_check(
 
 def table_names(cfg: MySQLSourceConfig) -> list[tuple[str, str]]:
     """(schema, table) of every base table the reader can capture (in ``databases`` when that is set)."""
-    conn = pymysql.connect(**connection_settings(cfg))
+    conn = open_connection(cfg)
     try:
         with conn.cursor() as cur:
             cur.execute(_TABLES_SQL)

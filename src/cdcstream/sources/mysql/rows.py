@@ -107,6 +107,7 @@ _WIDE_CHARSETS: dict[str, tuple[str | None, str]] = {
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _F32 = struct.Struct("<f")
+_F32_MIN_NORMAL = 1.1754943508222875e-38
 
 
 def decimal_text(value: Decimal) -> str:
@@ -115,9 +116,12 @@ def decimal_text(value: Decimal) -> str:
 
 
 def float32(value: float) -> float:
-    """The shortest decimal that maps to the same 4-byte float (MySQL FLOAT 1.1 is 1.100000023841858 as double)."""
+    """The shortest decimal that maps to the same 4-byte float (MySQL FLOAT 1.1 is 1.100000023841858 as double).
+
+    A normal float has more than 7 significant digits, so when 6 or fewer name it, 6 digits (``g`` drops the
+    trailing zeros) already give the shortest; a subnormal has fewer (``1e-45``, not ``1.4013e-45``)."""
     packed = _F32.pack(value)
-    for digits in range(6, 10):
+    for digits in range(6 if abs(value) >= _F32_MIN_NORMAL else 1, 10):
         candidate = float(f"{value:.{digits}g}")
         if _F32.pack(candidate) == packed:
             return candidate

@@ -2,8 +2,9 @@
 
 Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
 takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
-SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW MASTER STATUS`` and
-``@@gtid_binlog_pos`` on MariaDB / ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
+SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
+``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
+``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
 exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
 the snapshots open (measured and logged as ``lock_seconds``).
 
@@ -16,9 +17,12 @@ crash) reopens fresh snapshots the same way without reading a position (the stor
 
 Rows are read with ``SELECT <columns> FROM t WHERE <segment> AND <key> > <after> ORDER BY <key> LIMIT n`` on an
 unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the
-session time zone UTC, and rendered by :func:`load_converter` to exactly what the binlog path renders for the same
-values (``rows.py``); a table without a primary key (or unique NOT NULL key) is one unordered pass. Each session
-runs its blocking PyMySQL calls in a thread of its own, so the event loop never waits on the server.
+session time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key
+(or unique NOT NULL key) is one unordered pass. Each value is rendered by :func:`load_converter` as README, "MySQL /
+MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals, MariaDB
+UUID/INET): the server's value, which is what CDC records carry too (tests/integration/test_mysql_oracle.py checks
+both against the server). Each session runs its blocking PyMySQL calls in a thread of its own, so the event loop
+never waits on the server.
 
 Rows are read as the result's row packets (:func:`_read_row_packets`) and rendered from the text protocol
 (:class:`MyRowPackets`) exactly as PyMySQL and :func:`load_converter` would render them, without PyMySQL's row
@@ -30,28 +34,29 @@ hold the GIL the event loop needs; without them the session's thread renders the
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from decimal import Decimal
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pymysql
+import pymysql.converters
 import pymysql.cursors
 import structlog
+from pymysql.constants import FIELD_TYPE
 from pymysql.protocol import MysqlPacket
 
-from cdcstream.changes import Described, RawRows
+from cdcstream.changes import Described, RawRows, TableInfo
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
-from cdcstream.sources.mysql.positions import position_of
-from cdcstream.sources.mysql.rows import valid_day
+from cdcstream.sources.mysql.positions import binlog_status, position_of
+from cdcstream.sources.mysql.tls import rsa_failure
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +129,13 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _select(column: Any) -> str:
+    """A column in the load's SELECT list. FLOAT is read as its exact value (times 1e0 is a DOUBLE, exact, -0
+    kept): its own text has 6 significant digits (16777216 reads as ``16777200``), which would neither be the
+    value CDC renders nor page a FLOAT key exactly."""
+    return f"{quote(column.name)} * 1e0" if column.type == rows.FLOAT else quote(column.name)
+
+
 def _column(name: str, data_type: str, column_type: str, charset: str | None, fsp: Any, prec: Any, scale: Any) -> Any:
     """A stand-in for python-mysql-replication's ``Column`` (what ``rows.type_name``/converters read)."""
     if data_type in _BLOBS:
@@ -136,6 +148,7 @@ def _column(name: str, data_type: str, column_type: str, charset: str | None, fs
         charset = "binary"  # binary/varbinary/blob: information_schema has no charset, the binlog says binary
     return SimpleNamespace(
         name=name,
+        data_type=data_type,
         type=code,
         unsigned="unsigned" in column_type,
         character_set_name=charset,
@@ -147,14 +160,6 @@ def _column(name: str, data_type: str, column_type: str, charset: str | None, fs
     )
 
 
-def _not_zero(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    # PyMySQL returns zero dates ('0000-00-00 ...') as the server's text: the binlog path renders them as null.
-    def wrapped(value: Any) -> Any:
-        return None if isinstance(value, str) else conv(value)
-
-    return wrapped
-
-
 def _bit(value: bytes | int) -> int:
     return value if isinstance(value, int) else int.from_bytes(value, "big")
 
@@ -163,14 +168,96 @@ def _set(value: str | set[str]) -> str:
     return value if isinstance(value, str) else ",".join(sorted(value))  # the server sends definition order
 
 
-def load_converter(column: Any, *, mariadb: bool, no_hex_prefix: bool) -> Callable[[Any], Any] | None:
-    """The converter of a value as PyMySQL reads it (text protocol, utf8mb4, session time zone UTC) to what the
-    binlog path's ``rows.converter_for`` makes of the same value; None = keep as is."""
+def calendar_date(text: str) -> bool:
+    """Whether the server's ``YYYY-MM-DD...`` text is a date of the calendar: a month 1-12 and a day that month
+    has (not ``2020-02-31``, stored under ``ALLOW_INVALID_DATES``, nor a zero month or day). The year 0000 is one
+    (ISO 8601's proleptic Gregorian calendar has it, a leap year)."""
+    try:
+        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    except ValueError:
+        return False
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
+
+
+def _server_text(text: str) -> str:
+    return text
+
+
+def _iso_datetime(text: str) -> str:
+    return text[:10] + "T" + text[11:]  # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]
+
+
+def _iso_timestamp(text: str) -> str:
+    return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
+
+
+# Column types whose value is the server's text itself (README, "MySQL / MariaDB types"): the load sessions
+# read them as text (_SESSION_CONVERSIONS) and render it here, with no date/Decimal/timedelta object on the way.
+_TEXT_RENDER: dict[int, Callable[[str], str]] = {
+    rows.TIME2: _server_text,  # sign, hours beyond 24, the column's fsp digits
+    rows.NEWDECIMAL: _server_text,  # the exact digits
+}
+# The temporal types: a calendar date renders so; one the calendar cannot hold (no instant) is the server's text
+# as it is with invalid_dates = "text", null with "null".
+_CALENDAR_RENDER: dict[int, Callable[[str], str]] = {
+    rows.DATE: _server_text,
+    rows.DATETIME2: _iso_datetime,
+    rows.TIMESTAMP2: _iso_timestamp,
+}
+# Result types PyMySQL would turn into date/datetime/timedelta/Decimal objects (the dates the calendar cannot
+# hold staying text): the load sessions' PyMySQL keeps them text (_SESSION_CONVERSIONS).
+_TEXT_DECODERS = frozenset(
+    {
+        FIELD_TYPE.DATE,
+        FIELD_TYPE.DATETIME,
+        FIELD_TYPE.TIMESTAMP,
+        FIELD_TYPE.TIME,
+        FIELD_TYPE.NEWDECIMAL,
+        FIELD_TYPE.DECIMAL,
+    }
+)
+# MariaDB types whose record value is their text form (``2001:db8::``), as a SELECT returns it.
+_MARIADB_TEXT_TYPES = frozenset({"uuid", "inet4", "inet6"})
+
+
+def _named_text_types(info: TableInfo, columns: Sequence[Any]) -> TableInfo:
+    """``info`` with MariaDB's UUID/INET4/INET6 columns named so (``rows.table_info`` knows binlog type codes,
+    which call them binary strings), as the binlog reader names them from the catalogue."""
+    named = {c.name: c.data_type for c in columns if c.data_type in _MARIADB_TEXT_TYPES}
+    if not named:
+        return info
+    cols = tuple(replace(c, type_name=named[c.name]) if c.name in named else c for c in info.columns)
+    return replace(info, columns=cols)
+
+
+def text_renderer(column: Any, invalid_dates: str) -> Callable[[str], Any] | None:
+    """The rendering of a column whose value is the server's text (:data:`_TEXT_RENDER`,
+    :data:`_CALENDAR_RENDER`), or None."""
+    render = _CALENDAR_RENDER.get(column.type)
+    if render is None:
+        return _TEXT_RENDER.get(column.type)
+    if render is _server_text and invalid_dates == "text":
+        return render  # a DATE is its text whether the calendar has it or not
+    null_invalid = invalid_dates == "null"
+
+    def calendar_or_text(text: str) -> str | None:
+        if calendar_date(text):
+            return render(text)
+        return None if null_invalid else text
+
+    return calendar_or_text
+
+
+def load_converter(
+    column: Any, *, mariadb: bool, no_hex_prefix: bool, invalid_dates: str = "text"
+) -> Callable[[Any], Any] | None:
+    """The converter of a value as a load session reads it (text protocol, utf8mb4, time zone UTC, the types of
+    :data:`_TEXT_DECODERS` as text) to its rendering, which is what the binlog path renders for the same value;
+    None = keep as is."""
     t = column.type
-    if t in (rows.DATE, rows.DATETIME2, rows.TIMESTAMP2):
-        conv = rows.converter_for(column, no_hex_prefix)
-        assert conv is not None
-        return _not_zero(conv)
+    text = text_renderer(column, invalid_dates)
+    if text is not None:
+        return text
     if t == rows.BIT:
         return _bit
     if t == rows.SET:
@@ -180,6 +267,8 @@ def load_converter(column: Any, *, mariadb: bool, no_hex_prefix: bool) -> Callab
     if t == rows.JSON:
         # MySQL's binlog JSON is re-serialised by the CDC path (compact); the text protocol's is spaced.
         return None if mariadb else (lambda v: rows.json_text(orjson.loads(v)))
+    if column.data_type in _MARIADB_TEXT_TYPES:
+        return None  # sent as utf8mb4 text (the binlog has their bytes)
     if t in rows.TEXT_TYPES and column.character_set_name != "binary":
         binary = rows.make_binary(no_hex_prefix)
         # The server converts every character set to utf8mb4 for this connection: no repair needed.
@@ -188,19 +277,12 @@ def load_converter(column: Any, *, mariadb: bool, no_hex_prefix: bool) -> Callab
 
 
 def _key_json(value: Any) -> Any:
-    """A key value as JSON for the checkpoint (accepted back by :func:`_key_param`)."""
+    """A key value as a load session reads it (temporal and decimal values as the server's text) as JSON for the
+    checkpoint (accepted back by :meth:`MyLoadEngine._param`)."""
     if value is None or isinstance(value, int | str | float):
         return value
     if isinstance(value, bytes):
         return {"hex": value.hex()}
-    if isinstance(value, Decimal):
-        return rows.decimal_text(value)
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return rows.make_time(6)(value)
     return str(value)
 
 
@@ -262,65 +344,30 @@ class PacketSpec(Described):
     columns: tuple[Any, ...]
     mariadb: bool
     no_hex_prefix: bool
-
-
-def _date_ok(text: str) -> bool:
-    """Whether the server's ``YYYY-MM-DD...`` text is a date PyMySQL turns into a ``date``/``datetime`` (zero
-    dates and zero-in-date values stay text there, which the load converters render as null)."""
-    try:
-        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
-    except ValueError:
-        return False
-    return year >= 1 and 1 <= month <= 12 and day >= 1 and valid_day(year, month, day)
-
-
-def _text_date(value: bytes) -> str | None:
-    text = value.decode("ascii")
-    return text if _date_ok(text) else None
-
-
-def _text_datetime(value: bytes) -> str | None:
-    text = value.decode("ascii")  # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]
-    return text[:10] + "T" + text[11:] if _date_ok(text) else None
-
-
-def _text_timestamp(value: bytes) -> str | None:
-    text = value.decode("ascii")
-    if not _date_ok(text) or (text.startswith("1970-01-01 00:00:00") and not text[20:].strip("0")):
-        return None  # the epoch itself is TIMESTAMP's zero value, null like make_timestamp renders it
-    return text[:10] + "T" + text[11:] + "Z"
-
-
-def _text_decimal(value: bytes) -> str:
-    return value.decode("ascii")  # the server's exact digits, what decimal_text(Decimal(text)) writes
-
-
-# Column types whose text-protocol value is rendered straight from the bytes: what PyMySQL's decoder and then
-# load_converter would make of it, without the datetime/Decimal objects in between (~2 µs per value).
-_TEXT_RENDER: dict[int, Callable[[bytes], Any]] = {
-    rows.DATE: _text_date,
-    rows.DATETIME2: _text_datetime,
-    rows.TIMESTAMP2: _text_timestamp,
-    rows.NEWDECIMAL: _text_decimal,
-}
+    invalid_dates: str
 
 
 @per_spec
 def _spec_plan_of(spec: PacketSpec) -> tuple[list[Field], list[tuple[int, Callable[[Any], Any]]]]:
     """The spec's fields and load converters, with the :data:`_TEXT_RENDER` types rendered at parse time."""
-    direct = {i: f for i, c in enumerate(spec.columns) if (f := _TEXT_RENDER.get(c.type)) is not None}
-    fields: list[Field] = [(None, direct[i]) if i in direct else f for i, f in enumerate(spec.fields)]
+    direct = {i: f for i, c in enumerate(spec.columns) if (f := text_renderer(c, spec.invalid_dates)) is not None}
+    fields: list[Field] = [("ascii", direct[i]) if i in direct else f for i, f in enumerate(spec.fields)]
     convs = [
-        (i, conv) for i, conv in _load_converters(spec.columns, spec.mariadb, spec.no_hex_prefix) if i not in direct
+        (i, conv)
+        for i, conv in _load_converters(spec.columns, spec.mariadb, spec.no_hex_prefix, spec.invalid_dates)
+        if i not in direct
     ]
     return fields, convs
 
 
-def _load_converters(columns: Sequence[Any], mariadb: bool, no_hex_prefix: bool) -> list[tuple[int, Any]]:
+def _load_converters(
+    columns: Sequence[Any], mariadb: bool, no_hex_prefix: bool, invalid_dates: str
+) -> list[tuple[int, Any]]:
     return [
         (i, conv)
         for i, c in enumerate(columns)
-        if (conv := load_converter(c, mariadb=mariadb, no_hex_prefix=no_hex_prefix)) is not None
+        if (conv := load_converter(c, mariadb=mariadb, no_hex_prefix=no_hex_prefix, invalid_dates=invalid_dates))
+        is not None
     ]
 
 
@@ -354,6 +401,9 @@ class MyRowPackets:
         fields, convs = _spec_plan_of(self.spec)
         return render_rows(self.spec.names, convs, parse_row_packets(self.data, self.count, fields))
 
+
+# PyMySQL's conversions without the decoders of _TEXT_DECODERS: those values arrive as the server's text.
+_SESSION_CONVERSIONS = {k: v for k, v in pymysql.converters.conversions.items() if k not in _TEXT_DECODERS}
 
 #: Packet reads use PyMySQL's private packet reading, checked against this release (pinned in pyproject.toml);
 #: with any other, PyMySQL parses the rows (``fetchmany``) and no chunk is handed over raw.
@@ -431,6 +481,7 @@ class MyLoadEngine:
         no_hex_prefix: bool,
         where: str,
         exact: bool = False,
+        invalid_dates: str = "text",
     ) -> None:
         self._settings = settings  # connection_settings(cfg): TLS and the rest apply to every session
         # reload --table: every session must see exactly the returned position (one snapshot), not merely
@@ -442,6 +493,7 @@ class MyLoadEngine:
         self._chunk_rows = chunk_rows
         self._buffer_size = buffer_size
         self._no_hex_prefix = no_hex_prefix
+        self._invalid_dates = invalid_dates
         self._where = where
         self._sessions: list[pymysql.Connection[Any]] = []
         self._pools: list[ThreadPoolExecutor] = []
@@ -453,12 +505,14 @@ class MyLoadEngine:
     # -- sessions ----------------------------------------------------------------------------------------
     def _connect(self) -> pymysql.Connection[Any]:
         try:
-            conn = pymysql.connect(**self._settings(), autocommit=True)
-        except pymysql.err.MySQLError as exc:
+            conn = pymysql.connect(**self._settings(), autocommit=True, conv=_SESSION_CONVERSIONS)
+        except (pymysql.err.MySQLError, RuntimeError) as exc:  # RuntimeError: PyMySQL without cryptography
             raise _error(f"full load: cannot connect to {self._where}", exc) from None
         with conn.cursor() as cur:
-            # UTC like the binlog's TIMESTAMP values; long writes: a session may wait on a full load queue.
-            cur.execute("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 86400")
+            # UTC like the binlog's TIMESTAMP values; long writes: a session may wait on a full load queue. No
+            # sql_mode: PAD_CHAR_TO_FULL_LENGTH in the server's default would pad CHAR values the binlog has
+            # without padding (no other mode changes what a SELECT returns).
+            cur.execute("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 86400, SESSION sql_mode = ''")
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         return conn
 
@@ -572,10 +626,9 @@ class MyLoadEngine:
     def _position(self, control: pymysql.Connection[Any]) -> dict[str, Any]:
         gtid = self._gtid(control)
         with control.cursor() as cur:
-            cur.execute("SHOW MASTER STATUS")
-            row = cur.fetchone()
+            row = binlog_status(cur, mariadb=self._mariadb)
         if row is None:
-            raise SourceError(f"full load: binary logging is off on {self._where} (SHOW MASTER STATUS is empty)")
+            raise SourceError(f"full load: binary logging is off on {self._where} (the binlog status is empty)")
         return {"file": str(row[0]), "pos": int(row[1]), "gtid": gtid}
 
     def _snapshot_position(self, conn: pymysql.Connection[Any]) -> dict[str, Any]:
@@ -623,7 +676,7 @@ class MyLoadEngine:
         specs = []
         for name, cols in by_table.items():
             schema, table, est, pk = meta[name]
-            info = rows.table_info(schema, table, cols, pk)
+            info = _named_text_types(rows.table_info(schema, table, cols, pk), cols)
             self._columns[name] = cols
             specs.append(TableSpec(info, keysets.get(name, ()), None if est is None else int(est)))
         return specs
@@ -696,7 +749,7 @@ class MyLoadEngine:
             cmp, p = self._row_cmp(spec, keys, after, ">")
             where.append(cmp)
             params += p
-        cols = ", ".join(quote(c.name) for c in spec.info.columns)
+        cols = ", ".join(_select(c) for c in self._columns[spec.name])
         query = f"SELECT {cols} FROM {quote(spec.info.schema)}.{quote(spec.info.table)}"
         if where:
             query += " WHERE " + " AND ".join(where)
@@ -719,7 +772,7 @@ class MyLoadEngine:
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]
         key_idx = [names.index(k) for k in keys]
-        convs = _load_converters(self._columns[spec.name], self._mariadb, self._no_hex_prefix)
+        convs = _load_converters(self._columns[spec.name], self._mariadb, self._no_hex_prefix, self._invalid_dates)
         size = self._buffer_size
         packet_spec: PacketSpec | None = None
 
@@ -748,6 +801,7 @@ class MyLoadEngine:
                     tuple(self._columns[spec.name]),
                     self._mariadb,
                     self._no_hex_prefix,
+                    self._invalid_dates,
                 )
             last = None
             if keys:
@@ -786,7 +840,10 @@ class MyLoadEngine:
                 return
 
 
-def _error(what: str, exc: pymysql.err.MySQLError) -> SourceError:
+def _error(what: str, exc: pymysql.err.MySQLError | RuntimeError) -> SourceError:
+    rsa = rsa_failure(exc)
+    if rsa is not None:
+        return SourceError(f"{what}: {rsa}")
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     msg = exc.args[1] if len(exc.args) > 1 else str(exc)
     if isinstance(exc, pymysql.err.OperationalError) and code >= 2000:  # client-side: lost / cannot connect

@@ -42,7 +42,7 @@ from cdcstream.sources.fullload import (
     validate_reload,
 )
 from cdcstream.sources.mysql.binlog.client import DumpStart
-from cdcstream.sources.mysql.positions import BinlogPos, binlog_pos, position_of
+from cdcstream.sources.mysql.positions import BinlogPos, binlog_pos, binlog_status, position_of
 from cdcstream.sources.mysql.reader import (
     OPS,
     SYSTEM_SCHEMAS,
@@ -61,7 +61,7 @@ from cdcstream.sources.mysql.resume import (
     resumes_by_gtid,
     stored_position,
 )
-from cdcstream.sources.mysql.tls import ssl_settings, tls_failure
+from cdcstream.sources.mysql.tls import rsa_failure, ssl_settings, tls_failure
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -71,6 +71,13 @@ REOPEN_ATTEMPTS = 50
 QUEUE_BATCHES = 4  # bound on batches waiting for the pipeline (each at most reader.BATCH_MAX items)
 
 REQUIRED_SETTINGS = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+
+
+def monitor_privilege(mariadb: bool) -> str:
+    """The privilege of SHOW BINARY LOGS and the binlog status statement, as the server names it: MariaDB 10.5
+    renamed REPLICATION CLIENT to BINLOG MONITOR (the old name is an alias there); MySQL 8.0 to 9.x keep
+    REPLICATION CLIENT."""
+    return "BINLOG MONITOR" if mariadb else "REPLICATION CLIENT"
 
 
 def connection_settings(cfg: MySQLSourceConfig) -> dict[str, Any]:
@@ -91,14 +98,26 @@ def connection_settings(cfg: MySQLSourceConfig) -> dict[str, Any]:
     return settings
 
 
-def connect_error(cfg: MySQLSourceConfig, exc: pymysql.err.MySQLError) -> SourceError:
-    """Bad credentials / missing grants are fatal; an unreachable or restarting server is worth retrying."""
+def open_connection(cfg: MySQLSourceConfig) -> pymysql.Connection[Any]:
+    """A PyMySQL connection with :func:`connection_settings`; any failure to connect as :func:`connect_error`."""
+    try:
+        return pymysql.connect(**connection_settings(cfg))
+    except (pymysql.err.MySQLError, RuntimeError) as exc:  # RuntimeError: PyMySQL without cryptography
+        raise connect_error(cfg, exc) from None
+
+
+def connect_error(cfg: MySQLSourceConfig, exc: pymysql.err.MySQLError | RuntimeError) -> SourceError:
+    """Bad credentials / missing grants / TLS or RSA key exchange failures are fatal; an unreachable or
+    restarting server is worth retrying."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     msg = exc.args[1] if len(exc.args) > 1 else str(exc)
     where = f"{cfg.user}@{cfg.host}:{cfg.port}"
     tls = tls_failure(str(msg))
     if tls is not None:
         return SourceError(f"cannot connect to MySQL/MariaDB {where} (ssl_mode = {cfg.ssl_mode!r}): {tls}. ({msg})")
+    rsa = rsa_failure(exc)
+    if rsa is not None:
+        return SourceError(f"cannot connect to MySQL/MariaDB {where} (ssl_mode = {cfg.ssl_mode!r}): {rsa}")
     if code in (1045, 1044, 1698, 1130):
         hint = ""
         if code == 1045 and cfg.ssl_mode == "disabled":
@@ -118,10 +137,7 @@ def fetch_server_info(
     ``resume`` (file, pos, GTID), also what the server has of it (``resume.inspect_resume``). ``binlog=False``
     (a full load only) tolerates binary logging off and a user without binlog privileges: the position is then
     empty."""
-    try:
-        conn = pymysql.connect(**connection_settings(cfg))
-    except pymysql.err.MySQLError as exc:
-        raise connect_error(cfg, exc) from None
+    conn = open_connection(cfg)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
@@ -133,19 +149,19 @@ def fetch_server_info(
                 "'binlog_row_value_options', 'server_uuid', 'binlog_checksum')"
             )
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+            mariadb = "mariadb" in version.lower()
             try:
                 cur.execute("SHOW BINARY LOGS")
                 binlogs = [(str(r[0]), int(r[1])) for r in cur.fetchall()]
-                cur.execute("SHOW MASTER STATUS")
-                row = cur.fetchone()
+                row = binlog_status(cur, mariadb=mariadb)
             except pymysql.err.MySQLError as exc:
                 code = exc.args[0] if exc.args else 0
                 if not binlog and code in (1227, 1044, 1142, 1381):
                     binlogs, row = [], None
                 elif code in (1227, 1044, 1142):
                     raise SourceError(
-                        f"user {cfg.user!r} may not list the binary logs: {exc.args[1]}. Fix: GRANT BINLOG MONITOR "
-                        f"ON *.* TO '{cfg.user}'@'…'; (MariaDB) or GRANT REPLICATION CLIENT ON *.* (MySQL 8)."
+                        f"user {cfg.user!r} may not list the binary logs: {exc.args[1]}. Fix: GRANT "
+                        f"{monitor_privilege(mariadb)} ON *.* TO '{cfg.user}'@'…';"
                     ) from None
                 elif code == 1381:  # "You are not using binary logging"
                     binlogs, row = [], None
@@ -182,10 +198,7 @@ def binlog_bytes_after(binlogs: Sequence[tuple[str, int]], file: str, pos: int) 
 
 def fetch_binlog_sizes(cfg: MySQLSourceConfig) -> list[tuple[str, int]]:
     """Blocking: ``SHOW BINARY LOGS`` as (file, size) in order (needs BINLOG MONITOR / REPLICATION CLIENT)."""
-    try:
-        conn = pymysql.connect(**connection_settings(cfg))
-    except pymysql.err.MySQLError as exc:
-        raise connect_error(cfg, exc) from None
+    conn = open_connection(cfg)
     try:
         with conn.cursor() as cur:
             cur.execute("SHOW BINARY LOGS")
@@ -438,6 +451,7 @@ class MySQLSource(SourceBase):
             buffer_size=fl.parallel_load_buffer_size,
             no_hex_prefix=self._no_hex_prefix,
             where=self._where,
+            invalid_dates=self.cfg.invalid_dates,
         )
         self._load = FullLoad(
             engine,
@@ -543,10 +557,7 @@ class MySQLSource(SourceBase):
 
     async def _validate_reload(self, name: str) -> tuple[str, str]:
         def unreadable(schema: str, table: str) -> str | None:
-            try:
-                conn = pymysql.connect(**connection_settings(self.cfg))
-            except pymysql.err.MySQLError as exc:
-                raise connect_error(self.cfg, exc) from None
+            conn = open_connection(self.cfg)
             try:
                 with conn.cursor() as cur:
                     return copy_problem(cur, schema, table, f"the MySQL/MariaDB server {self.cfg.host}:{self.cfg.port}")
@@ -600,6 +611,7 @@ class MySQLSource(SourceBase):
                 no_hex_prefix=self._no_hex_prefix,
                 where=self._where,
                 exact=True,
+                invalid_dates=self.cfg.invalid_dates,
             )
             load = FullLoad.for_reload(
                 engine,

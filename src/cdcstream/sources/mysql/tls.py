@@ -3,6 +3,11 @@
 PyMySQL's own ``ssl_*`` arguments have traps: ``ssl_verify_identity`` without ``ssl_ca`` silently skips the host
 name check, and any ``ssl_*`` argument turns TLS from "preferred" into "required". So the modes that use TLS get
 an :class:`ssl.SSLContext` built here, which says exactly what is verified.
+
+Without TLS, MySQL's ``caching_sha2_password`` (the default from 8.0, the only built-in choice left in 9.x) and
+``sha256_password`` send the password RSA-encrypted with the server's public key, which PyMySQL fetches from the
+server and needs the ``cryptography`` package for (a dependency, ``PyMySQL[rsa]``); :func:`rsa_failure` turns
+the ways that exchange fails into the fix.
 """
 
 from __future__ import annotations
@@ -63,4 +68,24 @@ def tls_failure(message: str) -> str | None:
     for patterns, fix in _FAILURES:
         if any(p in lowered for p in patterns):
             return fix
+    return None
+
+
+def rsa_failure(exc: BaseException) -> str | None:
+    """The explanation and fix when a connect error is the password's RSA exchange without TLS failing, else
+    None. Neither heals by retrying."""
+    message = str(exc.args[-1] if exc.args else exc)
+    if isinstance(exc, RuntimeError) and "cryptography" in message:
+        return (
+            "the server's caching_sha2_password / sha256_password authentication without TLS encrypts the password "
+            "with the server's RSA key, which needs the Python package cryptography (a dependency of cdcstream: "
+            "reinstall it with its dependencies). Or use TLS: ssl_mode = 'required' or stricter"
+        )
+    if message.startswith(("caching sha2:", "sha256")):
+        return (
+            "the server did not complete the RSA public key exchange of caching_sha2_password without TLS "
+            f"({message}). Fix: use TLS (ssl_mode = 'required' or stricter), or give the server an RSA key pair "
+            "(caching_sha2_password_auto_generate_rsa_keys = ON, or caching_sha2_password_private_key_path / "
+            "_public_key_path)"
+        )
     return None
