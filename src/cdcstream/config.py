@@ -243,6 +243,10 @@ class TargetConfig(_Section):
     retry_base_delay: Annotated[float, Field(gt=0)] = 0.1
     retry_max_delay: Annotated[float, Field(gt=0)] = 10.0
     request_timeout: Annotated[float, Field(gt=0)] = 30.0
+    # A stop signal (SIGTERM/SIGINT) waits this long for records already read to be acknowledged, then exits
+    # without them (they are replayed at the next start). The process exits at most drain_timeout + 10 s after
+    # the signal: give the service manager's stop timeout more than that.
+    drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
 
 class CheckpointConfig(_Section):

@@ -37,6 +37,8 @@ from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
 from cdcstream.runtime.liveness import LoopStamps, assess
 from cdcstream.runtime.retry import Backoff
+from cdcstream.runtime.signals import EXIT_INTERRUPTED, STOP_SIGNALS, take_early
+from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait, first_or_stop
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source
@@ -48,15 +50,13 @@ from cdcstream.telemetry.probe import LagProbe
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
-EXIT_INTERRUPTED = 130
 #: Seconds between supervision ticks (readiness bookkeeping, STATUS= lines) when no watchdog asks for more.
 SUPERVISE_TICK = 1.0
 #: Seconds between STATUS= updates to the service manager.
 STATUS_INTERVAL = 5.0
-
-
-class StopRequested(Exception):
-    """A stop signal arrived while a stage was still starting."""
+#: Seconds a stop may take beyond ``[target] drain_timeout`` (cancelling the stages, the last checkpoint,
+#: closing connections and worker processes) before the stop deadline ends the process (runtime/stopping.py).
+STOP_GRACE = 10.0
 
 
 def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -> Source:
@@ -129,6 +129,11 @@ class Pipeline:
         self._acked = asyncio.Event()
         self._stop = asyncio.Event()
         self._signals = 0
+        # The bound on every stop (README, "Running it"): drain_timeout to deliver, STOP_GRACE to close.
+        self._deadline = Deadline(cfg.target.drain_timeout + STOP_GRACE, EXIT_INTERRUPTED)
+        # While starting: the stage being waited for and why ("sink: Kinesis endpoint ... unreachable"), for
+        # /readyz and the log.
+        self._waiting_for: str | None = None
         self._last_checkpoint: dict[str, Any] | None = None
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
@@ -294,34 +299,44 @@ class Pipeline:
     async def _read_loop(self) -> None:
         events: list[ChangeEvent] = []
         batch: Sequence[Item]
-        async for batch in self.source.changes():
-            self._delivering_since = time.monotonic()
-            for item in batch:
-                if isinstance(item, Marker):
-                    if events:
-                        await self._flush_events(events)
-                    self.watermark.issue_marker(item)
-                    self._acked.set()
-                    continue
-                is_load = isinstance(item, MappedRows) or item.op is Op.LOAD
-                if is_load is not self._after_load and self._after_load is not None:
-                    # Per-key order across a switch between load rows and CDC (after the initial load, around
-                    # reload --table): a row's load record and its changes are under different partition keys
-                    # (primary key vs schema.table by default), so one side must be in the stream first.
-                    if events:
-                        await self._flush_events(events)
-                    await self.sink.drain()
-                self._after_load = is_load
-                if isinstance(item, MappedRows):  # load rows a mapping worker process turned into records
-                    if events:
-                        await self._flush_events(events)
-                    await self._emit_records(item.records)
-                else:
-                    events.append(item)
-            if events:  # a transaction split across batches: map what we have, its marker comes later
-                await self._flush_events(events)
-            self._read_at = time.monotonic()
-            self._delivering_since = None
+        # aclosing: a return below runs the source's own clean-up (a full load's sessions) here and now.
+        async with contextlib.aclosing(self.source.changes()) as changes:
+            async for batch in changes:
+                if self._stop.is_set():
+                    # Cooperative as well as cancelled: a stop must not depend on a cancellation being
+                    # delivered (see runtime/stopping.py); nothing read after it is handed over.
+                    return
+                await self._handle(batch, events)
+
+    async def _handle(self, batch: Sequence[Item], events: list[ChangeEvent]) -> None:
+        """Map one batch from the source and hand its records and markers to the sink and the watermark."""
+        self._delivering_since = time.monotonic()
+        for item in batch:
+            if isinstance(item, Marker):
+                if events:
+                    await self._flush_events(events)
+                self.watermark.issue_marker(item)
+                self._acked.set()
+                continue
+            is_load = isinstance(item, MappedRows) or item.op is Op.LOAD
+            if is_load is not self._after_load and self._after_load is not None:
+                # Per-key order across a switch between load rows and CDC (after the initial load, around
+                # reload --table): a row's load record and its changes are under different partition keys
+                # (primary key vs schema.table by default), so one side must be in the stream first.
+                if events:
+                    await self._flush_events(events)
+                await self.sink.drain()
+            self._after_load = is_load
+            if isinstance(item, MappedRows):  # load rows a mapping worker process turned into records
+                if events:
+                    await self._flush_events(events)
+                await self._emit_records(item.records)
+            else:
+                events.append(item)
+        if events:  # a transaction split across batches: map what we have, its marker comes later
+            await self._flush_events(events)
+        self._read_at = time.monotonic()
+        self._delivering_since = None
 
     # --- supervision -------------------------------------------------------------------------------------
 
@@ -368,7 +383,7 @@ class Pipeline:
     def ready(self) -> tuple[bool, str]:
         """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
         if not self._started:
-            return False, "starting"
+            return False, f"waiting for {self._waiting_for}" if self._waiting_for else "starting"
         if not self.source.status().get("connected"):
             return False, "source not connected"
         if self.watermark.in_flight and time.monotonic() - self._last_progress > self.cfg.http.ready_window:
@@ -420,37 +435,55 @@ class Pipeline:
             # Still safe: nothing unacknowledged was checkpointed; the next start replays from the checkpoint.
             log.warning("second signal, exiting at once", signal=signal.Signals(signum).name)
             os._exit(EXIT_INTERRUPTED)
-        log.info("stopping: draining in-flight records", signal=signal.Signals(signum).name)
+        log.info(
+            "stopping: draining in-flight records",
+            signal=signal.Signals(signum).name,
+            drain_timeout=self.cfg.target.drain_timeout,
+            exit_within=self._deadline.seconds,
+        )
         self.notifier.stopping()
+        self._deadline.arm(asyncio.get_running_loop())
         self._stop.set()
 
     async def run(self) -> int:
         """Run until a signal (exit 0 after draining) or a non-retriable error (raised as CdcstreamError)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        for signum in take_early():  # arrived while the interpreter was still starting
+            self._on_signal(signum)
         if self.cfg.http.listen:
             self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload)
             await self.http.start()
         try:
-            return await self._run()
+            code = await self._run()
+            # From here only closing is left (and the interpreter joining threads at exit): should that hang,
+            # the deadline still exits with this code.
+            self._deadline.exit_code = code
+            return code
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            # Whatever ends the run (a signal, a fatal error, a completed full load), the rest is bounded.
+            self._deadline.arm(loop)
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             if self.http is not None:
                 await self.http.stop()
 
     async def _start_with_retry(self, what: str, start: Callable[[], Awaitable[None]]) -> None:
         """Start a stage, retrying retriable errors (database still starting, previous walsender not yet gone,
-        Kinesis unreachable) with backoff; a stop request ends the wait."""
+        Kinesis unreachable) with backoff, forever; a stop request ends an attempt or the wait at once
+        (StopRequested)."""
         backoff = Backoff(base=0.2, maximum=10.0)
         while True:
             try:
-                await start()
+                await first_or_stop(start(), self._stop)
+                self._waiting_for = None
                 return
             except CdcstreamError as exc:
                 if not exc.retriable:
                     raise
+                metrics.ERRORS.labels(exc.stage, type(exc).__name__).inc()
+                self._waiting_for = f"{what}: {exc}"
                 delay = backoff.next()
                 log.warning(f"{what} not available yet, retrying", error=str(exc), delay=round(delay, 2))
                 # Retrying is the designed behaviour, not a hang: keep the service manager informed and the
@@ -458,11 +491,7 @@ class Pipeline:
                 self.notifier.status(f"waiting for {what}: {str(exc)[:200]}")
                 if self.notifier.watchdog_interval is not None:
                     self.notifier.watchdog()
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                except TimeoutError:
-                    continue
-                raise StopRequested from None
+                await first_or_stop(asyncio.sleep(delay), self._stop)
 
     async def _validate_mapping(self) -> None:
         """Refuse to stream when a rule cannot work for a selected table that exists now (a ${column} or
@@ -504,7 +533,7 @@ class Pipeline:
             try:
                 await self._start_with_retry("sink", lambda: self.sink.start())
                 await self._start_with_retry("source", lambda: self.source.start(checkpoint))
-                await self._validate_mapping()
+                await first_or_stop(self._validate_mapping(), self._stop)
             except StopRequested:
                 log.info("stopped before start-up completed")
                 return EXIT_OK
@@ -548,20 +577,28 @@ class Pipeline:
             if self.probe is not None:
                 aux.append(tg.create_task(self.probe.run(), name="lag-probe"))
             stop_task = tg.create_task(self._stop.wait(), name="stop")
+            for task in (sink_task, read_task, ckpt_task, *aux):
+                task.add_done_callback(self._stage_done)
             await asyncio.wait({sink_task, read_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             # Only a stop request (or, for full-load, the source's end) ends this wait normally; a failing task
             # makes the TaskGroup raise.
             while read_task.done() and not self._stop.is_set():
-                if await self.sink.drain(timeout=30.0):
-                    self._load_finished = True
-                    break
-                # Not yet (or a fatal sink error, which ends the TaskGroup while this sleeps).
-                log.info("full load read: waiting for Kinesis to acknowledge the last records")
-                await asyncio.sleep(0.5)
-            read_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await read_task
-            if not await self.sink.drain(timeout=30.0):
-                log.warning("stopping with records still unacknowledged; they will be replayed on restart")
-            for task in (ckpt_task, *aux, sink_task, stop_task):
-                task.cancel()
+                with contextlib.suppress(StopRequested):
+                    if await first_or_stop(self.sink.drain(timeout=30.0), self._stop):
+                        self._load_finished = True
+                        break
+                    # Not yet (or a fatal sink error, which ends the TaskGroup while this sleeps).
+                    log.info("full load read: waiting for Kinesis to acknowledge the last records")
+                    await asyncio.sleep(0.5)
+            await cancel_and_wait(read_task)
+            if not await self.sink.drain(timeout=self.cfg.target.drain_timeout):
+                log.warning(
+                    "stopping with records still unacknowledged; they will be replayed on restart",
+                    unacknowledged=self._pushed - self._popped,
+                )
+            await cancel_and_wait([ckpt_task, *aux, sink_task, stop_task])
+
+    def _stage_done(self, task: asyncio.Task[None]) -> None:
+        """A stage that fails stops the daemon: from then on the stop deadline bounds the rest."""
+        if not task.cancelled() and task.exception() is not None:
+            self._deadline.arm(asyncio.get_running_loop())

@@ -26,7 +26,7 @@ from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
 from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
 from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
-from cdcstream.sinks.putrecords import PutRecordsClient, error_hint
+from cdcstream.sinks.putrecords import RETRIABLE_REQUEST_ERRORS, PutRecordsClient, error_hint
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
 from cdcstream.telemetry import metrics
 
@@ -66,12 +66,10 @@ class KinesisSink:
         cfg: TargetConfig,
         on_ack: AckCallback,
         *,
-        start_timeout: float = 60.0,
         session: Any = None,
     ) -> None:
         self.cfg = cfg
         self._on_ack = on_ack
-        self._start_timeout = start_timeout
         self._aio_session = session
         self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay, ordered=cfg.ordering == "per-key")
         self._linger = cfg.linger_ms / 1000.0
@@ -103,6 +101,7 @@ class KinesisSink:
         self._m_batch = metrics.BATCH_RECORDS.labels(stream)
         self._m_retry = {r: metrics.RETRIES.labels(stream, r) for r in ("throttle", "partial", "request_error")}
         self._m_inflight = metrics.INFLIGHT_RECORDS.labels(stream)
+        self._m_connected = metrics.SINK_CONNECTED.labels(stream)
         self._m_lag = metrics.END_TO_END_LAG.labels(stream)
         self._m_throttled: dict[str, Any] = {}
         self._m_failed: dict[str, Any] = {}
@@ -113,11 +112,18 @@ class KinesisSink:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Check the stream (exists, ACTIVE/UPDATING), read its record size limit, open the HTTP session."""
+        """Check the stream (exists, ACTIVE/UPDATING), read its record size limit, open the HTTP session.
+
+        One attempt, bounded by ``request_timeout``: :class:`SinkRetriableError` when the endpoint is unreachable,
+        answers 5xx or throttling, or the stream is not ACTIVE yet (the pipeline retries with backoff, forever,
+        as it does for connection errors once running); :class:`SinkError` for what retrying cannot fix (the
+        stream does not exist or is being deleted, access denied, no credentials)."""
+        from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
         from botocore.exceptions import BotoCoreError, ClientError
 
         cfg = self.cfg
+        where = f"stream {cfg.stream_name} in {cfg.region}{' at ' + cfg.endpoint_url if cfg.endpoint_url else ''}"
         session = self._aio_session or get_session()
         credentials = await session.get_credentials()
         if credentials is None:
@@ -125,50 +131,50 @@ class KinesisSink:
                 f"no AWS credentials found for stream {cfg.stream_name}: configure the standard AWS "
                 "credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role)"
             )
-        deadline = time.monotonic() + self._start_timeout
-        status = "?"
-        summary: dict[str, Any] = {}
-        async with session.create_client("kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url) as kc:
-            while True:
-                try:
-                    resp = await kc.describe_stream_summary(StreamName=cfg.stream_name)
-                    summary = resp["StreamDescriptionSummary"]
-                    status = summary.get("StreamStatus", "?")
-                    if status in ("ACTIVE", "UPDATING"):
-                        break
-                    if status == "DELETING":
-                        raise SinkError(f"Kinesis stream {cfg.stream_name} is being deleted")
-                except ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code", "?")
-                    if code == "ResourceNotFoundException":
-                        raise SinkError(
-                            f"Kinesis stream {cfg.stream_name} does not exist in {cfg.region}"
-                            f"{' at ' + cfg.endpoint_url if cfg.endpoint_url else ''}: create it with "
-                            f"`aws kinesis create-stream --stream-name {cfg.stream_name} --shard-count 1` "
-                            "or fix target.stream_name"
-                        ) from None
-                    if code in ("LimitExceededException", "ThrottlingException") or code.startswith("5"):
-                        status = f"error {code}"
-                    else:
-                        raise SinkError(
-                            f"DescribeStreamSummary on stream {cfg.stream_name} failed: {code}: {exc} -- "
-                            f"{error_hint(code)}"
-                        ) from None
-                except BotoCoreError as exc:
-                    status = f"unreachable ({exc})"
-                if time.monotonic() >= deadline:
-                    raise SinkError(
-                        f"Kinesis stream {cfg.stream_name} not usable after {self._start_timeout:.0f} s "
-                        f"(last status: {status}); it must be ACTIVE or UPDATING"
+        # One try per call (the caller's backoff retries), each bounded: botocore's defaults (60 s connect
+        # timeout, several retries) would leave the log silent for minutes while the endpoint is unreachable.
+        config = AioConfig(
+            connect_timeout=min(10.0, cfg.request_timeout),
+            read_timeout=cfg.request_timeout,
+            retries={"max_attempts": 1},
+        )
+        async with session.create_client(
+            "kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=config
+        ) as kc:
+            try:
+                summary: dict[str, Any] = (await kc.describe_stream_summary(StreamName=cfg.stream_name))[
+                    "StreamDescriptionSummary"
+                ]
+                status = summary.get("StreamStatus", "?")
+                if status == "DELETING":
+                    raise SinkError(f"Kinesis stream {cfg.stream_name} is being deleted")
+                if status not in ("ACTIVE", "UPDATING"):
+                    raise SinkRetriableError(f"Kinesis {where} is {status}, not ACTIVE yet")
+                if cfg.shard_rate_limit:
+                    shard_map = await self._read_shard_map(kc)
+                    # Aggregated records are few and large: only the byte budget binds.
+                    per_second = AGGREGATED_RECORDS_BUDGET if cfg.aggregation else cfg.shard_records_per_second
+                    self._batcher.limiter = ShardLimiter(
+                        shard_map, per_second, cfg.shard_bytes_per_second, time.monotonic()
                     )
-                await asyncio.sleep(1.0)
-            if cfg.shard_rate_limit:
-                shard_map = await self._read_shard_map(kc)
-                # Aggregated records are few and large: only the byte budget binds.
-                records_per_second = AGGREGATED_RECORDS_BUDGET if cfg.aggregation else cfg.shard_records_per_second
-                self._batcher.limiter = ShardLimiter(
-                    shard_map, records_per_second, cfg.shard_bytes_per_second, time.monotonic()
-                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "?")
+                http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                call = exc.operation_name
+                if code == "ResourceNotFoundException":
+                    raise SinkError(
+                        f"Kinesis {where} does not exist: create it with "
+                        f"`aws kinesis create-stream --stream-name {cfg.stream_name} --shard-count 1` "
+                        "or fix target.stream_name"
+                    ) from None
+                if code in RETRIABLE_REQUEST_ERRORS or http_status >= 500 or http_status == 429:
+                    raise SinkRetriableError(f"Kinesis {where}: {call} answered {code}") from None
+                raise SinkError(
+                    f"{call} on stream {cfg.stream_name} failed: {code}: {exc} -- {error_hint(code)}"
+                ) from None
+            except BotoCoreError as exc:
+                raise SinkRetriableError(f"Kinesis endpoint for {where} unreachable: {exc}") from None
+        self._m_connected.set(1)
         kib = summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB
         self.max_record_bytes = int(kib) * 1024
         self.max_request_bytes = (
@@ -398,6 +404,8 @@ class KinesisSink:
             now = time.monotonic()
             self._m_lat["error"].observe(now - t0)
             self._m_inflight.dec(n)
+            if exc.ambiguous:  # no answer at all
+                self._m_connected.set(0)
             # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
             # further request_timeout, so a late original lands before the resend, never after newer records.
             self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
@@ -421,6 +429,7 @@ class KinesisSink:
             return
         now = time.monotonic()
         self._m_inflight.dec(n)
+        self._m_connected.set(1)
         done = self._batcher.complete(batch, result.codes, now, result.messages)
         acked = done.acked
         self._m_lat["ok" if result.codes is None else "partial"].observe(now - t0)

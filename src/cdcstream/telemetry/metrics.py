@@ -101,6 +101,13 @@ FULL_LOAD_PROGRESS = Gauge(
 )
 
 # --- sink ---------------------------------------------------------------------------------------------------
+SINK_CONNECTED = Gauge(
+    "cdcstream_sink_connected",
+    "1 while Kinesis answers (the stream was described at start, and the last request got an answer, even an "
+    "error); 0 while the daemon waits for it at start or its requests fail without one (connection errors, "
+    "timeouts).",
+    ["stream"],
+)
 RECORDS_SENT = Counter("cdcstream_records_sent", "Records accepted by Kinesis.", ["stream"])
 RECORD_BYTES_SENT = Counter(
     "cdcstream_record_bytes_sent", "Payload bytes (data + partition key) accepted by Kinesis.", ["stream"]
@@ -216,6 +223,7 @@ def precreate(*, source: str, source_kind: str, stream: str) -> None:
     for h in (BATCH_RECORDS, END_TO_END_LAG):
         h.labels(stream)
     INFLIGHT_RECORDS.labels(stream)
+    SINK_CONNECTED.labels(stream)
     for outcome in ("ok", "partial", "error"):
         PUT_LATENCY.labels(stream, outcome)
     for reason in ("throttle", "partial", "request_error"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pymysql
@@ -518,7 +518,7 @@ class MySQLSource(SourceBase):
         self._m_connected.set(1)
 
     # ------------------------------------------------------------------------------------------------------
-    async def changes(self) -> AsyncIterator[Sequence[Item]]:
+    async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         if not self._started:
             raise SourceError("MySQLSource.changes() called before start()")
         if self._load is not None:

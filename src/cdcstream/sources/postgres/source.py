@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
+from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
@@ -492,7 +493,7 @@ class PostgresSource(SourceBase):
     # ------------------------------------------------------------------------------------------------------
     # changes
     # ------------------------------------------------------------------------------------------------------
-    async def changes(self) -> AsyncIterator[Sequence[Item]]:
+    async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         if not self._started:
             raise SourceError("PostgresSource.changes() called before start()")
         if self._load is not None:
@@ -893,17 +894,14 @@ class PostgresSource(SourceBase):
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            # Shutting down: the tasks' own errors were logged when they happened.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Shutting down: the tasks' own errors were logged when they happened.
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._repl is not None:
             if self._repl.streaming:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._send_status(), 2)
+                    async with asyncio.timeout(2):
+                        await self._send_status()
             self._repl.close()
             self._repl = None
         if self._conn is not None:
