@@ -221,6 +221,9 @@ class TargetConfig(_Section):
     max_in_flight_requests: Annotated[int, Field(ge=1, le=64)] = 4
     # Bound on records accepted by the sink but not yet acknowledged by Kinesis; the source stalls beyond it.
     max_buffered_records: Annotated[int, Field(ge=500, le=1_000_000)] = 20_000
+    # The same bound in bytes (data + partition key + ~200 bytes of bookkeeping per record), which is what
+    # memory follows: the source stalls when either is reached. At least 1 MiB (one record of any size fits).
+    max_buffered_bytes: Annotated[int, Field(ge=1_048_576, le=68_719_476_736)] = 268_435_456
     # per-key: a partition key's changes reach the stream in commit order (its last occurrences; README,
     # "Delivery guarantees"). none: only rejected entries are resent, so a key may be reordered; for
     # consumers that order by stream-position themselves. Fewer duplicates, more throughput on hot keys.

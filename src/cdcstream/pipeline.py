@@ -121,6 +121,13 @@ class Pipeline:
             self._pushed,
             self._popped,
         )
+        metrics.QUEUES.stages["sink_bytes"] = lambda: (
+            self.sink.outstanding_bytes,
+            cfg.target.max_buffered_bytes,
+            self.sink.acknowledged_bytes + self.sink.outstanding_bytes,
+            self.sink.acknowledged_bytes,
+        )
+        metrics.DELIVERY_LAG_SECONDS.labels(self._label).set_function(self._delivery_lag)
         # Liveness stamps (runtime/liveness.py): the read loop's last batch, and since when it has been
         # handing one to the sink (None while it waits for the source).
         self._read_at = time.monotonic()
@@ -215,7 +222,13 @@ class Pipeline:
 
     # --- reading -----------------------------------------------------------------------------------------
 
+    def _stamp(self, record: Record) -> None:
+        """Note the commit time (load rows: now) of the run of records numbered next, for the delivery lag."""
+        epoch = record.commit_epoch
+        self.watermark.stamp(time.time() if epoch is None else epoch, time.monotonic())
+
     async def _emit(self, record: Record) -> None:
+        self._stamp(record)
         record.seq = self.watermark.issue()
         await self._put(record)
 
@@ -262,6 +275,8 @@ class Pipeline:
         record (a full load maps ~1,000 rows per batch, and a per-record await was a tenth of its CPU)."""
         sink = self.sink
         done = start
+        if start < stop:
+            self._stamp(records[start])  # a run is in commit order: its first record is its oldest
         while done < stop:
             # Number only what the sink takes without waiting (at least one, for which it waits): records in
             # flight stay bounded by max_buffered_records, as with one put() per record.
@@ -349,6 +364,8 @@ class Pipeline:
             "watermark": self.watermark.status(),
             "checkpoint": {"position": self._last_checkpoint, "written_at": self._last_checkpoint_at or None},
             "lag": {
+                "read_seconds": getattr(self.source, "read_lag", None),
+                "delivery_seconds": self._delivery_lag(),
                 "probe": self.probe.last if self.probe else None,
                 "probed_at": self.probe.last_at if self.probe else None,
             },
@@ -356,6 +373,8 @@ class Pipeline:
                 "sink": {
                     "depth": self._pushed - self._popped,
                     "capacity": self.cfg.target.max_buffered_records,
+                    "bytes": self.sink.outstanding_bytes,
+                    "bytes_capacity": self.cfg.target.max_buffered_bytes,
                     "pushed": self._pushed,
                     "popped": self._popped,
                 }
@@ -380,14 +399,30 @@ class Pipeline:
             await self._save(self._with_reloads(self._saved, -1))
         return answer
 
+    def _delivery_lag(self) -> float:
+        """Now minus the commit time of the oldest record read and not yet acknowledged by Kinesis, or the
+        source's read lag when every record read is acknowledged (never below it)."""
+        read_lag = float(getattr(self.source, "read_lag", 0.0))
+        oldest = self.watermark.oldest()
+        return read_lag if oldest is None else max(read_lag, time.time() - oldest[0])
+
     def ready(self) -> tuple[bool, str]:
-        """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
+        """/readyz: started, source connected, and no record read more than ``ready_window`` ago still waiting
+        for Kinesis (acknowledgements that merely trickle in, as over a slow link, are not enough)."""
         if not self._started:
             return False, f"waiting for {self._waiting_for}" if self._waiting_for else "starting"
         if not self.source.status().get("connected"):
             return False, "source not connected"
-        if self.watermark.in_flight and time.monotonic() - self._last_progress > self.cfg.http.ready_window:
-            return False, f"no acknowledgement for {self.cfg.http.ready_window:.0f}s with records in flight"
+        window = self.cfg.http.ready_window
+        oldest = self.watermark.oldest()
+        now = time.monotonic()
+        if oldest is not None and now - oldest[1] > window:
+            if now - self._last_progress > window:
+                return False, f"no acknowledgement for {window:.0f}s with records in flight"
+            return False, (
+                f"a record read {now - oldest[1]:.0f}s ago is still not acknowledged by Kinesis (ready_window "
+                f"{window:.0f}s; delivery lag {self._delivery_lag():.0f}s): delivery is not keeping up"
+            )
         return True, "ready"
 
     def _liveness(self) -> str | None:

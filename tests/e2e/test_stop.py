@@ -74,20 +74,12 @@ def _drop_source_connection(engine: Engine) -> None:
             engine.db.server.execute(f"KILL {pid}")
 
 
-def _readyz(daemon: Daemon) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(daemon.http + "/readyz", timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def _wait_started(daemon: Daemon, timeout: float = 30) -> None:
     """Until the HTTP endpoint answers (the daemon is up, ready or not)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _readyz(daemon)
+            daemon.readyz()
             return
         except OSError:
             assert time.monotonic() < deadline, daemon.log_tail()
@@ -211,7 +203,7 @@ def test_sigterm_at_random_instants_stops_within_the_bound_and_loses_nothing(
                 elif scenario == "unreachable":
                     _wait_started(daemon)
                     time.sleep(rnd.uniform(1.0, 3.0))
-                    status, reason = _readyz(daemon)
+                    status, reason = daemon.readyz()
                     assert status == 503 and "waiting for sink" in reason, (status, reason)
                 elif scenario == "outage":
                     daemon.wait_ready()

@@ -25,7 +25,7 @@ from cdcstream.config import TargetConfig
 from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
 from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
-from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
+from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher, RequestLimit
 from cdcstream.sinks.putrecords import RETRIABLE_REQUEST_ERRORS, PutRecordsClient, error_hint
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
 from cdcstream.telemetry import metrics
@@ -47,6 +47,10 @@ MAX_PARTITION_KEY_CHARS = 256
 AGGREGATED_RECORDS_BUDGET = 1e9
 #: How often a throttling summary is logged while throttling goes on.
 THROTTLE_LOG_INTERVAL = 10.0
+#: Memory a buffered record takes besides its data and partition key (the Record object, its sequence number
+#: and commit time, its slot in the per-key queue), counted against ``max_buffered_bytes``: measured ~200 bytes
+#: (bench/README.md, "Memory per buffered record").
+RECORD_OVERHEAD = 200
 
 
 def effective_partition_key(key: str) -> str:
@@ -74,13 +78,18 @@ class KinesisSink:
         self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay, ordered=cfg.ordering == "per-key")
         self._linger = cfg.linger_ms / 1000.0
         self._max_buffered = cfg.max_buffered_records
+        self._max_bytes = cfg.max_buffered_bytes
         self._max_in_flight = cfg.max_in_flight_requests
         self.max_record_bytes = DEFAULT_MAX_RECORD_KIB * 1024
         self.max_request_bytes = MAX_REQUEST_BYTES_DEFAULT
+        self._limit = RequestLimit(MAX_RECORDS_PER_REQUEST, self.max_request_bytes, cfg.request_timeout)
         self._client: PutRecordsClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Records put and not yet acknowledged (buffered + in flight): the backpressure bound.
+        # Records put and not yet acknowledged (buffered + in flight), and their size (data + partition key +
+        # RECORD_OVERHEAD each): the backpressure bounds.
         self._outstanding = 0
+        self._outstanding_bytes = 0
+        self.acknowledged_bytes = 0  # counted the same way, in total (the byte queue's "popped")
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
@@ -192,6 +201,7 @@ class KinesisSink:
             self._client.aggregate_max_bytes = self.max_record_bytes
             # protobuf framing costs a few bytes per record more than a repeated partition key saves
             self.max_request_bytes -= MAX_RECORDS_PER_REQUEST * 16
+        self._limit = RequestLimit(MAX_RECORDS_PER_REQUEST, self.max_request_bytes, cfg.request_timeout)
         log.info(
             "kinesis sink started",
             stream=cfg.stream_name,
@@ -252,8 +262,9 @@ class KinesisSink:
 
     # --- input ----------------------------------------------------------------------------------------------
     async def _wait_space(self) -> None:
-        """Wait while ``max_buffered_records`` records are unacknowledged (raises a fatal error instead)."""
-        while self._outstanding >= self._max_buffered:
+        """Wait while ``max_buffered_records`` records or ``max_buffered_bytes`` are unacknowledged (raises a
+        fatal error instead)."""
+        while self._outstanding >= self._max_buffered or self._outstanding_bytes >= self._max_bytes:
             if self._fatal is not None:
                 raise self._fatal
             if self._closed:
@@ -265,7 +276,10 @@ class KinesisSink:
 
     @property
     def room(self) -> int:
-        """Records :meth:`put_many` queues now without waiting for buffer space."""
+        """Records :meth:`put_many` queues now without waiting for buffer space (by the record bound; the byte
+        bound may stop it earlier, and then it waits)."""
+        if self._outstanding_bytes >= self._max_bytes:
+            return 0
         return max(0, self._max_buffered - self._outstanding)
 
     async def put_many(self, records: Sequence[Record], start: int, stop: int) -> int:
@@ -274,12 +288,13 @@ class KinesisSink:
         await self._wait_space()
         add = self._batcher.add
         max_buffered = self._max_buffered
+        max_bytes = self._max_bytes
         max_record = self.max_record_bytes
         now = time.monotonic()
         new_keys = False
         i = start
         while i < stop:
-            if self._outstanding >= max_buffered:
+            if self._outstanding >= max_buffered or self._outstanding_bytes >= max_bytes:
                 self._wake_if_due(new_keys, now)  # the run loop must send for space to come
                 new_keys = False
                 await self._wait_space()
@@ -292,6 +307,7 @@ class KinesisSink:
             if size > max_record:
                 break  # put() raises OversizeRecordError with the details (the caller puts it alone)
             self._outstanding += 1
+            self._outstanding_bytes += size + RECORD_OVERHEAD
             if add(key, record, now, size):
                 new_keys = True
             self._puts_since_scan += 1
@@ -306,9 +322,10 @@ class KinesisSink:
         # Wake the run loop only when it may have something new to do: a full request's worth arrived, or a
         # new key whose linger deadline is earlier than the loop's own timer. Waking on every put would make
         # each put rescan the pending records.
+        limit = self._limit
         if (
-            self._puts_since_scan >= MAX_RECORDS_PER_REQUEST
-            or self._bytes_since_scan >= self.max_request_bytes
+            self._puts_since_scan >= limit.records
+            or self._bytes_since_scan >= limit.bytes
             or (new_key and now + self._linger < self._timer_at)
         ):
             self._wake.set()
@@ -335,6 +352,7 @@ class KinesisSink:
             raise SinkError("KinesisSink.run() called before start()")
         batcher = self._batcher
         linger = self._linger
+        limit = self._limit
         loop = asyncio.get_running_loop()
         refresher = asyncio.create_task(self._refresh_shard_map()) if batcher.limiter is not None else None
         try:
@@ -345,7 +363,7 @@ class KinesisSink:
                 self._puts_since_scan = 0
                 self._bytes_since_scan = 0
                 while len(self._tasks) < self._max_in_flight:
-                    batch = batcher.take_batch(now, MAX_RECORDS_PER_REQUEST, self.max_request_bytes, linger)
+                    batch = batcher.take_batch(now, limit.records, limit.bytes, linger)
                     if batch is None:
                         break
                     self._launch(batch)
@@ -406,6 +424,16 @@ class KinesisSink:
             self._m_inflight.dec(n)
             if exc.ambiguous:  # no answer at all
                 self._m_connected.set(0)
+            if exc.timed_out and self._limit.timed_out(batch):
+                log.warning(
+                    "kinesis requests time out: sending smaller ones",
+                    stream=self.cfg.stream_name,
+                    timed_out_records=n,
+                    timed_out_bytes=batch.nbytes,
+                    max_records=self._limit.records,
+                    max_bytes=self._limit.bytes,
+                    request_timeout=self.cfg.request_timeout,
+                )
             # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
             # further request_timeout, so a late original lands before the resend, never after newer records.
             self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
@@ -430,6 +458,14 @@ class KinesisSink:
         now = time.monotonic()
         self._m_inflight.dec(n)
         self._m_connected.set(1)
+        if self._limit.answered(batch, now - t0):
+            log.info(
+                "kinesis requests answered quickly: sending larger ones"
+                + ("" if self._limit.shrunk else " (full size again)"),
+                stream=self.cfg.stream_name,
+                max_records=self._limit.records,
+                max_bytes=self._limit.bytes,
+            )
         done = self._batcher.complete(batch, result.codes, now, result.messages)
         acked = done.acked
         self._m_lat["ok" if result.codes is None else "partial"].observe(now - t0)
@@ -452,7 +488,10 @@ class KinesisSink:
                 self._fail(exc)
                 return
             self._outstanding -= len(acked)
-            if self._outstanding < self._max_buffered:
+            freed = done.acked_bytes + RECORD_OVERHEAD * len(acked)
+            self._outstanding_bytes -= freed
+            self.acknowledged_bytes += freed
+            if self._outstanding < self._max_buffered and self._outstanding_bytes < self._max_bytes:
                 self._space.set()
             if self._outstanding == 0:
                 self._empty.set()
@@ -531,6 +570,11 @@ class KinesisSink:
     def outstanding(self) -> int:
         """Records put and not yet acknowledged."""
         return self._outstanding
+
+    @property
+    def outstanding_bytes(self) -> int:
+        """Their size as counted against ``max_buffered_bytes`` (data + partition key + RECORD_OVERHEAD each)."""
+        return self._outstanding_bytes
 
     @property
     def in_flight_requests(self) -> int:

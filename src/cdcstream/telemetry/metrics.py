@@ -46,7 +46,15 @@ SOURCE_DDL_SKIPPED = Counter(
 )
 SOURCE_LAG_SECONDS = Gauge(
     "cdcstream_source_lag_seconds",
-    "Now minus the commit time of the newest change or heartbeat read (about 0 when idle with heartbeats).",
+    "Read lag: now minus the commit time of the newest change read, when it was read (0 after a heartbeat). "
+    "It says nothing about delivery: see cdcstream_delivery_lag_seconds.",
+    ["source"],
+)
+# Read at scrape time from the pipeline's watermark (Pipeline._delivery_lag): what the lag alerts and /readyz use.
+DELIVERY_LAG_SECONDS = Gauge(
+    "cdcstream_delivery_lag_seconds",
+    "Delivery lag: now minus the commit time of the oldest change read and not yet acknowledged by Kinesis "
+    "(for full-load rows, the time they were read); the read lag when every change read is acknowledged.",
     ["source"],
 )
 SOURCE_LAST_EVENT_TIMESTAMP = Gauge(

@@ -786,10 +786,10 @@ class MySQLSource(SourceBase):
                     self._resume = item.checkpoint
                     break
         if batch.last_commit_epoch is not None and batch.items:
-            self._m_lag.set(max(0.0, now - batch.last_commit_epoch))
+            self._set_read_lag(max(0.0, now - batch.last_commit_epoch))
             self._m_commit_ts.set(batch.last_commit_epoch)
         elif batch.heartbeat:
-            self._m_lag.set(0)
+            self._set_read_lag(0)
 
     # ------------------------------------------------------------------------------------------------------
     async def ack(self, checkpoint: dict[str, Any]) -> None:

@@ -783,12 +783,12 @@ class PostgresSource(SourceBase):
             self._m_transactions.inc(decoder.transactions)
             decoder.transactions = 0
             if decoder.last_commit_epoch is not None:
-                self._m_lag.set(max(0.0, now - decoder.last_commit_epoch))
+                self._set_read_lag(max(0.0, now - decoder.last_commit_epoch))
                 self._m_commit_ts.set(decoder.last_commit_epoch)
         if items:
             last = items[-1]
             if isinstance(last, Marker) and not last.transaction:
-                self._m_lag.set(0)
+                self._set_read_lag(0)
 
     # ------------------------------------------------------------------------------------------------------
     # acknowledgements and status updates
