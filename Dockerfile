@@ -14,7 +14,7 @@
 # IRSA / EKS Pod Identity, instance role).
 #
 # Signals: cdcstream handles SIGTERM itself (drain, checkpoint, exit 0), so it works as PID 1; `--init`
-# (or Kubernetes) still reaps zombies. Give the stop timeout more than the 30 s drain: `docker stop -t 60`.
+# (or Kubernetes) still reaps zombies. It exits within drain_timeout (30 s) + 10 s: `docker stop -t 60`.
 #
 # Checked with hadolint (tests/deploy/test_container.py); no image is built in CI (no container engine).
 

@@ -265,7 +265,7 @@ class HttpConfig(_Section):
     """``[http]``: the address of /metrics, /healthz, /readyz and /status. Empty string turns it off."""
 
     listen: str = "127.0.0.1:9187"
-    # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
+    # /readyz fails when a record read this long ago is still not acknowledged by Kinesis (delivery lagging).
     ready_window: Annotated[float, Field(gt=0)] = 120.0
     # Label cdcstream_source_events_total by table (schema.table). Turn off for databases with very many
     # tables: the label is then empty and the series count stays bounded by the number of operations.

@@ -24,6 +24,7 @@ import structlog
 from cdcstream.config import TargetConfig
 from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
 from cdcstream.records import Record
+from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sinks import AckCallback
 from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher, RequestLimit
 from cdcstream.sinks.putrecords import RETRIABLE_REQUEST_ERRORS, PutRecordsClient, error_hint
@@ -250,11 +251,7 @@ class KinesisSink:
     async def close(self) -> None:
         """Stop: cancel in-flight requests (their records stay unacknowledged) and close the HTTP session."""
         self._closed = True
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         self._wake.set()
         self._space.set()
         if self._client is not None:
