@@ -490,14 +490,17 @@ class Pipeline:
         if self.cfg.http.listen:
             self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload)
             await self.http.start()
+        code = EXIT_INTERRUPTED
         try:
             code = await self._run()
-            # From here only closing is left (and the interpreter joining threads at exit): should that hang,
-            # the deadline still exits with this code.
-            self._deadline.exit_code = code
             return code
+        except CdcstreamError as exc:
+            code = exc.exit_code
+            raise
         finally:
-            # Whatever ends the run (a signal, a fatal error, a completed full load), the rest is bounded.
+            # Whatever ended the run (a signal, a fatal error, a completed full load), closing is bounded too;
+            # should it alone hang (the interpreter joining threads at exit), the process still exits with this.
+            self._deadline.exit_code = code
             self._deadline.arm(loop)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)

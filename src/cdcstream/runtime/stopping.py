@@ -9,9 +9,10 @@ Three pieces, because no single one is enough on Python 3.11:
   ``with suppress(CancelledError): await task`` idiom.
 * :func:`first_or_stop` runs a step (connecting, creating a slot, DescribeStreamSummary) until it ends or a
   stop is requested, whichever comes first: start-up never makes a stop wait for a deadline of its own.
-* :class:`Deadline` is the backstop: armed at the first stop request, a daemon thread (independent of the
-  event loop, so it fires even while the loop is blocked or the interpreter is joining threads at exit)
-  ends the process when the bound has passed. Safe, as after SIGKILL: nothing unacknowledged was ever
+* :class:`Deadline` is the backstop: armed at the first stop request (or when the run ends for another reason,
+  a fatal error or a completed full load), a daemon thread (independent of the event loop, so it fires even
+  while the loop is blocked or the interpreter is joining threads at exit) ends the process when the bound has
+  passed. Safe, as after SIGKILL: nothing unacknowledged was ever
   checkpointed, and the next start replays from the checkpoint.
 """
 
@@ -22,7 +23,6 @@ import contextlib
 import os
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
@@ -88,27 +88,21 @@ class Deadline:
 
     def __init__(self, seconds: float, exit_code: int) -> None:
         self.seconds = seconds
-        #: What the process exits with when the deadline passes; set to the pipeline's own exit code once it
-        #: has finished cleanly, so that only closing (threads joining at exit) was slow.
+        #: What the process exits with when the deadline passes; the pipeline sets its own exit code once it
+        #: has one, so that a hang in closing alone (threads joining at exit) keeps it.
         self.exit_code = exit_code
         self._timer: threading.Timer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.armed_at: float | None = None
 
     def arm(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start the countdown (once; later calls keep the first deadline)."""
         if self._timer is not None:
             return
         self._loop = loop
-        self.armed_at = time.monotonic()
         self._timer = threading.Timer(self.seconds, self._expire)
         self._timer.name = "stop-deadline"
         self._timer.daemon = True
         self._timer.start()
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
     def _expire(self) -> None:
         tasks: list[str] = []
