@@ -4,8 +4,8 @@ stops a last run delivers every committed row, so no checkpoint ever passed a re
 acknowledged.
 
 States covered, on PostgreSQL and on MariaDB, under load (a full load of a preloaded table, then big
-transactions arriving while it streams): starting (a random instant right after the start, and with Kinesis
-unreachable, where the daemon waits for it forever), loading (the first runs), streaming, and backing off
+transactions and a steady stream of smaller ones while it streams): starting (a random instant right after the
+start, and with Kinesis unreachable, where the daemon waits for it forever), loading, streaming, and backing off
 (a Kinesis outage with records in flight; the source connection dropped and the reader reconnecting). The
 instants come from a seeded RNG: a failure names the cycle and its scenario, and re-runs the same way.
 """
@@ -41,7 +41,7 @@ DRAIN_TIMEOUT = 2.0
 #: README, "Running it": a stop ends the process at most drain_timeout + 10 s after the signal.
 BOUND = DRAIN_TIMEOUT + 10.0
 PRELOADED = 10_000
-# Per-row partition keys: the records spread over the stream's shards (moto slows down as one shard fills).
+# Per-row partition keys: the records spread over the stream's two shards and several requests are in flight.
 MAPPING = (
     '{"rules": [{"rule-type": "selection", "rule-id": "1", "rule-name": "1", "rule-action": "include",'
     ' "object-locator": {"schema-name": "%", "table-name": "kv"}},'
@@ -101,7 +101,8 @@ def _terminate(daemon: Daemon, what: str) -> None:
 
 
 class _Writer(threading.Thread):
-    """Commits 250-row transactions every half second while ``on`` is set: the daemon is always reading."""
+    """Commits 250-row transactions every half second while ``on`` is set: the daemon is always reading.
+    :meth:`burst` commits big ones at once (while ``on`` is clear)."""
 
     def __init__(self, engine: Engine, first: int) -> None:
         super().__init__(name="writer", daemon=True)
@@ -129,6 +130,18 @@ class _Writer(threading.Thread):
         except BaseException as exc:
             self.error = exc
 
+    def burst(self, transactions: int, rows: int) -> None:
+        assert not self.on.is_set()
+        for _ in range(transactions):
+            lo, hi = self.committed + 1, self.committed + rows
+            self.engine.execute(
+                self.engine.pick(
+                    postgres=f"INSERT INTO kv SELECT g, 2, repeat('b', 150) FROM generate_series({lo}, {hi}) g",
+                    mariadb=f"INSERT INTO kv SELECT seq, 2, REPEAT('b', 150) FROM seq_{lo}_to_{hi}",
+                )
+            )
+            self.committed = hi
+
 
 def _wait_load_checkpointed(daemon: Daemon, timeout: float = 120) -> None:
     """Until the checkpoint says the full load is done (later runs stream from the slot/binlog only)."""
@@ -152,7 +165,7 @@ def _wait_delivered(daemon: Daemon, url: str, stream: str, rows: int) -> None:
         if status["watermark"]["in_flight"] or (status["source"].get("full_load") or {}).get("finished") is False:
             time.sleep(0.5)
             continue
-        seen = {r["data"]["data"]["id"] for r in read_stream(url, stream) if r["data"]["metadata"].get("table-name")}
+        seen = {r["data"].get("data", {}).get("id") for r in read_stream(url, stream)}
         missing = set(range(1, rows + 1)) - seen
         if not missing:
             return
@@ -198,7 +211,8 @@ def test_sigterm_at_random_instants_stops_within_the_bound_and_loses_nothing(
                     wait_load_progress(daemon)
                 elif scenario == "streaming":
                     _wait_load_checkpointed(daemon)
-                    writer.on.set()  # from now on, changes arrive all the time
+                    writer.burst(3, 5_000)  # the reader is busy with these when the signal comes
+                    writer.on.set()  # and from now on, changes arrive all the time
                     time.sleep(rnd.uniform(0.5, 2.0))
                 elif scenario == "unreachable":
                     _wait_started(daemon)
@@ -212,7 +226,12 @@ def test_sigterm_at_random_instants_stops_within_the_bound_and_loses_nothing(
                 else:  # source-lost
                     daemon.wait_ready()
                     time.sleep(rnd.uniform(0.2, 1.0))
+                    lost = daemon.log_path.read_text().count("connection lost")
                     _drop_source_connection(engine)
+                    deadline = time.monotonic() + 30
+                    while daemon.log_path.read_text().count("connection lost") == lost:  # noticed: reconnecting
+                        assert time.monotonic() < deadline, daemon.log_tail()
+                        time.sleep(0.05)
                     time.sleep(rnd.uniform(0.0, 1.0))
                 _terminate(daemon, what)
                 proxy.outage(0)
