@@ -20,7 +20,7 @@
 # `docker exec <container> cdcstream reload --config /etc/cdcstream/cdcstream.toml --table s.t` finds it.
 #
 # Signals: cdcstream handles SIGTERM itself (drain, checkpoint, exit 0), so it works as PID 1; `--init`
-# (or Kubernetes) still reaps zombies. Give the stop timeout more than the 30 s drain: `docker stop -t 60`.
+# (or Kubernetes) still reaps zombies. It exits within drain_timeout (30 s) + 10 s: `docker stop -t 60`.
 #
 # Checked with hadolint (tests/deploy/test_container.py); no image is built in CI (no container engine).
 

@@ -1,5 +1,20 @@
-"""``python -m cdcstream`` runs the command line."""
+"""``python -m cdcstream`` and the ``cdcstream`` command: the command line, with ``run`` catching stop signals
+from its first instant (runtime/signals.py) before the heavier imports."""
 
-from cdcstream.cli import main
+from __future__ import annotations
 
-raise SystemExit(main())
+import sys
+
+from cdcstream.runtime.signals import catch_early
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["run"]:
+        catch_early()
+    from cdcstream.cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -269,6 +269,9 @@ class TargetConfig(_Section):
     max_in_flight_requests: Annotated[int, Field(ge=1, le=64)] = 4
     # Bound on records accepted by the sink but not yet acknowledged by Kinesis; the source stalls beyond it.
     max_buffered_records: Annotated[int, Field(ge=500, le=1_000_000)] = 20_000
+    # The same bound in bytes (data + partition key + ~200 bytes of bookkeeping per record), which is what
+    # memory follows: the source stalls when either is reached. At least 1 MiB (one record of any size fits).
+    max_buffered_bytes: Annotated[int, Field(ge=1_048_576, le=68_719_476_736)] = 268_435_456
     # per-key: a partition key's changes reach the stream in commit order (its last occurrences; README,
     # "Delivery guarantees"). none: only rejected entries are resent, so a key may be reordered; for
     # consumers that order by stream-position themselves. Fewer duplicates, more throughput on hot keys.
@@ -291,6 +294,10 @@ class TargetConfig(_Section):
     retry_base_delay: Annotated[float, Field(gt=0, le=DAY)] = 0.1
     retry_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 10.0
     request_timeout: Annotated[float, Field(gt=0, le=DAY)] = 30.0
+    # A stop signal (SIGTERM/SIGINT) waits this long for records already read to be acknowledged, then exits
+    # without them (they are replayed at the next start). The process exits at most drain_timeout + 10 s after
+    # the signal: give the service manager's stop timeout more than that.
+    drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
 
     # botocore checks both only when the first client is made (a ValueError deep in the sink's start): here
     # they are config errors naming the key.
@@ -355,7 +362,7 @@ class HttpConfig(_Section):
     # <state_dir>/control-token (mode 0600), which `cdcstream reload` on the same machine reads.
     control_token: SecretStr | None = None
     control_token_file: str | None = None
-    # /readyz fails when the checkpoint has not advanced (and the source was not idle) for this long.
+    # /readyz fails when a record read this long ago is still not acknowledged by Kinesis (delivery lagging).
     ready_window: Annotated[float, Field(gt=0, le=DAY)] = 120.0
     # Label cdcstream_source_events_total by table (schema.table). Turn off for databases with very many
     # tables: the label is then empty and the series count stays bounded by the number of operations.

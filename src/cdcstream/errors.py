@@ -64,14 +64,16 @@ class SinkRetriableError(SinkError):
     """Throttling, 5xx, connection errors: retried forever with backoff, never dropped.
 
     ``ambiguous``: the request may still be applied by the server (a timeout, a connection lost after
-    sending), so resending too early could let the late original land after newer records.
+    sending), so resending too early could let the late original land after newer records. ``timed_out``: no
+    answer within ``request_timeout`` (the sink then sends smaller requests).
     """
 
     retriable = True
 
-    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
+    def __init__(self, message: str, *, ambiguous: bool = False, timed_out: bool = False) -> None:
         super().__init__(message)
-        self.ambiguous = ambiguous
+        self.ambiguous = ambiguous or timed_out
+        self.timed_out = timed_out
 
 
 class OversizeRecordError(SinkError):

@@ -38,6 +38,8 @@ from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
 from cdcstream.runtime.liveness import LoopStamps, assess
 from cdcstream.runtime.retry import Backoff
+from cdcstream.runtime.signals import EXIT_INTERRUPTED, STOP_SIGNALS, take_early
+from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait, first_or_stop
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source
@@ -50,15 +52,13 @@ from cdcstream.telemetry.probe import LagProbe
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
-EXIT_INTERRUPTED = 130
 #: Seconds between supervision ticks (readiness bookkeeping, STATUS= lines) when no watchdog asks for more.
 SUPERVISE_TICK = 1.0
 #: Seconds between STATUS= updates to the service manager.
 STATUS_INTERVAL = 5.0
-
-
-class StopRequested(Exception):
-    """A stop signal arrived while a stage was still starting."""
+#: Seconds a stop may take beyond ``[target] drain_timeout`` (cancelling the stages, the last checkpoint,
+#: closing connections and worker processes) before the stop deadline ends the process (runtime/stopping.py).
+STOP_GRACE = 10.0
 
 
 def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -> Source:
@@ -125,6 +125,13 @@ class Pipeline:
             self._pushed,
             self._popped,
         )
+        metrics.QUEUES.stages["sink_bytes"] = lambda: (
+            self.sink.outstanding_bytes,
+            cfg.target.max_buffered_bytes,
+            self.sink.acknowledged_bytes + self.sink.outstanding_bytes,
+            self.sink.acknowledged_bytes,
+        )
+        metrics.DELIVERY_LAG_SECONDS.labels(self._label).set_function(self._delivery_lag)
         # Liveness stamps (runtime/liveness.py): the read loop's last batch, and since when it has been
         # handing one to the sink (None while it waits for the source).
         self._read_at = time.monotonic()
@@ -133,6 +140,11 @@ class Pipeline:
         self._acked = asyncio.Event()
         self._stop = asyncio.Event()
         self._signals = 0
+        # The bound on every stop (README, "Running it"): drain_timeout to deliver, STOP_GRACE to close.
+        self._deadline = Deadline(cfg.target.drain_timeout + STOP_GRACE, EXIT_INTERRUPTED)
+        # While starting: the stage being waited for and why ("sink: Kinesis endpoint ... unreachable"), for
+        # /readyz and the log.
+        self._waiting_for: str | None = None
         self._last_checkpoint: dict[str, Any] | None = None
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
@@ -214,7 +226,13 @@ class Pipeline:
 
     # --- reading -----------------------------------------------------------------------------------------
 
+    def _stamp(self, record: Record) -> None:
+        """Note the commit time (load rows: now) of the run of records numbered next, for the delivery lag."""
+        epoch = record.commit_epoch
+        self.watermark.stamp(time.time() if epoch is None else epoch, time.monotonic())
+
     async def _emit(self, record: Record) -> None:
+        self._stamp(record)
         record.seq = self.watermark.issue()
         await self._put(record)
 
@@ -261,6 +279,8 @@ class Pipeline:
         record (a full load maps ~1,000 rows per batch, and a per-record await was a tenth of its CPU)."""
         sink = self.sink
         done = start
+        if start < stop:
+            self._stamp(records[start])  # a run is in commit order: its first record is its oldest
         while done < stop:
             # Number only what the sink takes without waiting (at least one, for which it waits): records in
             # flight stay bounded by max_buffered_records, as with one put() per record.
@@ -298,34 +318,44 @@ class Pipeline:
     async def _read_loop(self) -> None:
         events: list[ChangeEvent] = []
         batch: Sequence[Item]
-        async for batch in self.source.changes():
-            self._delivering_since = time.monotonic()
-            for item in batch:
-                if isinstance(item, Marker):
-                    if events:
-                        await self._flush_events(events)
-                    self.watermark.issue_marker(item)
-                    self._acked.set()
-                    continue
-                is_load = isinstance(item, MappedRows) or item.op is Op.LOAD
-                if is_load is not self._after_load and self._after_load is not None:
-                    # Per-key order across a switch between load rows and CDC (after the initial load, around
-                    # reload --table): a row's load record and its changes are under different partition keys
-                    # (primary key vs schema.table by default), so one side must be in the stream first.
-                    if events:
-                        await self._flush_events(events)
-                    await self.sink.drain()
-                self._after_load = is_load
-                if isinstance(item, MappedRows):  # load rows a mapping worker process turned into records
-                    if events:
-                        await self._flush_events(events)
-                    await self._emit_records(item.records)
-                else:
-                    events.append(item)
-            if events:  # a transaction split across batches: map what we have, its marker comes later
-                await self._flush_events(events)
-            self._read_at = time.monotonic()
-            self._delivering_since = None
+        # aclosing: a return below runs the source's own clean-up (a full load's sessions) here and now.
+        async with contextlib.aclosing(self.source.changes()) as changes:
+            async for batch in changes:
+                if self._stop.is_set():
+                    # Cooperative as well as cancelled: a stop must not depend on a cancellation being
+                    # delivered (see runtime/stopping.py); nothing read after it is handed over.
+                    return
+                await self._handle(batch, events)
+
+    async def _handle(self, batch: Sequence[Item], events: list[ChangeEvent]) -> None:
+        """Map one batch from the source and hand its records and markers to the sink and the watermark."""
+        self._delivering_since = time.monotonic()
+        for item in batch:
+            if isinstance(item, Marker):
+                if events:
+                    await self._flush_events(events)
+                self.watermark.issue_marker(item)
+                self._acked.set()
+                continue
+            is_load = isinstance(item, MappedRows) or item.op is Op.LOAD
+            if is_load is not self._after_load and self._after_load is not None:
+                # Per-key order across a switch between load rows and CDC (after the initial load, around
+                # reload --table): a row's load record and its changes are under different partition keys
+                # (primary key vs schema.table by default), so one side must be in the stream first.
+                if events:
+                    await self._flush_events(events)
+                await self.sink.drain()
+            self._after_load = is_load
+            if isinstance(item, MappedRows):  # load rows a mapping worker process turned into records
+                if events:
+                    await self._flush_events(events)
+                await self._emit_records(item.records)
+            else:
+                events.append(item)
+        if events:  # a transaction split across batches: map what we have, its marker comes later
+            await self._flush_events(events)
+        self._read_at = time.monotonic()
+        self._delivering_since = None
 
     # --- supervision -------------------------------------------------------------------------------------
 
@@ -338,6 +368,8 @@ class Pipeline:
             "watermark": self.watermark.status(),
             "checkpoint": {"position": self._last_checkpoint, "written_at": self._last_checkpoint_at or None},
             "lag": {
+                "read_seconds": getattr(self.source, "read_lag", None),
+                "delivery_seconds": self._delivery_lag(),
                 "probe": self.probe.last if self.probe else None,
                 "probed_at": self.probe.last_at if self.probe else None,
             },
@@ -345,6 +377,8 @@ class Pipeline:
                 "sink": {
                     "depth": self._pushed - self._popped,
                     "capacity": self.cfg.target.max_buffered_records,
+                    "bytes": self.sink.outstanding_bytes,
+                    "bytes_capacity": self.cfg.target.max_buffered_bytes,
                     "pushed": self._pushed,
                     "popped": self._popped,
                 }
@@ -383,14 +417,30 @@ class Pipeline:
             )
             return None
 
+    def _delivery_lag(self) -> float:
+        """Now minus the commit time of the oldest record read and not yet acknowledged by Kinesis, or the
+        source's read lag when every record read is acknowledged (never below it)."""
+        read_lag = float(getattr(self.source, "read_lag", 0.0))
+        oldest = self.watermark.oldest()
+        return read_lag if oldest is None else max(read_lag, time.time() - oldest[0])
+
     def ready(self) -> tuple[bool, str]:
-        """/readyz: started, source connected, and acknowledgements arriving (or nothing waiting for one)."""
+        """/readyz: started, source connected, and no record read more than ``ready_window`` ago still waiting
+        for Kinesis (acknowledgements that merely trickle in, as over a slow link, are not enough)."""
         if not self._started:
-            return False, "starting"
+            return False, f"waiting for {self._waiting_for}" if self._waiting_for else "starting"
         if not self.source.status().get("connected"):
             return False, "source not connected"
-        if self.watermark.in_flight and time.monotonic() - self._last_progress > self.cfg.http.ready_window:
-            return False, f"no acknowledgement for {self.cfg.http.ready_window:.0f}s with records in flight"
+        window = self.cfg.http.ready_window
+        oldest = self.watermark.oldest()
+        now = time.monotonic()
+        if oldest is not None and now - oldest[1] > window:
+            if now - self._last_progress > window:
+                return False, f"no acknowledgement for {window:.0f}s with records in flight"
+            return False, (
+                f"a record read {now - oldest[1]:.0f}s ago is still not acknowledged by Kinesis (ready_window "
+                f"{window:.0f}s; delivery lag {self._delivery_lag():.0f}s): delivery is not keeping up"
+            )
         return True, "ready"
 
     def _liveness(self) -> str | None:
@@ -438,8 +488,14 @@ class Pipeline:
             # Still safe: nothing unacknowledged was checkpointed; the next start replays from the checkpoint.
             log.warning("second signal, exiting at once", signal=signal.Signals(signum).name)
             os._exit(EXIT_INTERRUPTED)
-        log.info("stopping: draining in-flight records", signal=signal.Signals(signum).name)
+        log.info(
+            "stopping: draining in-flight records",
+            signal=signal.Signals(signum).name,
+            drain_timeout=self.cfg.target.drain_timeout,
+            exit_within=self._deadline.seconds,
+        )
         self.notifier.stopping()
+        self._deadline.arm(asyncio.get_running_loop())
         self._stop.set()
 
     async def run(self) -> int:
@@ -454,30 +510,45 @@ class Pipeline:
 
     async def _run_locked(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        for signum in take_early():  # arrived while the interpreter was still starting
+            self._on_signal(signum)
         if self.cfg.http.listen:
             self.http = HttpServer(self.cfg.http.listen, self.status, self.ready, self._reload, self._control_token())
             await self.http.start()
+        code = EXIT_INTERRUPTED
         try:
-            return await self._run()
+            code = await self._run()
+            return code
+        except CdcstreamError as exc:
+            code = exc.exit_code
+            raise
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            # Whatever ended the run (a signal, a fatal error, a completed full load), closing is bounded too;
+            # should it alone hang (the interpreter joining threads at exit), the process still exits with this.
+            self._deadline.exit_code = code
+            self._deadline.arm(loop)
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             if self.http is not None:
                 await self.http.stop()
 
     async def _start_with_retry(self, what: str, start: Callable[[], Awaitable[None]]) -> None:
         """Start a stage, retrying retriable errors (database still starting, previous walsender not yet gone,
-        Kinesis unreachable) with backoff; a stop request ends the wait."""
+        Kinesis unreachable) with backoff, forever; a stop request ends an attempt or the wait at once
+        (StopRequested)."""
         backoff = Backoff(base=0.2, maximum=10.0)
         while True:
             try:
-                await start()
+                await first_or_stop(start(), self._stop)
+                self._waiting_for = None
                 return
             except CdcstreamError as exc:
                 if not exc.retriable:
                     raise
+                metrics.ERRORS.labels(exc.stage, type(exc).__name__).inc()
+                self._waiting_for = f"{what}: {exc}"
                 delay = backoff.next()
                 log.warning(f"{what} not available yet, retrying", error=str(exc), delay=round(delay, 2))
                 # Retrying is the designed behaviour, not a hang: keep the service manager informed and the
@@ -485,11 +556,7 @@ class Pipeline:
                 self.notifier.status(f"waiting for {what}: {str(exc)[:200]}")
                 if self.notifier.watchdog_interval is not None:
                     self.notifier.watchdog()
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                except TimeoutError:
-                    continue
-                raise StopRequested from None
+                await first_or_stop(asyncio.sleep(delay), self._stop)
 
     async def _validate_mapping(self) -> None:
         """Refuse to stream when a rule cannot work for a selected table that exists now (a ${column} or
@@ -539,7 +606,7 @@ class Pipeline:
                     await self._start_with_retry("source", lambda: self.source.start(checkpoint, owned=owned))
                 except PositionRefusedError as exc:
                     raise PositionRefusedError(f"checkpoint {self.store.path}: {exc}") from None
-                await self._validate_mapping()
+                await first_or_stop(self._validate_mapping(), self._stop)
             except StopRequested:
                 log.info("stopped before start-up completed")
                 return EXIT_OK
@@ -583,20 +650,28 @@ class Pipeline:
             if self.probe is not None:
                 aux.append(tg.create_task(self.probe.run(), name="lag-probe"))
             stop_task = tg.create_task(self._stop.wait(), name="stop")
+            for task in (sink_task, read_task, ckpt_task, *aux):
+                task.add_done_callback(self._stage_done)
             await asyncio.wait({sink_task, read_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             # Only a stop request (or, for full-load, the source's end) ends this wait normally; a failing task
             # makes the TaskGroup raise.
             while read_task.done() and not self._stop.is_set():
-                if await self.sink.drain(timeout=30.0):
-                    self._load_finished = True
-                    break
-                # Not yet (or a fatal sink error, which ends the TaskGroup while this sleeps).
-                log.info("full load read: waiting for Kinesis to acknowledge the last records")
-                await asyncio.sleep(0.5)
-            read_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await read_task
-            if not await self.sink.drain(timeout=30.0):
-                log.warning("stopping with records still unacknowledged; they will be replayed on restart")
-            for task in (ckpt_task, *aux, sink_task, stop_task):
-                task.cancel()
+                with contextlib.suppress(StopRequested):
+                    if await first_or_stop(self.sink.drain(timeout=30.0), self._stop):
+                        self._load_finished = True
+                        break
+                    # Not yet (or a fatal sink error, which ends the TaskGroup while this sleeps).
+                    log.info("full load read: waiting for Kinesis to acknowledge the last records")
+                    await asyncio.sleep(0.5)
+            await cancel_and_wait(read_task)
+            if not await self.sink.drain(timeout=self.cfg.target.drain_timeout):
+                log.warning(
+                    "stopping with records still unacknowledged; they will be replayed on restart",
+                    unacknowledged=self._pushed - self._popped,
+                )
+            await cancel_and_wait([ckpt_task, *aux, sink_task, stop_task])
+
+    def _stage_done(self, task: asyncio.Task[None]) -> None:
+        """A stage that fails stops the daemon: from then on the stop deadline bounds the rest."""
+        if not task.cancelled() and task.exception() is not None:
+            self._deadline.arm(asyncio.get_running_loop())

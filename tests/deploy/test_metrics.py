@@ -30,6 +30,7 @@ CATALOGUE = (
     "cdcstream_source_events_total",
     "cdcstream_source_transactions_total",
     "cdcstream_source_lag_seconds",
+    "cdcstream_delivery_lag_seconds",
     "cdcstream_source_last_event_timestamp_seconds",
     "cdcstream_source_commit_timestamp_seconds",
     "cdcstream_source_lag_bytes",
@@ -44,6 +45,7 @@ CATALOGUE = (
     "cdcstream_sink_failed_records_total",
     "cdcstream_sink_retries_total",
     "cdcstream_inflight_records",
+    "cdcstream_sink_connected",
     "cdcstream_dead_letter_records_total",
     "cdcstream_checkpoint_commit_timestamp_seconds",
     "cdcstream_checkpoint_position_commit_timestamp_seconds",
@@ -162,6 +164,10 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
     assert moved("cdcstream_source_transactions_total", source=src) >= 4
     now = time.time()
     assert 0 <= value(after, "cdcstream_source_lag_seconds", source=src) < 30
+    # everything read is acknowledged: the delivery lag is the read lag
+    assert value(after, "cdcstream_delivery_lag_seconds", source=src) == value(
+        after, "cdcstream_source_lag_seconds", source=src
+    )
     assert now - value(after, "cdcstream_source_last_event_timestamp_seconds", source=src) < 10
     assert now - value(after, "cdcstream_source_commit_timestamp_seconds", source=src) < 60
     # the probe: a slot that is caught up is a few hundred bytes (heartbeats) behind at most; it pins WAL
@@ -182,6 +188,7 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
     assert moved("cdcstream_sink_retries_total", stream=stream, reason="throttle") == throttled
     assert value(after, "cdcstream_sink_failed_records_total", stream=stream, error_code="InternalFailure") == 0
     assert value(after, "cdcstream_inflight_records", stream=stream) == 0
+    assert value(after, "cdcstream_sink_connected", stream=stream) == 1
     assert value(after, "cdcstream_dead_letter_records_total", stream=stream) == 0
     assert now - value(after, "cdcstream_checkpoint_commit_timestamp_seconds", source=src) < 10
     assert now - value(after, "cdcstream_checkpoint_position_commit_timestamp_seconds", source=src) < 60
@@ -190,6 +197,10 @@ def test_every_catalogue_metric_is_present_moves_and_passes_promtool(
     assert value(after, "cdcstream_queue_capacity", stage="sink") == 20000
     pushed = moved("cdcstream_queue_pushed_total", stage="sink")
     assert pushed >= 261 and moved("cdcstream_queue_popped_total", stage="sink") == pushed
+    assert value(after, "cdcstream_queue_capacity", stage="sink_bytes") == 256 * 1024 * 1024
+    assert value(after, "cdcstream_queue_depth", stage="sink_bytes") == 0
+    pushed_bytes = moved("cdcstream_queue_pushed_total", stage="sink_bytes")
+    assert pushed_bytes > pushed * 200 and moved("cdcstream_queue_popped_total", stage="sink_bytes") == pushed_bytes
     assert value(after, "cdcstream_full_load_rows_total", source=src) == 0
     assert value(after, "cdcstream_full_load_tables", source=src, state="pending") == 0
     assert value(after, "cdcstream_source_uncaptured_tables", source=src) == 0

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.daemon import (
     AWS_ENV,
@@ -197,3 +198,49 @@ def test_sixty_second_outage_backpressure_readyz_and_recovery(pg_db: PgDb, moto_
             daemon.kill()
         assert proxy.counters["outage"] > 0
     assert {r["data"]["data"]["k"] for r in records} == set(range(1, 3001))
+
+
+def test_kinesis_unreachable_at_start_is_waited_for_not_ready_then_streams(
+    pg_db: PgDb, moto_url: str, tmp_path: Path
+) -> None:
+    """A connection error is never an exit reason, at start neither (it was exit 5 after 60 s): the daemon waits,
+    says so in /readyz, the log and cdcstream_sink_connected, and streams once Kinesis answers."""
+    pg_db.execute("CREATE TABLE kv (k int PRIMARY KEY, n int NOT NULL)")
+    stream = create_stream(moto_url, f"u-{uuid.uuid4().hex[:8]}")
+    with FaultProxy(moto_url) as proxy:
+        proxy.outage(600, "reset", every_call=True)
+        daemon = start_daemon(pg_db, proxy.url, stream, tmp_path)
+        try:
+            deadline = time.monotonic() + 30
+            while "sink not available yet, retrying" not in daemon.log_path.read_text():
+                assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log_tail()
+                assert time.monotonic() < deadline, daemon.log_tail()
+                time.sleep(0.2)
+            status, reason = daemon.readyz()
+            assert status == 503 and reason.startswith("waiting for sink: ") and "unreachable" in reason, reason
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(daemon.metrics())
+                for s in family.samples
+            }
+            assert samples[("cdcstream_sink_connected", (("stream", stream),))] == 0
+            errors = ("cdcstream_errors_total", (("error_type", "SinkRetriableError"), ("stage", "sending")))
+            assert samples[errors] >= 1
+            proxy.outage(0)
+            daemon.wait_ready()
+            pg_db.execute("INSERT INTO kv SELECT g, g FROM generate_series(1, 50) g")
+            _wait_all(moto_url, stream, set(range(1, 51)))
+            assert f'cdcstream_sink_connected{{stream="{stream}"}} 1.0' in daemon.metrics()
+            assert daemon.stop() == 0, daemon.log_tail()
+        finally:
+            daemon.kill()
+
+
+def test_missing_stream_still_exits_5_at_once(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
+    daemon = start_daemon(pg_db, moto_url, f"missing-{uuid.uuid4().hex[:8]}", tmp_path)
+    try:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=30) == 5, daemon.log_tail()
+        assert "create-stream" in daemon.log_path.read_text()
+    finally:
+        daemon.kill()

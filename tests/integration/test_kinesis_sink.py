@@ -57,7 +57,7 @@ def _records(n: int, nkeys: int, start: int = 0) -> list[Record]:
 
 @contextlib.asynccontextmanager
 async def running(cfg: TargetConfig, acks: Acks) -> AsyncIterator[KinesisSink]:
-    sink = KinesisSink(cfg, acks, start_timeout=10)
+    sink = KinesisSink(cfg, acks)
     await sink.start()
     task = asyncio.create_task(sink.run())
     try:
@@ -151,7 +151,7 @@ async def test_large_records_respect_request_bytes(kinesis_endpoint: KinesisEndp
 
 
 async def test_missing_stream_fails_at_start(kinesis_endpoint: KinesisEndpoint) -> None:
-    sink = KinesisSink(_cfg("does-not-exist", kinesis_endpoint.endpoint_url), Acks(), start_timeout=5)
+    sink = KinesisSink(_cfg("does-not-exist", kinesis_endpoint.endpoint_url), Acks())
     with pytest.raises(SinkError, match=r"does-not-exist.*create-stream"):
         await sink.start()
     await sink.close()

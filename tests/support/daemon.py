@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,14 @@ class Daemon:
     def metrics(self) -> str:
         with urllib.request.urlopen(self.http + "/metrics", timeout=5) as resp:
             return str(resp.read().decode())
+
+    def readyz(self) -> tuple[int, str]:
+        """``/readyz``: its status and reason (OSError while nothing listens yet)."""
+        try:
+            with urllib.request.urlopen(self.http + "/readyz", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
 
 def start_daemon(pg_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:

@@ -14,8 +14,13 @@ Faults (all fractions drawn from one seeded RNG, settable at any time):
 * ``request_error_rate``: the whole request answers HTTP 500 ``InternalFailure``; with
   ``request_error_after_forward`` (default) the request was forwarded first, so it was written anyway.
 * ``reset_rate``: the connection is aborted after forwarding (the client sees a disconnect).
-* ``outage(seconds, kind="503"|"reset")``: every PutRecords fails for a while, without being forwarded.
+* ``outage(seconds, kind="503"|"reset", every_call=False)``: every PutRecords (with ``every_call``, every
+  request: DescribeStreamSummary and ListShards too, as when the endpoint is unreachable) fails for a while,
+  without being forwarded.
 * ``latency``: seconds added before answering.
+* ``bandwidth``: bytes per second for request bodies, shared by all connections like one slow link (None:
+  unlimited). A body is read at that rate before it is forwarded, so a client that gives up (its timeout)
+  before the last byte has written nothing; ``counters["disconnected"]`` counts those.
 
 ``counters`` counts what was injected.
 """
@@ -52,6 +57,7 @@ class FaultProxy:
         request_error_after_forward: bool = True,
         reset_rate: float = 0.0,
         latency: float = 0.0,
+        bandwidth: float | None = None,
     ) -> None:
         if entry_mode not in ("rewrite", "strip"):
             raise ValueError(f"entry_mode must be 'rewrite' or 'strip', not {entry_mode!r}")
@@ -63,9 +69,12 @@ class FaultProxy:
         self.request_error_after_forward = request_error_after_forward
         self.reset_rate = reset_rate
         self.latency = latency
+        self.bandwidth = bandwidth
         self.counters: Counter[str] = Counter()
         self._outage_until = 0.0
         self._outage_kind = "503"
+        self._outage_every_call = False
+        self._link_free_at = 0.0  # when the shared link has sent every byte given to it so far
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -74,9 +83,11 @@ class FaultProxy:
         self.url = ""
 
     # --- control -----------------------------------------------------------------------------------------
-    def outage(self, seconds: float, kind: str = "503") -> None:
-        """Fail every PutRecords for ``seconds`` (HTTP 503 or connection reset), without forwarding."""
+    def outage(self, seconds: float, kind: str = "503", *, every_call: bool = False) -> None:
+        """Fail every PutRecords (``every_call``: every request) for ``seconds`` (HTTP 503 or connection reset),
+        without forwarding."""
         self._outage_kind = kind
+        self._outage_every_call = every_call
         self._outage_until = time.monotonic() + seconds
 
     def start(self) -> FaultProxy:
@@ -161,8 +172,34 @@ class FaultProxy:
         body = orjson.dumps({"__type": code, "message": f"{code} (injected)"})
         return web.Response(status=status, body=body, content_type="application/x-amz-json-1.1")
 
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The request body, at ``bandwidth`` bytes/s over the shared link; None if the client went away."""
+        if self.bandwidth is None:
+            return await request.read()
+        parts: list[bytes] = []
+        try:
+            async for chunk in request.content.iter_chunked(4096):
+                now = time.monotonic()
+                self._link_free_at = max(now, self._link_free_at) + len(chunk) / self.bandwidth
+                await asyncio.sleep(self._link_free_at - now)
+                parts.append(chunk)
+        except (aiohttp.ClientError, ConnectionError):
+            self.counters["disconnected"] += 1
+            return None
+        if request.transport is None or request.transport.is_closing():
+            self.counters["disconnected"] += 1
+            return None
+        return b"".join(parts)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        body = await self._read_body(request)
+        if body is None:
+            return web.Response(status=499)
+        if self._outage_every_call and time.monotonic() < self._outage_until:
+            self.counters["outage"] += 1
+            if self._outage_kind == "reset":
+                return self._reset(request)
+            return self._error(503, "ServiceUnavailable")
         if request.headers.get("X-Amz-Target") != PUT_RECORDS:
             status, headers, raw = await self._forward(request, body)
             return web.Response(status=status, body=raw, headers=headers)

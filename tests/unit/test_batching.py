@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from cdcstream.records import Record
-from cdcstream.sinks.batching import WINDOW_RESET, Batch, Batcher, key_size
+from cdcstream.sinks.batching import WINDOW_RESET, Batch, Batcher, RequestLimit, key_size
 from cdcstream.sinks.kinesis import effective_partition_key
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
 
@@ -157,6 +157,47 @@ def test_long_partition_keys_are_hashed_deterministically() -> None:
     assert len(h) == 64 and h == effective_partition_key(long) and h != effective_partition_key(long + "y")
 
 
+def test_a_request_takes_one_record_even_over_a_shrunk_byte_limit() -> None:
+    b = Batcher()
+    _add(b, "a", 0, size=100)
+    _add(b, "a", 1, size=100)
+    first = b.take_batch(0.0, 500, 50)  # queued key: one record, never none
+    assert first is not None and _seqs(first) == [0]
+    lane = Batcher()
+    _add(lane, "x", 0, size=100)
+    _add(lane, "y", 1, size=100)
+    alone = lane.take_batch(0.0, 500, 50)  # fast lane alike
+    assert alone is not None and _seqs(alone) == [0]
+
+
+def _batch(records: int, nbytes: int) -> Batch:
+    batch = Batch()
+    batch.records = [_rec("k", i) for i in range(records)]
+    batch.nbytes = nbytes
+    return batch
+
+
+def test_request_limit_shrinks_after_timeouts_and_grows_back_after_fast_answers() -> None:
+    limit = RequestLimit(500, 5_000_000, timeout=30.0)
+    assert not limit.shrunk
+    assert limit.timed_out(_batch(500, 250_000))  # the record count bound it: a quarter of the records
+    assert (limit.records, limit.bytes) == (125, 1_250_000)
+    assert not limit.timed_out(_batch(500, 250_000))  # another request sent before the cut: no further cut
+    assert limit.timed_out(_batch(125, 62_500))
+    assert (limit.records, limit.bytes) == (31, 312_500)
+    assert not limit.answered(_batch(31, 15_000), 10.0)  # slower than timeout / 4: the size is right
+    assert not limit.answered(_batch(3, 1_500), 0.1)  # a small request says nothing about the link
+    assert limit.answered(_batch(31, 15_000), 1.0)
+    assert (limit.records, limit.bytes) == (62, 625_000)
+    while limit.answered(_batch(limit.records, 1_000), 1.0):
+        pass
+    assert (limit.records, limit.bytes) == (500, 5_000_000) and not limit.shrunk
+    assert limit.timed_out(_batch(40, 4_000_000))  # large records: the bytes bound it, a quarter of them
+    assert limit.bytes == 1_000_000 and limit.records == 100
+    assert limit.timed_out(_batch(2, 400)) and limit.records == 1
+    assert not limit.timed_out(_batch(1, 100))  # one record is the least a request can be
+
+
 # --- model-based ------------------------------------------------------------------------------------------
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 OUTCOME = st.sampled_from([None, None, None, THROTTLE, "InternalFailure"])
@@ -185,12 +226,14 @@ class BatcherMachine(RuleBasedStateMachine):
             self.put[key].append(self.seq)
             self.seq += 1
 
-    @rule(max_records=st.integers(1, 7))
-    def take(self, max_records: int) -> None:
-        batch = self.b.take_batch(self.now, max_records, 10_000)
+    @rule(max_records=st.integers(1, 7), max_bytes=st.sampled_from([5, 25, 10_000]))
+    def take(self, max_records: int, max_bytes: int) -> None:
+        # 5 bytes: below one record (a RequestLimit shrunk after timeouts); a request still takes one.
+        batch = self.b.take_batch(self.now, max_records, max_bytes)
         if batch is None:
             return
         assert len(batch) <= max_records
+        assert batch.nbytes <= max_bytes or len(batch) == 1
         keys_in_flight = [k for other in self.inflight for k in other.keys]
         assert not set(batch.keys) & set(keys_in_flight), "a key is in two in-flight requests"
         assert len(set(batch.keys)) == len(batch.keys)

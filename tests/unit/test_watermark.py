@@ -91,3 +91,30 @@ def test_taken_marker_carries_its_sequence_number() -> None:
     wm.issue_marker(m(1))
     wm.ack(a)
     assert wm.take() == (1, m(1)) and wm.take() is None
+
+
+def test_oldest_unacknowledged_record_gives_the_delivery_lag() -> None:
+    wm = Watermark()
+    assert wm.oldest() is None
+    wm.stamp(100.0, 1.0)
+    a, b = wm.issue(), wm.issue()
+    wm.issue_marker(m(1))
+    wm.stamp(200.0, 2.0)
+    c = wm.issue()
+    assert wm.oldest() == (100.0, 1.0)
+    wm.ack(b)
+    assert wm.oldest() == (100.0, 1.0)  # a still waits
+    wm.ack(a)
+    assert wm.oldest() == (200.0, 2.0)
+    wm.ack(c)
+    assert wm.oldest() is None
+    wm.issue_marker(m(2))
+    assert wm.oldest() is None  # markers alone are never waiting
+
+
+def test_stamps_of_acknowledged_runs_are_forgotten_as_records_flow() -> None:
+    wm = Watermark()
+    for i in range(10_000):
+        wm.stamp(float(i), float(i))
+        wm.ack(wm.issue())
+    assert len(wm._stamps) <= 2

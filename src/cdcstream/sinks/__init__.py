@@ -35,6 +35,13 @@ class Sink(Protocol):
     def room(self) -> int:
         """How many records :meth:`put_many` would queue now without waiting for buffer space."""
 
+    @property
+    def outstanding_bytes(self) -> int:
+        """Size of the records queued and not yet acknowledged, as counted against the buffer's byte bound."""
+
+    acknowledged_bytes: int
+    """Size of every record acknowledged so far, counted the same way."""
+
     async def run(self) -> None:
         """Deliver queued records until :meth:`close`; raises a non-retriable error if delivery cannot go on."""
 

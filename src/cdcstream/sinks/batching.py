@@ -91,6 +91,8 @@ class Completion:
     """What :meth:`Batcher.complete` decided for one request."""
 
     acked: list[Record]
+    #: Data + partition key bytes of ``acked`` (what the sink counts against its byte bound).
+    acked_bytes: int = 0
     #: Records that go back to their key's queue because Kinesis rejected them, by error code.
     errors: dict[str, int] = field(default_factory=dict)
     #: Records Kinesis accepted but that are resent because an earlier record of their key failed.
@@ -102,6 +104,59 @@ class Completion:
     @property
     def requeued(self) -> int:
         return sum(self.errors.values()) + self.collateral
+
+
+class RequestLimit:
+    """How large the next PutRecords request may be: the API's limits, scaled down after a request timed out and
+    back up after fast answers, so that a link too slow for full requests still delivers, at its own rate.
+
+    Over a 15 KB/s link a 500-record request (~250 KB) takes longer than ``request_timeout``; resent at the same
+    size it timed out again, forever, and nothing was delivered. Here a timeout scales the limits down so the next
+    request is a quarter of the one that timed out (requests in flight share the link, so the time a request
+    takes grows with its size; a quarter brings one that took up to 4x too long under the timeout, and repeated
+    timeouts reach any rate geometrically), and an answer in under a quarter of the timeout to a request of at
+    least half the limit doubles them again, up to the API's limits: requests settle between a quarter of the
+    timeout and the timeout. A request always takes at least one record (the batcher's rule), so a one-record
+    request that times out is as small as it gets (only a longer ``request_timeout`` helps then).
+    Pure bookkeeping: the sink reports outcomes, the batcher reads ``records`` and ``bytes``.
+    """
+
+    __slots__ = ("bytes", "max_bytes", "max_records", "records", "scale", "timeout")
+
+    def __init__(self, max_records: int, max_bytes: int, timeout: float) -> None:
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._set(1.0)
+
+    def _set(self, scale: float) -> None:
+        self.scale = scale
+        self.records = max(1, int(self.max_records * scale))
+        self.bytes = max(1, int(self.max_bytes * scale))
+
+    @property
+    def shrunk(self) -> bool:
+        return self.scale < 1.0
+
+    def timed_out(self, batch: Batch) -> bool:
+        """``batch`` got no answer within the timeout; True if the limits shrank."""
+        if len(batch) <= 1:
+            return False
+        # A quarter of the request in whichever dimension bound it (the other then binds no earlier).
+        scale = max(len(batch) / 4 / self.max_records, batch.nbytes / 4 / self.max_bytes)
+        if scale >= self.scale:
+            return False  # a request sent before an earlier cut: the limits are already smaller
+        self._set(scale)
+        return True
+
+    def answered(self, batch: Batch, seconds: float) -> bool:
+        """``batch`` was answered after ``seconds``; True if the limits grew."""
+        if self.scale >= 1.0 or seconds >= self.timeout / 4:
+            return False
+        if 2 * len(batch) < self.records and 2 * batch.nbytes < self.bytes:
+            return False  # a small request (linger, little traffic) says nothing about the link
+        self._set(min(1.0, 2 * self.scale))
+        return True
 
 
 def key_size(key: str) -> int:
@@ -255,7 +310,7 @@ class Batcher:
         for key, record in fresh.items():
             ks = len(key) if key.isascii() else len(key.encode())
             size = len(record.data) + ks
-            if nbytes + size > max_bytes:
+            if nbytes + size > max_bytes and records:  # a request takes at least one record (RequestLimit)
                 break
             if limiter is not None:
                 shard = limiter.map.shard_of(key)
@@ -281,8 +336,6 @@ class Batcher:
             self._spill(blocked)
         n = len(records)
         if not n:
-            if not blocked:  # a head record larger than a request: leave it to the queues' rules
-                self._spill(list(fresh))
             return None
         if limiter is not None:
             for shard, budget in budgets.items():
@@ -367,7 +420,8 @@ class Batcher:
                 if n >= cap:
                     break
                 size = len(rec.data) + ks
-                if count + n >= max_records or nbytes + kb + size > max_bytes:
+                # A request takes at least one record, even one over max_bytes (a RequestLimit shrunk below it).
+                if count + n >= max_records or (nbytes + kb + size > max_bytes and count + n):
                     full = True
                     break
                 if kb + size > byte_budget and n:
@@ -485,7 +539,7 @@ class Batcher:
             if self._windows:
                 for key, n in zip(batch.keys, batch.counts, strict=True):
                     self._grow_window(key, n, now)
-            return Completion(batch.records)
+            return Completion(batch.records, batch.nbytes)
         if len(results) != len(batch.records):
             raise ValueError(f"{len(results)} results for a batch of {len(batch.records)} records")
         acked: list[Record] = []
@@ -504,12 +558,15 @@ class Batcher:
                     break
             if first_fail < 0:
                 acked.extend(records[start:end])
+                done.acked_bytes += sum(len(r.data) for r in records[start:end]) + ks * n
                 self._backoffs.pop(key, None)
                 if key in self._windows:
                     self._grow_window(key, n, now)
             elif not self._ordered:
                 failed = [records[i] for i in range(first_fail, end) if results[i] is not None]
-                acked.extend(records[i] for i in range(start, end) if results[i] is None)
+                good_records = [records[i] for i in range(start, end) if results[i] is None]
+                acked.extend(good_records)
+                done.acked_bytes += sum(len(r.data) for r in good_records) + ks * len(good_records)
                 for i in range(first_fail, end):
                     code = results[i]
                     if code is not None:
@@ -521,6 +578,7 @@ class Batcher:
             else:
                 acked.extend(records[start:first_fail])
                 good = first_fail - start
+                done.acked_bytes += sum(len(r.data) for r in records[start:first_fail]) + ks * good
                 if good:
                     # Progress was made: retry after a short delay rather than an ever-growing one.
                     self._backoffs.pop(key, None)

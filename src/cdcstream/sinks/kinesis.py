@@ -24,9 +24,10 @@ import structlog
 from cdcstream.config import TargetConfig
 from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
 from cdcstream.records import Record
+from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sinks import AckCallback, hints
-from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher
-from cdcstream.sinks.putrecords import PutRecordsClient, error_hint
+from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher, RequestLimit
+from cdcstream.sinks.putrecords import RETRIABLE_REQUEST_ERRORS, PutRecordsClient, error_hint
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
 from cdcstream.telemetry import metrics
 
@@ -47,6 +48,10 @@ MAX_PARTITION_KEY_CHARS = 256
 AGGREGATED_RECORDS_BUDGET = 1e9
 #: How often a throttling summary is logged while throttling goes on.
 THROTTLE_LOG_INTERVAL = 10.0
+#: Memory a buffered record takes besides its data and partition key (the Record object, its sequence number
+#: and commit time, its slot in the per-key queue), counted against ``max_buffered_bytes``: measured ~200 bytes
+#: (bench/README.md, "Memory per buffered record").
+RECORD_OVERHEAD = 200
 
 
 def effective_partition_key(key: str) -> str:
@@ -66,23 +71,26 @@ class KinesisSink:
         cfg: TargetConfig,
         on_ack: AckCallback,
         *,
-        start_timeout: float = 60.0,
         session: Any = None,
     ) -> None:
         self.cfg = cfg
         self._on_ack = on_ack
-        self._start_timeout = start_timeout
         self._aio_session = session
         self._batcher = Batcher(cfg.retry_base_delay, cfg.retry_max_delay, ordered=cfg.ordering == "per-key")
         self._linger = cfg.linger_ms / 1000.0
         self._max_buffered = cfg.max_buffered_records
+        self._max_bytes = cfg.max_buffered_bytes
         self._max_in_flight = cfg.max_in_flight_requests
         self.max_record_bytes = DEFAULT_MAX_RECORD_KIB * 1024
         self.max_request_bytes = MAX_REQUEST_BYTES_DEFAULT
+        self._limit = RequestLimit(MAX_RECORDS_PER_REQUEST, self.max_request_bytes, cfg.request_timeout)
         self._client: PutRecordsClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Records put and not yet acknowledged (buffered + in flight): the backpressure bound.
+        # Records put and not yet acknowledged (buffered + in flight), and their size (data + partition key +
+        # RECORD_OVERHEAD each): the backpressure bounds.
         self._outstanding = 0
+        self._outstanding_bytes = 0
+        self.acknowledged_bytes = 0  # counted the same way, in total (the byte queue's "popped")
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
@@ -103,6 +111,7 @@ class KinesisSink:
         self._m_batch = metrics.BATCH_RECORDS.labels(stream)
         self._m_retry = {r: metrics.RETRIES.labels(stream, r) for r in ("throttle", "partial", "request_error")}
         self._m_inflight = metrics.INFLIGHT_RECORDS.labels(stream)
+        self._m_connected = metrics.SINK_CONNECTED.labels(stream)
         self._m_lag = metrics.END_TO_END_LAG.labels(stream)
         self._m_throttled: dict[str, Any] = {}
         self._m_failed: dict[str, Any] = {}
@@ -113,56 +122,62 @@ class KinesisSink:
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Check the stream (exists, ACTIVE/UPDATING), read its record size limit, open the HTTP session."""
+        """Check the stream (exists, ACTIVE/UPDATING), read its record size limit, open the HTTP session.
+
+        One attempt, bounded by ``request_timeout``: :class:`SinkRetriableError` when the endpoint is unreachable,
+        answers 5xx or throttling, or the stream is not ACTIVE yet (the pipeline retries with backoff, forever,
+        as it does for connection errors once running); :class:`SinkError` for what retrying cannot fix (the
+        stream does not exist or is being deleted, access denied, no credentials)."""
+        from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
         from botocore.exceptions import BotoCoreError, ClientError
 
         cfg = self.cfg
+        where = f"stream {cfg.stream_name} in {cfg.region}{' at ' + cfg.endpoint_url if cfg.endpoint_url else ''}"
         session = self._aio_session or get_session()
         credentials = await session.get_credentials()
         if credentials is None:
             raise SinkError(f"stream {cfg.stream_name}: {hints.no_credentials(cfg.endpoint_url)}")
-        deadline = time.monotonic() + self._start_timeout
-        status = "?"
-        summary: dict[str, Any] = {}
-        async with session.create_client("kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url) as kc:
-            while True:
-                try:
-                    resp = await kc.describe_stream_summary(StreamName=cfg.stream_name)
-                    summary = resp["StreamDescriptionSummary"]
-                    status = summary.get("StreamStatus", "?")
-                    if status in ("ACTIVE", "UPDATING"):
-                        break
-                    if status == "DELETING":
-                        raise SinkError(f"Kinesis stream {cfg.stream_name} is being deleted")
-                except ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code", "?")
-                    if code == "ResourceNotFoundException":
-                        raise SinkError(
-                            str(hints.missing_stream(cfg.stream_name, cfg.region, cfg.endpoint_url))
-                        ) from None
-                    if code in ("LimitExceededException", "ThrottlingException") or code.startswith("5"):
-                        status = f"error {code}"
-                    else:
-                        raise SinkError(
-                            f"DescribeStreamSummary on stream {cfg.stream_name} failed: {code}: {exc} -- "
-                            f"{error_hint(code)}"
-                        ) from None
-                except BotoCoreError as exc:
-                    status = f"unreachable ({exc})"
-                if time.monotonic() >= deadline:
-                    raise SinkError(
-                        f"Kinesis stream {cfg.stream_name} not usable after {self._start_timeout:.0f} s "
-                        f"(last status: {status}); it must be ACTIVE or UPDATING"
+        # One try per call (the caller's backoff retries), each bounded: botocore's defaults (60 s connect
+        # timeout, several retries) would leave the log silent for minutes while the endpoint is unreachable.
+        config = AioConfig(
+            connect_timeout=min(10.0, cfg.request_timeout),
+            read_timeout=cfg.request_timeout,
+            retries={"max_attempts": 1},
+        )
+        async with session.create_client(
+            "kinesis", region_name=cfg.region, endpoint_url=cfg.endpoint_url, config=config
+        ) as kc:
+            try:
+                summary: dict[str, Any] = (await kc.describe_stream_summary(StreamName=cfg.stream_name))[
+                    "StreamDescriptionSummary"
+                ]
+                status = summary.get("StreamStatus", "?")
+                if status == "DELETING":
+                    raise SinkError(f"Kinesis stream {cfg.stream_name} is being deleted")
+                if status not in ("ACTIVE", "UPDATING"):
+                    raise SinkRetriableError(f"Kinesis {where} is {status}, not ACTIVE yet")
+                if cfg.shard_rate_limit:
+                    shard_map = await self._read_shard_map(kc)
+                    # Aggregated records are few and large: only the byte budget binds.
+                    per_second = AGGREGATED_RECORDS_BUDGET if cfg.aggregation else cfg.shard_records_per_second
+                    self._batcher.limiter = ShardLimiter(
+                        shard_map, per_second, cfg.shard_bytes_per_second, time.monotonic()
                     )
-                await asyncio.sleep(1.0)
-            if cfg.shard_rate_limit:
-                shard_map = await self._read_shard_map(kc)
-                # Aggregated records are few and large: only the byte budget binds.
-                records_per_second = AGGREGATED_RECORDS_BUDGET if cfg.aggregation else cfg.shard_records_per_second
-                self._batcher.limiter = ShardLimiter(
-                    shard_map, records_per_second, cfg.shard_bytes_per_second, time.monotonic()
-                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "?")
+                http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                call = exc.operation_name
+                if code == "ResourceNotFoundException":
+                    raise SinkError(str(hints.missing_stream(cfg.stream_name, cfg.region, cfg.endpoint_url))) from None
+                if code in RETRIABLE_REQUEST_ERRORS or http_status >= 500 or http_status == 429:
+                    raise SinkRetriableError(f"Kinesis {where}: {call} answered {code}") from None
+                raise SinkError(
+                    f"{call} on stream {cfg.stream_name} failed: {code}: {exc} -- {error_hint(code)}"
+                ) from None
+            except BotoCoreError as exc:
+                raise SinkRetriableError(f"Kinesis endpoint for {where} unreachable: {exc}") from None
+        self._m_connected.set(1)
         kib = summary.get("MaxRecordSizeInKiB") or DEFAULT_MAX_RECORD_KIB
         self.max_record_bytes = int(kib) * 1024
         self.max_request_bytes = (
@@ -180,6 +195,7 @@ class KinesisSink:
             self._client.aggregate_max_bytes = self.max_record_bytes
             # protobuf framing costs a few bytes per record more than a repeated partition key saves
             self.max_request_bytes -= MAX_RECORDS_PER_REQUEST * 16
+        self._limit = RequestLimit(MAX_RECORDS_PER_REQUEST, self.max_request_bytes, cfg.request_timeout)
         log.info(
             "kinesis sink started",
             stream=cfg.stream_name,
@@ -228,11 +244,7 @@ class KinesisSink:
     async def close(self) -> None:
         """Stop: cancel in-flight requests (their records stay unacknowledged) and close the HTTP session."""
         self._closed = True
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         self._wake.set()
         self._space.set()
         if self._client is not None:
@@ -240,8 +252,9 @@ class KinesisSink:
 
     # --- input ----------------------------------------------------------------------------------------------
     async def _wait_space(self) -> None:
-        """Wait while ``max_buffered_records`` records are unacknowledged (raises a fatal error instead)."""
-        while self._outstanding >= self._max_buffered:
+        """Wait while ``max_buffered_records`` records or ``max_buffered_bytes`` are unacknowledged (raises a
+        fatal error instead)."""
+        while self._outstanding >= self._max_buffered or self._outstanding_bytes >= self._max_bytes:
             if self._fatal is not None:
                 raise self._fatal
             if self._closed:
@@ -253,7 +266,10 @@ class KinesisSink:
 
     @property
     def room(self) -> int:
-        """Records :meth:`put_many` queues now without waiting for buffer space."""
+        """Records :meth:`put_many` queues now without waiting for buffer space (by the record bound; the byte
+        bound may stop it earlier, and then it waits)."""
+        if self._outstanding_bytes >= self._max_bytes:
+            return 0
         return max(0, self._max_buffered - self._outstanding)
 
     async def put_many(self, records: Sequence[Record], start: int, stop: int) -> int:
@@ -262,12 +278,13 @@ class KinesisSink:
         await self._wait_space()
         add = self._batcher.add
         max_buffered = self._max_buffered
+        max_bytes = self._max_bytes
         max_record = self.max_record_bytes
         now = time.monotonic()
         new_keys = False
         i = start
         while i < stop:
-            if self._outstanding >= max_buffered:
+            if self._outstanding >= max_buffered or self._outstanding_bytes >= max_bytes:
                 self._wake_if_due(new_keys, now)  # the run loop must send for space to come
                 new_keys = False
                 await self._wait_space()
@@ -280,6 +297,7 @@ class KinesisSink:
             if size > max_record:
                 break  # put() raises OversizeRecordError with the details (the caller puts it alone)
             self._outstanding += 1
+            self._outstanding_bytes += size + RECORD_OVERHEAD
             if add(key, record, now, size):
                 new_keys = True
             self._puts_since_scan += 1
@@ -294,9 +312,10 @@ class KinesisSink:
         # Wake the run loop only when it may have something new to do: a full request's worth arrived, or a
         # new key whose linger deadline is earlier than the loop's own timer. Waking on every put would make
         # each put rescan the pending records.
+        limit = self._limit
         if (
-            self._puts_since_scan >= MAX_RECORDS_PER_REQUEST
-            or self._bytes_since_scan >= self.max_request_bytes
+            self._puts_since_scan >= limit.records
+            or self._bytes_since_scan >= limit.bytes
             or (new_key and now + self._linger < self._timer_at)
         ):
             self._wake.set()
@@ -323,6 +342,7 @@ class KinesisSink:
             raise SinkError("KinesisSink.run() called before start()")
         batcher = self._batcher
         linger = self._linger
+        limit = self._limit
         loop = asyncio.get_running_loop()
         refresher = asyncio.create_task(self._refresh_shard_map()) if batcher.limiter is not None else None
         try:
@@ -333,7 +353,7 @@ class KinesisSink:
                 self._puts_since_scan = 0
                 self._bytes_since_scan = 0
                 while len(self._tasks) < self._max_in_flight:
-                    batch = batcher.take_batch(now, MAX_RECORDS_PER_REQUEST, self.max_request_bytes, linger)
+                    batch = batcher.take_batch(now, limit.records, limit.bytes, linger)
                     if batch is None:
                         break
                     self._launch(batch)
@@ -392,6 +412,18 @@ class KinesisSink:
             now = time.monotonic()
             self._m_lat["error"].observe(now - t0)
             self._m_inflight.dec(n)
+            if exc.ambiguous:  # no answer at all
+                self._m_connected.set(0)
+            if exc.timed_out and self._limit.timed_out(batch):
+                log.warning(
+                    "kinesis requests time out: sending smaller ones",
+                    stream=self.cfg.stream_name,
+                    timed_out_records=n,
+                    timed_out_bytes=batch.nbytes,
+                    max_records=self._limit.records,
+                    max_bytes=self._limit.bytes,
+                    request_timeout=self.cfg.request_timeout,
+                )
             # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
             # further request_timeout, so a late original lands before the resend, never after newer records.
             self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
@@ -415,6 +447,15 @@ class KinesisSink:
             return
         now = time.monotonic()
         self._m_inflight.dec(n)
+        self._m_connected.set(1)
+        if self._limit.answered(batch, now - t0):
+            log.info(
+                "kinesis requests answered quickly: sending larger ones"
+                + ("" if self._limit.shrunk else " (full size again)"),
+                stream=self.cfg.stream_name,
+                max_records=self._limit.records,
+                max_bytes=self._limit.bytes,
+            )
         done = self._batcher.complete(batch, result.codes, now, result.messages)
         acked = done.acked
         self._m_lat["ok" if result.codes is None else "partial"].observe(now - t0)
@@ -437,7 +478,10 @@ class KinesisSink:
                 self._fail(exc)
                 return
             self._outstanding -= len(acked)
-            if self._outstanding < self._max_buffered:
+            freed = done.acked_bytes + RECORD_OVERHEAD * len(acked)
+            self._outstanding_bytes -= freed
+            self.acknowledged_bytes += freed
+            if self._outstanding < self._max_buffered and self._outstanding_bytes < self._max_bytes:
                 self._space.set()
             if self._outstanding == 0:
                 self._empty.set()
@@ -516,6 +560,11 @@ class KinesisSink:
     def outstanding(self) -> int:
         """Records put and not yet acknowledged."""
         return self._outstanding
+
+    @property
+    def outstanding_bytes(self) -> int:
+        """Their size as counted against ``max_buffered_bytes`` (data + partition key + RECORD_OVERHEAD each)."""
+        return self._outstanding_bytes
 
     @property
     def in_flight_requests(self) -> int:

@@ -204,7 +204,7 @@ class PutRecordsClient:
                 raw = await resp.read()
         except TimeoutError as exc:
             raise SinkRetriableError(
-                f"PutRecords to stream {self.stream_name} timed out after {self._timeout.total} s", ambiguous=True
+                f"PutRecords to stream {self.stream_name} timed out after {self._timeout.total} s", timed_out=True
             ) from exc
         except aiohttp.ClientError as exc:
             # A connection lost after the request was sent leaves its outcome unknown, like a timeout.

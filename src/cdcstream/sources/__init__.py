@@ -15,7 +15,7 @@ or reconnect loop, which the systemd watchdog uses to tell an idle source from a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from cdcstream.changes import Item
@@ -31,7 +31,7 @@ class Source(Protocol):
         file written before owners were recorded, which the source adopts only when the server proves it fits.
         A checkpoint that does not belong to the server (or slot) raises :class:`SourceError`, never a skip."""
 
-    def changes(self) -> AsyncIterator[Sequence[Item]]:
+    def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         """Batches of changes and markers in commit order, forever (until :meth:`close`)."""
 
     async def ack(self, checkpoint: dict[str, Any]) -> None:

@@ -50,5 +50,12 @@ class SourceBase:
         self._m_transactions = metrics.SOURCE_TRANSACTIONS.labels(label)
         self._m_ddl_skipped = metrics.SOURCE_DDL_SKIPPED.labels(label)
         self._m_lag = metrics.SOURCE_LAG_SECONDS.labels(label)
+        #: Now minus the commit time of the newest change read, when it was read (0 after a heartbeat or an idle
+        #: position: caught up); the pipeline's delivery lag is never below it.
+        self.read_lag = 0.0
         self._m_last_event = metrics.SOURCE_LAST_EVENT_TIMESTAMP.labels(label)
         self._m_commit_ts = metrics.SOURCE_COMMIT_TIMESTAMP.labels(label)
+
+    def _set_read_lag(self, seconds: float) -> None:
+        self.read_lag = seconds
+        self._m_lag.set(seconds)

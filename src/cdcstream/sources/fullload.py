@@ -42,7 +42,6 @@ rendered exactly as CDC renders the same values (the load-vs-insert test holds P
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import time
@@ -57,6 +56,7 @@ from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, RawRows
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
 from cdcstream.mapping.rules import ParallelLoad
+from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -497,11 +497,7 @@ class FullLoad:
                 seconds=round(time.monotonic() - self._started, 1),
             )
         finally:
-            for task in (*workers, progress_task):
-                task.cancel()
-            for task in (*workers, progress_task):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait([*workers, progress_task])
             await self.engine.close()
 
     def _table_loaded(self, progress: _TableProgress) -> None:

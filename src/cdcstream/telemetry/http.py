@@ -54,7 +54,8 @@ class HttpServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
         app.router.add_post("/reload", self._reload_handler)
-        self._runner = web.AppRunner(app, access_log=None)
+        # A stop waits at most this long for requests being answered (all of them short), not aiohttp's 60 s.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         try:

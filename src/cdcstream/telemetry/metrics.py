@@ -46,7 +46,15 @@ SOURCE_DDL_SKIPPED = Counter(
 )
 SOURCE_LAG_SECONDS = Gauge(
     "cdcstream_source_lag_seconds",
-    "Now minus the commit time of the newest change or heartbeat read (about 0 when idle with heartbeats).",
+    "Read lag: now minus the commit time of the newest change read, when it was read (0 after a heartbeat). "
+    "It says nothing about delivery: see cdcstream_delivery_lag_seconds.",
+    ["source"],
+)
+# Read at scrape time from the pipeline's watermark (Pipeline._delivery_lag): what the lag alerts and /readyz use.
+DELIVERY_LAG_SECONDS = Gauge(
+    "cdcstream_delivery_lag_seconds",
+    "Delivery lag: now minus the commit time of the oldest change read and not yet acknowledged by Kinesis "
+    "(for full-load rows, the time they were read); the read lag when every change read is acknowledged.",
     ["source"],
 )
 SOURCE_LAST_EVENT_TIMESTAMP = Gauge(
@@ -125,6 +133,13 @@ CONTROL_REQUESTS = Counter(
 CONTROL_OUTCOMES = ("accepted", "refused", "denied")
 
 # --- sink ---------------------------------------------------------------------------------------------------
+SINK_CONNECTED = Gauge(
+    "cdcstream_sink_connected",
+    "1 while Kinesis answers (the stream was described at start, and the last request got an answer, even an "
+    "error); 0 while the daemon waits for it at start or its requests fail without one (connection errors, "
+    "timeouts).",
+    ["stream"],
+)
 RECORDS_SENT = Counter("cdcstream_records_sent", "Records accepted by Kinesis.", ["stream"])
 RECORD_BYTES_SENT = Counter(
     "cdcstream_record_bytes_sent", "Payload bytes (data + partition key) accepted by Kinesis.", ["stream"]
@@ -245,6 +260,7 @@ def precreate(*, source: str, source_kind: str, stream: str) -> None:
     for h in (BATCH_RECORDS, END_TO_END_LAG):
         h.labels(stream)
     INFLIGHT_RECORDS.labels(stream)
+    SINK_CONNECTED.labels(stream)
     for outcome in ("ok", "partial", "error"):
         PUT_LATENCY.labels(stream, outcome)
     for reason in ("throttle", "partial", "request_error"):

@@ -49,7 +49,8 @@ class LagProbe:
     async def probe_once(self) -> None:
         """One measurement; errors are logged and counted, never raised."""
         try:
-            values = await asyncio.wait_for(self._probe(), timeout=max(5.0, self.interval))
+            async with asyncio.timeout(max(5.0, self.interval)):  # not wait_for: see runtime/stopping.py
+                values = await self._probe()
         except Exception as exc:  # a probe is best effort: the pipeline keeps streaming without it
             self._failures += 1
             metrics.ERRORS.labels("probing", type(exc).__name__).inc()

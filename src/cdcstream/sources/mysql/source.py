@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pymysql
@@ -482,7 +482,7 @@ class MySQLSource(SourceBase):
         self._m_connected.set(1)
 
     # ------------------------------------------------------------------------------------------------------
-    async def changes(self) -> AsyncIterator[Sequence[Item]]:
+    async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         if not self._started:
             raise SourceError("MySQLSource.changes() called before start()")
         if self._load is not None:
@@ -763,10 +763,10 @@ class MySQLSource(SourceBase):
                     self._resume = item.checkpoint
                     break
         if batch.last_commit_epoch is not None and batch.items:
-            self._m_lag.set(max(0.0, now - batch.last_commit_epoch))
+            self._set_read_lag(max(0.0, now - batch.last_commit_epoch))
             self._m_commit_ts.set(batch.last_commit_epoch)
         elif batch.heartbeat:
-            self._m_lag.set(0)
+            self._set_read_lag(0)
 
     # ------------------------------------------------------------------------------------------------------
     async def ack(self, checkpoint: dict[str, Any]) -> None:

@@ -131,7 +131,10 @@ class ReplicationConnection:
     async def connect(self) -> None:
         """Non-blocking libpq connect (``connect_start``/``connect_poll`` driven by the event loop)."""
         try:
-            await asyncio.wait_for(self._connect(), self._connect_timeout)
+            # asyncio.timeout, never wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # coincides with the inner result, and a stop signal would then be ignored.
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connect()
         except TimeoutError:
             self._finish()
             raise SourceConnectionError(f"replication connection timed out after {self._connect_timeout:g} s") from None
@@ -156,7 +159,9 @@ class ReplicationConnection:
         return classify_connect_failure(msg, "cannot connect to PostgreSQL for replication")
 
     async def _wait_fd(self, fd: int, *, writable: bool = False, max_wait: float | None = None) -> bool:
-        """Wait until ``fd`` is readable/writable; False on timeout."""
+        """Wait until ``fd`` is readable/writable; False on timeout (at once for ``max_wait`` <= 0)."""
+        if max_wait is not None and max_wait <= 0:
+            return False
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
@@ -170,11 +175,9 @@ class ReplicationConnection:
         if not writable:
             self._reader_waiter = fut
         try:
-            if max_wait is None:
-                await fut
-                return True
             try:
-                await asyncio.wait_for(fut, max_wait)
+                async with asyncio.timeout(max_wait):  # None: no limit
+                    await fut
             except TimeoutError:
                 return False
             return True

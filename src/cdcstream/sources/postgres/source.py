@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +35,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.mapping.rules import MappingRules, ParallelLoad
+from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
@@ -600,7 +601,7 @@ class PostgresSource(SourceBase):
     # ------------------------------------------------------------------------------------------------------
     # changes
     # ------------------------------------------------------------------------------------------------------
-    async def changes(self) -> AsyncIterator[Sequence[Item]]:
+    async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         if not self._started:
             raise SourceError("PostgresSource.changes() called before start()")
         if self._load is not None:
@@ -912,12 +913,12 @@ class PostgresSource(SourceBase):
             self._m_transactions.inc(decoder.transactions)
             decoder.transactions = 0
             if decoder.last_commit_epoch is not None:
-                self._m_lag.set(max(0.0, now - decoder.last_commit_epoch))
+                self._set_read_lag(max(0.0, now - decoder.last_commit_epoch))
                 self._m_commit_ts.set(decoder.last_commit_epoch)
         if items:
             last = items[-1]
             if isinstance(last, Marker) and not last.transaction:
-                self._m_lag.set(0)
+                self._set_read_lag(0)
 
     # ------------------------------------------------------------------------------------------------------
     # acknowledgements and status updates
@@ -1021,17 +1022,14 @@ class PostgresSource(SourceBase):
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            # Shutting down: the tasks' own errors were logged when they happened.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Shutting down: the tasks' own errors were logged when they happened.
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self._repl is not None:
             if self._repl.streaming:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._send_status(), 2)
+                    async with asyncio.timeout(2):
+                        await self._send_status()
             self._repl.close()
             self._repl = None
         if self._conn is not None:
