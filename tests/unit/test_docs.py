@@ -28,6 +28,11 @@ _CODE_SUFFIXES = {".py", ".toml", ".yml", ".yaml", ".json", ".service", ".md", "
 _DOCS_POINTER = re.compile(r'docs/([a-z0-9-]+\.md)(?:#([\w-]+))?(?:, "([^"\n]+)")?')
 # README, "Heading" (also README "Heading", README.md, "Heading"); bench/README.md, "Section" for the benchmark log
 _README_POINTER = re.compile(r'(bench/)?README(?:\.md)?,? "([^"\n]+)"')
+# A file of the repository named by its path, from the top or inside the package (sources/, sinks/, ...).
+_PATH = re.compile(
+    r"(?<![\w/.-])((?:src|tests|bench|deploy|config|scripts|docs|sources|sinks|mapping|checkpoints|telemetry|runtime)"
+    r"/(?:[\w@.-]+/)*[\w@-]+\.(?:py|md|toml|ya?ml|json|service|js))\b"
+)
 # Documents, trackers and sections that exist outside the repository only.
 _ELSEWHERE = re.compile(r"\bDESIGN\.md|\b(?:env|dms|peers|style_ops)\.md\b|§|\b[Ii]ssues? \d+")
 
@@ -103,6 +108,17 @@ def test_pointers_from_the_code_into_the_docs_resolve() -> None:
             if heading not in (bench_log if bench else readme):  # the log's sections are bold paragraph leads
                 broken.append(f"{where}: {m.group()}: no such section")
     assert not broken, "\n".join(broken)
+
+
+def test_every_file_path_named_in_the_code_and_docs_exists() -> None:
+    missing = [
+        f"{path.relative_to(ROOT)}:{n}: {m.group(1)}"
+        for path in [*_code_files(), *CHECKED]
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        for m in _PATH.finditer(line)
+        if not (ROOT / m.group(1)).exists() and not (ROOT / "src" / "cdcstream" / m.group(1)).exists()
+    ]
+    assert not missing, "no such file or directory:\n" + "\n".join(missing)
 
 
 def test_nothing_points_at_documents_outside_the_repository() -> None:
