@@ -1,10 +1,10 @@
 """Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``, ``healthcheck``,
 ``adopt-checkpoint``.
 
-Exit codes (docs/troubleshooting.md, "Exit codes"): 0 ok / stopped cleanly; 1 a failed check, no answer from the daemon,
-or an unexpected error; 2 invalid command line, configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis
-error; 6 checkpoint error; 130 second signal (immediate exit, still at-least-once). Every failure reaches the user as a
-message with its fix, never as a traceback.
+Exit codes (docs/troubleshooting.md): 0 ok / stopped cleanly; 1 a failed check, no answer from the daemon, or an
+unexpected error; 2 invalid command line, configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis
+error; 6 checkpoint error; 130 second signal (immediate exit, still at-least-once). Every failure reaches the user
+as a message with its fix, never as a traceback.
 """
 
 from __future__ import annotations

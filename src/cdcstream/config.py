@@ -249,9 +249,9 @@ class TargetConfig(_Section):
     message_format: Literal["json", "json-unformatted"] = "json"
     include_null_and_empty: bool = False
     no_hex_prefix: bool = False
-    # DMS KinesisSettings (docs/record-format.md, "Endpoint settings"). transaction-id and stream-position are always
-    # written; include_transaction_details adds transaction-record-id, prev-transaction-id, prev-transaction-record-id
-    # and commit-timestamp.
+    # DMS KinesisSettings (docs/record-format.md). transaction-id and stream-position are always written;
+    # include_transaction_details adds transaction-record-id, prev-transaction-id, prev-transaction-record-id and
+    # commit-timestamp.
     include_transaction_details: bool = False
     include_partition_value: bool = False
     partition_include_schema_table: bool = False
@@ -272,9 +272,9 @@ class TargetConfig(_Section):
     # The same bound in bytes (data + partition key + ~200 bytes of bookkeeping per record), which is what
     # memory follows: the source stalls when either is reached. At least 1 MiB (one record of any size fits).
     max_buffered_bytes: Annotated[int, Field(ge=1_048_576, le=68_719_476_736)] = 268_435_456
-    # per-key: a partition key's changes reach the stream in commit order (its last occurrences;
-    # docs/delivery-guarantees.md, "Per-key order"). none: only rejected entries are resent, so a key may be
-    # reordered; for consumers that order by stream-position themselves. Fewer duplicates, more throughput on hot keys.
+    # per-key: a partition key's changes reach the stream in commit order (its last occurrences; see
+    # docs/delivery-guarantees.md). none: only rejected entries are resent, so a key may be reordered; for
+    # consumers that order by stream-position themselves. Fewer duplicates, more throughput on hot keys.
     ordering: Literal["per-key", "none"] = "per-key"
     # A record over the stream's maximum record size: "fail" stops the pipeline (nothing after it is
     # checkpointed); "dead-letter" writes it to <state_dir>/<task_id>.dead-letter.jsonl and sends a small

@@ -1,11 +1,11 @@
 """CDC values and event forms against a private MariaDB, with the server as the oracle.
 
-Each test writes values, reads them back from the server (``CAST(... AS CHAR)``, ``HEX()``, or the column as a utf8mb4
-client receives it) and compares with what cdcstream's binlog decoder made of the row events. Covered here: what a
-client library's binlog decoding got wrong (BINARY padding, negative TIME fractions, dates the calendar cannot hold,
-MariaDB UUID/INET4/INET6, every character set), MariaDB's COMPRESSED columns and compressed binlog events, generated
-columns, partial row images and statement-based DML from sessions that set them (and the global values changed while
-streaming). The full type matrix for CDC and load records is tests/integration/test_mysql_oracle.py.
+Each test writes values, reads them back from the server (``CAST(... AS CHAR)``, ``HEX()``, or the column as a
+utf8mb4 client receives it) and compares with what cdcstream's binlog decoder made of the row events. Covered
+here: what was once rendered wrong (BINARY padding, negative TIME fractions, dates the calendar cannot hold, MariaDB
+UUID/INET4/INET6, every character set), MariaDB's COMPRESSED columns and compressed binlog events, generated
+columns, partial row images and statement-based DML from sessions that set them (and the global values changed
+while streaming). The full type matrix for CDC and load records is tests/integration/test_mysql_oracle.py.
 """
 
 from __future__ import annotations

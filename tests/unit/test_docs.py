@@ -1,7 +1,8 @@
-"""The documentation holds together: every relative link and ``#anchor`` in the README, ``docs/``, CONTRIBUTING
-and the changelog resolves (with the code host's heading-anchor rules), every page of ``docs/`` is reachable from
-the README, every pointer from the code into the documentation names a page and heading that exist, nothing points
-at documents that are not in the repository, and the configuration page names every key."""
+"""The documentation holds together: every relative link and ``#anchor`` in the README, ``docs/``, CONTRIBUTING,
+the changelog and the benchmark log resolves (with the code host's heading-anchor rules), every page of ``docs/`` is
+reachable from the README, every pointer from the code into the documentation names a page and heading that exist,
+every file path named in code or docs exists, nothing points at documents that are not in the repository, and the
+configuration page names every key."""
 
 from __future__ import annotations
 

@@ -18,13 +18,13 @@ Two parts:
   thread and is queued *after* the items read before it; the source decides whether to reconnect (from the last
   marker it yielded) or stop.
 
-What the binlog may carry besides complete FULL row images, and what happens (docs/mysql.md, "What the binlog may
-carry"): compressed events (MariaDB ``log_bin_compress``, MySQL ``binlog_transaction_compression``) are decompressed;
-partial row images (a session's ``binlog_row_image = MINIMAL``/``NOBLOB``) become records whose missing columns are
-filled from the before image where it has them and otherwise listed in ``metadata.unchanged-columns``; partial JSON
-updates are applied to the before image; a data change logged as a *statement* (a session's ``binlog_format =
-STATEMENT``/``MIXED``) on a captured table cannot be captured and stops the reader; so do the rows of an XA transaction
-(logged at XA PREPARE, before it is known whether they commit).
+What the binlog may carry besides complete FULL row images, and what happens (docs/mysql.md):
+compressed events (MariaDB ``log_bin_compress``, MySQL ``binlog_transaction_compression``) are decompressed;
+partial row images (a session's ``binlog_row_image = MINIMAL``/``NOBLOB``) become records whose missing columns
+are filled from the before image where it has them and otherwise listed in ``metadata.unchanged-columns``;
+partial JSON updates are applied to the before image; a data change logged as a *statement* (a session's
+``binlog_format = STATEMENT``/``MIXED``) on a captured table cannot be captured and stops the reader; so do the
+rows of an XA transaction (logged at XA PREPARE, before it is known whether they commit).
 
 MariaDB traps handled here: MariaDB writes no ``BEGIN`` (its GTID event opens a
 transaction; flag ``FL_STANDALONE`` marks DDL); ROTATE events arrive twice after ``FLUSH BINARY LOGS`` plus a

@@ -1,12 +1,12 @@
 """MySQL/MariaDB's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions, keyset reads.
 
-Consistency (the mydumper approach, docs/full-load.md, "Consistency (MySQL / MariaDB)"): every session connects first;
-then a control connection takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION
-WITH CONSISTENT SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
-``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB / ``@@gtid_executed``
-on MySQL) and ``UNLOCK TABLES``. All sessions then see exactly the transactions committed before that position, and CDC
-streams from it. Writes are blocked only while the snapshots open (measured and logged as ``lock_seconds``).
-
+Consistency (the mydumper approach, docs/full-load.md): every session connects first; then a control connection
+takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
+SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
+``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
+``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
+exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
+the snapshots open (measured and logged as ``lock_seconds``).
 Without RELOAD (managed servers) the lock fails with a privilege error and the engine falls back, logging which
 path it took: on MariaDB each session's snapshot reports its exact binlog position (``SHOW STATUS LIKE
 'binlog_snapshot_%'``) and the earliest becomes the CDC start; on MySQL the position is read *before* the

@@ -9,10 +9,10 @@ it yielded (a transaction end), so a dropped connection or a server restart yiel
 gap. MySQL has no upstream acknowledgement (the binlog is retained by time, not by consumers), so :meth:`ack`
 only records the position for ``/status``.
 
-Positions (docs/mysql.md, "Positions and resume"): checkpoint ``{"file", "pos", "gtid"}`` — the binlog file and the
-offset after the transaction's last event, plus the server's GTID state after it (MariaDB ``domain-server-seq`` list,
-MySQL GTID set). ``stream-position`` is ``<file>:<start offset, 12 digits>.<record, 10 digits>``, which sorts in commit
-order as a string as long as the binlog base name stays the same (the numeric suffix is fixed width).
+Positions (docs/mysql.md): checkpoint ``{"file", "pos", "gtid"}`` — the binlog file and the offset
+after the transaction's last event, plus the server's GTID state after it (MariaDB ``domain-server-seq`` list,
+MySQL GTID set). ``stream-position`` is ``<file>:<start offset, 12 digits>.<record, 10 digits>``, which sorts in
+commit order as a string as long as the binlog base name stays the same (the numeric suffix is fixed width).
 """
 
 from __future__ import annotations

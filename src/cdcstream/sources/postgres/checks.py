@@ -211,8 +211,8 @@ SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronames
 async def _new_tables_check(
     conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, *, installed: bool
 ) -> CheckResult:
-    """How a table created while CDC runs gets into the publication (docs/postgresql.md, "New tables"), or that
-    it does not (then the daemon names each one when it appears, and its changes are missed until it is added)."""
+    """How a table created while CDC runs gets into the publication (docs/postgresql.md), or that it does not
+    (then the daemon names each one when it appears, and its changes are missed until it is added)."""
     pub = await _one(
         conn,
         "SELECT puballtables, pg_has_role(current_user, pubowner, 'USAGE') FROM pg_publication WHERE pubname = %s",
