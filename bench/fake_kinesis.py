@@ -1,5 +1,5 @@
 """A minimal, fast Kinesis-API endpoint for benchmarking the sink (the real emulators are 5-10x slower than the
-client, reference/env.md §6c). It stores nothing: PutRecords answers every entry with a fake shard id and
+client). It stores nothing: PutRecords answers every entry with a fake shard id and
 sequence number (optionally failing a fraction of entries with ProvisionedThroughputExceededException);
 DescribeStreamSummary, ListShards and CreateStream answer with a canned ACTIVE stream of ``--shards`` shards
 (uniform hash-key ranges). With ``--shard-limit R`` each shard accepts at most R records per second (a token

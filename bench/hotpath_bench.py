@@ -1,8 +1,9 @@
 """CPU cost per row of the hot path without I/O: pgoutput decoding, mapping + JSON serialisation, batching
 (one key; a key per record as in a full load, with and without per-shard budgets).
 
-Frames are captured once from a private PostgreSQL 15 (a 10-column table, 1000 INSERTs and 1000 UPDATEs, the
-layout of reference/env.md §6a), then each stage runs over them repeatedly in this process.
+Frames are captured once from a private PostgreSQL 15 (a 10-column table: bigint key, text, int, numeric,
+timestamptz, bool, jsonb, text, float8, uuid; 1000 INSERTs and 1000 UPDATEs), then each stage runs over them
+repeatedly in this process.
 
     python bench/hotpath_bench.py [--repeat 20]
 """

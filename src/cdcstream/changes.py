@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 class Op(StrEnum):
     """Kinds of change. The first four are data records; the rest become control records.
 
-    The values of the schema-change kinds are the DMS control operation names (reference dms.md §5.3).
+    The values of the schema-change kinds are the DMS control operation names (as DMS's
+    IncludeTableAlterOperations writes them).
     """
 
     LOAD = "load"

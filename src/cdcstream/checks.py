@@ -31,7 +31,7 @@ async def _stream_checks(cfg: Config) -> list[CheckResult]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     t = cfg.target
-    grant = 'grant it on the stream (README, "Kinesis permissions")'
+    grant = 'grant it on the stream (docs/configuration.md, "Kinesis permissions")'
     session = get_session()
     results: list[CheckResult] = []
     if await session.get_credentials() is None:

@@ -1,7 +1,7 @@
 """Command line: ``run``, ``check``, ``tail``, ``status``, ``reload``, ``print-config``, ``setup``, ``healthcheck``,
 ``adopt-checkpoint``.
 
-Exit codes (README, "Exit codes"): 0 ok / stopped cleanly; 1 a failed check, no answer from the daemon, or an
+Exit codes (docs/troubleshooting.md): 0 ok / stopped cleanly; 1 a failed check, no answer from the daemon, or an
 unexpected error; 2 invalid command line, configuration or mapping; 3 source error; 4 mapping error; 5 Kinesis
 error; 6 checkpoint error; 130 second signal (immediate exit, still at-least-once). Every failure reaches the user
 as a message with its fix, never as a traceback.
@@ -28,17 +28,20 @@ from cdcstream.telemetry.logging import configure as configure_logging
 log = structlog.get_logger(__name__)
 
 
-#: Where each command is documented (README sections; the same text is in README.md of the source tree).
+#: Where the documentation is published: README.md and docs/ of the source tree.
 DOCS = "https://github.com/cdcstream/cdcstream"
 
 
-def _sub(sub: Any, name: str, summary: str, description: str, section: str, anchor: str) -> argparse.ArgumentParser:
-    """One subcommand: ``summary`` in the command list, ``description`` and the docs pointer in its --help."""
+def _sub(sub: Any, name: str, summary: str, description: str, section: str, doc: str) -> argparse.ArgumentParser:
+    """One subcommand: ``summary`` in the command list, ``description`` and the docs pointer in its --help.
+    ``doc`` is the page of docs/ and the anchor of ``section`` on it (``page.md#anchor``)."""
+    page = doc.partition("#")[0]
     return sub.add_parser(  # type: ignore[no-any-return]
         name,
         help=summary,
         description=description,
-        epilog=f'Documentation: README, "{section}" ({DOCS}#{anchor}). Exit codes: README, "Exit codes".',
+        epilog=f'Documentation: docs/{page}, "{section}" ({DOCS}/blob/HEAD/docs/{doc}). '
+        'Exit codes: docs/troubleshooting.md, "Exit codes".',
     )
 
 
@@ -69,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="cdcstream",
         description="Change data capture from PostgreSQL and MySQL/MariaDB to Amazon Kinesis, in AWS DMS's record "
         "format.",
-        epilog=f"`cdcstream COMMAND --help` describes each command. Documentation: README ({DOCS}).",
+        epilog=f"`cdcstream COMMAND --help` describes each command. Documentation: README.md and docs/ ({DOCS}).",
     )
     p.add_argument("--version", action="version", version=f"cdcstream {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
             "Stream committed changes to the Kinesis stream until SIGTERM/SIGINT (drain in-flight records, write "
             "the checkpoint, exit 0). Retriable problems are retried with backoff; others stop it with an exit "
             "code and the fix.",
-            "Running it",
-            "running-it",
+            "Stopping",
+            "operations.md#stopping",
         )
     )
     _config_arg(
@@ -93,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
             "Check every prerequisite one by one (config and mapping, source settings and privileges, slot or "
             "binlog position against the stored checkpoint, tables and rules, stream and permissions): OK, WARN "
             "or FAIL, with the fix. Exit 0 when nothing failed, 1 otherwise.",
-            "Running it",
-            "running-it",
+            "check says what run will do",
+            "troubleshooting.md#check-says-what-run-will-do",
         )
     )
     _config_arg(
@@ -104,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
             "print the stored checkpoint and, if the daemon runs, its /status",
             "Print the stored checkpoint and, when the daemon answers on [http] listen, its /status, as JSON.",
             "Endpoints",
-            "endpoints",
+            "operations.md#endpoints",
         )
     )
     _config_arg(
@@ -115,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
             "Validate the configuration (file and CDCSTREAM_<SECTION>__<KEY> environment overrides) and print it "
             "as JSON with every default filled in and secrets redacted.",
             "Configuration",
-            "configuration",
+            "configuration.md#configuration",
         )
     )
     _config_arg(
@@ -127,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
             "keeping the position: after a deliberate change of those, or for a file an older cdcstream wrote. "
             "The daemon must be stopped; the server checks still run at its next start.",
             "Checkpoints",
-            "checkpoints",
+            "delivery-guarantees.md#checkpoints",
         )
     )
     rp = _sub(
@@ -136,8 +139,8 @@ def _parser() -> argparse.ArgumentParser:
         "re-copy one table (as load records) while the running daemon keeps streaming",
         "Ask the running daemon (POST /reload on its [http] listen address) to re-copy one table as load "
         "records while CDC goes on. Exit 0 when queued, 1 when refused or the daemon does not answer.",
-        "Full load",
-        "full-load",
+        "Reloading one table while CDC runs",
+        "full-load.md#reloading-one-table-while-cdc-runs",
     )
     _config_arg(rp, "; its [http] listen is used")
     rp.add_argument("--table", required=True, metavar="SCHEMA.TABLE", help="the table to re-copy, e.g. public.orders")
@@ -148,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         "GET the running daemon's /healthz: exit 0 when it answers 200, 1 otherwise (a container HEALTHCHECK "
         "that needs no shell or curl).",
         "Endpoints",
-        "endpoints",
+        "operations.md#endpoints",
     )
     _config_arg(hp, "; its [http] listen is used (default address 127.0.0.1:9187)", required=False)
     hp.add_argument("--url", default=None, help="the full URL to GET instead (default http://127.0.0.1:9187/healthz)")
@@ -161,8 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         "one-time database setup that needs more privileges than the daemon has",
         "One-time setup a database administrator runs: postgres-ddl installs (idempotently) or removes the "
         "event triggers that capture DROP TABLE and ALTER TABLE on PostgreSQL.",
-        "Schema changes",
-        "schema-changes",
+        "PostgreSQL DDL capture",
+        "schema-changes.md#postgresql-ddl-capture",
     )
     su.add_argument("what", choices=["postgres-ddl"], help="postgres-ddl: DDL capture (event triggers)")
     _config_arg(su, "; its [source] database and connection settings are used")
@@ -179,8 +182,8 @@ def _parser() -> argparse.ArgumentParser:
         "data}), from the oldest record kept (or with --latest from now on), following new ones until Ctrl-C. "
         "AWS credentials come from the standard chain; a local Kinesis-API server needs dummy ones "
         "(AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test).",
-        "Running it",
-        "running-it",
+        "Commands",
+        "operations.md#commands",
     )
     tp.add_argument("--stream", required=True, metavar="NAME", help="the Kinesis stream to read")
     tp.add_argument("--region", default="us-east-1", help="its AWS region (default us-east-1)")
@@ -441,8 +444,8 @@ def _internal_error(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cdcstream`` command: every failure is a message and an exit code (README, "Exit
-    codes"), never a traceback (unless CDCSTREAM_DEBUG=1 asks for one)."""
+    """Entry point of the ``cdcstream`` command: every failure is a message and an exit code (docs/troubleshooting.md,
+    "Exit codes"), never a traceback (unless CDCSTREAM_DEBUG=1 asks for one)."""
     args = _parser().parse_args(argv)
     try:
         return _command(args)

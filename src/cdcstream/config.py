@@ -103,7 +103,7 @@ class PostgresSourceConfig(_Section):
     # each one that is not is named in the log, /status and cdcstream_source_uncaptured_tables. 0 turns it off.
     table_check_interval: Annotated[float, Field(ge=0, le=DAY)] = 30.0
     reconnect_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 30.0
-    # Rendering of PostgreSQL-specific types (README, "PostgreSQL types"): "string" = the JSON text as a
+    # Rendering of PostgreSQL-specific types (docs/types.md, "PostgreSQL types"): "string" = the JSON text as a
     # string, as DMS writes it; "object" = embedded JSON (json/jsonb verbatim, hstore as an object of strings).
     # In [source] because the source renders values and these types exist only in PostgreSQL.
     json_as: Literal["string", "object"] = "string"
@@ -137,7 +137,7 @@ class MySQLSourceConfig(_Section):
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     reconnect_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 30.0
     connect_timeout: Annotated[float, Field(gt=0, le=DAY)] = 10.0
-    # TLS, named after the MySQL client's --ssl-mode (README, "MySQL TLS"): "disabled" plaintext; "preferred"
+    # TLS, named after the MySQL client's --ssl-mode (docs/mysql.md, "TLS"): "disabled" plaintext; "preferred"
     # TLS when the server offers it, unverified, else plaintext; "required" TLS, unverified; "verify_ca" the
     # certificate must chain to ssl_ca; "verify_identity" that, and be issued for `host`. Without ssl_ca the
     # verify modes use the system's CA store.
@@ -249,7 +249,7 @@ class TargetConfig(_Section):
     message_format: Literal["json", "json-unformatted"] = "json"
     include_null_and_empty: bool = False
     no_hex_prefix: bool = False
-    # DMS KinesisSettings (README, "Endpoint settings"). transaction-id and stream-position are always written;
+    # DMS KinesisSettings (docs/record-format.md). transaction-id and stream-position are always written;
     # include_transaction_details adds transaction-record-id, prev-transaction-id, prev-transaction-record-id and
     # commit-timestamp.
     include_transaction_details: bool = False
@@ -257,7 +257,7 @@ class TargetConfig(_Section):
     partition_include_schema_table: bool = False
     include_control_details: bool = False
     # DMS IncludeTableAlterOperations: add-column, drop-column, rename-column, column-type-change,
-    # change-columns and rename-table control records (README, "Schema changes").
+    # change-columns and rename-table control records (docs/schema-changes.md).
     include_table_alter_operations: bool = False
     # "seed": TruncateTable/DropTable/RestartTask (the seed document); "dms": truncate-table/drop-table/
     # restart-task, for consumers written against current DMS output.
@@ -272,8 +272,8 @@ class TargetConfig(_Section):
     # The same bound in bytes (data + partition key + ~200 bytes of bookkeeping per record), which is what
     # memory follows: the source stalls when either is reached. At least 1 MiB (one record of any size fits).
     max_buffered_bytes: Annotated[int, Field(ge=1_048_576, le=68_719_476_736)] = 268_435_456
-    # per-key: a partition key's changes reach the stream in commit order (its last occurrences; README,
-    # "Delivery guarantees"). none: only rejected entries are resent, so a key may be reordered; for
+    # per-key: a partition key's changes reach the stream in commit order (its last occurrences; see
+    # docs/delivery-guarantees.md). none: only rejected entries are resent, so a key may be reordered; for
     # consumers that order by stream-position themselves. Fewer duplicates, more throughput on hot keys.
     ordering: Literal["per-key", "none"] = "per-key"
     # A record over the stream's maximum record size: "fail" stops the pipeline (nothing after it is
@@ -357,7 +357,7 @@ class HttpConfig(_Section):
     Empty string turns it off."""
 
     listen: str = "127.0.0.1:9187"
-    # The bearer token POST /reload requires (README, "Control plane"): control_token (or the environment
+    # The bearer token POST /reload requires (docs/control-plane.md): control_token (or the environment
     # variable CDCSTREAM_HTTP__CONTROL_TOKEN) or control_token_file; neither: the daemon generates one in
     # <state_dir>/control-token (mode 0600), which `cdcstream reload` on the same machine reads.
     control_token: SecretStr | None = None
@@ -413,7 +413,7 @@ class FullLoadConfig(_Section):
     """``[full_load]``: how a full load (``migration_type`` full-load or full-load-and-cdc) copies the tables.
 
     Names and limits follow the DMS task settings (``MaxFullLoadSubTasks``, ``ParallelLoadThreads``,
-    ``ParallelLoadBufferSize``); README, "Full load".
+    ``ParallelLoadBufferSize``); docs/full-load.md, "Settings".
     """
 
     # Source sessions reading at once (tables, or segments of tables, in parallel). DMS: default 8, max 49.

@@ -1,7 +1,7 @@
 """Typed errors. Whether an error is worth retrying is a property of its class, not of the caller.
 
 Every error a user can hit says what went wrong, where, and how to fix it; ``exit_code`` is what the process
-returns when the error ends it (see README, "Exit codes").
+returns when the error ends it (docs/troubleshooting.md, "Exit codes").
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class Pipeline:
         self._acked = asyncio.Event()
         self._stop = asyncio.Event()
         self._signals = 0
-        # The bound on every stop (README, "Running it"): drain_timeout to deliver, STOP_GRACE to close.
+        # The bound on every stop (docs/operations.md, "Stopping"): drain_timeout to deliver, STOP_GRACE to close.
         self._deadline = Deadline(cfg.target.drain_timeout + STOP_GRACE, EXIT_INTERRUPTED)
         # While starting: the stage being waited for and why ("sink: Kinesis endpoint ... unreachable"), for
         # /readyz and the log.

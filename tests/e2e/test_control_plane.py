@@ -1,4 +1,4 @@
-"""The control plane and the state the daemon persists, with the real daemon (issue 22, item 3).
+"""The control plane and the state the daemon persists, with the real daemon.
 
 Per engine: anonymous and browser requests to ``POST /reload`` are refused; ``cdcstream reload`` of a table the
 role may not read is refused with the GRANT; then every request and state the daemon persists is left at its

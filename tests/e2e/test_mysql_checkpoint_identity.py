@@ -1,4 +1,4 @@
-"""A binlog checkpoint the server cannot confirm is refused before anything streams (issue 22, item 1), MariaDB.
+"""A binlog checkpoint the server cannot confirm is refused before anything streams, MariaDB.
 
 The daemon writes a real checkpoint, then stands in for checkpoints of other servers: one with this server's
 ``server_id`` (1, MariaDB's default) whose GTID state is ahead of what this binlog holds at that position (before:

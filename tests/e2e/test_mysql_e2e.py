@@ -157,7 +157,7 @@ def test_mysql_sigkill_at_random_moments_loses_nothing(my_db: MyDb, moto_url: st
 def test_mysql_compressed_binlog_switched_on_and_off_while_streaming(
     my_db: MyDb, moto_url: str, tmp_path: Path
 ) -> None:
-    """Issue 17 item 1: with ``log_bin_compress = ON`` MariaDB writes row and query events longer than
+    """With ``log_bin_compress = ON`` MariaDB writes row and query events longer than
     ``log_bin_compress_min_len`` compressed (QUERY_COMPRESSED_EVENT, *_ROWS_COMPRESSED_EVENT_V1), which used to
     be filtered out while the checkpoint moved on. Switched on and off while the daemon streams: every change
     and every control record is in the stream."""

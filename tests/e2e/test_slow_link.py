@@ -3,7 +3,7 @@ behind delivery is.
 
 The fault proxy caps request bodies at 60 KB/s, shared by every connection like one slow link. A full request
 (500 records of ~500 bytes, ~300 KB of JSON) then takes ~5 s, longer than the test's 2 s ``request_timeout``:
-resent at that size it would time out forever (issue 22: 110 s without one record delivered). The requests
+resent at that size it would time out forever (as it once did: 110 s without one record delivered). The requests
 must shrink after a timeout and grow back once answers come quickly again, with every record delivered in
 order. Meanwhile the read lag stays near 0 (the source is read at once), while the delivery lag and /readyz
 show the records waiting for Kinesis.

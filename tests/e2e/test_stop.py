@@ -37,7 +37,7 @@ from tests.support.fullload import (
 )
 
 DRAIN_TIMEOUT = 2.0
-#: README, "Running it": a stop ends the process at most drain_timeout + 10 s after the signal.
+#: docs/operations.md, "Stopping": a stop ends the process at most drain_timeout + 10 s after the signal.
 BOUND = DRAIN_TIMEOUT + 10.0
 PRELOADED = 30_000  # more than max_buffered_records: the load is still reading while records wait
 # Per-row partition keys: the records spread over the stream's two shards and several requests are in flight.
@@ -219,8 +219,8 @@ def test_sigterm_at_random_instants_stops_within_the_bound_and_loses_nothing(
                     daemon.start()
                 if scenario == "instant":
                     # From 0.5 s: in its first ~0.1 s the interpreter runs none of cdcstream's code yet, and a
-                    # signal then ends it by its default action before anything was opened (README, "Running
-                    # it"); the rest of start-up (imports, config, connecting) is in range.
+                    # signal then ends it by its default action before anything was opened (docs/operations.md,
+                    # "Stopping"); the rest of start-up (imports, config, connecting) is in range.
                     time.sleep(rnd.uniform(0.5, 3.0))
                 elif scenario == "loading":
                     _wait_ready_again(daemon, readies)  # the load runs from here

@@ -2,10 +2,10 @@
 
 Each test writes values, reads them back from the server (``CAST(... AS CHAR)``, ``HEX()``, or the column as a
 utf8mb4 client receives it) and compares with what cdcstream's binlog decoder made of the row events. Covered
-here: what issue 17 changed (BINARY padding, negative TIME fractions, dates the calendar cannot hold, MariaDB
+here: what was once rendered wrong (BINARY padding, negative TIME fractions, dates the calendar cannot hold, MariaDB
 UUID/INET4/INET6, every character set), MariaDB's COMPRESSED columns and compressed binlog events, generated
 columns, partial row images and statement-based DML from sessions that set them (and the global values changed
-while streaming). The full type matrix for CDC and load records is tests/integration/test_mysql_types.py.
+while streaming). The full type matrix for CDC and load records is tests/integration/test_mysql_oracle.py.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def _rows(reader: Reader, n: int) -> list[ChangeEvent]:
 
 
 async def test_binary_keeps_its_zero_bytes(my_db: MyDb) -> None:
-    """Issue 17 item 2: the binlog drops BINARY(n)'s trailing zero bytes; SELECT returns all n."""
+    """The binlog drops BINARY(n)'s trailing zero bytes; SELECT returns all n."""
     await run(
         my_db, "CREATE TABLE b (id int PRIMARY KEY, b10 binary(10), b16 binary(16), b1 binary(1), vb varbinary(8))"
     )
@@ -87,7 +87,7 @@ TIMES = [
 
 
 async def test_negative_time_with_fractions(my_db: MyDb) -> None:
-    """Issue 17 item 4: -01:01:01.000001 arrived as -01:01:01.999999. Every fsp 0-6."""
+    """Negative TIME fractions: -01:01:01.000001 once arrived as -01:01:01.999999. Every fsp 0-6."""
     cols = ", ".join(f"t{f} time({f})" for f in range(7))
     await run(my_db, f"CREATE TABLE tm (id int PRIMARY KEY, {cols})")
     reader = await open_reader(my_db.config())
@@ -117,7 +117,7 @@ INVALID = [
 
 @pytest.mark.parametrize("mode", ["text", "null"])
 async def test_dates_the_calendar_cannot_hold(my_db: MyDb, mode: str) -> None:
-    """Issue 17 item 5: the server's own text (default), or null with invalid_dates = "null" (DMS)."""
+    """Dates the calendar cannot hold: the server's own text (default), or null with invalid_dates = "null" (DMS)."""
     await run(my_db, "CREATE TABLE d (id int PRIMARY KEY, d date, dt datetime(6), dt0 datetime, ts timestamp(3) NULL)")
     reader = await open_reader(my_db.config(invalid_dates=mode))
     try:
@@ -169,7 +169,7 @@ INET4 = ["0.0.0.0", "1.2.3.4", "255.255.255.255", "10.0.0.0"]
 
 
 async def test_uuid_inet4_inet6_are_their_text(my_db: MyDb) -> None:
-    """Issue 17 item 3: the table map says BINARY(16)/BINARY(4); the catalogue says UUID/INET6/INET4, and the
+    """MariaDB UUID/INET4/INET6: the table map says BINARY(16)/BINARY(4); the catalogue says UUID/INET6/INET4, and the
     value is the server's text. A UUID primary key is the key. After ALTER ... MODIFY to BINARY(16), hex."""
     await run(my_db, "CREATE TABLE u (u uuid PRIMARY KEY, i6 inet6, i4 inet4, bin binary(16))")
     reader = await open_reader(my_db.config())
@@ -296,7 +296,7 @@ async def test_enum_set_compressed_and_generated_columns(my_db: MyDb) -> None:
 async def test_partial_row_images_from_a_session_and_from_the_global_setting(my_db: MyDb) -> None:
     """binlog_row_image = MINIMAL / NOBLOB set by a privileged session, then globally while streaming: no
     record silently lacks columns. An UPDATE's unchanged key comes from its before image; columns the server
-    did not send are listed in unchanged_columns (README, "Partial row images")."""
+    did not send are listed in unchanged_columns (docs/mysql.md, "What the binlog may carry")."""
     await run(my_db, "CREATE TABLE p (id int PRIMARY KEY, a varchar(5), b int, t text)")
     await run(my_db, "INSERT INTO p VALUES (1, 'a0', 10, 'text'), (2, 'a2', 20, 'x')")
     reader = await open_reader(my_db.config())

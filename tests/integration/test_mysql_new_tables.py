@@ -1,4 +1,4 @@
-"""Tables created while CDC runs on MySQL/MariaDB (issue 22, item 6): the binlog carries every table, so a new
+"""Tables created while CDC runs on MySQL/MariaDB: the binlog carries every table, so a new
 table the mapping selects (a wildcard, or no mapping file: every table) is captured from its first row with no
 setup; one it does not select is not. Against the private MariaDB, as the least-privilege ``cdc`` user."""
 

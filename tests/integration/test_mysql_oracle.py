@@ -1,7 +1,7 @@
-"""Every MySQL/MariaDB value as the server itself renders it, in load and CDC records alike (issue 17).
+"""Every MySQL/MariaDB value as the server itself renders it, in load and CDC records alike.
 
 The type matrix is tests/support/mysql_types.py: per column, the server's own rendering of each stored value
-(``CAST(... AS CHAR)``, ``HEX()``, ...) and the README's rule from that answer to the record value. Here:
+(``CAST(... AS CHAR)``, ``HEX()``, ...) and the documented rule from that answer to the record value. Here:
 
 1. the tables are created and filled (writer session at +02:00, strict with ``ALLOW_INVALID_DATES``, then the
    values only a non-strict session stores), and the server is asked for every cell (the "before" oracle);

@@ -1,4 +1,4 @@
-"""Tables created while CDC runs (issue 22, item 6) on the private PostgreSQL: captured from their first row when
+"""Tables created while CDC runs on the private PostgreSQL: captured from their first row when
 DDL capture (or the publication itself) can include them, named (status, metric, ``check``) when nothing can,
 partitioned tables included; and the selection DDL capture evaluates in SQL agrees with the mapping's own.
 

@@ -1,4 +1,4 @@
-"""``reload --table`` that cannot work, on both engines against the private servers (issue 22, item 3): refused
+"""``reload --table`` that cannot work, on both engines against the private servers: refused
 when requested (no SELECT: with the GRANT to run), and a copy that fails half-way (its sessions killed) marked
 failed while CDC of every table goes on, with no later checkpoint naming it. The daemon's side (persisted
 requests at the next start, HTTP, metrics) is in tests/e2e/test_control_plane.py.

@@ -1,6 +1,6 @@
 """A fault-injecting reverse proxy in front of a real Kinesis-API server (moto, kinesalite).
 
-No emulator produces throttling or partial failures (reference/env.md §5), so tests put this between the sink
+Neither moto nor kinesalite produces throttling or partial failures, so tests put this between the sink
 and the server. It runs an aiohttp server on its own event loop in a background thread, so it works the same
 from sync and async tests. Only PutRecords is tampered with; every other call passes through untouched.
 

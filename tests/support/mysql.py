@@ -6,7 +6,7 @@ under a temporary directory, with the settings the source requires: ``log_bin``,
 ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL``. Root logs in over the private socket only.
 
 The daemon connects as ``cdc`` (password ``cdc``) with the least privileges the source needs on MariaDB 10.11
-(README, "MySQL / MariaDB setup"): ``REPLICATION SLAVE`` (read the binlog), ``BINLOG MONITOR`` (SHOW BINARY LOGS /
+(docs/mysql.md, "Privileges"): ``REPLICATION SLAVE`` (read the binlog), ``BINLOG MONITOR`` (SHOW BINARY LOGS /
 BINLOG STATUS, what MySQL calls REPLICATION CLIENT), ``SELECT`` (the full load's reads and the ``check``
 command's catalogue reads) and ``RELOAD`` (the full load's brief ``FLUSH TABLES WITH READ LOCK``; the fallback
 without it is tested with a second user).

@@ -3,7 +3,7 @@
 Every case is one column: its SQL type, SQL values to store (row *i* of its table holds value *i* of every
 column, NULL where a column has fewer; one more row is NULL everywhere), the SQL expression that asks the server
 for its own rendering of the stored value (``CAST(... AS CHAR)``, ``HEX()``, ``CONVERT(... USING utf8mb4)``,
-``ST_SRID()``/``ST_AsBinary()``), and the rendering rule of README.md, "MySQL / MariaDB types", that turns the
+``ST_SRID()``/``ST_AsBinary()``), and the rendering rule of docs/types.md, "MySQL / MariaDB types", that turns the
 server's answer into the record value. So the expected value of every cell is ``rule(server's answer)``: never a
 literal typed here, never what python-mysql-replication or our own decoder makes of the bytes.
 
@@ -29,7 +29,7 @@ from typing import Any
 Rule = Callable[[str], Any]
 
 
-# -- the rendering rules (README, "MySQL / MariaDB types"), each from the server's own text ----------------------
+# -- the rendering rules (docs/types.md, "MySQL / MariaDB types"), each from the server's own text ------------------
 def integer(text: str) -> int:
     """Integers (and BIT(n), YEAR): an exact JSON integer."""
     return int(text)
@@ -497,7 +497,8 @@ MATRIX = [KEY_TABLE, *(matrix_table(name, cases) for name, cases in TABLES.items
 
 
 def partition_key(table: Table, row: dict[str, Any]) -> str:
-    """The ``primary-key`` partition key of a rendered row: the key values' text joined with dots (README)."""
+    """The ``primary-key`` partition key of a rendered row: the key values' text joined with dots
+    (docs/table-mappings.md)."""
     return ".".join(str(row[k]) for k in table.key)
 
 

@@ -1,7 +1,7 @@
 """The PostgreSQL type matrix: one column per type, SQL literals and the documented JSON rendering of each.
 
 Used by tests/integration/test_pg_types.py (the source driven directly) and tests/e2e/test_pg_types_e2e.py
-(through the daemon into a Kinesis server). The expected values are README.md, "PostgreSQL types", spelled
+(through the daemon into a Kinesis server). The expected values are docs/types.md, "PostgreSQL types", spelled
 out; a change to either must change both.
 
 Each column has exactly ``ROWS`` samples: row *i* of the table holds sample *i* of every column; one more row

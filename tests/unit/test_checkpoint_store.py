@@ -43,7 +43,7 @@ def test_damaged_file_is_refused(tmp_path: Path, damage: object) -> None:
         store.load()
 
 
-# --- owner, lock, state directory (issue 22, item 1) --------------------------------------------------------
+# --- owner, lock, state directory -------------------------------------------------------------------------------
 
 PG_A = {"engine": "postgres", "database": "app", "slot": "a", "stream": "cdc", "region": "us-east-1"}
 

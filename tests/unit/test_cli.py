@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from cdcstream.cli import DOCS, _parser
+from tests.support.markdown import headings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,7 +134,6 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_every_subcommand_and_option_is_explained_and_points_to_the_docs() -> None:
-    readme = (ROOT / "README.md").read_text()
     commands = _subcommands()
     assert set(commands) == {
         "run",
@@ -147,10 +148,16 @@ def test_every_subcommand_and_option_is_explained_and_points_to_the_docs() -> No
     }
     for name, sp in commands.items():
         assert sp.description and len(sp.description) > 40, name
-        assert sp.epilog and "README" in sp.epilog and DOCS in sp.epilog, name
-        section = sp.epilog.split('"')[1]
-        assert f"## {section}" in readme or f"### {section}" in readme, f"{name}: no README section {section!r}"
-        assert f"cdcstream {name}" in readme, f"README does not show `cdcstream {name}`"
+        # 'Documentation: docs/<page>, "<section>" (<DOCS>/blob/HEAD/docs/<page>#<anchor>). Exit codes: ...'
+        m = re.match(
+            rf'Documentation: docs/([\w-]+\.md), "([^"]+)" \({re.escape(DOCS)}/blob/HEAD/docs/\1#([\w-]+)\)', sp.epilog
+        )
+        assert m, f"{name}: {sp.epilog!r}"
+        page, section, fragment = m.groups()
+        assert headings(ROOT / "docs" / page).get(fragment) == section, f"{name}: no {section!r} at {page}#{fragment}"
+        assert f"cdcstream {name}" in (ROOT / "docs" / page).read_text(), (
+            f"docs/{page} does not show `cdcstream {name}`"
+        )
         for action in sp._actions:
             assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.option_strings or action.dest}"
 

@@ -1,5 +1,5 @@
 """Fuzzing the command line as a person (or a script) uses it: every subcommand's arguments, and config and
-mapping files, hostile or merely wrong. Whatever the input, ``cdcstream`` ends with an exit code from the README's
+mapping files, hostile or merely wrong. Whatever the input, ``cdcstream`` ends with an exit code from the documented
 table and a message, never a traceback and never an "internal error" (which would be a bug).
 
 The commands run in this process (``main(argv)``) against nothing that answers: sources on closed ports, a Kinesis
@@ -27,7 +27,7 @@ from tests.unit.test_hostile_inputs import add_column_mapping
 
 pytestmark = pytest.mark.timeout(300)
 
-#: README, "Exit codes" (argparse's usage errors are 2 as well).
+#: docs/troubleshooting.md, "Exit codes" (argparse's usage errors are 2 as well).
 EXIT_CODES = {0, 1, 2, 3, 4, 5, 6, 130}
 
 # A config that validates, aimed at closed ports, with its state in the example's own directory.

@@ -146,7 +146,7 @@ async def test_reload_endpoint_and_cli(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{port}/reload?table=s.t"
         attempts = [
-            {},  # today's anonymous request: the remote crash loop of issue 22
+            {},  # an anonymous request: once a remote way to make every later start fail
             {"Authorization": "Bearer " + "0" * 64},
             {"Authorization": f"Bearer {token}", "Origin": "http://127.0.0.1:9187"},
             {"Authorization": f"Bearer {token}", "Sec-Fetch-Site": "cross-site"},

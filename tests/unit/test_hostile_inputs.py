@@ -1,4 +1,4 @@
-"""Inputs that used to be accepted and then fail (issue 22, item 5): each is now refused before anything
+"""Inputs that used to be accepted and then fail: each is now refused before anything
 connects (exit 2, naming the file and key or rule-id) or stops with a documented exit code and the fix, never
 a traceback or endless retries."""
 

@@ -6,7 +6,7 @@ refused with a clear error instead of being guessed at (starting from the wrong 
 
 A position means something only for what it was read from and written to, so the file also records its
 *owner* (:func:`task_owner`: the engine, the PostgreSQL database and slot, the target stream) and a file owned by
-anything else is refused (README, "Checkpoints"). Files written before the owner was recorded ("legacy") load
+anything else is refused (docs/delivery-guarantees.md). Files written before the owner was recorded ("legacy") load
 with :attr:`FileCheckpointStore.owned` False; the source then adopts them only when the server proves they fit.
 The server identity (system identifier, MySQL server id) lives in the checkpoint itself and is checked by the
 source, which can ask the server.

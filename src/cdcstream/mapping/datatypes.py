@@ -57,7 +57,7 @@ _DATA_TYPE_NAMES = {
     "uint8": "UINT64",
 }
 
-# DMS treats these as LOBs: never in a non-lob before image (reference dms.md §2.5, §3).
+# DMS treats these as LOBs: never in a non-lob before image (DMS's BeforeImageSettings, column-filter non-lob).
 LOB_TYPES = frozenset(
     {
         "text",

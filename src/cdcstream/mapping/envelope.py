@@ -1,7 +1,7 @@
 """The DMS record envelope: change events in, serialised Kinesis records out.
 
 Data record: ``{"data": {...}, "<before-image field>": {...}, "metadata": {...}}``; control record:
-``{"control": {...}, "metadata": {...}}`` (README, "Record format"). The rules are compiled once per table
+``{"control": {...}, "metadata": {...}}`` (docs/record-format.md). The rules are compiled once per table
 version into a :class:`~cdcstream.mapping.plan.TablePlan`; per row the work is the plan's closures (none for the
 default mapping), one dict build and one ``orjson.dumps``.
 """

@@ -174,7 +174,7 @@ def compile_filter(rules: Sequence[SelectionRule], info: TableInfo) -> Callable[
     A rule without filters selects every row, so then there is no filter at all. A filter column missing from
     the row (a PostgreSQL DELETE carries only the key unless REPLICA IDENTITY FULL; an unchanged TOASTed value)
     does not reject it: the value is unknown, and dropping a DELETE would leave a consumer's copy of the row
-    forever (DMS drops such DELETEs; see README, "Source filters").
+    forever (DMS drops such DELETEs; docs/table-mappings.md, "Source filters").
     """
     if not rules or any(not r.filters for r in rules):
         return None

@@ -210,7 +210,7 @@ class ParallelLoad:
 
     ``ranges``: ``boundaries`` are upper bounds (row comparison over ``columns``, as text the server casts);
     N boundaries make N+1 segments. Other types (``partitions-auto``, ``none``, ...) carry no boundaries and
-    mean "no explicit ranges" here (README, "Full load").
+    mean "no explicit ranges" here (docs/full-load.md, "Parallelism").
     """
 
     schema: str

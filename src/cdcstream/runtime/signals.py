@@ -12,7 +12,7 @@ import os
 import signal
 from types import FrameType
 
-#: Exit code of a second stop signal (README, "Exit codes").
+#: Exit code of a second stop signal (docs/troubleshooting.md, "Exit codes").
 EXIT_INTERRUPTED = 130
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -2,7 +2,7 @@
 failure does to them. Pure bookkeeping, no I/O, no clock of its own (callers pass ``now``), so it can be
 tested exhaustively against a model.
 
-The ordering rule it enforces (DESIGN.md §1.2, §5):
+The ordering rule it enforces (docs/delivery-guarantees.md, "Per-key order"):
 
 * a partition key is never in two in-flight requests at once, and within a request its records are in put
   order;

@@ -1,7 +1,7 @@
 """The Kinesis Data Streams sink: batches records into PutRecords requests, keeps several in flight, retries
 forever with backoff, and acknowledges a record only when Kinesis accepted it.
 
-Guarantees (DESIGN.md §1, §5): at-least-once (nothing is dropped; a non-retriable error stops ``run()``
+Guarantees (docs/delivery-guarantees.md): at-least-once (nothing is dropped; a non-retriable error stops ``run()``
 with :class:`SinkError` and nothing after it is acknowledged) and per-partition-key order (see
 :mod:`cdcstream.sinks.batching`: one request per key at a time, failed records and everything after them
 of the same key resent in order).

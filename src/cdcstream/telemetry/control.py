@@ -108,7 +108,7 @@ def refusal(headers: Mapping[str, str], token: str | None) -> tuple[int, str] | 
     scheme, _, given = headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         return 401, (
-            "missing or wrong control token: send 'Authorization: Bearer <token>' (cdcstream reload does; README, "
-            '"Control plane")'
+            "missing or wrong control token: send 'Authorization: Bearer <token>' (cdcstream reload does; "
+            "docs/control-plane.md)"
         )
     return None

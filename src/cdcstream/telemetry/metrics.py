@@ -1,6 +1,6 @@
 """Every Prometheus metric cdcstream exports, defined in one place.
 
-Conventions (Prometheus naming practice, ``reference/style_ops.md`` §B.1): prefix ``cdcstream_``, base units,
+Conventions (Prometheus naming practice): prefix ``cdcstream_``, base units,
 counters end in ``_total`` (prometheus-client adds the suffix), timestamps rather than ages (ages are
 ``time() - x`` in PromQL), bounded labels only, and known label combinations pre-created (:func:`precreate`) so
 a series exists at 0 before its first event instead of being missing.

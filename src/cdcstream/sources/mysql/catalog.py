@@ -6,7 +6,7 @@ binary log format to put the exact data type name into the column metadata"). To
 prints them, the reader asks ``information_schema.COLUMNS`` once per table version that has such a column
 (:class:`FixedBinaryTypes`), on a connection of its own, opened only when first needed.
 
-Limits (README, "MySQL / MariaDB types"): the catalogue describes the table as it is *now*. The answer is used
+Limits (docs/types.md, "MySQL / MariaDB types"): the catalogue describes the table as it is *now*. The answer is used
 only when its column names are those of the table map; a table dropped or renamed since, or one the user has no
 privilege on, gives no answer, and its BINARY(16)/BINARY(4) columns are rendered as binary (hex), with a warning
 naming the table. A column changed between UUID and BINARY(16) after the change was written, but before the

@@ -166,7 +166,7 @@ def _full_load_checks(cur: Any, cfg: MySQLSourceConfig, selector: Callable[[str,
         "RELOAD granted: the load's snapshot is taken under a brief FLUSH TABLES WITH READ LOCK"
         if reload
         else "RELOAD not granted: the load uses the lock-free fallback (lossless; rows changed while the "
-        "snapshots open appear twice; README, Full load)",
+        "snapshots open appear twice; docs/full-load.md)",
         "" if reload else f"GRANT RELOAD ON *.* TO '{cfg.user}'@'<host>'; (optional)",
         warning=not reload,
     )

@@ -63,7 +63,7 @@ class ServerInfo:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """Which server this is, stored in every checkpoint (README, "When things go wrong"): ``server_id``
+        """Which server this is, stored in every checkpoint (docs/troubleshooting.md, "MySQL / MariaDB"): ``server_id``
         (unique per server in any replication topology) and, on MySQL, ``server_uuid`` (MariaDB has none)."""
         ident: dict[str, Any] = {"server_id": int(self.variables.get("server_id") or 0)}
         if self.variables.get("server_uuid"):

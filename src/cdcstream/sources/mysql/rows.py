@@ -4,7 +4,7 @@ A converter is chosen once per column from the table map (:func:`converter_for`)
 value; integer and text columns have none (the library's value is already right), so most columns cost nothing.
 Pure functions: no I/O, no clocks.
 
-Type table (MySQL / MariaDB -> JSON), README "MySQL / MariaDB types":
+Type table (MySQL / MariaDB -> JSON), docs/types.md, "MySQL / MariaDB types":
 
 ==========================================  =========================================================================
 TINYINT .. BIGINT, signed and UNSIGNED      integer, exact (BIGINT UNSIGNED up to 18446744073709551615)

@@ -1,13 +1,12 @@
 """MySQL/MariaDB's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions, keyset reads.
 
-Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
+Consistency (the mydumper approach, docs/full-load.md): every session connects first; then a control connection
 takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
 SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
 ``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
 ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
 exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
 the snapshots open (measured and logged as ``lock_seconds``).
-
 Without RELOAD (managed servers) the lock fails with a privilege error and the engine falls back, logging which
 path it took: on MariaDB each session's snapshot reports its exact binlog position (``SHOW STATUS LIKE
 'binlog_snapshot_%'``) and the earliest becomes the CDC start; on MySQL the position is read *before* the
@@ -18,8 +17,8 @@ crash) reopens fresh snapshots the same way without reading a position (the stor
 Rows are read with ``SELECT <columns> FROM t WHERE <segment> AND <key> > <after> ORDER BY <key> LIMIT n`` on an
 unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the
 session time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key
-(or unique NOT NULL key) is one unordered pass. Each value is rendered by :func:`load_converter` as README, "MySQL /
-MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals, MariaDB
+(or unique NOT NULL key) is one unordered pass. Each value is rendered by :func:`load_converter` as docs/types.md,
+"MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals, MariaDB
 UUID/INET): the server's value, which is what CDC records carry too (tests/integration/test_mysql_oracle.py checks
 both against the server). Each session runs its blocking PyMySQL calls in a thread of its own, so the event loop
 never waits on the server.
@@ -191,7 +190,7 @@ def _iso_timestamp(text: str) -> str:
     return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
 
 
-# Column types whose value is the server's text itself (README, "MySQL / MariaDB types"): the load sessions
+# Column types whose value is the server's text itself (docs/types.md, "MySQL / MariaDB types"): the load sessions
 # read them as text (_SESSION_CONVERSIONS) and render it here, with no date/Decimal/timedelta object on the way.
 _TEXT_RENDER: dict[int, Callable[[str], str]] = {
     rows.TIME2: _server_text,  # sign, hours beyond 24, the column's fsp digits
@@ -683,7 +682,7 @@ class MyLoadEngine:
 
     async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
         """Even steps between MIN and MAX of an integer first key column (index-only reads); other key types
-        load as one segment (README, "Full load")."""
+        load as one segment (docs/full-load.md, "Parallelism")."""
         first = spec.key_columns[0]
         col = next(c for c in self._columns[spec.name] if c.name == first)
         if col.type not in rows.INTEGER_TYPES:

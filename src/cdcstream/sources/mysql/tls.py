@@ -20,7 +20,7 @@ from cdcstream.errors import SourceError
 
 
 def ssl_settings(cfg: MySQLSourceConfig) -> dict[str, Any]:
-    """The TLS part of the PyMySQL keyword arguments for ``cfg.ssl_mode`` (README, "MySQL TLS")."""
+    """The TLS part of the PyMySQL keyword arguments for ``cfg.ssl_mode`` (docs/mysql.md, "TLS")."""
     if cfg.ssl_mode == "disabled":
         return {"ssl_disabled": True}
     if cfg.ssl_mode == "preferred":

@@ -211,7 +211,7 @@ SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronames
 async def _new_tables_check(
     conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, *, installed: bool
 ) -> CheckResult:
-    """How a table created while CDC runs gets into the publication (README, "New tables"), or that it does not
+    """How a table created while CDC runs gets into the publication (docs/postgresql.md), or that it does not
     (then the daemon names each one when it appears, and its changes are missed until it is added)."""
     pub = await _one(
         conn,
@@ -253,7 +253,7 @@ async def _new_tables_check(
 
 async def _ddl_check(conn: psycopg.AsyncConnection[Any]) -> CheckResult:
     """DDL capture is optional (rows and TRUNCATE are captured without it), so its absence is a warning: the
-    stream will have no DropTable and no alter control records (README, "Schema changes")."""
+    stream will have no DropTable and no alter control records (docs/schema-changes.md)."""
     rows = await (await conn.execute(ddl.INSTALLED_SQL, (list(ddl.TRIGGERS),))).fetchall()
     found = {r[0] for r in rows}
     missing = [t for t in ddl.TRIGGERS if t not in found]

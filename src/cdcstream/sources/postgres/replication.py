@@ -1,7 +1,7 @@
 """Async driver of the PostgreSQL streaming replication protocol over libpq (``psycopg.pq.PGconn``).
 
-psycopg 3 has no replication API, so this module speaks to libpq's public, stable interface directly
-(see ``reference/env.md`` §3): a non-blocking connect with ``replication=database``, simple-protocol commands
+psycopg 3 has no replication API, so this module speaks to libpq's public, stable interface directly: a
+non-blocking connect with ``replication=database``, simple-protocol commands
 (the extended protocol is rejected on replication connections, so commands are literal strings with
 identifiers quoted here), ``START_REPLICATION ... LOGICAL`` into CopyBoth mode, ``get_copy_data(1)`` in a
 loop with ``loop.add_reader`` + ``consume_input()`` when it would block, and standby status updates sent with

@@ -7,7 +7,7 @@ the load therefore sees exactly the rows committed before the slot's consistent 
 point. ``full-load`` alone exports a snapshot from a normal REPEATABLE READ transaction (``pg_export_snapshot``)
 and needs no slot. A resumed load (after a crash) cannot get the old snapshot back: each session reads in a
 fresh REPEATABLE READ snapshot, and CDC from the stored consistent point replays every later change after the
-load rows, so an in-order consumer still converges (README, "Full load").
+load rows, so an in-order consumer still converges (docs/full-load.md, "Resuming").
 
 Rows are read with ``COPY (SELECT ... WHERE <segment> AND (key) > (after) ORDER BY key LIMIT n) TO STDOUT`` in
 text format: the server's text output under the session GUCs the replication connection uses (UTC, ISO dates,

@@ -378,8 +378,8 @@ class PostgresSource(SourceBase):
             + f" and {reason}. A "
             "selected table created while CDC runs is named in the log, in /status and in "
             "cdcstream_source_uncaptured_tables, and its changes are missed until it is added to the publication. "
-            'Fix: cdcstream setup postgres-ddl --config <file> --user postgres (as a superuser; README, "New '
-            'tables"), or a publication FOR ALL TABLES / FOR TABLES IN SCHEMA'
+            "Fix: cdcstream setup postgres-ddl --config <file> --user postgres (as a superuser; see "
+            'docs/postgresql.md, "New tables"), or a publication FOR ALL TABLES / FOR TABLES IN SCHEMA'
         )
 
     async def _check_tables(self) -> None:

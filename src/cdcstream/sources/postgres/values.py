@@ -11,7 +11,7 @@ connection *before* the frames that reference them are decoded (see ``PostgresSo
 itself stays sans-IO and never blocks. ``TypeRegistry.converter(oid)`` returns ``None`` for types whose text
 is already their JSON rendering (text, uuid, numeric, ...): the hot loop then skips the call entirely.
 
-The rendering of every type is documented in README.md, "PostgreSQL types"; tests/unit/test_pg_values.py and
+The rendering of every type is documented in docs/types.md, "PostgreSQL types"; tests/unit/test_pg_values.py and
 tests/integration/test_pg_types.py hold it to that table.
 """
 
@@ -293,7 +293,7 @@ def parse_array(text: str, delim: str = ",") -> list[Any]:
 
     Elements are either unquoted (no whitespace, delimiter, braces or quotes; ``NULL`` means SQL NULL) or
     double-quoted with backslash escapes. A dimension decoration (``[0:2]={...}``, non-default lower bounds)
-    is dropped: JSON arrays are 0-based lists (README, "PostgreSQL types").
+    is dropped: JSON arrays are 0-based lists (docs/types.md, "PostgreSQL types").
     """
     i = 0
     n = len(text)

@@ -5,7 +5,7 @@ offset after it. Decoders are chosen from the table map column (type code, metad
 set) by :func:`column_decoder`; every type code MySQL 8.4/9.x and MariaDB 10.x/11.x put in a table map is either
 decoded here or refused with an error naming the column and the type.
 
-Each value is rendered as the server returns it (README, "MySQL / MariaDB types"), decoded from the binlog's
+Each value is rendered as the server returns it (docs/types.md, "MySQL / MariaDB types"), decoded from the binlog's
 packed form directly (no ``datetime`` objects on the hot path):
 
 * ``BINARY(n)``: the binlog drops trailing zero bytes (MySQL/MariaDB pack CHAR columns without their padding):
