@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KINESALITE := tests/support/kinesalite
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit integration e2e bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: lint $(KINESALITE)/node_modules/.installed
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# One kind of test (markers set by directory, tests/conftest.py); servers are started by the fixtures.
+integration: $(BIN)/.installed $(KINESALITE)/node_modules/.installed
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+e2e: $(BIN)/.installed $(KINESALITE)/node_modules/.installed
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pg_e2e_bench.py

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from cdcstream.changes import Op
 from cdcstream.sources.postgres.checks import run_checks
-from tests.integration.test_postgres_source import n_events, open_reader
 from tests.support import pg_types as m
 from tests.support.postgres import PgDb
+from tests.support.reader import n_events, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -25,7 +25,7 @@ from cdcstream.sources.postgres.checks import run_checks
 from tests.support.mysql import MyDb
 from tests.support.postgres import PgDb
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 # One session, small chunks: the copy of a few thousand rows takes many pages, so it can be cut half-way.
 SLOW_COPY = FullLoadConfig(max_full_load_subtasks=1, parallel_load_buffer_size=50, chunk_rows=100)
