@@ -90,7 +90,7 @@ class _Writer(threading.Thread):
             while not self.done.is_set():
                 n = self.committed + 1
                 for table in self.tables:
-                    conn.execute(f"INSERT INTO {table} VALUES (%s)", (n,))  # type: ignore[arg-type]
+                    conn.execute(f"INSERT INTO {table} VALUES (%s)", (n,))
                 conn.commit()
                 self.committed = n
                 time.sleep(0.01)

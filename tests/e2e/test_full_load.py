@@ -428,8 +428,8 @@ def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_pat
     for r in records:
         meta = r["data"]["metadata"]
         if meta.get("table-name") == "types" and meta["operation"] in by_op:
-            row = dict(r["data"]["data"])
-            by_op[meta["operation"]][row.pop("id") % 100] = row
+            data = dict(r["data"]["data"])
+            by_op[meta["operation"]][data.pop("id") % 100] = data
     assert bool(worker_pids(daemon.log_path.read_text())) == bool(processes)
     assert set(by_op["load"]) == set(by_op["insert"]) == {1, 2, 3, 4, 5}
     for i in range(1, 6):

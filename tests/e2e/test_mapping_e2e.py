@@ -86,7 +86,7 @@ def test_seed_examples_through_postgres_and_kinesis(
         assert record["data"]["metadata"][key] == value, key
 
 
-RICH = {
+RICH: dict[str, Any] = {
     "rules": [
         {
             "rule-type": "selection",

@@ -32,7 +32,7 @@ def _session(db: MyDb, *statements: str, params: list[Any] | None = None) -> Non
     try:
         with conn.cursor() as cur:
             for i, s in enumerate(statements):
-                cur.execute(s, (params or {}).get(i) if isinstance(params, dict) else None)  # type: ignore[call-overload]
+                cur.execute(s, (params or {}).get(i) if isinstance(params, dict) else None)
     finally:
         conn.close()
 

@@ -156,8 +156,8 @@ def _check(
         if (table, op, key) in got or key not in (before[table] if op == "load" else after[table]):
             bad.cells.setdefault((table, "<partition key>", op), []).append(f"unexpected record {key}: {doc}")
         got[table, op, key] = doc
-    for table in m.MATRIX:
-        name = table.name
+    for spec in m.MATRIX:
+        name = spec.name
         for key, row in before[name].items():
             bad.compare(name, "load", key, row, _data(got.get((name, "load", key))))
             update = got.get((name, "update", key))

@@ -67,7 +67,7 @@ async def reload_cut_half_way(
         await take(items, got, lambda g: inserted(g, "o"))
         status: dict[str, Any] = src.status()["reload"]
     finally:
-        await items.aclose()  # type: ignore[attr-defined]  # an async generator
+        await items.aclose()  # an async generator
         await src.close()
     assert 0 < load_rows(got, "r") < ROWS
     naming = [RELOAD_FIELD in i.checkpoint for i in got[cut:] if isinstance(i, Marker)]

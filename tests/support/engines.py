@@ -100,6 +100,7 @@ class Engine:
 class Postgres(Engine):
     name = "postgres"
     schema = "public"
+    db: PgDb
 
     def __init__(self, db: PgDb) -> None:
         self.db = db
@@ -117,13 +118,12 @@ class Postgres(Engine):
 
             def commit(*statements: tuple[str, tuple[Any, ...]]) -> list[int]:
                 with conn.transaction():
-                    return [conn.execute(query, params).rowcount for query, params in statements]  # type: ignore[arg-type]
+                    return [conn.execute(query, params).rowcount for query, params in statements]
 
             yield commit
 
     def create_login(self, user: str, password: str) -> None:
         db = self.db
-        assert isinstance(db, PgDb)
         db.execute(f"CREATE ROLE {user} LOGIN REPLICATION PASSWORD '{password}'", superuser=True)
         db.execute(f'GRANT ALL ON DATABASE "{db.name}" TO {user}', superuser=True)
         for (table,) in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"):
@@ -132,27 +132,24 @@ class Postgres(Engine):
             db.execute(f"GRANT ALL ON {table} TO cdc", superuser=True)
 
     def set_password(self, user: str, password: str) -> None:
-        assert isinstance(self.db, PgDb)
         self.db.execute(f"ALTER ROLE {user} PASSWORD '{password}'", superuser=True)
 
     def drop_login(self, user: str) -> None:
-        assert isinstance(self.db, PgDb)
         self.db.execute(f"DROP OWNED BY {user}", superuser=True)
         self.db.server.execute("postgres", f"DROP ROLE {user}", superuser=True)
 
     def kill_sessions(self, user: str) -> None:
-        assert isinstance(self.db, PgDb)
         self.db.execute(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{user}'", superuser=True
         )
 
     def drop_source_connection(self) -> None:
-        assert isinstance(self.db, PgDb)
         self.db.terminate_walsender()
 
 
 class MariaDb(Engine):
     name = "mariadb"
+    db: MyDb
 
     def __init__(self, db: MyDb) -> None:
         self.db = db
@@ -162,7 +159,6 @@ class MariaDb(Engine):
         self.execute(f"ANALYZE TABLE {', '.join(tables)}")
 
     def source_rows(self, table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        assert isinstance(self.db, MyDb)
         conn = self.db.connect()
         try:
             with conn.cursor(pymysql.cursors.DictCursor) as cur:
@@ -173,7 +169,6 @@ class MariaDb(Engine):
 
     @contextlib.contextmanager
     def transactions(self) -> Iterator[Commit]:
-        assert isinstance(self.db, MyDb)
         conn = self.db.connect(autocommit=False)
         try:
             with conn.cursor() as cur:
