@@ -133,6 +133,8 @@ class Pipeline:
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
         self._saved: dict[str, Any] | None = None  # the checkpoint last written (or loaded at start)
+        # The checkpoint being written and released upstream, with its marker, until the source has it.
+        self._unreleased: tuple[dict[str, Any], Marker] | None = None
         # reload --table requests, each with the first sequence number issued after it. A marker issued before
         # a request does not name the table (the source stamps only later ones), so saving such a marker adds
         # it (_with_reloads): once the daemon said "queued", no checkpoint written may forget the reload.
@@ -163,12 +165,17 @@ class Pipeline:
         self._acked.set()
 
     async def _checkpoint(self) -> None:
-        """Persist the newest safe marker, then release it upstream (never the other way round)."""
+        """Persist the newest safe marker, then release it upstream (never the other way round).
+
+        A checkpoint the stop cancelled between the two (written, or being written, but not released) is
+        finished by the last one (_run): the source is told what the file says."""
         taken = self.watermark.take()
-        if taken is None:
+        if taken is not None:
+            seq, marker = taken
+            self._unreleased = self._with_reloads(marker.checkpoint, seq), marker
+        if self._unreleased is None:
             return
-        seq, marker = taken
-        checkpoint = self._with_reloads(marker.checkpoint, seq)
+        checkpoint, marker = self._unreleased
         try:
             await self._save(checkpoint)
         except Exception:
@@ -181,6 +188,7 @@ class Pipeline:
             self._checkpoint_pos_ts.set(marker.commit_epoch)
         self._last_checkpoint, self._last_checkpoint_at = checkpoint, now
         await self.source.ack(marker.checkpoint)
+        self._unreleased = None
 
     async def _save(self, checkpoint: dict[str, Any]) -> None:
         """Write ``checkpoint``, one write at a time (the store writes through one temporary file).
