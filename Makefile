@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KINESALITE := tests/support/kinesalite
+WHEELS := .wheels
 
 .PHONY: demo test lint unit integration e2e bench clean
 
+# The dependencies are resolved from the package index once, into a wheelhouse (WHEELS), and installed from it:
+# tests/deploy/test_install.py installs the built wheel as the README says, into a fresh virtualenv, from the
+# same wheels (a resolution from the index again took it up to two minutes).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip wheel -q -w $(WHEELS) '.[dev]'
+	$(BIN)/pip download -q -d $(WHEELS) 'setuptools>=77' wheel
+	rm -f $(WHEELS)/cdcstream-*.whl
+	$(BIN)/pip install -q --no-index --find-links $(WHEELS) -e '.[dev]'
 	touch $@
 
 $(KINESALITE)/node_modules/.installed: $(KINESALITE)/package-lock.json
@@ -44,4 +51,4 @@ bench: $(BIN)/.installed
 # Stops a PostgreSQL a killed demo left running (its data directory is under .demo/), then removes everything.
 clean:
 	if [ -x $(BIN)/python ]; then $(BIN)/python scripts/demo.py --stop; fi
-	rm -rf $(VENV) .demo .tmp dist build $(KINESALITE)/node_modules
+	rm -rf $(VENV) $(WHEELS) .demo .tmp dist build $(KINESALITE)/node_modules
