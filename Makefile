@@ -3,13 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KINESALITE := tests/support/kinesalite
+WHEELS := .wheels
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit integration e2e bench clean
 
+# The dependencies are resolved from the package index once, into a wheelhouse (WHEELS), and installed from it:
+# tests/deploy/test_install.py installs the built wheel as the README says, into a fresh virtualenv, from the
+# same wheels (a resolution from the index again took it up to two minutes).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip wheel -q -w $(WHEELS) '.[dev]'
+	$(BIN)/pip download -q -d $(WHEELS) 'setuptools>=77' wheel
+	rm -f $(WHEELS)/cdcstream-*.whl
+	$(BIN)/pip install -q --no-index --find-links $(WHEELS) -e '.[dev]'
 	touch $@
 
 $(KINESALITE)/node_modules/.installed: $(KINESALITE)/package-lock.json
@@ -31,10 +38,17 @@ test: lint $(KINESALITE)/node_modules/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+# One kind of test (markers set by directory, tests/conftest.py); servers are started by the fixtures.
+integration: $(BIN)/.installed $(KINESALITE)/node_modules/.installed
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+e2e: $(BIN)/.installed $(KINESALITE)/node_modules/.installed
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pg_e2e_bench.py
 
 # Stops a PostgreSQL a killed demo left running (its data directory is under .demo/), then removes everything.
 clean:
 	if [ -x $(BIN)/python ]; then $(BIN)/python scripts/demo.py --stop; fi
-	rm -rf $(VENV) .demo .tmp dist build $(KINESALITE)/node_modules
+	rm -rf $(VENV) $(WHEELS) .demo .tmp dist build $(KINESALITE)/node_modules

@@ -46,7 +46,7 @@ ALTER_OPS = frozenset(
 
 class Described:
     """A description many chunks of a full load share (a table's columns, the types a chunk's text needs): a
-    mapping worker process receives each once, then by reference (mapping/pool.py)."""
+    mapping worker process receives each once, then by reference (workers/pool.py)."""
 
     __slots__ = ()
 

@@ -201,8 +201,9 @@ def _redacted(cfg: Config) -> dict[str, Any]:
 
 async def _run(cfg: Config) -> int:
     from cdcstream.pipeline import Pipeline
+    from cdcstream.wiring import build_parts
 
-    return await Pipeline(cfg).run()
+    return await Pipeline(cfg, build_parts(cfg)).run()
 
 
 async def _check(cfg: Config) -> int:

@@ -10,6 +10,9 @@ Ordering of durable effects (the at-least-once argument):
 
 So no position is released upstream before every record at or before it is in the stream. A crash at any
 instant replays from the last checkpoint: duplicates, never gaps.
+
+The pipeline takes its parts ready-made (:class:`Parts`, built from the configuration by
+:mod:`cdcstream.wiring`) and knows them only by their protocols, so it runs in process with fakes as well.
 """
 
 from __future__ import annotations
@@ -20,34 +23,36 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
 from cdcstream import __version__
-from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
-from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command, append_durably
+from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, TableInfo
+from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, PositionRefusedError, SourceError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.pool import MappingPool, default_processes
 from cdcstream.mapping.preview import unused_rules
-from cdcstream.mapping.rules import load_rules
 from cdcstream.records import Record
 from cdcstream.runtime.liveness import LoopStamps, assess
 from cdcstream.runtime.retry import Backoff
 from cdcstream.runtime.signals import EXIT_INTERRUPTED, STOP_SIGNALS, take_early
 from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait, first_or_stop
 from cdcstream.runtime.systemd import Notifier
-from cdcstream.sinks import Sink
+from cdcstream.sinks import AckCallback, Sink
 from cdcstream.sources import Source
 from cdcstream.sources.fullload import intent_checkpoint, load_completed, stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
 from cdcstream.telemetry.http import HttpServer
 from cdcstream.telemetry.probe import LagProbe
+
+if TYPE_CHECKING:
+    from cdcstream.workers.pool import MappingPool
 
 log = structlog.get_logger(__name__)
 
@@ -56,64 +61,44 @@ EXIT_OK = 0
 SUPERVISE_TICK = 1.0
 #: Seconds between STATUS= updates to the service manager.
 STATUS_INTERVAL = 5.0
-#: Seconds a stop may take beyond ``[target] drain_timeout`` (cancelling the stages, the last checkpoint,
-#: closing connections and worker processes) before the stop deadline ends the process (runtime/stopping.py).
-STOP_GRACE = 10.0
 
 
-def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -> Source:
-    """The configured source engine (handing full-load chunks to ``pool``, if any)."""
-    common: dict[str, Any] = {
-        "selector": mapper.selects,
-        "no_hex_prefix": cfg.target.no_hex_prefix,
-        "migration_type": cfg.migration_type,
-        "full_load": cfg.full_load,
-        "parallel_load": mapper.rules.parallel_load,
-        "offload": pool.map if pool is not None else None,
-    }
-    if cfg.source.engine == "mysql":
-        from cdcstream.sources.mysql import MySQLSource
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What a pipeline runs, built from the configuration by :func:`cdcstream.wiring.build_parts` (tests hand in
+    fakes: tests/unit/test_pipeline.py). The pipeline knows them by their protocols only, never by engine."""
 
-        return MySQLSource(cfg.source, **common)
-    from cdcstream.sources.postgres import PostgresSource
-
-    return PostgresSource(
-        cfg.source, selection=mapper.rules.selection_regexes(), adopt_command=adopt_command(cfg), **common
-    )
-
-
-def build_sink(cfg: Config, on_ack: Any) -> Sink:
-    """The configured sink."""
-    from cdcstream.sinks.kinesis import KinesisSink
-
-    return KinesisSink(cfg.target, on_ack)
-
-
-def source_label(cfg: Config) -> str:
-    if cfg.source.engine == "mysql":
-        return f"mysql:{cfg.source.host}:{cfg.source.port}"
-    return f"{cfg.source.engine}:{cfg.source.database}"
+    mapper: Mapper
+    source: Source
+    #: Builds the sink, given where it reports acknowledged records (the pipeline's watermark, which exists
+    #: only once the pipeline does).
+    sink: Callable[[AckCallback], Sink]
+    store: FileCheckpointStore
+    #: The source's label in metrics and logs (``postgres:dbname``, ``mysql:host:port``).
+    label: str
+    #: The bound on every stop: armed at the first stop request or when the run ends, it ends the process.
+    deadline: Deadline
+    #: The source's tables as they are now, to check the mapping against at start.
+    tables: Callable[[], Awaitable[list[TableInfo]]]
+    #: Maps full-load chunks in worker processes (the source hands them over); None: in the event loop.
+    pool: MappingPool | None = None
+    notifier: Notifier = field(default_factory=Notifier)
 
 
 class Pipeline:
     """Runs one task (one source, one stream) until stopped or a non-retriable error."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, parts: Parts) -> None:
         self.cfg = cfg
-        metrics.configure(table_label=cfg.http.metrics_table_label)
-        rules = load_rules(cfg.resolve(cfg.table_mappings) if cfg.table_mappings else None)
-        self.mapper = Mapper(rules, cfg.target, cfg.task_id)
-        self.store = FileCheckpointStore.for_task(cfg)
+        self.mapper = parts.mapper
+        self.store = parts.store
         self.watermark = Watermark()
-        processes = cfg.full_load.processes
-        if processes == "auto":
-            processes = default_processes()
-        # Its workers start at the first load chunk (a full load, or reload --table while CDC runs).
-        self.pool = MappingPool(cfg, self.mapper, processes) if processes else None
-        self.source: Source = build_source(cfg, self.mapper, self.pool)
-        self.sink: Sink = build_sink(cfg, self._on_ack)
-        self.notifier = Notifier()
-        self._label = source_label(cfg)
+        self.pool = parts.pool
+        self.source: Source = parts.source
+        self.sink: Sink = parts.sink(self._on_ack)
+        self.notifier = parts.notifier
+        self._label = parts.label
+        self._tables = parts.tables
         metrics.precreate(source=self._label, source_kind=cfg.source.engine, stream=cfg.target.stream_name)
         self.probe = LagProbe.for_source(self.source, self._label, cfg.http.lag_probe_interval)
         # Records handed to the sink and acknowledged by it: the sink buffer's depth is their difference.
@@ -140,8 +125,7 @@ class Pipeline:
         self._acked = asyncio.Event()
         self._stop = asyncio.Event()
         self._signals = 0
-        # The bound on every stop (docs/operations.md, "Stopping"): drain_timeout to deliver, STOP_GRACE to close.
-        self._deadline = Deadline(cfg.target.drain_timeout + STOP_GRACE, EXIT_INTERRUPTED)
+        self._deadline = parts.deadline
         # While starting: the stage being waited for and why ("sink: Kinesis endpoint ... unreachable"), for
         # /readyz and the log.
         self._waiting_for: str | None = None
@@ -149,6 +133,8 @@ class Pipeline:
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
         self._saved: dict[str, Any] | None = None  # the checkpoint last written (or loaded at start)
+        # The checkpoint being written and released upstream, with its marker, until the source has it.
+        self._unreleased: tuple[dict[str, Any], Marker] | None = None
         # reload --table requests, each with the first sequence number issued after it. A marker issued before
         # a request does not name the table (the source stamps only later ones), so saving such a marker adds
         # it (_with_reloads): once the daemon said "queued", no checkpoint written may forget the reload.
@@ -179,12 +165,17 @@ class Pipeline:
         self._acked.set()
 
     async def _checkpoint(self) -> None:
-        """Persist the newest safe marker, then release it upstream (never the other way round)."""
+        """Persist the newest safe marker, then release it upstream (never the other way round).
+
+        A checkpoint the stop cancelled between the two (written, or being written, but not released) is
+        finished by the last one (_run): the source is told what the file says."""
         taken = self.watermark.take()
-        if taken is None:
+        if taken is not None:
+            seq, marker = taken
+            self._unreleased = self._with_reloads(marker.checkpoint, seq), marker
+        if self._unreleased is None:
             return
-        seq, marker = taken
-        checkpoint = self._with_reloads(marker.checkpoint, seq)
+        checkpoint, marker = self._unreleased
         try:
             await self._save(checkpoint)
         except Exception:
@@ -197,6 +188,7 @@ class Pipeline:
             self._checkpoint_pos_ts.set(marker.commit_epoch)
         self._last_checkpoint, self._last_checkpoint_at = checkpoint, now
         await self.source.ack(marker.checkpoint)
+        self._unreleased = None
 
     async def _save(self, checkpoint: dict[str, Any]) -> None:
         """Write ``checkpoint``, one write at a time (the store writes through one temporary file).
@@ -494,6 +486,11 @@ class Pipeline:
             drain_timeout=self.cfg.target.drain_timeout,
             exit_within=self._deadline.seconds,
         )
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop cleanly (what SIGTERM does): deliver what is in flight for up to ``drain_timeout``, write the
+        last checkpoint, end :meth:`run` with 0; the deadline bounds it all."""
         self.notifier.stopping()
         self._deadline.arm(asyncio.get_running_loop())
         self._stop.set()
@@ -565,10 +562,10 @@ class Pipeline:
         Tables created later are checked when their first change arrives."""
         if not self.cfg.table_mappings:
             return
-        from cdcstream.checks import UNUSED_RULE_FIX, mapping_errors, source_tables
+        from cdcstream.checks import UNUSED_RULE_FIX, mapping_errors
 
         try:
-            tables = await source_tables(self.cfg)
+            tables = await self._tables()
         except Exception as exc:  # the catalog read is a courtesy; the per-table check at run time still applies
             log.warning("could not check the mapping against the source's tables", error=str(exc))
             return

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -24,7 +23,18 @@ from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.config import load_config
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from tests.support import running
-from tests.support.daemon import Daemon, create_stream, read_stream, run_cli, table_records, wait_for, write_config
+from tests.support.daemon import (
+    Daemon,
+    check_fails,
+    create_stream,
+    read_stream,
+    run_cli,
+    run_refused,
+    stream_rows_then_stop,
+    table_records,
+    wait_for,
+    write_config,
+)
 from tests.support.postgres import PgDb, PgServer, ServerStartError, start_private_postgres
 
 
@@ -54,38 +64,6 @@ def _insert_durably(server: PgServer, db: str, n: int) -> str:
     return str(server.execute(db, "SELECT pg_current_wal_flush_lsn()::text")[0][0])
 
 
-def _refused(config: Path, code: int, *needles: str) -> str:
-    res = run_cli("run", "--config", str(config), timeout=40)
-    assert res.returncode == code, res.stderr
-    assert "Traceback" not in res.stderr
-    assert str(FileCheckpointStore.for_task(load_config(config)).path) in res.stderr  # which file
-    for needle in needles:
-        assert needle in res.stderr, res.stderr
-    return res.stderr
-
-
-def _check_fails(config: Path, *needles: str) -> None:
-    res = run_cli("check", "--config", str(config))
-    assert res.returncode == 1 and "FAIL checkpoint position" in res.stdout, res.stdout
-    for needle in needles:
-        assert needle in res.stdout, res.stdout
-
-
-def _stream_rows(config: Path, tmp_path: Path, write: Any, url: str, stream: str, table: str, n: int) -> Daemon:
-    """Run the daemon until ``n`` records of ``table`` are in the stream, then stop it cleanly."""
-    daemon = Daemon(config, tmp_path / f"{config.stem}.log")
-    daemon.start()
-    try:
-        daemon.wait_ready()
-        write()
-        wait_for(url, stream, lambda rs: len(table_records(rs, table)) >= n, timeout=60)
-        time.sleep(0.5)  # a checkpoint interval, and the confirmation that follows it
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.kill()
-    return daemon
-
-
 def _one_row_streamed(pg_db: PgDb, url: str, tmp_path: Path) -> tuple[Path, str, str]:
     """Table ``t``, its first row streamed and checkpointed by a daemon that was then stopped cleanly: the
     config, stream and slot."""
@@ -93,7 +71,9 @@ def _one_row_streamed(pg_db: PgDb, url: str, tmp_path: Path) -> tuple[Path, str,
     stream = create_stream(url, f"ckpt-{uuid.uuid4().hex[:8]}")
     slot = f"{pg_db.name}_s"
     config = _config(tmp_path / "c.toml", pg_db.server, pg_db.name, url, stream, slot)
-    _stream_rows(config, tmp_path, lambda: pg_db.execute("INSERT INTO t VALUES (1)"), url, stream, "t", 1)
+    stream_rows_then_stop(
+        config, tmp_path / f"{config.stem}.log", lambda: pg_db.execute("INSERT INTO t VALUES (1)"), url, stream, "t", 1
+    )
     return config, stream, slot
 
 
@@ -110,7 +90,7 @@ class _Writer(threading.Thread):
             while not self.done.is_set():
                 n = self.committed + 1
                 for table in self.tables:
-                    conn.execute(f"INSERT INTO {table} VALUES (%s)", (n,))  # type: ignore[arg-type]
+                    conn.execute(f"INSERT INTO {table} VALUES (%s)", (n,))
                 conn.commit()
                 self.committed = n
                 time.sleep(0.01)
@@ -141,11 +121,11 @@ def test_two_tasks_with_one_task_id_and_state_dir(pg_db: PgDb, moto_url: str, tm
         writer.start()
         assert daemon_a.proc is not None
         lock = tmp_path / "state" / "task1.checkpoint.lock"
-        _refused(config_b, 6, f"{lock}: another cdcstream process (pid {daemon_a.proc.pid})", "own task_id")
+        run_refused(config_b, 6, f"{lock}: another cdcstream process (pid {daemon_a.proc.pid})", "own task_id")
         wait_for(moto_url, streams[0], lambda rs: len(table_records(rs, "ta")) >= 20)
         assert daemon_a.stop() == 0, daemon_a.log_tail()
         ckpt = tmp_path / "state" / "task1.checkpoint.json"
-        _refused(
+        run_refused(
             config_b,
             6,
             f"{ckpt} was written for another task: slot '{slots[0]}' (this config: '{slots[1]}')",
@@ -195,8 +175,8 @@ def test_an_lsn_ahead_of_the_wal_and_a_recreated_slot_are_refused(pg_db: PgDb, m
     before = _confirmed(server, db, slot)
     ahead = format_lsn(parse_lsn(wal_end) + 0x100000000)
     store.save({**good, "lsn": ahead})
-    _refused(config, 3, f"LSN {ahead} is ahead of the WAL", "written for another server", "restored")
-    _check_fails(config, f"LSN {ahead} is ahead of the WAL")
+    run_refused(config, 3, f"LSN {ahead} is ahead of the WAL", "written for another server", "restored")
+    check_fails(config, "checkpoint position", f"LSN {ahead} is ahead of the WAL")
     assert _confirmed(server, db, slot) == before  # the slot did not move
 
     store.save(good)
@@ -205,8 +185,8 @@ def test_an_lsn_ahead_of_the_wal_and_a_recreated_slot_are_refused(pg_db: PgDb, m
     pg_db.execute(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
     recreated = _confirmed(server, db, slot)
     message = f"replication slot '{slot}' has confirmed LSN {recreated}, past the checkpoint's {good['lsn']}"
-    _refused(config, 3, message, "re-created", "full load")
-    _check_fails(config, message)
+    run_refused(config, 3, message, "re-created", "full load")
+    check_fails(config, "checkpoint position", message)
     assert _confirmed(server, db, slot) == recreated
     ids = {r["data"]["data"]["id"] for r in table_records(read_stream(moto_url, stream), "t")}
     assert ids == {1}  # nothing was streamed from a wrong place
@@ -226,7 +206,7 @@ def test_a_checkpoint_written_by_the_previous_version_is_adopted_or_refused_with
     assert checkpoint is not None and checkpoint["lsn"] == _confirmed(server, db, slot)
     legacy.save(checkpoint)
     insert = lambda: pg_db.execute("INSERT INTO t VALUES (2)")  # noqa: E731
-    _stream_rows(config, tmp_path, insert, moto_url, stream, "t", 2)
+    stream_rows_then_stop(config, tmp_path / f"{config.stem}.log", insert, moto_url, stream, "t", 2)
     store = FileCheckpointStore.for_task(load_config(config))
     assert store.load() is not None and store.owned  # adopted, and owned from its first write on
 
@@ -236,8 +216,8 @@ def test_a_checkpoint_written_by_the_previous_version_is_adopted_or_refused_with
     assert parse_lsn(ahead) > parse_lsn(_confirmed(server, db, slot))
     legacy.save({**stored, "lsn": ahead})
     fix = f"cdcstream adopt-checkpoint --config {config}"
-    _refused(config, 3, "does not record which task and slot", f"LSN {ahead} is ahead of replication slot", fix)
-    _check_fails(config, "does not record which task and slot", fix)
+    run_refused(config, 3, "does not record which task and slot", f"LSN {ahead} is ahead of replication slot", fix)
+    check_fails(config, "checkpoint position", "does not record which task and slot", fix)
     res = run_cli("adopt-checkpoint", "--config", str(config))
     assert res.returncode == 0 and ahead in res.stdout and "older cdcstream" in res.stdout, res.stdout + res.stderr
     daemon = Daemon(config, tmp_path / "after.log")
@@ -280,19 +260,27 @@ def test_a_new_timeline_is_followed_up_to_its_branch_point_and_refused_past_it(
     server.execute(db, "CREATE TABLE t (id int PRIMARY KEY)")
     stream = create_stream(moto_url, f"tli-{uuid.uuid4().hex[:8]}")
     config = _config(tmp_path / "c.toml", server, db, moto_url, stream, "tli_slot")
-    _stream_rows(config, tmp_path, lambda: server.execute(db, "INSERT INTO t VALUES (1)"), moto_url, stream, "t", 1)
+    stream_rows_then_stop(
+        config,
+        tmp_path / f"{config.stem}.log",
+        lambda: server.execute(db, "INSERT INTO t VALUES (1)"),
+        moto_url,
+        stream,
+        "t",
+        1,
+    )
     store = FileCheckpointStore.for_task(load_config(config))
     before = store.load()
     assert before is not None and before["timeline"] == 1
     _promote(server)
     branch = str(server.execute(db, "SELECT pg_current_wal_flush_lsn()::text")[0][0])  # just past the branch
     insert = lambda: server.execute(db, "INSERT INTO t VALUES (2)")  # noqa: E731
-    daemon = _stream_rows(config, tmp_path, insert, moto_url, stream, "t", 2)
+    daemon = stream_rows_then_stop(config, tmp_path / f"{config.stem}.log", insert, moto_url, stream, "t", 2)
     assert "timeline changed" in daemon.log_tail(200)
     after = store.load()
     assert after is not None and after["timeline"] == 2
     past = _insert_durably(server, db, 3)
     assert parse_lsn(past) > parse_lsn(branch)
     store.save({**after, "timeline": 1, "lsn": past})  # as if timeline 1 had gone on past the branch point
-    _refused(config, 3, f"(LSN {past}, timeline 1) is past", "where timeline 2 of PostgreSQL", "left timeline 1")
-    _check_fails(config, f"(LSN {past}, timeline 1) is past")
+    run_refused(config, 3, f"(LSN {past}, timeline 1) is past", "where timeline 2 of PostgreSQL", "left timeline 1")
+    check_fails(config, "checkpoint position", f"(LSN {past}, timeline 1) is past")

@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,9 +121,9 @@ def restart_through_the_worst(
     assert daemon.stop() == 0, daemon.log_tail()
 
 
-def ids(records: list[dict[str, object]], table: str, operation: str) -> set[int]:
+def ids(records: list[dict[str, Any]], table: str, operation: str) -> set[int]:
     out = set()
-    for r in table_records(records, table):  # type: ignore[arg-type]
+    for r in table_records(records, table):
         doc = r["data"]
         if doc["metadata"].get("operation") == operation:
             out.add(int(doc["data"]["id"]))

@@ -35,14 +35,12 @@ from tests.support.daemon import (
     table_records,
     wait_for,
 )
+from tests.support.engines import Engine, Postgres
 from tests.support.fullload import (
     FAST,
     FULL_LOAD,
     FULL_LOAD_AND_CDC,
     PARALLEL,
-    Engine,
-    MariaDb,
-    Postgres,
     completed_rows,
     endpoint_stats,
     fake_kinesis,
@@ -61,14 +59,6 @@ from tests.support.fullload import (
     worker_pids,
 )
 from tests.support.postgres import PgDb
-
-
-@pytest.fixture(params=["postgres", "mariadb"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    """Each test taking it runs over a fresh PostgreSQL database and a fresh MariaDB database."""
-    if request.param == "postgres":
-        return Postgres(request.getfixturevalue("pg_db"))
-    return MariaDb(request.getfixturevalue("my_db"))
 
 
 def _writer(engine: Engine, stop: threading.Event, done: threading.Event) -> None:
@@ -438,8 +428,8 @@ def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_pat
     for r in records:
         meta = r["data"]["metadata"]
         if meta.get("table-name") == "types" and meta["operation"] in by_op:
-            row = dict(r["data"]["data"])
-            by_op[meta["operation"]][row.pop("id") % 100] = row
+            data = dict(r["data"]["data"])
+            by_op[meta["operation"]][data.pop("id") % 100] = data
     assert bool(worker_pids(daemon.log_path.read_text())) == bool(processes)
     assert set(by_op["load"]) == set(by_op["insert"]) == {1, 2, 3, 4, 5}
     for i in range(1, 6):

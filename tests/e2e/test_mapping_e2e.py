@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.daemon import AWS_ENV, Daemon, create_stream, mysql_source, read_stream, write_config
+from tests.support.daemon import AWS_ENV, Daemon, create_stream, mysql_source, read_stream, start_daemon, write_config
 from tests.support.mysql import MyServer
 from tests.support.postgres import PgDb
 
@@ -41,18 +41,15 @@ def _run(
 ) -> tuple[Daemon, str]:
     stream = create_stream(url, f"s-{uuid.uuid4().hex[:8]}")
     tmp_path.mkdir(parents=True, exist_ok=True)
-    config = write_config(
-        tmp_path / "cdcstream.toml",
-        pg_port=pg_db.server.port,
-        database=pg_db.name,
-        endpoint_url=url,
-        stream=stream,
+    daemon = start_daemon(
+        pg_db,
+        url,
+        stream,
+        tmp_path,
         extra=f'table_mappings = "{mapping}"',
         extra_source=f'slot_name = "{slot}"',
         extra_target=extra_target,
     )
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
     daemon.wait_ready()
     return daemon, stream
 
@@ -89,7 +86,7 @@ def test_seed_examples_through_postgres_and_kinesis(
         assert record["data"]["metadata"][key] == value, key
 
 
-RICH = {
+RICH: dict[str, Any] = {
     "rules": [
         {
             "rule-type": "selection",

@@ -9,27 +9,19 @@ and the fix, ``check`` says the same, and the real checkpoint then resumes with 
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
 from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.config import load_config
-from tests.support.daemon import Daemon, create_stream, mysql_source, run_cli, table_records, wait_for, write_config
+from tests.support.daemon import check_fails, create_stream, db_config, run_refused, stream_rows_then_stop
 from tests.support.mysql import MyDb
 
 
 def _refused(config: Path, *needles: str) -> None:
-    res = run_cli("run", "--config", str(config), timeout=40)
-    assert res.returncode == 3, res.stderr
-    assert f"checkpoint {FileCheckpointStore.for_task(load_config(config)).path}: " in res.stderr  # which file
-    assert "Traceback" not in res.stderr and '"event": "ready"' not in res.stderr  # refused before streaming
-    for needle in needles:
-        assert needle in res.stderr, res.stderr
-    check = run_cli("check", "--config", str(config))
-    assert check.returncode == 1 and "FAIL binlog position" in check.stdout, check.stdout
-    for needle in needles[:1]:
-        assert needle in check.stdout, check.stdout
+    stderr = run_refused(config, 3, *needles)
+    assert f"checkpoint {FileCheckpointStore.for_task(load_config(config)).path}: " in stderr  # a position refusal
+    check_fails(config, "binlog position", *needles[:1])
 
 
 def test_mysql_checkpoints_of_other_servers_and_positions_past_the_binlog(
@@ -37,25 +29,11 @@ def test_mysql_checkpoints_of_other_servers_and_positions_past_the_binlog(
 ) -> None:
     my_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
     stream = create_stream(moto_url, f"myckpt-{uuid.uuid4().hex[:8]}")
-    config = write_config(
-        tmp_path / "c.toml", endpoint_url=moto_url, stream=stream, source=mysql_source(my_db.server.port, my_db.name)
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
+    config = db_config(my_db, tmp_path / "c.toml", moto_url, stream)
 
     def stream_until(n: int) -> None:
-        daemon.start()
-        try:
-            daemon.wait_ready()
-            my_db.execute(f"INSERT INTO t VALUES ({n})")
-            wait_for(
-                moto_url,
-                stream,
-                lambda rs: {r["data"]["data"]["id"] for r in table_records(rs, "t")} >= set(range(1, n + 1)),
-            )
-            time.sleep(0.5)
-            assert daemon.stop() == 0, daemon.log_tail()
-        finally:
-            daemon.kill()
+        insert = lambda: my_db.execute(f"INSERT INTO t VALUES ({n})")  # noqa: E731
+        stream_rows_then_stop(config, tmp_path / "daemon.log", insert, moto_url, stream, "t", n)
 
     stream_until(1)
     store = FileCheckpointStore.for_task(load_config(config))

@@ -1,52 +1,20 @@
-"""The real ``cdcstream`` process with a MariaDB source: records, control records, restarts and SIGKILL.
-
-The SIGKILL test is the skeleton's crash-safety test (tests/e2e/test_crash_safety.py) run against the binlog
-source: a writer commits numbered changes while the daemon is killed at random moments (at least 10 times,
-sometimes during start-up) and restarted; afterwards every committed change is in the stream, and after
-keeping each stream position's last occurrence the changes are in commit order.
-"""
+"""The real ``cdcstream`` process with a MariaDB source: records, control records, restarts, ``check`` and
+compressed binlog events. (SIGKILL at random moments: tests/e2e/test_crash_safety.py, over both engines.)"""
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
 
-import pymysql
-
-from tests.support.daemon import (
-    CDCSTREAM,
-    Daemon,
-    check_numbered_changes,
-    create_stream,
-    kill_at_random_moments,
-    mysql_source,
-    table_records,
-    wait_for,
-    write_config,
-)
+from tests.support.daemon import Daemon, create_stream, db_config, run_cli, start_daemon, table_records, wait_for
 from tests.support.mysql import MyDb
-
-CHANGES = 2000
-KILLS = 10
-
-
-def _config(my_db: MyDb, url: str, tmp_path: Path, stream: str) -> Path:
-    return write_config(
-        tmp_path / "cdcstream.toml",
-        endpoint_url=url,
-        stream=stream,
-        source=mysql_source(my_db.server.port, my_db.name),
-    )
 
 
 def test_mysql_records_control_records_and_restart(my_db: MyDb, kinesis_url: str, tmp_path: Path) -> None:
     my_db.execute("CREATE TABLE items (id bigint PRIMARY KEY, name varchar(20), price decimal(12,2), raw varbinary(4))")
     stream = create_stream(kinesis_url, f"my-{uuid.uuid4().hex[:8]}")
-    daemon = Daemon(_config(my_db, kinesis_url, tmp_path, stream), tmp_path / "daemon.log")
-    daemon.start()
+    daemon = start_daemon(my_db, kinesis_url, stream, tmp_path)
     daemon.wait_ready()
     try:
         my_db.execute("INSERT INTO items VALUES (1, 'a', 12.50, x'0aff'), (2, 'b', NULL, NULL)")
@@ -93,65 +61,10 @@ def test_mysql_records_control_records_and_restart(my_db: MyDb, kinesis_url: str
 
 def test_mysql_check_command(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
     stream = create_stream(moto_url, f"chk-{uuid.uuid4().hex[:8]}")
-    config = _config(my_db, moto_url, tmp_path, stream)
-    res = subprocess.run(
-        [*CDCSTREAM, "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=Daemon(config, tmp_path / "x.log").env,
-        check=False,
-    )
+    res = run_cli("check", "--config", str(db_config(my_db, tmp_path / "c.toml", moto_url, stream)))
     assert res.returncode == 0, res.stdout + res.stderr
     for name in ("binlog_format", "binlog_row_image", "binlog_row_metadata", "privileges", "binlog position"):
         assert f"OK   {name}" in res.stdout, res.stdout
-
-
-def _writer(db: MyDb, committed: list[tuple[str, int, int]], done: threading.Event) -> None:
-    conn = db.connect(autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            for n in range(1, CHANGES + 1):
-                key = n % 25
-                if n % 9 == 0:
-                    conn.begin()
-                    cur.execute("UPDATE counters SET n = %s WHERE id = %s", (n, key))
-                    deleted = cur.execute("DELETE FROM counters WHERE id = %s", (key,))
-                    conn.commit()
-                    if deleted:
-                        committed.append(("delete", key, n))
-                else:
-                    cur.execute(
-                        "INSERT INTO counters (id, n) VALUES (%s, %s) ON DUPLICATE KEY UPDATE n = VALUES(n)", (key, n)
-                    )
-                    committed.append(("upsert", key, n))
-                time.sleep(0.004)
-    except pymysql.Error:
-        raise
-    finally:
-        conn.close()
-        done.set()
-
-
-def test_mysql_sigkill_at_random_moments_loses_nothing(my_db: MyDb, moto_url: str, tmp_path: Path) -> None:
-    my_db.execute("CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)")
-    stream = create_stream(moto_url, f"mykill-{uuid.uuid4().hex[:8]}")
-    daemon = Daemon(_config(my_db, moto_url, tmp_path, stream), tmp_path / "daemon.log")
-    daemon.start()
-    daemon.wait_ready()
-
-    committed: list[tuple[str, int, int]] = []
-    done = threading.Event()
-    writer = threading.Thread(target=_writer, args=(my_db, committed, done), daemon=True)
-    writer.start()
-    try:
-        kill_at_random_moments(daemon, done, KILLS)
-        writer.join()
-        check_numbered_changes(moto_url, stream, "counters", committed, f"{my_db.name}.counters")
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.kill()
-    assert daemon.starts >= KILLS + 1
 
 
 def test_mysql_compressed_binlog_switched_on_and_off_while_streaming(
@@ -164,7 +77,7 @@ def test_mysql_compressed_binlog_switched_on_and_off_while_streaming(
     my_db.execute("CREATE TABLE z (id int PRIMARY KEY, pad varchar(2000), n int)")
     my_db.execute("CREATE TABLE side (id int PRIMARY KEY)")
     stream = create_stream(moto_url, f"myz-{uuid.uuid4().hex[:8]}")
-    daemon = Daemon(_config(my_db, moto_url, tmp_path, stream), tmp_path / "daemon.log")
+    daemon = Daemon(db_config(my_db, tmp_path / "c.toml", moto_url, stream), tmp_path / "daemon.log")
     server = my_db.server
     first_file = server.master_status()[0]
     daemon.start()

@@ -20,15 +20,15 @@ from tests.integration.test_mysql_reload import reload_writer
 from tests.support.daemon import (
     create_stream,
     read_stream,
-    start_mysql_daemon,
+    start_daemon,
     table_records,
     wait_for,
 )
+from tests.support.engines import MariaDb
 from tests.support.fullload import (
     FAST,
     FULL_LOAD,
     PARALLEL,
-    MariaDb,
     load_runs,
     loads_of,
     reload_cli,
@@ -72,7 +72,7 @@ def test_mysql_reload_table_while_cdc_runs(my_db: MyDb, moto_url: str, tmp_path:
     table keeps streaming; wrong names are refused."""
     _reload_tables(my_db, 3000)
     stream = create_stream(moto_url, f"mflt-{uuid.uuid4().hex[:8]}")
-    daemon = start_mysql_daemon(my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=FAST)
+    daemon = start_daemon(my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=FAST)
     stop = threading.Event()
     writer = threading.Thread(target=reload_writer, args=(my_db, stop, 0.003), daemon=True)
     try:
@@ -107,7 +107,7 @@ def test_mysql_sigkill_during_reload_redoes_it(my_db: MyDb, moto_url: str, tmp_p
     the restarted daemon copies the table again, and the replayed stream still equals the table."""
     _reload_tables(my_db, 20_000)
     stream = create_stream(moto_url, f"mflk-{uuid.uuid4().hex[:8]}")
-    daemon = start_mysql_daemon(
+    daemon = start_daemon(
         my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=f"{FAST}\nmax_buffered_records = 500"
     )
     stop = threading.Event()
@@ -147,7 +147,7 @@ def test_mysql_reload_request_is_durable_before_the_answer(my_db: MyDb, moto_url
     restarted daemon does it."""
     _reload_tables(my_db, 100)
     stream = create_stream(moto_url, f"mflk-{uuid.uuid4().hex[:8]}")
-    daemon = start_mysql_daemon(my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=FAST)
+    daemon = start_daemon(my_db, moto_url, stream, tmp_path, extra=PARALLEL, extra_target=FAST)
     table = f"{my_db.name}.r"
     try:
         daemon.wait_ready()
@@ -191,7 +191,7 @@ def test_mysql_full_load_in_a_mapping_process_finds_every_row(my_db: MyDb, moto_
     my_db.execute("CREATE TABLE q (x int, y varchar(10), n int NOT NULL, PRIMARY KEY (x, y))")
     my_db.execute("INSERT INTO q SELECT seq % 7, CONCAT('k', seq), seq FROM seq_1_to_1000")
     stream = create_stream(moto_url, f"mflp-{uuid.uuid4().hex[:8]}")
-    daemon = start_mysql_daemon(
+    daemon = start_daemon(
         my_db,
         moto_url,
         stream,

@@ -9,7 +9,6 @@ not set ssl_mode reach it with the default "preferred", which must therefore neg
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from cdcstream.checkpoints.store import FileCheckpointStore
 from tests.support import running
-from tests.support.daemon import Daemon, create_stream, mysql_source, run_cli, table_records, wait_for, write_config
+from tests.support.daemon import create_stream, mysql_source, run_cli, stream_rows_then_stop, wait_for, write_config
 from tests.support.mysql import MyDb, MyServer, ServerStartError, start_private_mariadb
 from tests.support.tls import make_ca_and_server_cert
 
@@ -47,18 +46,8 @@ def _checkpoint(tmp_path: Path) -> dict[str, Any]:
 
 
 def _stream_one_row(config: Path, tmp_path: Path, insert: Any, url: str, stream: str, table: str, n: int) -> str:
-    """Run the daemon until ``n`` records of ``table`` are in the stream, stop it cleanly; its log."""
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
-    try:
-        daemon.wait_ready()
-        insert()
-        wait_for(url, stream, lambda rs: len(table_records(rs, table)) >= n, timeout=30)
-        time.sleep(0.5)  # the checkpoint interval
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.kill()
-    return daemon.log_tail(200)
+    """Run the daemon until rows 1..``n`` of ``table`` are in the stream, stop it cleanly; its log."""
+    return stream_rows_then_stop(config, tmp_path / "daemon.log", insert, url, stream, table, n).log_tail(200)
 
 
 def _fails_clearly(config: Path, *needles: str) -> str:

@@ -9,19 +9,16 @@ from pathlib import Path
 
 import orjson
 
-from tests.support.daemon import Daemon, create_stream, read_stream, write_config
+from tests.support.daemon import create_stream, read_stream, start_daemon
 from tests.support.postgres import PgDb
 
 
 def test_oversize_fail_then_dead_letter(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
     pg_db.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
     stream = create_stream(moto_url, f"big-{uuid.uuid4().hex[:8]}")
-    config = write_config(
-        tmp_path / "c.toml", pg_port=pg_db.server.port, database=pg_db.name, endpoint_url=moto_url, stream=stream
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
+    daemon = start_daemon(pg_db, moto_url, stream, tmp_path)
     daemon.wait_ready()
+    config = daemon.config
     pg_db.execute("INSERT INTO docs VALUES (1, 'small')")
     # 1.2 MB of incompressible-looking text: over the stream's 1 MiB record limit once wrapped in JSON
     pg_db.execute("INSERT INTO docs SELECT 2, string_agg(md5(g::text), '') FROM generate_series(1, 40000) g")

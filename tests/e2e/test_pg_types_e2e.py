@@ -10,23 +10,14 @@ from typing import Any
 import orjson
 
 from tests.support import pg_types as m
-from tests.support.daemon import Daemon, create_stream, read_stream, write_config
+from tests.support.daemon import create_stream, read_stream, start_daemon
 from tests.support.postgres import PgDb
 
 
 def test_type_matrix_end_to_end(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
     m.prepare(pg_db)
     stream = create_stream(moto_url, f"s-{uuid.uuid4().hex[:8]}")
-    config = write_config(
-        tmp_path / "cdcstream.toml",
-        pg_port=pg_db.server.port,
-        database=pg_db.name,
-        endpoint_url=moto_url,
-        stream=stream,
-        extra_source='json_as = "object"\nhstore_as = "object"',
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
+    daemon = start_daemon(pg_db, moto_url, stream, tmp_path, extra_source='json_as = "object"\nhstore_as = "object"')
     daemon.wait_ready()
     try:
         for row in range(m.ROWS):

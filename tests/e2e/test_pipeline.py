@@ -7,22 +7,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import Daemon, create_stream, table_records, wait_for, write_config
+from tests.support.daemon import Daemon, create_stream, start_daemon, table_records, wait_for
 from tests.support.postgres import PgDb
 
 
 def _start(pg_db: PgDb, url: str, tmp_path: Path, **kw: Any) -> tuple[Daemon, str]:
     stream = create_stream(url, f"s-{uuid.uuid4().hex[:8]}")
-    config = write_config(
-        tmp_path / "cdcstream.toml",
-        pg_port=pg_db.server.port,
-        database=pg_db.name,
-        endpoint_url=url,
-        stream=stream,
-        **kw,
-    )
-    daemon = Daemon(config, tmp_path / "daemon.log")
-    daemon.start()
+    daemon = start_daemon(pg_db, url, stream, tmp_path, **kw)
     daemon.wait_ready()
     return daemon, stream
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,7 +37,7 @@ def _gauges(daemon: Daemon, source: str) -> tuple[float, float]:
     return found.get("cdcstream_source_lag_seconds", nan), found.get("cdcstream_delivery_lag_seconds", nan)
 
 
-def _rows(url: str, stream: str) -> list[dict[str, object]]:
+def _rows(url: str, stream: str) -> list[dict[str, Any]]:
     return [r for r in read_stream(url, stream) if r["data"]["metadata"].get("table-name") == "t"]
 
 

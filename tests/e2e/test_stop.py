@@ -24,17 +24,11 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pymysql
-import pytest
 
 from tests.support.daemon import Daemon, create_stream, read_stream
+from tests.support.engines import Engine, Postgres
 from tests.support.faultproxy import FaultProxy
-from tests.support.fullload import (
-    FULL_LOAD_AND_CDC,
-    Engine,
-    MariaDb,
-    Postgres,
-)
+from tests.support.fullload import FULL_LOAD_AND_CDC
 
 DRAIN_TIMEOUT = 2.0
 #: docs/operations.md, "Stopping": a stop ends the process at most drain_timeout + 10 s after the signal.
@@ -52,25 +46,6 @@ MAPPING = (
 #: completes the load) while streaming the writer's transactions, while waiting for an unreachable Kinesis,
 #: during a Kinesis outage, while the source reconnects, and once more at a random instant.
 CYCLES = ("instant", "loading", "streaming", "unreachable", "outage", "source-lost", "instant")
-
-
-@pytest.fixture(params=["postgres", "mariadb"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    if request.param == "postgres":
-        return Postgres(request.getfixturevalue("pg_db"))
-    return MariaDb(request.getfixturevalue("my_db"))
-
-
-def _drop_source_connection(engine: Engine) -> None:
-    if isinstance(engine, Postgres):
-        engine.db.terminate_walsender()
-        return
-    rows = engine.db.server.execute(
-        "SELECT id FROM information_schema.processlist WHERE user = 'cdc' AND command LIKE 'Binlog Dump%'"
-    )
-    for (pid,) in rows:
-        with contextlib.suppress(pymysql.err.MySQLError):  # gone meanwhile
-            engine.db.server.execute(f"KILL {pid}")
 
 
 def _wait_started(daemon: Daemon, timeout: float = 30) -> None:
@@ -243,7 +218,7 @@ def test_sigterm_at_random_instants_stops_within_the_bound_and_loses_nothing(
                     daemon.wait_ready()
                     time.sleep(rnd.uniform(0.2, 1.0))
                     lost = daemon.log_path.read_text().count("connection lost")
-                    _drop_source_connection(engine)
+                    engine.drop_source_connection()
                     deadline = time.monotonic() + 30
                     while daemon.log_path.read_text().count("connection lost") == lost:  # noticed: reconnecting
                         assert time.monotonic() < deadline, daemon.log_tail()

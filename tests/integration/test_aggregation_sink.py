@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import boto3
 import orjson
-import pytest
 
 from tests.integration.test_kinesis_sink import _cfg, _deliver, _records
 from tests.support.kinesis import REGION, KinesisEndpoint
 from tests.unit.test_aggregation import deaggregate
-
-pytestmark = pytest.mark.integration
 
 
 async def test_aggregated_records_deaggregate_with_the_aws_library(kinesis_endpoint: KinesisEndpoint) -> None:

@@ -18,8 +18,6 @@ from cdcstream.sinks.kinesis import KinesisSink, effective_partition_key
 from tests.support.faultproxy import FaultProxy
 from tests.support.kinesis import REGION, KinesisEndpoint
 
-pytestmark = pytest.mark.integration
-
 
 class Acks:
     def __init__(self) -> None:

@@ -19,10 +19,11 @@ import pytest
 
 from cdcstream.changes import ChangeEvent, Op
 from cdcstream.errors import SourceError
-from tests.integration.test_mysql_source import Reader, n_events, open_reader, run
+from tests.integration.test_mysql_source import run
 from tests.support.mysql import MyDb
+from tests.support.reader import Reader, n_events, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 
 def _session(db: MyDb, *statements: str, params: list[Any] | None = None) -> None:
@@ -31,7 +32,7 @@ def _session(db: MyDb, *statements: str, params: list[Any] | None = None) -> Non
     try:
         with conn.cursor() as cur:
             for i, s in enumerate(statements):
-                cur.execute(s, (params or {}).get(i) if isinstance(params, dict) else None)  # type: ignore[call-overload]
+                cur.execute(s, (params or {}).get(i) if isinstance(params, dict) else None)
     finally:
         conn.close()
 

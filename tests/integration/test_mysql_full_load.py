@@ -21,10 +21,11 @@ from cdcstream.sources.fullload import Segment
 from cdcstream.sources.mysql import MySQLSource, snapshot
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
 from cdcstream.sources.mysql.source import connection_settings
-from tests.integration.test_mysql_source import Reader, run
+from tests.integration.test_mysql_source import run
 from tests.support.mysql import CDC_GRANTS, MyDb
+from tests.support.reader import Reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 # A broad type sample; rows 1-3 are loaded, then copied with id + 100 by an INSERT ... SELECT the binlog reports.
 TYPES_TABLE = """CREATE TABLE m (id bigint unsigned primary key, ti tinyint, tiu tinyint unsigned, si smallint,

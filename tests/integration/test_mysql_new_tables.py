@@ -11,10 +11,11 @@ import pytest
 
 from cdcstream.changes import Op
 from cdcstream.mapping.rules import load_rules
-from tests.integration.test_mysql_source import Reader, open_reader, run
+from tests.integration.test_mysql_source import run
 from tests.support.mysql import MyDb
+from tests.support.reader import Reader, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def inserted(reader: Reader) -> dict[str, list[int]]:

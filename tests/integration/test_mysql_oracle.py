@@ -36,11 +36,11 @@ from cdcstream.sources.mysql import MySQLSource, snapshot
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
 from cdcstream.sources.mysql.source import connection_settings
 from tests.integration.test_mysql_full_load import _read_all
-from tests.integration.test_mysql_source import Reader
 from tests.support import mysql_types as m
 from tests.support.mysql import MyDb
+from tests.support.reader import Reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 WRITER_MODE = "STRICT_ALL_TABLES,ALLOW_INVALID_DATES"  # zero and invalid dates allowed, nothing else truncated
 LAX_MODE = "ALLOW_INVALID_DATES"
@@ -156,8 +156,8 @@ def _check(
         if (table, op, key) in got or key not in (before[table] if op == "load" else after[table]):
             bad.cells.setdefault((table, "<partition key>", op), []).append(f"unexpected record {key}: {doc}")
         got[table, op, key] = doc
-    for table in m.MATRIX:
-        name = table.name
+    for spec in m.MATRIX:
+        name = spec.name
         for key, row in before[name].items():
             bad.compare(name, "load", key, row, _data(got.get((name, "load", key))))
             update = got.get((name, "update", key))

@@ -20,10 +20,11 @@ from cdcstream.config import FullLoadConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.mysql import MySQLSource, snapshot
 from tests.integration.test_mysql_full_load import user_without_reload
-from tests.integration.test_mysql_source import Reader, n_events, run
+from tests.integration.test_mysql_source import run
 from tests.support.mysql import MyDb
+from tests.support.reader import Reader, n_events
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def reload_writer(db: MyDb, stop: threading.Event, pause: float = 0.0) -> None:

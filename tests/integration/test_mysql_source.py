@@ -4,66 +4,17 @@ and CDC records, is checked against the server in test_mysql_oracle.py.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from cdcstream.changes import ChangeEvent, Item, Marker, Op
+from cdcstream.changes import Marker, Op
 from cdcstream.errors import SourceError
 from cdcstream.sources.mysql import MySQLSource
 from tests.support.mysql import MyDb
+from tests.support.reader import Reader, n_events, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-class Reader:
-    """Consumes ``changes()`` in a background task; tests poll ``items`` with deadlines."""
-
-    def __init__(self, source: MySQLSource) -> None:
-        self.source = source
-        self.items: list[Item] = []
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for batch in self.source.changes():
-            self.items.extend(batch)
-
-    @property
-    def events(self) -> list[ChangeEvent]:
-        return [i for i in self.items if isinstance(i, ChangeEvent)]
-
-    @property
-    def markers(self) -> list[Marker]:
-        return [i for i in self.items if isinstance(i, Marker)]
-
-    async def wait_for(self, pred: Callable[[Reader], bool], within: float = 20, what: str = "") -> None:
-        deadline = time.monotonic() + within
-        while not pred(self):
-            if self.task.done():
-                self.task.result()
-                raise AssertionError("changes() ended")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or pred}; got {self.items!r}")
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        await self.source.close()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await asyncio.wait_for(self.task, 5)
-
-
-async def open_reader(cfg: Any, checkpoint: dict[str, Any] | None = None, **kw: Any) -> Reader:
-    src = MySQLSource(cfg, **kw)
-    await src.start(checkpoint)
-    return Reader(src)
-
-
-def n_events(n: int) -> Callable[[Reader], bool]:
-    return lambda r: len(r.events) >= n
+pytestmark = pytest.mark.timeout(120)
 
 
 async def run(db: MyDb, *statements: str) -> None:

@@ -10,10 +10,10 @@ import pytest
 from cdcstream.changes import ChangeEvent, Op
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.checks import run_checks
-from tests.integration.test_postgres_source import Reader, open_reader
 from tests.support.postgres import PgDb
+from tests.support.reader import Reader, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def install(pg_db: PgDb) -> None:

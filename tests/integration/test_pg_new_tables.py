@@ -23,10 +23,10 @@ from cdcstream.sources.postgres.checks import run_checks
 from cdcstream.sources.postgres.publication import uncaptured_tables
 from cdcstream.sources.postgres.source import build_conninfo
 from cdcstream.telemetry import metrics
-from tests.integration.test_postgres_source import Reader, open_reader
 from tests.support.postgres import PgDb
+from tests.support.reader import Reader, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 def acc_rules(tmp_path: Path) -> MappingRules:

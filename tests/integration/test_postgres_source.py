@@ -3,80 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
-from cdcstream.changes import ChangeEvent, Item, Marker, Op
+from cdcstream.changes import ChangeEvent, Marker, Op
 from cdcstream.errors import SourceError
 from cdcstream.sources.postgres import PostgresSource
 from cdcstream.sources.postgres.checks import run_checks
 from cdcstream.sources.postgres.pgoutput import parse_lsn
 from cdcstream.telemetry import metrics
 from tests.support.postgres import PgDb
+from tests.support.reader import n_events, open_reader
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-class Reader:
-    """Consumes ``changes()`` in a background task; tests poll ``items`` with deadlines."""
-
-    def __init__(self, source: PostgresSource) -> None:
-        self.source = source
-        self.items: list[Item] = []
-        self.batches = 0
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for batch in self.source.changes():
-            self.batches += 1
-            self.items.extend(batch)
-
-    @property
-    def events(self) -> list[ChangeEvent]:
-        return [i for i in self.items if isinstance(i, ChangeEvent)]
-
-    @property
-    def markers(self) -> list[Marker]:
-        return [i for i in self.items if isinstance(i, Marker)]
-
-    async def wait_for(self, pred: Callable[[Reader], bool], within: float = 15, what: str = "") -> None:
-        deadline = time.monotonic() + within
-        while not pred(self):
-            if self.task.done():
-                self.task.result()  # re-raise the source's error
-                raise AssertionError("changes() ended")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what or pred}; got {self.items!r}")
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        await self.source.close()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await asyncio.wait_for(self.task, 5)
-
-
-async def started(cfg: Any, checkpoint: dict[str, Any] | None = None, **kw: Any) -> AsyncIterator[Reader]:
-    src = PostgresSource(cfg, **kw)
-    await src.start(checkpoint)
-    reader = Reader(src)
-    try:
-        yield reader
-    finally:
-        await reader.stop()
-
-
-async def open_reader(cfg: Any, checkpoint: dict[str, Any] | None = None, **kw: Any) -> Reader:
-    src = PostgresSource(cfg, **kw)
-    await src.start(checkpoint)
-    return Reader(src)
-
-
-def n_events(n: int) -> Callable[[Reader], bool]:
-    return lambda r: len(r.events) >= n
+pytestmark = pytest.mark.timeout(120)
 
 
 async def slot_confirmed_lsn(db: PgDb, slot: str = "cdc_slot") -> int:

@@ -25,7 +25,7 @@ from cdcstream.sources.postgres.checks import run_checks
 from tests.support.mysql import MyDb
 from tests.support.postgres import PgDb
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 # One session, small chunks: the copy of a few thousand rows takes many pages, so it can be cut half-way.
 SLOW_COPY = FullLoadConfig(max_full_load_subtasks=1, parallel_load_buffer_size=50, chunk_rows=100)
@@ -67,7 +67,7 @@ async def reload_cut_half_way(
         await take(items, got, lambda g: inserted(g, "o"))
         status: dict[str, Any] = src.status()["reload"]
     finally:
-        await items.aclose()  # type: ignore[attr-defined]  # an async generator
+        await items.aclose()  # an async generator
         await src.close()
     assert 0 < load_rows(got, "r") < ROWS
     naming = [RELOAD_FIELD in i.checkpoint for i in got[cut:] if isinstance(i, Marker)]

@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import boto3
-import pytest
 
 from cdcstream.sinks.kinesis import KinesisSink
 from tests.integration.test_kinesis_sink import Acks, _cfg, _deliver, _records, running
 from tests.support.kinesis import REGION, KinesisEndpoint
-
-pytestmark = pytest.mark.integration
 
 
 async def test_shard_map_matches_server_routing(kinesis_endpoint: KinesisEndpoint) -> None:

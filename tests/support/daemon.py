@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import boto3
 import orjson
 
 from tests.support import free_port
+from tests.support.mysql import MyDb
+from tests.support.postgres import PgDb
 
 CDCSTREAM = [sys.executable, "-m", "cdcstream"]
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -173,27 +176,20 @@ class Daemon:
             return exc.code, exc.read().decode()
 
 
-def start_daemon(pg_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
-    """Write a config for ``pg_db`` (a :class:`tests.support.postgres.PgDb`) and ``stream`` and start the
-    daemon (not yet ready: call :meth:`Daemon.wait_ready`)."""
-    path = write_config(
-        tmp_path / "c.toml",
-        pg_port=pg_db.server.port,
-        database=pg_db.name,
-        endpoint_url=endpoint_url,
-        stream=stream,
-        **config,
+def db_config(db: PgDb | MyDb, path: Path, endpoint_url: str, stream: str, **config: Any) -> Path:
+    """:func:`write_config` for the test database ``db`` (PostgreSQL or MariaDB), as its ``cdc`` user."""
+    if isinstance(db, MyDb):
+        source = mysql_source(db.server.port, db.name)
+        return write_config(path, endpoint_url=endpoint_url, stream=stream, source=source, **config)
+    return write_config(
+        path, pg_port=db.server.port, database=db.name, endpoint_url=endpoint_url, stream=stream, **config
     )
-    daemon = Daemon(path, tmp_path / "daemon.log")
-    daemon.start()
-    return daemon
 
 
-def start_mysql_daemon(my_db: Any, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
-    """:func:`start_daemon` for ``my_db`` (a :class:`tests.support.mysql.MyDb`), as the ``cdc`` user."""
-    source = mysql_source(my_db.server.port, my_db.name)
-    path = write_config(tmp_path / "c.toml", endpoint_url=endpoint_url, stream=stream, source=source, **config)
-    daemon = Daemon(path, tmp_path / "daemon.log")
+def start_daemon(db: PgDb | MyDb, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
+    """Write ``tmp_path/c.toml`` for ``db`` and ``stream`` (:func:`db_config`) and start the daemon (not yet
+    ready: call :meth:`Daemon.wait_ready`)."""
+    daemon = Daemon(db_config(db, tmp_path / "c.toml", endpoint_url, stream, **config), tmp_path / "daemon.log")
     daemon.start()
     return daemon
 
@@ -273,6 +269,11 @@ def wait_for(endpoint_url: str, stream: str, pred: Any, timeout: float = 60) -> 
         time.sleep(0.3)
 
 
+def ids(records: list[dict[str, Any]]) -> set[Any]:
+    """The ``id`` column of the data records among ``records``."""
+    return {r["data"].get("data", {}).get("id") for r in records}
+
+
 def table_records(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
     """The records of one table (data and table-scoped control records)."""
     return [r for r in records if r["data"]["metadata"].get("table-name") == table]
@@ -329,3 +330,45 @@ def check_numbered_changes(
     assert numbers == sorted(numbers), "changes out of commit order after de-duplication"
     assert {r["partition_key"] for r in records} == {partition_key}
     return records
+
+
+def stream_rows_then_stop(
+    config: Path, log_path: Path, write: Callable[[], object], endpoint_url: str, stream: str, table: str, n: int
+) -> Daemon:
+    """Start the daemon on ``config``, ``write()`` once it is ready, wait until rows 1..``n`` of ``table`` (by
+    ``id``) are in the stream, then stop it cleanly: its checkpoint covers them."""
+    daemon = Daemon(config, log_path)
+    daemon.start()
+    try:
+        daemon.wait_ready()
+        write()
+        expected = set(range(1, n + 1))
+        wait_for(endpoint_url, stream, lambda rs: ids(table_records(rs, table)) >= expected)
+        time.sleep(0.5)  # a checkpoint interval, and the confirmation that follows it
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+    return daemon
+
+
+def run_refused(config: Path, code: int, *needles: str) -> str:
+    """``run`` refuses to start with exit ``code``, naming the checkpoint file and each of ``needles``, before
+    streaming anything and without a traceback; its stderr."""
+    from cdcstream.checkpoints.store import FileCheckpointStore
+    from cdcstream.config import load_config
+
+    res = run_cli("run", "--config", str(config), timeout=40)
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr and '"event": "ready"' not in res.stderr
+    assert str(FileCheckpointStore.for_task(load_config(config)).path) in res.stderr  # which file
+    for needle in needles:
+        assert needle in res.stderr, res.stderr
+    return res.stderr
+
+
+def check_fails(config: Path, line: str, *needles: str) -> None:
+    """``check`` exits 1 with ``FAIL <line>``, and says each of ``needles``."""
+    res = run_cli("check", "--config", str(config))
+    assert res.returncode == 1 and f"FAIL {line}" in res.stdout, res.stdout
+    for needle in needles:
+        assert needle in res.stdout, res.stdout

@@ -13,19 +13,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-import psycopg
-import pymysql.cursors
+from typing import Any
 
 from tests.support import free_port
-from tests.support.daemon import Daemon, start_daemon, start_mysql_daemon, table_records
-from tests.support.mysql import MyDb
-from tests.support.postgres import PgDb
-
-T = TypeVar("T")
+from tests.support.daemon import Daemon, table_records
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL_LOAD_AND_CDC = 'migration_type = "full-load-and-cdc"'
@@ -51,123 +44,6 @@ def replay(records: list[dict[str, Any]], table: str, key: tuple[str, ...]) -> d
         else:
             state[k] = row
     return state
-
-
-def keyed(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Source rows (NULLs left out, as the records leave them out) by key, to compare with :func:`replay`."""
-    out = {}
-    for row in rows:
-        row = {k: v for k, v in row.items() if v is not None}
-        out[tuple(row[c] for c in key)] = row
-    return out
-
-
-class Engine:
-    """A source engine for the tests that run over both: what differs between PostgreSQL and MariaDB (the SQL
-    dialect, the connection, the daemon's source config) and nothing else."""
-
-    name: str
-    schema: str  # the schema part of partition keys and mapping rules
-
-    def pick(self, *, postgres: T, mariadb: T) -> T:
-        """This engine's one of two (its SQL dialect, a size)."""
-        return postgres if self.name == "postgres" else mariadb
-
-    def execute(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def run(self, *queries: str) -> None:
-        for query in queries:
-            self.execute(query)
-
-    def analyze(self, *tables: str) -> None:
-        raise NotImplementedError
-
-    def source_rows(self, table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """The table's rows by key, to compare with :func:`replay`."""
-        raise NotImplementedError
-
-    def transactions(self) -> contextlib.AbstractContextManager[Callable[..., None]]:
-        """A connection for a writer thread; yields ``commit((query, params), ...)``, which runs the statements
-        in one transaction."""
-        raise NotImplementedError
-
-    def start_daemon(self, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
-        raise NotImplementedError
-
-
-class Postgres(Engine):
-    name = "postgres"
-    schema = "public"
-
-    def __init__(self, db: PgDb) -> None:
-        self.db = db
-
-    def execute(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        return self.db.execute(query, params=params)
-
-    def analyze(self, *tables: str) -> None:
-        self.execute(f"ANALYZE {', '.join(tables)}")
-
-    def source_rows(self, table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        rows = self.execute(f"SELECT row_to_json(r_)::text FROM {table} r_")
-        return keyed([json.loads(text) for (text,) in rows], key)
-
-    @contextlib.contextmanager
-    def transactions(self) -> Iterator[Callable[..., None]]:
-        with psycopg.connect(self.db.dsn, autocommit=True) as conn:
-
-            def commit(*statements: tuple[str, tuple[Any, ...]]) -> None:
-                with conn.transaction():
-                    for query, params in statements:
-                        conn.execute(query, params)
-
-            yield commit
-
-    def start_daemon(self, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
-        return start_daemon(self.db, endpoint_url, stream, tmp_path, **config)
-
-
-class MariaDb(Engine):
-    name = "mariadb"
-
-    def __init__(self, db: MyDb) -> None:
-        self.db = db
-        self.schema = db.name
-
-    def execute(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        return self.db.execute(query, params=params)
-
-    def analyze(self, *tables: str) -> None:
-        self.execute(f"ANALYZE TABLE {', '.join(tables)}")
-
-    def source_rows(self, table: str, key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
-        conn = self.db.connect()
-        try:
-            with conn.cursor(pymysql.cursors.DictCursor) as cur:
-                cur.execute(f"SELECT * FROM `{table}`")
-                return keyed(list(cur.fetchall()), key)
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def transactions(self) -> Iterator[Callable[..., None]]:
-        conn = self.db.connect(autocommit=False)
-        try:
-            with conn.cursor() as cur:
-
-                def commit(*statements: tuple[str, tuple[Any, ...]]) -> None:
-                    for query, params in statements:
-                        cur.execute(query, params)
-                    conn.commit()
-
-                yield commit
-        finally:
-            conn.close()
-
-    def start_daemon(self, endpoint_url: str, stream: str, tmp_path: Path, **config: Any) -> Daemon:
-        """As the fixture's least-privileged ``cdc`` user."""
-        return start_mysql_daemon(self.db, endpoint_url, stream, tmp_path, **config)
 
 
 def loads_of(records: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ def _serialized_moto_server() -> Any:
 
     lock = threading.Lock()
 
-    class SerializedMotoServer(ThreadedMotoServer):  # type: ignore[misc]
+    class SerializedMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
 

@@ -97,7 +97,7 @@ class PgServer:
         """Run one statement in autocommit mode and return its rows (empty list when it returns none)."""
         dsn = self.superuser_dsn(db) if superuser else self.dsn(db)
         with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(query.encode() if params is None else query, params)  # type: ignore[arg-type]
+            cur.execute(query.encode() if params is None else query, params)
             return list(cur.fetchall()) if cur.description is not None else []
 
     def create_database(self, prefix: str = "t") -> str:

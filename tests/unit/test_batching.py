@@ -294,12 +294,12 @@ class BatcherMachine(RuleBasedStateMachine):
         self.inflight = []
         for _ in range(10_000):
             self.now += 1.0
-            batch = self.b.take_batch(self.now, 500, 10_000)
-            if batch is None:
+            taken = self.b.take_batch(self.now, 500, 10_000)
+            if taken is None:
                 break
-            for rec in batch.records:
+            for rec in taken.records:
                 self.stream[rec.partition_key].append(rec.seq)
-            self.acked.update(r.seq for r in self.b.complete(batch, None, self.now).acked)
+            self.acked.update(r.seq for r in self.b.complete(taken, None, self.now).acked)
         assert self.b.pending == 0 and self.b.pending_bytes == 0
         assert self.acked == set(range(self.seq)), "some records were never acknowledged"
         self.last_occurrences_in_put_order()

@@ -148,6 +148,7 @@ def test_every_subcommand_and_option_is_explained_and_points_to_the_docs() -> No
     }
     for name, sp in commands.items():
         assert sp.description and len(sp.description) > 40, name
+        assert sp.epilog is not None, name
         # 'Documentation: docs/<page>, "<section>" (<DOCS>/blob/HEAD/docs/<page>#<anchor>). Exit codes: ...'
         m = re.match(
             rf'Documentation: docs/([\w-]+\.md), "([^"]+)" \({re.escape(DOCS)}/blob/HEAD/docs/\1#([\w-]+)\)', sp.epilog

@@ -155,7 +155,8 @@ def configs(draw: Any) -> str:
         doc.setdefault(section, {})[key] = draw(st.sampled_from(pool))
     for section in draw(st.lists(st.sampled_from(["source", "target"]), max_size=1)):
         doc.pop(section)
-    return render(doc) + draw(st.sampled_from(["", "", "", DEEP_ARRAY, DEEP_TABLE, "[source]\n", "x = \n"]))
+    tail: str = draw(st.sampled_from(["", "", "", DEEP_ARRAY, DEEP_TABLE, "[source]\n", "x = \n"]))
+    return render(doc) + tail
 
 
 # TOML nesting deep enough to exhaust a recursive parser's stack.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cdcstream.config import load_config
+from cdcstream.config import Config, MySQLSourceConfig, PostgresSourceConfig, load_config
 from cdcstream.errors import ConfigError
 
 GOOD = """
@@ -21,6 +21,16 @@ endpoint_url = "http://127.0.0.1:4567"
 [checkpoint]
 state_dir = "state"
 """
+
+
+def pg(cfg: Config) -> PostgresSourceConfig:
+    assert isinstance(cfg.source, PostgresSourceConfig)
+    return cfg.source
+
+
+def mysql(cfg: Config) -> MySQLSourceConfig:
+    assert isinstance(cfg.source, MySQLSourceConfig)
+    return cfg.source
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -68,10 +78,10 @@ def test_password_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_type_rendering_options(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
-    assert (cfg.source.json_as, cfg.source.hstore_as) == ("string", "string")  # DMS's rendering by default
+    assert (pg(cfg).json_as, pg(cfg).hstore_as) == ("string", "string")  # DMS's rendering by default
     text = GOOD.replace('database = "app"', 'database = "app"\njson_as = "object"\nhstore_as = "object"')
     cfg = load_config(write(tmp_path, text))
-    assert (cfg.source.json_as, cfg.source.hstore_as) == ("object", "object")
+    assert (pg(cfg).json_as, pg(cfg).hstore_as) == ("object", "object")
     with pytest.raises(ConfigError, match=r"source\.json_as"):
         load_config(write(tmp_path, GOOD.replace('database = "app"', 'database = "app"\njson_as = "yaml"')))
 
@@ -112,22 +122,22 @@ def test_mysql_tls_settings(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("not a certificate")
     cfg = load_config(_mysql_tls(tmp_path, f'ssl_mode = "verify_identity"\nssl_ca = "{ca}"'))
-    assert cfg.source.engine == "mysql" and cfg.source.ssl_mode == "verify_identity"
-    assert ssl_settings(load_config(_mysql_tls(tmp_path, 'ssl_mode = "disabled"')).source) == {"ssl_disabled": True}
-    assert ssl_settings(load_config(write(tmp_path, MYSQL)).source) == {}  # preferred: PyMySQL's own default
-    required = ssl_settings(load_config(_mysql_tls(tmp_path, 'ssl_mode = "required"')).source)["ssl"]
+    assert cfg.source.engine == "mysql" and mysql(cfg).ssl_mode == "verify_identity"
+    assert ssl_settings(mysql(load_config(_mysql_tls(tmp_path, 'ssl_mode = "disabled"')))) == {"ssl_disabled": True}
+    assert ssl_settings(mysql(load_config(write(tmp_path, MYSQL)))) == {}  # preferred: PyMySQL's own default
+    required = ssl_settings(mysql(load_config(_mysql_tls(tmp_path, 'ssl_mode = "required"'))))["ssl"]
     assert not required.check_hostname and required.verify_mode.name == "CERT_NONE"
-    verify = ssl_settings(load_config(_mysql_tls(tmp_path, 'ssl_mode = "verify_identity"')).source)["ssl"]
+    verify = ssl_settings(mysql(load_config(_mysql_tls(tmp_path, 'ssl_mode = "verify_identity"'))))["ssl"]
     assert verify.check_hostname and verify.verify_mode.name == "CERT_REQUIRED"  # system CAs without ssl_ca
 
 
 def test_mysql_ssl_verify_identity_is_another_spelling_of_ssl_mode(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("not a certificate")
-    assert load_config(_mysql_tls(tmp_path, "ssl_verify_identity = true")).source.ssl_mode == "verify_identity"
+    assert mysql(load_config(_mysql_tls(tmp_path, "ssl_verify_identity = true"))).ssl_mode == "verify_identity"
     no_host_check = load_config(_mysql_tls(tmp_path, f'ssl_verify_identity = false\nssl_ca = "{ca}"'))
-    assert no_host_check.source.ssl_mode == "verify_ca"
-    assert load_config(_mysql_tls(tmp_path, "ssl_verify_identity = false")).source.ssl_mode == "preferred"
+    assert mysql(no_host_check).ssl_mode == "verify_ca"
+    assert mysql(load_config(_mysql_tls(tmp_path, "ssl_verify_identity = false"))).ssl_mode == "preferred"
 
 
 @pytest.mark.parametrize(

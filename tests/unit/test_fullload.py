@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cdcstream.changes import ChangeEvent, Column, MappedRows, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, Column, MappedRows, Marker, Op, RawRows, TableInfo
 from cdcstream.config import FullLoadConfig, load_config
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.rules import ParallelLoad, parse_rules
@@ -71,8 +71,18 @@ class MemoryEngine:
             await asyncio.sleep(0)
             yield Chunk([{"id": x, "v": str(x)} for x in part], [str(part[-1])] if spec.key_columns else None)
 
+    async def decode(self, spec: TableSpec, raw: RawRows) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] | None = raw.rows()
+        assert rows is not None
+        return rows
+
     async def close(self) -> None:
         self.closed = True
+
+
+def _id(event: ChangeEvent) -> Any:
+    assert event.after is not None
+    return event.after["id"]
 
 
 def _load(engine: MemoryEngine, checkpoint: dict[str, Any] | None = None, **cfg: Any) -> FullLoad:
@@ -139,7 +149,7 @@ def test_every_row_once_with_markers_and_completion() -> None:
     engine = MemoryEngine({"a": 300, "b": 0, "c": 30})
     load = _load(engine, max_full_load_subtasks=2, parallel_load_threads=3, chunk_rows=100)
     items = asyncio.run(_collect(load))
-    rows = [(i.table.table, i.after["id"]) for i in items if isinstance(i, ChangeEvent)]
+    rows = [(i.table.table, _id(i)) for i in items if isinstance(i, ChangeEvent)]
     assert sorted(rows) == sorted([("a", x) for x in range(1, 301)] + [("c", x) for x in range(1, 31)])
     assert all(i.op is Op.LOAD for i in items if isinstance(i, ChangeEvent))
     assert isinstance(items[-1], Marker)
@@ -242,8 +252,8 @@ def test_resume_continues_after_the_last_key_and_skips_finished_work() -> None:
     rest = asyncio.run(_collect(second))
     assert engine2.opened == [(1, False)]  # a resumed load: fresh snapshot sessions, start position kept
     assert rest[-1].checkpoint["lsn"] == "0/10"
-    before = [i.after["id"] for i in items if isinstance(i, ChangeEvent)][:copied]
-    after = [(i.table.table, i.after["id"]) for i in rest if isinstance(i, ChangeEvent)]
+    before = [_id(i) for i in items if isinstance(i, ChangeEvent)][:copied]
+    after = [(i.table.table, _id(i)) for i in rest if isinstance(i, ChangeEvent)]
     assert len(after) == 330 - copied  # nothing re-copied, nothing missing
     assert sorted(before + [x for t, x in after if t == "a"]) == list(range(1, 301))
 

@@ -36,7 +36,7 @@ def event(op: Op, after: dict[str, Any] | None, before: dict[str, Any] | None = 
     )
 
 
-def mapper(rules: MappingRules | None = None, **target: Any) -> Mapper:
+def mapper(rules: MappingRules | None = None, /, **target: Any) -> Mapper:
     return Mapper(rules or MappingRules(), TargetConfig(stream_name="s", **target), "task1")
 
 

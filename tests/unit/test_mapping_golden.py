@@ -8,7 +8,7 @@ files drive the end-to-end run through PostgreSQL and Kinesis (tests/e2e/test_ma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -28,7 +28,7 @@ def customers(table: str) -> TableInfo:
 
 @pytest.mark.parametrize("example", [1, 2, 3])
 @pytest.mark.parametrize("fmt", ["json", "json-unformatted"])
-def test_seed_example(example: int, fmt: str) -> None:
+def test_seed_example(example: int, fmt: Literal["json", "json-unformatted"]) -> None:
     expected = orjson.loads((GOLDEN / f"seed_example{example}.expected.json").read_bytes())
     rules = load_rules(GOLDEN / f"seed_example{example}.mapping.json")
     mapper = Mapper(rules, TargetConfig(stream_name="s", message_format=fmt), "task")

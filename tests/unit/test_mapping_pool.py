@@ -18,15 +18,15 @@ from pydantic import ValidationError
 from cdcstream.changes import ChangeEvent, Column, MappedRows, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import MappingError
-from cdcstream.mapping import pool as pool_module
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.pool import AUTO_MAX, MappingPool, cgroup_cpu_limit, default_processes, map_chunk
 from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.records import Record
 from cdcstream.sinks.batching import Batch, key_size
 from cdcstream.sinks.putrecords import PutRecordsClient
 from cdcstream.sources.postgres.snapshot import CopyBlock, RowSpec
 from cdcstream.sources.postgres.values import INT4, PgType
+from cdcstream.workers import pool as pool_module
+from cdcstream.workers.pool import AUTO_MAX, MappingPool, cgroup_cpu_limit, default_processes, map_chunk
 from tests.support.fullload import schema_table_key_mapping
 
 INFO = TableInfo("public", "t", (Column("id", "int4", 23, False, True), Column("s", "text", 25, True, False)))

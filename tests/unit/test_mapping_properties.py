@@ -155,7 +155,7 @@ def object_mapping(draw: Any, rid: int) -> dict[str, Any]:
                 template.map(lambda v: {"target-attribute-name": "doc", "value": {"a": {"b": v}, "c": [v, 1]}}),
             ),
             max_size=2,
-            unique_by=lambda a: a["target-attribute-name"],
+            unique_by=lambda a: str(a["target-attribute-name"]),
         )
     )
     return {

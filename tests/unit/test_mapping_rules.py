@@ -56,7 +56,7 @@ def sel(rid: str, action: str, schema: str, table: str, **extra: Any) -> dict[st
     }
 
 
-def tr(rid: str, target: str, action: str, locator: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+def tr(rid: str, target: str, action: str, locator: dict[str, str] | None = None, /, **extra: Any) -> dict[str, Any]:
     loc = {"schema-name": "public", "table-name": "items", **(locator or {})}
     if target == "schema":
         loc.pop("table-name", None)
@@ -71,7 +71,10 @@ def tr(rid: str, target: str, action: str, locator: dict[str, str] | None = None
     }
 
 
-def om(rid: str, action: str = "map-record-to-record", table: str = "items", **params: Any) -> dict[str, Any]:
+def om(rid: str, action: str = "map-record-to-record", /, **params: Any) -> dict[str, Any]:
+    """An object-mapping rule for ``table`` (keyword, default ``items``); the other keywords are its
+    mapping-parameters."""
+    table = params.pop("table", "items")
     rule: dict[str, Any] = {
         "rule-type": "object-mapping",
         "rule-id": rid,
@@ -83,7 +86,7 @@ def om(rid: str, action: str = "map-record-to-record", table: str = "items", **p
     return rule
 
 
-def mapper(r: MappingRules | None = None, **target: Any) -> Mapper:
+def mapper(r: MappingRules | None = None, /, **target: Any) -> Mapper:
     return Mapper(r or MappingRules(), TargetConfig(stream_name="s", **target), "task1")
 
 

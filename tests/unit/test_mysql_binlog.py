@@ -197,11 +197,11 @@ def test_mysql_80_binlog_rows_compressed_transaction_and_partial_json() -> None:
     UPDATE t2 SET b = JSON_REPLACE(b, '$.b', REPEAT("oOo", 50))."""
     out, errors = _mysql80()
     rows = [i for i in out if isinstance(i, ChangeEvent)]
-    inserts = [(e.after["a"], e.after["b"], e.after["c"]) for e in rows if e.op is Op.INSERT]
+    inserts = [(e.after["a"], e.after["b"], e.after["c"]) for e in rows if e.op is Op.INSERT and e.after]
     assert inserts[:4] == [(1, 0, ""), (2, 0, "hulu"), (3, 0, "bulu"), (4, 0, "skip")]
     assert inserts[4:104] == [(1000 + i, i, f"--{i}--" + "/" * 100 + "--") for i in range(100)]
     assert inserts[104:] == [(5, 0, "after compressed")]
-    compressed = [e for e in rows if e.op is Op.INSERT and e.after["a"] >= 1000]
+    compressed = [e for e in rows if e.op is Op.INSERT and e.after and e.after["a"] >= 1000]
     # one transaction, numbered from the anonymous GTID event before the payload
     assert {e.transaction_id for e in compressed} == {"master-bin.000001:1389"}
     assert [e.transaction_record_id for e in compressed] == list(range(1, 101))
@@ -503,7 +503,7 @@ def test_partial_json_diffs() -> None:
         out = bytes([op, len(path)]) + path.encode()
         return out + (bytes([len(value)]) + value if value is not None else b"")
 
-    tree = {"a": [jsonb.Raw("1"), jsonb.Raw("2")], "c": jsonb.Raw("null")}
+    tree: jsonb.Node = {"a": [jsonb.Raw("1"), jsonb.Raw("2")], "c": jsonb.Raw("null")}
     diffs = jsonb.parse_diffs(
         diff(jsonb.REPLACE, "$.a[1]", b"\x04\x01") + diff(jsonb.INSERT, '$."b b"', b"\x0c\x01z") + diff(2, "$.c")
     )

@@ -45,7 +45,7 @@ FIELDS: tuple[Field, ...] = (
 @pytest.mark.parametrize("size", [0, 250, 251, 65535, 65536, (1 << 24) + 3])
 def test_lengths_and_nulls(size: int) -> None:
     n = size // 2
-    rows_in = [
+    rows_in: list[list[bytes | None]] = [
         [b"-12", "é".encode() * n, b"\x00\xfe" * n, b"1.50", b"2.5e3", b"2026-11-27 10:00:00.5"],
         [None, None, None, None, None, None],
         [b"7", b"", b"", b"0", b"0", b"0000-00-00 00:00:00"],

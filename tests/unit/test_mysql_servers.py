@@ -10,6 +10,7 @@ import pymysql
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from pydantic import SecretStr
 from pymysql import _auth
 
 from cdcstream.config import MySQLSourceConfig
@@ -81,7 +82,7 @@ def test_caching_sha2_without_tls_encrypts_the_password_with_the_servers_key() -
     assert bytes(b ^ salt[i % len(salt)] for i, b in enumerate(plain)) == b"s3cret\0"
 
 
-CFG = MySQLSourceConfig(engine="mysql", server_id=7, password="pw", ssl_mode="disabled")
+CFG = MySQLSourceConfig(engine="mysql", server_id=7, password=SecretStr("pw"), ssl_mode="disabled")
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ CFG = MySQLSourceConfig(engine="mysql", server_id=7, password="pw", ssl_mode="di
 )
 def test_rsa_exchange_failures_are_fatal_and_name_the_fix(exc: Exception, fix: str) -> None:
     assert rsa_failure(exc) is not None
-    err = connect_error(CFG, exc)  # type: ignore[arg-type]
+    err = connect_error(CFG, exc)
     assert type(err) is SourceError and not err.retriable
     assert fix in str(err) and "ssl_mode = 'required'" in str(err)
 

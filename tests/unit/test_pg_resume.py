@@ -15,7 +15,12 @@ HISTORY_3 = '1\t0/3000158\tno recovery target specified\n\n2\t0/5000060\tat rest
 
 
 def refusals(lsn: str, known: dict[str, Any] = KNOWN, *, owned: bool = True, **server: Any) -> list[str]:
-    state = {"system_id": SYSTEM, "timeline": 1, "wal_end": parse_lsn("0/9000000"), "slot_confirmed": None}
+    state: dict[str, Any] = {
+        "system_id": SYSTEM,
+        "timeline": 1,
+        "wal_end": parse_lsn("0/9000000"),
+        "slot_confirmed": None,
+    }
     found = resume_refusals(
         parse_lsn(lsn),
         known,
@@ -67,7 +72,7 @@ def test_timeline_history_gives_the_branch_points() -> None:
 def test_a_new_timeline_is_accepted_up_to_its_branch_point_and_refused_past_it() -> None:
     """Failover or point-in-time restore: positions up to where the server's history left the checkpoint's
     timeline are in both histories; past it, the stream holds changes this server never had."""
-    on_3 = {"timeline": 3, "history": HISTORY_3, "slot_confirmed": parse_lsn("0/2000000")}
+    on_3: dict[str, Any] = {"timeline": 3, "history": HISTORY_3, "slot_confirmed": parse_lsn("0/2000000")}
     assert refusals("0/3000158", **on_3) == []
     assert refusals("0/5000060", {"system_id": SYSTEM, "timeline": 2}, **on_3) == []
     (text,) = refusals("0/3000200", **on_3)

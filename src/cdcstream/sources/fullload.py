@@ -7,7 +7,7 @@ one sequence by a bounded queue (at most ``2 x max_full_load_subtasks`` chunks o
 ``parallel_load_buffer_size`` rows: memory does not depend on table size), and the load state carried by a
 marker is exactly "everything before this marker". The pipeline's watermark -> checkpoint file -> ``ack``
 machinery therefore makes the load resumable and at-least-once without anything load-specific. With mapping
-worker processes (``offload``, the pipeline's ``mapping/pool.py``) engines read chunks raw and a chunk arrives
+worker processes (``offload``, the pipeline's ``workers/pool.py``) engines read chunks raw and a chunk arrives
 as one :class:`~cdcstream.changes.MappedRows` item instead of its rows, in the same place of the sequence; a
 session then reads on while its chunks are mapped (up to ``READ_AHEAD_ROWS``) and hands them over in read order.
 
