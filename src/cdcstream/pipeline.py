@@ -42,7 +42,7 @@ from cdcstream.runtime.signals import EXIT_INTERRUPTED, STOP_SIGNALS, take_early
 from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait, first_or_stop
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
-from cdcstream.sources import Source
+from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload
 from cdcstream.sources.fullload import intent_checkpoint, load_completed, stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
@@ -368,7 +368,7 @@ class Pipeline:
             "watermark": self.watermark.status(),
             "checkpoint": {"position": self._last_checkpoint, "written_at": self._last_checkpoint_at or None},
             "lag": {
-                "read_seconds": getattr(self.source, "read_lag", None),
+                "read_seconds": self.source.read_lag if isinstance(self.source, SupportsReadLag) else None,
                 "delivery_seconds": self._delivery_lag(),
                 "probe": self.probe.last if self.probe else None,
                 "probed_at": self.probe.last_at if self.probe else None,
@@ -393,10 +393,9 @@ class Pipeline:
 
     async def _reload(self, table: str) -> str:
         """``POST /reload?table=schema.table``: re-copy one table while CDC runs (sources that support it)."""
-        request = getattr(self.source, "request_reload", None)
-        if request is None or not self._started:
+        if not isinstance(self.source, SupportsReload) or not self._started:
             raise SourceError("reload: not available (source still starting, or it has no reload)")
-        answer = str(await request(table))
+        answer = await self.source.request_reload(table)
         self._reload_cuts.append((table, self.watermark.next_seq))
         if self._saved is not None:
             # Durable before the answer: a crash before the next checkpoint must not forget the request.
@@ -420,7 +419,7 @@ class Pipeline:
     def _delivery_lag(self) -> float:
         """Now minus the commit time of the oldest record read and not yet acknowledged by Kinesis, or the
         source's read lag when every record read is acknowledged (never below it)."""
-        read_lag = float(getattr(self.source, "read_lag", 0.0))
+        read_lag = self.source.read_lag if isinstance(self.source, SupportsReadLag) else 0.0
         oldest = self.watermark.oldest()
         return read_lag if oldest is None else max(read_lag, time.time() - oldest[0])
 
@@ -446,7 +445,7 @@ class Pipeline:
     def _liveness(self) -> str | None:
         """Why the pipeline is not alive (runtime/liveness.py), or None."""
         window = self.notifier.watchdog_interval or self.cfg.http.ready_window
-        reader_at = max(self._read_at, getattr(self.source, "alive_at", 0.0))
+        reader_at = max(self._read_at, self.source.alive_at if isinstance(self.source, SupportsAliveAt) else 0.0)
         outstanding = self._pushed - self._popped
         sink_at = getattr(self.sink, "alive_at", self._last_progress)
         return assess(time.monotonic(), window, LoopStamps(reader_at, self._delivering_since, outstanding, sink_at))
