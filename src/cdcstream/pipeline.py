@@ -34,7 +34,7 @@ from cdcstream.errors import CdcstreamError, MappingError, OversizeRecordError, 
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.pool import MappingPool, default_processes
 from cdcstream.mapping.preview import unused_rules
-from cdcstream.mapping.rules import load_rules
+from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.records import Record
 from cdcstream.runtime.liveness import LoopStamps, assess
 from cdcstream.runtime.retry import Backoff
@@ -43,7 +43,13 @@ from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait,
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload
-from cdcstream.sources.fullload import intent_checkpoint, load_completed, stamp_requested_reloads
+from cdcstream.sources.fullload import (
+    KeyRanges,
+    KeyRangesOf,
+    intent_checkpoint,
+    load_completed,
+    stamp_requested_reloads,
+)
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
 from cdcstream.telemetry.http import HttpServer
@@ -68,7 +74,7 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         "no_hex_prefix": cfg.target.no_hex_prefix,
         "migration_type": cfg.migration_type,
         "full_load": cfg.full_load,
-        "parallel_load": mapper.rules.parallel_load,
+        "key_ranges": key_ranges(mapper.rules),
         "offload": pool.map if pool is not None else None,
     }
     if cfg.source.engine == "mysql":
@@ -80,6 +86,19 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
     return PostgresSource(
         cfg.source, selection=mapper.rules.selection_regexes(), adopt_command=adopt_command(cfg), **common
     )
+
+
+def key_ranges(rules: MappingRules) -> KeyRangesOf:
+    """The mapping's table-settings ``parallel-load`` ``ranges`` as the sources take them (other types: none)."""
+
+    def of(schema: str, table: str) -> KeyRanges | None:
+        rule = rules.parallel_load(schema, table)
+        if rule is None or rule.type != "ranges":
+            return None
+        origin = str(rule.origin.at(".parallel-load.columns")) if rule.origin else "table-settings"
+        return KeyRanges(rule.columns, rule.boundaries, origin)
+
+    return of
 
 
 def build_sink(cfg: Config, on_ack: Any) -> Sink:

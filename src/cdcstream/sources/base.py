@@ -6,13 +6,11 @@ The engines differ in everything they read and how; this is only what :class:`Po
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from cdcstream.config import FullLoadConfig
-from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
-from cdcstream.sources.fullload import FullLoad, Offload, PendingReloads
+from cdcstream.sources.fullload import FullLoad, KeyRangesOf, Offload, PendingReloads
 from cdcstream.telemetry import metrics
 
 
@@ -26,12 +24,12 @@ class SourceBase:
         reconnect_max_delay: float,
         migration_type: str,
         full_load: FullLoadConfig | None,
-        parallel_load: Callable[[str, str], ParallelLoad | None] | None,
+        key_ranges: KeyRangesOf | None,
         offload: Offload | None,
     ) -> None:
         self.migration_type = migration_type
         self._full_load_cfg = full_load or FullLoadConfig()
-        self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._key_ranges = key_ranges or (lambda schema, table: None)
         self._offload = offload  # full-load chunks to the pipeline's mapping worker processes
         self._load: FullLoad | None = None
         # Extra checkpoint fields kept across reconnects: {"load": {"done": true, ...}} after a full load

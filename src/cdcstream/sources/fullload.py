@@ -55,7 +55,6 @@ import structlog
 from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, RawRows, TableInfo
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
-from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.telemetry import metrics
 
@@ -230,10 +229,25 @@ def completed_marker_state(tables: int, rows: int) -> dict[str, Any]:
     return {"done": True, "tables": tables, "rows": rows}
 
 
-def plan_ranges(name: str, setting: ParallelLoad) -> list[Segment]:
-    """Segments from a table-settings ``ranges`` rule: N boundaries -> N+1 segments."""
-    cols = setting.columns
-    bounds: list[tuple[str, ...] | None] = [None, *setting.boundaries, None]
+@dataclass(slots=True, frozen=True)
+class KeyRanges:
+    """Explicit segments of one table: the mapping's table-settings ``parallel-load`` of type ``ranges``, as the
+    wiring code hands it to the sources (which read no mapping rules). The ``boundaries`` are upper bounds of a
+    row comparison over ``columns``, as text the server casts; ``origin`` names the rule in errors."""
+
+    columns: tuple[str, ...]
+    boundaries: tuple[tuple[str, ...], ...]
+    origin: str = "table-settings"
+
+
+KeyRangesOf = Callable[[str, str], KeyRanges | None]
+"""A table's :class:`KeyRanges` by schema and table name, None without explicit ranges."""
+
+
+def plan_ranges(name: str, ranges: KeyRanges) -> list[Segment]:
+    """Segments from explicit ranges: N boundaries -> N+1 segments."""
+    cols = ranges.columns
+    bounds: list[tuple[str, ...] | None] = [None, *ranges.boundaries, None]
     return [Segment(name, cols, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
@@ -276,7 +290,7 @@ class FullLoad:
     """Runs one full load over a :class:`LoadEngine` and yields its rows and markers (see module docstring).
 
     ``base_checkpoint`` returns the source's checkpoint fields to merge into every marker (identity and the
-    like); ``settings`` returns a table's table-settings ``parallel-load`` rule, if any. With ``phase_markers``
+    like); ``ranges`` returns a table's explicit segments, if any. With ``phase_markers``
     off (``reload --table`` of one table during CDC) markers carry ``base_checkpoint()`` alone.
     """
 
@@ -288,7 +302,7 @@ class FullLoad:
         label: str,
         checkpoint: dict[str, Any] | None,
         base_checkpoint: Callable[[], dict[str, Any]],
-        settings: Callable[[str, str], ParallelLoad | None],
+        ranges: KeyRangesOf,
         phase_markers: bool = True,
         offload: Offload | None = None,
     ) -> None:
@@ -299,7 +313,7 @@ class FullLoad:
         self.cfg = cfg
         self._label = label
         self._base = base_checkpoint
-        self._settings = settings
+        self._ranges = ranges
         resumed = checkpoint if load_started(checkpoint) else None
         self.resumed = resumed is not None
         load = (resumed or {}).get("load") or {}
@@ -329,7 +343,7 @@ class FullLoad:
         *,
         label: str,
         base_checkpoint: Callable[[], dict[str, Any]],
-        settings: Callable[[str, str], ParallelLoad | None],
+        ranges: KeyRangesOf,
         sessions: int | None = None,
         offload: Offload | None = None,
     ) -> FullLoad:
@@ -344,7 +358,7 @@ class FullLoad:
             label=label,
             checkpoint=None,
             base_checkpoint=base_checkpoint,
-            settings=settings,
+            ranges=ranges,
             phase_markers=False,
             offload=offload,
         )
@@ -355,14 +369,13 @@ class FullLoad:
         stored = self._stored.get(name)
         if stored:
             return stored
-        setting = self._settings(spec.info.schema, spec.info.table)
-        if spec.key_columns and setting is not None and setting.type == "ranges":
+        ranges = self._ranges(spec.info.schema, spec.info.table)
+        if spec.key_columns and ranges is not None:
             known = {c.name for c in spec.info.columns}
-            missing = [c for c in setting.columns if c not in known]
+            missing = [c for c in ranges.columns if c not in known]
             if missing:
-                where = str(setting.origin.at(".parallel-load.columns")) if setting.origin else "table-settings"
-                raise SourceError(f"{where}: {name} has no column(s) {', '.join(missing)}")
-            return plan_ranges(name, setting)
+                raise SourceError(f"{ranges.origin}: {name} has no column(s) {', '.join(missing)}")
+            return plan_ranges(name, ranges)
         threads = self.cfg.parallel_load_threads
         if spec.key_columns and threads > 1 and (spec.estimated_rows or 0) >= 2 * self.cfg.chunk_rows:
             points = await self.engine.split_points(spec, threads)

@@ -29,10 +29,10 @@ import structlog
 from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, MySQLSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
+    KeyRangesOf,
     Offload,
     PendingReloads,
     completed_marker_state,
@@ -289,7 +289,7 @@ class MySQLSource(SourceBase):
         no_hex_prefix: bool = False,
         migration_type: str = "cdc",
         full_load: FullLoadConfig | None = None,
-        parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
+        key_ranges: KeyRangesOf | None = None,
         offload: Offload | None = None,
     ) -> None:
         super().__init__(
@@ -297,7 +297,7 @@ class MySQLSource(SourceBase):
             reconnect_max_delay=cfg.reconnect_max_delay,
             migration_type=migration_type,
             full_load=full_load,
-            parallel_load=parallel_load,
+            key_ranges=key_ranges,
             offload=offload,
         )
         self.cfg = cfg
@@ -459,7 +459,7 @@ class MySQLSource(SourceBase):
             label=self._label,
             checkpoint=checkpoint,
             base_checkpoint=dict,
-            settings=self._parallel_load,
+            ranges=self._key_ranges,
             offload=self._offload,
         )
         await self._load.open()
@@ -619,7 +619,7 @@ class MySQLSource(SourceBase):
                 label=self._label,
                 # The last position yielded, naming the reload (also when nothing was yielded since the request).
                 base_checkpoint=lambda: self._reloads.stamp(self._last_checkpoint),
-                settings=self._parallel_load,
+                ranges=self._key_ranges,
                 offload=self._offload,
                 sessions=sessions,
             )

@@ -34,11 +34,11 @@ from psycopg.conninfo import make_conninfo
 from cdcstream.changes import ChangeEvent, Item, Marker
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.mapping.rules import MappingRules, ParallelLoad
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import (
     FullLoad,
+    KeyRangesOf,
     Offload,
     PendingReloads,
     completed_marker_state,
@@ -51,6 +51,7 @@ from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.grants import copy_problem
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
 from cdcstream.sources.postgres.publication import (
+    EVERY_TABLE,
     Uncaptured,
     all_tables,
     publication_sql,
@@ -202,7 +203,7 @@ class PostgresSource(SourceBase):
         no_hex_prefix: bool = False,
         migration_type: str = "cdc",
         full_load: FullLoadConfig | None = None,
-        parallel_load: Callable[[str, str], ParallelLoad | None] | None = None,
+        key_ranges: KeyRangesOf | None = None,
         offload: Offload | None = None,
         adopt_command: str = "cdcstream adopt-checkpoint --config <config file>",
     ) -> None:
@@ -211,14 +212,14 @@ class PostgresSource(SourceBase):
             reconnect_max_delay=cfg.reconnect_max_delay,
             migration_type=migration_type,
             full_load=full_load,
-            parallel_load=parallel_load,
+            key_ranges=key_ranges,
             offload=offload,
         )
         self.cfg = cfg
         self._adopt_command = adopt_command  # quoted when a checkpoint file without an owner cannot be verified
         self._selector = selector
         # The selection as regexes for DDL capture (publication.register_selection): every table without one.
-        self._selection = MappingRules().selection_regexes() if selection is None else selection
+        self._selection = [EVERY_TABLE] if selection is None else selection
         self._ddl_registered = False  # DDL capture adds new selected tables to the publication
         self._uncaptured: dict[str, Uncaptured] = {}  # selected tables the publication does not cover, by name
         self._m_uncaptured = metrics.SOURCE_UNCAPTURED_TABLES.labels(self._label)
@@ -451,7 +452,7 @@ class PostgresSource(SourceBase):
             label=self._label,
             checkpoint=checkpoint,
             base_checkpoint=lambda: dict(self._identity),
-            settings=self._parallel_load,
+            ranges=self._key_ranges,
             offload=self._offload,
         )
         await self._load.open()
@@ -752,7 +753,7 @@ class PostgresSource(SourceBase):
             fl,
             label=self._label,
             base_checkpoint=lambda: {**self._last_checkpoint, **self._decoder.checkpoint_extra},
-            settings=self._parallel_load,
+            ranges=self._key_ranges,
             offload=self._offload,
         )
         await self._reload.open()
