@@ -27,6 +27,7 @@ import structlog
 
 from cdcstream import __version__
 from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
+from cdcstream.checkpoints.model import Checkpoint, intent_checkpoint, load_completed
 from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
@@ -43,13 +44,7 @@ from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait,
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload
-from cdcstream.sources.fullload import (
-    KeyRanges,
-    KeyRangesOf,
-    intent_checkpoint,
-    load_completed,
-    stamp_requested_reloads,
-)
+from cdcstream.sources.fullload import KeyRanges, KeyRangesOf, stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
 from cdcstream.telemetry.http import HttpServer
@@ -164,10 +159,10 @@ class Pipeline:
         # While starting: the stage being waited for and why ("sink: Kinesis endpoint ... unreachable"), for
         # /readyz and the log.
         self._waiting_for: str | None = None
-        self._last_checkpoint: dict[str, Any] | None = None
+        self._last_checkpoint: Checkpoint | None = None
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
-        self._saved: dict[str, Any] | None = None  # the checkpoint last written (or loaded at start)
+        self._saved: Checkpoint | None = None  # the checkpoint last written (or loaded at start)
         # reload --table requests, each with the first sequence number issued after it. A marker issued before
         # a request does not name the table (the source stamps only later ones), so saving such a marker adds
         # it (_with_reloads): once the daemon said "queued", no checkpoint written may forget the reload.
@@ -217,7 +212,7 @@ class Pipeline:
         self._last_checkpoint, self._last_checkpoint_at = checkpoint, now
         await self.source.ack(marker.checkpoint)
 
-    async def _save(self, checkpoint: dict[str, Any]) -> None:
+    async def _save(self, checkpoint: Checkpoint) -> None:
         """Write ``checkpoint``, one write at a time (the store writes through one temporary file).
 
         Shielded: cancelling the checkpoint task at stop does not stop the thread, and the final checkpoint
@@ -229,7 +224,7 @@ class Pipeline:
         self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, checkpoint))
         await asyncio.shield(self._saving)
 
-    def _with_reloads(self, checkpoint: dict[str, Any], seq: int) -> dict[str, Any]:
+    def _with_reloads(self, checkpoint: Checkpoint, seq: int) -> Checkpoint:
         """``checkpoint`` (of the marker numbered ``seq``) naming every reload requested after that marker."""
         checkpoint, self._reload_cuts = stamp_requested_reloads(checkpoint, seq, self._reload_cuts)
         return checkpoint

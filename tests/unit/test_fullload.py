@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cdcstream.changes import ChangeEvent, Column, MappedRows, Marker, Op, TableInfo
+from cdcstream.checkpoints.model import intent_checkpoint, is_loading, load_completed, load_started
 from cdcstream.config import FullLoadConfig, load_config
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.rules import parse_rules
@@ -24,10 +25,6 @@ from cdcstream.sources.fullload import (
     KeyRanges,
     Segment,
     TableSpec,
-    intent_checkpoint,
-    is_loading,
-    load_completed,
-    load_started,
     plan_ranges,
     plan_split,
     stamp_requested_reloads,

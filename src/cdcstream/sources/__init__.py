@@ -18,12 +18,13 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from cdcstream.changes import Item
+from cdcstream.checkpoints.model import Checkpoint
 
 
 class Source(Protocol):
     """What the pipeline needs from a source."""
 
-    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+    async def start(self, checkpoint: Checkpoint | None, *, owned: bool = True) -> None:
         """Verify settings and privileges, create what is missing and permitted, position at ``checkpoint``.
 
         ``owned``: the checkpoint file records this task as its owner (``checkpoints/store.py``); False for a
@@ -33,7 +34,7 @@ class Source(Protocol):
     def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         """Batches of changes and markers in commit order, forever (until :meth:`close`)."""
 
-    async def ack(self, checkpoint: dict[str, Any]) -> None:
+    async def ack(self, checkpoint: Checkpoint) -> None:
         """Everything up to ``checkpoint`` is durable downstream; the source may release it upstream."""
 
     def status(self) -> dict[str, Any]:

@@ -6,16 +6,19 @@ The engines differ in everything they read and how; this is only what :class:`Po
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Generic, TypeVar, cast
 
+from cdcstream.checkpoints.model import Checkpoint, SharedFields
 from cdcstream.config import FullLoadConfig
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sources.fullload import FullLoad, KeyRangesOf, Offload, PendingReloads
 from cdcstream.telemetry import metrics
 
+C = TypeVar("C", bound=Checkpoint)
 
-class SourceBase:
-    """The common part of a source's state (see the module docstring)."""
+
+class SourceBase(Generic[C]):
+    """The common part of a source's state (see the module docstring); ``C``: its checkpoint type."""
 
     def __init__(
         self,
@@ -34,11 +37,11 @@ class SourceBase:
         self._load: FullLoad | None = None
         # Extra checkpoint fields kept across reconnects: {"load": {"done": true, ...}} after a full load
         # (PostgreSQL keeps its pending reloads, {"reload": ["s.t", ...]}, here too).
-        self._load_extra: dict[str, Any] = {}
+        self._load_extra: SharedFields = {}
         # reload --table: the tables waiting to be re-copied, and the running one's load.
         self._reloads = PendingReloads(label=label)
         self._reload: FullLoad | None = None
-        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
+        self._last_checkpoint: C = cast(C, {})  # checkpoint of the last marker yielded
         self._label = label
         self._started = False
         self._closed = False

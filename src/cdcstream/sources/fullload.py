@@ -11,17 +11,7 @@ worker processes (``offload``, the pipeline's ``mapping/pool.py``) engines read 
 as one :class:`~cdcstream.changes.MappedRows` item instead of its rows, in the same place of the sequence; a
 session then reads on while its chunks are mapped (up to ``READ_AHEAD_ROWS``) and hands them over in read order.
 
-Checkpoint during a load (JSON, inside the source's own checkpoint)::
-
-    {"phase": "full-load", <CDC start position, e.g. "lsn": consistent point>, ...,
-     "load": {"started": true, "loaded": ["s.t", ...],
-              "tables": {"s.u": {"segments": [{"columns": [...], "lo": [...]|null, "hi": [...]|null,
-                                               "after": <last key copied>|null, "done": bool, "rows": n}]}},
-              "rows": total}}
-
-Tables neither ``loaded`` nor in ``tables`` are pending (planned on the next start). Completed tables are only
-named, so the checkpoint grows with the number of tables, not rows or segments. After the load the source writes
-``"load": {"done": true, ...}`` (see :func:`completed_marker_state`).
+The checkpoint during a load (its ``load`` field) and after it is described in ``checkpoints/model.py``.
 
 Segments (:class:`Segment`) are ranges of a row comparison over ``columns``: segment ``i`` of boundaries
 ``b0 < b1 < ...`` holds the rows where ``(columns) <= b_i`` is TRUE and ``(columns) <= b_{i-1}`` is not TRUE,
@@ -48,19 +38,30 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 
 from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, RawRows, TableInfo
+from cdcstream.checkpoints.model import (
+    PHASE,
+    RELOAD_FIELD,
+    Checkpoint,
+    LoadProgress,
+    MySQLCheckpoint,
+    PgCheckpoint,
+    SegmentState,
+    SharedFields,
+    TableLoadState,
+    load_started,
+    stored_load,
+)
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
-
-PHASE = "full-load"
 
 Key = list[Any]
 """A row key as the engine renders it (JSON-ready; PostgreSQL: the columns' text). Opaque to this module."""
@@ -91,7 +92,7 @@ class Segment:
     done: bool = False
     rows: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SegmentState:
         return {
             "columns": list(self.columns),
             "lo": None if self.lo is None else list(self.lo),
@@ -102,7 +103,7 @@ class Segment:
         }
 
     @classmethod
-    def from_json(cls, table: str, d: dict[str, Any]) -> Segment:
+    def from_json(cls, table: str, d: SegmentState) -> Segment:
         lo, hi = d.get("lo"), d.get("hi")
         return cls(
             table,
@@ -170,7 +171,7 @@ def per_spec(build: Callable[[_S], _T]) -> Callable[[_S], _T]:
 class LoadEngine(Protocol):
     """What a source provides for a full load (one instance per load; sessions are numbered 0..n-1)."""
 
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+    async def open(self, sessions: int, *, fresh: bool) -> Checkpoint:
         """Open ``sessions`` read sessions. ``fresh``: all in one consistent snapshot, and return the CDC start
         position matching it (merged into every load checkpoint; e.g. ``{"lsn": ...}``). Not fresh (a resumed
         load): each session in a snapshot of its own, returns ``{}`` (the stored start position is kept)."""
@@ -198,35 +199,6 @@ class LoadEngine(Protocol):
     async def close(self) -> None:
         """End the sessions (and anything holding the snapshot)."""
         ...
-
-
-def is_loading(checkpoint: dict[str, Any] | None) -> bool:
-    """True for a checkpoint written in the middle of a full load."""
-    return bool(checkpoint) and checkpoint.get("phase") == PHASE  # type: ignore[union-attr]
-
-
-def load_started(checkpoint: dict[str, Any] | None) -> bool:
-    """True for a checkpoint of a load whose snapshot was taken (so its CDC start position is stored)."""
-    load = (checkpoint or {}).get("load")
-    return is_loading(checkpoint) and isinstance(load, dict) and bool(load.get("started"))
-
-
-def intent_checkpoint() -> dict[str, Any]:
-    """Written by the pipeline before a fresh load's source starts: a crash between creating the snapshot (a
-    PostgreSQL slot) and the first load checkpoint then restarts the load instead of finding an unexplained
-    slot. Nothing was acknowledged under it, so starting over loses nothing."""
-    return {"phase": PHASE, "load": {"started": False}}
-
-
-def load_completed(checkpoint: dict[str, Any] | None) -> bool:
-    """True for a checkpoint written after the full load finished."""
-    load = (checkpoint or {}).get("load")
-    return isinstance(load, dict) and bool(load.get("done"))
-
-
-def completed_marker_state(tables: int, rows: int) -> dict[str, Any]:
-    """The ``load`` entry of every checkpoint after the load (so a restart neither reloads nor forgets)."""
-    return {"done": True, "tables": tables, "rows": rows}
 
 
 @dataclass(slots=True, frozen=True)
@@ -267,6 +239,10 @@ def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> lis
 #: ``parallel_load_buffer_size``): memory stays bounded by sessions x this many rows.
 READ_AHEAD_ROWS = 1000
 
+C = TypeVar("C", PgCheckpoint, MySQLCheckpoint, SharedFields)
+
+_NOT_POSITION = frozenset({"phase", "load", "system_id", "timeline"})
+
 _Handed = tuple[Segment, Chunk | None, MappedRows | None, BaseException | None]
 """What a session hands the consumer: a chunk (and its records when a worker process mapped it), the segment's
 end (no chunk), or the error that stops the load."""
@@ -280,7 +256,7 @@ class _TableProgress:
     rows: int = 0
     started: float | None = None
     last_log_rows: int = 0
-    snapshot: dict[str, Any] = field(default_factory=dict)  # immutable once built: markers share it
+    snapshot: TableLoadState = field(default_factory=TableLoadState)  # immutable once built: markers share it
 
     def rebuild(self) -> None:
         self.snapshot = {"segments": [s.to_json() for s in self.segments]}
@@ -300,8 +276,8 @@ class FullLoad:
         cfg: FullLoadConfig,
         *,
         label: str,
-        checkpoint: dict[str, Any] | None,
-        base_checkpoint: Callable[[], dict[str, Any]],
+        checkpoint: Checkpoint | None,
+        base_checkpoint: Callable[[], Checkpoint],
         ranges: KeyRangesOf,
         phase_markers: bool = True,
         offload: Offload | None = None,
@@ -316,7 +292,7 @@ class FullLoad:
         self._ranges = ranges
         resumed = checkpoint if load_started(checkpoint) else None
         self.resumed = resumed is not None
-        load = (resumed or {}).get("load") or {}
+        load = stored_load(resumed)
         self._loaded: list[str] = list(load.get("loaded") or [])
         self._stored: dict[str, list[Segment]] = {
             name: [Segment.from_json(name, s) for s in t.get("segments", [])]
@@ -324,9 +300,9 @@ class FullLoad:
         }
         self.rows = int(load.get("rows") or 0)
         # The CDC start position of this load (stored across restarts: a resumed load streams from it too).
-        self.start_position: dict[str, Any] = {
-            k: v for k, v in (resumed or {}).items() if k not in ("phase", "load", "system_id", "timeline")
-        }
+        self.start_position = cast(  # whichever engine's position: only that engine reads it
+            Checkpoint, {k: v for k, v in (resumed or {}).items() if k not in _NOT_POSITION}
+        )
         self._tables: dict[str, _TableProgress] = {}
         self._work: deque[tuple[TableSpec, Segment]] = deque()
         self._loaded_snapshot: list[str] = list(self._loaded)
@@ -342,7 +318,7 @@ class FullLoad:
         cfg: FullLoadConfig,
         *,
         label: str,
-        base_checkpoint: Callable[[], dict[str, Any]],
+        base_checkpoint: Callable[[], Checkpoint],
         ranges: KeyRangesOf,
         sessions: int | None = None,
         offload: Offload | None = None,
@@ -387,8 +363,9 @@ class FullLoad:
         if not self._phase_markers:
             return Marker(self._base(), None, False)
         tables = {n: p.snapshot for n, p in self._tables.items() if p.state == "loading"}
-        load = {"started": True, "loaded": self._loaded_snapshot, "tables": tables, "rows": self.rows}
-        checkpoint = {**self._base(), **self.start_position, "phase": PHASE, "load": load}
+        load: LoadProgress = {"started": True, "loaded": self._loaded_snapshot, "tables": tables, "rows": self.rows}
+        # One engine's fields in both: a merge of its own checkpoint type.
+        checkpoint = cast(Checkpoint, {**self._base(), **self.start_position, "phase": PHASE, "load": load})
         return Marker(checkpoint, None, False)
 
     def _set_table_metrics(self) -> None:
@@ -418,7 +395,7 @@ class FullLoad:
         sessions = self.cfg.max_full_load_subtasks
         position = await self.engine.open(sessions, fresh=fresh)
         if fresh:
-            self.start_position = dict(position)
+            self.start_position = position.copy()
         try:
             specs = await self.engine.tables()
             for spec in specs:
@@ -614,10 +591,6 @@ class FullLoad:
 # ----------------------------------------------------------------------------------------------------------
 # reload --table: re-copying one table while CDC runs (both engines)
 # ----------------------------------------------------------------------------------------------------------
-RELOAD_FIELD = "reload"
-"""Checkpoint field naming the tables whose reload is requested and not yet out (``["s.t", ...]``)."""
-
-
 async def validate_reload(
     name: str,
     *,
@@ -649,8 +622,8 @@ async def validate_reload(
 
 
 def stamp_requested_reloads(
-    checkpoint: dict[str, Any], seq: int, requests: list[tuple[str, int]]
-) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+    checkpoint: Checkpoint, seq: int, requests: list[tuple[str, int]]
+) -> tuple[Checkpoint, list[tuple[str, int]]]:
     """``checkpoint``, of the marker numbered ``seq``, naming every reload requested after that marker was
     issued (``requests``: the table and the first sequence number issued after the request), and the requests
     later markers still need. A source names a reload only in the markers it issues after the request, yet
@@ -659,7 +632,11 @@ def stamp_requested_reloads(
     remaining = [(name, cut) for name, cut in requests if seq < cut]
     have = list(checkpoint.get(RELOAD_FIELD) or ())
     missing = [name for name, _ in remaining if name not in have]
-    return ({**checkpoint, RELOAD_FIELD: have + missing} if missing else checkpoint), remaining
+    if not missing:
+        return checkpoint, remaining
+    stamped = checkpoint.copy()
+    stamped[RELOAD_FIELD] = have + missing
+    return stamped, remaining
 
 
 #: Failed reloads /status keeps (the newest).
@@ -674,7 +651,7 @@ class PendingReloads:
     one: it is logged, counted (``cdcstream_reloads_total{outcome="failed"}``) and listed in ``/status``, CDC of
     every table goes on, and no later checkpoint names it, so a restart does not run into it again."""
 
-    def __init__(self, checkpoint: dict[str, Any] | None = None, *, label: str = "") -> None:
+    def __init__(self, checkpoint: Checkpoint | None = None, *, label: str = "") -> None:
         stored = (checkpoint or {}).get(RELOAD_FIELD) or []
         self.names: list[str] = [str(t) for t in stored] if isinstance(stored, list) else []
         self.failed: deque[dict[str, Any]] = deque(maxlen=FAILED_KEPT)
@@ -718,14 +695,18 @@ class PendingReloads:
             error_type=type(error).__name__,
         )
 
-    def extra(self) -> dict[str, Any]:
+    def extra(self) -> SharedFields:
         """The checkpoint field while reloads are pending, else nothing."""
         return {RELOAD_FIELD: list(self.names)} if self.names else {}
 
-    def stamp(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    def stamp(self, checkpoint: C) -> C:
         """``checkpoint`` with the pending reloads as they are now (the field removed when none are)."""
-        out = {k: v for k, v in checkpoint.items() if k != RELOAD_FIELD}
-        return {**out, **self.extra()}
+        out = checkpoint.copy()
+        if self.names:
+            out[RELOAD_FIELD] = list(self.names)
+        elif RELOAD_FIELD in out:
+            del out[RELOAD_FIELD]
+        return out
 
     def status(self, running: FullLoad | None) -> dict[str, Any]:
         """``/status`` → ``source.reload``: the queue, the running copy's progress, the recent failures."""

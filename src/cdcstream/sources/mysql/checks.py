@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pymysql
 
+from cdcstream.checkpoints.model import Checkpoint, MySQLCheckpoint
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.mysql.resume import (
@@ -46,7 +47,7 @@ def _grant_fix(user: str, mariadb: bool) -> str:
 
 def _run_checks(
     cfg: MySQLSourceConfig,
-    checkpoint: dict[str, Any] | None,
+    checkpoint: MySQLCheckpoint | None,
     selector: Callable[[str, str], bool],
     full_load: bool = False,
     cdc: bool = True,
@@ -218,7 +219,7 @@ def table_names(cfg: MySQLSourceConfig) -> list[tuple[str, str]]:
 
 
 def _resume_checks(
-    cur: Any, cfg: MySQLSourceConfig, info: ServerInfo, checkpoint: dict[str, Any] | None
+    cur: Any, cfg: MySQLSourceConfig, info: ServerInfo, checkpoint: MySQLCheckpoint | None
 ) -> list[CheckResult]:
     """The checkpoint's position and server identity, judged by what ``run`` refuses on
     (``resume.resume_refusals``)."""
@@ -281,7 +282,7 @@ def _retention(variables: dict[str, str]) -> CheckResult:
 async def run_checks(
     cfg: MySQLSourceConfig,
     selector: Callable[[str, str], bool] | None,
-    checkpoint: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
     *,
     full_load: bool = False,
     cdc: bool = True,
@@ -289,4 +290,5 @@ async def run_checks(
     """Connect as the configured user and report on every requirement of the binlog source (and, with
     ``full_load``, of the load: the selected tables are read, so ``selector`` matters there). ``cdc=False``
     (``migration_type = "full-load"``) checks the load's requirements only."""
-    return await asyncio.to_thread(_run_checks, cfg, checkpoint, selector or (lambda s, t: True), full_load, cdc)
+    mine = cast(MySQLCheckpoint | None, checkpoint)  # another engine's position fails stored_position
+    return await asyncio.to_thread(_run_checks, cfg, mine, selector or (lambda s, t: True), full_load, cdc)

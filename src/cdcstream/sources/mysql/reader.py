@@ -47,6 +47,7 @@ import pymysql
 import structlog
 
 from cdcstream.changes import ALTER_OPS, ChangeEvent, Column, Item, Marker, Op, SchemaChange, TableInfo
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
 from cdcstream.sources.mysql import rows
 from cdcstream.sources.mysql.binlog import compression, tablemap
@@ -179,7 +180,7 @@ class EventConverter:
         self.at = f"{file}:{pos}"  # the event being handled, for errors
         # Fields every checkpoint carries besides the position: which server it belongs to
         # (MySQLSource._verify_resume) and, after a full load, {"load": {"done": true, ...}}.
-        self.checkpoint_extra: dict[str, Any] = {}
+        self.checkpoint_extra: MySQLCheckpoint = {}
 
     # -- connection -----------------------------------------------------------------------------------------
     def connected(self, checksum: bool, charsets: Charsets, fixed_binary: FixedBinaryLookup | None) -> None:
@@ -209,7 +210,7 @@ class EventConverter:
             return ",".join(self._maria_gtids[d] for d in sorted(self._maria_gtids, key=int)) or None
         return str(self._mysql_gtids) if self._mysql_gtids is not None else None
 
-    def checkpoint(self) -> dict[str, Any]:
+    def checkpoint(self) -> MySQLCheckpoint:
         return {"file": self.file, "pos": self.pos, "gtid": self.gtid_state, **self.checkpoint_extra}
 
     def reset_transaction(self) -> None:

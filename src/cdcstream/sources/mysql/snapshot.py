@@ -52,6 +52,7 @@ from pymysql.constants import FIELD_TYPE
 from pymysql.protocol import MysqlPacket
 
 from cdcstream.changes import Described, RawRows, TableInfo
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.mysql import rows
@@ -519,7 +520,7 @@ class MyLoadEngine:
     async def _call(self, session: int, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pools[session], fn, *args)
 
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+    async def open(self, sessions: int, *, fresh: bool) -> MySQLCheckpoint:
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"mysql-load-{i}") for i in range(sessions)]
         try:
             return await asyncio.to_thread(self._open, sessions, fresh)
@@ -527,12 +528,12 @@ class MyLoadEngine:
             await self.close()
             raise
 
-    def _open(self, sessions: int, fresh: bool) -> dict[str, Any]:
+    def _open(self, sessions: int, fresh: bool) -> MySQLCheckpoint:
         self._sessions = [self._connect() for _ in range(sessions)]
         control = self._connect()
         try:
             locked = self._lock(control)
-            before: dict[str, Any] = {}
+            before: MySQLCheckpoint = {}
             if not locked and fresh and self._want_position and not self._mariadb:
                 before = self._position(control)  # MySQL fallback: a position no later than any snapshot
             gtid_before = (
@@ -542,7 +543,7 @@ class MyLoadEngine:
             for conn in self._sessions:
                 with conn.cursor() as cur:
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            position: dict[str, Any] = {}
+            position: MySQLCheckpoint = {}
             if locked:
                 if fresh and self._want_position:
                     position = self._position(control)
@@ -581,7 +582,7 @@ class MyLoadEngine:
         finally:
             control.close()
 
-    def _align(self) -> dict[str, Any]:
+    def _align(self) -> MySQLCheckpoint:
         """MariaDB without the lock, for an exact reload: the sessions' snapshots opened one after the other,
         so a commit in between puts them at different binlog positions. Reopen the ones behind until all
         report the same position, which is then exact for every session; give up after a few rounds (a
@@ -623,7 +624,7 @@ class MyLoadEngine:
             row = cur.fetchone()
         return (str(row[0] or "").replace("\n", "") or None) if row else None
 
-    def _position(self, control: pymysql.Connection[Any]) -> dict[str, Any]:
+    def _position(self, control: pymysql.Connection[Any]) -> MySQLCheckpoint:
         gtid = self._gtid(control)
         with control.cursor() as cur:
             row = binlog_status(cur, mariadb=self._mariadb)
@@ -631,7 +632,7 @@ class MyLoadEngine:
             raise SourceError(f"full load: binary logging is off on {self._where} (the binlog status is empty)")
         return {"file": str(row[0]), "pos": int(row[1]), "gtid": gtid}
 
-    def _snapshot_position(self, conn: pymysql.Connection[Any]) -> dict[str, Any]:
+    def _snapshot_position(self, conn: pymysql.Connection[Any]) -> MySQLCheckpoint:
         with conn.cursor() as cur:
             cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
             status = {str(k).lower(): str(v) for k, v in cur.fetchall()}

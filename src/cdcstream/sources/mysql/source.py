@@ -21,26 +21,24 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pymysql
 import structlog
 
 from cdcstream.changes import ChangeEvent, Item, Marker
-from cdcstream.config import FullLoadConfig, MySQLSourceConfig
-from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.sources.base import SourceBase
-from cdcstream.sources.fullload import (
-    FullLoad,
-    KeyRangesOf,
-    Offload,
-    PendingReloads,
-    completed_marker_state,
+from cdcstream.checkpoints.model import (
+    Checkpoint,
+    MySQLCheckpoint,
+    completed_load,
     is_loading,
     load_completed,
     load_started,
-    validate_reload,
 )
+from cdcstream.config import FullLoadConfig, MySQLSourceConfig
+from cdcstream.errors import SourceConnectionError, SourceError
+from cdcstream.sources.base import SourceBase
+from cdcstream.sources.fullload import FullLoad, KeyRangesOf, Offload, PendingReloads, validate_reload
 from cdcstream.sources.mysql.binlog.client import DumpStart
 from cdcstream.sources.mysql.positions import BinlogPos, binlog_pos, binlog_status, position_of
 from cdcstream.sources.mysql.reader import (
@@ -278,7 +276,12 @@ def copy_problem(cur: Any, schema: str, table: str, where: str) -> str | None:
     return None
 
 
-class MySQLSource(SourceBase):
+def ours(marker: Marker) -> MySQLCheckpoint:
+    """The checkpoint of a marker this source made (markers carry any engine's checkpoint type)."""
+    return cast(MySQLCheckpoint, marker.checkpoint)
+
+
+class MySQLSource(SourceBase[MySQLCheckpoint]):
     """A :class:`cdcstream.sources.Source` reading a MySQL/MariaDB server's binary log."""
 
     def __init__(
@@ -314,9 +317,9 @@ class MySQLSource(SourceBase):
         self._reader: ReaderThread | None = None
         self._queue: asyncio.Queue[Batch | Failure] = asyncio.Queue(maxsize=QUEUE_BATCHES)
         self._info: ServerInfo | None = None
-        self._resume: dict[str, Any] = {}
-        self._identity: dict[str, Any] = {}
-        self._acked: dict[str, Any] | None = None
+        self._resume: MySQLCheckpoint = {}
+        self._identity: MySQLCheckpoint = {}
+        self._acked: MySQLCheckpoint | None = None
         self._use_gtid = False
         self._m_events: dict[tuple[str, int], Any] = {}
         self._log = log.bind(source=self._label)
@@ -336,7 +339,8 @@ class MySQLSource(SourceBase):
         return self._user_selector is None or self._user_selector(schema, table)
 
     # ------------------------------------------------------------------------------------------------------
-    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+    async def start(self, given: Checkpoint | None, *, owned: bool = True) -> None:
+        checkpoint = cast(MySQLCheckpoint | None, given)  # another engine's position fails stored_position
         stored = stored_position(checkpoint) if checkpoint is not None and "file" in checkpoint else None
         info, current = await asyncio.to_thread(
             fetch_server_info, self.cfg, stored, at_position=True, binlog=self.migration_type != "full-load"
@@ -362,7 +366,7 @@ class MySQLSource(SourceBase):
                 return
             assert self._load is not None
             # CDC starts at the position taken with the snapshot (stored in the checkpoint across restarts).
-            start = self._load.start_position
+            start = cast(MySQLCheckpoint, self._load.start_position)  # our engine's
             checkpoint = {"file": start["file"], "pos": start["pos"], "gtid": start.get("gtid")}
             if not self._load.resumed:
                 known = None
@@ -410,7 +414,7 @@ class MySQLSource(SourceBase):
         )
 
     def _verify_resume(
-        self, info: ServerInfo, file: str, pos: int, gtid: str | None, known: dict[str, Any] | None
+        self, info: ServerInfo, file: str, pos: int, gtid: str | None, known: MySQLCheckpoint | None
     ) -> None:
         """Before streaming (at start and after every reconnect): is the server the one the position was
         written for, and does it still have the binlogs after it (``resume.resume_refusals``)?"""
@@ -436,7 +440,7 @@ class MySQLSource(SourceBase):
         if self._conv is not None:
             self._conv.checkpoint_extra = {**self._identity, **self._load_extra}
 
-    async def _prepare_load(self, checkpoint: dict[str, Any] | None, info: ServerInfo) -> None:
+    async def _prepare_load(self, checkpoint: MySQLCheckpoint | None, info: ServerInfo) -> None:
         """Open the load sessions (a fresh snapshot and its binlog position, or a resumed load's fresh snapshots
         with the stored position) and plan the tables; the rows are read by changes()."""
         from cdcstream.sources.mysql.snapshot import MyLoadEngine
@@ -458,7 +462,7 @@ class MySQLSource(SourceBase):
             fl,
             label=self._label,
             checkpoint=checkpoint,
-            base_checkpoint=dict,
+            base_checkpoint=MySQLCheckpoint,
             ranges=self._key_ranges,
             offload=self._offload,
         )
@@ -490,14 +494,15 @@ class MySQLSource(SourceBase):
             async for items in load.run():
                 yield items
             # Every later checkpoint says the load is done, so a restart neither reloads nor forgets it.
-            self._load_extra = {"load": completed_marker_state(len(load.status()["tables"]), load.rows)}
+            done = completed_load(len(load.status()["tables"]), load.rows)
+            self._load_extra = {"load": done}
             if self.migration_type == "full-load":
-                yield [Marker(dict(self._load_extra), None, False)]
+                yield [Marker(MySQLCheckpoint(load=done), None, False)]
                 return
             assert self._conv is not None
             self._set_extra()
             self._resume = self._conv.checkpoint()
-            yield self._out([Marker(dict(self._resume), None, False)])
+            yield self._out([Marker(self._resume.copy(), None, False)])
             self._start_reader()
             self._log.info("full load done: streaming the binlog from the snapshot's position", resume=self._resume)
         while not self._closed:
@@ -530,12 +535,12 @@ class MySQLSource(SourceBase):
         batch ends a transaction (a reload starts only there)."""
         if self._reloads:
             items = [
-                Marker(self._reloads.stamp(i.checkpoint), i.commit_epoch, i.transaction) if isinstance(i, Marker) else i
+                Marker(self._reloads.stamp(ours(i)), i.commit_epoch, i.transaction) if isinstance(i, Marker) else i
                 for i in items
             ]
         for item in reversed(items):
             if isinstance(item, Marker):
-                self._last_checkpoint = item.checkpoint
+                self._last_checkpoint = ours(item)
                 break
         if items:
             self._at_boundary = isinstance(items[-1], Marker)
@@ -760,7 +765,7 @@ class MySQLSource(SourceBase):
         if batch.items:
             for item in reversed(batch.items):
                 if isinstance(item, Marker):
-                    self._resume = item.checkpoint
+                    self._resume = ours(item)
                     break
         if batch.last_commit_epoch is not None and batch.items:
             self._set_read_lag(max(0.0, now - batch.last_commit_epoch))
@@ -769,9 +774,10 @@ class MySQLSource(SourceBase):
             self._set_read_lag(0)
 
     # ------------------------------------------------------------------------------------------------------
-    async def ack(self, checkpoint: dict[str, Any]) -> None:
+    async def ack(self, given: Checkpoint) -> None:
         if self.migration_type == "full-load":
             return  # no position: a full load alone reads no binlog
+        checkpoint = cast(MySQLCheckpoint, given)
         if not isinstance(checkpoint, dict) or "file" not in checkpoint or "pos" not in checkpoint:
             raise SourceError(f"ack with a checkpoint that is not a MySQL position: {checkpoint!r}")
         self._acked = checkpoint  # nothing to release upstream: binlogs are retained by time, not by readers

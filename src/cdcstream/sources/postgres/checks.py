@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
+from cdcstream.checkpoints.model import Checkpoint, PgCheckpoint
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.postgres import ddl
@@ -41,7 +42,7 @@ class CheckResult:
 async def run_checks(
     cfg: PostgresSourceConfig,
     selector: Callable[[str, str], bool] | None,
-    checkpoint: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
     *,
     full_load: bool = False,
 ) -> list[CheckResult]:
@@ -80,7 +81,7 @@ async def _server_checks(
     conn: psycopg.AsyncConnection[Any],
     cfg: PostgresSourceConfig,
     selector: Callable[[str, str], bool] | None,
-    checkpoint: dict[str, Any] | None,
+    checkpoint: Checkpoint | None,
 ) -> list[CheckResult]:
     out: list[CheckResult] = []
     version = (await _one(conn, "SHOW server_version"))[0]
@@ -122,7 +123,7 @@ async def _server_checks(
     used_slots = int((await _one(conn, "SELECT count(*) FROM pg_replication_slots"))[0])
     max_senders = int((await _one(conn, "SHOW max_wal_senders"))[0])
     used_senders = int((await _one(conn, "SELECT count(*) FROM pg_stat_replication"))[0])
-    problem = slot_problem(cfg, slot[:4] if slot else None, checkpoint)  # what `run` will say
+    problem = slot_problem(cfg, slot[:4] if slot else None, cast(PgCheckpoint | None, checkpoint))  # as `run` says
     if problem is not None:
         out.append(CheckResult("slot", False, str(problem), "see the options above"))
     elif slot is None:
@@ -383,9 +384,10 @@ async def _publication_check(
 
 
 async def checkpoint_checks(
-    cfg: PostgresSourceConfig, checkpoint: dict[str, Any] | None, *, owned: bool, adopt: str
+    cfg: PostgresSourceConfig, stored: Checkpoint | None, *, owned: bool, adopt: str
 ) -> list[CheckResult]:
     """The checkpoint's LSN against the server and the slot, by exactly what ``run`` refuses on (resume.py)."""
+    checkpoint = cast(PgCheckpoint | None, stored)  # another engine's has no lsn
     if checkpoint is None or "lsn" not in checkpoint:
         return []
     try:

@@ -28,6 +28,7 @@ import structlog
 from psycopg import pq, sql
 
 from cdcstream.changes import Column, Described, RawRows, TableInfo
+from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
@@ -210,8 +211,8 @@ class PgLoadEngine:
         except psycopg.OperationalError as exc:
             raise SourceConnectionError(f"full load: cannot connect: {str(exc).strip()}") from None
 
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
-        position: dict[str, Any] = {}
+    async def open(self, sessions: int, *, fresh: bool) -> PgCheckpoint:
+        position: PgCheckpoint = {}
         exporter: psycopg.AsyncConnection[Any] | ReplicationConnection | None = None
         snapshot: str | None = None
         try:

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import structlog
@@ -32,21 +32,19 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from cdcstream.changes import ChangeEvent, Item, Marker
+from cdcstream.checkpoints.model import (
+    Checkpoint,
+    PgCheckpoint,
+    completed_load,
+    is_loading,
+    load_completed,
+    load_started,
+)
 from cdcstream.config import FullLoadConfig, PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sources.base import SourceBase
-from cdcstream.sources.fullload import (
-    FullLoad,
-    KeyRangesOf,
-    Offload,
-    PendingReloads,
-    completed_marker_state,
-    is_loading,
-    load_completed,
-    load_started,
-    validate_reload,
-)
+from cdcstream.sources.fullload import FullLoad, KeyRangesOf, Offload, PendingReloads, validate_reload
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.grants import copy_problem
 from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn, parse_lsn
@@ -112,6 +110,11 @@ GROUP BY 1, 2
 """
 
 
+def lsn_of(checkpoint: Checkpoint) -> int:
+    """The LSN of a PostgreSQL checkpoint (or a load's start position); KeyError or ValueError when it has none."""
+    return parse_lsn(str(cast(PgCheckpoint, checkpoint)["lsn"]))
+
+
 def build_conninfo(cfg: PostgresSourceConfig, *, replication: bool) -> str:
     """libpq conninfo from the config. Contains the password: never log it."""
     params: dict[str, Any] = {
@@ -144,7 +147,7 @@ def connect_error(cfg: PostgresSourceConfig, exc: psycopg.Error) -> SourceError:
 
 
 def slot_problem(
-    cfg: PostgresSourceConfig, slot: tuple[str, str, str, str | None] | None, checkpoint: dict[str, Any] | None
+    cfg: PostgresSourceConfig, slot: tuple[str, str, str, str | None] | None, checkpoint: PgCheckpoint | None
 ) -> SourceError | None:
     """Why ``run`` cannot use the replication slot, or None (it exists and fits, or it will be created).
 
@@ -191,7 +194,7 @@ def slot_problem(
     return None
 
 
-class PostgresSource(SourceBase):
+class PostgresSource(SourceBase[PgCheckpoint]):
     """A :class:`cdcstream.sources.Source` reading one PostgreSQL database through a logical slot."""
 
     def __init__(
@@ -229,7 +232,7 @@ class PostgresSource(SourceBase):
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._repl: ReplicationConnection | None = None
         self._acked = 0
-        self._identity: dict[str, Any] = {}  # system_id and timeline of the server, from IDENTIFY_SYSTEM
+        self._identity: PgCheckpoint = {}  # system_id and timeline of the server, from IDENTIFY_SYSTEM
         self._sent_flush = -1
         self._last_status = 0.0
         self._superuser = False
@@ -243,9 +246,10 @@ class PostgresSource(SourceBase):
     # ------------------------------------------------------------------------------------------------------
     # start: checks, publication, slot, replication
     # ------------------------------------------------------------------------------------------------------
-    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+    async def start(self, stored: Checkpoint | None, *, owned: bool = True) -> None:
         """``owned``: the checkpoint file records this task and slot as its owner (resume.py: only such a file
         may move the slot past its confirmed_flush_lsn)."""
+        checkpoint = cast(PgCheckpoint | None, stored)  # another engine's position fails the checks below
         if self.migration_type == "full-load":
             await self._start_full_load_only(checkpoint)
             return
@@ -276,7 +280,7 @@ class PostgresSource(SourceBase):
             )
         if checkpoint is not None:
             try:
-                start_lsn = parse_lsn(str(checkpoint["lsn"]))
+                start_lsn = lsn_of(checkpoint)
             except (KeyError, ValueError):
                 raise SourceError(
                     f"checkpoint {checkpoint!r} is not a PostgreSQL position (expected lsn X/Y)"
@@ -422,14 +426,14 @@ class PostgresSource(SourceBase):
             await asyncio.sleep(self.cfg.table_check_interval)
             await self._check_tables()
 
-    async def _start_full_load_only(self, checkpoint: dict[str, Any] | None) -> None:
+    async def _start_full_load_only(self, checkpoint: PgCheckpoint | None) -> None:
         """``full-load``: no slot, no publication, no replication; a snapshot exported from a normal
         transaction. The pipeline exits once every row is acknowledged."""
         await self._normal_connection()  # fail early (and retried) when the server is not reachable
         await self._prepare_load(checkpoint, with_slot=False)
         self._started = True
 
-    async def _prepare_load(self, checkpoint: dict[str, Any] | None, *, with_slot: bool) -> None:
+    async def _prepare_load(self, checkpoint: PgCheckpoint | None, *, with_slot: bool) -> None:
         """Open the load sessions (creating the slot with an exported snapshot on a fresh full-load-and-cdc)
         and plan the tables; the rows are read by changes()."""
         from cdcstream.sources.postgres.snapshot import PgLoadEngine
@@ -451,20 +455,19 @@ class PostgresSource(SourceBase):
             fl,
             label=self._label,
             checkpoint=checkpoint,
-            base_checkpoint=lambda: dict(self._identity),
+            base_checkpoint=self._identity.copy,
             ranges=self._key_ranges,
             offload=self._offload,
         )
         await self._load.open()
-        lsn = self._load.start_position.get("lsn")
-        if lsn is not None:
-            start = parse_lsn(str(lsn))
+        if "lsn" in self._load.start_position:
+            start = lsn_of(self._load.start_position)
             self._acked = start
             self._decoder.last_position = start
             self._decoder.received_lsn = start
 
     async def _check_identity(
-        self, repl: ReplicationConnection, known: dict[str, Any] | None, lsn: int | None, *, owned: bool
+        self, repl: ReplicationConnection, known: PgCheckpoint | None, lsn: int | None, *, owned: bool
     ) -> None:
         """Before streaming from ``lsn`` (at start: the checkpoint's, ``known`` its identity; after a reconnect:
         the last position yielded, ``known`` None for this run's own identity): is this the server, timeline and
@@ -572,7 +575,7 @@ class PostgresSource(SourceBase):
         rows = await (await conn.execute(_PRIMARY_KEYS_SQL)).fetchall()
         self._decoder.primary_keys = {(s, t): tuple(cols) for s, t, cols in rows}
 
-    async def _check_slot(self, conn: psycopg.AsyncConnection[Any], checkpoint: dict[str, Any] | None) -> bool:
+    async def _check_slot(self, conn: psycopg.AsyncConnection[Any], checkpoint: PgCheckpoint | None) -> bool:
         row = await (
             await conn.execute(
                 "SELECT plugin, slot_type, database, wal_status FROM pg_replication_slots WHERE slot_name = %s",
@@ -610,11 +613,13 @@ class PostgresSource(SourceBase):
             async for items in load.run():
                 yield items
             # Every later checkpoint says the load is done, so a restart neither reloads nor forgets it.
-            self._load_extra = {"load": completed_marker_state(len(load.status()["tables"]), load.rows)}
+            self._load_extra = {"load": completed_load(len(load.status()["tables"]), load.rows)}
             self._set_extra()
-            position = {"lsn": format_lsn(self._decoder.last_position)} if self.migration_type != "full-load" else {}
-            final = Marker({**position, **self._decoder.checkpoint_extra}, None, False)
-            self._last_checkpoint = final.checkpoint
+            final_checkpoint = self._decoder.checkpoint_extra.copy()
+            if self.migration_type != "full-load":
+                final_checkpoint["lsn"] = format_lsn(self._decoder.last_position)
+            final = Marker(final_checkpoint, None, False)
+            self._last_checkpoint = final_checkpoint
             yield [final]
             if self.migration_type == "full-load":
                 return
@@ -712,7 +717,7 @@ class PostgresSource(SourceBase):
     def _remember(self, items: Sequence[Item]) -> None:
         for item in reversed(items):
             if isinstance(item, Marker):
-                self._last_checkpoint = item.checkpoint
+                self._last_checkpoint = cast(PgCheckpoint, item.checkpoint)  # a marker of ours
                 return
 
     async def _begin_reload(self) -> bool:
@@ -752,14 +757,14 @@ class PostgresSource(SourceBase):
             engine,
             fl,
             label=self._label,
-            base_checkpoint=lambda: {**self._last_checkpoint, **self._decoder.checkpoint_extra},
+            base_checkpoint=lambda: self._last_checkpoint | self._decoder.checkpoint_extra,
             ranges=self._key_ranges,
             offload=self._offload,
         )
         await self._reload.open()
         if not self._reload.covers(name):
             raise SourceError(f"reload: table {name} disappeared before its snapshot was taken")
-        point = parse_lsn(str(self._reload.start_position["lsn"]))
+        point = lsn_of(self._reload.start_position)
         self._reload_point = point
         # WAL past P even on an idle server, so the reader reaches the split point.
         conn = await self._normal_connection()
@@ -777,7 +782,7 @@ class PostgresSource(SourceBase):
         assert point is not None
         for i, item in enumerate(items):
             if isinstance(item, Marker):
-                if parse_lsn(str(item.checkpoint["lsn"])) > point:
+                if lsn_of(item.checkpoint) > point:
                     return i
             elif isinstance(item, ChangeEvent) and parse_lsn(item.stream_position[:17]) >= point:  # commit LSN
                 return i
@@ -808,7 +813,7 @@ class PostgresSource(SourceBase):
 
     def _position_marker(self) -> Marker:
         """A checkpoint at the last position yielded, naming exactly the reloads pending now."""
-        return Marker(self._reloads.stamp({**self._last_checkpoint, **self._decoder.checkpoint_extra}), None, False)
+        return Marker(self._reloads.stamp(self._last_checkpoint | self._decoder.checkpoint_extra), None, False)
 
     async def _describe_types(self, oids: set[int]) -> None:
         """Read ``pg_type`` for these OIDs (and what they reference) into the type registry.
@@ -924,11 +929,11 @@ class PostgresSource(SourceBase):
     # ------------------------------------------------------------------------------------------------------
     # acknowledgements and status updates
     # ------------------------------------------------------------------------------------------------------
-    async def ack(self, checkpoint: dict[str, Any]) -> None:
+    async def ack(self, checkpoint: Checkpoint) -> None:
         if self.migration_type == "full-load":
             return  # nothing upstream to release: no slot
         try:
-            lsn = parse_lsn(str(checkpoint["lsn"]))
+            lsn = lsn_of(checkpoint)
         except (KeyError, ValueError):
             raise SourceError(f"ack with a checkpoint that is not a PostgreSQL position: {checkpoint!r}") from None
         if lsn <= self._acked:
