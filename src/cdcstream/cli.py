@@ -293,7 +293,7 @@ def _setup(cfg: Config, args: argparse.Namespace) -> int:
     """``setup postgres-ddl``: install (idempotent) or remove the DDL capture event triggers."""
     from cdcstream.config import PostgresSourceConfig
     from cdcstream.sources.postgres import ddl
-    from cdcstream.sources.postgres.source import build_conninfo
+    from cdcstream.sources.postgres.connection import build_conninfo
 
     if args.print_sql:
         sys.stdout.write(ddl.script(uninstall=args.uninstall))

@@ -44,7 +44,8 @@ from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait,
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import Sink
 from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload
-from cdcstream.sources.fullload import KeyRanges, KeyRangesOf, stamp_requested_reloads
+from cdcstream.sources.fullload import KeyRanges, KeyRangesOf
+from cdcstream.sources.reload import stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
 from cdcstream.telemetry.http import HttpServer

@@ -18,17 +18,9 @@ from cdcstream.errors import ConfigError
 from cdcstream.mapping.rules import parse_rules
 from cdcstream.pipeline import key_ranges
 from cdcstream.records import Record
-from cdcstream.sources.fullload import (
-    READ_AHEAD_ROWS,
-    Chunk,
-    FullLoad,
-    KeyRanges,
-    Segment,
-    TableSpec,
-    plan_ranges,
-    plan_split,
-    stamp_requested_reloads,
-)
+from cdcstream.sources.fullload import READ_AHEAD_ROWS, FullLoad, KeyRanges, plan_ranges, plan_split
+from cdcstream.sources.loadengine import Chunk, Segment, TableSpec
+from cdcstream.sources.reload import stamp_requested_reloads
 
 
 def _spec(name: str, rows: int, key: bool = True) -> TableSpec:

@@ -18,6 +18,8 @@ import pymysql
 from cdcstream.checkpoints.model import Checkpoint, MySQLCheckpoint
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.errors import SourceError
+from cdcstream.sources.checks import CheckResult
+from cdcstream.sources.mysql.grants import load_denied
 from cdcstream.sources.mysql.resume import (
     IDENTITY_CHECK,
     POSITION_CHECK,
@@ -29,8 +31,7 @@ from cdcstream.sources.mysql.resume import (
     resumes_by_gtid,
     stored_position,
 )
-from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, load_denied, monitor_privilege, open_connection
-from cdcstream.sources.postgres.checks import CheckResult
+from cdcstream.sources.mysql.server import REQUIRED_SETTINGS, monitor_privilege, open_connection
 
 _TABLES_SQL = (
     "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "

@@ -7,7 +7,6 @@ text produced here contains a password or a connection string.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -15,28 +14,16 @@ import psycopg
 from cdcstream.checkpoints.model import Checkpoint, PgCheckpoint
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceError
+from cdcstream.sources.checks import CheckResult
 from cdcstream.sources.postgres import ddl
+from cdcstream.sources.postgres.catalog import USER_TABLES_FROM, user_tables
+from cdcstream.sources.postgres.connection import build_conninfo, connect_error
 from cdcstream.sources.postgres.grants import grant_statements, unreadable_tables
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.publication import publication_sql, uncaptured_tables
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.resume import CHECK, read_server_state, resume_refusals
-from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error, slot_problem
-
-
-@dataclass
-class CheckResult:
-    """One line of the ``cdcstream check`` report.
-
-    ``warning`` marks a passing check that still deserves attention (printed as WARN, exit code unaffected):
-    capture works, but some records will carry less than a consumer might expect.
-    """
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    warning: bool = False
+from cdcstream.sources.postgres.slot import slot_problem
 
 
 async def run_checks(
@@ -273,18 +260,15 @@ async def _ddl_check(conn: psycopg.AsyncConnection[Any]) -> CheckResult:
 
 # Per selected table: replica identity, whether a primary key exists, and the columns whose values can be
 # TOASTed (storage other than 'plain'), i.e. can arrive as "unchanged" in an UPDATE.
-_TABLES_SQL = """
+_TABLES_SQL = (
+    """
 SELECT n.nspname, c.relname, c.relreplident::text,
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage <> 'p'
-             ORDER BY a.attnum)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%'
-  AND n.nspname NOT LIKE 'pg\\_temp%'
-ORDER BY 1, 2
-"""
+             ORDER BY a.attnum)"""
+    + USER_TABLES_FROM
+)
 
 _LIST_MAX = 10
 
@@ -345,8 +329,7 @@ async def _publication_check(
     selector: Callable[[str, str], bool] | None,
     superuser: bool,
 ) -> CheckResult:
-    rows = await (await conn.execute(_USER_TABLES_SQL)).fetchall()
-    selected = [(s, t) for s, t in rows if selector is None or selector(s, t)]
+    selected = await user_tables(conn, selector)
     pub = await _one(conn, "SELECT puballtables FROM pg_publication WHERE pubname = %s", (cfg.publication,))
     if pub is None:
         stmt = publication_sql(cfg.publication, None if selector is None and superuser else selected)
