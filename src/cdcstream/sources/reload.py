@@ -322,7 +322,7 @@ class TableReloads(Generic[C, P]):
         return items
 
     def _ours(self, marker: Marker) -> C:
-        return marker.checkpoint  # type: ignore[return-value]  # the source's own marker: its checkpoint type
+        return cast(C, marker.checkpoint)  # the source's own marker: its checkpoint type
 
     def status(self) -> dict[str, Any]:
         """``/status`` → ``source.reload``: the queue, the running copy's progress, the recent failures."""

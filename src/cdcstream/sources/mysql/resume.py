@@ -1,7 +1,7 @@
 """Whether a stored binlog position may be resumed from on this server; ``run`` refuses and ``check`` reports the same.
 
 :class:`ServerInfo` is what the server says (settings, binlog files and sizes, GTID state), filled by
-``source.fetch_server_info`` (start, reconnect) or the ``check`` command's own queries, plus
+``server.fetch_server_info`` (start, reconnect) or the ``check`` command's own queries, plus
 :func:`inspect_resume` for the facts that depend on the position. :func:`resume_refusals` compares:
 
 * **server identity**: ``server_id`` (and ``server_uuid`` on MySQL). Another server's file/position means nothing

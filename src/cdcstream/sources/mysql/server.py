@@ -166,6 +166,6 @@ def settings_problems(variables: dict[str, str]) -> list[str]:
                 "the server config so it survives a restart; sessions already open keep the old value)"
             )
     # binlog_transaction_compression (MySQL's zstd payloads) and binlog_row_value_options = PARTIAL_JSON are
-    # decoded (reader.py), so they are no problem; sessions may set them (and binlog_row_image, binlog_format)
+    # decoded (converter.py), so they are no problem; sessions may set them (and binlog_row_image, binlog_format)
     # whatever the global value is, which is why the reader handles what they produce rather than this check.
     return problems

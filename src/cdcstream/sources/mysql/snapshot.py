@@ -1,4 +1,4 @@
-"""MySQL/MariaDB's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions, keyset reads.
+"""MySQL/MariaDB's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions, keyset reads.
 
 Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
 takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
@@ -113,7 +113,7 @@ def select_column(column: Any) -> str:
 
 
 class MyLoadEngine:
-    """:class:`~cdcstream.sources.fullload.LoadEngine` for one MySQL/MariaDB server."""
+    """:class:`~cdcstream.sources.loadengine.LoadEngine` for one MySQL/MariaDB server."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""PostgreSQL's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions and keyset reads.
+"""PostgreSQL's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions and keyset reads.
 
 Consistency: for ``full-load-and-cdc`` the slot is created with ``CREATE_REPLICATION_SLOT ... (SNAPSHOT
 'export')`` on a replication connection, and every session runs ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
@@ -146,7 +146,7 @@ def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key,
 
 
 class PgLoadEngine:
-    """:class:`~cdcstream.sources.fullload.LoadEngine` for one PostgreSQL database."""
+    """:class:`~cdcstream.sources.loadengine.LoadEngine` for one PostgreSQL database."""
 
     def __init__(
         self,
