@@ -296,19 +296,34 @@ def dml_targets(query: str, default_schema: str | None) -> list[tuple[str, str]]
             i += 1
         return [_name_after(tokens, i, default_schema)]
     if keyword == "LOAD":
-        for i in range(len(tokens) - 2):
-            if words[i] == "INTO" and words[i + 1] == "TABLE":
-                return [_name_after(tokens, i + 2, default_schema)]
-        if "XML" in words[:3] or "DATA" in words[:3]:
-            raise UnparsedStatement("LOAD DATA without INTO TABLE")
-        return []  # LOAD INDEX INTO CACHE and the like
+        return _load_target(tokens, words, default_schema)
     if keyword == "CREATE":
-        if "TABLE" not in words[1:4] or "SELECT" not in words:
-            return []  # no rows come with it (a table's rows always arrive as row events or statements)
-        i = words.index("TABLE") + 1
-        if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
-            i += 3
-        return [_name_after(tokens, i, default_schema)]
+        return _create_target(tokens, words, default_schema)
+    return _named_tables(text, tokens, words, default_schema)
+
+
+def _load_target(tokens: list[Any], words: list[str], default_schema: str | None) -> list[tuple[str, str]]:
+    """The table LOAD DATA / LOAD XML writes (``INTO TABLE t``)."""
+    for i in range(len(tokens) - 2):
+        if words[i] == "INTO" and words[i + 1] == "TABLE":
+            return [_name_after(tokens, i + 2, default_schema)]
+    if "XML" in words[:3] or "DATA" in words[:3]:
+        raise UnparsedStatement("LOAD DATA without INTO TABLE")
+    return []  # LOAD INDEX INTO CACHE and the like
+
+
+def _create_target(tokens: list[Any], words: list[str], default_schema: str | None) -> list[tuple[str, str]]:
+    """The table CREATE TABLE ... SELECT fills."""
+    if "TABLE" not in words[1:4] or "SELECT" not in words:
+        return []  # no rows come with it (a table's rows always arrive as row events or statements)
+    i = words.index("TABLE") + 1
+    if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
+        i += 3
+    return [_name_after(tokens, i, default_schema)]
+
+
+def _named_tables(text: str, tokens: list[Any], words: list[str], default_schema: str | None) -> list[tuple[str, str]]:
+    """Every table an UPDATE or DELETE names (a multi-table statement may write any of them)."""
     cut = [(t.start, t.end) for t, w in zip(tokens, words, strict=True) if w in _DML_MODIFIERS - {"IGNORE"}]
     statements = _parse(_cut(text, cut) if cut else text)
     out: list[tuple[str, str]] = []

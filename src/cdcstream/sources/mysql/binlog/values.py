@@ -468,82 +468,93 @@ def column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None = 
 
 
 def _column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None) -> Decoder:
-    t, u, meta = c.type, c.unsigned, c.meta
-    null_invalid = opts.invalid_dates == "null"
+    t = c.type
+    simple = _NUMERIC.get(t) or _TEMPORAL.get(t)
+    if simple is not None:
+        return simple(c, opts.invalid_dates == "null")
     prefix = "" if opts.no_hex_prefix else "0x"
-    if t == types.TINY:
-        return _fixed("<B" if u else "<b")
-    if t == types.SHORT:
-        return _fixed("<H" if u else "<h")
-    if t == types.INT24:
-        return _int24(u)
-    if t == types.LONG:
-        return _fixed("<I" if u else "<i")
-    if t == types.LONGLONG:
-        return _fixed("<Q" if u else "<q")
-    if t == types.FLOAT:
-        return _float
-    if t == types.DOUBLE:
-        return _fixed("<d")
-    if t == types.NEWDECIMAL:
-        return _decimal(c.precision, c.decimals)
-    if t == types.BIT:
-        return _bit(meta)
-    if t == types.YEAR:
-        return _year
-    if t in (types.DATE, types.NEWDATE):
-        return _date(null_invalid)
-    if t == types.DATETIME2:
-        return _datetime2(meta, null_invalid)
-    if t == types.TIMESTAMP2:
-        return _timestamp2(meta, null_invalid)
-    if t == types.TIME2:
-        return _time2(meta)
-    if t == types.DATETIME:
-        return _datetime_v1(null_invalid)
-    if t == types.TIMESTAMP:
-        return _timestamp2(0, null_invalid, v1=True)
-    if t == types.TIME:
-        return _time_v1
     if t in (types.ENUM, types.SET):
-        members_raw = c.enum_values if t == types.ENUM else c.set_values
-        if members_raw is None:
-            raise DecodeError(
-                f"column {c.name or c.index + 1}: the table map has no {types.TYPE_NAMES[t].upper()} members (the "
-                "server's binlog_row_metadata is not FULL)"
-            )
-        member_text = text_decoder(c, opts.charsets) or (lambda b: prefix + b.hex())
-        members = [member_text(m) for m in members_raw]
-        size = meta & 0xFF
-        if (t == types.ENUM and size not in (1, 2)) or (t == types.SET and size not in (1, 2, 3, 4, 8)):
-            raise ValueError(f"{types.TYPE_NAMES[t].upper()} of {size} bytes")
-        return _enum(size, members) if t == types.ENUM else _set(size, members)
+        return _enum_or_set(c, opts, prefix)
     if t == types.JSON:
-        return _json(meta)
+        return _json(c.meta)
     if t in (types.GEOMETRY, VECTOR):
-        if not 1 <= meta <= 4:
-            raise ValueError(f"length of {meta} bytes")
-        return _hex(meta, prefix)
+        if not 1 <= c.meta <= 4:
+            raise ValueError(f"length of {c.meta} bytes")
+        return _hex(c.meta, prefix)
     if t in (types.STRING, types.VARCHAR, types.VAR_STRING, VARCHAR_COMPRESSED):
-        length_bytes = 1 if c.max_length < 256 else 2
-        decode = text_decoder(c, opts.charsets)
-        if t == VARCHAR_COMPRESSED:
-            return _compressed(length_bytes, c.name, decode, prefix)
-        if decode is not None:
-            return _text(length_bytes, decode)
-        if fixed_binary is not None:
-            return _fixed_binary(fixed_binary, length_bytes)
-        # BINARY(n) values lose their trailing zero bytes in the binlog; SELECT returns all n.
-        return _hex(length_bytes, prefix, c.max_length if t == types.STRING else 0)
+        return _string(c, opts, prefix, fixed_binary)
     if t in (types.BLOB, types.TINY_BLOB, types.MEDIUM_BLOB, types.LONG_BLOB, BLOB_COMPRESSED):
-        if not 1 <= meta <= 4:
-            raise ValueError(f"BLOB length of {meta} bytes")
-        decode = text_decoder(c, opts.charsets)
-        if t == BLOB_COMPRESSED:
-            return _compressed(meta, c.name, decode, prefix)
-        return _text(meta, decode) if decode is not None else _hex(meta, prefix)
+        return _blob(c, opts, prefix)
     name = types.TYPE_NAMES.get(t, f"type code {t}")
     raise DecodeError(
         f"column {c.name or c.index + 1} has {name} ({t}), which cdcstream cannot decode; exclude the table "
         "from the mapping, or convert the column"
     )
+
+
+# The decoder of a numeric or temporal column from the column and whether invalid dates render as null.
+_Simple = Callable[[ColumnDef, bool], Decoder]
+
+_NUMERIC: dict[int, _Simple] = {
+    types.TINY: lambda c, _n: _fixed("<B" if c.unsigned else "<b"),
+    types.SHORT: lambda c, _n: _fixed("<H" if c.unsigned else "<h"),
+    types.INT24: lambda c, _n: _int24(c.unsigned),
+    types.LONG: lambda c, _n: _fixed("<I" if c.unsigned else "<i"),
+    types.LONGLONG: lambda c, _n: _fixed("<Q" if c.unsigned else "<q"),
+    types.FLOAT: lambda c, _n: _float,
+    types.DOUBLE: lambda c, _n: _fixed("<d"),
+    types.NEWDECIMAL: lambda c, _n: _decimal(c.precision, c.decimals),
+    types.BIT: lambda c, _n: _bit(c.meta),
+}
+
+_TEMPORAL: dict[int, _Simple] = {
+    types.YEAR: lambda c, _n: _year,
+    types.DATE: lambda c, null_invalid: _date(null_invalid),
+    types.NEWDATE: lambda c, null_invalid: _date(null_invalid),
+    types.DATETIME2: lambda c, null_invalid: _datetime2(c.meta, null_invalid),
+    types.TIMESTAMP2: lambda c, null_invalid: _timestamp2(c.meta, null_invalid),
+    types.TIME2: lambda c, _n: _time2(c.meta),
+    types.DATETIME: lambda c, null_invalid: _datetime_v1(null_invalid),
+    types.TIMESTAMP: lambda c, null_invalid: _timestamp2(0, null_invalid, v1=True),
+    types.TIME: lambda c, _n: _time_v1,
+}
+
+
+def _enum_or_set(c: ColumnDef, opts: ValueOptions, prefix: str) -> Decoder:
+    t, meta = c.type, c.meta
+    members_raw = c.enum_values if t == types.ENUM else c.set_values
+    if members_raw is None:
+        raise DecodeError(
+            f"column {c.name or c.index + 1}: the table map has no {types.TYPE_NAMES[t].upper()} members (the "
+            "server's binlog_row_metadata is not FULL)"
+        )
+    member_text = text_decoder(c, opts.charsets) or (lambda b: prefix + b.hex())
+    members = [member_text(m) for m in members_raw]
+    size = meta & 0xFF
+    if (t == types.ENUM and size not in (1, 2)) or (t == types.SET and size not in (1, 2, 3, 4, 8)):
+        raise ValueError(f"{types.TYPE_NAMES[t].upper()} of {size} bytes")
+    return _enum(size, members) if t == types.ENUM else _set(size, members)
+
+
+def _string(c: ColumnDef, opts: ValueOptions, prefix: str, fixed_binary: str | None) -> Decoder:
+    t = c.type
+    length_bytes = 1 if c.max_length < 256 else 2
+    decode = text_decoder(c, opts.charsets)
+    if t == VARCHAR_COMPRESSED:
+        return _compressed(length_bytes, c.name, decode, prefix)
+    if decode is not None:
+        return _text(length_bytes, decode)
+    if fixed_binary is not None:
+        return _fixed_binary(fixed_binary, length_bytes)
+    # BINARY(n) values lose their trailing zero bytes in the binlog; SELECT returns all n.
+    return _hex(length_bytes, prefix, c.max_length if t == types.STRING else 0)
+
+
+def _blob(c: ColumnDef, opts: ValueOptions, prefix: str) -> Decoder:
+    meta = c.meta
+    if not 1 <= meta <= 4:
+        raise ValueError(f"BLOB length of {meta} bytes")
+    decode = text_decoder(c, opts.charsets)
+    if c.type == BLOB_COMPRESSED:
+        return _compressed(meta, c.name, decode, prefix)
+    return _text(meta, decode) if decode is not None else _hex(meta, prefix)
