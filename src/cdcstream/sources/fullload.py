@@ -78,6 +78,8 @@ def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> lis
 #: ``parallel_load_buffer_size``): memory stays bounded by sessions x this many rows.
 READ_AHEAD_ROWS = 1000
 
+# Fields of a stored load checkpoint that are not its CDC start position (the server identity comes back through
+# ``base_checkpoint``, measured anew).
 _NOT_POSITION = frozenset({"phase", "load", "system_id", "timeline"})
 
 _Handed = tuple[Segment, Chunk | None, MappedRows | None, BaseException | None]
@@ -103,8 +105,8 @@ class FullLoad:
     """Runs one full load over a :class:`LoadEngine` and yields its rows and markers (see module docstring).
 
     ``base_checkpoint`` returns the source's checkpoint fields to merge into every marker (identity and the
-    like); ``ranges`` returns a table's explicit segments, if any. With ``phase_markers``
-    off (``reload --table`` of one table during CDC) markers carry ``base_checkpoint()`` alone.
+    like); ``ranges`` returns a table's explicit segments, if any. With ``phase_markers`` off (``reload --table``
+    of one table during CDC) markers carry ``base_checkpoint()`` alone.
     """
 
     def __init__(
