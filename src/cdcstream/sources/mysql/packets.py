@@ -16,7 +16,7 @@ from pymysql.protocol import MysqlPacket
 RAW_READS = pymysql.VERSION[:3] == (1, 2, 4)
 
 
-def bad_sequence(conn: pymysql.Connection[Any], got: int, expected: int) -> None:
+def _bad_sequence(conn: pymysql.Connection[Any], got: int, expected: int) -> None:
     """What PyMySQL's ``_read_packet`` does on a packet out of sequence."""
     conn._force_close()
     if got == 0:  # MariaDB sends an error with sequence number 0 when it shuts down
@@ -42,7 +42,7 @@ def read_row_packets(cur: pymysql.cursors.SSCursor, limit: int) -> list[bytes]:
             header = read(4)
             length = header[0] | header[1] << 8 | header[2] << 16
             if header[3] != seq:
-                bad_sequence(conn, header[3], seq)
+                _bad_sequence(conn, header[3], seq)
             seq = (seq + 1) % 256
             data = read(length)
             if length == 0xFFFFFF:  # a payload of 16 MiB or more continues in the next packets
@@ -51,7 +51,7 @@ def read_row_packets(cur: pymysql.cursors.SSCursor, limit: int) -> list[bytes]:
                     header = read(4)
                     length = header[0] | header[1] << 8 | header[2] << 16
                     if header[3] != seq:
-                        bad_sequence(conn, header[3], seq)
+                        _bad_sequence(conn, header[3], seq)
                     seq = (seq + 1) % 256
                     parts.append(read(length))
                 data = b"".join(parts)
