@@ -51,7 +51,7 @@ def reader_rate(port: int, file: str, rows: int) -> float:
     from cdcstream.changes import ChangeEvent
     from cdcstream.sources.mysql.binlog.charsets import Charsets
     from cdcstream.sources.mysql.binlog.client import BinlogClient, DumpStart
-    from cdcstream.sources.mysql.reader import EventConverter
+    from cdcstream.sources.mysql.converter import EventConverter
 
     t0 = time.monotonic()
     settings = {"host": "127.0.0.1", "port": port, "user": CDC_USER, "password": CDC_PASSWORD, "read_timeout": 30}

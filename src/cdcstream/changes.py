@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cdcstream.checkpoints.model import Checkpoint
+
 if TYPE_CHECKING:
     from cdcstream.records import Record
 
@@ -111,11 +113,12 @@ class ChangeEvent:
 class Marker:
     """A checkpointable position: safe to persist once every record before it has been acknowledged.
 
-    ``checkpoint`` is source-specific and JSON-serialisable; only the source that produced it interprets it.
+    ``checkpoint`` is source-specific and JSON-ready (``checkpoints/model.py``); only the source that produced it
+    interprets its position.
     ``commit_epoch`` is the commit time of the transaction it ends (None for idle/keepalive positions).
     """
 
-    checkpoint: dict[str, Any]
+    checkpoint: Checkpoint
     commit_epoch: float | None = None
     transaction: bool = True
 

@@ -13,7 +13,8 @@ from cdcstream.mapping.envelope import check_compatible
 from cdcstream.mapping.preview import preview, unused_rules
 from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.sinks import hints
-from cdcstream.sources.postgres.checks import CheckResult, checkpoint_checks
+from cdcstream.sources.checks import CheckResult
+from cdcstream.sources.postgres.checks import checkpoint_checks
 from cdcstream.sources.postgres.checks import run_checks as postgres_checks
 
 #: What to do about a rule that matches nothing (``check`` and the start-up warning say the same).
@@ -161,7 +162,7 @@ async def postgres_tables(cfg: Config) -> list[TableInfo]:
     """Every user table's columns from the catalog, as the source would describe them."""
     import psycopg
 
-    from cdcstream.sources.postgres.source import build_conninfo
+    from cdcstream.sources.postgres.connection import build_conninfo
 
     if cfg.source.engine != "postgres":
         raise TypeError("postgres_tables() needs a PostgreSQL source")

@@ -274,6 +274,7 @@ async def _status(cfg: Config) -> int:
 def _adopt_checkpoint(cfg: Config) -> int:
     """Re-write the checkpoint file with this config's task as its owner (the position is kept). The server
     checks still apply at the next start: adopting never lets a position that does not fit the server through."""
+    from cdcstream.checkpoints.model import position as checkpoint_position
     from cdcstream.checkpoints.store import FileCheckpointStore, describe_owner
 
     store = FileCheckpointStore.for_task(cfg)
@@ -283,7 +284,7 @@ def _adopt_checkpoint(cfg: Config) -> int:
     finally:
         store.unlock()
     assert store.owner is not None
-    position = {k: checkpoint[k] for k in ("lsn", "file", "pos", "gtid") if k in checkpoint}
+    position = checkpoint_position(checkpoint)
     print(
         f"{store.path}: adopted for {describe_owner(store.owner)} (it was written for "
         f"{describe_owner(former) if former else 'a task an older cdcstream did not record'}). The next start "
@@ -296,7 +297,7 @@ def _setup(cfg: Config, args: argparse.Namespace) -> int:
     """``setup postgres-ddl``: install (idempotent) or remove the DDL capture event triggers."""
     from cdcstream.config import PostgresSourceConfig
     from cdcstream.sources.postgres import ddl
-    from cdcstream.sources.postgres.source import build_conninfo
+    from cdcstream.sources.postgres.connection import build_conninfo
 
     if args.print_sql:
         sys.stdout.write(ddl.script(uninstall=args.uninstall))

@@ -31,6 +31,7 @@ import structlog
 
 from cdcstream import __version__
 from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, TableInfo
+from cdcstream.checkpoints.model import Checkpoint, intent_checkpoint, load_completed
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
 from cdcstream.config import Config
@@ -44,8 +45,8 @@ from cdcstream.runtime.signals import EXIT_INTERRUPTED, STOP_SIGNALS, take_early
 from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait, first_or_stop
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import AckCallback, Sink
-from cdcstream.sources import Source
-from cdcstream.sources.fullload import intent_checkpoint, load_completed, stamp_requested_reloads
+from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload
+from cdcstream.sources.reload import stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
 from cdcstream.telemetry.http import HttpServer
@@ -129,12 +130,12 @@ class Pipeline:
         # While starting: the stage being waited for and why ("sink: Kinesis endpoint ... unreachable"), for
         # /readyz and the log.
         self._waiting_for: str | None = None
-        self._last_checkpoint: dict[str, Any] | None = None
+        self._last_checkpoint: Checkpoint | None = None
         self._last_checkpoint_at = 0.0
         self._saving: asyncio.Future[None] | None = None
-        self._saved: dict[str, Any] | None = None  # the checkpoint last written (or loaded at start)
+        self._saved: Checkpoint | None = None  # the checkpoint last written (or loaded at start)
         # The checkpoint being written and released upstream, with its marker, until the source has it.
-        self._unreleased: tuple[dict[str, Any], Marker] | None = None
+        self._unreleased: tuple[Checkpoint, Marker] | None = None
         # reload --table requests, each with the first sequence number issued after it. A marker issued before
         # a request does not name the table (the source stamps only later ones), so saving such a marker adds
         # it (_with_reloads): once the daemon said "queued", no checkpoint written may forget the reload.
@@ -190,7 +191,7 @@ class Pipeline:
         await self.source.ack(marker.checkpoint)
         self._unreleased = None
 
-    async def _save(self, checkpoint: dict[str, Any]) -> None:
+    async def _save(self, checkpoint: Checkpoint) -> None:
         """Write ``checkpoint``, one write at a time (the store writes through one temporary file).
 
         Shielded: cancelling the checkpoint task at stop does not stop the thread, and the final checkpoint
@@ -202,7 +203,7 @@ class Pipeline:
         self._saving = asyncio.ensure_future(asyncio.to_thread(self.store.save, checkpoint))
         await asyncio.shield(self._saving)
 
-    def _with_reloads(self, checkpoint: dict[str, Any], seq: int) -> dict[str, Any]:
+    def _with_reloads(self, checkpoint: Checkpoint, seq: int) -> Checkpoint:
         """``checkpoint`` (of the marker numbered ``seq``) naming every reload requested after that marker."""
         checkpoint, self._reload_cuts = stamp_requested_reloads(checkpoint, seq, self._reload_cuts)
         return checkpoint
@@ -360,7 +361,7 @@ class Pipeline:
             "watermark": self.watermark.status(),
             "checkpoint": {"position": self._last_checkpoint, "written_at": self._last_checkpoint_at or None},
             "lag": {
-                "read_seconds": getattr(self.source, "read_lag", None),
+                "read_seconds": self.source.read_lag if isinstance(self.source, SupportsReadLag) else None,
                 "delivery_seconds": self._delivery_lag(),
                 "probe": self.probe.last if self.probe else None,
                 "probed_at": self.probe.last_at if self.probe else None,
@@ -385,10 +386,9 @@ class Pipeline:
 
     async def _reload(self, table: str) -> str:
         """``POST /reload?table=schema.table``: re-copy one table while CDC runs (sources that support it)."""
-        request = getattr(self.source, "request_reload", None)
-        if request is None or not self._started:
+        if not isinstance(self.source, SupportsReload) or not self._started:
             raise SourceError("reload: not available (source still starting, or it has no reload)")
-        answer = str(await request(table))
+        answer = await self.source.request_reload(table)
         self._reload_cuts.append((table, self.watermark.next_seq))
         if self._saved is not None:
             # Durable before the answer: a crash before the next checkpoint must not forget the request.
@@ -412,7 +412,7 @@ class Pipeline:
     def _delivery_lag(self) -> float:
         """Now minus the commit time of the oldest record read and not yet acknowledged by Kinesis, or the
         source's read lag when every record read is acknowledged (never below it)."""
-        read_lag = float(getattr(self.source, "read_lag", 0.0))
+        read_lag = self.source.read_lag if isinstance(self.source, SupportsReadLag) else 0.0
         oldest = self.watermark.oldest()
         return read_lag if oldest is None else max(read_lag, time.time() - oldest[0])
 
@@ -438,7 +438,7 @@ class Pipeline:
     def _liveness(self) -> str | None:
         """Why the pipeline is not alive (runtime/liveness.py), or None."""
         window = self.notifier.watchdog_interval or self.cfg.http.ready_window
-        reader_at = max(self._read_at, getattr(self.source, "alive_at", 0.0))
+        reader_at = max(self._read_at, self.source.alive_at if isinstance(self.source, SupportsAliveAt) else 0.0)
         outstanding = self._pushed - self._popped
         sink_at = getattr(self.sink, "alive_at", self._last_progress)
         return assess(time.monotonic(), window, LoopStamps(reader_at, self._delivering_since, outstanding, sink_at))

@@ -13,12 +13,13 @@ from cdcstream.changes import TableInfo
 from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command
 from cdcstream.config import Config
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import load_rules
+from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.pipeline import Parts
 from cdcstream.runtime.signals import EXIT_INTERRUPTED
 from cdcstream.runtime.stopping import Deadline
 from cdcstream.sinks import AckCallback, Sink
 from cdcstream.sources import Source
+from cdcstream.sources.fullload import KeyRanges, KeyRangesOf
 from cdcstream.telemetry import metrics
 from cdcstream.workers.pool import MappingPool, default_processes
 
@@ -68,7 +69,7 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         "no_hex_prefix": cfg.target.no_hex_prefix,
         "migration_type": cfg.migration_type,
         "full_load": cfg.full_load,
-        "parallel_load": mapper.rules.parallel_load,
+        "key_ranges": key_ranges(mapper.rules),
         "offload": pool.map if pool is not None else None,
     }
     if cfg.source.engine == "mysql":
@@ -80,6 +81,19 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
     return PostgresSource(
         cfg.source, selection=mapper.rules.selection_regexes(), adopt_command=adopt_command(cfg), **common
     )
+
+
+def key_ranges(rules: MappingRules) -> KeyRangesOf:
+    """The mapping's table-settings ``parallel-load`` ``ranges`` as the sources take them (other types: none)."""
+
+    def of(schema: str, table: str) -> KeyRanges | None:
+        rule = rules.parallel_load(schema, table)
+        if rule is None or rule.type != "ranges":
+            return None
+        origin = str(rule.origin.at(".parallel-load.columns")) if rule.origin else "table-settings"
+        return KeyRanges(rule.columns, rule.boundaries, origin)
+
+    return of
 
 
 def source_label(cfg: Config) -> str:

@@ -17,10 +17,10 @@ import pytest
 
 from cdcstream.changes import ChangeEvent, Marker, Op
 from cdcstream.config import FullLoadConfig
-from cdcstream.sources.fullload import Segment
+from cdcstream.sources.loadengine import Segment
 from cdcstream.sources.mysql import MySQLSource, snapshot
+from cdcstream.sources.mysql.server import connection_settings
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
-from cdcstream.sources.mysql.source import connection_settings
 from tests.integration.test_mysql_source import run
 from tests.support.mysql import CDC_GRANTS, MyDb
 from tests.support.reader import Reader

@@ -31,10 +31,10 @@ from cdcstream.config import BeforeImageConfig, FullLoadConfig, TargetConfig
 from cdcstream.errors import SourceError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import parse_rules
-from cdcstream.sources.fullload import Segment
+from cdcstream.sources.loadengine import Segment
 from cdcstream.sources.mysql import MySQLSource, snapshot
+from cdcstream.sources.mysql.server import connection_settings
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
-from cdcstream.sources.mysql.source import connection_settings
 from tests.integration.test_mysql_full_load import _read_all
 from tests.support import mysql_types as m
 from tests.support.mysql import MyDb

@@ -120,7 +120,9 @@ async def test_reload_is_exact_while_a_writer_runs(
             assert await src.request_reload(f"{my_db.name}.r") == f"reload of {my_db.name}.r queued"
             assert await src.request_reload(f"{my_db.name}.r") == f"reload of {my_db.name}.r already pending"
             await reader.wait_for(lambda r: bool(r.markers) and "reload" in r.markers[-1].checkpoint, what="stamp")
-            await reader.wait_for(lambda r: not src._reloads and src._reload is None, within=60, what="reload done")
+            await reader.wait_for(
+                lambda r: not src._reloads.pending and src._reloads.copy is None, within=60, what="reload done"
+            )
             n = len(reader.events)
             await reader.wait_for(n_events(n + 100), what="changes after the reload")
             stop.set()
@@ -188,7 +190,9 @@ async def test_reload_on_an_idle_server(my_db: MyDb) -> None:
     reader = Reader(src)
     try:
         await src.request_reload(f"{my_db.name}.r")
-        await reader.wait_for(lambda r: len(r.events) >= 100 and not src._reloads, within=20, what="reload rows")
+        await reader.wait_for(
+            lambda r: len(r.events) >= 100 and not src._reloads.pending, within=20, what="reload rows"
+        )
     finally:
         await reader.stop()
     assert [e.op for e in reader.events] == [Op.LOAD] * 100

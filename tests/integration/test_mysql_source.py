@@ -483,7 +483,7 @@ async def test_mariadb_lock_wait_clause_in_truncate(my_db: MyDb) -> None:
 
 async def test_lag_probe_counts_binlog_bytes_after_the_acknowledged_position(my_db: MyDb) -> None:
     """cdcstream_source_lag_bytes for MySQL: binlog from the checkpoint to the end of the log."""
-    from cdcstream.sources.mysql.source import binlog_bytes_after, fetch_binlog_sizes
+    from cdcstream.sources.mysql.server import binlog_bytes_after, fetch_binlog_sizes
 
     assert binlog_bytes_after([("b.000001", 1000), ("b.000002", 300)], "b.000001", 400) == 900
     assert binlog_bytes_after([("b.000002", 300)], "b.000001", 400) is None  # purged

@@ -20,8 +20,8 @@ from cdcstream.changes import Op
 from cdcstream.mapping.rules import MappingRules, load_rules
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.checks import run_checks
+from cdcstream.sources.postgres.connection import build_conninfo
 from cdcstream.sources.postgres.publication import uncaptured_tables
-from cdcstream.sources.postgres.source import build_conninfo
 from cdcstream.telemetry import metrics
 from tests.support.postgres import PgDb
 from tests.support.reader import Reader, open_reader
@@ -244,7 +244,7 @@ async def test_setup_registers_a_publication_the_daemon_does_not_own(pg_db: PgDb
     reader = await open_acc_reader(pg_db, rules)
     everything = await open_reader(pg_db.config(slot_name="s_every", table_check_interval=0.2))
     try:
-        assert reader.source._ddl_registered and not everything.source._ddl_registered
+        assert reader.source._tables.ddl_capture and not everything.source._tables.ddl_capture
         pg_db.execute("BEGIN; CREATE TABLE acc_new (id int PRIMARY KEY); INSERT INTO acc_new VALUES (1); COMMIT")
         pg_db.execute("CREATE TABLE zzz (id int PRIMARY KEY)")  # selected by "every table", not by acc_%
         await reader.wait_for(lambda r: rows_of(r, "acc_new"), what="acc_new captured")

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from cdcstream.changes import ChangeEvent, Item, Marker, Op
+from cdcstream.checkpoints.model import RELOAD_FIELD
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import SourceError
-from cdcstream.sources.fullload import RELOAD_FIELD
 from cdcstream.sources.mysql import MySQLSource
 from cdcstream.sources.mysql.checks import run_checks as mysql_checks
 from cdcstream.sources.postgres import PostgresSource

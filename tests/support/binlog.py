@@ -18,7 +18,7 @@ import zstandard
 
 from cdcstream.sources.mysql.binlog import events as ev
 from cdcstream.sources.mysql.binlog.charsets import Charsets
-from cdcstream.sources.mysql.reader import EventConverter
+from cdcstream.sources.mysql.converter import EventConverter
 
 STD_DATA = Path("/usr/share/mysql/mysql-test/std_data")
 MYSQL_80 = STD_DATA / "mdev35643_mysql_80_binlog.000001"  # recorded by MySQL 8.0.40 (rpl_from_mysql80.test)

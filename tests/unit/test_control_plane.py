@@ -18,7 +18,7 @@ import pytest
 
 from cdcstream.config import load_config
 from cdcstream.errors import ConfigError, SourceError
-from cdcstream.sources.fullload import PendingReloads
+from cdcstream.sources.reload import PendingReloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import client_token, daemon_token, refusal, token_path
 from cdcstream.telemetry.http import HttpServer

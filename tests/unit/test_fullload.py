@@ -12,24 +12,15 @@ from typing import Any
 import pytest
 
 from cdcstream.changes import ChangeEvent, Column, MappedRows, Marker, Op, RawRows, TableInfo
+from cdcstream.checkpoints.model import intent_checkpoint, is_loading, load_completed, load_started
 from cdcstream.config import FullLoadConfig, load_config
 from cdcstream.errors import ConfigError
-from cdcstream.mapping.rules import ParallelLoad, parse_rules
+from cdcstream.mapping.rules import parse_rules
+from cdcstream.pipeline import key_ranges
 from cdcstream.records import Record
-from cdcstream.sources.fullload import (
-    READ_AHEAD_ROWS,
-    Chunk,
-    FullLoad,
-    Segment,
-    TableSpec,
-    intent_checkpoint,
-    is_loading,
-    load_completed,
-    load_started,
-    plan_ranges,
-    plan_split,
-    stamp_requested_reloads,
-)
+from cdcstream.sources.fullload import READ_AHEAD_ROWS, FullLoad, KeyRanges, plan_ranges, plan_split
+from cdcstream.sources.loadengine import Chunk, Segment, TableSpec
+from cdcstream.sources.reload import stamp_requested_reloads
 
 
 def _spec(name: str, rows: int, key: bool = True) -> TableSpec:
@@ -92,7 +83,7 @@ def _load(engine: MemoryEngine, checkpoint: dict[str, Any] | None = None, **cfg:
         label="unit",
         checkpoint=checkpoint,
         base_checkpoint=lambda: {"system_id": "1"},
-        settings=lambda s, t: None,
+        ranges=lambda s, t: None,
     )
 
 
@@ -107,8 +98,7 @@ async def _collect(load: FullLoad, stop_after: int | None = None) -> list[Any]:
 
 
 def test_plan_ranges_and_split() -> None:
-    setting = ParallelLoad("public", "t", "ranges", ("a", "b"), (("1", "x"), ("5", "y")))
-    segs = plan_ranges("public.t", setting)
+    segs = plan_ranges("public.t", KeyRanges(("a", "b"), (("1", "x"), ("5", "y"))))
     assert [(s.lo, s.hi) for s in segs] == [(None, ("1", "x")), (("1", "x"), ("5", "y")), (("5", "y"), None)]
     assert all(s.columns == ("a", "b") for s in segs)
     segs = plan_split("public.t", "id", [("10",), ("10",), ("20",)])
@@ -143,6 +133,11 @@ def test_table_settings_ranges_are_kept_by_the_rules() -> None:
     pl = rules.parallel_load("HR", "SALES")
     assert pl is not None and pl.columns == ("C1",) and pl.boundaries == (("10",), ("20",))
     assert rules.parallel_load("HR", "OTHER") is None
+    # ... and handed to the sources as explicit key ranges, naming the rule for errors
+    ranges = key_ranges(rules)("HR", "SALES")
+    assert ranges is not None and ranges.columns == ("C1",) and ranges.boundaries == (("10",), ("20",))
+    assert "m.json" in ranges.origin and "parallel-load.columns" in ranges.origin
+    assert key_ranges(rules)("HR", "OTHER") is None
 
 
 def test_every_row_once_with_markers_and_completion() -> None:
@@ -217,7 +212,7 @@ def test_chunks_mapped_out_of_order_reach_the_consumer_in_read_order() -> None:
         label="unit",
         checkpoint=None,
         base_checkpoint=lambda: {},
-        settings=lambda s, t: None,
+        ranges=lambda s, t: None,
         offload=offload,
     )
     items = asyncio.run(_collect(load))

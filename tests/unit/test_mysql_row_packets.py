@@ -14,7 +14,8 @@ from pymysql import converters
 
 from cdcstream.errors import SourceError
 from cdcstream.sources.mysql import rows
-from cdcstream.sources.mysql.snapshot import Field, _select, calendar_date, load_converter, parse_row_packets
+from cdcstream.sources.mysql.snapshot import select_column
+from cdcstream.sources.mysql.textrows import Field, calendar_date, load_converter, parse_row_packets
 
 
 def _lcs(value: bytes | None) -> bytes:
@@ -123,5 +124,5 @@ def test_mariadb_uuid_and_inet_are_their_text() -> None:
 
 
 def test_float_columns_are_read_as_their_exact_value() -> None:
-    assert _select(_col(rows.FLOAT)) == "`c` * 1e0"
-    assert _select(_col(rows.DOUBLE)) == "`c`"
+    assert select_column(_col(rows.FLOAT)) == "`c` * 1e0"
+    assert select_column(_col(rows.DOUBLE)) == "`c`"

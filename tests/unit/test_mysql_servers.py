@@ -16,7 +16,7 @@ from pymysql import _auth
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.mysql.positions import binlog_status
-from cdcstream.sources.mysql.source import connect_error, monitor_privilege
+from cdcstream.sources.mysql.server import connect_error, monitor_privilege
 from cdcstream.sources.mysql.tls import rsa_failure
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cdcstream.sources.mysql.checks import global_privileges
-from cdcstream.sources.mysql.source import settings_problems
+from cdcstream.sources.mysql.server import settings_problems
 
 GOOD = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
 
@@ -37,7 +37,7 @@ def test_tls_failures_are_fatal_with_the_fix() -> None:
     from cdcstream.config import MySQLSourceConfig
     from cdcstream.errors import DecodeError, SourceConnectionError, SourceError
     from cdcstream.sources.mysql.reader import classify
-    from cdcstream.sources.mysql.source import connect_error
+    from cdcstream.sources.mysql.server import connect_error
 
     cfg = MySQLSourceConfig(engine="mysql", server_id=9, ssl_mode="verify_identity")
     mismatch = pymysql.err.OperationalError(

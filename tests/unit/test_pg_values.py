@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdcstream.sources.postgres import structured
 from cdcstream.sources.postgres import values as v
 
 
@@ -135,14 +136,14 @@ def test_json_as_object_gives_plain_values() -> None:
     ],
 )
 def test_parse_array(text: str, expected: list[Any]) -> None:
-    assert v.parse_array(text) == expected
+    assert structured.parse_array(text) == expected
 
 
 def test_parse_array_other_delimiter_and_garbage() -> None:
-    assert v.parse_array("{(1,1),(0,0);(2,2),(1,1)}", ";") == ["(1,1),(0,0)", "(2,2),(1,1)"]
+    assert structured.parse_array("{(1,1),(0,0);(2,2),(1,1)}", ";") == ["(1,1),(0,0)", "(2,2),(1,1)"]
     for bad in ("", "{1,2", "{1}x", "1,2"):
         with pytest.raises((ValueError, IndexError)):
-            v.parse_array(bad)
+            structured.parse_array(bad)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +159,7 @@ def test_parse_array_other_delimiter_and_garbage() -> None:
     ],
 )
 def test_parse_record(text: str, expected: list[Any]) -> None:
-    assert v.parse_record(text) == expected
+    assert structured.parse_record(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_parse_record(text: str, expected: list[Any]) -> None:
     ],
 )
 def test_parse_hstore(text: str, expected: dict[str, Any]) -> None:
-    assert v.parse_hstore(text) == expected
+    assert structured.parse_hstore(text) == expected
 
 
 # ---- the registry: arrays, domains, composites, enums, extension types ---------------------------
@@ -265,7 +266,7 @@ def test_array_of_text_round_trips(items: list[str | None]) -> None:
             return "NULL"
         return '"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    assert v.parse_array("{" + ",".join(quote(x) for x in items) + "}") == items
+    assert structured.parse_array("{" + ",".join(quote(x) for x in items) + "}") == items
 
 
 @settings(max_examples=300, deadline=None)
@@ -276,7 +277,7 @@ def test_record_of_text_round_trips(items: list[str | None]) -> None:
             return ""
         return '"' + x.replace("\\", "\\\\").replace('"', '""') + '"'
 
-    assert v.parse_record("(" + ",".join(quote(x) for x in items) + ")") == items
+    assert structured.parse_record("(" + ",".join(quote(x) for x in items) + ")") == items
 
 
 @settings(max_examples=300, deadline=None)
@@ -286,7 +287,7 @@ def test_hstore_round_trips(d: dict[str, str | None]) -> None:
         return '"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     text = ", ".join(f"{q(k)}=>{'NULL' if val is None else q(val)}" for k, val in d.items())
-    assert v.parse_hstore(text) == d
+    assert structured.parse_hstore(text) == d
 
 
 def test_composite_that_does_not_fit_asks_once_then_passes_text() -> None:

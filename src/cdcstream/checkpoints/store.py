@@ -25,10 +25,11 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from cdcstream.checkpoints.model import Checkpoint, Owner
 from cdcstream.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -40,12 +41,12 @@ FORMAT_VERSION = 1
 DIR_MODE = 0o700
 
 
-def task_owner(cfg: Config) -> dict[str, str]:
+def task_owner(cfg: Config) -> Owner:
     """What a task's checkpoint belongs to, from its config: ``engine``, for PostgreSQL ``database`` and
     ``slot``, and the target ``stream`` and ``region``. (The server's identity is not config: the source records
     and checks it inside the checkpoint. A MySQL binlog position belongs to the server, not to our replica
     ``server_id``, which may change freely.)"""
-    owner: dict[str, str] = {"engine": cfg.source.engine}
+    owner: Owner = {"engine": cfg.source.engine}
     if cfg.source.engine == "postgres":
         owner |= {"database": cfg.source.database, "slot": cfg.source.slot_name}
     return owner | {"stream": cfg.target.stream_name, "region": cfg.target.region}
@@ -56,7 +57,7 @@ def adopt_command(cfg: Config) -> str:
     return f"cdcstream adopt-checkpoint --config {cfg.config_path or '<config file>'}"
 
 
-def describe_owner(owner: dict[str, Any]) -> str:
+def describe_owner(owner: Owner) -> str:
     return ", ".join(f"{key} {value!r}" for key, value in owner.items())
 
 
@@ -104,7 +105,7 @@ class FileCheckpointStore:
     ``owner`` None writes no owner and checks none (the format of versions before it was recorded; tools and
     tests use it to write such files)."""
 
-    def __init__(self, state_dir: str | Path, name: str, owner: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: str | Path, name: str, owner: Owner | None = None) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / f"{name}.checkpoint.json"
         self.lock_path = self.dir / f"{name}.checkpoint.lock"
@@ -122,7 +123,7 @@ class FileCheckpointStore:
         store.adopt_command = adopt_command(cfg)
         return store
 
-    def read(self) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    def read(self) -> tuple[Checkpoint, Owner | None] | None:
         """The stored checkpoint and the owner it was written for (None: a legacy file), or None when there is
         no file. Integrity is checked, ownership is not (see :meth:`load`)."""
         try:
@@ -150,9 +151,10 @@ class FileCheckpointStore:
         checkpoint, owner = body.get("checkpoint"), body.get("owner")
         if not isinstance(checkpoint, dict) or not isinstance(owner, dict | None):
             raise CheckpointError(f"{self.path}: checkpoint file has no checkpoint object")
-        return checkpoint, owner
+        # Its fields are the source's to check (checkpoints/model.py): the position may be of any version.
+        return cast(Checkpoint, checkpoint), cast(Owner | None, owner)
 
-    def ownership_problem(self, stored: dict[str, Any] | None) -> str | None:
+    def ownership_problem(self, stored: Owner | None) -> str | None:
         """Why a file written for ``stored`` is not this store's (with the fix), or None when it is (or when
         either side records no owner: a legacy file is the source's to judge)."""
         if self.owner is None or stored is None:
@@ -172,7 +174,7 @@ class FileCheckpointStore:
             f"purpose and this position is right for the new ones, run: {self.adopt_command}"
         )
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> Checkpoint | None:
         """The stored checkpoint, or None when there is none yet; refused when written for another owner."""
         stored = self.read()
         self.owned = False
@@ -185,7 +187,7 @@ class FileCheckpointStore:
         self.owned = owner is not None and self.owner is not None
         return checkpoint
 
-    def save(self, checkpoint: dict[str, Any]) -> None:
+    def save(self, checkpoint: Checkpoint) -> None:
         """Atomically replace the stored checkpoint (durable when this returns)."""
         body: dict[str, Any] = {"version": FORMAT_VERSION, "checkpoint": checkpoint, "written_at": time.time()}
         if self.owner is not None:
@@ -234,7 +236,7 @@ class FileCheckpointStore:
                 os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 
-    def adopt(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def adopt(self) -> tuple[Checkpoint, Owner | None]:
         """Re-write the stored checkpoint as this store's (``cdcstream adopt-checkpoint``): the position and
         everything else in it are kept, only the owner changes. Returns the checkpoint and its former owner.
         The caller holds the lock. Refused across engines (the position would not even parse)."""

@@ -7,24 +7,24 @@ been accepted by Kinesis and the checkpoint file has been written; the source ma
 upstream (PostgreSQL ``flush_lsn``). A source reconnects by itself after retriable errors (resuming from the
 last position it yielded) and raises non-retriable :class:`~cdcstream.errors.SourceError` subclasses.
 
-Optional, found with ``getattr`` so a source without them still works: ``async def lag_probe() -> dict[str,
-float | None]`` (byte lag and retained log, keys from ``telemetry.metrics.PROBE_GAUGES``, polled by
-``telemetry/probe.py``) and an ``alive_at`` attribute (``time.monotonic()`` of the last pass through the read
-or reconnect loop, which the systemd watchdog uses to tell an idle source from a hung one).
+What a source may offer besides, each a Protocol of its own that the pipeline tests with ``isinstance`` (a source
+without it still works): :class:`SupportsReload` (``reload --table``), :class:`SupportsLagProbe` (byte lag and
+retained log), :class:`SupportsAliveAt` (the watchdog's sign of life) and :class:`SupportsReadLag`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cdcstream.changes import Item
+from cdcstream.checkpoints.model import Checkpoint
 
 
 class Source(Protocol):
     """What the pipeline needs from a source."""
 
-    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+    async def start(self, checkpoint: Checkpoint | None, *, owned: bool = True) -> None:
         """Verify settings and privileges, create what is missing and permitted, position at ``checkpoint``.
 
         ``owned``: the checkpoint file records this task as its owner (``checkpoints/store.py``); False for a
@@ -34,7 +34,7 @@ class Source(Protocol):
     def changes(self) -> AsyncGenerator[Sequence[Item], None]:
         """Batches of changes and markers in commit order, forever (until :meth:`close`)."""
 
-    async def ack(self, checkpoint: dict[str, Any]) -> None:
+    async def ack(self, checkpoint: Checkpoint) -> None:
         """Everything up to ``checkpoint`` is durable downstream; the source may release it upstream."""
 
     def status(self) -> dict[str, Any]:
@@ -42,3 +42,38 @@ class Source(Protocol):
 
     async def close(self) -> None:
         """Stop reading and release connections (sending a last acknowledgement if it has one)."""
+
+
+@runtime_checkable
+class SupportsReload(Protocol):
+    """A source that can re-copy one table while CDC runs (``POST /reload``, ``cdcstream reload``)."""
+
+    async def request_reload(self, name: str) -> str:
+        """Queue a re-copy of ``schema.table``; the answer for the caller. A refused request raises
+        :class:`~cdcstream.errors.SourceError` saying why."""
+        ...
+
+
+@runtime_checkable
+class SupportsLagProbe(Protocol):
+    """A source that can measure how far behind the server it is, in bytes (polled by ``telemetry/probe.py``)."""
+
+    async def lag_probe(self) -> dict[str, float | None]:
+        """Values keyed as ``telemetry.metrics.PROBE_GAUGES`` (None: unknown, the gauge is removed)."""
+        ...
+
+
+@runtime_checkable
+class SupportsAliveAt(Protocol):
+    """A source whose read loop stamps each pass, so the systemd watchdog tells an idle source from a hung one."""
+
+    #: ``time.monotonic()`` of the last pass through the read or reconnect loop.
+    alive_at: float
+
+
+@runtime_checkable
+class SupportsReadLag(Protocol):
+    """A source that knows how old the newest change it read was when it read it."""
+
+    #: Seconds from the commit of the newest change read to reading it (0 when caught up).
+    read_lag: float

@@ -1,23 +1,35 @@
-"""State both sources keep alike: full-load and reload bookkeeping, reconnect backoff, per-source metrics.
+"""What both sources keep and do alike: the full load's bookkeeping, reconnect backoff, per-source metrics.
 
 The engines differ in everything they read and how; this is only what :class:`PostgresSource` and
-:class:`MySQLSource` would otherwise each set up the same way in their constructors.
+:class:`MySQLSource` would otherwise each set up and do the same way: make a full load (or a reload's copy) over
+their load engine, run the initial load and say in every later checkpoint that it is done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Generic, TypeVar
 
+from cdcstream.changes import Item
+from cdcstream.checkpoints.model import (
+    Checkpoint,
+    MySQLCheckpoint,
+    PgCheckpoint,
+    SharedFields,
+    completed_load,
+    load_completed,
+)
 from cdcstream.config import FullLoadConfig
-from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.retry import Backoff
-from cdcstream.sources.fullload import FullLoad, Offload, PendingReloads
+from cdcstream.sources.fullload import FullLoad, KeyRangesOf
+from cdcstream.sources.loadengine import LoadEngine, Offload
 from cdcstream.telemetry import metrics
 
+C = TypeVar("C", PgCheckpoint, MySQLCheckpoint)
 
-class SourceBase:
-    """The common part of a source's state (see the module docstring)."""
+
+class SourceBase(Generic[C]):
+    """The common part of a source (the module docstring says what); ``C``: its checkpoint type."""
 
     def __init__(
         self,
@@ -26,21 +38,16 @@ class SourceBase:
         reconnect_max_delay: float,
         migration_type: str,
         full_load: FullLoadConfig | None,
-        parallel_load: Callable[[str, str], ParallelLoad | None] | None,
+        key_ranges: KeyRangesOf | None,
         offload: Offload | None,
     ) -> None:
         self.migration_type = migration_type
         self._full_load_cfg = full_load or FullLoadConfig()
-        self._parallel_load = parallel_load or (lambda schema, table: None)
+        self._key_ranges = key_ranges or (lambda schema, table: None)
         self._offload = offload  # full-load chunks to the pipeline's mapping worker processes
         self._load: FullLoad | None = None
-        # Extra checkpoint fields kept across reconnects: {"load": {"done": true, ...}} after a full load
-        # (PostgreSQL keeps its pending reloads, {"reload": ["s.t", ...]}, here too).
-        self._load_extra: dict[str, Any] = {}
-        # reload --table: the tables waiting to be re-copied, and the running one's load.
-        self._reloads = PendingReloads(label=label)
-        self._reload: FullLoad | None = None
-        self._last_checkpoint: dict[str, Any] = {}  # checkpoint of the last marker yielded
+        # Extra checkpoint fields kept across reconnects: {"load": {"done": true, ...}} after a full load.
+        self._load_extra: SharedFields = {}
         self._label = label
         self._started = False
         self._closed = False
@@ -59,3 +66,40 @@ class SourceBase:
     def _set_read_lag(self, seconds: float) -> None:
         self.read_lag = seconds
         self._m_lag.set(seconds)
+
+    def _restore_load(self, checkpoint: C | None) -> None:
+        """After a full load, every checkpoint says so (a restart neither reloads nor forgets it)."""
+        if checkpoint is not None and load_completed(checkpoint):
+            self._load_extra = {"load": checkpoint["load"]}
+
+    async def _open_load(self, engine: LoadEngine, checkpoint: C | None, base: Callable[[], Checkpoint]) -> None:
+        """Open the initial full load over ``engine`` (a fresh snapshot, or the load ``checkpoint`` stopped in)
+        and plan its tables; :meth:`_run_load` reads the rows."""
+        self._load = FullLoad(
+            engine,
+            self._full_load_cfg,
+            label=self._label,
+            checkpoint=checkpoint,
+            base_checkpoint=base,
+            ranges=self._key_ranges,
+            offload=self._offload,
+        )
+        await self._load.open()
+
+    async def _run_load(self, load: FullLoad) -> AsyncIterator[Sequence[Item]]:
+        """The initial load's rows and markers; then every later checkpoint says the load is done."""
+        async for items in load.run():
+            yield items
+        self._load_extra = {"load": completed_load(len(load.status()["tables"]), load.rows)}
+
+    def _new_copy(self, engine: LoadEngine, base: Callable[[], Checkpoint], sessions: int | None) -> FullLoad:
+        """The load of a ``reload --table`` copy over ``engine`` (``reload.TableReloads`` asks for it)."""
+        return FullLoad.for_reload(
+            engine,
+            self._full_load_cfg,
+            label=self._label,
+            base_checkpoint=base,
+            ranges=self._key_ranges,
+            offload=self._offload,
+            sessions=sessions,
+        )

@@ -11,229 +11,54 @@ worker processes (``offload``, the pipeline's ``workers/pool.py``) engines read 
 as one :class:`~cdcstream.changes.MappedRows` item instead of its rows, in the same place of the sequence; a
 session then reads on while its chunks are mapped (up to ``READ_AHEAD_ROWS``) and hands them over in read order.
 
-Checkpoint during a load (JSON, inside the source's own checkpoint)::
+The checkpoint during a load (its ``load`` field) and after it is described in ``checkpoints/model.py``.
 
-    {"phase": "full-load", <CDC start position, e.g. "lsn": consistent point>, ...,
-     "load": {"started": true, "loaded": ["s.t", ...],
-              "tables": {"s.u": {"segments": [{"columns": [...], "lo": [...]|null, "hi": [...]|null,
-                                               "after": <last key copied>|null, "done": bool, "rows": n}]}},
-              "rows": total}}
-
-Tables neither ``loaded`` nor in ``tables`` are pending (planned on the next start). Completed tables are only
-named, so the checkpoint grows with the number of tables, not rows or segments. After the load the source writes
-``"load": {"done": true, ...}`` (see :func:`completed_marker_state`).
-
-Segments (:class:`Segment`) are ranges of a row comparison over ``columns``: segment ``i`` of boundaries
-``b0 < b1 < ...`` holds the rows where ``(columns) <= b_i`` is TRUE and ``(columns) <= b_{i-1}`` is not TRUE,
-so every row (also rows with NULL in a range column) falls into a segment. Inside a segment rows are read in key
-order by keyset pagination (``key > after ORDER BY key LIMIT chunk_rows``), never OFFSET. A table without a
-usable key is one segment read in one pass (not resumable mid-table: a restart re-copies it).
-
-The engine interface (:class:`LoadEngine`) is what a source implements; PostgreSQL's is
-``sources/postgres/snapshot.py``. For MySQL/MariaDB: :meth:`LoadEngine.open` takes a brief global read lock,
-opens the sessions with ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, reads the binlog position (the CDC
-start, returned), unlocks; :meth:`LoadEngine.tables` lists the selected tables with ``TableInfo`` built exactly as
-the binlog path builds it, their key columns and row estimates; :meth:`LoadEngine.split_points` proposes
-boundaries over the first key column; :meth:`LoadEngine.read` returns a segment's rows after a key in key order,
-rendered exactly as CDC renders the same values (the load-vs-insert test holds PostgreSQL to that); keys in
-``Chunk.last_key`` are any JSON-ready list the same engine accepts back as ``after``.
+Tables are planned into segments (:class:`~cdcstream.sources.loadengine.Segment`): the explicit ranges the
+mapping gives (:class:`KeyRanges`), else even splits of large tables over their first key column, else one
+segment. The engines read them (:class:`~cdcstream.sources.loadengine.LoadEngine`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, cast
 
 import structlog
 
-from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, RawRows, TableInfo
+from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
+from cdcstream.checkpoints.model import PHASE, Checkpoint, LoadProgress, TableLoadState, load_started, stored_load
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
-from cdcstream.mapping.rules import ParallelLoad
 from cdcstream.runtime.stopping import cancel_and_wait
+from cdcstream.sources.loadengine import Chunk, LoadEngine, Offload, Segment, TableSpec
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 
-PHASE = "full-load"
-
-Key = list[Any]
-"""A row key as the engine renders it (JSON-ready; PostgreSQL: the columns' text). Opaque to this module."""
-
 
 @dataclass(slots=True, frozen=True)
-class TableSpec:
-    """One selected table as the engine describes it for a load."""
+class KeyRanges:
+    """Explicit segments of one table: the mapping's table-settings ``parallel-load`` of type ``ranges``, as the
+    wiring code hands it to the sources (which read no mapping rules). The ``boundaries`` are upper bounds of a
+    row comparison over ``columns``, as text the server casts; ``origin`` names the rule in errors."""
 
-    info: TableInfo  # columns exactly as the CDC path describes them (so the mapping plan is the same)
-    key_columns: tuple[str, ...]  # keyset order; empty: no usable key (one pass, not resumable mid-table)
-    estimated_rows: int | None  # catalog estimate (None: unknown)
-
-    @property
-    def name(self) -> str:
-        return f"{self.info.schema}.{self.info.table}"
+    columns: tuple[str, ...]
+    boundaries: tuple[tuple[str, ...], ...]
+    origin: str = "table-settings"
 
 
-@dataclass(slots=True)
-class Segment:
-    """A key range of one table and how far it was copied (see the module docstring for the predicate)."""
-
-    table: str
-    columns: tuple[str, ...] = ()
-    lo: tuple[str, ...] | None = None  # rows with (columns) <= lo belong to an earlier segment
-    hi: tuple[str, ...] | None = None  # rows with (columns) <= hi (TRUE) belong here or earlier
-    after: Key | None = None
-    done: bool = False
-    rows: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "columns": list(self.columns),
-            "lo": None if self.lo is None else list(self.lo),
-            "hi": None if self.hi is None else list(self.hi),
-            "after": self.after,
-            "done": self.done,
-            "rows": self.rows,
-        }
-
-    @classmethod
-    def from_json(cls, table: str, d: dict[str, Any]) -> Segment:
-        lo, hi = d.get("lo"), d.get("hi")
-        return cls(
-            table,
-            tuple(d.get("columns") or ()),
-            None if lo is None else tuple(lo),
-            None if hi is None else tuple(hi),
-            d.get("after"),
-            bool(d.get("done")),
-            int(d.get("rows") or 0),
-        )
+KeyRangesOf = Callable[[str, str], KeyRanges | None]
+"""A table's :class:`KeyRanges` by schema and table name, None without explicit ranges."""
 
 
-@dataclass(slots=True)
-class Chunk:
-    """Rows an engine hands over at once (at most ``parallel_load_buffer_size``) and the key of the last:
-    decoded in ``rows``, or (read with ``raw=True``) not yet decoded in ``raw``."""
-
-    rows: list[dict[str, Any]]
-    last_key: Key | None
-    raw: RawRows | None = None
-
-    def __len__(self) -> int:
-        return len(self.raw) if self.raw is not None else len(self.rows)
-
-
-Offload = Callable[[TableInfo, RawRows], Awaitable[MappedRows | None]]
-"""Decodes and maps a raw chunk in another process (the pipeline's mapping pool); None: the chunk's column
-descriptions are stale, the engine decodes it itself."""
-
-
-class RawSpec(Protocol):
-    """What an engine's raw chunks carry to be decoded anywhere (column descriptions), named by a key."""
-
-    @property
-    def key(self) -> str: ...
-
-
-_S = TypeVar("_S", bound=RawSpec)
-_T = TypeVar("_T")
-_spec_keys = itertools.count()
-
-
-def new_spec_key() -> str:
-    """A key for one :class:`RawSpec`, unique across the daemon's processes (its pid and a counter)."""
-    return f"{os.getpid()}.{next(_spec_keys)}"
-
-
-def per_spec(build: Callable[[_S], _T]) -> Callable[[_S], _T]:
-    """``build(spec)`` once per spec key in the process that decodes (a mapping worker decodes chunk after chunk
-    of a segment with one spec); bounded, since engines make a spec per segment read."""
-    cache: dict[str, _T] = {}
-
-    def get(spec: _S) -> _T:
-        try:
-            return cache[spec.key]
-        except KeyError:
-            if len(cache) >= 256:
-                cache.clear()
-            value = cache[spec.key] = build(spec)
-            return value
-
-    return get
-
-
-class LoadEngine(Protocol):
-    """What a source provides for a full load (one instance per load; sessions are numbered 0..n-1)."""
-
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
-        """Open ``sessions`` read sessions. ``fresh``: all in one consistent snapshot, and return the CDC start
-        position matching it (merged into every load checkpoint; e.g. ``{"lsn": ...}``). Not fresh (a resumed
-        load): each session in a snapshot of its own, returns ``{}`` (the stored start position is kept)."""
-        ...
-
-    async def tables(self) -> list[TableSpec]:
-        """The selected tables, in load order."""
-        ...
-
-    async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
-        """Up to ``parts - 1`` increasing boundaries over ``spec.key_columns[0]`` (as 1-tuples of text)."""
-        ...
-
-    def read(
-        self, session: int, spec: TableSpec, segment: Segment, after: Key | None, *, raw: bool = False
-    ) -> AsyncIterator[Chunk]:
-        """The segment's rows with key > ``after`` in key order (all rows, one pass, without a key); ``raw``:
-        as :class:`~cdcstream.changes.RawRows` (``Chunk.raw``) for a mapping worker process to decode."""
-        ...
-
-    async def decode(self, spec: TableSpec, raw: RawRows) -> list[dict[str, Any]]:
-        """Decode a raw chunk here, refreshing stale column descriptions (its ``rows()`` returned None)."""
-        ...
-
-    async def close(self) -> None:
-        """End the sessions (and anything holding the snapshot)."""
-        ...
-
-
-def is_loading(checkpoint: dict[str, Any] | None) -> bool:
-    """True for a checkpoint written in the middle of a full load."""
-    return bool(checkpoint) and checkpoint.get("phase") == PHASE  # type: ignore[union-attr]
-
-
-def load_started(checkpoint: dict[str, Any] | None) -> bool:
-    """True for a checkpoint of a load whose snapshot was taken (so its CDC start position is stored)."""
-    load = (checkpoint or {}).get("load")
-    return is_loading(checkpoint) and isinstance(load, dict) and bool(load.get("started"))
-
-
-def intent_checkpoint() -> dict[str, Any]:
-    """Written by the pipeline before a fresh load's source starts: a crash between creating the snapshot (a
-    PostgreSQL slot) and the first load checkpoint then restarts the load instead of finding an unexplained
-    slot. Nothing was acknowledged under it, so starting over loses nothing."""
-    return {"phase": PHASE, "load": {"started": False}}
-
-
-def load_completed(checkpoint: dict[str, Any] | None) -> bool:
-    """True for a checkpoint written after the full load finished."""
-    load = (checkpoint or {}).get("load")
-    return isinstance(load, dict) and bool(load.get("done"))
-
-
-def completed_marker_state(tables: int, rows: int) -> dict[str, Any]:
-    """The ``load`` entry of every checkpoint after the load (so a restart neither reloads nor forgets)."""
-    return {"done": True, "tables": tables, "rows": rows}
-
-
-def plan_ranges(name: str, setting: ParallelLoad) -> list[Segment]:
-    """Segments from a table-settings ``ranges`` rule: N boundaries -> N+1 segments."""
-    cols = setting.columns
-    bounds: list[tuple[str, ...] | None] = [None, *setting.boundaries, None]
+def plan_ranges(name: str, ranges: KeyRanges) -> list[Segment]:
+    """Segments from explicit ranges: N boundaries -> N+1 segments."""
+    cols = ranges.columns
+    bounds: list[tuple[str, ...] | None] = [None, *ranges.boundaries, None]
     return [Segment(name, cols, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
@@ -253,6 +78,10 @@ def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> lis
 #: ``parallel_load_buffer_size``): memory stays bounded by sessions x this many rows.
 READ_AHEAD_ROWS = 1000
 
+# Fields of a stored load checkpoint that are not its CDC start position (the server identity comes back through
+# ``base_checkpoint``, measured anew).
+_NOT_POSITION = frozenset({"phase", "load", "system_id", "timeline"})
+
 _Handed = tuple[Segment, Chunk | None, MappedRows | None, BaseException | None]
 """What a session hands the consumer: a chunk (and its records when a worker process mapped it), the segment's
 end (no chunk), or the error that stops the load."""
@@ -266,7 +95,7 @@ class _TableProgress:
     rows: int = 0
     started: float | None = None
     last_log_rows: int = 0
-    snapshot: dict[str, Any] = field(default_factory=dict)  # immutable once built: markers share it
+    snapshot: TableLoadState = field(default_factory=TableLoadState)  # immutable once built: markers share it
 
     def rebuild(self) -> None:
         self.snapshot = {"segments": [s.to_json() for s in self.segments]}
@@ -276,8 +105,8 @@ class FullLoad:
     """Runs one full load over a :class:`LoadEngine` and yields its rows and markers (see module docstring).
 
     ``base_checkpoint`` returns the source's checkpoint fields to merge into every marker (identity and the
-    like); ``settings`` returns a table's table-settings ``parallel-load`` rule, if any. With ``phase_markers``
-    off (``reload --table`` of one table during CDC) markers carry ``base_checkpoint()`` alone.
+    like); ``ranges`` returns a table's explicit segments, if any. With ``phase_markers`` off (``reload --table``
+    of one table during CDC) markers carry ``base_checkpoint()`` alone.
     """
 
     def __init__(
@@ -286,9 +115,9 @@ class FullLoad:
         cfg: FullLoadConfig,
         *,
         label: str,
-        checkpoint: dict[str, Any] | None,
-        base_checkpoint: Callable[[], dict[str, Any]],
-        settings: Callable[[str, str], ParallelLoad | None],
+        checkpoint: Checkpoint | None,
+        base_checkpoint: Callable[[], Checkpoint],
+        ranges: KeyRangesOf,
         phase_markers: bool = True,
         offload: Offload | None = None,
     ) -> None:
@@ -299,10 +128,10 @@ class FullLoad:
         self.cfg = cfg
         self._label = label
         self._base = base_checkpoint
-        self._settings = settings
+        self._ranges = ranges
         resumed = checkpoint if load_started(checkpoint) else None
         self.resumed = resumed is not None
-        load = (resumed or {}).get("load") or {}
+        load = stored_load(resumed)
         self._loaded: list[str] = list(load.get("loaded") or [])
         self._stored: dict[str, list[Segment]] = {
             name: [Segment.from_json(name, s) for s in t.get("segments", [])]
@@ -310,9 +139,9 @@ class FullLoad:
         }
         self.rows = int(load.get("rows") or 0)
         # The CDC start position of this load (stored across restarts: a resumed load streams from it too).
-        self.start_position: dict[str, Any] = {
-            k: v for k, v in (resumed or {}).items() if k not in ("phase", "load", "system_id", "timeline")
-        }
+        self.start_position = cast(  # whichever engine's position: only that engine reads it
+            Checkpoint, {k: v for k, v in (resumed or {}).items() if k not in _NOT_POSITION}
+        )
         self._tables: dict[str, _TableProgress] = {}
         self._work: deque[tuple[TableSpec, Segment]] = deque()
         self._loaded_snapshot: list[str] = list(self._loaded)
@@ -328,8 +157,8 @@ class FullLoad:
         cfg: FullLoadConfig,
         *,
         label: str,
-        base_checkpoint: Callable[[], dict[str, Any]],
-        settings: Callable[[str, str], ParallelLoad | None],
+        base_checkpoint: Callable[[], Checkpoint],
+        ranges: KeyRangesOf,
         sessions: int | None = None,
         offload: Offload | None = None,
     ) -> FullLoad:
@@ -344,7 +173,7 @@ class FullLoad:
             label=label,
             checkpoint=None,
             base_checkpoint=base_checkpoint,
-            settings=settings,
+            ranges=ranges,
             phase_markers=False,
             offload=offload,
         )
@@ -355,14 +184,13 @@ class FullLoad:
         stored = self._stored.get(name)
         if stored:
             return stored
-        setting = self._settings(spec.info.schema, spec.info.table)
-        if spec.key_columns and setting is not None and setting.type == "ranges":
+        ranges = self._ranges(spec.info.schema, spec.info.table)
+        if spec.key_columns and ranges is not None:
             known = {c.name for c in spec.info.columns}
-            missing = [c for c in setting.columns if c not in known]
+            missing = [c for c in ranges.columns if c not in known]
             if missing:
-                where = str(setting.origin.at(".parallel-load.columns")) if setting.origin else "table-settings"
-                raise SourceError(f"{where}: {name} has no column(s) {', '.join(missing)}")
-            return plan_ranges(name, setting)
+                raise SourceError(f"{ranges.origin}: {name} has no column(s) {', '.join(missing)}")
+            return plan_ranges(name, ranges)
         threads = self.cfg.parallel_load_threads
         if spec.key_columns and threads > 1 and (spec.estimated_rows or 0) >= 2 * self.cfg.chunk_rows:
             points = await self.engine.split_points(spec, threads)
@@ -374,8 +202,9 @@ class FullLoad:
         if not self._phase_markers:
             return Marker(self._base(), None, False)
         tables = {n: p.snapshot for n, p in self._tables.items() if p.state == "loading"}
-        load = {"started": True, "loaded": self._loaded_snapshot, "tables": tables, "rows": self.rows}
-        checkpoint = {**self._base(), **self.start_position, "phase": PHASE, "load": load}
+        load: LoadProgress = {"started": True, "loaded": self._loaded_snapshot, "tables": tables, "rows": self.rows}
+        # One engine's fields in both: a merge of its own checkpoint type.
+        checkpoint = cast(Checkpoint, {**self._base(), **self.start_position, "phase": PHASE, "load": load})
         return Marker(checkpoint, None, False)
 
     def _set_table_metrics(self) -> None:
@@ -405,7 +234,7 @@ class FullLoad:
         sessions = self.cfg.max_full_load_subtasks
         position = await self.engine.open(sessions, fresh=fresh)
         if fresh:
-            self.start_position = dict(position)
+            self.start_position = position.copy()
         try:
             specs = await self.engine.tables()
             for spec in specs:
@@ -596,128 +425,3 @@ class FullLoad:
                 "segments_done": sum(1 for s in p.segments if s.done),
             }
         return {"finished": self.finished, "rows": self.rows, "tables": tables}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# reload --table: re-copying one table while CDC runs (both engines)
-# ----------------------------------------------------------------------------------------------------------
-RELOAD_FIELD = "reload"
-"""Checkpoint field naming the tables whose reload is requested and not yet out (``["s.t", ...]``)."""
-
-
-async def validate_reload(
-    name: str,
-    *,
-    migration_type: str,
-    initial_load: FullLoad | None,
-    selector: Callable[[str, str], bool] | None,
-    unreadable: Callable[[str, str], Awaitable[str | None]],
-) -> tuple[str, str]:
-    """``(schema, table)`` of a reload request, or a SourceError saying why it is refused (the HTTP endpoint
-    answers 400 with it, ``cdcstream reload`` exits 1). ``unreadable`` asks the engine why the copy could not
-    read the table (it does not exist, or the user may not SELECT it: with the GRANT to run), or None.
-
-    Checked when the request arrives and again before the copy starts (a request stored in the checkpoint may
-    meet a changed mapping or database at the next start), so a reload that cannot work is refused or fails
-    instead of stopping the daemon."""
-    schema, dot, table = name.partition(".")
-    if not dot or not schema or not table:
-        raise SourceError(f"reload: expected schema.table, got {name!r}")
-    if migration_type == "full-load":
-        raise SourceError("reload: migration_type full-load has no change stream to reload into")
-    if initial_load is not None and not initial_load.finished:
-        raise SourceError("reload: the initial full load is still running")
-    if selector is not None and not selector(schema, table):
-        raise SourceError(f"reload: {name} is not selected by the table mapping")
-    problem = await unreadable(schema, table)
-    if problem:
-        raise SourceError(f"reload: {problem}")
-    return schema, table
-
-
-def stamp_requested_reloads(
-    checkpoint: dict[str, Any], seq: int, requests: list[tuple[str, int]]
-) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-    """``checkpoint``, of the marker numbered ``seq``, naming every reload requested after that marker was
-    issued (``requests``: the table and the first sequence number issued after the request), and the requests
-    later markers still need. A source names a reload only in the markers it issues after the request, yet
-    markers issued before it may be checkpointed after the daemon answered "queued"; from a request's number
-    on, the source's own stamp is the truth (it drops the name once the rows are all out)."""
-    remaining = [(name, cut) for name, cut in requests if seq < cut]
-    have = list(checkpoint.get(RELOAD_FIELD) or ())
-    missing = [name for name, _ in remaining if name not in have]
-    return ({**checkpoint, RELOAD_FIELD: have + missing} if missing else checkpoint), remaining
-
-
-#: Failed reloads /status keeps (the newest).
-FAILED_KEPT = 10
-
-
-class PendingReloads:
-    """The queue of requested reloads, carried in every checkpoint (``{"reload": [...]}``) until the table's
-    rows are all out, so a crash in between redoes the reload from the start; and how the last ones ended.
-
-    A reload that fails (the table was dropped, SELECT revoked, a session lost) leaves the queue like a finished
-    one: it is logged, counted (``cdcstream_reloads_total{outcome="failed"}``) and listed in ``/status``, CDC of
-    every table goes on, and no later checkpoint names it, so a restart does not run into it again."""
-
-    def __init__(self, checkpoint: dict[str, Any] | None = None, *, label: str = "") -> None:
-        stored = (checkpoint or {}).get(RELOAD_FIELD) or []
-        self.names: list[str] = [str(t) for t in stored] if isinstance(stored, list) else []
-        self.failed: deque[dict[str, Any]] = deque(maxlen=FAILED_KEPT)
-        self._label = label
-        if not isinstance(stored, list):
-            log.warning("checkpoint field 'reload' is not a list of tables; ignored", value=repr(stored)[:200])
-        if self.names:
-            log.info("reload pending from the last run: redoing it", tables=self.names)
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
-    @property
-    def current(self) -> str:
-        return self.names[0]
-
-    def add(self, name: str) -> tuple[bool, str]:
-        """Queue ``name``; (whether it was new, the answer for the caller)."""
-        if name in self.names:
-            return False, f"reload of {name} already pending"
-        self.names.append(name)
-        log.info("reload requested", table=name)
-        return True, f"reload of {name} queued"
-
-    def pop(self, *, rows: int | None = None, error: BaseException | None = None) -> None:
-        """The current reload ended: its rows are all yielded (the next marker no longer names it), or it
-        failed with ``error`` before they were."""
-        name = self.names.pop(0)
-        if error is None:
-            metrics.RELOADS.labels(self._label, "done").inc()
-            log.info("reload done", table=name, rows=rows)
-            return
-        reason = str(error).strip() or type(error).__name__
-        metrics.RELOADS.labels(self._label, "failed").inc()
-        self.failed.append({"table": name, "error": reason, "at": time.time()})
-        log.error(
-            "reload failed: the table was not re-copied; CDC goes on. Request it again once the cause is fixed",
-            table=name,
-            rows_sent=rows,
-            error=reason,
-            error_type=type(error).__name__,
-        )
-
-    def extra(self) -> dict[str, Any]:
-        """The checkpoint field while reloads are pending, else nothing."""
-        return {RELOAD_FIELD: list(self.names)} if self.names else {}
-
-    def stamp(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
-        """``checkpoint`` with the pending reloads as they are now (the field removed when none are)."""
-        out = {k: v for k, v in checkpoint.items() if k != RELOAD_FIELD}
-        return {**out, **self.extra()}
-
-    def status(self, running: FullLoad | None) -> dict[str, Any]:
-        """``/status`` → ``source.reload``: the queue, the running copy's progress, the recent failures."""
-        return {
-            "pending": list(self.names),
-            "running": None if running is None else running.status(),
-            "failed": list(self.failed),
-        }

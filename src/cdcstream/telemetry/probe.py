@@ -1,8 +1,8 @@
 """The source lag probe: polls ``Source.lag_probe()`` every ``[http] lag_probe_interval`` seconds and sets the
 byte gauges (:data:`cdcstream.telemetry.metrics.PROBE_GAUGES`).
 
-Engine-neutral: a source that can measure its distance to the log end implements
-``async def lag_probe(self) -> dict[str, float | None]`` with keys from ``PROBE_GAUGES`` (PostgreSQL: slot lag,
+Engine-neutral: a source that can measure its distance to the log end is a
+:class:`~cdcstream.sources.SupportsLagProbe`, with keys from ``PROBE_GAUGES`` (PostgreSQL: slot lag,
 retained WAL, safe_wal_size; MySQL: bytes to the end of the binlog). A key the source reports as None (e.g.
 ``safe_wal_size`` with an unlimited ``max_slot_wal_keep_size``) removes the series instead of exporting a
 misleading 0. A failing probe is logged, counted under ``errors_total{stage="probing"}`` and retried at the
@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
+from cdcstream.sources import SupportsLagProbe
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -39,12 +39,11 @@ class LagProbe:
         self._failures = 0
 
     @classmethod
-    def for_source(cls, source: Any, label: str, interval: float) -> LagProbe | None:
+    def for_source(cls, source: object, label: str, interval: float) -> LagProbe | None:
         """A probe for ``source``, or None if it has no ``lag_probe`` or probing is off."""
-        fn = getattr(source, "lag_probe", None)
-        if fn is None or interval <= 0:
+        if not isinstance(source, SupportsLagProbe) or interval <= 0:
             return None
-        return cls(fn, label, interval)
+        return cls(source.lag_probe, label, interval)
 
     async def probe_once(self) -> None:
         """One measurement; errors are logged and counted, never raised."""

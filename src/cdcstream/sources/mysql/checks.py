@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pymysql
 
+from cdcstream.checkpoints.model import Checkpoint, MySQLCheckpoint
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.errors import SourceError
+from cdcstream.sources.checks import CheckResult
+from cdcstream.sources.mysql.grants import load_denied
 from cdcstream.sources.mysql.resume import (
     IDENTITY_CHECK,
     POSITION_CHECK,
@@ -28,8 +31,7 @@ from cdcstream.sources.mysql.resume import (
     resumes_by_gtid,
     stored_position,
 )
-from cdcstream.sources.mysql.source import REQUIRED_SETTINGS, load_denied, monitor_privilege, open_connection
-from cdcstream.sources.postgres.checks import CheckResult
+from cdcstream.sources.mysql.server import REQUIRED_SETTINGS, monitor_privilege, open_connection
 
 _TABLES_SQL = (
     "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' "
@@ -46,7 +48,7 @@ def _grant_fix(user: str, mariadb: bool) -> str:
 
 def _run_checks(
     cfg: MySQLSourceConfig,
-    checkpoint: dict[str, Any] | None,
+    checkpoint: MySQLCheckpoint | None,
     selector: Callable[[str, str], bool],
     full_load: bool = False,
     cdc: bool = True,
@@ -218,7 +220,7 @@ def table_names(cfg: MySQLSourceConfig) -> list[tuple[str, str]]:
 
 
 def _resume_checks(
-    cur: Any, cfg: MySQLSourceConfig, info: ServerInfo, checkpoint: dict[str, Any] | None
+    cur: Any, cfg: MySQLSourceConfig, info: ServerInfo, checkpoint: MySQLCheckpoint | None
 ) -> list[CheckResult]:
     """The checkpoint's position and server identity, judged by what ``run`` refuses on
     (``resume.resume_refusals``)."""
@@ -281,7 +283,7 @@ def _retention(variables: dict[str, str]) -> CheckResult:
 async def run_checks(
     cfg: MySQLSourceConfig,
     selector: Callable[[str, str], bool] | None,
-    checkpoint: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
     *,
     full_load: bool = False,
     cdc: bool = True,
@@ -289,4 +291,5 @@ async def run_checks(
     """Connect as the configured user and report on every requirement of the binlog source (and, with
     ``full_load``, of the load: the selected tables are read, so ``selector`` matters there). ``cdc=False``
     (``migration_type = "full-load"``) checks the load's requirements only."""
-    return await asyncio.to_thread(_run_checks, cfg, checkpoint, selector or (lambda s, t: True), full_load, cdc)
+    mine = cast(MySQLCheckpoint | None, checkpoint)  # another engine's position fails stored_position
+    return await asyncio.to_thread(_run_checks, cfg, mine, selector or (lambda s, t: True), full_load, cdc)

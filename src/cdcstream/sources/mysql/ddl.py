@@ -12,12 +12,14 @@ the pipeline.
 
 :func:`dml_targets` reads the other kind of statement a QueryEvent can carry: a data change logged as a statement
 (a session with ``binlog_format = STATEMENT`` or ``MIXED``), whose rows the binlog does not have. It names the
-tables such a statement may write, so the reader can refuse it when one of them is captured.
+tables such a statement may write, so the reader can refuse it when one of them is captured
+(:func:`captured_dml`). :func:`altered` is what an ALTER or RENAME tells about the table's columns.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from cdcstream.changes import Op
+from cdcstream.changes import Column, Op, TableInfo
 
 _DIALECT = sqlglot.Dialect.get_or_raise("mysql")
 # What a statement that cannot even be tokenised must look like to be reported (and logged) as not understood.
@@ -294,19 +296,34 @@ def dml_targets(query: str, default_schema: str | None) -> list[tuple[str, str]]
             i += 1
         return [_name_after(tokens, i, default_schema)]
     if keyword == "LOAD":
-        for i in range(len(tokens) - 2):
-            if words[i] == "INTO" and words[i + 1] == "TABLE":
-                return [_name_after(tokens, i + 2, default_schema)]
-        if "XML" in words[:3] or "DATA" in words[:3]:
-            raise UnparsedStatement("LOAD DATA without INTO TABLE")
-        return []  # LOAD INDEX INTO CACHE and the like
+        return _load_target(tokens, words, default_schema)
     if keyword == "CREATE":
-        if "TABLE" not in words[1:4] or "SELECT" not in words:
-            return []  # no rows come with it (a table's rows always arrive as row events or statements)
-        i = words.index("TABLE") + 1
-        if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
-            i += 3
-        return [_name_after(tokens, i, default_schema)]
+        return _create_target(tokens, words, default_schema)
+    return _named_tables(text, tokens, words, default_schema)
+
+
+def _load_target(tokens: list[Any], words: list[str], default_schema: str | None) -> list[tuple[str, str]]:
+    """The table LOAD DATA / LOAD XML writes (``INTO TABLE t``)."""
+    for i in range(len(tokens) - 2):
+        if words[i] == "INTO" and words[i + 1] == "TABLE":
+            return [_name_after(tokens, i + 2, default_schema)]
+    if "XML" in words[:3] or "DATA" in words[:3]:
+        raise UnparsedStatement("LOAD DATA without INTO TABLE")
+    return []  # LOAD INDEX INTO CACHE and the like
+
+
+def _create_target(tokens: list[Any], words: list[str], default_schema: str | None) -> list[tuple[str, str]]:
+    """The table CREATE TABLE ... SELECT fills."""
+    if "TABLE" not in words[1:4] or "SELECT" not in words:
+        return []  # no rows come with it (a table's rows always arrive as row events or statements)
+    i = words.index("TABLE") + 1
+    if words[i : i + 3] == ["IF", "NOT", "EXISTS"]:
+        i += 3
+    return [_name_after(tokens, i, default_schema)]
+
+
+def _named_tables(text: str, tokens: list[Any], words: list[str], default_schema: str | None) -> list[tuple[str, str]]:
+    """Every table an UPDATE or DELETE names (a multi-table statement may write any of them)."""
     cut = [(t.start, t.end) for t, w in zip(tokens, words, strict=True) if w in _DML_MODIFIERS - {"IGNORE"}]
     statements = _parse(_cut(text, cut) if cut else text)
     out: list[tuple[str, str]] = []
@@ -319,3 +336,40 @@ def dml_targets(query: str, default_schema: str | None) -> list[tuple[str, str]]
     if not out:
         raise UnparsedStatement("a data change naming no table")
     return out
+
+
+def captured_dml(
+    query: str,
+    schema: str | None,
+    selected: Callable[[str, str], bool],
+    schema_captured: Callable[[str], bool],
+) -> str | None:
+    """What a data change logged as a statement would change of the captured tables (``"a change of s.t"``,
+    or that its tables cannot be read), None when it changes none of them. ``schema``: the statement's default
+    schema; ``schema_captured``: whether a table of that schema may be captured at all."""
+    try:
+        targets = dml_targets(query, schema)
+    except UnparsedStatement as exc:
+        if schema is not None and not schema_captured(schema):
+            return None
+        return f"a data change whose tables cannot be read ({exc})"
+    hit = [f"{s}.{t}" for s, t in targets if selected(s, t)]
+    return f"a change of {', '.join(sorted(set(hit)))}" if hit else None
+
+
+def altered(info: TableInfo, ddl: TableDdl) -> TableInfo:
+    """``info`` after one ALTER/RENAME: the best the statement tells until the next table map says exactly."""
+    if ddl.op is Op.RENAME_TABLE:
+        return TableInfo(ddl.new_schema or info.schema, ddl.new_table or info.table, info.columns)
+    cols = list(info.columns)
+    names = [c.name for c in cols]
+    typed = ddl.type_name or "unknown"
+    if ddl.op is Op.ADD_COLUMN and ddl.column and ddl.column not in names:
+        cols.append(Column(ddl.column, typed))
+    elif ddl.op is Op.DROP_COLUMN:
+        cols = [c for c in cols if c.name != ddl.old_column]
+    elif ddl.old_column in names and ddl.column:
+        i = names.index(ddl.old_column)
+        c = cols[i]
+        cols[i] = Column(ddl.column, ddl.type_name or c.type_name, c.type_id, c.nullable, c.is_key)
+    return TableInfo(info.schema, info.table, tuple(cols))

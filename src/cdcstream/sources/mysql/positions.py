@@ -6,9 +6,11 @@ File names do not sort as text once their sequence number outgrows six digits (`
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import pymysql
+
+from cdcstream.checkpoints.model import Checkpoint, MySQLCheckpoint
 
 ER_PARSE_ERROR = 1064
 
@@ -30,9 +32,10 @@ def binlog_pos(file: str, pos: int) -> BinlogPos:
     return BinlogPos(int(suffix) if suffix.isdigit() else -1, pos, file)
 
 
-def position_of(checkpoint: dict[str, Any]) -> BinlogPos:
+def position_of(checkpoint: Checkpoint) -> BinlogPos:
     """The binlog position of a checkpoint, or of a snapshot's position (``file`` and ``pos`` keys)."""
-    return binlog_pos(str(checkpoint["file"]), int(checkpoint["pos"]))
+    mysql = cast(MySQLCheckpoint, checkpoint)  # another engine's has no file: KeyError
+    return binlog_pos(str(mysql["file"]), int(mysql["pos"]))
 
 
 def binlog_status(cur: Any, *, mariadb: bool) -> tuple[Any, ...] | None:

@@ -1,7 +1,7 @@
 """Whether a stored binlog position may be resumed from on this server; ``run`` refuses and ``check`` reports the same.
 
 :class:`ServerInfo` is what the server says (settings, binlog files and sizes, GTID state), filled by
-``source.fetch_server_info`` (start, reconnect) or the ``check`` command's own queries, plus
+``server.fetch_server_info`` (start, reconnect) or the ``check`` command's own queries, plus
 :func:`inspect_resume` for the facts that depend on the position. :func:`resume_refusals` compares:
 
 * **server identity**: ``server_id`` (and ``server_uuid`` on MySQL). Another server's file/position means nothing
@@ -21,8 +21,9 @@ cloned data directory) and resumes by file/position; on MariaDB, the same when t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from cdcstream.checkpoints.model import Checkpoint, MySQLCheckpoint
 from cdcstream.errors import Refusal, SourceError
 from cdcstream.sources.mysql.positions import binlog_pos
 
@@ -62,16 +63,16 @@ class ServerInfo:
         return self.variables.get(key, "").replace("\n", "")
 
     @property
-    def identity(self) -> dict[str, Any]:
-        """Which server this is, stored in every checkpoint (docs/troubleshooting.md, "MySQL / MariaDB"): ``server_id``
+    def identity(self) -> MySQLCheckpoint:
+        """Which server this is, stored in every checkpoint (README, "When things go wrong"): ``server_id``
         (unique per server in any replication topology) and, on MySQL, ``server_uuid`` (MariaDB has none)."""
-        ident: dict[str, Any] = {"server_id": int(self.variables.get("server_id") or 0)}
+        ident: MySQLCheckpoint = {"server_id": int(self.variables.get("server_id") or 0)}
         if self.variables.get("server_uuid"):
             ident["server_uuid"] = self.variables["server_uuid"]
         return ident
 
 
-def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
+def other_server(known: MySQLCheckpoint, identity: MySQLCheckpoint) -> bool:
     """Whether a checkpoint's server identity names another server. Checkpoints written before the identity
     was stored have none: accepted (and the identity recorded from now on)."""
     if known.get("server_uuid") and identity.get("server_uuid"):
@@ -79,7 +80,7 @@ def other_server(known: dict[str, Any], identity: dict[str, Any]) -> bool:
     return known.get("server_id") not in (None, identity.get("server_id"))
 
 
-def describe_server(identity: dict[str, Any]) -> str:
+def describe_server(identity: MySQLCheckpoint) -> str:
     text = f"server_id {identity.get('server_id')}"
     return f"{text} (server_uuid {identity['server_uuid']})" if identity.get("server_uuid") else text
 
@@ -150,15 +151,16 @@ def inspect_resume(cur: Any, info: ServerInfo, file: str, pos: int, gtid: str | 
         info.position_checked = True
 
 
-def stored_position(checkpoint: dict[str, Any]) -> tuple[str, int, str | None]:
+def stored_position(stored: Checkpoint) -> tuple[str, int, str | None]:
     """(file, pos, GTID) of a checkpoint; SourceError when it holds no binlog position."""
+    checkpoint = cast(MySQLCheckpoint, stored)  # another engine's has no file and pos
     try:
         return str(checkpoint["file"]), int(checkpoint["pos"]), checkpoint.get("gtid") or None
     except (KeyError, TypeError, ValueError):
         raise SourceError(f"checkpoint {checkpoint!r} is not a MySQL position (expected file, pos and gtid)") from None
 
 
-def resumes_by_gtid(mode: str, checkpoint: dict[str, Any] | None, gtid: str | None, info: ServerInfo) -> bool:
+def resumes_by_gtid(mode: str, checkpoint: MySQLCheckpoint | None, gtid: str | None, info: ServerInfo) -> bool:
     """Whether a resume uses the GTID (``gtid_mode`` ``on``/``auto``) or the file/position."""
     if mode == "off" or checkpoint is None:
         return False  # a first start begins at the server's current file/position
@@ -178,7 +180,7 @@ def resume_refusals(
     file: str,
     pos: int,
     gtid: str | None,
-    known: dict[str, Any] | None,
+    known: MySQLCheckpoint | None,
     *,
     use_gtid: bool,
     where: str,

@@ -1,12 +1,13 @@
-"""MySQL/MariaDB's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions, keyset reads.
+"""MySQL/MariaDB's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions, keyset reads.
 
-Consistency (the mydumper approach, docs/full-load.md): every session connects first; then a control connection
+Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
 takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
 SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
 ``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
 ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
 exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
 the snapshots open (measured and logged as ``lock_seconds``).
+
 Without RELOAD (managed servers) the lock fails with a privilege error and the engine falls back, logging which
 path it took: on MariaDB each session's snapshot reports its exact binlog position (``SHOW STATUS LIKE
 'binlog_snapshot_%'``) and the earliest becomes the CDC start; on MySQL the position is read *before* the
@@ -17,44 +18,50 @@ crash) reopens fresh snapshots the same way without reading a position (the stor
 Rows are read with ``SELECT <columns> FROM t WHERE <segment> AND <key> > <after> ORDER BY <key> LIMIT n`` on an
 unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the
 session time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key
-(or unique NOT NULL key) is one unordered pass. Each value is rendered by :func:`load_converter` as docs/types.md,
-"MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals, MariaDB
-UUID/INET): the server's value, which is what CDC records carry too (tests/integration/test_mysql_oracle.py checks
-both against the server). Each session runs its blocking PyMySQL calls in a thread of its own, so the event loop
+(or unique NOT NULL key) is one unordered pass. Each value is rendered by ``textrows.load_converter`` as README,
+"MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals,
+MariaDB UUID/INET): the server's value, which is what CDC records carry too (tests/integration/test_mysql_oracle.py
+checks both against the server). Each session runs its blocking PyMySQL calls in a thread of its own, so the event loop
 never waits on the server.
 
-Rows are read as the result's row packets (:func:`_read_row_packets`) and rendered from the text protocol
-(:class:`MyRowPackets`) exactly as PyMySQL and :func:`load_converter` would render them, without PyMySQL's row
-objects. With mapping worker processes (``full_load.processes``) the session's thread only frames the packets
-and parses the last one for the checkpoint key, and a worker renders the rest, so that per-row work does not
-hold the GIL the event loop needs; without them the session's thread renders them.
+Rows are read as the result's row packets (``packets.read_row_packets``) and rendered from the text protocol
+(``textrows.MyRowPackets``) exactly as PyMySQL and ``textrows.load_converter`` would render them, without
+PyMySQL's row objects. With mapping worker processes (``full_load.processes``) the session's thread only frames the
+packets and parses the last one for the checkpoint key, and a worker renders the rest, so that per-row work does
+not hold the GIL the event loop needs; without them the session's thread renders them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from types import SimpleNamespace
 from typing import Any
 
-import orjson
 import pymysql
-import pymysql.converters
 import pymysql.cursors
 import structlog
-from pymysql.constants import FIELD_TYPE
-from pymysql.protocol import MysqlPacket
 
-from cdcstream.changes import Described, RawRows, TableInfo
+from cdcstream.changes import RawRows
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
+from cdcstream.sources.loadengine import Chunk, Key, Segment, TableSpec, new_spec_key
 from cdcstream.sources.mysql import rows
+from cdcstream.sources.mysql.packets import RAW_READS, read_row_packets
 from cdcstream.sources.mysql.positions import binlog_status, position_of
+from cdcstream.sources.mysql.textrows import (
+    SESSION_CONVERSIONS,
+    MyRowPackets,
+    PacketSpec,
+    column_stand_in,
+    key_json,
+    load_converters,
+    parse_row_packets,
+    render_rows,
+    with_text_types,
+)
 from cdcstream.sources.mysql.tls import rsa_failure
 
 log = structlog.get_logger(__name__)
@@ -73,36 +80,6 @@ class SnapshotsDiffer(SourceError):
     """Several load sessions could not be brought to one snapshot without the lock (a busy server): an exact
     reload then reads with one session."""
 
-
-_TYPES: dict[str, int] = {
-    "tinyint": rows.TINY,
-    "smallint": rows.SHORT,
-    "mediumint": rows.INT24,
-    "int": rows.LONG,
-    "integer": rows.LONG,
-    "bigint": rows.LONGLONG,
-    "decimal": rows.NEWDECIMAL,
-    "numeric": rows.NEWDECIMAL,
-    "float": rows.FLOAT,
-    "double": rows.DOUBLE,
-    "real": rows.DOUBLE,
-    "date": rows.DATE,
-    "datetime": rows.DATETIME2,
-    "timestamp": rows.TIMESTAMP2,
-    "time": rows.TIME2,
-    "year": rows.YEAR,
-    "bit": rows.BIT,
-    "enum": rows.ENUM,
-    "set": rows.SET,
-    "char": rows.STRING,
-    "binary": rows.STRING,
-    "varchar": rows.VARCHAR,
-    "varbinary": rows.VARCHAR,
-    "json": rows.JSON,
-}
-_BLOBS = {"tinytext", "text", "mediumtext", "longtext", "tinyblob", "blob", "mediumblob", "longblob"}
-_GEOMETRY = {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon"}
-_GEOMETRY |= {"geometrycollection", "geomcollection"}
 
 _COLUMNS_SQL = """
 SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, LOWER(c.DATA_TYPE), LOWER(c.COLUMN_TYPE), c.CHARACTER_SET_NAME,
@@ -128,345 +105,15 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _select(column: Any) -> str:
+def select_column(column: Any) -> str:
     """A column in the load's SELECT list. FLOAT is read as its exact value (times 1e0 is a DOUBLE, exact, -0
     kept): its own text has 6 significant digits (16777216 reads as ``16777200``), which would neither be the
     value CDC renders nor page a FLOAT key exactly."""
     return f"{quote(column.name)} * 1e0" if column.type == rows.FLOAT else quote(column.name)
 
 
-def _column(name: str, data_type: str, column_type: str, charset: str | None, fsp: Any, prec: Any, scale: Any) -> Any:
-    """A stand-in for python-mysql-replication's ``Column`` (what ``rows.type_name``/converters read)."""
-    if data_type in _BLOBS:
-        code = rows.BLOB
-    elif data_type in _GEOMETRY:
-        code = rows.GEOMETRY
-    else:
-        code = _TYPES.get(data_type, rows.STRING)  # MariaDB inet6/uuid & co.: fixed-width strings in the binlog
-    if code in rows.TEXT_TYPES and charset is None:
-        charset = "binary"  # binary/varbinary/blob: information_schema has no charset, the binlog says binary
-    return SimpleNamespace(
-        name=name,
-        data_type=data_type,
-        type=code,
-        unsigned="unsigned" in column_type,
-        character_set_name=charset,
-        fsp=int(fsp or 0),
-        precision=int(prec or 0),
-        decimals=int(scale or 0),
-        set_values=[],
-        enum_values=[],
-    )
-
-
-def _bit(value: bytes | int) -> int:
-    return value if isinstance(value, int) else int.from_bytes(value, "big")
-
-
-def _set(value: str | set[str]) -> str:
-    return value if isinstance(value, str) else ",".join(sorted(value))  # the server sends definition order
-
-
-def calendar_date(text: str) -> bool:
-    """Whether the server's ``YYYY-MM-DD...`` text is a date of the calendar: a month 1-12 and a day that month
-    has (not ``2020-02-31``, stored under ``ALLOW_INVALID_DATES``, nor a zero month or day). The year 0000 is one
-    (ISO 8601's proleptic Gregorian calendar has it, a leap year)."""
-    try:
-        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
-    except ValueError:
-        return False
-    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]
-
-
-def _server_text(text: str) -> str:
-    return text
-
-
-def _iso_datetime(text: str) -> str:
-    return text[:10] + "T" + text[11:]  # YYYY-MM-DD HH:MM:SS[.fraction of the column's fsp digits]
-
-
-def _iso_timestamp(text: str) -> str:
-    return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
-
-
-# Column types whose value is the server's text itself (docs/types.md, "MySQL / MariaDB types"): the load sessions
-# read them as text (_SESSION_CONVERSIONS) and render it here, with no date/Decimal/timedelta object on the way.
-_TEXT_RENDER: dict[int, Callable[[str], str]] = {
-    rows.TIME2: _server_text,  # sign, hours beyond 24, the column's fsp digits
-    rows.NEWDECIMAL: _server_text,  # the exact digits
-}
-# The temporal types: a calendar date renders so; one the calendar cannot hold (no instant) is the server's text
-# as it is with invalid_dates = "text", null with "null".
-_CALENDAR_RENDER: dict[int, Callable[[str], str]] = {
-    rows.DATE: _server_text,
-    rows.DATETIME2: _iso_datetime,
-    rows.TIMESTAMP2: _iso_timestamp,
-}
-# Result types PyMySQL would turn into date/datetime/timedelta/Decimal objects (the dates the calendar cannot
-# hold staying text): the load sessions' PyMySQL keeps them text (_SESSION_CONVERSIONS).
-_TEXT_DECODERS = frozenset(
-    {
-        FIELD_TYPE.DATE,
-        FIELD_TYPE.DATETIME,
-        FIELD_TYPE.TIMESTAMP,
-        FIELD_TYPE.TIME,
-        FIELD_TYPE.NEWDECIMAL,
-        FIELD_TYPE.DECIMAL,
-    }
-)
-# MariaDB types whose record value is their text form (``2001:db8::``), as a SELECT returns it.
-_MARIADB_TEXT_TYPES = frozenset({"uuid", "inet4", "inet6"})
-
-
-def _named_text_types(info: TableInfo, columns: Sequence[Any]) -> TableInfo:
-    """``info`` with MariaDB's UUID/INET4/INET6 columns named so (``rows.table_info`` knows binlog type codes,
-    which call them binary strings), as the binlog reader names them from the catalogue."""
-    named = {c.name: c.data_type for c in columns if c.data_type in _MARIADB_TEXT_TYPES}
-    if not named:
-        return info
-    cols = tuple(replace(c, type_name=named[c.name]) if c.name in named else c for c in info.columns)
-    return replace(info, columns=cols)
-
-
-def text_renderer(column: Any, invalid_dates: str) -> Callable[[str], Any] | None:
-    """The rendering of a column whose value is the server's text (:data:`_TEXT_RENDER`,
-    :data:`_CALENDAR_RENDER`), or None."""
-    render = _CALENDAR_RENDER.get(column.type)
-    if render is None:
-        return _TEXT_RENDER.get(column.type)
-    if render is _server_text and invalid_dates == "text":
-        return render  # a DATE is its text whether the calendar has it or not
-    null_invalid = invalid_dates == "null"
-
-    def calendar_or_text(text: str) -> str | None:
-        if calendar_date(text):
-            return render(text)
-        return None if null_invalid else text
-
-    return calendar_or_text
-
-
-def load_converter(
-    column: Any, *, mariadb: bool, no_hex_prefix: bool, invalid_dates: str = "text"
-) -> Callable[[Any], Any] | None:
-    """The converter of a value as a load session reads it (text protocol, utf8mb4, time zone UTC, the types of
-    :data:`_TEXT_DECODERS` as text) to its rendering, which is what the binlog path renders for the same value;
-    None = keep as is."""
-    t = column.type
-    text = text_renderer(column, invalid_dates)
-    if text is not None:
-        return text
-    if t == rows.BIT:
-        return _bit
-    if t == rows.SET:
-        return _set
-    if t == rows.YEAR:
-        return None  # PyMySQL reads 0000 as 0, what the binlog path renders too
-    if t == rows.JSON:
-        # MySQL's binlog JSON is re-serialised by the CDC path (compact); the text protocol's is spaced.
-        return None if mariadb else (lambda v: rows.json_text(orjson.loads(v)))
-    if column.data_type in _MARIADB_TEXT_TYPES:
-        return None  # sent as utf8mb4 text (the binlog has their bytes)
-    if t in rows.TEXT_TYPES and column.character_set_name != "binary":
-        binary = rows.make_binary(no_hex_prefix)
-        # The server converts every character set to utf8mb4 for this connection: no repair needed.
-        return lambda v: binary(v) if isinstance(v, bytes) else v
-    return rows.converter_for(column, no_hex_prefix)
-
-
-def _key_json(value: Any) -> Any:
-    """A key value as a load session reads it (temporal and decimal values as the server's text) as JSON for the
-    checkpoint (accepted back by :meth:`MyLoadEngine._param`)."""
-    if value is None or isinstance(value, int | str | float):
-        return value
-    if isinstance(value, bytes):
-        return {"hex": value.hex()}
-    return str(value)
-
-
-# A text-protocol row packet's column: PyMySQL's (encoding, decoder) pair of the result (None: keep bytes/str).
-Field = tuple[str | None, Callable[[Any], Any] | None]
-
-
-def parse_row_packets(data: bytes, count: int, fields: Sequence[Field]) -> list[list[Any]]:
-    """``count`` text-protocol row packets, concatenated, as PyMySQL's ``MySQLResult._read_row_from_packet``
-    reads each: length-coded strings, decoded with the field's encoding, then its decoder (NULL stays None)."""
-    # int() and float() read ASCII digits from bytes as from str: skip the decode for them (a third of a
-    # typical row's fields).
-    plan = [(None, conv) if enc == "ascii" and conv in (int, float) else (enc, conv) for enc, conv in fields]
-    out = []
-    pos = 0
-    for _ in range(count):
-        values: list[Any] = []
-        append = values.append
-        for enc, conv in plan:
-            n = data[pos]
-            if n < 251:
-                pos += 1
-            elif n == 251:  # NULL
-                pos += 1
-                append(None)
-                continue
-            elif n == 252:
-                n = data[pos + 1] | data[pos + 2] << 8
-                pos += 3
-            elif n == 253:
-                n = data[pos + 1] | data[pos + 2] << 8 | data[pos + 3] << 16
-                pos += 4
-            else:
-                n = int.from_bytes(data[pos + 1 : pos + 9], "little")
-                pos += 9
-            end = pos + n
-            v: Any = data[pos:end]
-            pos = end
-            if enc is not None:
-                v = v.decode(enc)
-            append(v if conv is None else conv(v))
-        out.append(values)
-    if pos != len(data):
-        raise SourceError(f"full load: {len(data) - pos} bytes left after {count} row packets (a short row?)")
-    return out
-
-
-@dataclass(slots=True, frozen=True)
-class PacketSpec(Described):
-    """What decoding a table's row packets needs, in a form another process can rebuild converters from.
-
-    ``key`` is unique per spec (the worker caches the load converters under it); ``fields`` are the result's
-    PyMySQL decoders (module-level functions, picklable by name) and ``columns`` the ``_column`` stand-ins
-    :func:`load_converter` reads."""
-
-    key: str
-    names: tuple[str, ...]
-    fields: tuple[Field, ...]
-    columns: tuple[Any, ...]
-    mariadb: bool
-    no_hex_prefix: bool
-    invalid_dates: str
-
-
-@per_spec
-def _spec_plan_of(spec: PacketSpec) -> tuple[list[Field], list[tuple[int, Callable[[Any], Any]]]]:
-    """The spec's fields and load converters, with the :data:`_TEXT_RENDER` types rendered at parse time."""
-    direct = {i: f for i, c in enumerate(spec.columns) if (f := text_renderer(c, spec.invalid_dates)) is not None}
-    fields: list[Field] = [("ascii", direct[i]) if i in direct else f for i, f in enumerate(spec.fields)]
-    convs = [
-        (i, conv)
-        for i, conv in _load_converters(spec.columns, spec.mariadb, spec.no_hex_prefix, spec.invalid_dates)
-        if i not in direct
-    ]
-    return fields, convs
-
-
-def _load_converters(
-    columns: Sequence[Any], mariadb: bool, no_hex_prefix: bool, invalid_dates: str
-) -> list[tuple[int, Any]]:
-    return [
-        (i, conv)
-        for i, c in enumerate(columns)
-        if (conv := load_converter(c, mariadb=mariadb, no_hex_prefix=no_hex_prefix, invalid_dates=invalid_dates))
-        is not None
-    ]
-
-
-def render_rows(
-    names: Sequence[str], convs: Sequence[tuple[int, Callable[[Any], Any]]], raw: list[list[Any]]
-) -> list[dict[str, Any]]:
-    """Rows as PyMySQL read them, with the load converters applied (in place: ``raw`` is consumed)."""
-    out = []
-    for values in raw:
-        for i, conv in convs:
-            v = values[i]
-            if v is not None:
-                values[i] = conv(v)
-        out.append(dict(zip(names, values, strict=True)))
-    return out
-
-
-@dataclass(slots=True)
-class MyRowPackets:
-    """MySQL's :class:`~cdcstream.changes.RawRows`: a result's text-protocol row packet payloads as read
-    (concatenated, without their headers) and their spec."""
-
-    data: bytes
-    count: int
-    spec: PacketSpec
-
-    def __len__(self) -> int:
-        return self.count
-
-    def rows(self) -> list[dict[str, Any]]:
-        fields, convs = _spec_plan_of(self.spec)
-        return render_rows(self.spec.names, convs, parse_row_packets(self.data, self.count, fields))
-
-
-# PyMySQL's conversions without the decoders of _TEXT_DECODERS: those values arrive as the server's text.
-_SESSION_CONVERSIONS = {k: v for k, v in pymysql.converters.conversions.items() if k not in _TEXT_DECODERS}
-
-#: Packet reads use PyMySQL's private packet reading, checked against this release (pinned in pyproject.toml);
-#: with any other, PyMySQL parses the rows (``fetchmany``) and no chunk is handed over raw.
-RAW_READS = pymysql.VERSION[:3] == (1, 2, 4)
-
-
-def _bad_sequence(conn: pymysql.Connection[Any], got: int, expected: int) -> None:
-    """What PyMySQL's ``_read_packet`` does on a packet out of sequence."""
-    conn._force_close()
-    if got == 0:  # MariaDB sends an error with sequence number 0 when it shuts down
-        raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
-    raise pymysql.err.InternalError(f"Packet sequence number wrong - got {got} expected {expected}")
-
-
-def _read_row_packets(cur: pymysql.cursors.SSCursor, limit: int) -> list[bytes]:
-    """Up to ``limit`` row packet payloads of the cursor's unbuffered result, as bytes: what PyMySQL's
-    ``_read_packet`` does, minus the packet objects and row parsing (the reader thread shares the GIL with the
-    event loop). The result's closing EOF packet (or an error) ends it as PyMySQL would, so the cursor closes
-    and the connection takes the next query as usual."""
-    result = cur._result
-    if result is None or not result.unbuffered_active:
-        return []
-    conn = cur.connection
-    assert conn is not None
-    read = conn._read_bytes
-    seq = conn._next_seq_id
-    payloads: list[bytes] = []
-    try:
-        while len(payloads) < limit:
-            header = read(4)
-            length = header[0] | header[1] << 8 | header[2] << 16
-            if header[3] != seq:
-                _bad_sequence(conn, header[3], seq)
-            seq = (seq + 1) % 256
-            data = read(length)
-            if length == 0xFFFFFF:  # a payload of 16 MiB or more continues in the next packets
-                parts = [data]
-                while length == 0xFFFFFF:
-                    header = read(4)
-                    length = header[0] | header[1] << 8 | header[2] << 16
-                    if header[3] != seq:
-                        _bad_sequence(conn, header[3], seq)
-                    seq = (seq + 1) % 256
-                    parts.append(read(length))
-                data = b"".join(parts)
-            first = data[0] if data else -1
-            if first == 0xFF:  # an error (a killed query): what _read_packet raises
-                result.unbuffered_active = False
-                conn._next_seq_id = seq
-                MysqlPacket(data, conn.encoding).raise_for_error()
-            if first == 0xFE and len(data) < 9:  # EOF (a row starting with 0xFE is at least 9 bytes long)
-                result._check_packet_is_eof(MysqlPacket(data, conn.encoding))
-                result.unbuffered_active = False
-                result.connection = None
-                result.rows = None
-                break
-            payloads.append(data)
-    finally:
-        conn._next_seq_id = seq
-    return payloads
-
-
 class MyLoadEngine:
-    """:class:`~cdcstream.sources.fullload.LoadEngine` for one MySQL/MariaDB server."""
+    """:class:`~cdcstream.sources.loadengine.LoadEngine` for one MySQL/MariaDB server."""
 
     def __init__(
         self,
@@ -504,7 +151,7 @@ class MyLoadEngine:
     # -- sessions ----------------------------------------------------------------------------------------
     def _connect(self) -> pymysql.Connection[Any]:
         try:
-            conn = pymysql.connect(**self._settings(), autocommit=True, conv=_SESSION_CONVERSIONS)
+            conn = pymysql.connect(**self._settings(), autocommit=True, conv=SESSION_CONVERSIONS)
         except (pymysql.err.MySQLError, RuntimeError) as exc:  # RuntimeError: PyMySQL without cryptography
             raise _error(f"full load: cannot connect to {self._where}", exc) from None
         with conn.cursor() as cur:
@@ -518,7 +165,7 @@ class MyLoadEngine:
     async def _call(self, session: int, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pools[session], fn, *args)
 
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+    async def open(self, sessions: int, *, fresh: bool) -> MySQLCheckpoint:
         self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"mysql-load-{i}") for i in range(sessions)]
         try:
             return await asyncio.to_thread(self._open, sessions, fresh)
@@ -526,12 +173,12 @@ class MyLoadEngine:
             await self.close()
             raise
 
-    def _open(self, sessions: int, fresh: bool) -> dict[str, Any]:
+    def _open(self, sessions: int, fresh: bool) -> MySQLCheckpoint:
         self._sessions = [self._connect() for _ in range(sessions)]
         control = self._connect()
         try:
             locked = self._lock(control)
-            before: dict[str, Any] = {}
+            before: MySQLCheckpoint = {}
             if not locked and fresh and self._want_position and not self._mariadb:
                 before = self._position(control)  # MySQL fallback: a position no later than any snapshot
             gtid_before = (
@@ -541,7 +188,7 @@ class MyLoadEngine:
             for conn in self._sessions:
                 with conn.cursor() as cur:
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            position: dict[str, Any] = {}
+            position: MySQLCheckpoint = {}
             if locked:
                 if fresh and self._want_position:
                     position = self._position(control)
@@ -580,7 +227,7 @@ class MyLoadEngine:
         finally:
             control.close()
 
-    def _align(self) -> dict[str, Any]:
+    def _align(self) -> MySQLCheckpoint:
         """MariaDB without the lock, for an exact reload: the sessions' snapshots opened one after the other,
         so a commit in between puts them at different binlog positions. Reopen the ones behind until all
         report the same position, which is then exact for every session; give up after a few rounds (a
@@ -622,7 +269,7 @@ class MyLoadEngine:
             row = cur.fetchone()
         return (str(row[0] or "").replace("\n", "") or None) if row else None
 
-    def _position(self, control: pymysql.Connection[Any]) -> dict[str, Any]:
+    def _position(self, control: pymysql.Connection[Any]) -> MySQLCheckpoint:
         gtid = self._gtid(control)
         with control.cursor() as cur:
             row = binlog_status(cur, mariadb=self._mariadb)
@@ -630,7 +277,7 @@ class MyLoadEngine:
             raise SourceError(f"full load: binary logging is off on {self._where} (the binlog status is empty)")
         return {"file": str(row[0]), "pos": int(row[1]), "gtid": gtid}
 
-    def _snapshot_position(self, conn: pymysql.Connection[Any]) -> dict[str, Any]:
+    def _snapshot_position(self, conn: pymysql.Connection[Any]) -> MySQLCheckpoint:
         with conn.cursor() as cur:
             cur.execute("SHOW SESSION STATUS LIKE 'binlog_snapshot_%'")
             status = {str(k).lower(): str(v) for k, v in cur.fetchall()}
@@ -668,21 +315,21 @@ class MyLoadEngine:
             if not self._selector(schema, table):
                 continue
             name = f"{schema}.{table}"
-            by_table.setdefault(name, []).append(_column(col, dtype, ctype, charset, fsp, prec, scale))
+            by_table.setdefault(name, []).append(column_stand_in(col, dtype, ctype, charset, fsp, prec, scale))
             m = meta.setdefault(name, (schema, table, est, set()))
             if key == "PRI":  # the binlog's primary key (MySQL promotes a unique NOT NULL key when there is none)
                 m[3].add(col)
         specs = []
         for name, cols in by_table.items():
             schema, table, est, pk = meta[name]
-            info = _named_text_types(rows.table_info(schema, table, cols, pk), cols)
+            info = with_text_types(rows.table_info(schema, table, cols, pk), cols)
             self._columns[name] = cols
             specs.append(TableSpec(info, keysets.get(name, ()), None if est is None else int(est)))
         return specs
 
     async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
         """Even steps between MIN and MAX of an integer first key column (index-only reads); other key types
-        load as one segment (docs/full-load.md, "Parallelism")."""
+        load as one segment (README, "Full load")."""
         first = spec.key_columns[0]
         col = next(c for c in self._columns[spec.name] if c.name == first)
         if col.type not in rows.INTEGER_TYPES:
@@ -748,7 +395,7 @@ class MyLoadEngine:
             cmp, p = self._row_cmp(spec, keys, after, ">")
             where.append(cmp)
             params += p
-        cols = ", ".join(_select(c) for c in self._columns[spec.name])
+        cols = ", ".join(select_column(c) for c in self._columns[spec.name])
         query = f"SELECT {cols} FROM {quote(spec.info.schema)}.{quote(spec.info.table)}"
         if where:
             query += " WHERE " + " AND ".join(where)
@@ -771,7 +418,7 @@ class MyLoadEngine:
         keys = spec.key_columns
         names = [c.name for c in spec.info.columns]
         key_idx = [names.index(k) for k in keys]
-        convs = _load_converters(self._columns[spec.name], self._mariadb, self._no_hex_prefix, self._invalid_dates)
+        convs = load_converters(self._columns[spec.name], self._mariadb, self._no_hex_prefix, self._invalid_dates)
         size = self._buffer_size
         packet_spec: PacketSpec | None = None
 
@@ -780,13 +427,13 @@ class MyLoadEngine:
                 packets, last_key = fetch_raw(cur)
                 return (packets.rows() if packets is not None else []), last_key
             got = cur.fetchmany(size)
-            last = [_key_json(got[-1][i]) for i in key_idx] if got and keys else None
+            last = [key_json(got[-1][i]) for i in key_idx] if got and keys else None
             return render_rows(names, convs, [list(r) for r in got]), last
 
         def fetch_raw(cur: pymysql.cursors.SSCursor) -> tuple[MyRowPackets | None, Key | None]:
             # Only the last row is parsed here, for its key; the rest by MyRowPackets.rows (a worker's, mostly).
             nonlocal packet_spec
-            payloads = _read_row_packets(cur, size)
+            payloads = read_row_packets(cur, size)
             if not payloads:
                 return None, None
             result = cur._result
@@ -805,7 +452,7 @@ class MyLoadEngine:
             last = None
             if keys:
                 values = parse_row_packets(payloads[-1], 1, packet_spec.fields)[0]
-                last = [_key_json(values[i]) for i in key_idx]
+                last = [key_json(values[i]) for i in key_idx]
             return MyRowPackets(b"".join(payloads), len(payloads), packet_spec), last
 
         def execute() -> pymysql.cursors.SSCursor:

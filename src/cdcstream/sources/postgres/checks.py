@@ -7,41 +7,29 @@ text produced here contains a password or a connection string.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
+from cdcstream.checkpoints.model import Checkpoint, PgCheckpoint
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceError
+from cdcstream.sources.checks import CheckResult
 from cdcstream.sources.postgres import ddl
+from cdcstream.sources.postgres.catalog import USER_TABLES_FROM, user_tables
+from cdcstream.sources.postgres.connection import build_conninfo, connect_error
 from cdcstream.sources.postgres.grants import grant_statements, unreadable_tables
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.publication import publication_sql, uncaptured_tables
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.resume import CHECK, read_server_state, resume_refusals
-from cdcstream.sources.postgres.source import _USER_TABLES_SQL, build_conninfo, connect_error, slot_problem
-
-
-@dataclass
-class CheckResult:
-    """One line of the ``cdcstream check`` report.
-
-    ``warning`` marks a passing check that still deserves attention (printed as WARN, exit code unaffected):
-    capture works, but some records will carry less than a consumer might expect.
-    """
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    warning: bool = False
+from cdcstream.sources.postgres.slot import slot_problem
 
 
 async def run_checks(
     cfg: PostgresSourceConfig,
     selector: Callable[[str, str], bool] | None,
-    checkpoint: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
     *,
     full_load: bool = False,
 ) -> list[CheckResult]:
@@ -80,7 +68,7 @@ async def _server_checks(
     conn: psycopg.AsyncConnection[Any],
     cfg: PostgresSourceConfig,
     selector: Callable[[str, str], bool] | None,
-    checkpoint: dict[str, Any] | None,
+    checkpoint: Checkpoint | None,
 ) -> list[CheckResult]:
     out: list[CheckResult] = []
     version = (await _one(conn, "SHOW server_version"))[0]
@@ -122,7 +110,7 @@ async def _server_checks(
     used_slots = int((await _one(conn, "SELECT count(*) FROM pg_replication_slots"))[0])
     max_senders = int((await _one(conn, "SHOW max_wal_senders"))[0])
     used_senders = int((await _one(conn, "SELECT count(*) FROM pg_stat_replication"))[0])
-    problem = slot_problem(cfg, slot[:4] if slot else None, checkpoint)  # what `run` will say
+    problem = slot_problem(cfg, slot[:4] if slot else None, cast(PgCheckpoint | None, checkpoint))  # as `run` says
     if problem is not None:
         out.append(CheckResult("slot", False, str(problem), "see the options above"))
     elif slot is None:
@@ -272,18 +260,15 @@ async def _ddl_check(conn: psycopg.AsyncConnection[Any]) -> CheckResult:
 
 # Per selected table: replica identity, whether a primary key exists, and the columns whose values can be
 # TOASTed (storage other than 'plain'), i.e. can arrive as "unchanged" in an UPDATE.
-_TABLES_SQL = """
+_TABLES_SQL = (
+    """
 SELECT n.nspname, c.relname, c.relreplident::text,
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
        ARRAY(SELECT a.attname::text FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage <> 'p'
-             ORDER BY a.attnum)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'cdcstream') AND n.nspname NOT LIKE 'pg\\_toast%'
-  AND n.nspname NOT LIKE 'pg\\_temp%'
-ORDER BY 1, 2
-"""
+             ORDER BY a.attnum)"""
+    + USER_TABLES_FROM
+)
 
 _LIST_MAX = 10
 
@@ -344,8 +329,7 @@ async def _publication_check(
     selector: Callable[[str, str], bool] | None,
     superuser: bool,
 ) -> CheckResult:
-    rows = await (await conn.execute(_USER_TABLES_SQL)).fetchall()
-    selected = [(s, t) for s, t in rows if selector is None or selector(s, t)]
+    selected = await user_tables(conn, selector)
     pub = await _one(conn, "SELECT puballtables FROM pg_publication WHERE pubname = %s", (cfg.publication,))
     if pub is None:
         stmt = publication_sql(cfg.publication, None if selector is None and superuser else selected)
@@ -383,9 +367,10 @@ async def _publication_check(
 
 
 async def checkpoint_checks(
-    cfg: PostgresSourceConfig, checkpoint: dict[str, Any] | None, *, owned: bool, adopt: str
+    cfg: PostgresSourceConfig, stored: Checkpoint | None, *, owned: bool, adopt: str
 ) -> list[CheckResult]:
     """The checkpoint's LSN against the server and the slot, by exactly what ``run`` refuses on (resume.py)."""
+    checkpoint = cast(PgCheckpoint | None, stored)  # another engine's has no lsn
     if checkpoint is None or "lsn" not in checkpoint:
         return []
     try:

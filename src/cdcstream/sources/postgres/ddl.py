@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import psycopg
 
 from cdcstream.changes import Column, Op, SchemaChange, TableInfo
 from cdcstream.errors import SourceError
@@ -255,6 +254,8 @@ def install(
     one transaction. Event triggers need a superuser. ``register``: a publication and the selection (regexes)
     whose new tables to add to it, registered when the publication exists (the daemon registers it at every
     start too, when it owns it); returns the registration's outcome, or None when the publication is missing."""
+    import psycopg  # here: the decoder below is pure, and pgoutput imports this module for it
+
     outcome: str | None = None
     try:
         with psycopg.connect(conninfo) as conn:

@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 
 from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
+from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import DecodeError
 from cdcstream.sources.postgres import ddl, values
 
@@ -397,7 +398,7 @@ class Decoder:
         self._record_id = 0
         # Positions and counters the source reads after each batch.
         # Added to every checkpoint (the server's system identifier and timeline): the source checks them at start.
-        self.checkpoint_extra: dict[str, object] = {}
+        self.checkpoint_extra: PgCheckpoint = {}
         self.last_position = start_lsn  # end LSN of the last commit (or idle keepalive) yielded
         self.received_lsn = start_lsn  # highest walEnd seen
         self.reply_requested = False

@@ -171,6 +171,11 @@ async def published_schemas(conn: psycopg.AsyncConnection[Any], publication: str
     return [str(r[0]) for r in rows]
 
 
+#: The selection of every table, in the form :func:`register_selection` takes (``mapping.rules`` gives the same
+#: for a mapping without selection rules).
+EVERY_TABLE: dict[str, Any] = {"include": True, "schema": "^.*$", "table": "^.*$"}
+
+
 async def register_selection(
     conn: psycopg.AsyncConnection[Any], publication: str, selection: list[dict[str, Any]]
 ) -> str:

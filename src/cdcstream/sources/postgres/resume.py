@@ -31,7 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from structlog.typing import FilteringBoundLogger
 
+from cdcstream.checkpoints.model import PgCheckpoint
+from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import Refusal, SourceConnectionError
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.replication import ReplicationConnection
@@ -178,3 +181,37 @@ def resume_refusals(
             )
         )
     return out
+
+
+async def check_position(
+    repl: ReplicationConnection,
+    conn: psycopg.AsyncConnection[Any],
+    cfg: PostgresSourceConfig,
+    known: PgCheckpoint,
+    lsn: int | None,
+    *,
+    owned: bool,
+    adopt: str,
+    log: FilteringBoundLogger,
+) -> PgCheckpoint:
+    """Before streaming from ``lsn`` (a checkpoint's at start, ``known`` its identity; after a reconnect the last
+    position yielded, ``known`` this run's own identity; None: no position to check): is this the server,
+    timeline and slot the position belongs to? The first refusal is raised. A new timeline the position survived
+    (a promotion after it) is logged and streaming goes on, which is correct only if the slot was carried over:
+    if it was not, the missing-slot error applies. Returns the server's identity (system id and timeline)."""
+    timeline = known.get("timeline")
+    server = await read_server_state(repl, conn, cfg.slot_name, timeline if isinstance(timeline, int) else None)
+    if lsn is not None:
+        where = f"{cfg.host}:{cfg.port}"
+        refusals = resume_refusals(lsn, known, server, owned=owned, slot=cfg.slot_name, where=where, adopt=adopt)
+        if refusals:
+            raise refusals[0].error()
+    if timeline not in (None, server.timeline):
+        log.warning(
+            "timeline changed: the server was promoted (failover) after the resume position; continuing on "
+            "the new timeline, which is safe only if the replication slot was carried over",
+            old_timeline=timeline,
+            timeline=server.timeline,
+            resume_lsn=None if lsn is None else format_lsn(lsn),
+        )
+    return {"system_id": server.system_id, "timeline": server.timeline}

@@ -1,4 +1,4 @@
-"""PostgreSQL's :class:`~cdcstream.sources.fullload.LoadEngine`: consistent snapshot sessions and keyset reads.
+"""PostgreSQL's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions and keyset reads.
 
 Consistency: for ``full-load-and-cdc`` the slot is created with ``CREATE_REPLICATION_SLOT ... (SNAPSHOT
 'export')`` on a replication connection, and every session runs ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
@@ -28,10 +28,11 @@ import structlog
 from psycopg import pq, sql
 
 from cdcstream.changes import Column, Described, RawRows, TableInfo
+from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.sources.fullload import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
+from cdcstream.sources.loadengine import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
+from cdcstream.sources.postgres.catalog import LOAD_TABLES_SQL
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
-from cdcstream.sources.postgres.source import USER_TABLES_FROM
 from cdcstream.sources.postgres.values import (
     FIRST_NORMAL_OID,
     Converter,
@@ -42,34 +43,6 @@ from cdcstream.sources.postgres.values import (
 )
 
 log = structlog.get_logger(__name__)
-
-# Every ordinary or partitioned user table with its columns, the replica-identity key (what pgoutput flags as
-# key: the primary key, or the REPLICA IDENTITY USING INDEX columns) and a keyset key (the primary key, else a
-# unique index over NOT NULL columns without expressions or predicate).
-_TABLES_SQL = (
-    """
-SELECT n.nspname::text, c.relname::text, c.reltuples::float8,
-       ARRAY(SELECT a.attname::text FROM pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
-       ARRAY(SELECT a.atttypid::int8 FROM pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
-       ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
-       (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
-          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-         WHERE i.indrelid = c.oid
-           AND (CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END)),
-       (SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
-          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-         WHERE i.indexrelid = (
-           SELECT i2.indexrelid FROM pg_index i2
-            WHERE i2.indrelid = c.oid AND i2.indisunique AND i2.indisvalid AND i2.indpred IS NULL
-              AND NOT 0 = ANY(i2.indkey::int2[])
-              AND NOT EXISTS (SELECT 1 FROM pg_attribute a2 WHERE a2.attrelid = c.oid
-                              AND a2.attnum = ANY(i2.indkey) AND NOT a2.attnotnull)
-            ORDER BY i2.indisprimary DESC, i2.indnatts, i2.indexrelid LIMIT 1))"""
-    + USER_TABLES_FROM
-)
 
 # Below this many (estimated) rows split points come from the whole table, above it from a sample.
 _SAMPLE_ABOVE = 1_000_000
@@ -173,7 +146,7 @@ def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key,
 
 
 class PgLoadEngine:
-    """:class:`~cdcstream.sources.fullload.LoadEngine` for one PostgreSQL database."""
+    """:class:`~cdcstream.sources.loadengine.LoadEngine` for one PostgreSQL database."""
 
     def __init__(
         self,
@@ -210,8 +183,8 @@ class PgLoadEngine:
         except psycopg.OperationalError as exc:
             raise SourceConnectionError(f"full load: cannot connect: {str(exc).strip()}") from None
 
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
-        position: dict[str, Any] = {}
+    async def open(self, sessions: int, *, fresh: bool) -> PgCheckpoint:
+        position: PgCheckpoint = {}
         exporter: psycopg.AsyncConnection[Any] | ReplicationConnection | None = None
         snapshot: str | None = None
         try:
@@ -259,7 +232,7 @@ class PgLoadEngine:
     # -- catalog -----------------------------------------------------------------------------------------
     async def tables(self) -> list[TableSpec]:
         conn = self._sessions[0]
-        rows = await (await conn.execute(_TABLES_SQL)).fetchall()
+        rows = await (await conn.execute(LOAD_TABLES_SQL)).fetchall()
         sel = self._selector
         rows = [r for r in rows if sel is None or sel(r[0], r[1])]
         oids = {int(o) for r in rows for o in r[4]}

@@ -5,7 +5,8 @@
 * :mod:`.compression` — MariaDB's compressed events (zlib) and MySQL's transaction payloads (zstd).
 * :mod:`.tablemap` — TABLE_MAP_EVENT, with the optional metadata (names, charsets, ENUM/SET members, keys).
 * :mod:`.rowevents` — row events: column bitmaps and row images, partial images, partial JSON updates.
-* :mod:`.values` — one decoder per column type; :mod:`.charsets` (text) and :mod:`.jsonb` (MySQL's JSON).
+* :mod:`.values` — one decoder per column type; :mod:`.temporal` (dates and times), :mod:`.charsets` (text)
+  and :mod:`.jsonb` (MySQL's JSON).
 * :mod:`.gtid` — MySQL GTID sets.
 
 Everything except :mod:`.client` is sans-IO: functions of bytes, tested from binlog files and built events.

@@ -24,8 +24,6 @@ import codecs
 from collections.abc import Callable, Mapping
 from operator import methodcaller
 
-import pymysql.charset
-
 from cdcstream.errors import DecodeError
 
 TextDecoder = Callable[[bytes], str]
@@ -97,7 +95,9 @@ class Charsets:
         """The character set of a collation id (None when unknown)."""
         if self._collations is not None:
             return self._collations.get(collation)
-        cs = pymysql.charset._charsets._by_id.get(collation)  # a private table, read only here (tests)
+        import pymysql.charset  # here: the decoder needs PyMySQL only where no server was asked (tests)
+
+        cs = pymysql.charset._charsets._by_id.get(collation)  # a private table, read only here
         return str(cs.name) if cs is not None else None
 
     def decoder(self, charset: str) -> TextDecoder | None:

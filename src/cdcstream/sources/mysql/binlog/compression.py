@@ -105,37 +105,11 @@ def _mariadb_uncompress(raw: bytes, end: int, fmt: ev.Format) -> bytes:
 def mysql_payload_events(raw: bytes, end: int) -> Iterator[bytes]:
     """The events inside a MySQL TRANSACTION_PAYLOAD_EVENT, in order (each with header, no checksum)."""
     what = "TRANSACTION_PAYLOAD_EVENT"
-    pos = ev.HEADER_LEN
-    size = algorithm = uncompressed = None
-    try:
-        while True:
-            if pos >= end:
-                raise DecodeError(f"{what}: the header runs past the end of the event")
-            kind, pos = ev.packed_int(raw, pos)
-            if kind == 0:
-                break
-            length, pos = ev.packed_int(raw, pos)
-            value = raw[pos : pos + length]
-            pos += length
-            if kind == _PAYLOAD_SIZE:
-                size = ev.packed_int(value, 0)[0]
-            elif kind == _COMPRESSION_TYPE:
-                algorithm = ev.packed_int(value, 0)[0]
-            elif kind == _UNCOMPRESSED_SIZE:
-                uncompressed = ev.packed_int(value, 0)[0]
-            # other fields: added by later servers, not needed to read the payload
-    except IndexError:
-        raise DecodeError(f"{what}: the header is cut short") from None
+    pos, size, algorithm, uncompressed = _payload_header(raw, end, what)
     payload = raw[pos:end]
     if size is not None and size != len(payload):
         raise DecodeError(f"{what}: the payload is {len(payload)} bytes, the header says {size}")
-    stream: Any
-    if algorithm == _NONE:
-        stream = io.BytesIO(payload)
-    elif algorithm == _ZSTD:
-        stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload), read_across_frames=True)
-    else:
-        raise DecodeError(f"{what}: compression type {algorithm} is not known (0 = zstd, 255 = none)")
+    stream = _payload_stream(payload, algorithm, what)
     total = 0
     try:
         while True:
@@ -156,6 +130,36 @@ def mysql_payload_events(raw: bytes, end: int) -> Iterator[bytes]:
         raise DecodeError(f"{what}: zstd cannot decompress the payload: {exc}") from None
     if uncompressed is not None and total != uncompressed:
         raise DecodeError(f"{what}: the payload holds {total} bytes of events, the header says {uncompressed}")
+
+
+def _payload_header(raw: bytes, end: int, what: str) -> tuple[int, int | None, int | None, int | None]:
+    """Where the payload starts, and the header's payload size, compression type and uncompressed size."""
+    pos = ev.HEADER_LEN
+    fields: dict[int, int] = {}
+    try:
+        while True:
+            if pos >= end:
+                raise DecodeError(f"{what}: the header runs past the end of the event")
+            kind, pos = ev.packed_int(raw, pos)
+            if kind == 0:
+                break
+            length, pos = ev.packed_int(raw, pos)
+            value = raw[pos : pos + length]
+            pos += length
+            if kind in (_PAYLOAD_SIZE, _COMPRESSION_TYPE, _UNCOMPRESSED_SIZE):
+                fields[kind] = ev.packed_int(value, 0)[0]
+            # other fields: added by later servers, not needed to read the payload
+    except IndexError:
+        raise DecodeError(f"{what}: the header is cut short") from None
+    return pos, fields.get(_PAYLOAD_SIZE), fields.get(_COMPRESSION_TYPE), fields.get(_UNCOMPRESSED_SIZE)
+
+
+def _payload_stream(payload: bytes, algorithm: int | None, what: str) -> Any:
+    if algorithm == _NONE:
+        return io.BytesIO(payload)
+    if algorithm == _ZSTD:
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(payload), read_across_frames=True)
+    raise DecodeError(f"{what}: compression type {algorithm} is not known (0 = zstd, 255 = none)")
 
 
 def _read(stream: Any, n: int) -> bytes:

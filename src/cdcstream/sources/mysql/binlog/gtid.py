@@ -3,7 +3,7 @@
 A MySQL GTID set is ``uuid:interval[:interval...][,uuid:...]`` (``3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7``),
 the form of ``@@gtid_executed``. cdcstream keeps the set after every transaction it has streamed and resumes with
 it (COM_BINLOG_DUMP_GTID, :func:`encode`). MariaDB's GTID state is simpler (one ``domain-server-seq`` per
-replication domain) and is kept by the reader as text.
+replication domain); :class:`GtidState` keeps either.
 
 Tagged GTIDs (``uuid:tag:n``, MySQL 8.3+) are parsed and printed, but the dump request can only carry untagged
 ones (the binary form of a tagged set is another format): :func:`encode` refuses them with a clear error, as the
@@ -126,3 +126,39 @@ class GtidSet:
             for lo, hi in intervals:
                 out.append(struct.pack("<QQ", lo, hi + 1))
         return b"".join(out)
+
+
+class GtidState:
+    """The server's GTID state after the last transaction streamed, as a checkpoint records it: MariaDB's
+    ``domain-server-seq`` per replication domain, or a MySQL :class:`GtidSet`."""
+
+    __slots__ = ("_domains", "_mariadb", "_set")
+
+    def __init__(self, *, mariadb: bool, text: str | None = None) -> None:
+        self._mariadb = mariadb
+        self._domains: dict[str, str] = {}
+        self._set: GtidSet | None = None
+        if not text:
+            return
+        if mariadb:
+            for part in text.split(","):
+                part = part.strip()
+                if part:
+                    self._domains[part.split("-", 1)[0]] = part
+        else:
+            self._set = GtidSet(text)
+
+    def add(self, gtid: str) -> None:
+        """A transaction with this GTID was streamed."""
+        if self._mariadb:
+            self._domains[gtid.split("-", 1)[0]] = gtid
+        elif self._set is None:
+            self._set = GtidSet(gtid)
+        else:
+            self._set.add(gtid)
+
+    def text(self) -> str | None:
+        """The state as the server writes it (None: no GTID seen)."""
+        if self._mariadb:
+            return ",".join(self._domains[d] for d in sorted(self._domains, key=int)) or None
+        return str(self._set) if self._set is not None else None

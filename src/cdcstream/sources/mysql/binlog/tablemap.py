@@ -14,6 +14,7 @@ column (its charset, binary, is listed); on MySQL 9, VECTOR does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cdcstream.errors import DecodeError
@@ -196,27 +197,8 @@ def _decode(raw: bytes, end: int, post_header_len: int, mariadb: bool) -> TableM
         raise DecodeError("TABLE_MAP_EVENT: the column types run past the end of the event")
     pos += count
     meta_len, pos = packed_int(raw, pos)
-    meta_end = pos + meta_len
-    columns: list[ColumnDef] = []
-    for i, code in enumerate(codes):
-        if code in _ONE_BYTE_META:
-            meta = raw[pos]
-            pos += 1
-        elif code in _TWO_BYTE_META:
-            if code in (types.STRING, types.ENUM, types.SET, types.NEWDECIMAL):
-                meta = raw[pos] << 8 | raw[pos + 1]  # (real type, length) / (precision, scale), high byte first
-            else:
-                meta = raw[pos] | raw[pos + 1] << 8
-            pos += 2
-        else:
-            meta = 0
-        real = code
-        if code == types.STRING and meta:
-            hi = meta >> 8
-            real = hi | 0x30 if hi & 0x30 != 0x30 else hi  # the real type's two high bits carry length bits
-            if real not in (types.STRING, types.ENUM, types.SET):
-                real = types.STRING
-        columns.append(ColumnDef(i, real, meta, False))
+    columns, meta_end = _columns(raw, pos, codes), pos + meta_len
+    pos += sum(_meta_size(code) for code in codes)
     if pos != meta_end:
         raise DecodeError(
             f"TABLE_MAP_EVENT of {schema}.{table}: column metadata is {meta_len} bytes, the types need "
@@ -227,60 +209,137 @@ def _decode(raw: bytes, end: int, post_header_len: int, mariadb: bool) -> TableM
     for c in columns:
         c.nullable = bool(nulls[c.index >> 3] & (1 << (c.index & 7)))  # this bitmap is least significant first
     tm = TableMap(tid, schema, table, columns, flags=flags)
-    numeric = [c for c in columns if c.type in NUMERIC]
-    character = [c for c in columns if _is_character(c, mariadb)]
-    enum_set = [c for c in columns if c.type in (types.ENUM, types.SET)]
+    _optional_metadata(tm, raw, pos, end, mariadb)
+    if any(i >= count for i in tm.primary_key):
+        raise DecodeError(f"TABLE_MAP_EVENT of {schema}.{table}: primary key column out of range")
+    return tm
+
+
+def _meta_size(code: int) -> int:
+    return 1 if code in _ONE_BYTE_META else 2 if code in _TWO_BYTE_META else 0
+
+
+def _columns(raw: bytes, pos: int, codes: bytes) -> list[ColumnDef]:
+    """The columns of the type codes ``codes``, with their metadata read from ``pos`` on."""
+    columns: list[ColumnDef] = []
+    for i, code in enumerate(codes):
+        if code in _ONE_BYTE_META:
+            meta = raw[pos]
+        elif code in _TWO_BYTE_META:
+            if code in (types.STRING, types.ENUM, types.SET, types.NEWDECIMAL):
+                meta = raw[pos] << 8 | raw[pos + 1]  # (real type, length) / (precision, scale), high byte first
+            else:
+                meta = raw[pos] | raw[pos + 1] << 8
+        else:
+            meta = 0
+        pos += _meta_size(code)
+        real = code
+        if code == types.STRING and meta:
+            hi = meta >> 8
+            real = hi | 0x30 if hi & 0x30 != 0x30 else hi  # the real type's two high bits carry length bits
+            if real not in (types.STRING, types.ENUM, types.SET):
+                real = types.STRING
+        columns.append(ColumnDef(i, real, meta, False))
+    return columns
+
+
+@dataclass(slots=True)
+class _Groups:
+    """The columns an optional metadata field describes, in table order."""
+
+    numeric: list[ColumnDef]
+    character: list[ColumnDef]
+    enum_set: list[ColumnDef]
+
+
+def _optional_metadata(tm: TableMap, raw: bytes, pos: int, end: int, mariadb: bool) -> None:
+    """The optional metadata fields (``binlog_row_metadata = FULL``) from ``pos`` to ``end``, into ``tm``."""
+    columns = tm.columns
+    groups = _Groups(
+        [c for c in columns if c.type in NUMERIC],
+        [c for c in columns if _is_character(c, mariadb)],
+        [c for c in columns if c.type in (types.ENUM, types.SET)],
+    )
     while pos < end:
         kind = raw[pos]
         length, pos = packed_int(raw, pos + 1)
         data = raw[pos : pos + length]
         if len(data) != length:
-            raise DecodeError(f"TABLE_MAP_EVENT of {schema}.{table}: optional metadata field {kind} is cut short")
+            raise DecodeError(f"TABLE_MAP_EVENT of {tm.schema}.{tm.table}: optional metadata field {kind} is cut short")
         pos += length
-        if kind == SIGNEDNESS:
-            for c, flag in zip(numeric, _bits(data, len(numeric)), strict=False):
-                c.unsigned = flag
-            tm.has_signedness = True
-        elif kind in (DEFAULT_CHARSET, COLUMN_CHARSET):
-            for c, coll in zip(character, _charsets(data, kind == DEFAULT_CHARSET, len(character)), strict=True):
-                c.collation = coll
-        elif kind in (ENUM_AND_SET_DEFAULT_CHARSET, ENUM_AND_SET_COLUMN_CHARSET):
-            colls = _charsets(data, kind == ENUM_AND_SET_DEFAULT_CHARSET, len(enum_set))
-            for c, coll in zip(enum_set, colls, strict=True):
-                c.collation = coll
-        elif kind == COLUMN_NAME:
-            names = _strings(data)
-            if len(names) != count:
-                raise DecodeError(f"TABLE_MAP_EVENT of {schema}.{table}: {len(names)} names for {count} columns")
-            for c, name in zip(columns, names, strict=True):
-                c.name = name.decode("utf-8")
-            tm.has_names = True
-        elif kind in (SET_STR_VALUE, ENUM_STR_VALUE):
-            wanted = types.SET if kind == SET_STR_VALUE else types.ENUM
-            targets = [c for c in columns if c.type == wanted]
-            lists = _value_lists(data)
-            if len(lists) != len(targets):
-                raise DecodeError(f"TABLE_MAP_EVENT of {schema}.{table}: member lists do not match the columns")
-            for c, members in zip(targets, lists, strict=True):
-                if kind == SET_STR_VALUE:
-                    c.set_values = members
-                else:
-                    c.enum_values = members
-        elif kind == GEOMETRY_TYPE:
-            for c, g in zip([c for c in columns if c.type == types.GEOMETRY], _ints(data), strict=False):
-                c.geometry_type = g
-        elif kind == SIMPLE_PRIMARY_KEY:
-            tm.primary_key = tuple(_ints(data))
-        elif kind == PRIMARY_KEY_WITH_PREFIX:
-            tm.primary_key = tuple(_ints(data)[::2])
-        elif kind == COLUMN_VISIBILITY:
-            for c, visible in zip(columns, _bits(data, count), strict=True):
-                c.visible = visible
-        else:
+        read = _FIELDS.get(kind)
+        if read is None:
             tm.unknown_fields.append(kind)  # VECTOR_DIMENSIONALITY and later additions: descriptive only
-    if any(i >= count for i in tm.primary_key):
-        raise DecodeError(f"TABLE_MAP_EVENT of {schema}.{table}: primary key column out of range")
-    return tm
+        else:
+            read(tm, kind, data, groups)
+
+
+def _signedness(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    for c, flag in zip(groups.numeric, _bits(data, len(groups.numeric)), strict=False):
+        c.unsigned = flag
+    tm.has_signedness = True
+
+
+def _charset(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    default = kind in (DEFAULT_CHARSET, ENUM_AND_SET_DEFAULT_CHARSET)
+    targets = groups.character if kind in (DEFAULT_CHARSET, COLUMN_CHARSET) else groups.enum_set
+    for c, coll in zip(targets, _charsets(data, default, len(targets)), strict=True):
+        c.collation = coll
+
+
+def _names(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    names = _strings(data)
+    if len(names) != len(tm.columns):
+        raise DecodeError(
+            f"TABLE_MAP_EVENT of {tm.schema}.{tm.table}: {len(names)} names for {len(tm.columns)} columns"
+        )
+    for c, name in zip(tm.columns, names, strict=True):
+        c.name = name.decode("utf-8")
+    tm.has_names = True
+
+
+def _members(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    wanted = types.SET if kind == SET_STR_VALUE else types.ENUM
+    targets = [c for c in tm.columns if c.type == wanted]
+    lists = _value_lists(data)
+    if len(lists) != len(targets):
+        raise DecodeError(f"TABLE_MAP_EVENT of {tm.schema}.{tm.table}: member lists do not match the columns")
+    for c, members in zip(targets, lists, strict=True):
+        if kind == SET_STR_VALUE:
+            c.set_values = members
+        else:
+            c.enum_values = members
+
+
+def _geometry(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    for c, g in zip([c for c in tm.columns if c.type == types.GEOMETRY], _ints(data), strict=False):
+        c.geometry_type = g
+
+
+def _primary_key(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    tm.primary_key = tuple(_ints(data)) if kind == SIMPLE_PRIMARY_KEY else tuple(_ints(data)[::2])
+
+
+def _visibility(tm: TableMap, kind: int, data: bytes, groups: _Groups) -> None:
+    for c, visible in zip(tm.columns, _bits(data, len(tm.columns)), strict=True):
+        c.visible = visible
+
+
+_FIELDS: dict[int, Callable[[TableMap, int, bytes, _Groups], None]] = {
+    SIGNEDNESS: _signedness,
+    DEFAULT_CHARSET: _charset,
+    COLUMN_CHARSET: _charset,
+    ENUM_AND_SET_DEFAULT_CHARSET: _charset,
+    ENUM_AND_SET_COLUMN_CHARSET: _charset,
+    COLUMN_NAME: _names,
+    SET_STR_VALUE: _members,
+    ENUM_STR_VALUE: _members,
+    GEOMETRY_TYPE: _geometry,
+    SIMPLE_PRIMARY_KEY: _primary_key,
+    PRIMARY_KEY_WITH_PREFIX: _primary_key,
+    COLUMN_VISIBILITY: _visibility,
+}
+"""What each optional metadata field sets (the others are only listed in ``TableMap.unknown_fields``)."""
 
 
 def _is_character(c: ColumnDef, mariadb: bool) -> bool:

@@ -10,10 +10,8 @@ packed form directly (no ``datetime`` objects on the hot path):
 
 * ``BINARY(n)``: the binlog drops trailing zero bytes (MySQL/MariaDB pack CHAR columns without their padding):
   they are put back, so the value has the n bytes ``SELECT`` returns.
-* ``TIME``: MySQL's packed integer with its sign handled on the whole value, so ``-01:01:01.000001`` stays so.
-* Dates the calendar cannot hold (a zero month or day, ``2020-02-31`` under ``ALLOW_INVALID_DATES``, all-zero
-  values): the server's own text (``0001-00-00``, ``0000-00-00 14:02:10``) with ``invalid_dates = "text"``,
-  null with ``"null"``. A zero TIMESTAMP is ``0000-00-00 00:00:00`` likewise.
+* Dates and times (:mod:`.temporal`): ``TIME`` keeps its sign on the whole value; dates the calendar cannot
+  hold are the server's own text with ``invalid_dates = "text"``, null with ``"null"``.
 * MariaDB ``UUID``, ``INET4``, ``INET6``: the binlog describes them as ``BINARY(16)``/``BINARY(4)`` and carries
   the value's bytes in text order (MariaDB ``plugin/type_uuid``, ``plugin/type_inet``); which columns have these
   types is learnt from the catalogue (:mod:`cdcstream.sources.mysql.catalog`), and they are rendered as the
@@ -27,12 +25,11 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from cdcstream.errors import DecodeError
 from cdcstream.sources.mysql import rows as types
-from cdcstream.sources.mysql.binlog import jsonb
+from cdcstream.sources.mysql.binlog import jsonb, temporal
 from cdcstream.sources.mysql.binlog.charsets import Charsets, TextDecoder
 from cdcstream.sources.mysql.binlog.tablemap import BLOB_COMPRESSED, VARCHAR_COMPRESSED, VECTOR, ColumnDef
 
@@ -52,14 +49,6 @@ class ValueOptions:
     charsets: Charsets
     no_hex_prefix: bool = False
     invalid_dates: str = "text"
-
-
-def _valid_date(year: int, month: int, day: int) -> bool:
-    return 1 <= month <= 12 and day >= 1 and types.valid_day(year, month, day)
-
-
-def _fraction(micro: int, fsp: int) -> str:
-    return "." + f"{micro:06d}"[:fsp] if fsp else ""
 
 
 # --- numbers -------------------------------------------------------------------------------------------------
@@ -110,162 +99,6 @@ def _bit(meta: int) -> Decoder:
         return int.from_bytes(buf[pos : pos + size], "big"), pos + size
 
     return dec
-
-
-def _year(buf: bytes, pos: int) -> tuple[Any, int]:
-    v = buf[pos]
-    return (v + 1900 if v else 0), pos + 1
-
-
-# --- dates and times ---------------------------------------------------------------------------------------
-
-
-def _date(null_invalid: bool) -> Decoder:
-    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        v = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-        year, month, day = v >> 9, (v >> 5) & 15, v & 31
-        if null_invalid and not _valid_date(year, month, day):
-            return None, pos + 3
-        return f"{year:04d}-{month:02d}-{day:02d}", pos + 3
-
-    return dec
-
-
-def _datetime_text(year: int, month: int, day: int, hour: int, minute: int, second: int, frac: str) -> str:
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{frac}"
-
-
-def _invalid_datetime_text(year: int, month: int, day: int, hour: int, minute: int, second: int, frac: str) -> str:
-    return f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}{frac}"
-
-
-def _datetime2(fsp: int, null_invalid: bool) -> Decoder:
-    """Formatted straight from the packed integer (no ``datetime`` object). The stored fraction has 2, 4 or 6
-    digits (fsp 1-2, 3-4, 5-6): its text is cut to fsp digits."""
-    nfrac = (fsp + 1) // 2
-    size = 5 + nfrac
-    digits = 2 * nfrac
-    valid_day = types.valid_day
-    seconds: dict[int, str] = {}  # the text of recent whole seconds: rows written together share them
-
-    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        packed = int.from_bytes(buf[pos : pos + 5], "big")
-        frac = f".{int.from_bytes(buf[pos + 5 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
-        text = seconds.get(packed)
-        if text is not None:
-            return text + frac, pos + size
-        v = packed - 0x8000000000
-        ymd, hms = v >> 17, v & 0x1FFFF
-        ym = ymd >> 5
-        year, month, day = ym // 13, ym % 13, ymd & 31
-        hour, minute, second = hms >> 12, (hms >> 6) & 63, hms & 63
-        if (
-            v >= 0
-            and 0 < month <= 12
-            and day
-            and (day <= 28 or valid_day(year, month, day))
-            and hour < 24
-            and minute < 60
-            and second < 60
-        ):
-            if len(seconds) >= 4096:
-                seconds.clear()
-            text = seconds[packed] = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
-            return text + frac, pos + size
-        if null_invalid:
-            return None, pos + size
-        return _invalid_datetime_text(year, month, day, hour, minute, second, frac), pos + size
-
-    return dec
-
-
-def _datetime_v1(null_invalid: bool) -> Decoder:
-    """The pre-5.6.4 DATETIME: an 8-byte little-endian integer YYYYMMDDhhmmss."""
-
-    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        v = int.from_bytes(buf[pos : pos + 8], "little")
-        d, t = divmod(v, 1_000_000)
-        year, rest = divmod(d, 10_000)
-        month, day = divmod(rest, 100)
-        hour, rest = divmod(t, 10_000)
-        minute, second = divmod(rest, 100)
-        if _valid_date(year, month, day) and hour < 24 and minute < 60 and second < 60:
-            return _datetime_text(year, month, day, hour, minute, second, ""), pos + 8
-        if null_invalid:
-            return None, pos + 8
-        return _invalid_datetime_text(year, month, day, hour, minute, second, ""), pos + 8
-
-    return dec
-
-
-def _timestamp2(fsp: int, null_invalid: bool, v1: bool = False) -> Decoder:
-    """TIMESTAMP: seconds since the epoch (big-endian; little-endian in the pre-5.6.4 form), then the fraction
-    with 2, 4 or 6 digits. 0 is the zero TIMESTAMP ``0000-00-00 00:00:00`` (the range starts at 1970-01-01
-    00:00:01 UTC), not an instant."""
-    nfrac = (fsp + 1) // 2
-    size = 4 + nfrac
-    digits = 2 * nfrac
-    order: Any = "little" if v1 else "big"
-    seconds: dict[int, str] = {}  # the text of recent seconds: rows written together share them
-
-    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        sec = int.from_bytes(buf[pos : pos + 4], order)
-        frac = f".{int.from_bytes(buf[pos + 4 : pos + size], 'big'):0{digits}d}"[: fsp + 1] if nfrac else ""
-        if sec == 0:
-            return (None if null_invalid else "0000-00-00 00:00:00" + frac), pos + size
-        text = seconds.get(sec)
-        if text is None:
-            if len(seconds) >= 4096:
-                seconds.clear()
-            dt = datetime.fromtimestamp(sec, UTC)
-            text = seconds[sec] = _datetime_text(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, "")
-        return text + frac + "Z", pos + size
-
-    return dec
-
-
-def _time_text(negative: bool, hours: int, minutes: int, seconds: int, micro: int, fsp: int) -> str:
-    return f"{'-' if negative else ''}{hours:02d}:{minutes:02d}:{seconds:02d}{_fraction(micro, fsp)}"
-
-
-def _time2(fsp: int) -> Decoder:
-    """MySQL's TIME2 (``my_time_packed_from_binary``): a packed integer ``(hms << 24) + microseconds`` whose sign
-    is the value's; the stored fraction of a negative value is its complement, hence the carry below."""
-    size = 3 + (fsp + 1) // 2
-
-    def dec(buf: bytes, pos: int) -> tuple[Any, int]:
-        intpart = int.from_bytes(buf[pos : pos + 3], "big") - 0x800000
-        if fsp in (1, 2):
-            frac = buf[pos + 3]
-            if intpart < 0 and frac:
-                intpart += 1
-                frac -= 0x100
-            packed = (intpart << 24) + frac * 10_000
-        elif fsp in (3, 4):
-            frac = int.from_bytes(buf[pos + 3 : pos + 5], "big")
-            if intpart < 0 and frac:
-                intpart += 1
-                frac -= 0x10000
-            packed = (intpart << 24) + frac * 100
-        elif fsp in (5, 6):
-            packed = int.from_bytes(buf[pos : pos + 6], "big") - 0x800000000000
-        else:
-            packed = intpart << 24
-        negative = packed < 0
-        packed = -packed if negative else packed
-        hms, micro = packed >> 24, packed & 0xFFFFFF
-        return _time_text(negative, (hms >> 12) & 0x3FF, (hms >> 6) & 63, hms & 63, micro, fsp), pos + size
-
-    return dec
-
-
-def _time_v1(buf: bytes, pos: int) -> tuple[Any, int]:
-    """The pre-5.6.4 TIME: a 3-byte signed little-endian integer (-)HHMMSS."""
-    v = int.from_bytes(buf[pos : pos + 3], "little", signed=True)
-    negative, v = v < 0, abs(v)
-    hours, rest = divmod(v, 10_000)
-    minutes, seconds = divmod(rest, 100)
-    return _time_text(negative, hours, minutes, seconds, 0, 0), pos + 3
 
 
 # --- strings -----------------------------------------------------------------------------------------------
@@ -468,82 +301,93 @@ def column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None = 
 
 
 def _column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None) -> Decoder:
-    t, u, meta = c.type, c.unsigned, c.meta
-    null_invalid = opts.invalid_dates == "null"
+    t = c.type
+    simple = _NUMERIC.get(t) or _TEMPORAL.get(t)
+    if simple is not None:
+        return simple(c, opts.invalid_dates == "null")
     prefix = "" if opts.no_hex_prefix else "0x"
-    if t == types.TINY:
-        return _fixed("<B" if u else "<b")
-    if t == types.SHORT:
-        return _fixed("<H" if u else "<h")
-    if t == types.INT24:
-        return _int24(u)
-    if t == types.LONG:
-        return _fixed("<I" if u else "<i")
-    if t == types.LONGLONG:
-        return _fixed("<Q" if u else "<q")
-    if t == types.FLOAT:
-        return _float
-    if t == types.DOUBLE:
-        return _fixed("<d")
-    if t == types.NEWDECIMAL:
-        return _decimal(c.precision, c.decimals)
-    if t == types.BIT:
-        return _bit(meta)
-    if t == types.YEAR:
-        return _year
-    if t in (types.DATE, types.NEWDATE):
-        return _date(null_invalid)
-    if t == types.DATETIME2:
-        return _datetime2(meta, null_invalid)
-    if t == types.TIMESTAMP2:
-        return _timestamp2(meta, null_invalid)
-    if t == types.TIME2:
-        return _time2(meta)
-    if t == types.DATETIME:
-        return _datetime_v1(null_invalid)
-    if t == types.TIMESTAMP:
-        return _timestamp2(0, null_invalid, v1=True)
-    if t == types.TIME:
-        return _time_v1
     if t in (types.ENUM, types.SET):
-        members_raw = c.enum_values if t == types.ENUM else c.set_values
-        if members_raw is None:
-            raise DecodeError(
-                f"column {c.name or c.index + 1}: the table map has no {types.TYPE_NAMES[t].upper()} members (the "
-                "server's binlog_row_metadata is not FULL)"
-            )
-        member_text = text_decoder(c, opts.charsets) or (lambda b: prefix + b.hex())
-        members = [member_text(m) for m in members_raw]
-        size = meta & 0xFF
-        if (t == types.ENUM and size not in (1, 2)) or (t == types.SET and size not in (1, 2, 3, 4, 8)):
-            raise ValueError(f"{types.TYPE_NAMES[t].upper()} of {size} bytes")
-        return _enum(size, members) if t == types.ENUM else _set(size, members)
+        return _enum_or_set(c, opts, prefix)
     if t == types.JSON:
-        return _json(meta)
+        return _json(c.meta)
     if t in (types.GEOMETRY, VECTOR):
-        if not 1 <= meta <= 4:
-            raise ValueError(f"length of {meta} bytes")
-        return _hex(meta, prefix)
+        if not 1 <= c.meta <= 4:
+            raise ValueError(f"length of {c.meta} bytes")
+        return _hex(c.meta, prefix)
     if t in (types.STRING, types.VARCHAR, types.VAR_STRING, VARCHAR_COMPRESSED):
-        length_bytes = 1 if c.max_length < 256 else 2
-        decode = text_decoder(c, opts.charsets)
-        if t == VARCHAR_COMPRESSED:
-            return _compressed(length_bytes, c.name, decode, prefix)
-        if decode is not None:
-            return _text(length_bytes, decode)
-        if fixed_binary is not None:
-            return _fixed_binary(fixed_binary, length_bytes)
-        # BINARY(n) values lose their trailing zero bytes in the binlog; SELECT returns all n.
-        return _hex(length_bytes, prefix, c.max_length if t == types.STRING else 0)
+        return _string(c, opts, prefix, fixed_binary)
     if t in (types.BLOB, types.TINY_BLOB, types.MEDIUM_BLOB, types.LONG_BLOB, BLOB_COMPRESSED):
-        if not 1 <= meta <= 4:
-            raise ValueError(f"BLOB length of {meta} bytes")
-        decode = text_decoder(c, opts.charsets)
-        if t == BLOB_COMPRESSED:
-            return _compressed(meta, c.name, decode, prefix)
-        return _text(meta, decode) if decode is not None else _hex(meta, prefix)
+        return _blob(c, opts, prefix)
     name = types.TYPE_NAMES.get(t, f"type code {t}")
     raise DecodeError(
         f"column {c.name or c.index + 1} has {name} ({t}), which cdcstream cannot decode; exclude the table "
         "from the mapping, or convert the column"
     )
+
+
+# The decoder of a numeric or temporal column from the column and whether invalid dates render as null.
+_Simple = Callable[[ColumnDef, bool], Decoder]
+
+_NUMERIC: dict[int, _Simple] = {
+    types.TINY: lambda c, _n: _fixed("<B" if c.unsigned else "<b"),
+    types.SHORT: lambda c, _n: _fixed("<H" if c.unsigned else "<h"),
+    types.INT24: lambda c, _n: _int24(c.unsigned),
+    types.LONG: lambda c, _n: _fixed("<I" if c.unsigned else "<i"),
+    types.LONGLONG: lambda c, _n: _fixed("<Q" if c.unsigned else "<q"),
+    types.FLOAT: lambda c, _n: _float,
+    types.DOUBLE: lambda c, _n: _fixed("<d"),
+    types.NEWDECIMAL: lambda c, _n: _decimal(c.precision, c.decimals),
+    types.BIT: lambda c, _n: _bit(c.meta),
+}
+
+_TEMPORAL: dict[int, _Simple] = {
+    types.YEAR: lambda c, _n: temporal.year_value,
+    types.DATE: lambda c, null_invalid: temporal.date(null_invalid),
+    types.NEWDATE: lambda c, null_invalid: temporal.date(null_invalid),
+    types.DATETIME2: lambda c, null_invalid: temporal.datetime2(c.meta, null_invalid),
+    types.TIMESTAMP2: lambda c, null_invalid: temporal.timestamp2(c.meta, null_invalid),
+    types.TIME2: lambda c, _n: temporal.time2(c.meta),
+    types.DATETIME: lambda c, null_invalid: temporal.datetime_v1(null_invalid),
+    types.TIMESTAMP: lambda c, null_invalid: temporal.timestamp2(0, null_invalid, v1=True),
+    types.TIME: lambda c, _n: temporal.time_v1,
+}
+
+
+def _enum_or_set(c: ColumnDef, opts: ValueOptions, prefix: str) -> Decoder:
+    t, meta = c.type, c.meta
+    members_raw = c.enum_values if t == types.ENUM else c.set_values
+    if members_raw is None:
+        raise DecodeError(
+            f"column {c.name or c.index + 1}: the table map has no {types.TYPE_NAMES[t].upper()} members (the "
+            "server's binlog_row_metadata is not FULL)"
+        )
+    member_text = text_decoder(c, opts.charsets) or (lambda b: prefix + b.hex())
+    members = [member_text(m) for m in members_raw]
+    size = meta & 0xFF
+    if (t == types.ENUM and size not in (1, 2)) or (t == types.SET and size not in (1, 2, 3, 4, 8)):
+        raise ValueError(f"{types.TYPE_NAMES[t].upper()} of {size} bytes")
+    return _enum(size, members) if t == types.ENUM else _set(size, members)
+
+
+def _string(c: ColumnDef, opts: ValueOptions, prefix: str, fixed_binary: str | None) -> Decoder:
+    t = c.type
+    length_bytes = 1 if c.max_length < 256 else 2
+    decode = text_decoder(c, opts.charsets)
+    if t == VARCHAR_COMPRESSED:
+        return _compressed(length_bytes, c.name, decode, prefix)
+    if decode is not None:
+        return _text(length_bytes, decode)
+    if fixed_binary is not None:
+        return _fixed_binary(fixed_binary, length_bytes)
+    # BINARY(n) values lose their trailing zero bytes in the binlog; SELECT returns all n.
+    return _hex(length_bytes, prefix, c.max_length if t == types.STRING else 0)
+
+
+def _blob(c: ColumnDef, opts: ValueOptions, prefix: str) -> Decoder:
+    meta = c.meta
+    if not 1 <= meta <= 4:
+        raise ValueError(f"BLOB length of {meta} bytes")
+    decode = text_decoder(c, opts.charsets)
+    if c.type == BLOB_COMPRESSED:
+        return _compressed(meta, c.name, decode, prefix)
+    return _text(meta, decode) if decode is not None else _hex(meta, prefix)

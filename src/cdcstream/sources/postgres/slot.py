@@ -1,0 +1,132 @@
+"""The replication slot: whether the one configured fits a run (its checkpoint, its migration type), dropping it,
+and how much WAL it holds back. ``cdcstream check`` reports :func:`slot_problem` exactly as ``run`` refuses with
+it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from cdcstream.checkpoints.model import PgCheckpoint, is_loading, load_completed, load_started
+from cdcstream.config import PostgresSourceConfig
+from cdcstream.errors import SourceConnectionError, SourceError
+
+
+def slot_problem(
+    cfg: PostgresSourceConfig, slot: tuple[str, str, str, str | None] | None, checkpoint: PgCheckpoint | None
+) -> SourceError | None:
+    """Why ``run`` cannot use the replication slot, or None (it exists and fits, or it will be created).
+
+    ``slot``: its (plugin, slot_type, database, wal_status) from pg_replication_slots, None when missing.
+    ``cdcstream check`` reports exactly this, so the two never disagree."""
+    name = cfg.slot_name
+    if is_loading(checkpoint) and not load_started(checkpoint):
+        checkpoint = None  # a load intent only: nothing was acknowledged from any slot (start() drops it)
+    if slot is None:
+        if checkpoint is not None:
+            return SourceError(
+                f"replication slot {name!r} does not exist, but a checkpoint at LSN "
+                f"{checkpoint.get('lsn')} does: the slot was dropped (or this is another server), so "
+                "changes committed after the checkpoint may be lost. Recovery options: (1) if this is "
+                "the wrong server or database, fix the config; (2) accept the gap: delete the checkpoint "
+                "file and start again (a new slot is created and capture restarts from now); (3) re-sync "
+                "the target with a full load. cdcstream never creates a fresh slot silently when a "
+                "checkpoint exists."
+            )
+        if not cfg.create_slot:
+            return SourceError(
+                f"replication slot {name!r} does not exist and create_slot is off. Create it with: "
+                f"SELECT pg_create_logical_replication_slot('{name}', 'pgoutput');"
+            )
+        return None
+    plugin, slot_type, database, wal_status = slot
+    if slot_type != "logical" or plugin != "pgoutput":
+        return SourceError(
+            f"replication slot {name!r} exists but is a {slot_type} slot with plugin {plugin!r}; "
+            "cdcstream needs a logical slot using pgoutput. Use another slot_name or drop it."
+        )
+    if database != cfg.database:
+        return SourceError(
+            f"replication slot {name!r} belongs to database {database!r}, not {cfg.database!r}; "
+            "slot names are cluster-wide: choose another slot_name."
+        )
+    if wal_status == "lost":
+        return SourceError(
+            f"replication slot {name!r} is invalidated (wal_status 'lost'): the server removed WAL it "
+            "still needed (max_slot_wal_keep_size). Changes since the checkpoint are lost. Recovery: "
+            f"drop the slot (SELECT pg_drop_replication_slot('{name}');), delete the checkpoint and "
+            "re-sync with a full load."
+        )
+    return None
+
+
+def cdc_checkpoint(checkpoint: PgCheckpoint | None) -> bool:
+    """Whether ``checkpoint`` was written by a cdc task: neither in a full load nor after one."""
+    return checkpoint is not None and not is_loading(checkpoint) and not load_completed(checkpoint)
+
+
+def no_load_recorded(cfg: PostgresSourceConfig, checkpoint: PgCheckpoint | None) -> SourceError:
+    """The refusal of a full-load-and-cdc start from a :func:`cdc_checkpoint`."""
+    lsn = None if checkpoint is None else checkpoint.get("lsn")
+    return SourceError(
+        f"migration_type is full-load-and-cdc but the checkpoint (LSN {lsn}) was written "
+        "by a cdc task: no full load is recorded, and loading now would not match the stream's position. "
+        'Options: (1) keep streaming with migration_type = "cdc"; (2) re-copy tables while streaming with '
+        "cdcstream reload --table schema.table; (3) start over with a full load: move the checkpoint file "
+        f"away and drop the slot (SELECT pg_drop_replication_slot('{cfg.slot_name}');)."
+    )
+
+
+def slot_without_load(cfg: PostgresSourceConfig) -> SourceError:
+    """The refusal of a fresh full-load-and-cdc start when the slot exists already."""
+    return SourceError(
+        f"migration_type is full-load-and-cdc and replication slot {cfg.slot_name!r} already exists, "
+        "but there is no checkpoint saying a full load happened: loading now would not match the slot's "
+        "position. Options: (1) drop the slot (SELECT pg_drop_replication_slot("
+        f"'{cfg.slot_name}');) and start again for a full load followed by CDC; (2) set "
+        'migration_type = "cdc" to stream from the slot without a load; (3) use another slot_name.'
+    )
+
+
+async def check_slot(
+    conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, checkpoint: PgCheckpoint | None
+) -> bool:
+    """Whether the slot exists; raises :func:`slot_problem`'s error when it cannot be used."""
+    row = await (
+        await conn.execute(
+            "SELECT plugin, slot_type, database, wal_status FROM pg_replication_slots WHERE slot_name = %s",
+            (cfg.slot_name,),
+        )
+    ).fetchone()
+    problem = slot_problem(cfg, row, checkpoint)
+    if problem is not None:
+        raise problem
+    return row is not None
+
+
+async def drop_slot(conn: psycopg.AsyncConnection[Any], name: str) -> None:
+    try:
+        await conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+    except psycopg.errors.ObjectInUse:
+        raise SourceConnectionError(f"replication slot {name!r} is still in use") from None
+    except psycopg.Error as exc:
+        raise SourceError(f"cannot drop replication slot {name!r}: {str(exc).strip()}") from None
+
+
+async def slot_lag(conn: psycopg.AsyncConnection[Any], name: str) -> dict[str, float | None]:
+    """Byte lag of the slot: WAL between its confirmed flush position and the server's current LSN
+    (``lag_bytes``), WAL it pins (``retained_wal_bytes``, from restart_lsn) and ``safe_wal_bytes`` (PG >= 13
+    ``safe_wal_size``; None when max_slot_wal_keep_size is unlimited). Empty when the slot does not exist."""
+    row = await (
+        await conn.execute(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
+            "(pg_current_wal_lsn() - restart_lsn)::float8, safe_wal_size::float8 "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (name,),
+        )
+    ).fetchone()
+    if row is None:
+        return {}
+    lag, retained, safe = row
+    return {"lag_bytes": lag, "retained_wal_bytes": retained, "safe_wal_bytes": safe}
