@@ -1,12 +1,12 @@
 """MySQL/MariaDB's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions, keyset reads.
 
-Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
-takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
-SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
-``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
-``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
-exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
-the snapshots open (measured and logged as ``lock_seconds``).
+Consistency (docs/full-load.md, "Consistency (MySQL / MariaDB)"), the mydumper approach: every session connects
+first; then a control connection takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START
+TRANSACTION WITH CONSISTENT SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW
+BINLOG STATUS`` / ``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB
+/ ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see exactly the transactions committed
+before that position, and CDC streams from it. Writes are blocked only while the snapshots open (measured and
+logged as ``lock_seconds``).
 
 Without RELOAD (managed servers) the lock fails with a privilege error and the engine falls back, logging which
 path it took: on MariaDB each session's snapshot reports its exact binlog position (``SHOW STATUS LIKE
@@ -329,7 +329,7 @@ class MyLoadEngine:
 
     async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
         """Even steps between MIN and MAX of an integer first key column (index-only reads); other key types
-        load as one segment (README, "Full load")."""
+        load as one segment (docs/full-load.md, "Parallelism")."""
         first = spec.key_columns[0]
         col = next(c for c in self._columns[spec.name] if c.name == first)
         if col.type not in rows.INTEGER_TYPES:

@@ -117,7 +117,7 @@ def _iso_timestamp(text: str) -> str:
     return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
 
 
-# Column types whose value is the server's text itself (README, "MySQL / MariaDB types"): the load sessions
+# Column types whose value is the server's text itself (docs/types.md, "MySQL / MariaDB types"): the load sessions
 # read them as text (SESSION_CONVERSIONS) and render it here, with no date/Decimal/timedelta object on the way.
 _TEXT_RENDER: dict[int, Callable[[str], str]] = {
     rows.TIME2: _server_text,  # sign, hours beyond 24, the column's fsp digits
