@@ -16,13 +16,13 @@ rows, so a consumer applying in order converges (rows changed in between appear 
 crash) reopens fresh snapshots the same way without reading a position (the stored start is kept).
 
 Rows are read with ``SELECT <columns> FROM t WHERE <segment> AND <key> > <after> ORDER BY <key> LIMIT n`` on an
-unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the
-session time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key
-(or unique NOT NULL key) is one unordered pass. Each value is rendered by ``textrows.load_converter`` as README,
-"MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals,
-MariaDB UUID/INET): the server's value, which is what CDC records carry too (tests/integration/test_mysql_oracle.py
-checks both against the server). Each session runs its blocking PyMySQL calls in a thread of its own, so the event loop
-never waits on the server.
+unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the session
+time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key (or unique NOT
+NULL key) is one unordered pass. Each value is rendered by ``textrows.load_converter`` as
+docs/types.md, "MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times,
+decimals, MariaDB UUID/INET): the server's value, which is what CDC records carry too
+(tests/integration/test_mysql_oracle.py checks both against the server). Each session runs its blocking PyMySQL calls in
+a thread of its own, so the event loop never waits on the server.
 
 Rows are read as the result's row packets (``packets.read_row_packets``) and rendered from the text protocol
 (``textrows.MyRowPackets``) exactly as PyMySQL and ``textrows.load_converter`` would render them, without
