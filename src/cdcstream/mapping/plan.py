@@ -24,13 +24,14 @@ from cdcstream.errors import MappingError
 from cdcstream.mapping.datatypes import converter, data_type_name, dms_type_name, is_lob
 from cdcstream.mapping.expressions import ExpressionError, compile_expression
 from cdcstream.mapping.rules import (
-    NAME_ACTIONS,
     AttributeMapping,
+    ColumnRules,
     FilterCondition,
     MappingRules,
     ObjectMapping,
     Origin,
     SelectionRule,
+    TableRules,
     TransformationRule,
 )
 
@@ -259,27 +260,147 @@ def _drop_nulls(d: Row) -> Row:
     return {k: v for k, v in d.items() if v is not None} if None in d.values() else d
 
 
-def _target_names(
-    info: TableInfo, trans: Sequence[TransformationRule]
-) -> tuple[str, str, list[tuple[TransformationRule, str, str]]]:
+def _target_names(info: TableInfo, tr: TableRules) -> tuple[str, str, list[tuple[TransformationRule, str, str]]]:
     """The schema and table names records of ``info`` are written under, and the rules that decided them."""
     schema_out, table_out = info.schema, info.table
     named: list[tuple[TransformationRule, str, str]] = []
-    for t in trans:
-        if t.action in NAME_ACTIONS and t.target == "schema":
-            schema_out = apply_name(t, info.schema)
-            named.append((t, "schema", schema_out))
-            break
-    for t in trans:
-        if t.action in NAME_ACTIONS and t.target == "table":
-            table_out = apply_name(t, info.table)
-            named.append((t, "table", table_out))
-            break
+    if tr.schema_name is not None:
+        schema_out = apply_name(tr.schema_name, info.schema)
+        named.append((tr.schema_name, "schema", schema_out))
+    if tr.table_name is not None:
+        table_out = apply_name(tr.table_name, info.table)
+        named.append((tr.table_name, "table", table_out))
     return schema_out, table_out, named
 
 
+class _Columns:
+    """The column phase of a plan: which source columns are written, under which names and types, the added and
+    before-image columns, and every output name (for collision messages)."""
+
+    def __init__(self, label: str, source: str, applied: list[str]) -> None:
+        self.label, self.source, self.applied = label, source, applied
+        self.cols: list[tuple[str, str, Callable[[Any], Any] | None]] = []  # (source, out, cast)
+        self.table_def: dict[str, dict[str, Any]] = {}
+        self.renamed: dict[str, str] = {}
+        self.out_names: dict[str, str] = {}  # out name -> what produced it
+        self.out_origin: dict[str, Origin | None] = {}  # out name -> the rule that renamed a column to it
+        self.bis: list[tuple[str, str]] = []  # (source column, before-image column)
+        self.bi_origin: dict[str, Origin] = {}
+        self.adds: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any] | None]] = []
+
+    def source_column(self, col: Column, cr: ColumnRules, include_columns: bool, key_columns: tuple[str, ...]) -> None:
+        keep = not include_columns
+        if cr.keep is not None:
+            keep = cr.keep.action == "include-column"
+            self.applied.append(f"rule-id {cr.keep.rule_id} {cr.keep.action} {col.name}")
+        out = col.name
+        name_rule: Origin | None = None
+        if cr.rename is not None:
+            out, name_rule = apply_name(cr.rename, col.name), cr.rename.origin
+            if out != col.name:
+                self.applied.append(f"rule-id {cr.rename.rule_id} {cr.rename.action} column {col.name} -> {out}")
+        conv: Callable[[Any], Any] | None = None
+        type_name = dms_type_name(col.type_name)
+        if cr.cast is not None:
+            t = cr.cast
+            assert t.data_type is not None
+            conv = _guarded(converter(t.data_type), f"{t.origin}: {self.label}.{col.name}")
+            type_name = data_type_name(t.data_type)
+            self.applied.append(f"rule-id {t.rule_id} change-data-type {col.name} -> {t.data_type.type}")
+        if cr.before_image is not None:
+            t = cr.before_image
+            if t.before_filter == "all" or (
+                (t.before_filter == "pk-only" and col.name in key_columns)
+                or (t.before_filter == "non-lob" and not is_lob(col.type_name))
+            ):
+                self.bis.append((col.name, f"{t.before_prefix}{out}{t.before_suffix}"))
+                self.bi_origin[col.name] = t.origin
+        if not keep:
+            return
+        if out in self.out_names:
+            culprit = name_rule or self.out_origin.get(out)
+            where = f"{culprit.at('.rule-action')}: " if culprit else f"{self.source}: "
+            raise MappingError(
+                f"{where}{self.label}: columns {self.out_names[out]!r} and {col.name!r} would both be written as "
+                f"{out!r}: one key per column"
+            )
+        self.out_names[out] = col.name
+        self.out_origin[out] = name_rule
+        if out != col.name:
+            self.renamed[col.name] = out
+        self.cols.append((col.name, out, conv))
+        self.table_def[out] = {"type": type_name, "nullable": col.nullable and col.name not in key_columns}
+
+    def added_column(self, t: TransformationRule, resolve_src: Callable[[str], str | None]) -> None:
+        label = self.label
+        assert t.value is not None
+        if t.value in self.out_names:
+            raise MappingError(f"{t.origin.at('.value')}: {label} already has a column {t.value!r}")
+        self.out_names[t.value] = f"rule-id {t.rule_id}"
+
+        def res(name: str, pos: int) -> str:
+            found = resolve_src(name)
+            if found is None:
+                raise ExpressionError(f"{label} has no column {name!r}", pos)
+            return found
+
+        if t.expression is not None:
+            try:
+                expr = compile_expression(t.expression, res)
+            except ExpressionError as exc:
+                raise MappingError(f"{t.origin.at('.expression')}: bad expression {exc}") from None
+            ev_fn = _guarded_expression(expr.evaluate_env, f"{t.origin.at('.expression')}: {label}")
+        else:
+            ev_fn = lambda env: None  # noqa: E731
+        conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{t.value}") if t.data_type else None
+        self.adds.append((t.value, ev_fn, conv))
+        tdef: dict[str, Any] = {"type": data_type_name(t.data_type) if t.data_type else "STRING", "nullable": True}
+        if t.data_type and t.data_type.length is not None:
+            tdef["length"] = t.data_type.length
+        self.table_def[t.value] = tdef
+        self.applied.append(f"rule-id {t.rule_id} add-column {t.value}")
+
+    def before_image_names(self) -> None:
+        for src_col, o in self.bis:
+            if o in self.out_names:
+                raise MappingError(
+                    f"{self.bi_origin[src_col].at('.before-image-def')}: {self.label}: before-image column {o!r} "
+                    "collides with a column of the same name"
+                )
+            self.out_names[o] = "add-before-image-columns"
+
+    def transform(self, ncolumns: int) -> Callable[[ChangeEvent, Row], Row] | None:
+        """The row transformation, or None when records carry the source row as it is."""
+        cols, adds, bis = tuple(self.cols), tuple(self.adds), tuple(self.bis)
+        if not adds and not bis and all(s == o and c is None for s, o, c in cols) and len(cols) == ncolumns:
+            return None
+
+        def transform(ev: ChangeEvent, src: Row) -> Row:
+            out: Row = {}
+            for s, o, c in cols:
+                if s in src:
+                    v = src[s]
+                    out[o] = c(v) if c is not None else v
+            env = (src, ev)
+            for o, fn, c in adds:
+                v = fn(env)
+                out[o] = c(v) if c is not None else v
+            if bis:
+                before = ev.before or {}
+                for s, o in bis:
+                    if s in before:
+                        out[o] = before[s]
+            return out
+
+        return transform
+
+
 class TablePlan:
-    """Everything needed to turn one table version's events into records, decided once."""
+    """Everything needed to turn one table version's events into records, decided once.
+
+    Built from the table's resolved rules (:meth:`MappingRules.for_table`), phase by phase: selection and source
+    filters, target names, key columns, columns, object mapping, partition keys, endpoint before image.
+    """
 
     __slots__ = (
         "applied",
@@ -307,11 +428,12 @@ class TablePlan:
         """A plan that can only name the table (for control records): when the source does not know the table's
         columns (MySQL before its first row event), rules about columns cannot be applied, but a DROP or ALTER
         must still be written under the right name."""
+        tr = rules.for_table(info)
         plan = cls.__new__(cls)
         plan.schema, plan.table = info.schema, info.table
         plan.label = f"{info.schema}.{info.table}"
-        plan.schema_out, plan.table_name, _ = _target_names(info, rules.transformations_for(info.schema, info.table))
-        om = rules.object_mapping(info.schema, info.table)
+        plan.schema_out, plan.table_name, _ = _target_names(info, tr)
+        om = tr.object_mapping
         if om is not None and om.target_table_name:
             plan.table_name = om.target_table_name
         plan.table_def = None
@@ -319,178 +441,92 @@ class TablePlan:
         return plan
 
     def __init__(self, info: TableInfo, rules: MappingRules, target: TargetConfig) -> None:
+        tr = rules.for_table(info)
         self.schema, self.table = info.schema, info.table
         self.label = f"{info.schema}.{info.table}"
-        label = self.label
-        include_nulls = target.include_null_and_empty
         self.applied: list[str] = []  # "rule-id N: what it does here", for cdcstream check
         self.name_origins: list[Origin] = []
 
-        selecting = rules.selecting_rules(info.schema, info.table) if rules.selections else ()
-        self.filter = compile_filter(selecting, info)
-        for r in selecting:
+        self.filter = compile_filter(tr.selecting, info)
+        for r in tr.selecting:
             self.applied.append(
                 f"rule-id {r.rule_id} selection {r.action}" + (f" with {len(r.filters)} filter(s)" if r.filters else "")
             )
-
-        # Transformations: lower rule-id first; one name change per object, one cast per column.
-        trans = rules.transformations_for(info.schema, info.table)
-        schema_out, table_out, named = _target_names(info, trans)
+        schema_out, table_out, named = _target_names(info, tr)
         for t, what, value in named:
             self.applied.append(f"rule-id {t.rule_id} {t.action} {what} -> {value}")
             self.name_origins.append(t.origin)
-        column_rules = [t for t in trans if t.target == "column"]
-        has_include = any(t.action == "include-column" for t in column_rules)
-        key_columns = info.key_columns
-        pk_rule = next((t for t in trans if t.action == "define-primary-key"), None)
-        if pk_rule is not None:
-            resolve_src = _resolver([c.name for c in info.columns])
-            keys = []
-            for k in pk_rule.key_columns:
-                src = resolve_src(k)
-                if src is None:
-                    raise MappingError(f"{pk_rule.origin.at('.primary-key-def.columns')}: {label} has no column {k!r}")
-                keys.append(src)
-            key_columns = tuple(keys)
-            self.applied.append(f"rule-id {pk_rule.rule_id} define-primary-key {list(key_columns)}")
+        key_columns = self._key_columns(info, tr)
 
-        cols: list[tuple[str, str, Callable[[Any], Any] | None]] = []
-        table_def_cols: dict[str, dict[str, Any]] = {}
-        renamed: dict[str, str] = {}
-        out_names: dict[str, str] = {}  # out name -> what produced it (for collision messages)
-        bis: list[tuple[str, str]] = []
-        bi_origin: dict[str, Origin] = {}
-        out_origin: dict[str, Origin | None] = {}
-        for col in info.columns:
-            types = (col.type_name.lower(), dms_type_name(col.type_name).lower())
-            matching = [t for t in column_rules if t.matches_column(col.name, types)]
-            keep = not has_include
-            for t in matching:
-                if t.action in ("include-column", "remove-column"):
-                    keep = t.action == "include-column"
-                    self.applied.append(f"rule-id {t.rule_id} {t.action} {col.name}")
-                    break
-            out = col.name
-            name_rule: Origin | None = None
-            for t in matching:
-                if t.action in NAME_ACTIONS:
-                    out, name_rule = apply_name(t, col.name), t.origin
-                    if out != col.name:
-                        self.applied.append(f"rule-id {t.rule_id} {t.action} column {col.name} -> {out}")
-                    break
-            conv: Callable[[Any], Any] | None = None
-            type_name = dms_type_name(col.type_name)
-            for t in matching:
-                if t.action == "change-data-type":
-                    assert t.data_type is not None
-                    conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{col.name}")
-                    type_name = data_type_name(t.data_type)
-                    self.applied.append(f"rule-id {t.rule_id} change-data-type {col.name} -> {t.data_type.type}")
-                    break
-            for t in matching:
-                if t.action == "add-before-image-columns":
-                    if t.before_filter == "all" or (
-                        (t.before_filter == "pk-only" and col.name in key_columns)
-                        or (t.before_filter == "non-lob" and not is_lob(col.type_name))
-                    ):
-                        bis.append((col.name, f"{t.before_prefix}{out}{t.before_suffix}"))
-                        bi_origin[col.name] = t.origin
-                    break
-            if not keep:
-                continue
-            if out in out_names:
-                culprit = name_rule or out_origin.get(out)
-                where = f"{culprit.at('.rule-action')}: " if culprit else f"{rules.source}: "
-                raise MappingError(
-                    f"{where}{self.label}: columns {out_names[out]!r} and {col.name!r} would both be written as "
-                    f"{out!r}: one key per column"
-                )
-            out_names[out] = col.name
-            out_origin[out] = name_rule
-            if out != col.name:
-                renamed[col.name] = out
-            cols.append((col.name, out, conv))
-            table_def_cols[out] = {"type": type_name, "nullable": col.nullable and col.name not in key_columns}
-        if bis:
-            self.applied.append(f"add-before-image-columns: {', '.join(o for _, o in bis)}")
-
-        adds: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any] | None]] = []
+        columns = _Columns(self.label, tr.source, self.applied)
+        for col, cr in zip(info.columns, tr.columns, strict=True):
+            columns.source_column(col, cr, tr.include_columns, key_columns)
+        if columns.bis:
+            self.applied.append(f"add-before-image-columns: {', '.join(o for _, o in columns.bis)}")
         resolve_src = _resolver([c.name for c in info.columns])
-        for t in column_rules:
-            if t.action != "add-column":
-                continue
-            assert t.value is not None
-            if t.value in out_names:
-                raise MappingError(f"{t.origin.at('.value')}: {label} already has a column {t.value!r}")
-            out_names[t.value] = f"rule-id {t.rule_id}"
+        for t in tr.add_columns:
+            columns.added_column(t, resolve_src)
+        columns.before_image_names()
+        self.renamed = columns.renamed
+        transform = columns.transform(len(info.columns))
+        out_cols = list(columns.out_names)  # transformed row's names, in order
 
-            def res(name: str, pos: int, t: TransformationRule = t) -> str:
-                found = resolve_src(name)
-                if found is None:
-                    raise ExpressionError(f"{label} has no column {name!r}", pos)
-                return found
-
-            if t.expression is not None:
-                try:
-                    expr = compile_expression(t.expression, res)
-                except ExpressionError as exc:
-                    raise MappingError(f"{t.origin.at('.expression')}: bad expression {exc}") from None
-                ev_fn = _guarded_expression(expr.evaluate_env, f"{t.origin.at('.expression')}: {label}")
-            else:
-                ev_fn = lambda env: None  # noqa: E731
-            conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{t.value}") if t.data_type else None
-            adds.append((t.value, ev_fn, conv))
-            tdef: dict[str, Any] = {"type": data_type_name(t.data_type) if t.data_type else "STRING", "nullable": True}
-            if t.data_type and t.data_type.length is not None:
-                tdef["length"] = t.data_type.length
-            table_def_cols[t.value] = tdef
-            self.applied.append(f"rule-id {t.rule_id} add-column {t.value}")
-        for src_col, o in bis:
-            if o in out_names:
-                raise MappingError(
-                    f"{bi_origin[src_col].at('.before-image-def')}: {label}: before-image column {o!r} collides "
-                    "with a column of the same name"
-                )
-            out_names[o] = "add-before-image-columns"
-        self.renamed = renamed
-
-        identity = (
-            not adds and not bis and all(s == o and c is None for s, o, c in cols) and len(cols) == len(info.columns)
-        )
-        transform: Callable[[ChangeEvent, Row], Row] | None = None
-        if not identity:
-            frozen_cols, frozen_adds, frozen_bis = tuple(cols), tuple(adds), tuple(bis)
-
-            def transform(ev: ChangeEvent, src: Row) -> Row:
-                out: Row = {}
-                for s, o, c in frozen_cols:
-                    if s in src:
-                        v = src[s]
-                        out[o] = c(v) if c is not None else v
-                env = (src, ev)
-                for o, fn, c in frozen_adds:
-                    v = fn(env)
-                    out[o] = c(v) if c is not None else v
-                if frozen_bis:
-                    before = ev.before or {}
-                    for s, o in frozen_bis:
-                        if s in before:
-                            out[o] = before[s]
-                return out
-
-        out_cols = list(out_names)  # transformed row's names, in order
-
-        # Object mapping.
-        om = rules.object_mapping(info.schema, info.table)
+        om = tr.object_mapping
         self.key_type = om.partition_key_type if om else "schema-table"
         if om is not None and om.target_table_name:
             table_out = om.target_table_name
             self.name_origins.append(om.origin)
         self.schema_out, self.table_name = schema_out, table_out
+        attr_names, document = self._object_mapping(om, columns, out_cols, transform, target)
+
+        self.key_of = self._partition_key(
+            info, om, key_columns, target, out_cols, attr_names, self.excluded, document, columns.cols
+        )
+        # Full-load rows: DMS partitions them by primary key when no object-mapping rule says otherwise
+        # (schema.table.pk with partition_include_schema_table); a table without a key keeps schema-table.
+        self.load_key_type = self.key_type
+        self.load_key_of = self.key_of
+        if om is None and key_columns:
+            self.load_key_type = "primary-key"
+            self.load_key_of = _primary_key_function(self, key_columns, target)
+        self.before_image = _endpoint_before_image(info, columns.cols, key_columns, target)
+        self.table_def: dict[str, Any] | None = None
+        if target.include_control_details:
+            self.table_def = {
+                "columns": columns.table_def,
+                "primary-key": [columns.renamed.get(k, k) for k in key_columns],
+            }
+
+    def _key_columns(self, info: TableInfo, tr: TableRules) -> tuple[str, ...]:
+        """The table's key: its own, or the columns a define-primary-key rule names."""
+        pk_rule = tr.primary_key
+        if pk_rule is None:
+            return info.key_columns
+        resolve_src = _resolver([c.name for c in info.columns])
+        keys = []
+        for k in pk_rule.key_columns:
+            src = resolve_src(k)
+            if src is None:
+                raise MappingError(f"{pk_rule.origin.at('.primary-key-def.columns')}: {self.label} has no column {k!r}")
+            keys.append(src)
+        self.applied.append(f"rule-id {pk_rule.rule_id} define-primary-key {keys}")
+        return tuple(keys)
+
+    def _object_mapping(
+        self,
+        om: ObjectMapping | None,
+        columns: _Columns,
+        out_cols: list[str],
+        transform: Callable[[ChangeEvent, Row], Row] | None,
+        target: TargetConfig,
+    ) -> tuple[list[str], bool]:
+        """Sets the record shape, the excluded columns and the columns records carry; returns the object
+        mapping's attribute names and whether records are documents."""
         excluded: frozenset[str] = frozenset()
         shape: Callable[[ChangeEvent, Row], Row] | None = transform
         attr_names: list[str] = []
         document = False
+        cols = columns.cols
         if om is not None:
             self.applied.append(
                 f"rule-id {om.rule_id} object-mapping {om.action}, partition key {om.partition_key_type}"
@@ -503,53 +539,16 @@ class TablePlan:
                 if o.lower() in om.exclude_columns or source_of.get(o, o).lower() in om.exclude_columns
             )
             resolve_out = _resolver(out_cols)
-            attrs = [(a.name, _compile_attr(a, om, resolve_out, label)) for a in om.attribute_mappings]
+            attrs = [(a.name, _compile_attr(a, om, resolve_out, self.label)) for a in om.attribute_mappings]
             attr_names = [a.name for a in om.attribute_mappings]
             document = om.action == "map-record-to-document"
-            shape = _object_shape(transform, excluded, tuple(attrs), document, include_nulls)
+            shape = _object_shape(transform, excluded, tuple(attrs), document, target.include_null_and_empty)
         self.excluded = excluded
         # Source column -> its name in the records, for the columns records carry (alter control records name
         # columns as consumers see them, and say nothing about columns the mapping leaves out).
         self.outputs = {s: o for s, o, _ in cols if o not in excluded}
         self.shape = shape
-
-        self.key_of = self._partition_key(info, om, key_columns, target, out_cols, attr_names, excluded, document, cols)
-        # Full-load rows: DMS partitions them by primary key when no object-mapping rule says otherwise
-        # (schema.table.pk with partition_include_schema_table); a table without a key keeps schema-table.
-        self.load_key_type = self.key_type
-        self.load_key_of = self.key_of
-        if om is None and key_columns:
-            self.load_key_type = "primary-key"
-            self.load_key_of = _primary_key_function(self, key_columns, target)
-
-        # Endpoint before image (updates only, as DMS).
-        self.before_image: Callable[[ChangeEvent], Row] | None = None
-        bi_cfg = target.before_image
-        if bi_cfg.enabled:
-            flt = bi_cfg.column_filter
-            chosen = tuple(
-                (s, o)
-                for s, o, _ in cols
-                if flt == "all"
-                or (flt == "pk-only" and s in key_columns)
-                or (flt == "non-lob" and not is_lob(next(c.type_name for c in info.columns if c.name == s)))
-            )
-
-            def before_image(ev: ChangeEvent) -> Row:
-                b = ev.before
-                if not b:
-                    return {}
-                out = {o: b[s] for s, o in chosen if s in b}
-                return out if include_nulls else _drop_nulls(out)
-
-            self.before_image = before_image
-
-        self.table_def: dict[str, Any] | None = None
-        if target.include_control_details:
-            self.table_def = {
-                "columns": table_def_cols,
-                "primary-key": [renamed.get(k, k) for k in key_columns],
-            }
+        return attr_names, document
 
     def _partition_key(
         self,
@@ -614,6 +613,33 @@ def _primary_key_function(
         return lambda ev, src, data: prefix + key_text(src.get(k))
     keys = key_columns
     return lambda ev, src, data: prefix + ".".join(key_text(src.get(k)) for k in keys)
+
+
+def _endpoint_before_image(
+    info: TableInfo, cols: list[tuple[str, str, Any]], key_columns: tuple[str, ...], target: TargetConfig
+) -> Callable[[ChangeEvent], Row] | None:
+    """The endpoint's before image of an update (``[target.before_image]``, updates only, as DMS), or None."""
+    bi_cfg = target.before_image
+    if not bi_cfg.enabled:
+        return None
+    include_nulls = target.include_null_and_empty
+    flt = bi_cfg.column_filter
+    chosen = tuple(
+        (s, o)
+        for s, o, _ in cols
+        if flt == "all"
+        or (flt == "pk-only" and s in key_columns)
+        or (flt == "non-lob" and not is_lob(next(c.type_name for c in info.columns if c.name == s)))
+    )
+
+    def before_image(ev: ChangeEvent) -> Row:
+        b = ev.before
+        if not b:
+            return {}
+        out = {o: b[s] for s, o in chosen if s in b}
+        return out if include_nulls else _drop_nulls(out)
+
+    return before_image
 
 
 def _guarded(conv: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:

@@ -11,13 +11,16 @@ columns (a ``${column}`` no selected table has, two tables renamed onto one targ
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from cdcstream.changes import TableInfo
 from cdcstream.errors import ConfigError
+from cdcstream.mapping.datatypes import dms_type_name
 from cdcstream.mapping.expressions import ExpressionError, compile_expression
 from cdcstream.mapping.wildcards import (
     WildcardIndex,
@@ -221,6 +224,44 @@ class ParallelLoad:
     origin: Origin | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ColumnRules:
+    """The transformation rules that decide one source column: for each kind the lowest rule-id matching it."""
+
+    name: str
+    keep: TransformationRule | None  # include-column / remove-column
+    rename: TransformationRule | None  # a name action
+    cast: TransformationRule | None  # change-data-type
+    before_image: TransformationRule | None  # add-before-image-columns
+
+
+@dataclass(frozen=True, slots=True)
+class TableRules:
+    """Every rule that applies to one table version, resolved once from :class:`MappingRules`.
+
+    A table's plan is built from this value alone, so the rules are searched once per table version and the
+    plan never goes back to the rule set. Each field keeps DMS's precedence: the lowest rule-id of a kind wins.
+    """
+
+    source: str
+    #: The include/explicit rules selecting the table (their source filters are OR-ed); empty without selection
+    #: rules or when an exclude rule matches.
+    selecting: tuple[SelectionRule, ...]
+    schema_name: TransformationRule | None
+    table_name: TransformationRule | None
+    primary_key: TransformationRule | None
+    #: True when some include-column rule applies to the table: columns without one are then left out.
+    include_columns: bool
+    #: Per source column, in the table's column order.
+    columns: tuple[ColumnRules, ...]
+    add_columns: tuple[TransformationRule, ...]
+    object_mapping: ObjectMapping | None
+
+
+def _first(rules: Iterable[TransformationRule], actions: Container[str]) -> TransformationRule | None:
+    return next((t for t in rules if t.action in actions), None)
+
+
 def _rid(r: Any) -> int:
     return int(r.rule_id)
 
@@ -306,6 +347,36 @@ class MappingRules:
 
     def object_mapping(self, schema: str, table: str) -> ObjectMapping | None:
         return next(iter(self.object_mappings_for(schema, table)), None)
+
+    def for_table(self, info: TableInfo) -> TableRules:
+        """The rules of one table version, resolved (see :class:`TableRules`)."""
+        schema, table = info.schema, info.table
+        trans = self.transformations_for(schema, table)
+        column_rules = [t for t in trans if t.target == "column"]
+        columns = []
+        for col in info.columns:
+            types = (col.type_name.lower(), dms_type_name(col.type_name).lower())
+            matching = [t for t in column_rules if t.matches_column(col.name, types)]
+            columns.append(
+                ColumnRules(
+                    col.name,
+                    _first(matching, ("include-column", "remove-column")),
+                    _first(matching, NAME_ACTIONS),
+                    _first(matching, ("change-data-type",)),
+                    _first(matching, ("add-before-image-columns",)),
+                )
+            )
+        return TableRules(
+            source=self.source,
+            selecting=self.selecting_rules(schema, table) if self.selections else (),
+            schema_name=_first((t for t in trans if t.target == "schema"), NAME_ACTIONS),
+            table_name=_first((t for t in trans if t.target == "table"), NAME_ACTIONS),
+            primary_key=_first(trans, ("define-primary-key",)),
+            include_columns=any(t.action == "include-column" for t in column_rules),
+            columns=tuple(columns),
+            add_columns=tuple(t for t in column_rules if t.action == "add-column"),
+            object_mapping=self.object_mapping(schema, table),
+        )
 
 
 # --- parsing ------------------------------------------------------------------------------------------------
@@ -470,26 +541,53 @@ def _data_type(ctx: _Ctx, raw: Any, path: str) -> DataType:
     )
 
 
+_TRANSFORMATION_KEYS = {
+    "rule-type",
+    "rule-id",
+    "rule-name",
+    "rule-action",
+    "rule-target",
+    "object-locator",
+    "value",
+    "old-value",
+    "expression",
+    "data-type",
+    "primary-key-def",
+    "before-image-def",
+}
+# The rule-targets an action applies to (the name actions: all three).
+_ACTION_TARGETS = {
+    "remove-column": ("column",),
+    "include-column": ("column",),
+    "add-column": ("column",),
+    "change-data-type": ("column",),
+    "add-before-image-columns": ("column",),
+    "define-primary-key": ("table",),
+}
+
+
 def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
-    _unknown_keys(
-        ctx,
-        rule,
-        {
-            "rule-type",
-            "rule-id",
-            "rule-name",
-            "rule-action",
-            "rule-target",
-            "object-locator",
-            "value",
-            "old-value",
-            "expression",
-            "data-type",
-            "primary-key-def",
-            "before-image-def",
-        },
-        "",
+    """Validate a ``transformation`` rule: its action, its target and locator, then the action's parameters."""
+    action = _transformation_action(ctx, rule)
+    rule = _drop_unused_nulls(ctx, rule, action)
+    target = _transformation_target(ctx, rule, action)
+    loc, column = _transformation_locator(ctx, rule, action, target)
+    params = _ACTION_PARAMETERS.get(action, _no_parameters)(ctx, rule)
+    return TransformationRule(
+        rule_id=ctx.rule_id,
+        target=target,
+        action=action,
+        schema=loc["schema-name"],
+        table=loc["table-name"],
+        column=column,
+        data_type_locator=loc.get("data-type"),
+        origin=ctx.origin,
+        **params,
     )
+
+
+def _transformation_action(ctx: _Ctx, rule: dict[str, Any]) -> str:
+    _unknown_keys(ctx, rule, _TRANSFORMATION_KEYS, "")
     action = rule.get("rule-action")
     if action in UNSUPPORTED_ACTIONS:
         raise ctx.error(".rule-action", f"{action} is not supported by this version of cdcstream")
@@ -498,9 +596,14 @@ def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
             ".rule-action",
             f"unknown transformation rule-action {action!r} (one of {', '.join(TRANSFORMATION_ACTIONS)})",
         )
-    # A parameter the action does not use would be silently ignored: reject it instead.
+    return str(action)
+
+
+def _drop_unused_nulls(ctx: _Ctx, rule: dict[str, Any], action: str) -> dict[str, Any]:
+    """The rule without its null parameters; a parameter the action does not use would be silently ignored, so it
+    is rejected instead."""
     uses = {
-        "value": action in ("rename", "add-column") or str(action).endswith(("-prefix", "-suffix")),
+        "value": action in ("rename", "add-column") or action.endswith(("-prefix", "-suffix")),
         "old-value": action in ("replace-prefix", "replace-suffix"),
         "expression": action == "add-column",
         "data-type": action in ("add-column", "change-data-type"),
@@ -513,22 +616,25 @@ def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
     for key, used in uses.items():
         if key in rule and not used:
             raise ctx.error(f".{key}", f'"{key}" does not apply to {action}')
+    return rule
+
+
+def _transformation_target(ctx: _Ctx, rule: dict[str, Any], action: str) -> str:
     target = rule.get("rule-target")
     if target in ("table-tablespace", "index-tablespace"):
         raise ctx.error(".rule-target", f"{target} rules only apply to Oracle targets; not supported by cdcstream")
     if target not in ("schema", "table", "column"):
         raise ctx.error(".rule-target", f'rule-target must be "schema", "table" or "column", got {target!r}')
-    allowed_targets = {
-        "rename": ("schema", "table", "column"),
-        "remove-column": ("column",),
-        "include-column": ("column",),
-        "add-column": ("column",),
-        "change-data-type": ("column",),
-        "add-before-image-columns": ("column",),
-        "define-primary-key": ("table",),
-    }.get(str(action), ("schema", "table", "column"))
+    allowed_targets = _ACTION_TARGETS.get(action, ("schema", "table", "column"))
     if target not in allowed_targets:
         raise ctx.error(".rule-target", f"{action} applies to rule-target {' or '.join(allowed_targets)}, not {target}")
+    return str(target)
+
+
+def _transformation_locator(
+    ctx: _Ctx, rule: dict[str, Any], action: str, target: str
+) -> tuple[dict[str, str], str | None]:
+    """The rule's object-locator and the column pattern it applies to (None: no column of its own)."""
     extra: tuple[str, ...] = ("column-name", "data-type") if target == "column" else ()
     loc = _locator(ctx, rule, extra=extra, table_required=target != "schema")
     column = loc.get("column-name")
@@ -537,77 +643,91 @@ def _transformation(ctx: _Ctx, rule: dict[str, Any]) -> TransformationRule:
     )
     if needs_column and column is None and "data-type" not in loc:
         raise ctx.error(".object-locator", f'{action} on a column needs "column-name" (wildcards allowed)')
-    if action in ("add-column", "add-before-image-columns") and column is None:
-        column = "%" if action == "add-before-image-columns" else None
+    if action == "add-before-image-columns" and column is None:
+        column = "%"
     if action == "define-primary-key" and (is_wildcard(loc["schema-name"]) or is_wildcard(loc["table-name"])):
         raise ctx.error(".object-locator", "define-primary-key names one table exactly: no wildcards (DMS)")
-    value = old_value = expression = None
-    data_type: DataType | None = None
-    key_columns: tuple[str, ...] = ()
-    bi = ("BI_", "", "pk-only")
-    if action in ("rename", "add-column") or action.endswith(("-prefix", "-suffix")):
-        # add-column's "value" is the new column's name (DMS); its content comes from "expression".
-        value = _string(ctx, rule, "value", "")
-    if action in ("replace-prefix", "replace-suffix"):
-        old_value = _string(ctx, rule, "old-value", "")
-    if action == "add-column":
-        if "expression" in rule:
-            expression = _string(ctx, rule, "expression", "")
-            assert expression is not None
-            try:
-                compile_expression(expression)
-            except ExpressionError as exc:
-                raise ctx.error(".expression", f"bad expression {exc}: {expression!r}") from None
-        if "data-type" in rule:
-            data_type = _data_type(ctx, rule["data-type"], ".data-type")
-    if action == "change-data-type":
-        if "data-type" not in rule:
-            raise ctx.error("", 'change-data-type needs "data-type"')
-        data_type = _data_type(ctx, rule["data-type"], ".data-type")
-    if action == "define-primary-key":
-        pk = rule.get("primary-key-def")
-        if not isinstance(pk, dict):
-            raise ctx.error("", 'define-primary-key needs "primary-key-def": {"name": ..., "columns": [...]}')
-        _unknown_keys(ctx, pk, {"name", "origin", "columns"}, ".primary-key-def")
-        if pk.get("origin", "primary-key") not in ("primary-key", "unique-index"):
-            raise ctx.error(".primary-key-def.origin", 'must be "primary-key" or "unique-index"')
-        cols = pk.get("columns")
-        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
-            raise ctx.error(".primary-key-def.columns", "must be a non-empty list of column names")
-        key_columns = tuple(cols)
-    if action == "add-before-image-columns":
-        bdef = rule.get("before-image-def", {})
-        if not isinstance(bdef, dict):
-            raise ctx.error(".before-image-def", "must be an object")
-        _unknown_keys(ctx, bdef, {"column-prefix", "column-suffix", "column-filter"}, ".before-image-def")
-        prefix, suffix, flt = (
-            bdef.get("column-prefix", "BI_"),
-            bdef.get("column-suffix", ""),
-            bdef.get("column-filter", "pk-only"),
-        )
-        if not isinstance(prefix, str) or not isinstance(suffix, str) or not (prefix or suffix):
-            raise ctx.error(".before-image-def", "column-prefix/column-suffix must be strings, not both empty")
-        if flt not in BEFORE_IMAGE_FILTERS:
-            raise ctx.error(".before-image-def.column-filter", f"must be one of {', '.join(BEFORE_IMAGE_FILTERS)}")
-        bi = (prefix, suffix, flt)
-    return TransformationRule(
-        rule_id=ctx.rule_id,
-        target=target,
-        action=str(action),
-        schema=loc["schema-name"],
-        table=loc["table-name"],
-        column=column,
-        data_type_locator=loc.get("data-type"),
-        value=value,
-        old_value=old_value,
-        expression=expression,
-        data_type=data_type,
-        key_columns=key_columns,
-        before_prefix=bi[0],
-        before_suffix=bi[1],
-        before_filter=bi[2],
-        origin=ctx.origin,
+    return loc, column
+
+
+# --- the parameters of each action, as TransformationRule fields ---
+
+
+def _no_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _name_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    return {"value": _string(ctx, rule, "value", "")}
+
+
+def _replace_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    return {"value": _string(ctx, rule, "value", ""), "old_value": _string(ctx, rule, "old-value", "")}
+
+
+def _add_column_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    # add-column's "value" is the new column's name (DMS); its content comes from "expression".
+    params: dict[str, Any] = {"value": _string(ctx, rule, "value", "")}
+    if "expression" in rule:
+        expression = _string(ctx, rule, "expression", "")
+        assert expression is not None
+        try:
+            compile_expression(expression)
+        except ExpressionError as exc:
+            raise ctx.error(".expression", f"bad expression {exc}: {expression!r}") from None
+        params["expression"] = expression
+    if "data-type" in rule:
+        params["data_type"] = _data_type(ctx, rule["data-type"], ".data-type")
+    return params
+
+
+def _change_data_type_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    if "data-type" not in rule:
+        raise ctx.error("", 'change-data-type needs "data-type"')
+    return {"data_type": _data_type(ctx, rule["data-type"], ".data-type")}
+
+
+def _primary_key_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    pk = rule.get("primary-key-def")
+    if not isinstance(pk, dict):
+        raise ctx.error("", 'define-primary-key needs "primary-key-def": {"name": ..., "columns": [...]}')
+    _unknown_keys(ctx, pk, {"name", "origin", "columns"}, ".primary-key-def")
+    if pk.get("origin", "primary-key") not in ("primary-key", "unique-index"):
+        raise ctx.error(".primary-key-def.origin", 'must be "primary-key" or "unique-index"')
+    cols = pk.get("columns")
+    if not isinstance(cols, list) or not cols or not all(isinstance(c, str) and c for c in cols):
+        raise ctx.error(".primary-key-def.columns", "must be a non-empty list of column names")
+    return {"key_columns": tuple(cols)}
+
+
+def _before_image_parameters(ctx: _Ctx, rule: dict[str, Any]) -> dict[str, Any]:
+    bdef = rule.get("before-image-def", {})
+    if not isinstance(bdef, dict):
+        raise ctx.error(".before-image-def", "must be an object")
+    _unknown_keys(ctx, bdef, {"column-prefix", "column-suffix", "column-filter"}, ".before-image-def")
+    prefix, suffix, flt = (
+        bdef.get("column-prefix", "BI_"),
+        bdef.get("column-suffix", ""),
+        bdef.get("column-filter", "pk-only"),
     )
+    if not isinstance(prefix, str) or not isinstance(suffix, str) or not (prefix or suffix):
+        raise ctx.error(".before-image-def", "column-prefix/column-suffix must be strings, not both empty")
+    if flt not in BEFORE_IMAGE_FILTERS:
+        raise ctx.error(".before-image-def.column-filter", f"must be one of {', '.join(BEFORE_IMAGE_FILTERS)}")
+    return {"before_prefix": prefix, "before_suffix": suffix, "before_filter": flt}
+
+
+_ACTION_PARAMETERS: dict[str, Callable[[_Ctx, dict[str, Any]], dict[str, Any]]] = {
+    **dict.fromkeys(NAME_ACTIONS, _name_parameters),
+    "convert-lowercase": _no_parameters,
+    "convert-uppercase": _no_parameters,
+    "replace-prefix": _replace_parameters,
+    "replace-suffix": _replace_parameters,
+    "add-column": _add_column_parameters,
+    "change-data-type": _change_data_type_parameters,
+    "define-primary-key": _primary_key_parameters,
+    "add-before-image-columns": _before_image_parameters,
+}
 
 
 def _attribute_mappings(ctx: _Ctx, raw: Any) -> tuple[AttributeMapping, ...]:
@@ -913,6 +1033,7 @@ def load_rules(path: Path | None) -> MappingRules:
 
 __all__ = [
     "AttributeMapping",
+    "ColumnRules",
     "DataType",
     "FilterCondition",
     "MappingRules",
@@ -921,6 +1042,7 @@ __all__ = [
     "ParallelLoad",
     "SelectionRule",
     "SourceFilter",
+    "TableRules",
     "TransformationRule",
     "load_rules",
     "parse_rules",
