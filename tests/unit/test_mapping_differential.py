@@ -20,6 +20,7 @@ which rewrites ``tests/unit/golden/mapping_differential.json`` from the current 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -806,7 +807,19 @@ def parse_case(name: str) -> str:
         rules = parse_rules({"rules": _fix(raw)}, f"{name}.json")
     except CdcstreamError as exc:
         return f"error: {exc}"
-    return repr((rules.selections, rules.transformations, rules.object_mappings, rules.table_settings))
+    return _describe((rules.selections, rules.transformations, rules.object_mappings, rules.table_settings))
+
+
+def _describe(value: Any) -> str:
+    """repr, with sets in sorted order (a frozenset's repr follows string hashing, which differs per process)."""
+    if isinstance(value, frozenset):
+        return "{" + ", ".join(sorted(map(repr, value))) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_describe(v) for v in value) + ")"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = (f"{f.name}={_describe(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.repr)
+        return f"{type(value).__name__}({', '.join(fields)})"
+    return repr(value)
 
 
 def _parse_cases() -> list[str]:
