@@ -265,76 +265,112 @@ def parse_message(buf: bytes, *, lsn: int = 0) -> Message:
 
 
 def _parse_message(buf: bytes) -> tuple[Message, int]:
-    tag = buf[0]
-    if tag == 0x42:  # 'B'
-        return Begin(*_BEGIN.unpack_from(buf, 1)), 1 + _BEGIN.size
-    if tag == 0x43:  # 'C'
-        return Commit(*_COMMIT.unpack_from(buf, 1)), 1 + _COMMIT.size
-    if tag == 0x4F:  # 'O'
-        (lsn,) = _U64.unpack_from(buf, 1)
-        name, pos = _cstring(buf, 9)
-        return Origin(lsn, name), pos
-    if tag == 0x52:  # 'R'
-        (relid,) = _U32.unpack_from(buf, 1)
-        ns, pos = _cstring(buf, 5)
-        name, pos = _cstring(buf, pos)
-        ident = chr(buf[pos])
-        (ncols,) = _I16.unpack_from(buf, pos + 1)
-        pos += 3
-        cols = []
-        for _ in range(ncols):
-            flags = buf[pos]
-            cname, pos = _cstring(buf, pos + 1)
-            oid, typmod = struct.unpack_from("!Ii", buf, pos)
-            pos += 8
-            cols.append(RelationColumn(bool(flags & 1), cname, oid, typmod))
-        return Relation(relid, ns, name, ident, tuple(cols)), pos
-    if tag == 0x59:  # 'Y'
-        (oid,) = _U32.unpack_from(buf, 1)
-        ns, pos = _cstring(buf, 5)
-        name, pos = _cstring(buf, pos)
-        return TypeMessage(oid, ns, name), pos
-    if tag == 0x49:  # 'I'
-        (relid,) = _U32.unpack_from(buf, 1)
-        if buf[5] != 0x4E:
-            raise ValueError("INSERT without a new tuple")
-        new, pos = _parse_tuple(buf, 6)
-        return Insert(relid, new), pos
-    if tag == 0x55:  # 'U'
-        (relid,) = _U32.unpack_from(buf, 1)
-        pos = 5
-        old_kind: str | None = None
-        old = None
-        if buf[pos] in (0x4B, 0x4F):
-            old_kind = chr(buf[pos])
-            old, pos = _parse_tuple(buf, pos + 1)
-        if buf[pos] != 0x4E:
-            raise ValueError("UPDATE without a new tuple")
-        new, pos = _parse_tuple(buf, pos + 1)
-        return Update(relid, old_kind, old, new), pos
-    if tag == 0x44:  # 'D'
-        (relid,) = _U32.unpack_from(buf, 1)
-        if buf[5] not in (0x4B, 0x4F):
-            raise ValueError("DELETE without a key or old tuple")
-        old, pos = _parse_tuple(buf, 6)
-        return Delete(relid, chr(buf[5]), old), pos
-    if tag == 0x54:  # 'T'
-        (nrel,) = _I32.unpack_from(buf, 1)
-        options = buf[5]
-        if nrel < 0:
-            raise ValueError("negative relation count")
-        relids = struct.unpack_from(f"!{nrel}I", buf, 6)
-        return Truncate(options, relids), 6 + 4 * nrel
-    if tag == 0x4D:  # 'M'
-        flags = buf[1]
-        (lsn,) = _U64.unpack_from(buf, 2)
-        prefix, pos = _cstring(buf, 10)
-        (n,) = _I32.unpack_from(buf, pos)
-        pos += 4
-        if n < 0 or pos + n > len(buf):
-            raise ValueError("message content runs past the end")
-        return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[pos : pos + n])), pos + n
-    raise DecodeError(f"unknown pgoutput message type {buf[:1]!r}")
+    parse = _PARSERS.get(buf[0])
+    if parse is None:
+        raise DecodeError(f"unknown pgoutput message type {buf[:1]!r}")
+    return parse(buf)
+
+
+def _parse_begin(buf: bytes) -> tuple[Message, int]:
+    return Begin(*_BEGIN.unpack_from(buf, 1)), 1 + _BEGIN.size
+
+
+def _parse_commit(buf: bytes) -> tuple[Message, int]:
+    return Commit(*_COMMIT.unpack_from(buf, 1)), 1 + _COMMIT.size
+
+
+def _parse_origin(buf: bytes) -> tuple[Message, int]:
+    (lsn,) = _U64.unpack_from(buf, 1)
+    name, pos = _cstring(buf, 9)
+    return Origin(lsn, name), pos
+
+
+def _parse_relation(buf: bytes) -> tuple[Message, int]:
+    (relid,) = _U32.unpack_from(buf, 1)
+    ns, pos = _cstring(buf, 5)
+    name, pos = _cstring(buf, pos)
+    ident = chr(buf[pos])
+    (ncols,) = _I16.unpack_from(buf, pos + 1)
+    pos += 3
+    cols = []
+    for _ in range(ncols):
+        flags = buf[pos]
+        cname, pos = _cstring(buf, pos + 1)
+        oid, typmod = struct.unpack_from("!Ii", buf, pos)
+        pos += 8
+        cols.append(RelationColumn(bool(flags & 1), cname, oid, typmod))
+    return Relation(relid, ns, name, ident, tuple(cols)), pos
+
+
+def _parse_type(buf: bytes) -> tuple[Message, int]:
+    (oid,) = _U32.unpack_from(buf, 1)
+    ns, pos = _cstring(buf, 5)
+    name, pos = _cstring(buf, pos)
+    return TypeMessage(oid, ns, name), pos
+
+
+def _parse_insert(buf: bytes) -> tuple[Message, int]:
+    (relid,) = _U32.unpack_from(buf, 1)
+    if buf[5] != 0x4E:
+        raise ValueError("INSERT without a new tuple")
+    new, pos = _parse_tuple(buf, 6)
+    return Insert(relid, new), pos
+
+
+def _parse_update(buf: bytes) -> tuple[Message, int]:
+    (relid,) = _U32.unpack_from(buf, 1)
+    pos = 5
+    old_kind: str | None = None
+    old = None
+    if buf[pos] in (0x4B, 0x4F):
+        old_kind = chr(buf[pos])
+        old, pos = _parse_tuple(buf, pos + 1)
+    if buf[pos] != 0x4E:
+        raise ValueError("UPDATE without a new tuple")
+    new, pos = _parse_tuple(buf, pos + 1)
+    return Update(relid, old_kind, old, new), pos
+
+
+def _parse_delete(buf: bytes) -> tuple[Message, int]:
+    (relid,) = _U32.unpack_from(buf, 1)
+    if buf[5] not in (0x4B, 0x4F):
+        raise ValueError("DELETE without a key or old tuple")
+    old, pos = _parse_tuple(buf, 6)
+    return Delete(relid, chr(buf[5]), old), pos
+
+
+def _parse_truncate(buf: bytes) -> tuple[Message, int]:
+    (nrel,) = _I32.unpack_from(buf, 1)
+    options = buf[5]
+    if nrel < 0:
+        raise ValueError("negative relation count")
+    relids = struct.unpack_from(f"!{nrel}I", buf, 6)
+    return Truncate(options, relids), 6 + 4 * nrel
+
+
+def _parse_logical_message(buf: bytes) -> tuple[Message, int]:
+    flags = buf[1]
+    (lsn,) = _U64.unpack_from(buf, 2)
+    prefix, pos = _cstring(buf, 10)
+    (n,) = _I32.unpack_from(buf, pos)
+    pos += 4
+    if n < 0 or pos + n > len(buf):
+        raise ValueError("message content runs past the end")
+    return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[pos : pos + n])), pos + n
+
+
+_PARSERS: dict[int, Callable[[bytes], tuple[Message, int]]] = {
+    0x42: _parse_begin,  # 'B'
+    0x43: _parse_commit,  # 'C'
+    0x4F: _parse_origin,  # 'O'
+    0x52: _parse_relation,  # 'R'
+    0x59: _parse_type,  # 'Y'
+    0x49: _parse_insert,  # 'I'
+    0x55: _parse_update,  # 'U'
+    0x44: _parse_delete,  # 'D'
+    0x54: _parse_truncate,  # 'T'
+    0x4D: _parse_logical_message,  # 'M'
+}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -410,6 +446,18 @@ class Decoder:
         # Set by feed() when it stopped for type descriptions: (OIDs to describe, frames still to feed).
         self.stalled: tuple[set[int], list[bytes]] | None = None
         self._index = 0
+        self._handlers: dict[int, Callable[[bytes, list[Item]], None]] = {
+            0x49: self._insert,  # 'I'
+            0x55: self._update,  # 'U'
+            0x44: self._delete,  # 'D'
+            0x42: self._begin,  # 'B'
+            0x43: self._commit,  # 'C'
+            0x52: self._relation,  # 'R'
+            0x54: self._truncate,  # 'T'
+            0x59: self._type,  # 'Y'
+            0x4D: self._logical_message,  # 'M'
+            0x4F: self._origin,  # 'O'
+        }
 
     # -- connection lifecycle ------------------------------------------------------------------------------
     def reset_transaction(self) -> None:
@@ -553,98 +601,114 @@ class Decoder:
                 f"(transaction {self.xid if self.in_transaction else '-'}): {exc!r}"
             ) from None
 
+    # One handler per pgoutput message type. Offsets in the handlers are relative to the start of the 'w' frame:
+    # the pgoutput message starts at byte 25, its relation id (row messages) at 26.
     def _dispatch(self, buf: bytes, out: list[Item]) -> None:
-        # Offsets below are relative to the start of the 'w' frame: the pgoutput message starts at byte 25.
-        tag = buf[25]
-        if tag == 0x49:  # 'I'
-            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
-            if not plan.selected:
-                return
-            if buf[30] != 0x4E:
-                raise ValueError("INSERT without a new tuple")
-            row, unchanged, pos = self._row(plan, buf, 31)
-            self._check_end(buf, pos)
-            self._emit(out, plan, Op.INSERT, 0, row, None, unchanged)
-        elif tag == 0x55:  # 'U'
-            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
-            if not plan.selected:
-                return
-            pos = 30
-            before = None
-            kind = buf[pos]
-            if kind == 0x4B or kind == 0x4F:  # 'K' key / 'O' old tuple
-                before, _, pos = self._row(plan, buf, pos + 1, key_only=kind == 0x4B)
-            if buf[pos] != 0x4E:
-                raise ValueError("UPDATE without a new tuple")
-            row, unchanged, pos = self._row(plan, buf, pos + 1)
-            self._check_end(buf, pos)
-            if unchanged and kind == 0x4F and before is not None:
-                row, unchanged = _fill_unchanged(plan.names, row, unchanged, before)
-            self._emit(out, plan, Op.UPDATE, 1, row, before, unchanged)
-        elif tag == 0x44:  # 'D'
-            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
-            if not plan.selected:
-                return
-            kind = buf[30]
-            if kind != 0x4B and kind != 0x4F:
-                raise ValueError("DELETE without a key or old tuple")
-            before, _, pos = self._row(plan, buf, 31, key_only=kind == 0x4B)
-            self._check_end(buf, pos)
-            self._emit(out, plan, Op.DELETE, 2, None, before, ())
-        elif tag == 0x42:  # 'B'
-            final_lsn, ts, xid = _BEGIN.unpack_from(buf, 26)
-            self._check_end(buf, 26 + _BEGIN.size)
-            self.in_transaction = True
-            self.xid = xid
-            self._final_lsn = final_lsn
-            self._commit_time = pg_time_to_iso(ts)
-            self._commit_epoch = pg_time_to_epoch(ts)
-            self._pos_prefix = f"{final_lsn >> 32:08X}/{final_lsn & 0xFFFFFFFF:08X}."
-            self._record_id = 0
-        elif tag == 0x43:  # 'C'
-            _flags, _commit_lsn, end_lsn, ts = _COMMIT.unpack_from(buf, 26)
-            self._check_end(buf, 26 + _COMMIT.size)
-            if not self.in_transaction:
-                raise ValueError("COMMIT without BEGIN")
-            self.in_transaction = False
-            self.transactions += 1
-            epoch = pg_time_to_epoch(ts)
-            self.last_commit_epoch = epoch
-            self.last_commit_time = self._commit_time
-            if end_lsn > self.last_position:
-                self.last_position = end_lsn
-            out.append(Marker({"lsn": format_lsn(end_lsn), **self.checkpoint_extra}, epoch, True))
-        elif tag == 0x52:  # 'R'
-            rel, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(rel, Relation)
-            self._check_end(buf, 25 + pos)
-            self.add_relation(rel)
-        elif tag == 0x54:  # 'T'
-            msg, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(msg, Truncate)
-            self._check_end(buf, 25 + pos)
-            for relid in msg.relation_ids:
-                plan = self.plans[relid]
-                if plan.selected:
-                    self._emit(out, plan, Op.TRUNCATE, 3, None, None, ())
-        elif tag == 0x59:  # 'Y': remember the name of a user-defined type for later Relation messages
-            msg, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(msg, TypeMessage)
-            self._check_end(buf, 25 + pos)
-            self.type_names[msg.type_oid] = msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
-        elif tag == 0x4D:  # 'M' logical message: heartbeats (no event) and DDL capture (control events)
-            msg, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(msg, LogicalMessage)
-            self._check_end(buf, 25 + pos)
-            if msg.prefix == ddl.PREFIX and msg.transactional and self.in_transaction:
-                self._schema_change(msg, out)
-        elif tag == 0x4F:  # 'O' origin: validated, no event
-            _, pos = _parse_message(bytes(buf[25:]))
-            self._check_end(buf, 25 + pos)
-        else:
+        handler = self._handlers.get(buf[25])
+        if handler is None:
             raise DecodeError(
                 f"unknown pgoutput message type {bytes(buf[25:26])!r} at LSN {format_lsn(self.received_lsn)}"
             )
+        handler(buf, out)
+
+    def _insert(self, buf: bytes, out: list[Item]) -> None:
+        plan = self.plans[_U32.unpack_from(buf, 26)[0]]
+        if not plan.selected:
+            return
+        if buf[30] != 0x4E:
+            raise ValueError("INSERT without a new tuple")
+        row, unchanged, pos = self._row(plan, buf, 31)
+        self._check_end(buf, pos)
+        self._emit(out, plan, Op.INSERT, 0, row, None, unchanged)
+
+    def _update(self, buf: bytes, out: list[Item]) -> None:
+        plan = self.plans[_U32.unpack_from(buf, 26)[0]]
+        if not plan.selected:
+            return
+        pos = 30
+        before = None
+        kind = buf[pos]
+        if kind == 0x4B or kind == 0x4F:  # 'K' key / 'O' old tuple
+            before, _, pos = self._row(plan, buf, pos + 1, key_only=kind == 0x4B)
+        if buf[pos] != 0x4E:
+            raise ValueError("UPDATE without a new tuple")
+        row, unchanged, pos = self._row(plan, buf, pos + 1)
+        self._check_end(buf, pos)
+        if unchanged and kind == 0x4F and before is not None:
+            row, unchanged = _fill_unchanged(plan.names, row, unchanged, before)
+        self._emit(out, plan, Op.UPDATE, 1, row, before, unchanged)
+
+    def _delete(self, buf: bytes, out: list[Item]) -> None:
+        plan = self.plans[_U32.unpack_from(buf, 26)[0]]
+        if not plan.selected:
+            return
+        kind = buf[30]
+        if kind != 0x4B and kind != 0x4F:
+            raise ValueError("DELETE without a key or old tuple")
+        before, _, pos = self._row(plan, buf, 31, key_only=kind == 0x4B)
+        self._check_end(buf, pos)
+        self._emit(out, plan, Op.DELETE, 2, None, before, ())
+
+    def _begin(self, buf: bytes, out: list[Item]) -> None:
+        final_lsn, ts, xid = _BEGIN.unpack_from(buf, 26)
+        self._check_end(buf, 26 + _BEGIN.size)
+        self.in_transaction = True
+        self.xid = xid
+        self._final_lsn = final_lsn
+        self._commit_time = pg_time_to_iso(ts)
+        self._commit_epoch = pg_time_to_epoch(ts)
+        self._pos_prefix = f"{final_lsn >> 32:08X}/{final_lsn & 0xFFFFFFFF:08X}."
+        self._record_id = 0
+
+    def _commit(self, buf: bytes, out: list[Item]) -> None:
+        _flags, _commit_lsn, end_lsn, ts = _COMMIT.unpack_from(buf, 26)
+        self._check_end(buf, 26 + _COMMIT.size)
+        if not self.in_transaction:
+            raise ValueError("COMMIT without BEGIN")
+        self.in_transaction = False
+        self.transactions += 1
+        epoch = pg_time_to_epoch(ts)
+        self.last_commit_epoch = epoch
+        self.last_commit_time = self._commit_time
+        if end_lsn > self.last_position:
+            self.last_position = end_lsn
+        out.append(Marker({"lsn": format_lsn(end_lsn), **self.checkpoint_extra}, epoch, True))
+
+    @staticmethod
+    def _parsed(buf: bytes) -> Message:
+        """A rare message through the reference parser, whole (no byte left over)."""
+        msg, pos = _parse_message(bytes(buf[25:]))
+        Decoder._check_end(buf, 25 + pos)
+        return msg
+
+    def _relation(self, buf: bytes, out: list[Item]) -> None:
+        rel = self._parsed(buf)
+        assert isinstance(rel, Relation)
+        self.add_relation(rel)
+
+    def _truncate(self, buf: bytes, out: list[Item]) -> None:
+        msg = self._parsed(buf)
+        assert isinstance(msg, Truncate)
+        for relid in msg.relation_ids:
+            plan = self.plans[relid]
+            if plan.selected:
+                self._emit(out, plan, Op.TRUNCATE, 3, None, None, ())
+
+    def _type(self, buf: bytes, out: list[Item]) -> None:
+        """Remembers the name of a user-defined type for later Relation messages."""
+        msg = self._parsed(buf)
+        assert isinstance(msg, TypeMessage)
+        self.type_names[msg.type_oid] = msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
+
+    def _logical_message(self, buf: bytes, out: list[Item]) -> None:
+        """Heartbeats (no event) and DDL capture (control events)."""
+        msg = self._parsed(buf)
+        assert isinstance(msg, LogicalMessage)
+        if msg.prefix == ddl.PREFIX and msg.transactional and self.in_transaction:
+            self._schema_change(msg, out)
+
+    def _origin(self, buf: bytes, out: list[Item]) -> None:
+        self._parsed(buf)  # validated, no event
 
     def _schema_change(self, msg: LogicalMessage, out: list[Item]) -> None:
         """Control events from a DDL capture message (sources/postgres/ddl.py), at its place in the transaction.
