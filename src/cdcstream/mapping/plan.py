@@ -122,6 +122,27 @@ def _condition(c: FilterCondition, column: Column, where: str) -> Callable[[Any]
                 raise MappingError(f"{where}: {s!r} is not a number, but column {column.name!r} is {tname}") from None
         return s
 
+    safe = _safe_predicate(numeric, tname)
+    op = c.operator
+    if op in ("between", "notbetween"):
+        lo, hi = parse(c.start), parse(c.end)
+        if op == "between":
+            return safe(lambda x: bool(lo <= x <= hi))
+        return safe(lambda x: not (lo <= x <= hi))
+    val = parse(c.value)
+    tests: dict[str, Callable[[Any], bool]] = {
+        "eq": lambda x: bool(x == val),
+        "noteq": lambda x: bool(x != val),
+        "lte": lambda x: bool(x <= val),
+        "ste": lambda x: bool(x <= val),
+        "gte": lambda x: bool(x >= val),
+    }
+    return safe(tests[op])
+
+
+def _safe_predicate(numeric: bool, tname: str) -> Callable[[Callable[[Any], bool]], Callable[[Any], bool]]:
+    """Wraps a comparison of normalised values into a predicate on raw values (NULL and NaN match nothing)."""
+
     def norm(v: Any) -> Any:
         if numeric:
             if isinstance(v, bool):
@@ -152,21 +173,7 @@ def _condition(c: FilterCondition, column: Column, where: str) -> Callable[[Any]
 
         return pred
 
-    op = c.operator
-    if op in ("between", "notbetween"):
-        lo, hi = parse(c.start), parse(c.end)
-        if op == "between":
-            return safe(lambda x: bool(lo <= x <= hi))
-        return safe(lambda x: not (lo <= x <= hi))
-    val = parse(c.value)
-    tests: dict[str, Callable[[Any], bool]] = {
-        "eq": lambda x: bool(x == val),
-        "noteq": lambda x: bool(x != val),
-        "lte": lambda x: bool(x <= val),
-        "ste": lambda x: bool(x <= val),
-        "gte": lambda x: bool(x >= val),
-    }
-    return safe(tests[op])
+    return safe
 
 
 def compile_filter(rules: Sequence[SelectionRule], info: TableInfo) -> Callable[[Row], bool] | None:

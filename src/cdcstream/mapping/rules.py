@@ -454,36 +454,7 @@ def _filters(ctx: _Ctx, raw: Any) -> tuple[SourceFilter, ...]:
         conds = f.get("filter-conditions")
         if not isinstance(conds, list) or not conds:
             raise ctx.error(f"{path}.filter-conditions", "must be a non-empty list of conditions")
-        parsed: list[FilterCondition] = []
-        for ci, c in enumerate(conds):
-            cpath = f"{path}.filter-conditions[{ci}]"
-            if not isinstance(c, dict):
-                raise ctx.error(cpath, "each condition must be an object")
-            _unknown_keys(ctx, c, {"filter-operator", "value", "start-value", "end-value"}, cpath)
-            op = c.get("filter-operator")
-            if op not in FILTER_OPERATORS:
-                raise ctx.error(
-                    f"{cpath}.filter-operator", f"unknown filter-operator {op!r} (one of {', '.join(FILTER_OPERATORS)})"
-                )
-
-            def val(key: str, *, cpath: str = cpath, c: dict[str, Any] = c, op: str = op) -> str:
-                v = c.get(key)
-                if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                    raise ctx.error(f"{cpath}", f'filter-operator {op!r} needs "{key}" (a string or number)')
-                return str(v)
-
-            if op in ("between", "notbetween"):
-                if "value" in c:
-                    raise ctx.error(f"{cpath}.value", f'{op} takes "start-value" and "end-value", not "value"')
-                parsed.append(FilterCondition(op, start=val("start-value"), end=val("end-value")))
-            elif op in ("null", "notnull"):
-                if set(c) - {"filter-operator"}:
-                    raise ctx.error(cpath, f"{op} takes no value")
-                parsed.append(FilterCondition(op))
-            else:
-                if "start-value" in c or "end-value" in c:
-                    raise ctx.error(cpath, f'{op} takes "value", not "start-value"/"end-value"')
-                parsed.append(FilterCondition(op, value=val("value")))
+        parsed = [_filter_condition(ctx, c, f"{path}.filter-conditions[{ci}]") for ci, c in enumerate(conds)]
         if any(c.operator in NEGATIVE_OPERATORS for c in parsed) and len(parsed) > 1:
             raise ctx.error(
                 f"{path}.filter-conditions",
@@ -491,6 +462,35 @@ def _filters(ctx: _Ctx, raw: Any) -> tuple[SourceFilter, ...]:
             )
         out.append(SourceFilter(column, tuple(parsed), path))
     return tuple(out)
+
+
+def _filter_condition(ctx: _Ctx, c: Any, cpath: str) -> FilterCondition:
+    if not isinstance(c, dict):
+        raise ctx.error(cpath, "each condition must be an object")
+    _unknown_keys(ctx, c, {"filter-operator", "value", "start-value", "end-value"}, cpath)
+    op = c.get("filter-operator")
+    if op not in FILTER_OPERATORS:
+        raise ctx.error(
+            f"{cpath}.filter-operator", f"unknown filter-operator {op!r} (one of {', '.join(FILTER_OPERATORS)})"
+        )
+
+    def val(key: str) -> str:
+        v = c.get(key)
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ctx.error(f"{cpath}", f'filter-operator {op!r} needs "{key}" (a string or number)')
+        return str(v)
+
+    if op in ("between", "notbetween"):
+        if "value" in c:
+            raise ctx.error(f"{cpath}.value", f'{op} takes "start-value" and "end-value", not "value"')
+        return FilterCondition(op, start=val("start-value"), end=val("end-value"))
+    if op in ("null", "notnull"):
+        if set(c) - {"filter-operator"}:
+            raise ctx.error(cpath, f"{op} takes no value")
+        return FilterCondition(op)
+    if "start-value" in c or "end-value" in c:
+        raise ctx.error(cpath, f'{op} takes "value", not "start-value"/"end-value"')
+    return FilterCondition(op, value=val("value"))
 
 
 def _selection(ctx: _Ctx, rule: dict[str, Any]) -> SelectionRule:
