@@ -23,6 +23,7 @@ from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.config import load_config
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from tests.support import running
+from tests.support.checkpoints import pg
 from tests.support.daemon import (
     Daemon,
     check_fails,
@@ -169,8 +170,8 @@ def test_an_lsn_ahead_of_the_wal_and_a_recreated_slot_are_refused(pg_db: PgDb, m
     server, db = pg_db.server, pg_db.name
     config, stream, slot = _one_row_streamed(pg_db, moto_url, tmp_path)
     store = FileCheckpointStore.for_task(load_config(config))
-    good = store.load()
-    assert good is not None and store.owned
+    good = pg(store.load())
+    assert store.owned
     wal_end = _insert_durably(server, db, 2)  # committed while the daemon is down
     before = _confirmed(server, db, slot)
     ahead = format_lsn(parse_lsn(wal_end) + 0x100000000)
@@ -202,16 +203,15 @@ def test_a_checkpoint_written_by_the_previous_version_is_adopted_or_refused_with
     server, db = pg_db.server, pg_db.name
     config, stream, slot = _one_row_streamed(pg_db, moto_url, tmp_path)
     legacy = FileCheckpointStore(tmp_path / "state", "task1")  # no owner: the format every earlier version wrote
-    checkpoint = legacy.load()
-    assert checkpoint is not None and checkpoint["lsn"] == _confirmed(server, db, slot)
+    checkpoint = pg(legacy.load())
+    assert checkpoint["lsn"] == _confirmed(server, db, slot)
     legacy.save(checkpoint)
     insert = lambda: pg_db.execute("INSERT INTO t VALUES (2)")  # noqa: E731
     stream_rows_then_stop(config, tmp_path / f"{config.stem}.log", insert, moto_url, stream, "t", 2)
     store = FileCheckpointStore.for_task(load_config(config))
     assert store.load() is not None and store.owned  # adopted, and owned from its first write on
 
-    stored = store.load()
-    assert stored is not None
+    stored = pg(store.load())
     ahead = _insert_durably(server, db, 3)
     assert parse_lsn(ahead) > parse_lsn(_confirmed(server, db, slot))
     legacy.save({**stored, "lsn": ahead})
@@ -270,15 +270,15 @@ def test_a_new_timeline_is_followed_up_to_its_branch_point_and_refused_past_it(
         1,
     )
     store = FileCheckpointStore.for_task(load_config(config))
-    before = store.load()
-    assert before is not None and before["timeline"] == 1
+    before = pg(store.load())
+    assert before["timeline"] == 1
     _promote(server)
     branch = str(server.execute(db, "SELECT pg_current_wal_flush_lsn()::text")[0][0])  # just past the branch
     insert = lambda: server.execute(db, "INSERT INTO t VALUES (2)")  # noqa: E731
     daemon = stream_rows_then_stop(config, tmp_path / f"{config.stem}.log", insert, moto_url, stream, "t", 2)
     assert "timeline changed" in daemon.log_tail(200)
-    after = store.load()
-    assert after is not None and after["timeline"] == 2
+    after = pg(store.load())
+    assert after["timeline"] == 2
     past = _insert_durably(server, db, 3)
     assert parse_lsn(past) > parse_lsn(branch)
     store.save({**after, "timeline": 1, "lsn": past})  # as if timeline 1 had gone on past the branch point

@@ -25,6 +25,7 @@ import pytest
 
 from cdcstream.checkpoints.store import FileCheckpointStore
 from tests.integration.test_reload_failures import limited_user
+from tests.support.checkpoints import pg
 from tests.support.daemon import (
     Daemon,
     create_stream,
@@ -83,8 +84,8 @@ def refuse_strangers(daemon: Daemon, table: str) -> None:
 def leave_state_at_its_worst(state: Path, names: list[str]) -> None:
     """The checkpoint names ``names`` as pending reloads; the other files the daemon keeps are damaged."""
     store = FileCheckpointStore(state, "task1")
-    checkpoint = store.load()
-    assert checkpoint is not None and "reload" not in checkpoint
+    checkpoint = pg(store.load())
+    assert "reload" not in checkpoint
     store.save({**checkpoint, "reload": names})
     (state / "task1.dead-letter.jsonl").write_bytes(b'{"half a line\x00')  # appended to, never read
     (state / "control-token").write_text("")  # a crash while it was written

@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.checkpoints.store import FileCheckpointStore
 from tests.support import running
+from tests.support.checkpoints import mysql
 from tests.support.daemon import create_stream, mysql_source, run_cli, stream_rows_then_stop, wait_for, write_config
 from tests.support.mysql import MyDb, MyServer, ServerStartError, start_private_mariadb
 from tests.support.tls import make_ca_and_server_cert
@@ -39,10 +41,8 @@ def _config(tmp_path: Path, port: int, database: str, url: str, stream: str, ext
     )
 
 
-def _checkpoint(tmp_path: Path) -> dict[str, Any]:
-    checkpoint = FileCheckpointStore(tmp_path / "state", "task1").load()
-    assert checkpoint is not None
-    return checkpoint
+def _checkpoint(tmp_path: Path) -> MySQLCheckpoint:
+    return mysql(FileCheckpointStore(tmp_path / "state", "task1").load())
 
 
 def _stream_one_row(config: Path, tmp_path: Path, insert: Any, url: str, stream: str, table: str, n: int) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import running
+from tests.support.checkpoints import pg
 from tests.support.daemon import Daemon, create_stream, read_stream, run_cli, write_config
 from tests.support.postgres import PgDb, PgServer, ServerStartError, start_private_postgres
 from tests.support.tls import make_ca_and_server_cert
@@ -131,8 +132,8 @@ def test_a_checkpoint_from_another_cluster_is_refused(pg_db: PgDb, moto_url: str
     time.sleep(1.5)
     assert daemon.stop() == 0
     store = FileCheckpointStore(tmp_path / "state", "task1")
-    checkpoint = store.load()
-    assert checkpoint is not None and checkpoint["system_id"] and checkpoint["timeline"] == 1
+    checkpoint = pg(store.load())
+    assert checkpoint["system_id"] and checkpoint["timeline"] == 1
     store.save({**checkpoint, "system_id": "7000000000000000001"})
     res = run_cli("run", "--config", str(config))
     assert res.returncode == 3, res.stderr

@@ -16,12 +16,14 @@ import pymysql
 import pytest
 
 from cdcstream.changes import ChangeEvent, Marker, Op
+from cdcstream.checkpoints.model import MySQLCheckpoint, load_completed
 from cdcstream.config import FullLoadConfig
 from cdcstream.sources.loadengine import Segment
 from cdcstream.sources.mysql import MySQLSource, snapshot
 from cdcstream.sources.mysql.server import connection_settings
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
 from tests.integration.test_mysql_source import run
+from tests.support.checkpoints import mysql
 from tests.support.mysql import CDC_GRANTS, MyDb
 from tests.support.reader import Reader
 
@@ -131,8 +133,8 @@ async def test_load_rows_render_like_inserted_rows(my_db: MyDb) -> None:
     assert full["ts"] == "2026-11-27T12:00:00.500000Z"
 
 
-def _positions(events: list[Any]) -> list[dict[str, Any]]:
-    return [m.checkpoint for m in events if isinstance(m, Marker)]
+def _positions(events: list[Any]) -> list[MySQLCheckpoint]:
+    return [mysql(m.checkpoint) for m in events if isinstance(m, Marker)]
 
 
 async def _load_with_concurrent_writes(my_db: MyDb, **cfg: Any) -> tuple[list[Any], MySQLSource]:
@@ -168,7 +170,7 @@ async def test_lock_path_starts_cdc_at_the_snapshot(my_db: MyDb) -> None:
     ops = [e.op for e in items if isinstance(e, ChangeEvent)]
     assert ops.count(Op.LOAD) == 500  # the writes came after the snapshot: CDC carries them, the load does not
     loaded_marker = _positions(items)[-1]
-    assert loaded_marker["load"]["done"] is True and "file" in loaded_marker
+    assert load_completed(loaded_marker) and "file" in loaded_marker
 
 
 async def test_without_reload_falls_back_to_binlog_snapshot(my_db: MyDb) -> None:
@@ -177,7 +179,7 @@ async def test_without_reload_falls_back_to_binlog_snapshot(my_db: MyDb) -> None
     with user_without_reload(my_db) as creds:
         items, src = await _load_with_concurrent_writes(my_db, **creds)
         assert src._load is not None and getattr(src._load.engine, "path", None) == "binlog_snapshot"
-        start = src._load.start_position
+        start = mysql(src._load.start_position)
         assert start["file"].startswith("mariadb-bin.") and start["pos"] > 4 and start["gtid"]
     assert _replay(items) == {int(k): int(v) for k, v in my_db.execute("SELECT id, v FROM w")}
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cdcstream.changes import ChangeEvent, Op
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.mysql import MySQLSource, snapshot
@@ -93,7 +94,7 @@ async def test_reload_is_exact_while_a_writer_runs(
     if sessions == 1:
         align = snapshot.MyLoadEngine._align
 
-        def never_aligned(engine: snapshot.MyLoadEngine) -> dict[str, Any]:
+        def never_aligned(engine: snapshot.MyLoadEngine) -> MySQLCheckpoint:
             if len(engine._sessions) > 1:  # a server too busy for the sessions to meet at one position
                 raise snapshot.SnapshotsDiffer("forced by the test")
             return align(engine)

@@ -11,6 +11,7 @@ import pytest
 from cdcstream.changes import Marker, Op
 from cdcstream.errors import SourceError
 from cdcstream.sources.mysql import MySQLSource
+from tests.support.checkpoints import mysql
 from tests.support.mysql import MyDb
 from tests.support.reader import Reader, n_events, open_reader
 
@@ -260,7 +261,7 @@ async def test_a_checkpoint_without_server_identity_is_accepted_and_recorded(my_
     reader = await open_reader(my_db.config(gtid_mode="off"), {"file": file, "pos": pos, "gtid": None})
     try:
         await reader.wait_for(n_events(1))
-        assert reader.markers[-1].checkpoint["server_id"] == 1
+        assert mysql(reader.markers[-1].checkpoint)["server_id"] == 1
         assert reader.source.status()["server_identity"] == {"server_id": 1}
     finally:
         await reader.stop()
@@ -326,7 +327,7 @@ async def test_rotation_and_positions_sort(my_db: MyDb) -> None:
         a, b = reader.events[:2]
         assert a.stream_position < b.stream_position
         assert a.stream_position.split(":")[0] != b.stream_position.split(":")[0]
-        assert reader.markers[-1].checkpoint["file"] == b.stream_position.split(":")[0]
+        assert mysql(reader.markers[-1].checkpoint)["file"] == b.stream_position.split(":")[0]
     finally:
         await reader.stop()
 

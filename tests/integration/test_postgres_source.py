@@ -13,6 +13,7 @@ from cdcstream.sources.postgres import PostgresSource
 from cdcstream.sources.postgres.checks import run_checks
 from cdcstream.sources.postgres.pgoutput import parse_lsn
 from cdcstream.telemetry import metrics
+from tests.support.checkpoints import pg
 from tests.support.postgres import PgDb
 from tests.support.reader import n_events, open_reader
 
@@ -87,7 +88,7 @@ async def test_commit_markers_increase_and_follow_their_events(pg_db: PgDb) -> N
             pg_db.execute(f"INSERT INTO t VALUES ({i})")
         await reader.wait_for(lambda r: len([m for m in r.markers if m.transaction]) >= 5)
         commits = [m for m in reader.markers if m.transaction]
-        lsns = [parse_lsn(m.checkpoint["lsn"]) for m in commits]
+        lsns = [parse_lsn(pg(m.checkpoint)["lsn"]) for m in commits]
         assert lsns == sorted(lsns) and len(set(lsns)) == 5
         assert all(m.commit_epoch is not None for m in commits)
         # every event is followed by its commit marker before the next event
@@ -164,12 +165,12 @@ async def test_ack_moves_confirmed_flush_only_to_acked_lsn(pg_db: PgDb) -> None:
         await reader.source.ack(m1.checkpoint)
         await reader.source.ack({"lsn": "0/1"})  # an older ack never moves it backwards
         deadline = time.monotonic() + 10
-        while await slot_confirmed_lsn(pg_db) != parse_lsn(m1.checkpoint["lsn"]):
+        while await slot_confirmed_lsn(pg_db) != parse_lsn(pg(m1.checkpoint)["lsn"]):
             assert time.monotonic() < deadline, "confirmed_flush_lsn did not reach the acked LSN"
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.2)
-        assert await slot_confirmed_lsn(pg_db) == parse_lsn(m1.checkpoint["lsn"])
-        assert reader.source.status()["acked_lsn"] == m1.checkpoint["lsn"]
+        assert await slot_confirmed_lsn(pg_db) == parse_lsn(pg(m1.checkpoint)["lsn"])
+        assert reader.source.status()["acked_lsn"] == pg(m1.checkpoint)["lsn"]
     finally:
         await reader.stop()
     # the transaction after the acked position is delivered again on restart from the checkpoint
@@ -272,7 +273,7 @@ async def test_idle_keepalive_and_heartbeat_markers(pg_db: PgDb) -> None:
         assert all(m.commit_epoch is None for m in idle)
         lag = metrics.SOURCE_LAG_SECONDS.labels(f"postgres:{pg_db.name}")._value.get()
         assert lag < 5
-        lsns = [parse_lsn(m.checkpoint["lsn"]) for m in reader.markers]
+        lsns = [parse_lsn(pg(m.checkpoint)["lsn"]) for m in reader.markers]
         assert lsns == sorted(lsns)
     finally:
         await reader.stop()

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
+from cdcstream.checkpoints.model import Checkpoint, MySQLCheckpoint
 from cdcstream.checkpoints.store import FileCheckpointStore
 from cdcstream.errors import CdcstreamError, OversizeRecordError
 from cdcstream.records import Record
@@ -25,13 +26,14 @@ from cdcstream.sinks import AckCallback
 
 TABLE = TableInfo("public", "t", (Column("id", "int4", is_key=True), Column("tx", "int4"), Column("pad", "text")))
 
-#: What happened, in order, across the fakes of one test: ("save", checkpoint), ("ack", checkpoint).
-Journal = list[tuple[str, dict[str, Any]]]
+#: What happened, in order, across the fakes of one test: ("save", checkpoint), ("ack", checkpoint). The fakes'
+#: checkpoints are ``{"pos": tx}``: the pipeline never reads a checkpoint, so any engine's shape will do.
+Journal = list[tuple[str, MySQLCheckpoint]]
 
 
 def transaction(tx: int, rows: int = 1, pad: str = "", first_id: int | None = None) -> list[Item]:
     """``rows`` inserts into :data:`TABLE` committed together as transaction ``tx``, and its end marker
-    (checkpoint ``{"tx": tx}``). Row ids are ``tx * 1000 + i`` unless ``first_id`` is given."""
+    (checkpoint ``{"pos": tx}``). Row ids are ``tx * 1000 + i`` unless ``first_id`` is given."""
     start = tx * 1000 if first_id is None else first_id
     items: list[Item] = [
         ChangeEvent(
@@ -47,7 +49,7 @@ def transaction(tx: int, rows: int = 1, pad: str = "", first_id: int | None = No
         )
         for i in range(rows)
     ]
-    items.append(Marker({"tx": tx}, commit_epoch=1_795_780_800.0))
+    items.append(Marker({"pos": tx}, commit_epoch=1_795_780_800.0))
     return items
 
 
@@ -71,8 +73,8 @@ class FakeSource:
     ) -> None:
         self.journal = journal if journal is not None else []
         self.produce = produce
-        self.started: list[tuple[dict[str, Any] | None, bool]] = []
-        self.acks: list[dict[str, Any]] = []
+        self.started: list[tuple[Checkpoint | None, bool]] = []
+        self.acks: list[MySQLCheckpoint] = []
         self.pulled = 0  # batches the pipeline took
         self.closed = False
         self._queue: asyncio.Queue[object] = asyncio.Queue()
@@ -89,7 +91,7 @@ class FakeSource:
         """``changes()`` ends after the batches fed so far (a full load read to its end)."""
         self._queue.put_nowait(_END)
 
-    async def start(self, checkpoint: dict[str, Any] | None, *, owned: bool = True) -> None:
+    async def start(self, checkpoint: Checkpoint | None, *, owned: bool = True) -> None:
         self.started.append((checkpoint, owned))
 
     async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
@@ -107,9 +109,9 @@ class FakeSource:
             self.pulled += 1
             yield batch
 
-    async def ack(self, checkpoint: dict[str, Any]) -> None:
-        self.acks.append(checkpoint)
-        self.journal.append(("ack", checkpoint))
+    async def ack(self, checkpoint: Checkpoint) -> None:
+        self.acks.append(cast(MySQLCheckpoint, checkpoint))
+        self.journal.append(("ack", cast(MySQLCheckpoint, checkpoint)))
 
     def status(self) -> dict[str, Any]:
         return {"connected": not self.closed}
@@ -246,17 +248,17 @@ class RecordingStore(FileCheckpointStore):
     ``check(checkpoint)`` called at that moment (from the saving thread)."""
 
     def __init__(
-        self, state_dir: Path, journal: Journal, check: Callable[[dict[str, Any]], None] | None = None
+        self, state_dir: Path, journal: Journal, check: Callable[[MySQLCheckpoint], None] | None = None
     ) -> None:
         super().__init__(state_dir, "task")
         self.journal = journal
         self.check = check
 
-    def save(self, checkpoint: dict[str, Any]) -> None:
+    def save(self, checkpoint: Checkpoint) -> None:
         if self.check is not None:
-            self.check(checkpoint)
+            self.check(cast(MySQLCheckpoint, checkpoint))
         super().save(checkpoint)
-        self.journal.append(("save", checkpoint))
+        self.journal.append(("save", cast(MySQLCheckpoint, checkpoint)))
 
 
 class RecordingDeadline(Deadline):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cdcstream.changes import ChangeEvent, Item, Marker
+from cdcstream.checkpoints.model import Checkpoint
 from cdcstream.config import MySQLSourceConfig, PostgresSourceConfig
 from cdcstream.sources.mysql import MySQLSource
 from cdcstream.sources.postgres import PostgresSource
@@ -66,7 +67,7 @@ def source_for(cfg: PostgresSourceConfig | MySQLSourceConfig, **kw: Any) -> Any:
 
 
 async def open_reader(
-    cfg: PostgresSourceConfig | MySQLSourceConfig, checkpoint: dict[str, Any] | None = None, **kw: Any
+    cfg: PostgresSourceConfig | MySQLSourceConfig, checkpoint: Checkpoint | None = None, **kw: Any
 ) -> Reader:
     """The source ``cfg`` configures (:func:`source_for`), started at ``checkpoint`` and read by a
     :class:`Reader` (the test stops it)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cdcstream.checkpoints.model import Owner
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.errors import CheckpointError
 
@@ -45,7 +46,7 @@ def test_damaged_file_is_refused(tmp_path: Path, damage: object) -> None:
 
 # --- owner, lock, state directory -------------------------------------------------------------------------------
 
-PG_A = {"engine": "postgres", "database": "app", "slot": "a", "stream": "cdc", "region": "us-east-1"}
+PG_A: Owner = {"engine": "postgres", "database": "app", "slot": "a", "stream": "cdc", "region": "us-east-1"}
 
 
 def test_a_checkpoint_written_for_another_task_is_refused_naming_what_differs(tmp_path: Path) -> None:

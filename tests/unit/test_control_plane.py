@@ -13,9 +13,11 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from cdcstream.checkpoints.model import Checkpoint, PgCheckpoint
 from cdcstream.config import load_config
 from cdcstream.errors import ConfigError, SourceError
 from cdcstream.sources.reload import PendingReloads
@@ -182,11 +184,15 @@ def test_failed_reloads_leave_the_queue_and_are_counted() -> None:
     before = failed._value.get(), done._value.get()
     pending = PendingReloads({"lsn": "0/1", "reload": ["s.gone", "s.ok"]}, label=label)
     pending.pop(error=SourceError("reload: table s.gone does not exist"))
-    assert pending.names == ["s.ok"] and pending.stamp({"lsn": "0/2"}) == {"lsn": "0/2", "reload": ["s.ok"]}
+    assert pending.names == ["s.ok"] and pending.stamp(PgCheckpoint(lsn="0/2")) == {"lsn": "0/2", "reload": ["s.ok"]}
     pending.pop(rows=3)
-    assert not pending and pending.stamp({"lsn": "0/3", "reload": ["s.gone"]}) == {"lsn": "0/3"}
+    assert not pending and pending.stamp(PgCheckpoint(lsn="0/3", reload=["s.gone"])) == {"lsn": "0/3"}
     assert (failed._value.get() - before[0], done._value.get() - before[1]) == (1, 1)
-    assert PendingReloads({"reload": 5}).names == PendingReloads({"reload": "s.t"}).names == []  # not a list
+    assert (
+        PendingReloads(cast(Checkpoint, {"reload": 5})).names
+        == PendingReloads(cast(Checkpoint, {"reload": "s.t"})).names
+        == []
+    )  # not a list
     status = pending.status(None)
     assert status["pending"] == [] and status["running"] is None
     assert [(f["table"], f["error"]) for f in status["failed"]] == [("s.gone", "reload: table s.gone does not exist")]

@@ -7,20 +7,29 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from cdcstream.changes import ChangeEvent, Column, MappedRows, Marker, Op, RawRows, TableInfo
-from cdcstream.checkpoints.model import intent_checkpoint, is_loading, load_completed, load_started
+from cdcstream.checkpoints.model import (
+    Checkpoint,
+    LoadProgress,
+    PgCheckpoint,
+    intent_checkpoint,
+    is_loading,
+    load_completed,
+    load_started,
+)
 from cdcstream.config import FullLoadConfig, load_config
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.rules import parse_rules
-from cdcstream.pipeline import key_ranges
 from cdcstream.records import Record
 from cdcstream.sources.fullload import READ_AHEAD_ROWS, FullLoad, KeyRanges, plan_ranges, plan_split
 from cdcstream.sources.loadengine import Chunk, Segment, TableSpec
 from cdcstream.sources.reload import stamp_requested_reloads
+from cdcstream.wiring import key_ranges
+from tests.support.checkpoints import pg
 
 
 def _spec(name: str, rows: int, key: bool = True) -> TableSpec:
@@ -38,9 +47,9 @@ class MemoryEngine:
         self.reads: list[tuple[str, Any, Any, Any]] = []
         self.closed = False
 
-    async def open(self, sessions: int, *, fresh: bool) -> dict[str, Any]:
+    async def open(self, sessions: int, *, fresh: bool) -> Checkpoint:
         self.opened.append((sessions, fresh))
-        return {"lsn": "0/10"} if fresh else {}
+        return PgCheckpoint(lsn="0/10") if fresh else {}
 
     async def tables(self) -> list[TableSpec]:
         return [_spec(n, rows, n not in self.keyless) for n, rows in self.sizes.items()]
@@ -76,7 +85,7 @@ def _id(event: ChangeEvent) -> Any:
     return event.after["id"]
 
 
-def _load(engine: MemoryEngine, checkpoint: dict[str, Any] | None = None, **cfg: Any) -> FullLoad:
+def _load(engine: MemoryEngine, checkpoint: Checkpoint | None = None, **cfg: Any) -> FullLoad:
     return FullLoad(
         engine,
         FullLoadConfig(**cfg),
@@ -148,10 +157,11 @@ def test_every_row_once_with_markers_and_completion() -> None:
     assert sorted(rows) == sorted([("a", x) for x in range(1, 301)] + [("c", x) for x in range(1, 31)])
     assert all(i.op is Op.LOAD for i in items if isinstance(i, ChangeEvent))
     assert isinstance(items[-1], Marker)
-    last = items[-1].checkpoint
+    last = pg(items[-1].checkpoint)
     assert last["phase"] == "full-load" and last["lsn"] == "0/10" and last["system_id"] == "1"
-    assert sorted(last["load"]["loaded"]) == ["public.a", "public.b", "public.c"]
-    assert last["load"]["tables"] == {} and last["load"]["rows"] == 330
+    progress = cast(LoadProgress, last["load"])
+    assert sorted(progress["loaded"]) == ["public.a", "public.b", "public.c"]
+    assert progress["tables"] == {} and progress["rows"] == 330
     assert load.finished and engine.closed
     # "a" (300 rows >= 2 x chunk_rows) was split into 3 segments; small "c" was not.
     assert len([r for r in engine.reads if r[0] == "public.a"]) == 3
@@ -287,9 +297,9 @@ def test_checkpoints_of_markers_before_a_reload_request_name_it() -> None:
     """Markers issued before ``reload --table`` was answered get the name when checkpointed; from the request's
     sequence number on the source's own stamp counts (it drops the name when the copy is out)."""
     requests = [("s.a", 10), ("s.b", 20)]
-    early, requests = stamp_requested_reloads({"lsn": 1}, 5, requests)
-    assert early == {"lsn": 1, "reload": ["s.a", "s.b"]} and len(requests) == 2
-    between, requests = stamp_requested_reloads({"lsn": 2, "reload": ["s.a"]}, 12, requests)
-    assert between == {"lsn": 2, "reload": ["s.a", "s.b"]} and requests == [("s.b", 20)]
-    done = {"lsn": 3}  # the source's marker after both copies: nothing added back
+    early, requests = stamp_requested_reloads(PgCheckpoint(lsn="0/1"), 5, requests)
+    assert early == {"lsn": "0/1", "reload": ["s.a", "s.b"]} and len(requests) == 2
+    between, requests = stamp_requested_reloads(PgCheckpoint(lsn="0/2", reload=["s.a"]), 12, requests)
+    assert between == {"lsn": "0/2", "reload": ["s.a", "s.b"]} and requests == [("s.b", 20)]
+    done = PgCheckpoint(lsn="0/3")  # the source's marker after both copies: nothing added back
     assert stamp_requested_reloads(done, 25, requests) == (done, [])

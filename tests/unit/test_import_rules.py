@@ -1,4 +1,4 @@
-"""Stage boundaries, read from the imports: the package must keep reading as the data flows (DESIGN.md §2).
+"""Stage boundaries, read from the imports: the package must keep reading as the data flows.
 
 ``sources/ -> changes -> mapping -> records -> sinks/ -> checkpoints/``, with ``pipeline.py`` the only module
 that knows every stage (and only ``cli``/``wiring`` knowing the pipeline). Each rule below says which modules
@@ -85,16 +85,6 @@ RULES = (
     ),
 )
 
-#: Imports that break a rule today and are removed by another part of issue 19 (branch ``src-roles``): delete
-#: each line when that branch is merged. (importer, imported) -> what removes it.
-PENDING = {
-    ("cdcstream.sources.base", "cdcstream.mapping.rules"): "src-roles: ParallelLoad out of the sources' imports",
-    ("cdcstream.sources.fullload", "cdcstream.mapping.rules"): "src-roles: ParallelLoad out of the sources' imports",
-    ("cdcstream.sources.mysql.source", "cdcstream.mapping.rules"): "src-roles: ParallelLoad out of the sources",
-    ("cdcstream.sources.postgres.source", "cdcstream.mapping.rules"): "src-roles: ParallelLoad out of the sources",
-    ("cdcstream.sources.mysql.checks", "cdcstream.sources.postgres.checks"): "src-roles: CheckResult shared",
-}
-
 #: Modules whose import must load none of LOADED_IO, however indirectly: the watermark, the mapping and the
 #: sans-IO decoders (and with them what they import: the neutral model, records, the binlog event parsers).
 PURE = (
@@ -118,12 +108,6 @@ LOADED_IO = (
     "asyncio",
     "prometheus_client",
 )
-#: Pure modules that load I/O today through their engine package's ``__init__``: removed by another part of
-#: issue 19 (src-roles: lazy engine ``__init__``s). Delete each line when that branch is merged.
-PENDING_PURE = {
-    "cdcstream.sources.postgres.pgoutput": "src-roles: lazy engine __init__ (it loads psycopg)",
-    "cdcstream.sources.mysql.binlog.rowevents": "src-roles: lazy engine __init__ (it loads pymysql)",
-}
 
 
 def _under(module: str, prefix: str) -> bool:
@@ -168,18 +152,13 @@ def imports(path: Path, modules: set[str]) -> list[tuple[int, str]]:
 def test_no_stage_imports_what_it_must_not() -> None:
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {module_name(p) for p in paths}
-    problems, pending_seen = [], set()
+    problems = []
     for path in paths:
         importer = module_name(path)
         for line, imported in imports(path, modules):
             for rule in broken(importer, imported):
-                if (importer, imported) in PENDING:
-                    pending_seen.add((importer, imported))
-                    continue
                 problems.append(f"{path.relative_to(SRC.parent)}:{line} imports {imported}: {rule.why}")
     assert problems == []
-    # An exception nobody needs any more is removed, so that it cannot hide a new import later.
-    assert set(PENDING) - pending_seen == set(), "PENDING lists imports that no longer break a rule: delete them"
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -188,9 +167,6 @@ def test_pure_modules_load_no_io_module(module: str) -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=SRC
     ).stdout.split()
-    if module in PENDING_PURE:
-        assert loaded, f"{module} no longer loads I/O modules: delete it from PENDING_PURE"
-        pytest.xfail(PENDING_PURE[module])
     assert loaded == [], f"importing {module} loads {loaded}"
 
 

@@ -38,6 +38,7 @@ from tests.support.binlog import (
     table_map,
     with_names,
 )
+from tests.support.checkpoints import mysql
 
 
 @pytest.fixture
@@ -205,7 +206,7 @@ def test_mysql_80_binlog_rows_compressed_transaction_and_partial_json() -> None:
     # one transaction, numbered from the anonymous GTID event before the payload
     assert {e.transaction_id for e in compressed} == {"master-bin.000001:1389"}
     assert [e.transaction_record_id for e in compressed] == list(range(1, 101))
-    markers = [i.checkpoint["pos"] for i in out if isinstance(i, Marker)]
+    markers = [mysql(i.checkpoint)["pos"] for i in out if isinstance(i, Marker)]
     assert 2297 in markers  # the payload's end: the compressed transaction ends there
     # the INSERT into t2 was logged as a statement: refused (t2 is captured), the transaction not checkpointed
     (at, refusal), *rest = errors
@@ -323,7 +324,7 @@ def test_mariadb_compressed_query_event() -> None:
     conv.handle(_gtid(5, log_pos=1000, flags=ev.FL_STANDALONE), out)
     conv.handle(raw, out)
     assert [(i.op, i.table.table) for i in out if isinstance(i, ChangeEvent)] == [(Op.TRUNCATE, "t")]
-    assert isinstance(out[-1], Marker) and out[-1].checkpoint["pos"] == 2000
+    assert isinstance(out[-1], Marker) and mysql(out[-1].checkpoint)["pos"] == 2000
 
 
 @pytest.mark.parametrize(

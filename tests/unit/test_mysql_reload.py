@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cdcstream.changes import ChangeEvent, Item, Marker, Op, TableInfo
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.config import MySQLSourceConfig
 from cdcstream.sources.mysql.positions import binlog_pos
 from cdcstream.sources.mysql.reload import reload_split
@@ -71,10 +72,10 @@ def test_pending_reloads_stamp_markers() -> None:
     assert pending and pending.current == "s.a"
     assert pending.add("s.b") == (True, "reload of s.b queued")
     assert pending.add("s.a") == (False, "reload of s.a already pending")
-    assert pending.stamp({"file": "f", "pos": 9}) == {"file": "f", "pos": 9, "reload": ["s.a", "s.b"]}
+    assert pending.stamp(MySQLCheckpoint(file="f", pos=9)) == {"file": "f", "pos": 9, "reload": ["s.a", "s.b"]}
     pending.pop()
     pending.pop()
-    assert not pending and pending.stamp({"pos": 9, "reload": ["s.a"]}) == {"pos": 9}
+    assert not pending and pending.stamp(MySQLCheckpoint(pos=9, reload=["s.a"])) == {"pos": 9}
 
 
 def test_yielded_markers_name_the_pending_reloads() -> None:

@@ -23,6 +23,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from cdcstream.changes import Item
+from cdcstream.checkpoints.model import MySQLCheckpoint
 from cdcstream.config import Config
 from cdcstream.errors import (
     CdcstreamError,
@@ -76,7 +77,7 @@ class Run:
     notifier: RecordingNotifier
     task: asyncio.Task[int]
 
-    def saves(self) -> list[dict[str, Any]]:
+    def saves(self) -> list[MySQLCheckpoint]:
         return [checkpoint for what, checkpoint in self.journal if what == "save"]
 
     async def result(self) -> int:
@@ -88,7 +89,7 @@ async def start(
     tmp_path: Path,
     *,
     source: FakeSource | None = None,
-    check: Callable[[dict[str, Any]], None] | None = None,
+    check: Callable[[MySQLCheckpoint], None] | None = None,
     start_errors: Iterable[CdcstreamError] = (),
     max_record_bytes: int = 1 << 20,
     ready: bool = True,
@@ -171,15 +172,15 @@ async def test_the_checkpoint_waits_for_every_record_before_it_whatever_order_ac
     run.sink.ack(of_tx(1))
     await until(lambda: run.source.acks, "a checkpoint", run)
     await settle()
-    assert run.journal == [("save", {"tx": 2}), ("ack", {"tx": 2})]  # up to transaction 3's unacked row
+    assert run.journal == [("save", {"pos": 2}), ("ack", {"pos": 2})]  # up to transaction 3's unacked row
 
     run.sink.ack()
     await until(lambda: len(run.source.acks) == 2, "the second checkpoint", run)
     run.pipeline.stop()
     assert await run.result() == 0
     # Saved durably first, released to the source after; never a marker with anything before it unacknowledged.
-    assert run.journal == [("save", {"tx": 2}), ("ack", {"tx": 2}), ("save", {"tx": 3}), ("ack", {"tx": 3})]
-    assert run.store.load() == {"tx": 3}
+    assert run.journal == [("save", {"pos": 2}), ("ack", {"pos": 2}), ("save", {"pos": 3}), ("ack", {"pos": 3})]
+    assert run.store.load() == {"pos": 3}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -191,10 +192,10 @@ async def test_acks_in_random_order_never_let_a_checkpoint_pass_an_unacknowledge
     violations: list[str] = []
     sink: list[FakeSink] = []
 
-    def check(checkpoint: dict[str, Any]) -> None:
+    def check(checkpoint: MySQLCheckpoint) -> None:
         """At the moment a checkpoint is written (the saving thread): every record up to it acknowledged."""
         acked = Counter(tx_of(r) for r in list(sink[0].acked))
-        missing = [tx for tx in range(0, checkpoint["tx"] + 1) if acked[tx] < sizes.get(tx, 1)]
+        missing = [tx for tx in range(0, checkpoint["pos"] + 1) if acked[tx] < sizes.get(tx, 1)]
         if missing:
             violations.append(f"checkpoint {checkpoint} written with transactions {missing} not acknowledged")
 
@@ -213,12 +214,12 @@ async def test_acks_in_random_order_never_let_a_checkpoint_pass_an_unacknowledge
         rnd.shuffle(order)
         run.sink.ack(lambda r: True, order=order)
         await asyncio.sleep(rnd.choice([0, 0, 0.001, 0.01]))
-    await until(lambda: run.source.acks[-1:] == [{"tx": 30}], "the last checkpoint", run)
+    await until(lambda: run.source.acks[-1:] == [{"pos": 30}], "the last checkpoint", run)
     run.pipeline.stop()
     assert await run.result() == 0
     assert violations == []
     saves = run.saves()
-    assert [c["tx"] for c in saves] == sorted({c["tx"] for c in saves})  # forward only
+    assert [c["pos"] for c in saves] == sorted({c["pos"] for c in saves})  # forward only
     assert run.journal == [(what, c) for c in saves for what in ("save", "ack")]  # each saved, then released
 
 
@@ -237,7 +238,7 @@ async def test_an_oversize_record_is_diverted_in_its_place(tmp_path: Path) -> No
     assert orjson.loads(diverted["data"])["data"] == {"id": 2000, "tx": 2, "pad": "x" * 5000}
     assert (diverted["size"], diverted["limit"], diverted["table"]) == (doc["control"]["size"], 2000, "public.t")
     run.sink.ack()
-    await until(lambda: run.source.acks[-1:] == [{"tx": 3}], "the checkpoint past the diverted record", run)
+    await until(lambda: run.source.acks[-1:] == [{"pos": 3}], "the checkpoint past the diverted record", run)
     run.pipeline.stop()
     assert await run.result() == 0
 
@@ -247,12 +248,12 @@ async def test_an_oversize_record_under_policy_fail_stops_before_the_checkpoint_
     run.source.feed(transaction(1))
     await until(lambda: len(run.sink.records) == 2, "two records", run)
     run.sink.ack()
-    await until(lambda: run.source.acks == [{"tx": 1}], "the first checkpoint", run)
+    await until(lambda: run.source.acks == [{"pos": 1}], "the first checkpoint", run)
     run.source.feed(transaction(2, pad="x" * 5000), transaction(3))
     with pytest.raises(OversizeRecordError) as raised:
         await run.result()
     assert raised.value.exit_code == 5 and raised.value.size > 5000
-    assert run.saves() == [{"tx": 1}] and run.store.load() == {"tx": 1}
+    assert run.saves() == [{"pos": 1}] and run.store.load() == {"pos": 1}
     assert [tx_of(r) for r in run.sink.records] == [0, 1]  # nothing after it reached the sink
     assert not (tmp_path / "task.dead-letter.jsonl").exists()
     assert run.source.closed and run.sink.closed
@@ -264,7 +265,7 @@ async def test_a_stop_drains_what_is_in_flight_checkpoints_it_and_reads_nothing_
     run.source.feed(transaction(1), transaction(2, rows=3))
     await until(lambda: len(run.sink.records) == 5, "five records", run)
     run.sink.ack(of_tx(0, 1))
-    await until(lambda: run.source.acks == [{"tx": 1}], "the first checkpoint", run)
+    await until(lambda: run.source.acks == [{"pos": 1}], "the first checkpoint", run)
     run.pipeline.stop()
     assert run.deadline.armed == 1 and "STOPPING=1" in run.notifier.sent
     await until(lambda: run.sink.drains, "the drain", run)
@@ -275,7 +276,7 @@ async def test_a_stop_drains_what_is_in_flight_checkpoints_it_and_reads_nothing_
     run.sink.ack(of_tx(2), order=[2, 0, 1])
     assert await run.result() == 0
     # Saved, then released to the source, even when the stop cancelled the checkpoint task in between.
-    assert run.journal[-2:] == [("save", {"tx": 2}), ("ack", {"tx": 2})] and run.store.load() == {"tx": 2}
+    assert run.journal[-2:] == [("save", {"pos": 2}), ("ack", {"pos": 2})] and run.store.load() == {"pos": 2}
     assert [tx_of(r) for r in run.sink.records] == [0, 1, 2, 2, 2]
     assert run.source.closed and run.sink.closed
 
@@ -285,14 +286,14 @@ async def test_a_stop_gives_up_on_unacknowledged_records_after_drain_timeout(tmp
     run.source.feed(transaction(1), transaction(2))
     await until(lambda: len(run.sink.records) == 3, "three records", run)
     run.sink.ack(of_tx(0, 1))
-    await until(lambda: run.source.acks == [{"tx": 1}], "the first checkpoint", run)
+    await until(lambda: run.source.acks == [{"pos": 1}], "the first checkpoint", run)
     with capture_logs() as logs:
         run.pipeline.stop()
         assert await run.result() == 0  # Kinesis never acknowledged transaction 2: the stop ends anyway
     assert run.sink.drains == [0.2]
     warning = [e for e in logs if e["event"].startswith("stopping with records still unacknowledged")]
     assert warning and warning[0]["unacknowledged"] == 1
-    assert run.saves()[-1] == {"tx": 1} and run.store.load() == {"tx": 1}  # it is replayed at the next start
+    assert run.saves()[-1] == {"pos": 1} and run.store.load() == {"pos": 1}  # it is replayed at the next start
     assert run.deadline.armed >= 1 and run.deadline.exit_code == 0  # the backstop, armed at the request
     assert run.deadline.seconds == 0.2 + 10
 
@@ -367,7 +368,7 @@ async def test_a_fatal_error_ends_the_run_with_its_exit_code_and_nothing_checkpo
     run.source.feed(transaction(1), transaction(2))
     await until(lambda: len(run.sink.records) == 3, "three records", run)
     run.sink.ack(of_tx(0, 1))
-    await until(lambda: run.source.acks == [{"tx": 1}], "the first checkpoint", run)
+    await until(lambda: run.source.acks == [{"pos": 1}], "the first checkpoint", run)
     if stage == "sink":
         run.sink.fail(error)
     else:
@@ -375,6 +376,6 @@ async def test_a_fatal_error_ends_the_run_with_its_exit_code_and_nothing_checkpo
     with pytest.raises(type(error)) as raised:
         await run.result()
     assert raised.value is error
-    assert run.saves() == [{"tx": 1}] and run.store.load() == {"tx": 1}
+    assert run.saves() == [{"pos": 1}] and run.store.load() == {"pos": 1}
     assert run.source.closed and run.sink.closed
     assert run.deadline.armed and run.deadline.exit_code == error.exit_code

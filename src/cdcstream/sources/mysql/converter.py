@@ -11,15 +11,16 @@ DDL statement) into :class:`~cdcstream.changes.Marker` — never a position insi
 there would lose the table map the following row events need. Anything it cannot decode raises before the
 transaction's marker, so no checkpoint passes it. The reader thread (:mod:`.reader`) feeds it.
 
-What the binlog may carry besides complete FULL row images, and what happens (README, "MySQL / MariaDB"):
-compressed events (MariaDB ``log_bin_compress``, MySQL ``binlog_transaction_compression``) are decompressed;
-partial row images (a session's ``binlog_row_image = MINIMAL``/``NOBLOB``) become records whose missing columns
-are filled from the before image where it has them and otherwise listed in ``metadata.unchanged-columns``;
-partial JSON updates are applied to the before image; a data change logged as a *statement* (a session's
-``binlog_format = STATEMENT``/``MIXED``) on a captured table cannot be captured and stops the reader; so do the
-rows of an XA transaction (logged at XA PREPARE, before it is known whether they commit).
+What the binlog may carry besides complete FULL row images, and what happens
+(docs/mysql.md, "What the binlog may carry"): compressed events (MariaDB ``log_bin_compress``, MySQL
+``binlog_transaction_compression``) are decompressed; partial row images (a session's ``binlog_row_image =
+MINIMAL``/``NOBLOB``) become records whose missing columns are filled from the before image where it has them and
+otherwise listed in ``metadata.unchanged-columns``; partial JSON updates are applied to the before image; a data
+change logged as a *statement* (a session's ``binlog_format = STATEMENT``/``MIXED``) on a captured table cannot be
+captured and stops the reader; so do the rows of an XA transaction (logged at XA PREPARE, before it is known whether
+they commit).
 
-MariaDB traps handled here (reference notes, env.md §4): MariaDB writes no ``BEGIN`` (its GTID event opens a
+MariaDB traps handled here: MariaDB writes no ``BEGIN`` (its GTID event opens a
 transaction; flag ``FL_STANDALONE`` marks DDL); ROTATE events arrive twice after ``FLUSH BINARY LOGS`` plus a
 fake one at connect (handled idempotently: a rotate only sets the current file and position).
 """
@@ -469,7 +470,7 @@ class EventConverter:
     ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
         """A partial row image (binlog_row_image MINIMAL/NOBLOB): an UPDATE's columns missing from the after
         image kept their value, so they are taken from the before image where it has them; what is still
-        missing is listed as unchanged (README, "What the binlog may carry"). The key must be there."""
+        missing is listed as unchanged (docs/mysql.md, "What the binlog may carry"). The key must be there."""
         if not img.missing:
             return after, ()
         names = plan.rows.names

@@ -1,12 +1,11 @@
 """``reload --table`` on MySQL/MariaDB: what the engine-neutral state machine (``sources/reload.py``) asks of it.
 
-The copy's sessions open one snapshot with its exact binlog position P (README, "Reloading one table while CDC
-runs"), taken between batches at a transaction boundary, so everything yielded so far ends at the last yielded
-marker Y. Under FLUSH TABLES WITH READ LOCK, P is the binlog's end, so P >= Y. Without the lock (MariaDB: the
-snapshot's own Binlog_snapshot_position) a transaction can be in the binlog, and so already streamed, a moment
+The copy's sessions open one snapshot with its exact binlog position P (docs/full-load.md, "Reloading one table
+while CDC runs"), taken between batches at a transaction boundary, so everything yielded so far ends at the last
+yielded marker Y. Under FLUSH TABLES WITH READ LOCK, P is the binlog's end, so P >= Y. Without the lock (MariaDB:
+the snapshot's own Binlog_snapshot_position) a transaction can be in the binlog, and so already streamed, a moment
 before it is visible to new snapshots: then P < Y, and the rows would miss changes already sent before them. That
-snapshot is thrown away and a new one taken, until P >= Y.
-"""
+snapshot is thrown away and a new one taken, until P >= Y."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ class ServerInfo:
 
     @property
     def identity(self) -> MySQLCheckpoint:
-        """Which server this is, stored in every checkpoint (README, "When things go wrong"): ``server_id``
+        """Which server this is, stored in every checkpoint (docs/mysql.md, "Positions and resume"): ``server_id``
         (unique per server in any replication topology) and, on MySQL, ``server_uuid`` (MariaDB has none)."""
         ident: MySQLCheckpoint = {"server_id": int(self.variables.get("server_id") or 0)}
         if self.variables.get("server_uuid"):

@@ -1,12 +1,12 @@
 """MySQL/MariaDB's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions, keyset reads.
 
-Consistency (the mydumper approach, README "Full load"): every session connects first; then a control connection
-takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START TRANSACTION WITH CONSISTENT
-SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW BINLOG STATUS`` /
-``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB /
-``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see
-exactly the transactions committed before that position, and CDC streams from it. Writes are blocked only while
-the snapshots open (measured and logged as ``lock_seconds``).
+Consistency (docs/full-load.md, "Consistency (MySQL / MariaDB)"), the mydumper approach: every session connects
+first; then a control connection takes ``FLUSH TABLES WITH READ LOCK`` (needs RELOAD), every session runs ``START
+TRANSACTION WITH CONSISTENT SNAPSHOT`` (REPEATABLE READ), the control connection reads the binlog position (``SHOW
+BINLOG STATUS`` / ``SHOW BINARY LOG STATUS``, see ``positions.binlog_status``, and ``@@gtid_binlog_pos`` on MariaDB
+/ ``@@gtid_executed`` on MySQL) and ``UNLOCK TABLES``. All sessions then see exactly the transactions committed
+before that position, and CDC streams from it. Writes are blocked only while the snapshots open (measured and
+logged as ``lock_seconds``).
 
 Without RELOAD (managed servers) the lock fails with a privilege error and the engine falls back, logging which
 path it took: on MariaDB each session's snapshot reports its exact binlog position (``SHOW STATUS LIKE
@@ -16,13 +16,13 @@ rows, so a consumer applying in order converges (rows changed in between appear 
 crash) reopens fresh snapshots the same way without reading a position (the stored start is kept).
 
 Rows are read with ``SELECT <columns> FROM t WHERE <segment> AND <key> > <after> ORDER BY <key> LIMIT n`` on an
-unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the
-session time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key
-(or unique NOT NULL key) is one unordered pass. Each value is rendered by ``textrows.load_converter`` as README,
-"MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times, decimals,
-MariaDB UUID/INET): the server's value, which is what CDC records carry too (tests/integration/test_mysql_oracle.py
-checks both against the server). Each session runs its blocking PyMySQL calls in a thread of its own, so the event loop
-never waits on the server.
+unbuffered cursor (rows stream in ``parallel_load_buffer_size`` pieces, never a whole page in memory), in the session
+time zone UTC with an empty sql_mode, FLOAT columns as their exact value; a table without a primary key (or unique NOT
+NULL key) is one unordered pass. Each value is rendered by ``textrows.load_converter`` as
+docs/types.md, "MySQL / MariaDB types" says, from the server's own text where that is the rendering (dates, times,
+decimals, MariaDB UUID/INET): the server's value, which is what CDC records carry too
+(tests/integration/test_mysql_oracle.py checks both against the server). Each session runs its blocking PyMySQL calls in
+a thread of its own, so the event loop never waits on the server.
 
 Rows are read as the result's row packets (``packets.read_row_packets``) and rendered from the text protocol
 (``textrows.MyRowPackets``) exactly as PyMySQL and ``textrows.load_converter`` would render them, without
@@ -329,7 +329,7 @@ class MyLoadEngine:
 
     async def split_points(self, spec: TableSpec, parts: int) -> list[tuple[str, ...]]:
         """Even steps between MIN and MAX of an integer first key column (index-only reads); other key types
-        load as one segment (README, "Full load")."""
+        load as one segment (docs/full-load.md, "Parallelism")."""
         first = spec.key_columns[0]
         col = next(c for c in self._columns[spec.name] if c.name == first)
         if col.type not in rows.INTEGER_TYPES:

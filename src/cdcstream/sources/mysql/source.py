@@ -11,8 +11,8 @@ no upstream acknowledgement (the binlog is retained by time, not by consumers), 
 position for ``/status``. A full load (:mod:`.snapshot`) runs before CDC; ``reload --table`` (:mod:`.reload`,
 driven by the engine-neutral ``sources/reload.py``) while it runs.
 
-Positions (README, "MySQL positions"): checkpoint ``{"file", "pos", "gtid"}`` — the binlog file and the offset
-after the transaction's last event, plus the server's GTID state after it (MariaDB ``domain-server-seq`` list,
+Positions (docs/mysql.md, "Positions and resume"): checkpoint ``{"file", "pos", "gtid"}`` — the binlog file and the
+offset after the transaction's last event, plus the server's GTID state after it (MariaDB ``domain-server-seq`` list,
 MySQL GTID set). ``stream-position`` is ``<file>:<start offset, 12 digits>.<record, 10 digits>``, which sorts in
 commit order as a string as long as the binlog base name stays the same (the numeric suffix is fixed width).
 """
@@ -391,7 +391,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         """Queue a consistent re-copy of ``schema.table`` (``POST /reload``, ``cdcstream reload``).
 
         At the next transaction boundary of the yielded stream the load sessions open one snapshot with its
-        exact binlog position P (README, "Reloading one table while CDC runs"); the stream goes on up to the
+        exact binlog position P (docs/full-load.md, "Reloading one table while CDC runs"); the stream goes on up to the
         last transaction ending at or before P, the table's rows follow as ``load`` records, then the changes
         from P on. The request is in every checkpoint until the rows are out, so a crash in between redoes it.
         """

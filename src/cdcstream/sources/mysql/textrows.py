@@ -1,10 +1,11 @@
 """Full-load rows of MySQL/MariaDB rendered exactly as the binlog path renders the same values.
 
-A load session reads rows over the text protocol (utf8mb4, time zone UTC, the temporal and decimal types as the
-server's text: :data:`SESSION_CONVERSIONS`); :func:`load_converter` turns each value into its rendering (README,
-"MySQL / MariaDB types"), from the server's own text where that is the rendering (dates, times, decimals, MariaDB
-UUID/INET). Columns are described from ``information_schema`` by stand-ins of python-mysql-replication's
-``Column`` (:func:`column_stand_in`), which ``rows.py`` reads as the binlog path reads table maps.
+A load session reads rows over the text protocol (utf8mb4, time zone UTC, the temporal and decimal types as the server's
+text: :data:`SESSION_CONVERSIONS`); :func:`load_converter` turns each value into its rendering
+(docs/types.md, "MySQL / MariaDB types"), from the server's own text where that is the rendering (dates, times,
+decimals, MariaDB UUID/INET). Columns are described from ``information_schema`` by stand-ins of
+python-mysql-replication's ``Column`` (:func:`column_stand_in`), which ``rows.py`` reads as the binlog path reads table
+maps.
 
 Rows arrive as the result's text-protocol row packets (``packets.py``) and are parsed here
 (:func:`parse_row_packets`) exactly as PyMySQL would parse them, without its row objects. :class:`MyRowPackets` is
@@ -117,7 +118,7 @@ def _iso_timestamp(text: str) -> str:
     return text[:10] + "T" + text[11:] + "Z"  # the session time zone is UTC
 
 
-# Column types whose value is the server's text itself (README, "MySQL / MariaDB types"): the load sessions
+# Column types whose value is the server's text itself (docs/types.md, "MySQL / MariaDB types"): the load sessions
 # read them as text (SESSION_CONVERSIONS) and render it here, with no date/Decimal/timedelta object on the way.
 _TEXT_RENDER: dict[int, Callable[[str], str]] = {
     rows.TIME2: _server_text,  # sign, hours beyond 24, the column's fsp digits

@@ -33,14 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
-
 from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
 from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import DecodeError
 from cdcstream.sources.postgres import ddl, values
-
-log = structlog.get_logger(__name__)
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 PG_EPOCH_UNIX = 946_684_800  # seconds from 1970-01-01 to 2000-01-01
@@ -439,7 +435,9 @@ class Decoder:
         self.received_lsn = start_lsn  # highest walEnd seen
         self.reply_requested = False
         self.transactions = 0  # commits decoded since the counter was last reset by the source
-        self.ddl_skipped = 0  # DDL capture messages not understood since the source last read the counter
+        # DDL capture messages not understood since the source last took them: the source logs and counts them
+        # (a decoder does no I/O).
+        self.ddl_skipped: list[dict[str, str]] = []
         self.last_commit_epoch: float | None = None
         self.last_commit_time: str | None = None
         self.touched: set[RelationPlan] = set()
@@ -712,18 +710,13 @@ class Decoder:
 
     def _schema_change(self, msg: LogicalMessage, out: list[Item]) -> None:
         """Control events from a DDL capture message (sources/postgres/ddl.py), at its place in the transaction.
-        A message this version cannot read is logged and counted, not fatal: the rows around it still decode
-        (Relation messages carry the columns), only the control record is missing."""
+        A message this version cannot read is noted for the source to log and count, not fatal: the rows around
+        it still decode (Relation messages carry the columns), only the control record is missing."""
         try:
             events = ddl.schema_changes(msg.content, self._ddl_type_name)
         except ddl.BadMessage as exc:
-            self.ddl_skipped += 1
-            log.warning(
-                "DDL capture message not understood, skipped (no control record for it)",
-                reason=str(exc),
-                lsn=format_lsn(msg.lsn),
-                content=msg.content[:2000].decode("utf-8", "replace"),
-            )
+            content = msg.content[:2000].decode("utf-8", "replace")
+            self.ddl_skipped.append({"reason": str(exc), "lsn": format_lsn(msg.lsn), "content": content})
             return
         for ev in events:
             old = ev.change.old_table

@@ -128,7 +128,7 @@ async def check_ddl_capture(
         + f" and {reason}. A "
         "selected table created while CDC runs is named in the log, in /status and in "
         "cdcstream_source_uncaptured_tables, and its changes are missed until it is added to the publication. "
-        'Fix: cdcstream setup postgres-ddl --config <file> --user postgres (as a superuser; README, "New '
+        'Fix: cdcstream setup postgres-ddl --config <file> --user postgres (as a superuser; docs/postgresql.md, "New '
         'tables"), or a publication FOR ALL TABLES / FOR TABLES IN SCHEMA'
     )
     return False

@@ -403,8 +403,10 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         if decoder.touched:
             self._count_events()
         if decoder.ddl_skipped:
-            self._m_ddl_skipped.inc(decoder.ddl_skipped)
-            decoder.ddl_skipped = 0
+            for skipped in decoder.ddl_skipped:
+                log.warning("DDL capture message not understood, skipped (no control record for it)", **skipped)
+            self._m_ddl_skipped.inc(len(decoder.ddl_skipped))
+            decoder.ddl_skipped.clear()
         if decoder.transactions:
             self._m_transactions.inc(decoder.transactions)
             decoder.transactions = 0

@@ -35,7 +35,7 @@ def parse_array(text: str, delim: str = ",") -> list[Any]:
 
     Elements are either unquoted (no whitespace, delimiter, braces or quotes; ``NULL`` means SQL NULL) or
     double-quoted with backslash escapes. A dimension decoration (``[0:2]={...}``, non-default lower bounds)
-    is dropped: JSON arrays are 0-based lists (README, "PostgreSQL types").
+    is dropped: JSON arrays are 0-based lists (docs/types.md, "PostgreSQL types").
     """
     i = 0
     n = len(text)

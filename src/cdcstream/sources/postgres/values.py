@@ -12,7 +12,7 @@ itself stays sans-IO and never blocks. ``TypeRegistry.converter(oid)`` returns `
 is already their JSON rendering (text, uuid, numeric, ...): the hot loop then skips the call entirely.
 Arrays, records of composite types and hstore are parsed by :mod:`.structured`.
 
-The rendering of every type is documented in README.md, "PostgreSQL types"; tests/unit/test_pg_values.py and
+The rendering of every type is documented in docs/types.md, "PostgreSQL types"; tests/unit/test_pg_values.py and
 tests/integration/test_pg_types.py hold it to that table.
 """
 
