@@ -38,7 +38,8 @@ from cdcstream.config import TargetConfig
 from cdcstream.errors import CdcstreamError
 from cdcstream.mapping import envelope
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
+from cdcstream.mapping.rules import MappingRules
 
 FIXTURE = Path(__file__).parent / "golden" / "mapping_differential.json"
 STAMP = "2026-12-07T10:00:00.000000Z"
