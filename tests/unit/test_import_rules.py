@@ -92,6 +92,7 @@ PURE = (
     "cdcstream.mapping.envelope",
     "cdcstream.mapping.preview",
     "cdcstream.mapping.ruleparse",
+    "cdcstream.sources.postgres.decoder",
     "cdcstream.sources.postgres.pgoutput",
     "cdcstream.sources.mysql.binlog.rowevents",
 )

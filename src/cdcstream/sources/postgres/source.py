@@ -4,8 +4,8 @@ Moving parts, each in a module of its own:
 
 * a normal connection (:class:`~.connection.Session`) for the checks and the setup at start (:mod:`.setup`:
   server, role, publication, DDL capture; :mod:`.slot`), heartbeats, table checks and type descriptions;
-* a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.pgoutput` decoder,
-  whose new types are described from the catalogue (:mod:`.catalog`) before their rows are decoded;
+* a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.decoder`, whose new
+  types are described from the catalogue (:mod:`.catalog`) before their rows are decoded;
 * background tasks: standby status updates and heartbeats (:mod:`.heartbeat`), and a check every
   ``table_check_interval`` seconds naming each selected table the publication does not cover (:mod:`.monitor`);
 * a full load before CDC (:mod:`.snapshot`), and ``reload --table`` while CDC runs (:mod:`.reload`, driven by
@@ -39,9 +39,10 @@ from cdcstream.sources.fullload import FullLoad, KeyRangesOf
 from cdcstream.sources.loadengine import Offload
 from cdcstream.sources.postgres.catalog import primary_keys, read_types
 from cdcstream.sources.postgres.connection import Session, build_conninfo
+from cdcstream.sources.postgres.decoder import OPS, Decoder
 from cdcstream.sources.postgres.heartbeat import StandbyStatus, heartbeat_loop
 from cdcstream.sources.postgres.monitor import UncapturedTables
-from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn
+from cdcstream.sources.postgres.pgoutput import format_lsn
 from cdcstream.sources.postgres.publication import EVERY_TABLE
 from cdcstream.sources.postgres.reload import PgReloads, lsn_of, reload_split
 from cdcstream.sources.postgres.replication import ReplicationConnection
