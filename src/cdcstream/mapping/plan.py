@@ -2,8 +2,9 @@
 
 Everything that depends only on the table's schema and the rules — which columns survive and under which
 names, type casts, computed columns, source filters, object-mapping templates, the partition-key function,
-``control.table-def`` — is decided once per table version here. The per-row work left for
-:class:`~cdcstream.mapping.envelope.Mapper` is a few closure calls; with the default mapping it is none at all.
+``control.table-def`` — is decided once per table version here (the column phase in :mod:`.columns`, source
+filters in :mod:`.filters`). The per-row work left for :class:`~cdcstream.mapping.envelope.Mapper` is a few
+closure calls; with the default mapping it is none at all.
 
 Errors found while compiling (a ``${column}`` the table lacks, a partition-key column that does not exist, two
 columns renamed to one name, ...) raise :class:`MappingError` naming the file, the rule-id, the JSON path and the
@@ -12,35 +13,27 @@ table: at run time when the table's first change arrives, and in ``cdcstream che
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from cdcstream.changes import ChangeEvent, Column, TableInfo
+from cdcstream.changes import ChangeEvent, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import MappingError
-from cdcstream.mapping.datatypes import converter, data_type_name, dms_type_name, is_lob
-from cdcstream.mapping.expressions import ExpressionError, compile_expression
+from cdcstream.mapping.columns import Columns, apply_name, resolver
+from cdcstream.mapping.datatypes import is_lob
+from cdcstream.mapping.filters import compile_filter
 from cdcstream.mapping.rules import (
     AttributeMapping,
-    ColumnRules,
-    FilterCondition,
     MappingRules,
     ObjectMapping,
     Origin,
-    SelectionRule,
     TableRules,
     TransformationRule,
 )
 
 Row = dict[str, Any]
-_NUMERIC_TYPES = frozenset(
-    {"int2", "int4", "int8", "oid", "float4", "float8", "numeric", "money", "smallint", "integer", "int", "bigint",
-     "tinyint", "mediumint", "decimal", "float", "double", "real"}
-)  # fmt: skip
-_TIME_TYPES = frozenset({"timestamp", "timestamptz", "datetime", "time", "timetz"})
 
 
 def key_text(v: Any) -> str:
@@ -59,164 +52,6 @@ def key_text(v: Any) -> str:
 def value_text(v: Any) -> str:
     """A value inside a scalar ``${column}`` template (NULL as the empty string)."""
     return "" if v is None else key_text(v)
-
-
-def _resolver(names: Sequence[str]) -> Callable[[str], str | None]:
-    """Exact match first, then a unique case-insensitive one (DMS examples write ``${lastname}`` for LastName)."""
-    exact = set(names)
-    folded: dict[str, list[str]] = {}
-    for n in names:
-        folded.setdefault(n.casefold(), []).append(n)
-
-    def resolve(name: str) -> str | None:
-        if name in exact:
-            return name
-        found = folded.get(name.casefold(), [])
-        return found[0] if len(found) == 1 else None
-
-    return resolve
-
-
-def apply_name(rule: TransformationRule, name: str) -> str:
-    """The new name one name-changing transformation gives ``name``."""
-    a, v, old = rule.action, rule.value or "", rule.old_value or ""
-    if a == "rename":
-        return v
-    if a == "convert-lowercase":
-        return name.lower()
-    if a == "convert-uppercase":
-        return name.upper()
-    if a == "add-prefix":
-        return v + name
-    if a == "add-suffix":
-        return name + v
-    if a == "remove-prefix":
-        return name[len(v) :] if name.startswith(v) else name
-    if a == "remove-suffix":
-        return name[: -len(v)] if v and name.endswith(v) else name
-    if a == "replace-prefix":
-        return v + name[len(old) :] if name.startswith(old) else name
-    if a == "replace-suffix":
-        return name[: -len(old)] + v if old and name.endswith(old) else name
-    raise AssertionError(a)
-
-
-# --- source filters -----------------------------------------------------------------------------------------
-
-
-def _condition(c: FilterCondition, column: Column, where: str) -> Callable[[Any], bool]:
-    """A predicate on one (non-missing) value. Numeric columns compare as numbers, others as text (SQLite)."""
-    tname = column.type_name.lower()
-    numeric = tname in _NUMERIC_TYPES
-    if c.operator == "null":
-        return lambda v: v is None
-    if c.operator == "notnull":
-        return lambda v: v is not None
-
-    def parse(s: str | None) -> Any:
-        assert s is not None
-        if numeric:
-            try:
-                return Decimal(s.strip())
-            except InvalidOperation:
-                raise MappingError(f"{where}: {s!r} is not a number, but column {column.name!r} is {tname}") from None
-        return s
-
-    safe = _safe_predicate(numeric, tname)
-    op = c.operator
-    if op in ("between", "notbetween"):
-        lo, hi = parse(c.start), parse(c.end)
-        if op == "between":
-            return safe(lambda x: bool(lo <= x <= hi))
-        return safe(lambda x: not (lo <= x <= hi))
-    val = parse(c.value)
-    tests: dict[str, Callable[[Any], bool]] = {
-        "eq": lambda x: bool(x == val),
-        "noteq": lambda x: bool(x != val),
-        "lte": lambda x: bool(x <= val),
-        "ste": lambda x: bool(x <= val),
-        "gte": lambda x: bool(x >= val),
-    }
-    return safe(tests[op])
-
-
-def _safe_predicate(numeric: bool, tname: str) -> Callable[[Callable[[Any], bool]], Callable[[Any], bool]]:
-    """Wraps a comparison of normalised values into a predicate on raw values (NULL and NaN match nothing)."""
-
-    def norm(v: Any) -> Any:
-        if numeric:
-            if isinstance(v, bool):
-                return Decimal(int(v))
-            try:
-                return Decimal(str(v)) if not isinstance(v, int) else v
-            except InvalidOperation:
-                return None
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        s = v if isinstance(v, str) else str(v)
-        if tname in _TIME_TYPES:
-            # The source renders 2026-11-27T12:00:00.5Z; DMS filters are written 2026-11-27 12:00:00.
-            s = s.replace("T", " ", 1).removesuffix("Z")
-        return s
-
-    def safe(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-        def pred(v: Any) -> bool:
-            if v is None:
-                return False  # SQLite: a comparison with NULL is not true
-            x = norm(v)
-            if x is None:
-                return False
-            try:
-                return test(x)
-            except (InvalidOperation, TypeError):
-                return False  # NaN and friends match nothing
-
-        return pred
-
-    return safe
-
-
-def compile_filter(rules: Sequence[SelectionRule], info: TableInfo) -> Callable[[Row], bool] | None:
-    """The row filter of a table: OR over its selecting rules, AND over a rule's filters, OR over conditions.
-
-    A rule without filters selects every row, so then there is no filter at all. A filter column missing from
-    the row (a PostgreSQL DELETE carries only the key unless REPLICA IDENTITY FULL; an unchanged TOASTed value)
-    does not reject it: the value is unknown, and dropping a DELETE would leave a consumer's copy of the row
-    forever (DMS drops such DELETEs; docs/table-mappings.md, "Source filters").
-    """
-    if not rules or any(not r.filters for r in rules):
-        return None
-    by_name = {c.name: c for c in info.columns}
-    resolve = _resolver([c.name for c in info.columns])
-    compiled: list[list[tuple[str, list[Callable[[Any], bool]]]]] = []
-    for rule in rules:
-        preds: list[tuple[str, list[Callable[[Any], bool]]]] = []
-        for f in rule.filters:
-            name = resolve(f.column)
-            if name is None:
-                raise MappingError(
-                    f"{rule.origin.at(f.json_path + '.column-name')}: {info.schema}.{info.table} has no column "
-                    f"{f.column!r} (columns: {', '.join(by_name)})"
-                )
-            where = rule.origin.at(f.json_path)
-            preds.append((name, [_condition(c, by_name[name], where) for c in f.conditions]))
-        compiled.append(preds)
-
-    def passes(row: Row) -> bool:
-        for preds in compiled:
-            for name, conds in preds:
-                if name in row:
-                    v = row[name]
-                    for cond in conds:
-                        if cond(v):
-                            break
-                    else:
-                        break
-            else:
-                return True
-        return False
-
-    return passes
 
 
 # --- object-mapping templates -------------------------------------------------------------------------------
@@ -278,128 +113,6 @@ def _target_names(info: TableInfo, tr: TableRules) -> tuple[str, str, list[tuple
         table_out = apply_name(tr.table_name, info.table)
         named.append((tr.table_name, "table", table_out))
     return schema_out, table_out, named
-
-
-class _Columns:
-    """The column phase of a plan: which source columns are written, under which names and types, the added and
-    before-image columns, and every output name (for collision messages)."""
-
-    def __init__(self, label: str, source: str, applied: list[str]) -> None:
-        self.label, self.source, self.applied = label, source, applied
-        self.cols: list[tuple[str, str, Callable[[Any], Any] | None]] = []  # (source, out, cast)
-        self.table_def: dict[str, dict[str, Any]] = {}
-        self.renamed: dict[str, str] = {}
-        self.out_names: dict[str, str] = {}  # out name -> what produced it
-        self.out_origin: dict[str, Origin | None] = {}  # out name -> the rule that renamed a column to it
-        self.bis: list[tuple[str, str]] = []  # (source column, before-image column)
-        self.bi_origin: dict[str, Origin] = {}
-        self.adds: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any] | None]] = []
-
-    def source_column(self, col: Column, cr: ColumnRules, include_columns: bool, key_columns: tuple[str, ...]) -> None:
-        keep = not include_columns
-        if cr.keep is not None:
-            keep = cr.keep.action == "include-column"
-            self.applied.append(f"rule-id {cr.keep.rule_id} {cr.keep.action} {col.name}")
-        out = col.name
-        name_rule: Origin | None = None
-        if cr.rename is not None:
-            out, name_rule = apply_name(cr.rename, col.name), cr.rename.origin
-            if out != col.name:
-                self.applied.append(f"rule-id {cr.rename.rule_id} {cr.rename.action} column {col.name} -> {out}")
-        conv: Callable[[Any], Any] | None = None
-        type_name = dms_type_name(col.type_name)
-        if cr.cast is not None:
-            t = cr.cast
-            assert t.data_type is not None
-            conv = _guarded(converter(t.data_type), f"{t.origin}: {self.label}.{col.name}")
-            type_name = data_type_name(t.data_type)
-            self.applied.append(f"rule-id {t.rule_id} change-data-type {col.name} -> {t.data_type.type}")
-        if cr.before_image is not None:
-            t = cr.before_image
-            if t.before_filter == "all" or (
-                (t.before_filter == "pk-only" and col.name in key_columns)
-                or (t.before_filter == "non-lob" and not is_lob(col.type_name))
-            ):
-                self.bis.append((col.name, f"{t.before_prefix}{out}{t.before_suffix}"))
-                self.bi_origin[col.name] = t.origin
-        if not keep:
-            return
-        if out in self.out_names:
-            culprit = name_rule or self.out_origin.get(out)
-            where = f"{culprit.at('.rule-action')}: " if culprit else f"{self.source}: "
-            raise MappingError(
-                f"{where}{self.label}: columns {self.out_names[out]!r} and {col.name!r} would both be written as "
-                f"{out!r}: one key per column"
-            )
-        self.out_names[out] = col.name
-        self.out_origin[out] = name_rule
-        if out != col.name:
-            self.renamed[col.name] = out
-        self.cols.append((col.name, out, conv))
-        self.table_def[out] = {"type": type_name, "nullable": col.nullable and col.name not in key_columns}
-
-    def added_column(self, t: TransformationRule, resolve_src: Callable[[str], str | None]) -> None:
-        label = self.label
-        assert t.value is not None
-        if t.value in self.out_names:
-            raise MappingError(f"{t.origin.at('.value')}: {label} already has a column {t.value!r}")
-        self.out_names[t.value] = f"rule-id {t.rule_id}"
-
-        def res(name: str, pos: int) -> str:
-            found = resolve_src(name)
-            if found is None:
-                raise ExpressionError(f"{label} has no column {name!r}", pos)
-            return found
-
-        if t.expression is not None:
-            try:
-                expr = compile_expression(t.expression, res)
-            except ExpressionError as exc:
-                raise MappingError(f"{t.origin.at('.expression')}: bad expression {exc}") from None
-            ev_fn = _guarded_expression(expr.evaluate_env, f"{t.origin.at('.expression')}: {label}")
-        else:
-            ev_fn = lambda env: None  # noqa: E731
-        conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{t.value}") if t.data_type else None
-        self.adds.append((t.value, ev_fn, conv))
-        tdef: dict[str, Any] = {"type": data_type_name(t.data_type) if t.data_type else "STRING", "nullable": True}
-        if t.data_type and t.data_type.length is not None:
-            tdef["length"] = t.data_type.length
-        self.table_def[t.value] = tdef
-        self.applied.append(f"rule-id {t.rule_id} add-column {t.value}")
-
-    def before_image_names(self) -> None:
-        for src_col, o in self.bis:
-            if o in self.out_names:
-                raise MappingError(
-                    f"{self.bi_origin[src_col].at('.before-image-def')}: {self.label}: before-image column {o!r} "
-                    "collides with a column of the same name"
-                )
-            self.out_names[o] = "add-before-image-columns"
-
-    def transform(self, ncolumns: int) -> Callable[[ChangeEvent, Row], Row] | None:
-        """The row transformation, or None when records carry the source row as it is."""
-        cols, adds, bis = tuple(self.cols), tuple(self.adds), tuple(self.bis)
-        if not adds and not bis and all(s == o and c is None for s, o, c in cols) and len(cols) == ncolumns:
-            return None
-
-        def transform(ev: ChangeEvent, src: Row) -> Row:
-            out: Row = {}
-            for s, o, c in cols:
-                if s in src:
-                    v = src[s]
-                    out[o] = c(v) if c is not None else v
-            env = (src, ev)
-            for o, fn, c in adds:
-                v = fn(env)
-                out[o] = c(v) if c is not None else v
-            if bis:
-                before = ev.before or {}
-                for s, o in bis:
-                    if s in before:
-                        out[o] = before[s]
-            return out
-
-        return transform
 
 
 class TablePlan:
@@ -465,12 +178,12 @@ class TablePlan:
             self.name_origins.append(t.origin)
         key_columns = self._key_columns(info, tr)
 
-        columns = _Columns(self.label, tr.source, self.applied)
+        columns = Columns(self.label, tr.source, self.applied)
         for col, cr in zip(info.columns, tr.columns, strict=True):
             columns.source_column(col, cr, tr.include_columns, key_columns)
         if columns.bis:
             self.applied.append(f"add-before-image-columns: {', '.join(o for _, o in columns.bis)}")
-        resolve_src = _resolver([c.name for c in info.columns])
+        resolve_src = resolver([c.name for c in info.columns])
         for t in tr.add_columns:
             columns.added_column(t, resolve_src)
         columns.before_image_names()
@@ -509,7 +222,7 @@ class TablePlan:
         pk_rule = tr.primary_key
         if pk_rule is None:
             return info.key_columns
-        resolve_src = _resolver([c.name for c in info.columns])
+        resolve_src = resolver([c.name for c in info.columns])
         keys = []
         for k in pk_rule.key_columns:
             src = resolve_src(k)
@@ -522,7 +235,7 @@ class TablePlan:
     def _object_mapping(
         self,
         om: ObjectMapping | None,
-        columns: _Columns,
+        columns: Columns,
         out_cols: list[str],
         transform: Callable[[ChangeEvent, Row], Row] | None,
         target: TargetConfig,
@@ -545,7 +258,7 @@ class TablePlan:
                 for o in out_cols
                 if o.lower() in om.exclude_columns or source_of.get(o, o).lower() in om.exclude_columns
             )
-            resolve_out = _resolver(out_cols)
+            resolve_out = resolver(out_cols)
             attrs = [(a.name, _compile_attr(a, om, resolve_out, self.label)) for a in om.attribute_mappings]
             attr_names = [a.name for a in om.attribute_mappings]
             document = om.action == "map-record-to-document"
@@ -592,16 +305,16 @@ class TablePlan:
         assert om.partition_key_name is not None
         name = om.partition_key_name
         path = om.origin.at(".mapping-parameters.partition-key-name")
-        attr = _resolver(attr_names)(name)
+        attr = resolver(attr_names)(name)
         if attr is not None:
             return lambda ev, src, data: key_text(data.get(attr))
-        col = _resolver(out_cols)(name)
+        col = resolver(out_cols)(name)
         if col is not None and col not in excluded:
             if document:
                 return lambda ev, src, data: key_text(data["_doc"].get(col))
             return lambda ev, src, data: key_text(data.get(col))
         source_of = {o: s for s, o, _ in cols}
-        src_name = source_of.get(col) if col is not None else _resolver([c.name for c in info.columns])(name)
+        src_name = source_of.get(col) if col is not None else resolver([c.name for c in info.columns])(name)
         if src_name is None:
             raise MappingError(
                 f"{path}: {self.label}: partition-key-name {name!r} is neither an attribute of the rule nor a column "
@@ -647,28 +360,6 @@ def _endpoint_before_image(
         return out if include_nulls else _drop_nulls(out)
 
     return before_image
-
-
-def _guarded(conv: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:
-    def guarded(v: Any) -> Any:
-        try:
-            return conv(v)
-        except ValueError as exc:
-            raise MappingError(f"{where}: {exc}") from None
-
-    return guarded
-
-
-def _guarded_expression(fn: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:
-    """Arithmetic on extreme values (a float overflow, ...) becomes an error naming the rule, not a crash."""
-
-    def guarded(env: Any) -> Any:
-        try:
-            return fn(env)
-        except (ArithmeticError, ValueError, TypeError) as exc:
-            raise MappingError(f"{where}: cannot evaluate for this row: {exc}") from None
-
-    return guarded
 
 
 def _compile_attr(
