@@ -370,6 +370,10 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         except SourceConnectionError as exc:
             self._log.warning("reconnect failed", reason=str(exc))
             return
+        # A first start streams from the server's file/position, but every position read since carries the GTID
+        # state: resume by it when allowed, so a failover behind the same address (a virtual IP, DNS, a managed
+        # service's endpoint) is followed in this run too, not refused until a restart.
+        self._use_gtid = self.cfg.gtid_mode != "off" and bool(r.get("gtid")) and info.server_has_gtids
         self._verify_resume(info, str(r["file"]), int(r["pos"]), r.get("gtid"), self._identity)
         self._info = info
         self._resume = {**r, **self._identity}  # a failover by GTID: later checkpoints name the new server
