@@ -59,7 +59,7 @@ def test_mariadb_promoted_replica_that_lacks_a_checkpointed_transaction_is_refus
     inspect_resume(Answers(("",)), info, "mariadb-bin.000007", 1187, "0-1-42", at_position=True)
     [(check, text)] = refused(info, OLD_PRIMARY, use_gtid=True)
     assert check == POSITION_CHECK
-    assert "written for server_id 1" in text and "is server_id 2" in text and ": 0-1-42 (" in text
+    assert "written for server_id 1" in text and "it is server_id 2" in text and "binlog: 0-1-42 (" in text
     assert "the stream holds changes this database does not have" in text and "log_slave_updates" in text
     assert "full load" in text
 

@@ -226,9 +226,9 @@ def resume_refusals(
         out.append(
             Refusal(
                 POSITION_CHECK,
-                f"the checkpoint was written for {describe_server(known)}; the server at {where} is "
-                f"{describe_server(identity)} and its binlog lacks transactions of the checkpointed GTID position "
-                f"{gtid}: {info.unknown_gtids} (its binlog has {info.gtid_state or 'no GTIDs'}). If it is a replica "
+                f"the checkpointed GTID position {gtid}, written for {describe_server(known)}, includes "
+                f"transactions the server at {where} never wrote to its binlog: {info.unknown_gtids} (it is "
+                f"{describe_server(identity)}; its binlog has {info.gtid_state or 'no GTIDs'}). If it is a replica "
                 "promoted after a failover, it never applied them: they were lost with the old primary, but "
                 "cdcstream had already streamed them, so the stream holds changes this database does not have (or "
                 "the replica ran without log_slave_updates / log_replica_updates, and its binlog lacks what it "
