@@ -91,6 +91,15 @@ SOURCE_PROBE_TIMESTAMP = Gauge(
     ["source"],
 )
 
+# Which server the source reads: one series at 1, replaced when the server changes (a failover followed by GTID,
+# or another server behind the same address), so a dashboard shows the switch. Labels are bounded: one set per
+# source at a time.
+SOURCE_SERVER_INFO = Gauge(
+    "cdcstream_source_server_info",
+    "The server the source reads (always 1): MySQL/MariaDB server_id, MySQL server_uuid, MariaDB gtid_domain_id.",
+    ["source", "server_id", "server_uuid", "gtid_domain"],
+)
+
 # Selected tables whose changes cannot reach the stream (PostgreSQL: not in the publication, e.g. created while
 # CDC runs without DDL capture; unlogged; partitions published under names the mapping does not select). Each
 # one is named in the log and in /status; always 0 for MySQL/MariaDB, whose binlog carries every table.
