@@ -1,13 +1,13 @@
 """Commit -> Kinesis-acknowledged latency at a steady rate of changes, through an endpoint with a realistic round trip.
 
 Method (bench/README.md): a private PostgreSQL 15 and the 10-column bench table; ``cdcstream run`` with its default
-[target] settings (plus ``include_transaction_details``, so each record carries its ``commit-timestamp``) streams
-into ``bench/fake_kinesis.py`` with 8 shards of 1,000 records/s each, answering every PutRecords request after a
-random 10-30 ms. A writer commits transactions of ``--tx-rows`` INSERTs at a steady ``--rates`` changes/s (one
-commit every tx_rows/rate seconds, on a fixed schedule). For each record the endpoint notes how long after its
-source commit it answered the request carrying it (the record's acknowledgement); after a warm-up the figures of
-``--seconds`` of steady writing are its p50/p90/p99/max. The daemon's own ``cdcstream_end_to_end_lag_seconds``
-histogram (the oldest record of each request) is read from /metrics beside them.
+[target] settings (plus ``include_transaction_details``, so each record carries its ``commit-timestamp``, and records
+keyed by primary key) streams into ``bench/fake_kinesis.py`` with 8 shards of 1,000 records/s each, answering every
+PutRecords request after a random 10-30 ms. A writer commits transactions of ``--tx-rows`` INSERTs at a steady
+``--rates`` changes/s (one commit every tx_rows/rate seconds, on a fixed schedule). For each record the endpoint notes
+how long after its source commit it answered the request carrying it (the record's acknowledgement); after a warm-up the
+figures of ``--seconds`` of steady writing are its p50/p90/p99/max. The daemon's own
+``cdcstream_end_to_end_lag_seconds`` histogram (the oldest record of each request) is read from /metrics beside them.
 
     python bench/latency_bench.py [--rates 1000,5000] [--seconds 30] [--tx-rows 10] [--delay-ms 10,30]
 """
@@ -43,7 +43,28 @@ from tests.support.postgres import CDC_PASSWORD, CDC_USER  # noqa: E402
 
 TARGET = """include_transaction_details = true
 message_format = "json-unformatted"
-shard_rate_limit = false"""
+"""
+# Records keyed by primary key, spread over the shards: with DMS's default schema-table key every record of a table
+# goes to one shard, which Kinesis caps at 1,000 records/s (the fake endpoint too, --shard-limit).
+MAPPING = {
+    "rules": [
+        {
+            "rule-type": "selection",
+            "rule-id": "1",
+            "rule-name": "all",
+            "object-locator": {"schema-name": "public", "table-name": "%"},
+            "rule-action": "include",
+        },
+        {
+            "rule-type": "object-mapping",
+            "rule-id": "2",
+            "rule-name": "by-key",
+            "rule-action": "map-record-to-record",
+            "object-locator": {"schema-name": "public", "table-name": "bench"},
+            "mapping-parameters": {"partition-key-type": "primary-key"},
+        },
+    ]
+}
 ROW = "(%s, 'name ' || %s, %s, 1.5, now(), true, '{\"k\": 1}', md5(%s::text), 0.5, gen_random_uuid())"
 
 
@@ -125,6 +146,8 @@ def main() -> int:
             fake_kinesis("--shards", "8", "--shard-limit", "1000", "--delay-ms", args.delay_ms, "--latency")
         )
         port = free_port()
+        mapping = tmp / "mapping.json"
+        mapping.write_text(json.dumps(MAPPING))
         config = write_config(
             tmp / "latency.toml",
             task_id="latency",
@@ -132,6 +155,7 @@ def main() -> int:
             endpoint_url=url,
             state_dir=tmp / "state",
             target=TARGET,
+            top=f'table_mappings = "{mapping}"',
         )
         config.write_text(config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"'))
         daemon = stack.enter_context(running_daemon(config))
