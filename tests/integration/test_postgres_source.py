@@ -17,7 +17,7 @@ from tests.support.checkpoints import pg
 from tests.support.postgres import PgDb
 from tests.support.reader import n_events, open_reader
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.pg_core]
 
 
 async def slot_confirmed_lsn(db: PgDb, slot: str = "cdc_slot") -> int:
