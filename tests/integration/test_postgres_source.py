@@ -1,4 +1,4 @@
-"""PostgresSource against a private PostgreSQL 15 server, as the non-superuser ``cdc`` role."""
+"""PostgresSource against the private PostgreSQL server (each of --pg-versions), as the non-superuser ``cdc`` role."""
 
 from __future__ import annotations
 

@@ -313,16 +313,22 @@ class PgDb:
         )
 
 
-@pytest.fixture
-def pg_db(pg_server: PgServer) -> Iterator[PgDb]:
-    """A fresh database owned by ``cdc``, dropped (with its slots) after the test."""
-    name = pg_server.create_database()
+def fresh_db(server: PgServer) -> Iterator[PgDb]:
+    """Body of a database fixture (``yield from fresh_db(server)``): a fresh database of ``server`` owned by
+    ``cdc``, dropped (with its slots) after the test."""
+    name = server.create_database()
     try:
-        yield PgDb(pg_server, name)
+        yield PgDb(server, name)
     finally:
         # A test that restarted the server may leave it briefly unavailable; the dir is removed anyway.
         with contextlib.suppress(psycopg.Error):
-            pg_server.drop_database(name)
+            server.drop_database(name)
+
+
+@pytest.fixture
+def pg_db(pg_server: PgServer) -> Iterator[PgDb]:
+    """A fresh database of the session's server, owned by ``cdc``, dropped (with its slots) after the test."""
+    yield from fresh_db(pg_server)
 
 
 PgConfigFactory = Callable[..., PostgresSourceConfig]

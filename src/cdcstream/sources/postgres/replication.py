@@ -26,6 +26,13 @@ from psycopg import pq
 from cdcstream.errors import SourceConnectionError, SourceError
 
 PG_EPOCH_UNIX = 946_684_800
+
+#: pgoutput protocol version, the same on every server (14-18). What the later ones add is of no use here:
+#: 2 (14+) streams large transactions before they commit, but no record may leave before its commit (it can
+#: still abort), so the daemon would hold them in memory instead of the server spilling them to disk, with no
+#: gain in lag; 3 (15+) decodes two-phase transactions at PREPARE, the same trade; 4 (16+) serves parallel
+#: apply workers. The ``binary`` option (14+) would replace the server's text output, the oracle of values.
+PROTO_VERSION = 1
 _STATUS = struct.Struct("!QQQqB")
 
 # SQLSTATE classes/codes where retrying cannot help: authentication, privileges, undefined objects (slot or
@@ -247,12 +254,13 @@ class ReplicationConnection:
         return str(rows[0][1])
 
     async def start_replication(self, slot: str, lsn: str, publication: str) -> None:
-        """Enter CopyBoth mode streaming pgoutput proto v1 (with logical messages, used for heartbeats)."""
+        """Enter CopyBoth mode streaming pgoutput :data:`PROTO_VERSION` (with logical messages: heartbeats, DDL
+        capture)."""
         pg = self.pgconn
         pubs = quote_literal(quote_ident(publication))
         cmd = (
             f"START_REPLICATION SLOT {quote_ident(slot)} LOGICAL {lsn} "
-            f"(proto_version '1', publication_names {pubs}, messages 'true')"
+            f"(proto_version '{PROTO_VERSION}', publication_names {pubs}, messages 'true')"
         )
         try:
             pg.send_query(cmd.encode())
