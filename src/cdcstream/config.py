@@ -111,6 +111,10 @@ class PostgresSourceConfig(_Section):
     # In [source] because the source renders values and these types exist only in PostgreSQL.
     json_as: Literal["string", "object"] = "string"
     hstore_as: Literal["string", "object"] = "string"
+    # PostgreSQL 18+: stored generated columns in the records (the publication's publish_generated_columns =
+    # stored, set when cdcstream creates it; an existing one must say so). Older servers never send them, so
+    # true is refused there rather than silently producing records without them.
+    publish_generated_columns: bool = False
 
     _host = field_validator("host")(_check_host)
 

@@ -13,6 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.support.daemon import check_numbered_changes, create_stream, kill_at_random_moments, read_stream
 from tests.support.engines import Engine
 
@@ -44,6 +46,7 @@ def _writer(engine: Engine, changes: int, committed: list[tuple[str, int, int]],
         done.set()
 
 
+@pytest.mark.pg_core
 def test_sigkill_at_random_moments_loses_nothing(engine: Engine, moto_url: str, tmp_path: Path) -> None:
     engine.execute("CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)")
     if engine.name == "postgres":

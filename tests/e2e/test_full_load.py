@@ -111,6 +111,7 @@ def _tables(engine: Engine) -> None:
     engine.analyze("a", "b", "c")
 
 
+@pytest.mark.pg_core
 def test_full_load_and_cdc_with_writer_converges(engine: Engine, moto_url: str, tmp_path: Path) -> None:
     _tables(engine)
     stream = create_stream(moto_url, f"flc-{uuid.uuid4().hex[:8]}")
@@ -395,6 +396,7 @@ def test_stop_signal_to_daemon_and_workers_mid_load_is_a_clean_stop(pg_db: PgDb,
 
 
 @pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "mapping-workers"])
+@pytest.mark.pg_core
 def test_load_rows_render_like_inserted_rows(pg_db: PgDb, moto_url: str, tmp_path: Path, processes: int) -> None:
     """The same values arriving as a load row and as a CDC insert have identical ``data`` (type matrix), also
     when a mapping worker process renders the load rows."""

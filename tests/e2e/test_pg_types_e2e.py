@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support import pg_types as m
 from tests.support.daemon import create_stream, read_stream, start_daemon
 from tests.support.postgres import PgDb
+
+pytestmark = pytest.mark.pg_core
 
 
 def test_type_matrix_end_to_end(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:

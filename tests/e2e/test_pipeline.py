@@ -7,8 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.daemon import Daemon, create_stream, start_daemon, table_records, wait_for
 from tests.support.postgres import PgDb
+
+pytestmark = pytest.mark.pg_core
 
 
 def _start(pg_db: PgDb, url: str, tmp_path: Path, **kw: Any) -> tuple[Daemon, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from cdcstream.sources.postgres import ddl
 from tests.support.daemon import (
@@ -80,6 +81,7 @@ def summary(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return out
 
 
+@pytest.mark.pg_core
 def test_postgres_ddl_between_rows(pg_db: PgDb, kinesis_url: str, tmp_path: Path) -> None:
     pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, name text, qty int)")
     stream = create_stream(kinesis_url, f"ddl-{uuid.uuid4().hex[:8]}")
@@ -269,6 +271,7 @@ def _ddl_writer(pg_db: PgDb, done: threading.Event) -> None:
         done.set()
 
 
+@pytest.mark.pg_core
 def test_postgres_ddl_survives_sigkill_at_random_moments(pg_db: PgDb, moto_url: str, tmp_path: Path) -> None:
     pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
     ddl.install(pg_db.server.superuser_dsn(pg_db.name))

@@ -13,7 +13,7 @@ from cdcstream.sources.postgres.checks import run_checks
 from tests.support.postgres import PgDb
 from tests.support.reader import Reader, open_reader
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.pg_core]
 
 
 def install(pg_db: PgDb) -> None:

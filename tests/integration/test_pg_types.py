@@ -22,7 +22,7 @@ from tests.support import pg_types as m
 from tests.support.postgres import PgDb
 from tests.support.reader import n_events, open_reader
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.pg_core]
 
 
 def same(a: Any, b: Any) -> bool:

@@ -1,4 +1,4 @@
-"""PostgresSource against a private PostgreSQL 15 server, as the non-superuser ``cdc`` role."""
+"""PostgresSource against the private PostgreSQL server (each of --pg-versions), as the non-superuser ``cdc`` role."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.support.checkpoints import pg
 from tests.support.postgres import PgDb
 from tests.support.reader import n_events, open_reader
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.pg_core]
 
 
 async def slot_confirmed_lsn(db: PgDb, slot: str = "cdc_slot") -> int:

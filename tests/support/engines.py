@@ -205,8 +205,10 @@ class MariaDb(Engine):
 
 
 @pytest.fixture(params=["postgres", "mariadb"])
-def engine(request: pytest.FixtureRequest) -> Engine:
-    """Each test taking it runs over a fresh PostgreSQL database and a fresh MariaDB database."""
+def engine(request: pytest.FixtureRequest, pg_version: int) -> Engine:
+    """Each test taking it runs over a fresh PostgreSQL database and a fresh MariaDB database (``pg_version`` is
+    named so that ``--pg-versions`` parametrizes these tests too; the MariaDB ones are then deselected)."""
+    del pg_version
     if request.param == "postgres":
         return Postgres(request.getfixturevalue("pg_db"))
     return MariaDb(request.getfixturevalue("my_db"))

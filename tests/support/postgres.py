@@ -1,11 +1,15 @@
-"""pytest plugin: a private PostgreSQL 15 server for integration tests.
+"""pytest plugin: a private PostgreSQL server for integration tests, PostgreSQL 15 unless asked otherwise.
 
-The server runs from ``/usr/lib/postgresql/15/bin`` as the ``postgres`` OS user (initdb refuses root) in a
+The server runs from the binaries of :mod:`tests.support.pg_binaries` (Debian's for 15, the pinned npm builds
+for 14, 16, 17 and 18) as the ``postgres`` OS user (initdb refuses root) in a
 temporary directory, on a free port, with ``wal_level=logical``. Authentication mirrors a production setup:
 ``trust`` for the superuser over the private unix socket only, ``scram-sha-256`` for everyone over 127.0.0.1.
 The role ``cdc`` (password ``cdc``) has LOGIN REPLICATION CREATEDB but is *not* a superuser, so tests see the
 privilege errors a real deployment would see. Each test gets its own database (``pg_db``), hence its own
 publication namespace (slot names are cluster-wide: tests use distinct names or one slot per database).
+
+``--pg-versions 14,16`` runs every selected test that uses ``pg_server`` once per listed version (test ids get
+``[pg14]``...); ``pg_version`` is the major version of the server a test runs against.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from psycopg import sql
 
 from cdcstream.config import PostgresSourceConfig
 from tests.support import free_port, running
+from tests.support.pg_binaries import DEBIAN_BIN, DEBIAN_MAJOR, MAJORS, BinariesError, bin_dir
 
-PG_BIN = Path(os.environ.get("CDCSTREAM_PG_BIN", "/usr/lib/postgresql/15/bin"))
+#: Client tools (psql, pg_recvlogical): PostgreSQL 15's talk to every server version tested.
+PG_BIN = DEBIAN_BIN
 SUPERUSER = "postgres"
 CDC_USER = "cdc"
 CDC_PASSWORD = "cdc"
@@ -74,6 +80,8 @@ class PgServer:
 
     root: Path
     port: int
+    bin_dir: Path = DEBIAN_BIN
+    version: int = DEBIAN_MAJOR
     host: str = "127.0.0.1"
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -128,7 +136,7 @@ class PgServer:
 
     def pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return _as_postgres(
-            [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"), *args],
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"), *args],
             timeout=timeout,
         )
 
@@ -154,10 +162,18 @@ class ServerStartError(RuntimeError):
     """The private server could not be started (binaries missing, initdb or start failed)."""
 
 
-def start_private_postgres(root: Path | None = None, *, extra_conf: str = "") -> PgServer:
-    """Start a private PostgreSQL 15 in ``root`` (a new temp dir by default); also used by the demo and bench."""
-    if not (PG_BIN / "initdb").exists():
-        raise ServerStartError(f"PostgreSQL binaries not found in {PG_BIN} (apt-get install postgresql-15)")
+def start_private_postgres(
+    root: Path | None = None, *, extra_conf: str = "", version: int = DEBIAN_MAJOR, bindir: Path | None = None
+) -> PgServer:
+    """Start a private PostgreSQL ``version`` (from ``bindir`` when given) in ``root`` (a new temp dir by
+    default); also used by the demo and bench."""
+    if bindir is None:
+        try:
+            bindir = bin_dir(version)
+        except BinariesError as exc:
+            raise ServerStartError(str(exc)) from None
+    if not (bindir / "initdb").exists():
+        raise ServerStartError(f"PostgreSQL binaries not found in {bindir}")
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         raise ServerStartError("runuser is needed to run PostgreSQL as the postgres user")
     if root is None:
@@ -167,10 +183,10 @@ def start_private_postgres(root: Path | None = None, *, extra_conf: str = "") ->
     os.chmod(root, 0o755)
     if os.geteuid() == 0:
         shutil.chown(root, SUPERUSER, SUPERUSER)
-    server = PgServer(root=root, port=free_port())
+    server = PgServer(root=root, port=free_port(), bin_dir=bindir, version=version)
     res = _as_postgres(
         [
-            str(PG_BIN / "initdb"),
+            str(bindir / "initdb"),
             "-D",
             str(server.datadir),
             "-U",
@@ -202,10 +218,57 @@ def start_private_postgres(root: Path | None = None, *, extra_conf: str = "") ->
     return server
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-versions",
+        default=str(DEBIAN_MAJOR),
+        help=f"comma-separated PostgreSQL major versions to run the pg_server tests on (of {MAJORS})",
+    )
+
+
+def _versions(config: pytest.Config) -> list[int]:
+    raw = str(config.getoption("--pg-versions"))
+    try:
+        versions = [int(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise pytest.UsageError(f"--pg-versions: {raw!r} is not a list of major versions") from None
+    unknown = [v for v in versions if v not in MAJORS]
+    if unknown or not versions:
+        raise pytest.UsageError(f"--pg-versions: {raw!r}; known versions are {MAJORS}")
+    return versions
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    versions = _versions(metafunc.config)
+    if "pg_version" in metafunc.fixturenames and versions != [DEBIAN_MAJOR]:
+        metafunc.parametrize("pg_version", versions, indirect=True, scope="session", ids=[f"pg{v}" for v in versions])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With other versions than the default, a test over the ``engine`` fixture's MariaDB runs no PostgreSQL
+    and would only repeat itself once per version: deselected."""
+    if _versions(config) == [DEBIAN_MAJOR]:
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        (drop if callspec is not None and callspec.params.get("engine") == "mariadb" else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """The session's private PostgreSQL 15 server."""
-    yield from running(start_private_postgres, ServerStartError)
+def pg_version(request: pytest.FixtureRequest) -> int:
+    """The major version of the session's server (``--pg-versions``; 15 by default)."""
+    return int(getattr(request, "param", DEBIAN_MAJOR))
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_version: int) -> Iterator[PgServer]:
+    """The session's private PostgreSQL server (one per version with ``--pg-versions``)."""
+    yield from running(lambda: start_private_postgres(version=pg_version), ServerStartError)
 
 
 @dataclass
@@ -250,16 +313,22 @@ class PgDb:
         )
 
 
-@pytest.fixture
-def pg_db(pg_server: PgServer) -> Iterator[PgDb]:
-    """A fresh database owned by ``cdc``, dropped (with its slots) after the test."""
-    name = pg_server.create_database()
+def fresh_db(server: PgServer) -> Iterator[PgDb]:
+    """Body of a database fixture (``yield from fresh_db(server)``): a fresh database of ``server`` owned by
+    ``cdc``, dropped (with its slots) after the test."""
+    name = server.create_database()
     try:
-        yield PgDb(pg_server, name)
+        yield PgDb(server, name)
     finally:
         # A test that restarted the server may leave it briefly unavailable; the dir is removed anyway.
         with contextlib.suppress(psycopg.Error):
-            pg_server.drop_database(name)
+            server.drop_database(name)
+
+
+@pytest.fixture
+def pg_db(pg_server: PgServer) -> Iterator[PgDb]:
+    """A fresh database of the session's server, owned by ``cdc``, dropped (with its slots) after the test."""
+    yield from fresh_db(pg_server)
 
 
 PgConfigFactory = Callable[..., PostgresSourceConfig]

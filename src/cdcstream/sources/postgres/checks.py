@@ -20,10 +20,17 @@ from cdcstream.sources.postgres.catalog import USER_TABLES_FROM, user_tables
 from cdcstream.sources.postgres.connection import build_conninfo, connect_error
 from cdcstream.sources.postgres.grants import grant_statements, unreadable_tables
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
-from cdcstream.sources.postgres.publication import publication_sql, uncaptured_tables
+from cdcstream.sources.postgres.publication import (
+    GENERATED_COLUMNS_VERSION,
+    generated_columns_problem,
+    publication_sql,
+    publishes_generated,
+    uncaptured_tables,
+)
 from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.resume import CHECK, read_server_state, resume_refusals
-from cdcstream.sources.postgres.slot import slot_problem
+from cdcstream.sources.postgres.setup import version_problem
+from cdcstream.sources.postgres.slot import slot_problem, slot_sql
 
 
 async def run_checks(
@@ -73,12 +80,13 @@ async def _server_checks(
     out: list[CheckResult] = []
     version = (await _one(conn, "SHOW server_version"))[0]
     num = int((await _one(conn, "SHOW server_version_num"))[0])
+    too_old = version_problem(num, version)
     out.append(
         CheckResult(
             "server version",
-            num >= 100000,
-            f"PostgreSQL {version}",
-            "" if num >= 100000 else "PostgreSQL 10 or newer is required for pgoutput",
+            too_old is None,
+            f"PostgreSQL {version}" if too_old is None else too_old,
+            "" if too_old is None else "upgrade the server to PostgreSQL 14 or newer",
         )
     )
     wal_level = (await _one(conn, "SHOW wal_level"))[0]
@@ -100,17 +108,12 @@ async def _server_checks(
             "" if ok else f"ALTER ROLE {quote_ident(cfg.user)} WITH REPLICATION;  -- as a superuser",
         )
     )
-    slot = await _one(
-        conn,
-        "SELECT plugin, slot_type, database, wal_status, active, confirmed_flush_lsn::text "
-        "FROM pg_replication_slots WHERE slot_name = %s",
-        (cfg.slot_name,),
-    )
+    slot = await _one(conn, slot_sql(num, "active, confirmed_flush_lsn::text"), (cfg.slot_name,))
     max_slots = int((await _one(conn, "SHOW max_replication_slots"))[0])
     used_slots = int((await _one(conn, "SELECT count(*) FROM pg_replication_slots"))[0])
     max_senders = int((await _one(conn, "SHOW max_wal_senders"))[0])
     used_senders = int((await _one(conn, "SELECT count(*) FROM pg_stat_replication"))[0])
-    problem = slot_problem(cfg, slot[:4] if slot else None, cast(PgCheckpoint | None, checkpoint))  # as `run` says
+    problem = slot_problem(cfg, slot[:5] if slot else None, cast(PgCheckpoint | None, checkpoint))  # as `run` says
     if problem is not None:
         out.append(CheckResult("slot", False, str(problem), "see the options above"))
     elif slot is None:
@@ -130,7 +133,7 @@ async def _server_checks(
             )
         )
     else:
-        plugin, _, _, wal_status, active, confirmed = slot
+        plugin, _, _, wal_status, _, active, confirmed = slot
         out.append(
             CheckResult(
                 "slot",
@@ -156,6 +159,7 @@ async def _server_checks(
         )
     )
     out.append(await _publication_check(conn, cfg, selector, bool(su)))
+    out.extend(await _version_checks(conn, cfg, num, version))
     out.extend(await _table_checks(conn, selector))
     ddl_check = await _ddl_check(conn)
     out.append(ddl_check)
@@ -323,6 +327,48 @@ async def _table_checks(
     return out
 
 
+async def _version_checks(
+    conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, num: int, version: str
+) -> list[CheckResult]:
+    """What depends on the server version: generated columns (18+) and the idle slot timeout (18+)."""
+    out: list[CheckResult] = []
+    if cfg.publish_generated_columns or num >= GENERATED_COLUMNS_VERSION:
+        publishes = await publishes_generated(conn, cfg.publication)
+        problem = generated_columns_problem(cfg.publication, cfg.publish_generated_columns, num, version, publishes)
+        if problem is not None:
+            out.append(CheckResult("generated columns", False, *problem))
+        else:
+            sent = cfg.publish_generated_columns or bool(publishes)
+            out.append(
+                CheckResult(
+                    "generated columns",
+                    True,
+                    "stored generated columns are in the records"
+                    if sent
+                    else "generated columns are left out of the records (publish_generated_columns = false)",
+                )
+            )
+    if num >= 180000:
+        row = await _one(conn, "SELECT setting::int FROM pg_settings WHERE name = 'idle_replication_slot_timeout'")
+        timeout = int(row[0])
+        out.append(
+            CheckResult(
+                "idle_replication_slot_timeout",
+                True,
+                "0: a stopped daemon's slot is never invalidated for being idle"
+                if not timeout
+                else f"{timeout} s: if the daemon is stopped longer, the server invalidates slot {cfg.slot_name} "
+                "and changes since the checkpoint are lost (a full load is then needed)",
+                ""
+                if not timeout
+                else "ALTER SYSTEM SET idle_replication_slot_timeout = 0; SELECT pg_reload_conf();"
+                "  -- or a value beyond the longest time the daemon may be stopped",
+                warning=bool(timeout),
+            )
+        )
+    return out
+
+
 async def _publication_check(
     conn: psycopg.AsyncConnection[Any],
     cfg: PostgresSourceConfig,
@@ -332,7 +378,8 @@ async def _publication_check(
     selected = await user_tables(conn, selector)
     pub = await _one(conn, "SELECT puballtables FROM pg_publication WHERE pubname = %s", (cfg.publication,))
     if pub is None:
-        stmt = publication_sql(cfg.publication, None if selector is None and superuser else selected)
+        tables = None if selector is None and superuser else selected
+        stmt = publication_sql(cfg.publication, tables, generated=cfg.publish_generated_columns)
         owned = await (
             await conn.execute(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

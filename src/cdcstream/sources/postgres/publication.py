@@ -32,15 +32,57 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
-def publication_sql(name: str, tables: Sequence[tuple[str, str]] | None) -> str:
-    """The CREATE PUBLICATION statement for ``tables`` (None: FOR ALL TABLES)."""
+def publication_sql(name: str, tables: Sequence[tuple[str, str]] | None, *, generated: bool = False) -> str:
+    """The CREATE PUBLICATION statement for ``tables`` (None: FOR ALL TABLES); ``generated``: with stored generated
+    columns (PostgreSQL 18+)."""
     pub = quote_ident(name)
-    options = " WITH (publish_via_partition_root = true)"
+    options = " WITH (publish_via_partition_root = true" + (
+        ", publish_generated_columns = stored)" if generated else ")"
+    )
     if tables is None:
         return f"CREATE PUBLICATION {pub} FOR ALL TABLES{options};"
     if not tables:
         return f"CREATE PUBLICATION {pub}{options};"
     return f"CREATE PUBLICATION {pub} FOR TABLE {', '.join(qualified(s, t) for s, t in tables)}{options};"
+
+
+#: The first server version whose pgoutput can send generated columns.
+GENERATED_COLUMNS_VERSION = 180000
+
+
+def generated_columns_problem(
+    publication: str, want: bool, server_version: int, version_text: str, publishes: bool | None
+) -> tuple[str, str] | None:
+    """Why the ``publish_generated_columns`` setting (``want``) cannot hold on this server, and the fix; or None.
+    ``publishes``: whether the existing publication sends stored generated columns (None: no such publication,
+    or a server before 18)."""
+    if not want:
+        return None
+    if server_version < GENERATED_COLUMNS_VERSION:
+        return (
+            f"publish_generated_columns = true needs PostgreSQL 18 or newer, the server is PostgreSQL "
+            f"{version_text}: its pgoutput never sends generated columns",
+            "set publish_generated_columns = false in [source] (records then leave generated columns out), or "
+            "upgrade the server",
+        )
+    if publishes is False:
+        return (
+            f"publish_generated_columns = true, but publication {publication} does not publish generated columns "
+            "(cdcstream never changes an existing publication's options)",
+            f"as its owner: ALTER PUBLICATION {quote_ident(publication)} SET (publish_generated_columns = stored);",
+        )
+    return None
+
+
+async def publishes_generated(conn: psycopg.AsyncConnection[Any], publication: str) -> bool | None:
+    """Whether ``publication`` sends stored generated columns (PostgreSQL 18's pubgencols); None when it does not
+    exist or the server is older."""
+    if conn.info.server_version < GENERATED_COLUMNS_VERSION:
+        return None
+    row = await (
+        await conn.execute("SELECT pubgencols = 's' FROM pg_publication WHERE pubname = %s", (publication,))
+    ).fetchone()
+    return None if row is None else bool(row[0])
 
 
 @dataclass(frozen=True, slots=True)

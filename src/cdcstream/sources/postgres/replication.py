@@ -26,6 +26,13 @@ from psycopg import pq
 from cdcstream.errors import SourceConnectionError, SourceError
 
 PG_EPOCH_UNIX = 946_684_800
+
+#: pgoutput protocol version, the same on every server (14-18). What the later ones add is of no use here:
+#: 2 (14+) streams large transactions before they commit, but no record may leave before its commit (it can
+#: still abort), so the daemon would hold them in memory instead of the server spilling them to disk, with no
+#: gain in lag; 3 (15+) decodes two-phase transactions at PREPARE, the same trade; 4 (16+) serves parallel
+#: apply workers. The ``binary`` option (14+) would replace the server's text output, the oracle of values.
+PROTO_VERSION = 1
 _STATUS = struct.Struct("!QQQqB")
 
 # SQLSTATE classes/codes where retrying cannot help: authentication, privileges, undefined objects (slot or
@@ -80,6 +87,18 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def create_slot_command(slot: str, *, server_version: int, temporary: bool = False, export: bool = False) -> str:
+    """``CREATE_REPLICATION_SLOT`` for a pgoutput slot, in the syntax ``server_version`` (``server_version_num``)
+    reads: PostgreSQL 15 introduced the parenthesised options (and 14 rejects them as a syntax error); the older
+    keyword form is still accepted by newer servers but takes no new options. ``export``: export the slot's
+    snapshot for a full load, else none (nothing to release)."""
+    kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+    head = f"CREATE_REPLICATION_SLOT {quote_ident(slot)} {kind} pgoutput"
+    if server_version >= 150000:
+        return f"{head} (SNAPSHOT {quote_literal('export' if export else 'nothing')})"
+    return f"{head} {'EXPORT_SNAPSHOT' if export else 'NOEXPORT_SNAPSHOT'}"
+
+
 def now_pg_us() -> int:
     """Now as microseconds since 2000-01-01 UTC (the protocol's clock)."""
     return int((time.time() - PG_EPOCH_UNIX) * 1_000_000)
@@ -122,6 +141,11 @@ class ReplicationConnection:
         if self._pg is None or self._pg.status != pq.ConnStatus.OK:
             raise SourceConnectionError("replication connection is closed")
         return self._pg
+
+    @property
+    def server_version(self) -> int:
+        """The server's ``server_version_num`` (e.g. 170010), as libpq read it at connect."""
+        return int(self.pgconn.server_version)
 
     @property
     def closed(self) -> bool:
@@ -225,18 +249,18 @@ class ReplicationConnection:
         return str(r[0]), int(r[1] or 0), str(r[2]), r[3]
 
     async def create_slot(self, slot: str) -> str:
-        """``CREATE_REPLICATION_SLOT ... LOGICAL pgoutput NOEXPORT_SNAPSHOT``; returns the consistent
-        point."""
-        rows = await self.command(f"CREATE_REPLICATION_SLOT {quote_ident(slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT")
+        """A pgoutput slot exporting no snapshot (:func:`create_slot_command`); returns the consistent point."""
+        rows = await self.command(create_slot_command(slot, server_version=self.server_version))
         return str(rows[0][1])
 
     async def start_replication(self, slot: str, lsn: str, publication: str) -> None:
-        """Enter CopyBoth mode streaming pgoutput proto v1 (with logical messages, used for heartbeats)."""
+        """Enter CopyBoth mode streaming pgoutput :data:`PROTO_VERSION` (with logical messages: heartbeats, DDL
+        capture)."""
         pg = self.pgconn
         pubs = quote_literal(quote_ident(publication))
         cmd = (
             f"START_REPLICATION SLOT {quote_ident(slot)} LOGICAL {lsn} "
-            f"(proto_version '1', publication_names {pubs}, messages 'true')"
+            f"(proto_version '{PROTO_VERSION}', publication_names {pubs}, messages 'true')"
         )
         try:
             pg.send_query(cmd.encode())

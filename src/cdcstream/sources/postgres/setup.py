@@ -15,15 +15,35 @@ from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.catalog import user_tables
 from cdcstream.sources.postgres.publication import (
     all_tables,
+    generated_columns_problem,
     publication_sql,
     published_schemas,
+    publishes_generated,
     register_selection,
 )
 from cdcstream.sources.postgres.replication import quote_ident
 
+#: The oldest server the source streams from: pgoutput's ``messages`` option, which carries the heartbeats and
+#: the DDL capture's records, is PostgreSQL 14's.
+MIN_SERVER_VERSION = 140000
+
+
+def version_problem(server_version: int, version_text: str) -> str | None:
+    """Why the source cannot stream from a server of this version, or None."""
+    if server_version >= MIN_SERVER_VERSION:
+        return None
+    return (
+        f"PostgreSQL 14 or newer is required, the server is PostgreSQL {version_text}: cdcstream reads logical "
+        "messages (heartbeats, DDL capture) from pgoutput, which sends them from PostgreSQL 14"
+    )
+
 
 async def check_server(conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig) -> bool:
-    """``wal_level`` is logical and the role may replicate; returns whether the role is a superuser."""
+    """The server version is supported, ``wal_level`` is logical and the role may replicate; returns whether the
+    role is a superuser."""
+    problem = version_problem(conn.info.server_version, conn.info.parameter_status("server_version") or "?")
+    if problem is not None:
+        raise SourceError(problem)
     row = await (await conn.execute("SELECT current_setting('wal_level')")).fetchone()
     wal_level = row[0] if row else "?"
     if wal_level != "logical":
@@ -52,14 +72,25 @@ async def ensure_publication(
     log: FilteringBoundLogger,
 ) -> None:
     """Create the publication when it is missing and ``create_publication`` allows (FOR ALL TABLES for a
-    superuser without a mapping, else the selected tables), or say what a DBA should run."""
+    superuser without a mapping, else the selected tables), or say what a DBA should run. Refuses a
+    ``publish_generated_columns`` the server or the existing publication cannot honour."""
+    info = conn.info
+    problem = generated_columns_problem(
+        cfg.publication,
+        cfg.publish_generated_columns,
+        info.server_version,
+        info.parameter_status("server_version") or str(info.server_version),
+        await publishes_generated(conn, cfg.publication),
+    )
+    if problem is not None:
+        raise SourceError(f"{problem[0]}. Fix: {problem[1]}")
     row = await (
         await conn.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (cfg.publication,))
     ).fetchone()
     if row is not None:
         return
     tables = None if selector is None and superuser else await user_tables(conn, selector)
-    stmt = publication_sql(cfg.publication, tables)
+    stmt = publication_sql(cfg.publication, tables, generated=cfg.publish_generated_columns)
     if not cfg.create_publication:
         raise SourceError(
             f"publication {cfg.publication!r} does not exist in database {cfg.database!r} and "

@@ -12,14 +12,65 @@ from cdcstream.checkpoints.model import PgCheckpoint, is_loading, load_completed
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceConnectionError, SourceError
 
+#: A slot's row as :func:`slot_problem` reads it: plugin, slot_type, database, wal_status, invalidation_reason.
+SlotRow = tuple[str, str, str, str | None, str | None]
+
+# Why PostgreSQL invalidated a slot (pg_replication_slots.invalidation_reason, 17+), what caused it, and what
+# keeps it from happening again.
+_INVALIDATED = {
+    "wal_removed": (
+        "the server removed WAL it still needed (max_slot_wal_keep_size)",
+        "raise max_slot_wal_keep_size, or alert on cdcstream's slot lag before it is reached",
+    ),
+    "idle_timeout": (
+        "it was inactive for longer than idle_replication_slot_timeout (PostgreSQL 18), so the server released "
+        "the WAL and rows it held",
+        "keep the daemon running, or raise idle_replication_slot_timeout (0 turns it off) beyond the longest "
+        "time the daemon may be stopped",
+    ),
+    "rows_removed": (
+        "catalog rows it needed were removed (on a standby: a conflict with the primary's cleanup)",
+        "on a standby, set hot_standby_feedback = on and use a physical slot between standby and primary",
+    ),
+    "wal_level_insufficient": (
+        "wal_level was lowered below logical on the primary",
+        "keep wal_level = logical",
+    ),
+}
+
+
+def slot_sql(server_version: int, extra: str = "") -> str:
+    """The query of a slot's :data:`SlotRow` (plus ``extra`` columns) by name: ``invalidation_reason`` exists
+    from PostgreSQL 17; before, an invalidated slot shows only as wal_status 'lost'."""
+    reason = "invalidation_reason" if server_version >= 170000 else "NULL::text"
+    return (
+        f"SELECT plugin, slot_type, database, wal_status, {reason}{', ' + extra if extra else ''} "
+        "FROM pg_replication_slots WHERE slot_name = %s"
+    )
+
+
+def invalidated(name: str, wal_status: str | None, reason: str | None) -> SourceError | None:
+    """The error for an invalidated slot (a ``reason``, or wal_status 'lost' on servers before 17), else None."""
+    if reason is None and wal_status != "lost":
+        return None
+    cause, prevent = _INVALIDATED.get(
+        reason or "wal_removed", (f"invalidation_reason {reason!r}", "see the server log for why")
+    )
+    said = f"invalidation_reason '{reason}'" if reason else "wal_status 'lost'"
+    return SourceError(
+        f"replication slot {name!r} is invalidated ({said}): {cause}. Changes since the checkpoint are lost. "
+        f"Recovery: drop the slot (SELECT pg_drop_replication_slot('{name}');), delete the checkpoint and "
+        f"re-sync with a full load. To prevent it: {prevent}."
+    )
+
 
 def slot_problem(
-    cfg: PostgresSourceConfig, slot: tuple[str, str, str, str | None] | None, checkpoint: PgCheckpoint | None
+    cfg: PostgresSourceConfig, slot: SlotRow | None, checkpoint: PgCheckpoint | None
 ) -> SourceError | None:
     """Why ``run`` cannot use the replication slot, or None (it exists and fits, or it will be created).
 
-    ``slot``: its (plugin, slot_type, database, wal_status) from pg_replication_slots, None when missing.
-    ``cdcstream check`` reports exactly this, so the two never disagree."""
+    ``slot``: its :data:`SlotRow` (:func:`slot_sql`), None when missing. ``cdcstream check`` reports exactly
+    this, so the two never disagree."""
     name = cfg.slot_name
     if is_loading(checkpoint) and not load_started(checkpoint):
         checkpoint = None  # a load intent only: nothing was acknowledged from any slot (start() drops it)
@@ -40,7 +91,7 @@ def slot_problem(
                 f"SELECT pg_create_logical_replication_slot('{name}', 'pgoutput');"
             )
         return None
-    plugin, slot_type, database, wal_status = slot
+    plugin, slot_type, database, wal_status, reason = slot
     if slot_type != "logical" or plugin != "pgoutput":
         return SourceError(
             f"replication slot {name!r} exists but is a {slot_type} slot with plugin {plugin!r}; "
@@ -51,14 +102,7 @@ def slot_problem(
             f"replication slot {name!r} belongs to database {database!r}, not {cfg.database!r}; "
             "slot names are cluster-wide: choose another slot_name."
         )
-    if wal_status == "lost":
-        return SourceError(
-            f"replication slot {name!r} is invalidated (wal_status 'lost'): the server removed WAL it "
-            "still needed (max_slot_wal_keep_size). Changes since the checkpoint are lost. Recovery: "
-            f"drop the slot (SELECT pg_drop_replication_slot('{name}');), delete the checkpoint and "
-            "re-sync with a full load."
-        )
-    return None
+    return invalidated(name, wal_status, reason)
 
 
 def cdc_checkpoint(checkpoint: PgCheckpoint | None) -> bool:
@@ -93,12 +137,7 @@ async def check_slot(
     conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceConfig, checkpoint: PgCheckpoint | None
 ) -> bool:
     """Whether the slot exists; raises :func:`slot_problem`'s error when it cannot be used."""
-    row = await (
-        await conn.execute(
-            "SELECT plugin, slot_type, database, wal_status FROM pg_replication_slots WHERE slot_name = %s",
-            (cfg.slot_name,),
-        )
-    ).fetchone()
+    row = await (await conn.execute(slot_sql(conn.info.server_version).encode(), (cfg.slot_name,))).fetchone()
     problem = slot_problem(cfg, row, checkpoint)
     if problem is not None:
         raise problem

@@ -1,7 +1,7 @@
 """PostgreSQL's :class:`~cdcstream.sources.loadengine.LoadEngine`: consistent snapshot sessions and keyset reads.
 
-Consistency: for ``full-load-and-cdc`` the slot is created with ``CREATE_REPLICATION_SLOT ... (SNAPSHOT
-'export')`` on a replication connection, and every session runs ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
+Consistency: for ``full-load-and-cdc`` the slot is created with ``CREATE_REPLICATION_SLOT`` exporting its snapshot
+on a replication connection, and every session runs ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
 ONLY`` + ``SET TRANSACTION SNAPSHOT`` before that connection is closed (the exported snapshot lives until then);
 the load therefore sees exactly the rows committed before the slot's consistent point, and CDC streams from that
 point. ``full-load`` alone exports a snapshot from a normal REPEATABLE READ transaction (``pg_export_snapshot``)
@@ -32,7 +32,7 @@ from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.loadengine import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.postgres.catalog import LOAD_TABLES_SQL
-from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
+from cdcstream.sources.postgres.replication import ReplicationConnection, create_slot_command
 from cdcstream.sources.postgres.values import (
     FIRST_NORMAL_OID,
     Converter,
@@ -192,9 +192,10 @@ class PgLoadEngine:
                 repl = ReplicationConnection(self._repl_conninfo, connect_timeout=self._connect_timeout)
                 exporter = repl
                 await repl.connect()
-                kind = "TEMPORARY LOGICAL" if self._temporary else "LOGICAL"
                 rows = await repl.command(
-                    f"CREATE_REPLICATION_SLOT {quote_ident(self._slot)} {kind} pgoutput (SNAPSHOT 'export')"
+                    create_slot_command(
+                        self._slot, server_version=repl.server_version, temporary=self._temporary, export=True
+                    )
                 )
                 _name, point, snapshot, _plugin = rows[0]
                 self.consistent_point = str(point)
