@@ -28,7 +28,7 @@ from cdcstream.mapping.rules import MappingRules  # noqa: E402
 from cdcstream.records import Record  # noqa: E402
 from cdcstream.sinks.batching import Batcher  # noqa: E402
 from cdcstream.sinks.shards import ShardLimiter, ShardMap  # noqa: E402
-from cdcstream.sources.postgres.pgoutput import Decoder  # noqa: E402
+from cdcstream.sources.postgres.decoder import Decoder  # noqa: E402
 from tests.support.postgres import start_private_postgres  # noqa: E402
 from tests.unit.fixtures.pgoutput.capture import BENCH, capture  # noqa: E402
 

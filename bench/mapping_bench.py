@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from cdcstream.changes import ChangeEvent, Column, Op, TableInfo  # noqa: E402
 from cdcstream.config import BeforeImageConfig, TargetConfig  # noqa: E402
 from cdcstream.mapping.envelope import Mapper  # noqa: E402
-from cdcstream.mapping.rules import MappingRules, parse_rules  # noqa: E402
+from cdcstream.mapping.ruleparse import parse_rules  # noqa: E402
+from cdcstream.mapping.rules import MappingRules  # noqa: E402
 
 TABLE = TableInfo(
     "public",

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from cdcstream.changes import Column, TableInfo  # noqa: E402
 from cdcstream.config import TargetConfig  # noqa: E402
 from cdcstream.mapping.preview import preview, unused_rules  # noqa: E402
-from cdcstream.mapping.rules import load_rules  # noqa: E402
+from cdcstream.mapping.ruleparse import load_rules  # noqa: E402
 
 
 def main() -> None:

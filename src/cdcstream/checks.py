@@ -11,7 +11,8 @@ from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError
 from cdcstream.mapping.envelope import check_compatible
 from cdcstream.mapping.preview import preview, unused_rules
-from cdcstream.mapping.rules import MappingRules, load_rules
+from cdcstream.mapping.ruleparse import load_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.sinks import hints
 from cdcstream.sources.checks import CheckResult
 from cdcstream.sources.postgres.checks import checkpoint_checks

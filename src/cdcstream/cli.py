@@ -321,7 +321,7 @@ def _setup(cfg: Config, args: argparse.Namespace) -> int:
         conninfo = build_conninfo(source.model_copy(update={"user": args.user, "password": None}), replication=False)
     else:
         conninfo = build_conninfo(source, replication=False)
-    from cdcstream.mapping.rules import load_rules
+    from cdcstream.mapping.ruleparse import load_rules
 
     selection = load_rules(cfg.resolve(cfg.table_mappings) if cfg.table_mappings else None).selection_regexes()
     outcome = ddl.install(conninfo, uninstall=args.uninstall, register=(source.publication, selection))

@@ -3,6 +3,9 @@
 Unknown keys are rejected and every error names the file and the key. Secrets are ``SecretStr`` so they never
 appear in ``repr``, logs or ``/status``; they can come from the file, a ``*_file`` path, ``$CREDENTIALS_DIRECTORY``
 (systemd ``LoadCredential=``) or an environment variable (``CDCSTREAM_SOURCE_PASSWORD``).
+
+Over 500 lines on purpose: the file's whole schema, one model per section, so every key and its check read in one
+place, as docs/configuration.md lists them.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ instant replays from the last checkpoint: duplicates, never gaps.
 
 The pipeline takes its parts ready-made (:class:`Parts`, built from the configuration by
 :mod:`cdcstream.wiring`) and knows them only by their protocols, so it runs in process with fakes as well.
+
+Over 500 lines as one class: the flow, the checkpoints, the health answers and the stop all read the same
+stages' state; what can stand apart already does (wiring.py, workers/, checkpoints/).
 """
 
 from __future__ import annotations

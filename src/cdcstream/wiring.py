@@ -13,7 +13,8 @@ from cdcstream.changes import TableInfo
 from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command
 from cdcstream.config import Config
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, load_rules
+from cdcstream.mapping.ruleparse import load_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.pipeline import Parts
 from cdcstream.runtime.signals import EXIT_INTERRUPTED
 from cdcstream.runtime.stopping import Deadline

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdcstream.changes import Op
-from cdcstream.mapping.rules import load_rules
+from cdcstream.mapping.ruleparse import load_rules
 from tests.integration.test_mysql_source import run
 from tests.support.mysql import MyDb
 from tests.support.reader import Reader, open_reader

@@ -30,7 +30,7 @@ from cdcstream.changes import ChangeEvent, Op
 from cdcstream.config import BeforeImageConfig, FullLoadConfig, TargetConfig
 from cdcstream.errors import SourceError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
 from cdcstream.sources.loadengine import Segment
 from cdcstream.sources.mysql import MySQLSource, snapshot
 from cdcstream.sources.mysql.server import connection_settings

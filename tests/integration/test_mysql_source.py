@@ -288,6 +288,33 @@ async def test_another_server_after_a_reconnect_stops_file_pos_streaming(my_db: 
         await asyncio.to_thread(server.restart)
 
 
+async def test_another_server_after_a_reconnect_is_followed_by_gtid(my_db: MyDb) -> None:
+    """The same by GTID (the default ``auto``): a first run streams from the server's file/position, but every
+    position read carries the GTID state, and the reconnect resumes by it. So a server behind the same address
+    that has every transaction read (here the same data directory under another server_id, as after a failover
+    behind a moving address) is followed within the run, with nothing lost."""
+    await run(my_db, "CREATE TABLE fg (id int primary key)")
+    server = my_db.server
+    cnf = server.cnf.read_text()
+    reader = await open_reader(my_db.config())
+    try:
+        await run(my_db, "INSERT INTO fg VALUES (1)")
+        await reader.wait_for(n_events(1))
+        assert reader.source.status()["resume_by"] == "file/pos"
+        server.cnf.write_text(cnf.replace("server_id=1\n", "server_id=2\n"))
+        await asyncio.to_thread(server.restart)
+        await run(my_db, "INSERT INTO fg VALUES (2)")
+        await reader.wait_for(n_events(2), within=30, what="the row written after the switch")
+        assert [e.after for e in reader.events] == [{"id": 1}, {"id": 2}]
+        status = reader.source.status()
+        assert status["resume_by"] == "gtid" and status["server_identity"] == {"server_id": 2}, status
+        assert mysql(reader.markers[-1].checkpoint)["server_id"] == 2
+    finally:
+        await reader.source.close()
+        server.cnf.write_text(cnf)
+        await asyncio.to_thread(server.restart)
+
+
 async def test_xa_transactions_on_captured_tables_are_refused(my_db: MyDb) -> None:
     """An XA transaction prepared and then rolled back is in the binlog with its rows: streaming them would
     publish a change that never happened. XA on tables that are not captured does not matter."""

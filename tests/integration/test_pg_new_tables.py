@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from cdcstream.changes import Op
-from cdcstream.mapping.rules import MappingRules, load_rules
+from cdcstream.mapping.ruleparse import load_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.checks import run_checks
 from cdcstream.sources.postgres.connection import build_conninfo

@@ -196,21 +196,26 @@ class FaultProxy:
         if body is None:
             return web.Response(status=499)
         if self._outage_every_call and time.monotonic() < self._outage_until:
-            self.counters["outage"] += 1
-            if self._outage_kind == "reset":
-                return self._reset(request)
-            return self._error(503, "ServiceUnavailable")
+            return self._outage(request)
         if request.headers.get("X-Amz-Target") != PUT_RECORDS:
             status, headers, raw = await self._forward(request, body)
             return web.Response(status=status, body=raw, headers=headers)
+        return await self._put_records(request, body)
+
+    def _outage(self, request: web.Request) -> web.Response:
+        self.counters["outage"] += 1
+        if self._outage_kind == "reset":
+            return self._reset(request)
+        return self._error(503, "ServiceUnavailable")
+
+    async def _put_records(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        """A PutRecords with its faults, drawn in one order (request error, stripped entries, reset, rewritten
+        entries) so that a seed replays the same faults."""
         self.counters["put_records"] += 1
         if self.latency:
             await asyncio.sleep(self.latency)
         if time.monotonic() < self._outage_until:
-            self.counters["outage"] += 1
-            if self._outage_kind == "reset":
-                return self._reset(request)
-            return self._error(503, "ServiceUnavailable")
+            return self._outage(request)
         req_error = self.request_error_rate and self._rand() < self.request_error_rate
         if req_error and not self.request_error_after_forward:
             self.counters["request_500"] += 1
@@ -218,17 +223,10 @@ class FaultProxy:
         fail_idx: list[int] = []
         total = 0
         if self.entry_failure_rate and self.entry_mode == "strip":
-            doc = orjson.loads(body)
-            records = doc["Records"]
-            fail_idx = [i for i in range(len(records)) if self._rand() < self.entry_failure_rate]
-            if fail_idx:
-                drop = set(fail_idx)
-                doc["Records"] = [r for i, r in enumerate(records) if i not in drop]
-                if not doc["Records"]:
-                    self.counters["entries_failed"] += len(fail_idx)
-                    return self._put_answer(len(records), fail_idx, [])
-                body = orjson.dumps(doc)
-                total = len(records)
+            body, fail_idx, total = self._strip(body)
+            if fail_idx and len(fail_idx) == total:  # nothing left to forward
+                self.counters["entries_failed"] += len(fail_idx)
+                return self._put_answer(total, fail_idx, [])
         status, headers, raw = await self._forward(request, body)
         if req_error:
             self.counters["request_500"] += 1
@@ -243,19 +241,34 @@ class FaultProxy:
             self.counters["entries_failed"] += len(fail_idx)
             return self._put_answer(total, fail_idx, answer["Records"])
         if self.entry_failure_rate:
-            answer = orjson.loads(raw)
-            failed = 0
-            entries: list[dict[str, Any]] = answer["Records"]
-            for i, e in enumerate(entries):
-                if "ErrorCode" not in e and self._rand() < self.entry_failure_rate:
-                    entries[i] = dict(THROTTLED)
-                    self.counters["entries_failed"] += 1
-                    self.counters["entries_failed_written"] += 1
-                if "ErrorCode" in entries[i]:
-                    failed += 1
-            answer["FailedRecordCount"] = failed
-            raw = orjson.dumps(answer)
+            raw = self._rewrite(raw)
         return web.Response(status=200, body=raw, content_type="application/x-amz-json-1.1")
+
+    def _strip(self, body: bytes) -> tuple[bytes, list[int], int]:
+        """The request without the entries chosen to fail: (body to forward, their indexes, the entries before)."""
+        doc = orjson.loads(body)
+        records = doc["Records"]
+        fail_idx = [i for i in range(len(records)) if self._rand() < self.entry_failure_rate]
+        if not fail_idx:
+            return body, [], 0
+        drop = set(fail_idx)
+        doc["Records"] = [r for i, r in enumerate(records) if i not in drop]
+        return orjson.dumps(doc), fail_idx, len(records)
+
+    def _rewrite(self, raw: bytes) -> bytes:
+        """The answer with the chosen accepted entries turned into throttled ones (they were written)."""
+        answer = orjson.loads(raw)
+        failed = 0
+        entries: list[dict[str, Any]] = answer["Records"]
+        for i, e in enumerate(entries):
+            if "ErrorCode" not in e and self._rand() < self.entry_failure_rate:
+                entries[i] = dict(THROTTLED)
+                self.counters["entries_failed"] += 1
+                self.counters["entries_failed_written"] += 1
+            if "ErrorCode" in entries[i]:
+                failed += 1
+        answer["FailedRecordCount"] = failed
+        return orjson.dumps(answer)
 
     @staticmethod
     def _put_answer(total: int, fail_idx: list[int], upstream_entries: list[dict[str, Any]]) -> web.Response:

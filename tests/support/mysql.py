@@ -11,6 +11,10 @@ BINLOG STATUS, what MySQL calls REPLICATION CLIENT), ``SELECT`` (the full load's
 command's catalogue reads) and ``RELOAD`` (the full load's brief ``FLUSH TABLES WITH READ LOCK``; the fallback
 without it is tested with a second user).
 Each test gets its own database (``my_db``).
+
+``my_pair``: two more such servers for one test, a primary (server_id 1) and a ``read_only`` replica (server_id 2)
+replicating from it by GTID with ``log_slave_updates``, for failover tests (the primary can be SIGKILLed and the
+replica promoted).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 import pytest
 
 from cdcstream.config import MySQLSourceConfig
@@ -51,7 +56,7 @@ tmpdir={root}/tmp
 bind-address=127.0.0.1
 port={port}
 user={user}
-server_id=1
+server_id={server_id}
 log_bin={root}/binlog/mariadb-bin
 binlog_format=ROW
 binlog_row_image=FULL
@@ -187,11 +192,14 @@ class MyServer:
             return ""
 
 
-def start_private_mariadb(root: Path | None = None, *, extra_cnf: str = "", tls_name: str | None = None) -> MyServer:
+def start_private_mariadb(
+    root: Path | None = None, *, extra_cnf: str = "", tls_name: str | None = None, server_id: int = 1
+) -> MyServer:
     """Install and start a private MariaDB in ``root`` (a new temp dir by default); also used by the bench.
 
     ``tls_name``: serve TLS with a certificate for that DNS name from a CA generated for the test
-    (``server.ca``), and refuse plaintext connections (``require_secure_transport``)."""
+    (``server.ca``), and refuse plaintext connections (``require_secure_transport``). ``server_id``: 1 (MariaDB's
+    default) unless the server is one of a replication pair."""
     if not Path(MARIADBD).exists() or not Path(INSTALL_DB).exists():
         raise ServerStartError("mariadbd / mariadb-install-db not found (apt-get install mariadb-server)")
     if root is None:
@@ -204,7 +212,7 @@ def start_private_mariadb(root: Path | None = None, *, extra_cnf: str = "", tls_
         server.ca, crt, key = make_ca_and_server_cert(root / "certs", tls_name)
         extra_cnf += f"\nssl_ca={server.ca}\nssl_cert={crt}\nssl_key={key}\nrequire_secure_transport=ON\n"
     user = OS_USER if os.geteuid() == 0 else os.environ.get("USER", "")
-    server.cnf.write_text(_CNF.format(root=root, port=server.port, user=user, extra=extra_cnf))
+    server.cnf.write_text(_CNF.format(root=root, port=server.port, user=user, server_id=server_id, extra=extra_cnf))
     if os.geteuid() == 0:
         os.chmod(root, 0o755)
         for path in [root, *root.rglob("*")]:
@@ -276,3 +284,99 @@ def my_db(my_server: MyServer) -> Iterator[MyDb]:
     finally:
         with contextlib.suppress(pymysql.Error):
             my_server.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+# A replication pair. log_slave_updates: the replica writes what it applies to its own binlog under the original
+# GTIDs, so once promoted its binlog holds every transaction the old primary shipped to it (what a reader resuming
+# by GTID needs). gtid_strict_mode: a transaction written on the replica itself breaks replication instead of
+# silently making the two histories differ.
+_PAIR_CNF = """log_slave_updates=ON
+gtid_strict_mode=ON
+"""
+
+
+@dataclass
+class MyPair:
+    """A primary (server_id 1) and a replica (server_id 2, ``read_only``) replicating from it by GTID
+    (``MASTER_USE_GTID = slave_pos``), as the least-privilege ``cdc`` user (it has ``REPLICATION SLAVE``)."""
+
+    primary: MyServer
+    replica: MyServer
+
+    def slave_status(self) -> dict[str, Any]:
+        conn = self.replica.connect()
+        try:
+            with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                cur.execute("SHOW SLAVE STATUS")
+                return dict(cur.fetchone() or {})
+        finally:
+            conn.close()
+
+    def wait_replicated(self, timeout: float = 60) -> None:
+        """Until the replica has applied everything the primary has written so far."""
+        pos = self.primary.execute("SELECT @@GLOBAL.gtid_binlog_pos")[0][0]
+        waited = self.replica.execute("SELECT MASTER_GTID_WAIT(%s, %s)", params=(pos, timeout))[0][0]
+        assert waited == 0, f"replica not at {pos} after {timeout}s: {self.slave_status()}"
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary: no clean shutdown, whatever was not sent to the replica yet stays behind."""
+        proc = self.primary.proc
+        assert proc is not None and proc.poll() is None
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def promote(self, timeout: float = 60) -> None:
+        """What a failover tool does with the replica: apply every transaction it received (a transaction the
+        primary died before shipping completely is not applied), stop replicating, forget the old primary,
+        accept writes."""
+        received = str(self.slave_status().get("Gtid_IO_Pos") or "")
+        self.replica.execute("STOP SLAVE IO_THREAD")
+        waited = self.replica.execute("SELECT MASTER_GTID_WAIT(%s, %s)", params=(received, timeout))[0][0]
+        assert waited == 0, f"replica did not apply what it received ({received}): {self.slave_status()}"
+        self.replica.execute("STOP SLAVE")
+        self.replica.execute("RESET SLAVE ALL")
+        self.replica.execute("SET GLOBAL read_only = OFF")
+
+    def stop(self) -> None:
+        self.replica.stop()
+        self.primary.stop()
+
+
+def start_mariadb_pair() -> MyPair:
+    """Two private MariaDB servers, each with its own datadir, port, socket and binlog, the replica replicating
+    from the primary by GTID from the primary's current state on."""
+    primary = start_private_mariadb(extra_cnf=_PAIR_CNF, server_id=1)
+    try:
+        replica = start_private_mariadb(extra_cnf=_PAIR_CNF + "read_only=ON\n", server_id=2)
+    except ServerStartError:
+        primary.stop()
+        raise
+    pair = MyPair(primary, replica)
+    try:
+        # The replica's own set-up (the cdc user, created on both servers) leaves its binlog: until it is
+        # promoted, its binlog holds replicated transactions only, as on a replica made from a backup.
+        replica.execute("RESET MASTER")
+        replica.execute(
+            "SET GLOBAL gtid_slave_pos = %s", params=(primary.execute("SELECT @@GLOBAL.gtid_binlog_pos")[0][0],)
+        )
+        replica.execute(
+            f"CHANGE MASTER TO MASTER_HOST = '{primary.host}', MASTER_PORT = {primary.port}, "
+            f"MASTER_USER = '{CDC_USER}', MASTER_PASSWORD = '{CDC_PASSWORD}', MASTER_USE_GTID = slave_pos, "
+            "MASTER_CONNECT_RETRY = 1"
+        )
+        replica.execute("START SLAVE")
+        deadline = time.monotonic() + 30
+        while (status := pair.slave_status()).get("Slave_IO_Running") != "Yes":
+            if time.monotonic() > deadline or status.get("Last_IO_Error") or status.get("Last_SQL_Error"):
+                raise ServerStartError(f"the replica does not replicate: {status}")
+            time.sleep(0.1)
+    except (pymysql.Error, ServerStartError) as exc:
+        pair.stop()
+        raise ServerStartError(f"MariaDB replication pair: {exc}") from None
+    return pair
+
+
+@pytest.fixture
+def my_pair() -> Iterator[MyPair]:
+    """A fresh primary/replica pair for one test (a failover test kills the primary)."""
+    yield from running(start_mariadb_pair, ServerStartError)

@@ -9,7 +9,8 @@ import orjson
 from cdcstream.changes import ChangeEvent, Column, Op, SchemaChange, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
+from cdcstream.mapping.rules import MappingRules
 
 V1 = TableInfo("public", "items", (Column("id", "int8", 20, False, True), Column("name", "text", 25)))
 V2 = TableInfo("public", "items", (*V1.columns, Column("qty", "int4", 23)))

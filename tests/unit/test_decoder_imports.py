@@ -8,6 +8,7 @@ import sys
 
 DECODERS = (
     "cdcstream.sources.postgres.pgoutput",
+    "cdcstream.sources.postgres.decoder",
     "cdcstream.sources.mysql.binlog.events",
     "cdcstream.sources.mysql.binlog.tablemap",
     "cdcstream.sources.mysql.binlog.rowevents",

@@ -23,7 +23,7 @@ from cdcstream.checkpoints.model import (
 )
 from cdcstream.config import FullLoadConfig, load_config
 from cdcstream.errors import ConfigError
-from cdcstream.mapping.rules import parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
 from cdcstream.records import Record
 from cdcstream.sources.fullload import READ_AHEAD_ROWS, FullLoad, KeyRanges, plan_ranges, plan_split
 from cdcstream.sources.loadengine import Chunk, Segment, TableSpec

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cdcstream.config import load_config
 from cdcstream.errors import ConfigError
-from cdcstream.mapping.rules import parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
 json_values = st.recursive(

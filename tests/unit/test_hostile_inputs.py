@@ -21,7 +21,8 @@ from cdcstream.config import load_config
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.expressions import ExpressionError, compile_expression
 from cdcstream.mapping.preview import unused_rules
-from cdcstream.mapping.rules import SelectionRule, parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
+from cdcstream.mapping.rules import SelectionRule
 from cdcstream.mapping.wildcards import compile_pattern
 from cdcstream.sources.mysql.reader import classify
 from cdcstream.sources.postgres.replication import classify_connect_failure

@@ -91,6 +91,8 @@ PURE = (
     "cdcstream.checkpoints.watermark",
     "cdcstream.mapping.envelope",
     "cdcstream.mapping.preview",
+    "cdcstream.mapping.ruleparse",
+    "cdcstream.sources.postgres.decoder",
     "cdcstream.sources.postgres.pgoutput",
     "cdcstream.sources.mysql.binlog.rowevents",
 )

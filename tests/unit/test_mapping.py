@@ -12,7 +12,8 @@ from cdcstream.changes import ChangeEvent, Column, Op, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import ConfigError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, load_rules, parse_rules
+from cdcstream.mapping.ruleparse import load_rules, parse_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.mapping.wildcards import matches
 
 TABLE = TableInfo(

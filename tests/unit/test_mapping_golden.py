@@ -16,7 +16,7 @@ import pytest
 from cdcstream.changes import ChangeEvent, Column, Op, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import load_rules
+from cdcstream.mapping.ruleparse import load_rules
 
 GOLDEN = Path(__file__).parent / "golden"
 ROW: dict[str, Any] = orjson.loads((GOLDEN / "seed_customers_row.json").read_bytes())

@@ -19,7 +19,8 @@ from cdcstream.changes import ChangeEvent, Column, MappedRows, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import MappingError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, load_rules
+from cdcstream.mapping.ruleparse import load_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 from cdcstream.sinks.batching import Batch, key_size
 from cdcstream.sinks.putrecords import PutRecordsClient

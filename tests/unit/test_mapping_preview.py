@@ -9,7 +9,7 @@ import orjson
 from cdcstream.changes import Column, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.mapping.preview import preview, unused_rules
-from cdcstream.mapping.rules import parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
 
 TABLES = [
     TableInfo(

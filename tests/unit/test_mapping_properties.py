@@ -13,7 +13,7 @@ from cdcstream.changes import ChangeEvent, Column, Op, TableInfo
 from cdcstream.config import BeforeImageConfig, TargetConfig
 from cdcstream.errors import ConfigError, MappingError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
 
 COLUMNS = (
     Column("id", "int8", 20, False, True),

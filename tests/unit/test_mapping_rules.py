@@ -12,7 +12,8 @@ from cdcstream.changes import ChangeEvent, Column, Op, TableInfo
 from cdcstream.config import BeforeImageConfig, TargetConfig
 from cdcstream.errors import ConfigError, MappingError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import MappingRules, parse_rules
+from cdcstream.mapping.ruleparse import parse_rules
+from cdcstream.mapping.rules import MappingRules
 
 ITEMS = TableInfo(
     "public",

@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from cdcstream.mapping.rules import MappingRules, load_rules
+from cdcstream.mapping.ruleparse import load_rules
+from cdcstream.mapping.rules import MappingRules
 from cdcstream.sources.postgres.publication import publication_sql
 
 

@@ -14,12 +14,11 @@ from hypothesis import strategies as st
 
 from cdcstream.changes import ChangeEvent, Marker, Op
 from cdcstream.errors import DecodeError
+from cdcstream.sources.postgres.decoder import OPS, Decoder
 from cdcstream.sources.postgres.pgoutput import (
-    OPS,
     UNCHANGED,
     Begin,
     Commit,
-    Decoder,
     Delete,
     Insert,
     Keepalive,

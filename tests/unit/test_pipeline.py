@@ -33,7 +33,7 @@ from cdcstream.errors import (
     SinkRetriableError,
 )
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.rules import load_rules
+from cdcstream.mapping.ruleparse import load_rules
 from cdcstream.pipeline import Parts, Pipeline
 from cdcstream.records import Record
 from cdcstream.sinks import AckCallback

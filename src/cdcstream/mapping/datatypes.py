@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cdcstream.mapping.rules import DataType
+if TYPE_CHECKING:
+    from cdcstream.mapping.rules import DataType
 
 # As real DMS output shows them (INT32 for a PostgreSQL integer, STRING for text and json).
 _DMS_NAMES = {

@@ -3,11 +3,13 @@
 Supported: ``$COLUMN`` references (and a few ``$AR_M_*`` / ``$AR_H_*`` header values), string literals
 (``'it''s'``), integer and real numbers, ``NULL``, unary ``-``/``+``/``NOT``, ``||``, ``* / %``, ``+ -``,
 comparisons (``< <= > >= = == != <> IS [NOT]``), ``AND``/``OR``, ``CASE [x] WHEN … THEN … [ELSE …] END`` and the
-functions in :data:`FUNCTIONS`. Precedence and NULL handling follow SQLite (``||`` binds tightest; any operator
-with a NULL operand yields NULL except ``IS``, ``AND``/``OR`` three-valued logic, ``coalesce``/``ifnull``).
+functions in :data:`~cdcstream.mapping.expreval.FUNCTIONS`. Precedence and NULL handling follow SQLite (``||``
+binds tightest; any operator with a NULL operand yields NULL except ``IS``, ``AND``/``OR`` three-valued logic,
+``coalesce``/``ifnull``).
 
 The text is parsed once into closures (no ``eval``, no attribute access, no loops), so a hostile mapping file can
-do nothing but compute a value; evaluation per row is a handful of Python calls.
+do nothing but compute a value; evaluation per row is a handful of Python calls. Here the text is tokenised and
+parsed; what each piece computes (values, functions, operators) is :mod:`cdcstream.mapping.expreval`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-Env = tuple[dict[str, Any], Any]
-"""What an expression sees: (source row, ChangeEvent-like object or None)."""
-
-Fn = Callable[[Env], Any]
+from cdcstream.mapping.expreval import (
+    FUNCTIONS,
+    HEADERS,
+    Env,
+    Fn,
+    compare,
+    op_and,
+    op_arith,
+    op_cmp,
+    op_concat,
+    op_is,
+    op_or,
+    to_number,
+    truth,
+)
 
 
 class ExpressionError(ValueError):
@@ -45,14 +58,6 @@ _TOKEN = re.compile(
 KEYWORDS = frozenset({"AND", "OR", "NOT", "NULL", "IS", "CASE", "WHEN", "THEN", "ELSE", "END"})
 
 # Header and metadata values DMS exposes to expressions (the subset that has a meaning for a CDC stream).
-HEADERS: dict[str, Callable[[Any], Any]] = {
-    "AR_M_SOURCE_SCHEMA": lambda ev: ev.table.schema if ev is not None else None,
-    "AR_M_SOURCE_TABLE_NAME": lambda ev: ev.table.table if ev is not None else None,
-    "AR_H_STREAM_POSITION": lambda ev: ev.stream_position if ev is not None else None,
-    "AR_H_TRANSACTION_ID": lambda ev: ev.transaction_id if ev is not None else None,
-    "AR_H_COMMIT_TIMESTAMP": lambda ev: ev.commit_time if ev is not None else None,
-    "AR_H_OPERATION": lambda ev: str(ev.op.value).upper() if ev is not None else None,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,147 +84,6 @@ def _tokenize(text: str) -> list[_Tok]:
         start = m.start(m.lastgroup)
         out.append(_Tok(m.lastgroup, m.group(m.lastgroup), start))
         pos = m.end()
-
-
-# --- SQLite value semantics ---------------------------------------------------------------------------------
-
-
-def to_number(v: Any) -> int | float:
-    """SQLite numeric affinity: numbers as is, text by its longest numeric prefix (0 when none)."""
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, (int, float)):
-        return v
-    m = re.match(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?", str(v))
-    if not m:
-        return 0
-    s = m.group(0)
-    try:
-        return int(s)
-    except ValueError:
-        return float(s)
-
-
-def to_text(v: Any) -> str:
-    """Text form of a value as SQLite's ``||`` produces it."""
-    if isinstance(v, bool):
-        return "1" if v else "0"
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def _truth(v: Any) -> bool | None:
-    if v is None:
-        return None
-    return to_number(v) != 0
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def compare(a: Any, b: Any) -> int:
-    """-1/0/1 with numbers compared numerically (also numeric text against a number), else as text."""
-    if _is_num(a) or _is_num(b) or isinstance(a, bool) or isinstance(b, bool):
-        p, q = to_number(a), to_number(b)
-        return (p > q) - (p < q)
-    s, t = to_text(a), to_text(b)
-    return (s > t) - (s < t)
-
-
-# --- functions ----------------------------------------------------------------------------------------------
-
-
-def _nullable(fn: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapped(*args: Any) -> Any:
-        if any(a is None for a in args):
-            return None
-        return fn(*args)
-
-    return wrapped
-
-
-def _substr(s: Any, start: Any, length: Any = None) -> Any:
-    text, i = to_text(s), int(to_number(start))
-    # SQLite: 1-based; 0 behaves like 1 with one character less; negative counts from the end.
-    if i > 0:
-        begin = i - 1
-    elif i < 0:
-        begin = max(len(text) + i, 0)
-    else:
-        begin = 0
-        if length is not None:
-            length = int(to_number(length)) - 1
-    if length is None:
-        return text[begin:]
-    n = int(to_number(length))
-    if n < 0:
-        return text[max(begin + n, 0) : begin]
-    return text[begin : begin + n]
-
-
-def _round(x: Any, digits: Any = 0) -> float:
-    return float(round(float(to_number(x)), int(to_number(digits))))
-
-
-def _trim(kind: str) -> Callable[..., Any]:
-    def fn(s: Any, chars: Any = " ") -> str:
-        t, c = to_text(s), to_text(chars)
-        return t.strip(c) if kind == "both" else t.lstrip(c) if kind == "left" else t.rstrip(c)
-
-    return fn
-
-
-def _coalesce(*args: Any) -> Any:
-    for a in args:
-        if a is not None:
-            return a
-    return None
-
-
-def _nullif(a: Any, b: Any) -> Any:
-    if a is None or b is None:
-        return a
-    return None if compare(a, b) == 0 else a
-
-
-def _abs(x: Any) -> int | float:
-    return abs(to_number(x))
-
-
-def _minmax(pick: Callable[[int], bool]) -> Callable[..., Any]:
-    def fn(*args: Any) -> Any:
-        if any(a is None for a in args):
-            return None
-        best = args[0]
-        for a in args[1:]:
-            if pick(compare(a, best)):
-                best = a
-        return best
-
-    return fn
-
-
-# name -> (function, min args, max args or None for "any"); NULL-propagating where SQLite's is.
-FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
-    "upper": (_nullable(lambda s: to_text(s).upper()), 1, 1),
-    "lower": (_nullable(lambda s: to_text(s).lower()), 1, 1),
-    "trim": (_nullable(_trim("both")), 1, 2),
-    "ltrim": (_nullable(_trim("left")), 1, 2),
-    "rtrim": (_nullable(_trim("right")), 1, 2),
-    "substr": (_nullable(_substr), 2, 3),
-    "substring": (_nullable(_substr), 2, 3),
-    "replace": (_nullable(lambda s, a, b: to_text(s).replace(to_text(a), to_text(b)) if to_text(a) else s), 3, 3),
-    "length": (_nullable(lambda s: len(to_text(s))), 1, 1),
-    "abs": (_nullable(_abs), 1, 1),
-    "round": (_nullable(_round), 1, 2),
-    "coalesce": (_coalesce, 2, None),
-    "ifnull": (_coalesce, 2, 2),
-    "nullif": (_nullif, 2, 2),
-    "max": (_minmax(lambda c: c > 0), 2, None),
-    "min": (_minmax(lambda c: c < 0), 2, None),
-}
 
 
 # --- parser -------------------------------------------------------------------------------------------------
@@ -282,7 +146,7 @@ class _Parser:
             self._operation(self.tok.pos)
             self.i += 1
             right = self.and_()
-            left = _or(left, right)
+            left = op_or(left, right)
         return left
 
     def and_(self) -> Fn:
@@ -291,7 +155,7 @@ class _Parser:
             self._operation(self.tok.pos)
             self.i += 1
             right = self.not_()
-            left = _and(left, right)
+            left = op_and(left, right)
         return left
 
     def not_(self) -> Fn:
@@ -303,7 +167,7 @@ class _Parser:
             self.nesting -= 1
 
             def not_fn(env: Env) -> Any:
-                t = _truth(inner(env))
+                t = truth(inner(env))
                 return None if t is None else int(not t)
 
             return not_fn
@@ -317,7 +181,7 @@ class _Parser:
                 self._operation(t.pos)
                 self.i += 1
                 right = self.relational()
-                left = _cmp(left, right, (lambda c: c == 0) if t.text in ("=", "==") else (lambda c: c != 0))
+                left = op_cmp(left, right, (lambda c: c == 0) if t.text in ("=", "==") else (lambda c: c != 0))
             elif self._kw("IS"):
                 self._operation(t.pos)
                 self.i += 1
@@ -326,7 +190,7 @@ class _Parser:
                     self.i += 1
                     negate = True
                 right = self.relational()
-                left = _is(left, right, negate)
+                left = op_is(left, right, negate)
             else:
                 return left
 
@@ -342,7 +206,7 @@ class _Parser:
             op = ops[self.tok.text]
             self._operation(self.tok.pos)
             self.i += 1
-            left = _cmp(left, self.additive(), op)
+            left = op_cmp(left, self.additive(), op)
         return left
 
     def additive(self) -> Fn:
@@ -351,7 +215,7 @@ class _Parser:
             op = self.tok.text
             self._operation(self.tok.pos)
             self.i += 1
-            left = _arith(left, self.multiplicative(), op)
+            left = op_arith(left, self.multiplicative(), op)
         return left
 
     def multiplicative(self) -> Fn:
@@ -360,7 +224,7 @@ class _Parser:
             op = self.tok.text
             self._operation(self.tok.pos)
             self.i += 1
-            left = _arith(left, self.concat(), op)
+            left = op_arith(left, self.concat(), op)
         return left
 
     def concat(self) -> Fn:
@@ -368,7 +232,7 @@ class _Parser:
         while self.tok.kind == "op" and self.tok.text == "||":
             self._operation(self.tok.pos)
             self.i += 1
-            left = _concat(left, self.unary())
+            left = op_concat(left, self.unary())
         return left
 
     def unary(self) -> Fn:
@@ -490,7 +354,7 @@ class _Parser:
         def case_fn(env: Env) -> Any:
             if subject is None:
                 for cond, res in arms:
-                    if _truth(cond(env)):
+                    if truth(cond(env)):
                         return res(env)
             else:
                 s = subject(env)
@@ -501,81 +365,6 @@ class _Parser:
             return other(env)
 
         return case_fn
-
-
-def _or(a: Fn, b: Fn) -> Fn:
-    def fn(env: Env) -> Any:
-        x, y = _truth(a(env)), _truth(b(env))
-        if x or y:
-            return 1
-        return None if x is None or y is None else 0
-
-    return fn
-
-
-def _and(a: Fn, b: Fn) -> Fn:
-    def fn(env: Env) -> Any:
-        x, y = _truth(a(env)), _truth(b(env))
-        if x is False or y is False:
-            return 0
-        return None if x is None or y is None else 1
-
-    return fn
-
-
-def _cmp(a: Fn, b: Fn, test: Callable[[int], bool]) -> Fn:
-    def fn(env: Env) -> Any:
-        x, y = a(env), b(env)
-        if x is None or y is None:
-            return None
-        return int(test(compare(x, y)))
-
-    return fn
-
-
-def _is(a: Fn, b: Fn, negate: bool) -> Fn:
-    def fn(env: Env) -> Any:
-        x, y = a(env), b(env)
-        same = (x is None and y is None) or (x is not None and y is not None and compare(x, y) == 0)
-        return int(same != negate)
-
-    return fn
-
-
-def _arith(a: Fn, b: Fn, op: str) -> Fn:
-    def fn(env: Env) -> Any:
-        x, y = a(env), b(env)
-        if x is None or y is None:
-            return None
-        p, q = to_number(x), to_number(y)
-        if op == "+":
-            return p + q
-        if op == "-":
-            return p - q
-        if op == "*":
-            return p * q
-        if q == 0:
-            return None  # SQLite: division by zero is NULL
-        if op == "/":
-            if isinstance(p, int) and isinstance(q, int):
-                quotient = abs(p) // abs(q)  # exact, truncating toward zero as SQLite does
-                return quotient if (p >= 0) == (q >= 0) else -quotient
-            return p / q
-        if isinstance(p, int) and isinstance(q, int):
-            return int(abs(p) % abs(q)) * (1 if p >= 0 else -1)
-        return float(p) % float(q)
-
-    return fn
-
-
-def _concat(a: Fn, b: Fn) -> Fn:
-    def fn(env: Env) -> Any:
-        x, y = a(env), b(env)
-        if x is None or y is None:
-            return None
-        return to_text(x) + to_text(y)
-
-    return fn
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Everything that depends only on the table's schema and the rules — which columns survive and under which
 names, type casts, computed columns, source filters, object-mapping templates, the partition-key function,
-``control.table-def`` — is decided once per table version here. The per-row work left for
-:class:`~cdcstream.mapping.envelope.Mapper` is a few closure calls; with the default mapping it is none at all.
+``control.table-def`` — is decided once per table version here (the column phase in :mod:`.columns`, source
+filters in :mod:`.filters`). The per-row work left for :class:`~cdcstream.mapping.envelope.Mapper` is a few
+closure calls; with the default mapping it is none at all.
 
 Errors found while compiling (a ``${column}`` the table lacks, a partition-key column that does not exist, two
 columns renamed to one name, ...) raise :class:`MappingError` naming the file, the rule-id, the JSON path and the
@@ -12,34 +13,27 @@ table: at run time when the table's first change arrives, and in ``cdcstream che
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from cdcstream.changes import ChangeEvent, Column, TableInfo
+from cdcstream.changes import ChangeEvent, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import MappingError
-from cdcstream.mapping.datatypes import converter, data_type_name, dms_type_name, is_lob
-from cdcstream.mapping.expressions import ExpressionError, compile_expression
+from cdcstream.mapping.columns import Columns, apply_name, resolver
+from cdcstream.mapping.datatypes import is_lob
+from cdcstream.mapping.filters import compile_filter
 from cdcstream.mapping.rules import (
-    NAME_ACTIONS,
     AttributeMapping,
-    FilterCondition,
     MappingRules,
     ObjectMapping,
     Origin,
-    SelectionRule,
+    TableRules,
     TransformationRule,
 )
 
 Row = dict[str, Any]
-_NUMERIC_TYPES = frozenset(
-    {"int2", "int4", "int8", "oid", "float4", "float8", "numeric", "money", "smallint", "integer", "int", "bigint",
-     "tinyint", "mediumint", "decimal", "float", "double", "real"}
-)  # fmt: skip
-_TIME_TYPES = frozenset({"timestamp", "timestamptz", "datetime", "time", "timetz"})
 
 
 def key_text(v: Any) -> str:
@@ -58,157 +52,6 @@ def key_text(v: Any) -> str:
 def value_text(v: Any) -> str:
     """A value inside a scalar ``${column}`` template (NULL as the empty string)."""
     return "" if v is None else key_text(v)
-
-
-def _resolver(names: Sequence[str]) -> Callable[[str], str | None]:
-    """Exact match first, then a unique case-insensitive one (DMS examples write ``${lastname}`` for LastName)."""
-    exact = set(names)
-    folded: dict[str, list[str]] = {}
-    for n in names:
-        folded.setdefault(n.casefold(), []).append(n)
-
-    def resolve(name: str) -> str | None:
-        if name in exact:
-            return name
-        found = folded.get(name.casefold(), [])
-        return found[0] if len(found) == 1 else None
-
-    return resolve
-
-
-def apply_name(rule: TransformationRule, name: str) -> str:
-    """The new name one name-changing transformation gives ``name``."""
-    a, v, old = rule.action, rule.value or "", rule.old_value or ""
-    if a == "rename":
-        return v
-    if a == "convert-lowercase":
-        return name.lower()
-    if a == "convert-uppercase":
-        return name.upper()
-    if a == "add-prefix":
-        return v + name
-    if a == "add-suffix":
-        return name + v
-    if a == "remove-prefix":
-        return name[len(v) :] if name.startswith(v) else name
-    if a == "remove-suffix":
-        return name[: -len(v)] if v and name.endswith(v) else name
-    if a == "replace-prefix":
-        return v + name[len(old) :] if name.startswith(old) else name
-    if a == "replace-suffix":
-        return name[: -len(old)] + v if old and name.endswith(old) else name
-    raise AssertionError(a)
-
-
-# --- source filters -----------------------------------------------------------------------------------------
-
-
-def _condition(c: FilterCondition, column: Column, where: str) -> Callable[[Any], bool]:
-    """A predicate on one (non-missing) value. Numeric columns compare as numbers, others as text (SQLite)."""
-    tname = column.type_name.lower()
-    numeric = tname in _NUMERIC_TYPES
-    if c.operator == "null":
-        return lambda v: v is None
-    if c.operator == "notnull":
-        return lambda v: v is not None
-
-    def parse(s: str | None) -> Any:
-        assert s is not None
-        if numeric:
-            try:
-                return Decimal(s.strip())
-            except InvalidOperation:
-                raise MappingError(f"{where}: {s!r} is not a number, but column {column.name!r} is {tname}") from None
-        return s
-
-    def norm(v: Any) -> Any:
-        if numeric:
-            if isinstance(v, bool):
-                return Decimal(int(v))
-            try:
-                return Decimal(str(v)) if not isinstance(v, int) else v
-            except InvalidOperation:
-                return None
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        s = v if isinstance(v, str) else str(v)
-        if tname in _TIME_TYPES:
-            # The source renders 2026-11-27T12:00:00.5Z; DMS filters are written 2026-11-27 12:00:00.
-            s = s.replace("T", " ", 1).removesuffix("Z")
-        return s
-
-    def safe(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-        def pred(v: Any) -> bool:
-            if v is None:
-                return False  # SQLite: a comparison with NULL is not true
-            x = norm(v)
-            if x is None:
-                return False
-            try:
-                return test(x)
-            except (InvalidOperation, TypeError):
-                return False  # NaN and friends match nothing
-
-        return pred
-
-    op = c.operator
-    if op in ("between", "notbetween"):
-        lo, hi = parse(c.start), parse(c.end)
-        if op == "between":
-            return safe(lambda x: bool(lo <= x <= hi))
-        return safe(lambda x: not (lo <= x <= hi))
-    val = parse(c.value)
-    tests: dict[str, Callable[[Any], bool]] = {
-        "eq": lambda x: bool(x == val),
-        "noteq": lambda x: bool(x != val),
-        "lte": lambda x: bool(x <= val),
-        "ste": lambda x: bool(x <= val),
-        "gte": lambda x: bool(x >= val),
-    }
-    return safe(tests[op])
-
-
-def compile_filter(rules: Sequence[SelectionRule], info: TableInfo) -> Callable[[Row], bool] | None:
-    """The row filter of a table: OR over its selecting rules, AND over a rule's filters, OR over conditions.
-
-    A rule without filters selects every row, so then there is no filter at all. A filter column missing from
-    the row (a PostgreSQL DELETE carries only the key unless REPLICA IDENTITY FULL; an unchanged TOASTed value)
-    does not reject it: the value is unknown, and dropping a DELETE would leave a consumer's copy of the row
-    forever (DMS drops such DELETEs; docs/table-mappings.md, "Source filters").
-    """
-    if not rules or any(not r.filters for r in rules):
-        return None
-    by_name = {c.name: c for c in info.columns}
-    resolve = _resolver([c.name for c in info.columns])
-    compiled: list[list[tuple[str, list[Callable[[Any], bool]]]]] = []
-    for rule in rules:
-        preds: list[tuple[str, list[Callable[[Any], bool]]]] = []
-        for f in rule.filters:
-            name = resolve(f.column)
-            if name is None:
-                raise MappingError(
-                    f"{rule.origin.at(f.json_path + '.column-name')}: {info.schema}.{info.table} has no column "
-                    f"{f.column!r} (columns: {', '.join(by_name)})"
-                )
-            where = rule.origin.at(f.json_path)
-            preds.append((name, [_condition(c, by_name[name], where) for c in f.conditions]))
-        compiled.append(preds)
-
-    def passes(row: Row) -> bool:
-        for preds in compiled:
-            for name, conds in preds:
-                if name in row:
-                    v = row[name]
-                    for cond in conds:
-                        if cond(v):
-                            break
-                    else:
-                        break
-            else:
-                return True
-        return False
-
-    return passes
 
 
 # --- object-mapping templates -------------------------------------------------------------------------------
@@ -259,27 +102,25 @@ def _drop_nulls(d: Row) -> Row:
     return {k: v for k, v in d.items() if v is not None} if None in d.values() else d
 
 
-def _target_names(
-    info: TableInfo, trans: Sequence[TransformationRule]
-) -> tuple[str, str, list[tuple[TransformationRule, str, str]]]:
+def _target_names(info: TableInfo, tr: TableRules) -> tuple[str, str, list[tuple[TransformationRule, str, str]]]:
     """The schema and table names records of ``info`` are written under, and the rules that decided them."""
     schema_out, table_out = info.schema, info.table
     named: list[tuple[TransformationRule, str, str]] = []
-    for t in trans:
-        if t.action in NAME_ACTIONS and t.target == "schema":
-            schema_out = apply_name(t, info.schema)
-            named.append((t, "schema", schema_out))
-            break
-    for t in trans:
-        if t.action in NAME_ACTIONS and t.target == "table":
-            table_out = apply_name(t, info.table)
-            named.append((t, "table", table_out))
-            break
+    if tr.schema_name is not None:
+        schema_out = apply_name(tr.schema_name, info.schema)
+        named.append((tr.schema_name, "schema", schema_out))
+    if tr.table_name is not None:
+        table_out = apply_name(tr.table_name, info.table)
+        named.append((tr.table_name, "table", table_out))
     return schema_out, table_out, named
 
 
 class TablePlan:
-    """Everything needed to turn one table version's events into records, decided once."""
+    """Everything needed to turn one table version's events into records, decided once.
+
+    Built from the table's resolved rules (:meth:`MappingRules.for_table`), phase by phase: selection and source
+    filters, target names, key columns, columns, object mapping, partition keys, endpoint before image.
+    """
 
     __slots__ = (
         "applied",
@@ -307,11 +148,12 @@ class TablePlan:
         """A plan that can only name the table (for control records): when the source does not know the table's
         columns (MySQL before its first row event), rules about columns cannot be applied, but a DROP or ALTER
         must still be written under the right name."""
+        tr = rules.for_table(info)
         plan = cls.__new__(cls)
         plan.schema, plan.table = info.schema, info.table
         plan.label = f"{info.schema}.{info.table}"
-        plan.schema_out, plan.table_name, _ = _target_names(info, rules.transformations_for(info.schema, info.table))
-        om = rules.object_mapping(info.schema, info.table)
+        plan.schema_out, plan.table_name, _ = _target_names(info, tr)
+        om = tr.object_mapping
         if om is not None and om.target_table_name:
             plan.table_name = om.target_table_name
         plan.table_def = None
@@ -319,178 +161,92 @@ class TablePlan:
         return plan
 
     def __init__(self, info: TableInfo, rules: MappingRules, target: TargetConfig) -> None:
+        tr = rules.for_table(info)
         self.schema, self.table = info.schema, info.table
         self.label = f"{info.schema}.{info.table}"
-        label = self.label
-        include_nulls = target.include_null_and_empty
         self.applied: list[str] = []  # "rule-id N: what it does here", for cdcstream check
         self.name_origins: list[Origin] = []
 
-        selecting = rules.selecting_rules(info.schema, info.table) if rules.selections else ()
-        self.filter = compile_filter(selecting, info)
-        for r in selecting:
+        self.filter = compile_filter(tr.selecting, info)
+        for r in tr.selecting:
             self.applied.append(
                 f"rule-id {r.rule_id} selection {r.action}" + (f" with {len(r.filters)} filter(s)" if r.filters else "")
             )
-
-        # Transformations: lower rule-id first; one name change per object, one cast per column.
-        trans = rules.transformations_for(info.schema, info.table)
-        schema_out, table_out, named = _target_names(info, trans)
+        schema_out, table_out, named = _target_names(info, tr)
         for t, what, value in named:
             self.applied.append(f"rule-id {t.rule_id} {t.action} {what} -> {value}")
             self.name_origins.append(t.origin)
-        column_rules = [t for t in trans if t.target == "column"]
-        has_include = any(t.action == "include-column" for t in column_rules)
-        key_columns = info.key_columns
-        pk_rule = next((t for t in trans if t.action == "define-primary-key"), None)
-        if pk_rule is not None:
-            resolve_src = _resolver([c.name for c in info.columns])
-            keys = []
-            for k in pk_rule.key_columns:
-                src = resolve_src(k)
-                if src is None:
-                    raise MappingError(f"{pk_rule.origin.at('.primary-key-def.columns')}: {label} has no column {k!r}")
-                keys.append(src)
-            key_columns = tuple(keys)
-            self.applied.append(f"rule-id {pk_rule.rule_id} define-primary-key {list(key_columns)}")
+        key_columns = self._key_columns(info, tr)
 
-        cols: list[tuple[str, str, Callable[[Any], Any] | None]] = []
-        table_def_cols: dict[str, dict[str, Any]] = {}
-        renamed: dict[str, str] = {}
-        out_names: dict[str, str] = {}  # out name -> what produced it (for collision messages)
-        bis: list[tuple[str, str]] = []
-        bi_origin: dict[str, Origin] = {}
-        out_origin: dict[str, Origin | None] = {}
-        for col in info.columns:
-            types = (col.type_name.lower(), dms_type_name(col.type_name).lower())
-            matching = [t for t in column_rules if t.matches_column(col.name, types)]
-            keep = not has_include
-            for t in matching:
-                if t.action in ("include-column", "remove-column"):
-                    keep = t.action == "include-column"
-                    self.applied.append(f"rule-id {t.rule_id} {t.action} {col.name}")
-                    break
-            out = col.name
-            name_rule: Origin | None = None
-            for t in matching:
-                if t.action in NAME_ACTIONS:
-                    out, name_rule = apply_name(t, col.name), t.origin
-                    if out != col.name:
-                        self.applied.append(f"rule-id {t.rule_id} {t.action} column {col.name} -> {out}")
-                    break
-            conv: Callable[[Any], Any] | None = None
-            type_name = dms_type_name(col.type_name)
-            for t in matching:
-                if t.action == "change-data-type":
-                    assert t.data_type is not None
-                    conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{col.name}")
-                    type_name = data_type_name(t.data_type)
-                    self.applied.append(f"rule-id {t.rule_id} change-data-type {col.name} -> {t.data_type.type}")
-                    break
-            for t in matching:
-                if t.action == "add-before-image-columns":
-                    if t.before_filter == "all" or (
-                        (t.before_filter == "pk-only" and col.name in key_columns)
-                        or (t.before_filter == "non-lob" and not is_lob(col.type_name))
-                    ):
-                        bis.append((col.name, f"{t.before_prefix}{out}{t.before_suffix}"))
-                        bi_origin[col.name] = t.origin
-                    break
-            if not keep:
-                continue
-            if out in out_names:
-                culprit = name_rule or out_origin.get(out)
-                where = f"{culprit.at('.rule-action')}: " if culprit else f"{rules.source}: "
-                raise MappingError(
-                    f"{where}{self.label}: columns {out_names[out]!r} and {col.name!r} would both be written as "
-                    f"{out!r}: one key per column"
-                )
-            out_names[out] = col.name
-            out_origin[out] = name_rule
-            if out != col.name:
-                renamed[col.name] = out
-            cols.append((col.name, out, conv))
-            table_def_cols[out] = {"type": type_name, "nullable": col.nullable and col.name not in key_columns}
-        if bis:
-            self.applied.append(f"add-before-image-columns: {', '.join(o for _, o in bis)}")
+        columns = Columns(self.label, tr.source, self.applied)
+        for col, cr in zip(info.columns, tr.columns, strict=True):
+            columns.source_column(col, cr, tr.include_columns, key_columns)
+        if columns.bis:
+            self.applied.append(f"add-before-image-columns: {', '.join(o for _, o in columns.bis)}")
+        resolve_src = resolver([c.name for c in info.columns])
+        for t in tr.add_columns:
+            columns.added_column(t, resolve_src)
+        columns.before_image_names()
+        self.renamed = columns.renamed
+        transform = columns.transform(len(info.columns))
+        out_cols = list(columns.out_names)  # transformed row's names, in order
 
-        adds: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any] | None]] = []
-        resolve_src = _resolver([c.name for c in info.columns])
-        for t in column_rules:
-            if t.action != "add-column":
-                continue
-            assert t.value is not None
-            if t.value in out_names:
-                raise MappingError(f"{t.origin.at('.value')}: {label} already has a column {t.value!r}")
-            out_names[t.value] = f"rule-id {t.rule_id}"
-
-            def res(name: str, pos: int, t: TransformationRule = t) -> str:
-                found = resolve_src(name)
-                if found is None:
-                    raise ExpressionError(f"{label} has no column {name!r}", pos)
-                return found
-
-            if t.expression is not None:
-                try:
-                    expr = compile_expression(t.expression, res)
-                except ExpressionError as exc:
-                    raise MappingError(f"{t.origin.at('.expression')}: bad expression {exc}") from None
-                ev_fn = _guarded_expression(expr.evaluate_env, f"{t.origin.at('.expression')}: {label}")
-            else:
-                ev_fn = lambda env: None  # noqa: E731
-            conv = _guarded(converter(t.data_type), f"{t.origin}: {label}.{t.value}") if t.data_type else None
-            adds.append((t.value, ev_fn, conv))
-            tdef: dict[str, Any] = {"type": data_type_name(t.data_type) if t.data_type else "STRING", "nullable": True}
-            if t.data_type and t.data_type.length is not None:
-                tdef["length"] = t.data_type.length
-            table_def_cols[t.value] = tdef
-            self.applied.append(f"rule-id {t.rule_id} add-column {t.value}")
-        for src_col, o in bis:
-            if o in out_names:
-                raise MappingError(
-                    f"{bi_origin[src_col].at('.before-image-def')}: {label}: before-image column {o!r} collides "
-                    "with a column of the same name"
-                )
-            out_names[o] = "add-before-image-columns"
-        self.renamed = renamed
-
-        identity = (
-            not adds and not bis and all(s == o and c is None for s, o, c in cols) and len(cols) == len(info.columns)
-        )
-        transform: Callable[[ChangeEvent, Row], Row] | None = None
-        if not identity:
-            frozen_cols, frozen_adds, frozen_bis = tuple(cols), tuple(adds), tuple(bis)
-
-            def transform(ev: ChangeEvent, src: Row) -> Row:
-                out: Row = {}
-                for s, o, c in frozen_cols:
-                    if s in src:
-                        v = src[s]
-                        out[o] = c(v) if c is not None else v
-                env = (src, ev)
-                for o, fn, c in frozen_adds:
-                    v = fn(env)
-                    out[o] = c(v) if c is not None else v
-                if frozen_bis:
-                    before = ev.before or {}
-                    for s, o in frozen_bis:
-                        if s in before:
-                            out[o] = before[s]
-                return out
-
-        out_cols = list(out_names)  # transformed row's names, in order
-
-        # Object mapping.
-        om = rules.object_mapping(info.schema, info.table)
+        om = tr.object_mapping
         self.key_type = om.partition_key_type if om else "schema-table"
         if om is not None and om.target_table_name:
             table_out = om.target_table_name
             self.name_origins.append(om.origin)
         self.schema_out, self.table_name = schema_out, table_out
+        attr_names, document = self._object_mapping(om, columns, out_cols, transform, target)
+
+        self.key_of = self._partition_key(
+            info, om, key_columns, target, out_cols, attr_names, self.excluded, document, columns.cols
+        )
+        # Full-load rows: DMS partitions them by primary key when no object-mapping rule says otherwise
+        # (schema.table.pk with partition_include_schema_table); a table without a key keeps schema-table.
+        self.load_key_type = self.key_type
+        self.load_key_of = self.key_of
+        if om is None and key_columns:
+            self.load_key_type = "primary-key"
+            self.load_key_of = _primary_key_function(self, key_columns, target)
+        self.before_image = _endpoint_before_image(info, columns.cols, key_columns, target)
+        self.table_def: dict[str, Any] | None = None
+        if target.include_control_details:
+            self.table_def = {
+                "columns": columns.table_def,
+                "primary-key": [columns.renamed.get(k, k) for k in key_columns],
+            }
+
+    def _key_columns(self, info: TableInfo, tr: TableRules) -> tuple[str, ...]:
+        """The table's key: its own, or the columns a define-primary-key rule names."""
+        pk_rule = tr.primary_key
+        if pk_rule is None:
+            return info.key_columns
+        resolve_src = resolver([c.name for c in info.columns])
+        keys = []
+        for k in pk_rule.key_columns:
+            src = resolve_src(k)
+            if src is None:
+                raise MappingError(f"{pk_rule.origin.at('.primary-key-def.columns')}: {self.label} has no column {k!r}")
+            keys.append(src)
+        self.applied.append(f"rule-id {pk_rule.rule_id} define-primary-key {keys}")
+        return tuple(keys)
+
+    def _object_mapping(
+        self,
+        om: ObjectMapping | None,
+        columns: Columns,
+        out_cols: list[str],
+        transform: Callable[[ChangeEvent, Row], Row] | None,
+        target: TargetConfig,
+    ) -> tuple[list[str], bool]:
+        """Sets the record shape, the excluded columns and the columns records carry; returns the object
+        mapping's attribute names and whether records are documents."""
         excluded: frozenset[str] = frozenset()
         shape: Callable[[ChangeEvent, Row], Row] | None = transform
         attr_names: list[str] = []
         document = False
+        cols = columns.cols
         if om is not None:
             self.applied.append(
                 f"rule-id {om.rule_id} object-mapping {om.action}, partition key {om.partition_key_type}"
@@ -502,54 +258,17 @@ class TablePlan:
                 for o in out_cols
                 if o.lower() in om.exclude_columns or source_of.get(o, o).lower() in om.exclude_columns
             )
-            resolve_out = _resolver(out_cols)
-            attrs = [(a.name, _compile_attr(a, om, resolve_out, label)) for a in om.attribute_mappings]
+            resolve_out = resolver(out_cols)
+            attrs = [(a.name, _compile_attr(a, om, resolve_out, self.label)) for a in om.attribute_mappings]
             attr_names = [a.name for a in om.attribute_mappings]
             document = om.action == "map-record-to-document"
-            shape = _object_shape(transform, excluded, tuple(attrs), document, include_nulls)
+            shape = _object_shape(transform, excluded, tuple(attrs), document, target.include_null_and_empty)
         self.excluded = excluded
         # Source column -> its name in the records, for the columns records carry (alter control records name
         # columns as consumers see them, and say nothing about columns the mapping leaves out).
         self.outputs = {s: o for s, o, _ in cols if o not in excluded}
         self.shape = shape
-
-        self.key_of = self._partition_key(info, om, key_columns, target, out_cols, attr_names, excluded, document, cols)
-        # Full-load rows: DMS partitions them by primary key when no object-mapping rule says otherwise
-        # (schema.table.pk with partition_include_schema_table); a table without a key keeps schema-table.
-        self.load_key_type = self.key_type
-        self.load_key_of = self.key_of
-        if om is None and key_columns:
-            self.load_key_type = "primary-key"
-            self.load_key_of = _primary_key_function(self, key_columns, target)
-
-        # Endpoint before image (updates only, as DMS).
-        self.before_image: Callable[[ChangeEvent], Row] | None = None
-        bi_cfg = target.before_image
-        if bi_cfg.enabled:
-            flt = bi_cfg.column_filter
-            chosen = tuple(
-                (s, o)
-                for s, o, _ in cols
-                if flt == "all"
-                or (flt == "pk-only" and s in key_columns)
-                or (flt == "non-lob" and not is_lob(next(c.type_name for c in info.columns if c.name == s)))
-            )
-
-            def before_image(ev: ChangeEvent) -> Row:
-                b = ev.before
-                if not b:
-                    return {}
-                out = {o: b[s] for s, o in chosen if s in b}
-                return out if include_nulls else _drop_nulls(out)
-
-            self.before_image = before_image
-
-        self.table_def: dict[str, Any] | None = None
-        if target.include_control_details:
-            self.table_def = {
-                "columns": table_def_cols,
-                "primary-key": [renamed.get(k, k) for k in key_columns],
-            }
+        return attr_names, document
 
     def _partition_key(
         self,
@@ -586,16 +305,16 @@ class TablePlan:
         assert om.partition_key_name is not None
         name = om.partition_key_name
         path = om.origin.at(".mapping-parameters.partition-key-name")
-        attr = _resolver(attr_names)(name)
+        attr = resolver(attr_names)(name)
         if attr is not None:
             return lambda ev, src, data: key_text(data.get(attr))
-        col = _resolver(out_cols)(name)
+        col = resolver(out_cols)(name)
         if col is not None and col not in excluded:
             if document:
                 return lambda ev, src, data: key_text(data["_doc"].get(col))
             return lambda ev, src, data: key_text(data.get(col))
         source_of = {o: s for s, o, _ in cols}
-        src_name = source_of.get(col) if col is not None else _resolver([c.name for c in info.columns])(name)
+        src_name = source_of.get(col) if col is not None else resolver([c.name for c in info.columns])(name)
         if src_name is None:
             raise MappingError(
                 f"{path}: {self.label}: partition-key-name {name!r} is neither an attribute of the rule nor a column "
@@ -616,26 +335,31 @@ def _primary_key_function(
     return lambda ev, src, data: prefix + ".".join(key_text(src.get(k)) for k in keys)
 
 
-def _guarded(conv: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:
-    def guarded(v: Any) -> Any:
-        try:
-            return conv(v)
-        except ValueError as exc:
-            raise MappingError(f"{where}: {exc}") from None
+def _endpoint_before_image(
+    info: TableInfo, cols: list[tuple[str, str, Any]], key_columns: tuple[str, ...], target: TargetConfig
+) -> Callable[[ChangeEvent], Row] | None:
+    """The endpoint's before image of an update (``[target.before_image]``, updates only, as DMS), or None."""
+    bi_cfg = target.before_image
+    if not bi_cfg.enabled:
+        return None
+    include_nulls = target.include_null_and_empty
+    flt = bi_cfg.column_filter
+    chosen = tuple(
+        (s, o)
+        for s, o, _ in cols
+        if flt == "all"
+        or (flt == "pk-only" and s in key_columns)
+        or (flt == "non-lob" and not is_lob(next(c.type_name for c in info.columns if c.name == s)))
+    )
 
-    return guarded
+    def before_image(ev: ChangeEvent) -> Row:
+        b = ev.before
+        if not b:
+            return {}
+        out = {o: b[s] for s, o in chosen if s in b}
+        return out if include_nulls else _drop_nulls(out)
 
-
-def _guarded_expression(fn: Callable[[Any], Any], where: str) -> Callable[[Any], Any]:
-    """Arithmetic on extreme values (a float overflow, ...) becomes an error naming the rule, not a crash."""
-
-    def guarded(env: Any) -> Any:
-        try:
-            return fn(env)
-        except (ArithmeticError, ValueError, TypeError) as exc:
-            raise MappingError(f"{where}: cannot evaluate for this row: {exc}") from None
-
-    return guarded
+    return before_image
 
 
 def _compile_attr(

@@ -30,6 +30,9 @@ pairwise distinct keys by construction, so it is built without any per-key plann
 primary key (every record a new key) skips the per-key bookkeeping that was a sixth of its CPU. A second record
 for a key still in the fast lane moves both to an ordinary queue, in order; once taken, a fast-lane key is in
 flight like any other, so later records of it queue behind it and failures requeue exactly as above.
+
+Kept in one file over 500 lines: the Batcher's take and complete paths share one set of per-key invariants
+(queues, fast lane, in-flight keys, windows) that a split would scatter across modules.
 """
 
 from __future__ import annotations
@@ -157,6 +160,25 @@ class RequestLimit:
             return False  # a small request (linger, little traffic) says nothing about the link
         self._set(min(1.0, 2 * self.scale))
         return True
+
+
+def _count_errors(
+    done: Completion, results: Sequence[str | None], messages: Sequence[str | None] | None, start: int, end: int
+) -> int:
+    """Counts the error codes of entries [start, end) into ``done`` (the first non-retriable one is fatal);
+    returns how many of them Kinesis accepted."""
+    errors = done.errors
+    accepted = 0
+    for i in range(start, end):
+        code = results[i]
+        if code is None:
+            accepted += 1
+            continue
+        errors[code] = errors.get(code, 0) + 1
+        if code not in RETRIABLE_ENTRY_ERRORS and done.fatal_code is None:
+            done.fatal_code = code
+            done.fatal_message = messages[i] if messages is not None else None
+    return accepted
 
 
 def key_size(key: str) -> int:
@@ -334,13 +356,20 @@ class Batcher:
                 break
         if blocked:
             self._spill(blocked)
-        n = len(records)
-        if not n:
+        if not records:
             return None
         if limiter is not None:
             for shard, budget in budgets.items():
                 if budget[2]:
                     limiter.spend(shard, int(budget[2]), int(budget[3]))
+        self._took_fresh(batch, nbytes, now)
+        return batch
+
+    def _took_fresh(self, batch: Batch, nbytes: int, now: float) -> None:
+        """The fast lane's bookkeeping once ``batch`` took its records."""
+        fresh = self._fresh
+        keys = batch.keys
+        n = len(keys)
         if n == len(fresh):
             fresh.clear()
         else:
@@ -354,7 +383,6 @@ class Batcher:
         self._fresh_bytes -= nbytes
         self.pending -= n
         self.pending_bytes -= nbytes
-        return batch
 
     def _take_queued(self, now: float, max_records: int, max_bytes: int, linger: float = 0.0) -> Batch | None:
         """The next request from the per-key queues, or None if nothing may be sent now.
@@ -362,25 +390,33 @@ class Batcher:
         Takes records of eligible keys (not in flight, backoff expired) in key arrival order, each key's
         records in order, until ``max_records`` or ``max_bytes`` would be exceeded. The batch is returned
         only if it is full or one of its keys has waited at least ``linger``; otherwise nothing is taken.
+        Two passes: decide how much of each key fits without touching the queues, then move the records.
         """
-        queues = self._queues
+        self._limited_until = None
+        if self._rate_blocked:
+            self._rate_blocked.clear()
+        plan, count, nbytes, ready = self._plan_queued(now, max_records, max_bytes, now - linger)
+        if not plan or not ready:
+            return None
+        return self._move_planned(plan, count, nbytes, now)
+
+    def _plan_queued(
+        self, now: float, max_records: int, max_bytes: int, deadline: float
+    ) -> tuple[list[tuple[str, int, int, int, int]], int, int, bool]:
+        """Pass 1: ``(key, count, key bytes, data+key bytes, shard)`` per key that sends, the totals, and whether
+        the request may go now (full, or a key in it waited since ``deadline``)."""
         in_flight = self._in_flight
         ready_at = self._ready_at
         first_at = self._first_at
         windows = self._windows
         limiter = self.limiter
         shard_used: dict[int, tuple[int, int]] = {}  # records and bytes planned per shard in this request
-        self._limited_until = None
-        if self._rate_blocked:
-            self._rate_blocked.clear()
-        # Pass 1: decide how much of each key fits, without touching the queues.
-        plan: list[tuple[str, int, int, int, int]] = []  # (key, count, key bytes, data+key bytes, shard)
+        plan: list[tuple[str, int, int, int, int]] = []
         count = 0
         nbytes = 0
         full = False
         lingered = False
-        deadline = now - linger
-        for key, q in queues.items():
+        for key, q in self._queues.items():
             if key in in_flight:
                 continue
             r_at = ready_at.get(key)
@@ -389,33 +425,18 @@ class Batcher:
                     continue
                 del ready_at[key]
             ks = key_size(key)
-            n = 0
-            kb = 0
             window = windows.get(key) if windows else None
             cap = int(window.cap) if window is not None else max_records
             shard = -1
             byte_budget = float("inf")
             if limiter is not None:
-                shard = limiter.map.shard_of(key)
-                rec_tokens, byte_budget = limiter.available(shard, now)
-                used = shard_used.get(shard)
-                if used is not None:
-                    rec_tokens -= used[0]
-                    byte_budget -= used[1]
-                head = len(q[0].data) + ks
-                # A record larger than a second's byte budget goes alone on a full bucket (and leaves a debt).
-                if rec_tokens < 1 or (byte_budget < head and byte_budget < limiter.bytes_per_second):
-                    # This shard's budget is spent: the key waits for the refill, other shards go on.
-                    t = now + max(
-                        (1 - rec_tokens) / limiter.records_per_second,
-                        (head - byte_budget) / limiter.bytes_per_second,
-                        0.0,
-                    )
-                    if self._limited_until is None or t < self._limited_until:
-                        self._limited_until = t
-                    self._rate_blocked.add(key)
-                    continue
-                cap = min(cap, int(rec_tokens))
+                room = self._shard_room(limiter, key, len(q[0].data) + ks, now, shard_used)
+                if room is None:
+                    continue  # this shard's budget is spent: the key waits for the refill, other shards go on
+                shard, rec_tokens, byte_budget = room
+                cap = min(cap, rec_tokens)
+            n = 0
+            kb = 0
             for rec in q:
                 if n >= cap:
                     break
@@ -440,9 +461,38 @@ class Batcher:
             if full or count >= max_records:
                 full = True
                 break
-        if not plan or not (full or lingered):
+        return plan, count, nbytes, full or lingered
+
+    def _shard_room(
+        self, limiter: ShardLimiter, key: str, head: int, now: float, shard_used: dict[int, tuple[int, int]]
+    ) -> tuple[int, int, float] | None:
+        """``(shard, records, bytes)`` the key's shard may still take in this request, or None when its budget is
+        spent (the key is then rate-blocked and the wake-up time noted). ``head``: the key's first record's size."""
+        shard = limiter.map.shard_of(key)
+        rec_tokens, byte_budget = limiter.available(shard, now)
+        used = shard_used.get(shard)
+        if used is not None:
+            rec_tokens -= used[0]
+            byte_budget -= used[1]
+        # A record larger than a second's byte budget goes alone on a full bucket (and leaves a debt).
+        if rec_tokens < 1 or (byte_budget < head and byte_budget < limiter.bytes_per_second):
+            t = now + max(
+                (1 - rec_tokens) / limiter.records_per_second,
+                (head - byte_budget) / limiter.bytes_per_second,
+                0.0,
+            )
+            if self._limited_until is None or t < self._limited_until:
+                self._limited_until = t
+            self._rate_blocked.add(key)
             return None
-        # Pass 2: move the records.
+        return shard, int(rec_tokens), byte_budget
+
+    def _move_planned(self, plan: list[tuple[str, int, int, int, int]], count: int, nbytes: int, now: float) -> Batch:
+        """Pass 2: move the planned records from their queues into a request."""
+        queues = self._queues
+        first_at = self._first_at
+        in_flight = self._in_flight
+        limiter = self.limiter
         batch = Batch()
         records = batch.records
         for key, n, ks, kb, shard in plan:
@@ -544,7 +594,6 @@ class Batcher:
             raise ValueError(f"{len(results)} results for a batch of {len(batch.records)} records")
         acked: list[Record] = []
         done = Completion(acked)
-        errors = done.errors
         records = batch.records
         start = 0
         for key, n, ks in zip(batch.keys, batch.counts, batch.key_sizes, strict=True):
@@ -563,38 +612,60 @@ class Batcher:
                 if key in self._windows:
                     self._grow_window(key, n, now)
             elif not self._ordered:
-                failed = [records[i] for i in range(first_fail, end) if results[i] is not None]
-                good_records = [records[i] for i in range(start, end) if results[i] is None]
-                acked.extend(good_records)
-                done.acked_bytes += sum(len(r.data) for r in good_records) + ks * len(good_records)
-                for i in range(first_fail, end):
-                    code = results[i]
-                    if code is not None:
-                        errors[code] = errors.get(code, 0) + 1
-                        if code not in RETRIABLE_ENTRY_ERRORS and done.fatal_code is None:
-                            done.fatal_code = code
-                            done.fatal_message = messages[i] if messages is not None else None
-                self._requeue_front(key, failed, ks, now)
+                self._failed_unordered(done, batch, key, ks, start, first_fail, end, results, messages, now)
             else:
-                acked.extend(records[start:first_fail])
-                good = first_fail - start
-                done.acked_bytes += sum(len(r.data) for r in records[start:first_fail]) + ks * good
-                if good:
-                    # Progress was made: retry after a short delay rather than an ever-growing one.
-                    self._backoffs.pop(key, None)
-                self._shrink_window(key, n, now)
-                for i in range(first_fail, end):
-                    code = results[i]
-                    if code is None:
-                        done.collateral += 1
-                    else:
-                        errors[code] = errors.get(code, 0) + 1
-                        if code not in RETRIABLE_ENTRY_ERRORS and done.fatal_code is None:
-                            done.fatal_code = code
-                            done.fatal_message = messages[i] if messages is not None else None
-                self._requeue_front(key, records[first_fail:end], ks, now)
+                self._failed_ordered(done, batch, key, ks, start, first_fail, end, results, messages, now)
             start = end
         return done
+
+    # A key's entries [start, end) of a request, the first failed one at first_fail: what is acknowledged, what
+    # goes back to the key's queue, and the errors counted.
+    def _failed_unordered(
+        self,
+        done: Completion,
+        batch: Batch,
+        key: str,
+        ks: int,
+        start: int,
+        first_fail: int,
+        end: int,
+        results: Sequence[str | None],
+        messages: Sequence[str | None] | None,
+        now: float,
+    ) -> None:
+        """``ordering = "none"``: only the rejected entries are resent."""
+        records = batch.records
+        failed = [records[i] for i in range(first_fail, end) if results[i] is not None]
+        good_records = [records[i] for i in range(start, end) if results[i] is None]
+        done.acked.extend(good_records)
+        done.acked_bytes += sum(len(r.data) for r in good_records) + ks * len(good_records)
+        _count_errors(done, results, messages, first_fail, end)
+        self._requeue_front(key, failed, ks, now)
+
+    def _failed_ordered(
+        self,
+        done: Completion,
+        batch: Batch,
+        key: str,
+        ks: int,
+        start: int,
+        first_fail: int,
+        end: int,
+        results: Sequence[str | None],
+        messages: Sequence[str | None] | None,
+        now: float,
+    ) -> None:
+        """Per-key order: the first failed entry and every later entry of the key go back, in order."""
+        records = batch.records
+        done.acked.extend(records[start:first_fail])
+        good = first_fail - start
+        done.acked_bytes += sum(len(r.data) for r in records[start:first_fail]) + ks * good
+        if good:
+            # Progress was made: retry after a short delay rather than an ever-growing one.
+            self._backoffs.pop(key, None)
+        self._shrink_window(key, end - start, now)
+        done.collateral += _count_errors(done, results, messages, first_fail, end)
+        self._requeue_front(key, records[first_fail:end], ks, now)
 
     def _shrink_window(self, key: str, sent: int, now: float) -> None:
         window = self._windows.get(key)

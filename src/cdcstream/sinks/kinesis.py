@@ -9,6 +9,9 @@ of the same key resent in order).
 Partition keys longer than 256 characters (the Kinesis limit) are replaced by the SHA-256 hex digest of
 their UTF-8 bytes (64 characters): deterministic, so all records of one long key still share a shard and
 stay ordered.
+
+Kept in one file over 500 lines: the send loop, its retries and the buffer bounds are one asyncio state machine
+(split only with care for the per-request hot path).
 """
 
 from __future__ import annotations
@@ -402,35 +405,41 @@ class KinesisSink:
         self._space.set()
         self._empty.set()
 
+    def _retry_request(self, batch: Batch, exc: SinkRetriableError, t0: float) -> None:
+        """A request that failed as a whole and may be retried: its records go back to the queue."""
+        now = time.monotonic()
+        n = len(batch.records)
+        self._m_lat["error"].observe(now - t0)
+        if exc.ambiguous:  # no answer at all
+            self._m_connected.set(0)
+        if exc.timed_out and self._limit.timed_out(batch):
+            log.warning(
+                "kinesis requests time out: sending smaller ones",
+                stream=self.cfg.stream_name,
+                timed_out_records=n,
+                timed_out_bytes=batch.nbytes,
+                max_records=self._limit.records,
+                max_bytes=self._limit.bytes,
+                request_timeout=self.cfg.request_timeout,
+            )
+        # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
+        # further request_timeout, so a late original lands before the resend, never after newer records.
+        self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
+        self._m_retry["request_error"].inc(n)
+        self._m_request_errors.inc()
+        log.warning("kinesis request failed, retrying", stream=self.cfg.stream_name, records=n, error=str(exc))
+        self._wake.set()
+
     async def _send(self, batch: Batch) -> None:
+        """One PutRecords request, and what its outcome means; the in-flight count is settled in every branch."""
         assert self._client is not None
         n = len(batch.records)
         t0 = time.monotonic()
         try:
             result = await self._client.put_records(batch)
         except SinkRetriableError as exc:
-            now = time.monotonic()
-            self._m_lat["error"].observe(now - t0)
             self._m_inflight.dec(n)
-            if exc.ambiguous:  # no answer at all
-                self._m_connected.set(0)
-            if exc.timed_out and self._limit.timed_out(batch):
-                log.warning(
-                    "kinesis requests time out: sending smaller ones",
-                    stream=self.cfg.stream_name,
-                    timed_out_records=n,
-                    timed_out_bytes=batch.nbytes,
-                    max_records=self._limit.records,
-                    max_bytes=self._limit.bytes,
-                    request_timeout=self.cfg.request_timeout,
-                )
-            # An ambiguous failure (timeout, connection lost) may still be written late: resend only after a
-            # further request_timeout, so a late original lands before the resend, never after newer records.
-            self._batcher.requeue_all(batch, now, self.cfg.request_timeout if exc.ambiguous else 0.0)
-            self._m_retry["request_error"].inc(n)
-            self._m_request_errors.inc()
-            log.warning("kinesis request failed, retrying", stream=self.cfg.stream_name, records=n, error=str(exc))
-            self._wake.set()
+            self._retry_request(batch, exc, t0)
             return
         except SinkError as exc:
             self._m_lat["error"].observe(time.monotonic() - t0)

@@ -91,6 +91,15 @@ SOURCE_PROBE_TIMESTAMP = Gauge(
     ["source"],
 )
 
+# Which server the source reads: one series at 1, replaced when the server changes (a failover followed by GTID,
+# or another server behind the same address), so a dashboard shows the switch. Labels are bounded: one set per
+# source at a time.
+SOURCE_SERVER_INFO = Gauge(
+    "cdcstream_source_server_info",
+    "The server the source reads (always 1): MySQL/MariaDB server_id, MySQL server_uuid, MariaDB gtid_domain_id.",
+    ["source", "server_id", "server_uuid", "gtid_domain"],
+)
+
 # Selected tables whose changes cannot reach the stream (PostgreSQL: not in the publication, e.g. created while
 # CDC runs without DDL capture; unlogged; partitions published under names the mapping does not select). Each
 # one is named in the log and in /status; always 0 for MySQL/MariaDB, whose binlog carries every table.
@@ -182,7 +191,9 @@ END_TO_END_LAG = Histogram(
     "cdcstream_end_to_end_lag_seconds",
     "Source commit to Kinesis acknowledgement, per request (oldest record in it).",
     ["stream"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+    # From 5 ms: a healthy pipeline acknowledges within a request's round trip plus linger_ms (tens of ms), and a
+    # p99 goal of 100 ms needs buckets below it; up to an hour for outages.
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
 
 # --- checkpoints and pipeline -------------------------------------------------------------------------------

@@ -5,7 +5,13 @@
 :func:`inspect_resume` for the facts that depend on the position. :func:`resume_refusals` compares:
 
 * **server identity**: ``server_id`` (and ``server_uuid`` on MySQL). Another server's file/position means nothing
-  here; by GTID, a new server is a failover and goes on (the GTID checks below still apply).
+  here; by GTID, a new server is a failover and goes on (the GTID checks below still apply): a GTID names the
+  same transaction on every server of a topology, and a replica with ``log_slave_updates`` (MySQL
+  ``log_replica_updates``) writes the transactions it applies to its binlog under their original GTIDs. So the
+  checkpoint's GTID position must be contained in the new server's binlog (no transaction the checkpoint claims
+  is missing there, else the stream already holds changes the new server lost), and the server then sends every
+  transaction after it: MariaDB the ones after each domain's GTID in binlog order, MySQL every one not in the
+  set (``COM_BINLOG_DUMP_GTID``).
 * **by GTID**: every GTID of the checkpoint must be in the server's binlog (MySQL ``gtid_executed``; MariaDB
   ``gtid_binlog_state``, which unlike ``gtid_binlog_pos`` keeps every server id per domain, so a transaction of
   the same domain and sequence number from another server is not mistaken for one of ours), and none may be
@@ -16,7 +22,11 @@
   same ``server_id`` (``1`` by default) and the same binlog names apart, which identity alone cannot.
 
 Not detected: on MySQL, a position inside the binlog of another server that has the same ``server_uuid`` (a
-cloned data directory) and resumes by file/position; on MariaDB, the same when the checkpointed file was purged.
+cloned data directory) and resumes by file/position; on MariaDB, the same when the checkpointed file was purged;
+and on MariaDB, after a failover, a transaction written on the replica itself before its promotion (its own
+server id, in a domain of the checkpoint, before the checkpoint's GTID in its binlog): the old primary never had
+it, and the new server resumes after it. ``gtid_strict_mode`` makes such a write stop replication instead (and
+``read_only`` refuses it), which is why the failover docs ask for both.
 """
 
 from __future__ import annotations
@@ -212,7 +222,23 @@ def resume_refusals(
         ]
     other = f"point the config at the server the checkpoint was written for; or start over deliberately: {START_OVER}"
     out: list[Refusal] = []
-    if use_gtid and info.unknown_gtids:
+    if use_gtid and info.unknown_gtids and moved:
+        out.append(
+            Refusal(
+                POSITION_CHECK,
+                f"the checkpointed GTID position {gtid}, written for {describe_server(known)}, includes "
+                f"transactions the server at {where} never wrote to its binlog: {info.unknown_gtids} (it is "
+                f"{describe_server(identity)}; its binlog has {info.gtid_state or 'no GTIDs'}). If it is a replica "
+                "promoted after a failover, it never applied them: they were lost with the old primary, but "
+                "cdcstream had already streamed them, so the stream holds changes this database does not have (or "
+                "the replica ran without log_slave_updates / log_replica_updates, and its binlog lacks what it "
+                "replicated). Resuming would skip this server's own transactions of the same sequence numbers",
+                "re-sync the target with a full load from this server and start over deliberately (move the "
+                "checkpoint file away; cdcstream never does that by itself); or point the config at a server "
+                "that has these transactions",
+            )
+        )
+    elif use_gtid and info.unknown_gtids:
         out.append(
             Refusal(
                 POSITION_CHECK,

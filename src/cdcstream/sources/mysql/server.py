@@ -94,7 +94,7 @@ def fetch_server_info(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', "
                 "'binlog_row_metadata', 'gtid_mode', 'gtid_binlog_pos', 'gtid_binlog_state', 'gtid_executed', "
                 "'expire_logs_days', 'binlog_expire_logs_seconds', 'server_id', 'binlog_transaction_compression', "
-                "'binlog_row_value_options', 'server_uuid', 'binlog_checksum')"
+                "'binlog_row_value_options', 'server_uuid', 'binlog_checksum', 'gtid_domain_id')"
             )
             variables = {str(k).lower(): str(v) for k, v in cur.fetchall()}
             mariadb = "mariadb" in version.lower()

@@ -102,6 +102,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         self._info: ServerInfo | None = None
         self._resume: MySQLCheckpoint = {}
         self._identity: MySQLCheckpoint = {}
+        self._server_labels: tuple[str, str, str, str] | None = None  # of cdcstream_source_server_info
         self._acked: MySQLCheckpoint | None = None
         self._use_gtid = False
         self._m_events: dict[tuple[str, int], Any] = {}
@@ -246,6 +247,31 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
             )
         self._identity = identity
         self._set_extra()
+        self._show_server(info)
+
+    def _show_server(self, info: ServerInfo) -> None:
+        """Say which server is read (at start and after every reconnect): a log line, and the one series of
+        ``cdcstream_source_server_info``, so a failover shows on a dashboard as a new server_id."""
+        labels = (
+            self._label,
+            str(self._identity.get("server_id", "")),
+            str(self._identity.get("server_uuid", "")),
+            info.variables.get("gtid_domain_id", "") if info.mariadb else "",
+        )
+        if labels != self._server_labels:
+            if self._server_labels is not None:
+                metrics.SOURCE_SERVER_INFO.remove(*self._server_labels)
+            metrics.SOURCE_SERVER_INFO.labels(*labels).set(1)
+            self._server_labels = labels
+        self._log.info(
+            "source server",
+            host=f"{self.cfg.host}:{self.cfg.port}",
+            version=info.version,
+            server_id=labels[1],
+            server_uuid=labels[2] or None,
+            gtid_domain=labels[3] or None,
+            resume_by="gtid" if self._use_gtid else "file/pos",
+        )
 
     def _set_extra(self) -> None:
         """Fields every checkpoint carries besides the position: the server identity and, after a full load,
@@ -344,6 +370,10 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         except SourceConnectionError as exc:
             self._log.warning("reconnect failed", reason=str(exc))
             return
+        # A first start streams from the server's file/position, but every position read since carries the GTID
+        # state: resume by it when allowed, so a failover behind the same address (a virtual IP, DNS, a managed
+        # service's endpoint) is followed in this run too, not refused until a restart.
+        self._use_gtid = self.cfg.gtid_mode != "off" and bool(r.get("gtid")) and info.server_has_gtids
         self._verify_resume(info, str(r["file"]), int(r["pos"]), r.get("gtid"), self._identity)
         self._info = info
         self._resume = {**r, **self._identity}  # a failover by GTID: later checkpoints name the new server
@@ -426,6 +456,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
             "acked": self._acked,
             "resume_by": "gtid" if self._use_gtid else "file/pos",
             "server_identity": self._identity or None,
+            "gtid_domain": self._server_labels[3] or None if self._server_labels else None,
             "last_commit_time": conv.last_commit_time if conv else None,
             "full_load": None if self._load is None else self._load.status(),
             "reload": {**self._reloads.status(), "last": self._reloads.last_copy},
@@ -445,4 +476,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(reader.thread.join, 5)
         self._m_connected.set(0)
+        if self._server_labels is not None:
+            metrics.SOURCE_SERVER_INFO.remove(*self._server_labels)
+            self._server_labels = None
         self._log.info("source closed", acked=self._acked)

@@ -1,21 +1,9 @@
-"""Sans-IO decoder of the pgoutput logical replication protocol (version 1) and its CopyBoth framing.
+"""Sans-IO parser of the pgoutput logical replication protocol (version 1) and its CopyBoth framing.
 
-Two layers, both pure functions of bytes (no sockets, no clocks):
-
-* :func:`parse_frame` and :func:`parse_message` turn one CopyData payload / one pgoutput message into a small
-  dataclass. They are the reference decoding, used by tests, tools and the slow paths.
-* :class:`Decoder` is the hot path the source runs: it keeps one :class:`RelationPlan` per relation id (built
-  when a Relation message arrives: column names, converters, key flags, the shared ``TableInfo``), and turns
-  batches of raw frames directly into ``ChangeEvent`` / ``Marker`` lists.
-  Rows of unselected relations are skipped after reading the relation id, without decoding their tuples.
-  Converters come from a :class:`~cdcstream.sources.postgres.values.TypeRegistry`. Types the registry does not
-  know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
-  source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
-  guesses a rendering it could have known.
-* Logical messages with the prefix ``cdcstream.ddl`` (written by the DDL capture event triggers,
-  :mod:`.ddl`) become DropTable and alter control events at their place in the transaction; heartbeats and
-  other prefixes produce nothing. A DDL message whose *content* this version cannot read is logged and counted
-  instead of raising: it costs one control record, never a row.
+:func:`parse_frame` and :func:`parse_message` turn one CopyData payload / one pgoutput message into a small
+dataclass: a pure function of bytes (no sockets, no clocks). They are the reference decoding, used by tests,
+tools and the slow paths of :class:`~cdcstream.sources.postgres.decoder.Decoder`, the hot path the source runs,
+which reads rows straight from the frames with the layouts defined here.
 
 Anything malformed raises :class:`~cdcstream.errors.DecodeError` carrying the LSN of the frame, never
 ``IndexError``/``struct.error``.
@@ -28,29 +16,25 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
-from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import DecodeError
-from cdcstream.sources.postgres import ddl, values
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 PG_EPOCH_UNIX = 946_684_800  # seconds from 1970-01-01 to 2000-01-01
 
-_XLOG = struct.Struct("!QQq")  # 'w': dataStart, walEnd, sendTime
-_KEEPALIVE = struct.Struct("!QqB")  # 'k': walEnd, sendTime, replyRequested
-_BEGIN = struct.Struct("!QqI")  # final (commit) LSN, commit time, xid
-_COMMIT = struct.Struct("!BQQq")  # flags, commit LSN, end LSN, commit time
-_I16 = struct.Struct("!h")
-_I32 = struct.Struct("!i")
-_U32 = struct.Struct("!I")
-_I64 = struct.Struct("!q")
-_U64 = struct.Struct("!Q")
-_U16 = struct.Struct("!H")
+XLOG = struct.Struct("!QQq")  # 'w': dataStart, walEnd, sendTime
+KEEPALIVE = struct.Struct("!QqB")  # 'k': walEnd, sendTime, replyRequested
+BEGIN = struct.Struct("!QqI")  # final (commit) LSN, commit time, xid
+COMMIT = struct.Struct("!BQQq")  # flags, commit LSN, end LSN, commit time
+I16 = struct.Struct("!h")
+I32 = struct.Struct("!i")
+U32 = struct.Struct("!I")
+I64 = struct.Struct("!q")
+U64 = struct.Struct("!Q")
+U16 = struct.Struct("!H")
 
 UNCHANGED = object()
 """Placeholder for an unchanged TOASTed value ('u') in :func:`parse_message` tuples."""
@@ -58,7 +42,7 @@ UNCHANGED = object()
 TRUNCATE_CASCADE = 1
 TRUNCATE_RESTART_IDENTITY = 2
 
-_MALFORMED = (IndexError, struct.error, ValueError, UnicodeDecodeError, KeyError, OverflowError)
+MALFORMED = (IndexError, struct.error, ValueError, UnicodeDecodeError, KeyError, OverflowError)
 
 
 def format_lsn(lsn: int) -> str:
@@ -209,12 +193,12 @@ def parse_frame(frame: bytes, *, lsn_hint: int = 0) -> XLogData | Keepalive:
     try:
         tag = frame[0]
         if tag == 0x77:  # 'w'
-            start, end, clock = _XLOG.unpack_from(frame, 1)
+            start, end, clock = XLOG.unpack_from(frame, 1)
             return XLogData(start, end, clock, bytes(frame[25:]))
         if tag == 0x6B:  # 'k'
-            end, clock, reply = _KEEPALIVE.unpack_from(frame, 1)
+            end, clock, reply = KEEPALIVE.unpack_from(frame, 1)
             return Keepalive(end, clock, bool(reply))
-    except _MALFORMED as exc:
+    except MALFORMED as exc:
         raise DecodeError(f"malformed replication frame near LSN {format_lsn(lsn_hint)}: {exc!r}") from None
     raise DecodeError(f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(lsn_hint)}")
 
@@ -225,14 +209,14 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
 
 
 def _parse_tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
-    (ncols,) = _I16.unpack_from(buf, pos)
+    (ncols,) = I16.unpack_from(buf, pos)
     pos += 2
     out: list[TupleValue] = []
     for _ in range(ncols):
         kind = buf[pos]
         pos += 1
         if kind == 0x74:  # 't'
-            (n,) = _I32.unpack_from(buf, pos)
+            (n,) = I32.unpack_from(buf, pos)
             pos += 4
             if n < 0 or pos + n > len(buf):
                 raise ValueError("column value runs past the end of the message")
@@ -250,522 +234,121 @@ def _parse_tuple(buf: bytes, pos: int) -> tuple[tuple[TupleValue, ...], int]:
 def parse_message(buf: bytes, *, lsn: int = 0) -> Message:
     """Decode one pgoutput message (the payload of a ``w`` frame)."""
     try:
-        msg, pos = _parse_message(buf)
+        msg, pos = parse_body(buf)
     except DecodeError:
         raise
-    except _MALFORMED as exc:
+    except MALFORMED as exc:
         raise DecodeError(f"malformed pgoutput message at LSN {format_lsn(lsn)}: {exc!r}") from None
     if pos != len(buf):
         raise DecodeError(f"pgoutput message {buf[:1]!r} at LSN {format_lsn(lsn)} has {len(buf) - pos} trailing bytes")
     return msg
 
 
-def _parse_message(buf: bytes) -> tuple[Message, int]:
-    tag = buf[0]
-    if tag == 0x42:  # 'B'
-        return Begin(*_BEGIN.unpack_from(buf, 1)), 1 + _BEGIN.size
-    if tag == 0x43:  # 'C'
-        return Commit(*_COMMIT.unpack_from(buf, 1)), 1 + _COMMIT.size
-    if tag == 0x4F:  # 'O'
-        (lsn,) = _U64.unpack_from(buf, 1)
-        name, pos = _cstring(buf, 9)
-        return Origin(lsn, name), pos
-    if tag == 0x52:  # 'R'
-        (relid,) = _U32.unpack_from(buf, 1)
-        ns, pos = _cstring(buf, 5)
-        name, pos = _cstring(buf, pos)
-        ident = chr(buf[pos])
-        (ncols,) = _I16.unpack_from(buf, pos + 1)
-        pos += 3
-        cols = []
-        for _ in range(ncols):
-            flags = buf[pos]
-            cname, pos = _cstring(buf, pos + 1)
-            oid, typmod = struct.unpack_from("!Ii", buf, pos)
-            pos += 8
-            cols.append(RelationColumn(bool(flags & 1), cname, oid, typmod))
-        return Relation(relid, ns, name, ident, tuple(cols)), pos
-    if tag == 0x59:  # 'Y'
-        (oid,) = _U32.unpack_from(buf, 1)
-        ns, pos = _cstring(buf, 5)
-        name, pos = _cstring(buf, pos)
-        return TypeMessage(oid, ns, name), pos
-    if tag == 0x49:  # 'I'
-        (relid,) = _U32.unpack_from(buf, 1)
-        if buf[5] != 0x4E:
-            raise ValueError("INSERT without a new tuple")
-        new, pos = _parse_tuple(buf, 6)
-        return Insert(relid, new), pos
-    if tag == 0x55:  # 'U'
-        (relid,) = _U32.unpack_from(buf, 1)
-        pos = 5
-        old_kind: str | None = None
-        old = None
-        if buf[pos] in (0x4B, 0x4F):
-            old_kind = chr(buf[pos])
-            old, pos = _parse_tuple(buf, pos + 1)
-        if buf[pos] != 0x4E:
-            raise ValueError("UPDATE without a new tuple")
-        new, pos = _parse_tuple(buf, pos + 1)
-        return Update(relid, old_kind, old, new), pos
-    if tag == 0x44:  # 'D'
-        (relid,) = _U32.unpack_from(buf, 1)
-        if buf[5] not in (0x4B, 0x4F):
-            raise ValueError("DELETE without a key or old tuple")
-        old, pos = _parse_tuple(buf, 6)
-        return Delete(relid, chr(buf[5]), old), pos
-    if tag == 0x54:  # 'T'
-        (nrel,) = _I32.unpack_from(buf, 1)
-        options = buf[5]
-        if nrel < 0:
-            raise ValueError("negative relation count")
-        relids = struct.unpack_from(f"!{nrel}I", buf, 6)
-        return Truncate(options, relids), 6 + 4 * nrel
-    if tag == 0x4D:  # 'M'
-        flags = buf[1]
-        (lsn,) = _U64.unpack_from(buf, 2)
-        prefix, pos = _cstring(buf, 10)
-        (n,) = _I32.unpack_from(buf, pos)
-        pos += 4
-        if n < 0 or pos + n > len(buf):
-            raise ValueError("message content runs past the end")
-        return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[pos : pos + n])), pos + n
-    raise DecodeError(f"unknown pgoutput message type {buf[:1]!r}")
+def parse_body(buf: bytes) -> tuple[Message, int]:
+    """One message and the offset where it ends; malformed bytes raise what :data:`MALFORMED` lists."""
+    parse = _PARSERS.get(buf[0])
+    if parse is None:
+        raise DecodeError(f"unknown pgoutput message type {buf[:1]!r}")
+    return parse(buf)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Hot path: frames -> ChangeEvent / Marker with per-relation plans
-# ---------------------------------------------------------------------------------------------------------
+def _parse_begin(buf: bytes) -> tuple[Message, int]:
+    return Begin(*BEGIN.unpack_from(buf, 1)), 1 + BEGIN.size
 
 
-@dataclass(slots=True, eq=False)  # identity hash: plans are kept in a set of touched plans
-class RelationPlan:
-    """Everything needed to turn one relation's tuples into rows, built once per Relation message."""
-
-    relation_id: int
-    table: TableInfo
-    selected: bool
-    names: tuple[str, ...]
-    columns: tuple[tuple[str, values.Converter | None], ...]  # (name, converter or None for text as-is)
-    key_names: frozenset[str]
-    type_oids: tuple[int, ...] = ()  # per column, to rebuild converters when type descriptions change
-    # Events counted since the source last flushed them into Prometheus (one .inc() per batch, not per row),
-    # indexed like OPS (a list index is much cheaper per row than hashing an enum).
-    counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    metric_children: dict[Op, Any] = field(default_factory=dict)
+def _parse_commit(buf: bytes) -> tuple[Message, int]:
+    return Commit(*COMMIT.unpack_from(buf, 1)), 1 + COMMIT.size
 
 
-Selector = Callable[[str, str], bool]
-
-OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE)
-"""The operations a RelationPlan counts, in the order of ``RelationPlan.counts``."""
-
-
-class Decoder:
-    """Stateful, I/O-free pgoutput decoder producing the neutral change model.
-
-    ``feed(frames)`` consumes raw CopyData payloads (``w``/``k`` frames) and returns the items they complete:
-    row :class:`ChangeEvent`\\ s as they arrive, a commit :class:`Marker` after each Commit, and an idle
-    :class:`Marker` for a keepalive received outside a transaction whose position is past the last one.
-    """
-
-    def __init__(
-        self,
-        *,
-        selector: Selector | None = None,
-        no_hex_prefix: bool = False,
-        start_lsn: int = 0,
-        types: values.TypeRegistry | None = None,
-    ) -> None:
-        self._selector = selector
-        self.types = types if types is not None else values.TypeRegistry(no_hex_prefix=no_hex_prefix)
-        self.plans: dict[int, RelationPlan] = {}
-        # Names from Type messages: a fallback display name when the catalog could not describe a type.
-        self.type_names: dict[int, str] = {}
-        # (schema, table) -> primary key columns, supplied by the source for REPLICA IDENTITY FULL tables.
-        self.primary_keys: dict[tuple[str, str], tuple[str, ...]] = {}
-        # Transaction state.
-        self.in_transaction = False
-        self.xid = 0
-        self._final_lsn = 0
-        self._commit_time = ""
-        self._commit_epoch = 0.0
-        self._pos_prefix = ""
-        self._record_id = 0
-        # Positions and counters the source reads after each batch.
-        # Added to every checkpoint (the server's system identifier and timeline): the source checks them at start.
-        self.checkpoint_extra: PgCheckpoint = {}
-        self.last_position = start_lsn  # end LSN of the last commit (or idle keepalive) yielded
-        self.received_lsn = start_lsn  # highest walEnd seen
-        self.reply_requested = False
-        self.transactions = 0  # commits decoded since the counter was last reset by the source
-        # DDL capture messages not understood since the source last took them: the source logs and counts them
-        # (a decoder does no I/O).
-        self.ddl_skipped: list[dict[str, str]] = []
-        self.last_commit_epoch: float | None = None
-        self.last_commit_time: str | None = None
-        self.touched: set[RelationPlan] = set()
-        # Set by feed() when it stopped for type descriptions: (OIDs to describe, frames still to feed).
-        self.stalled: tuple[set[int], list[bytes]] | None = None
-        self._index = 0
-
-    # -- connection lifecycle ------------------------------------------------------------------------------
-    def reset_transaction(self) -> None:
-        """Forget a transaction cut off by a dropped connection; the server re-sends it from its Begin."""
-        self.in_transaction = False
-        self._record_id = 0
-
-    # -- relation plans ------------------------------------------------------------------------------------
-    def _is_selected(self, schema: str, table: str) -> bool:
-        if schema == ddl.SCHEMA:
-            return False  # DDL capture's own bookkeeping (a FOR ALL TABLES publication includes it)
-        if self._selector is None:
-            return schema not in ("pg_catalog", "information_schema")
-        return self._selector(schema, table)
-
-    def pending_type_oids(self, frames: Iterable[bytes]) -> set[int]:
-        """Type OIDs the source should (re)describe from the catalog before ``feed(frames)``.
-
-        Every user-defined type a Relation message in the batch references is returned even when known: a
-        Relation is re-sent after ALTERs, and ``ALTER TYPE`` can change a composite's attributes without
-        changing its OID. Built-in types outside the static table are returned only once. Relation messages
-        are rare (once per table per connection and after invalidations), so this is a cheap scan.
-        """
-        oids: set[int] = set()
-        for frame in frames:
-            if len(frame) > 25 and frame[0] == 0x77 and frame[25] == 0x52:  # 'w' carrying 'R'
-                try:
-                    rel, _ = _parse_message(bytes(frame[25:]))
-                except (DecodeError, *_MALFORMED):
-                    continue  # feed() reports the malformed message with its LSN
-                if isinstance(rel, Relation):
-                    oids.update(c.type_oid for c in rel.columns)
-        if not oids:
-            return oids
-        # User-defined types and, transitively, the user-defined types their description references.
-        refresh: set[int] = set()
-        todo = [oid for oid in oids if oid >= values.FIRST_NORMAL_OID]
-        while todo:
-            oid = todo.pop()
-            if oid in refresh:
-                continue
-            refresh.add(oid)
-            t = self.types.types.get(oid)
-            if t is not None:
-                todo.extend(r for r in t.references() if r >= values.FIRST_NORMAL_OID)
-        return refresh | self.types.missing(oids)
-
-    def add_relation(self, rel: Relation) -> RelationPlan:
-        """Build (or replace: pgoutput re-sends Relation after invalidations and ALTERs) a relation's plan."""
-        # With REPLICA IDENTITY FULL pgoutput flags *every* column as part of the key; the real primary key
-        # (looked up by the source from the catalog) is what TableInfo must report.
-        pk = self.primary_keys.get((rel.namespace, rel.name)) if rel.replica_identity == "f" else None
-        columns = tuple(
-            Column(
-                name=c.name,
-                type_name=self.types.name(c.type_oid) or self.type_names.get(c.type_oid, str(c.type_oid)),
-                type_id=c.type_oid,
-                nullable=True,
-                is_key=c.is_key if pk is None else c.name in pk,
-            )
-            for c in rel.columns
-        )
-        table = TableInfo(rel.namespace, rel.name, columns)
-        old = self.plans.get(rel.relation_id)
-        plan = RelationPlan(
-            relation_id=rel.relation_id,
-            table=table,
-            selected=self._is_selected(rel.namespace, rel.name),
-            names=tuple(c.name for c in rel.columns),
-            columns=tuple((c.name, self.types.converter(c.type_oid)) for c in rel.columns),
-            key_names=frozenset(c.name for c in rel.columns if c.is_key),
-            type_oids=tuple(c.type_oid for c in rel.columns),
-        )
-        if old is not None and old.table.schema == table.schema and old.table.table == table.table:
-            # Same table (re-send after an invalidation): keep the cached metric children and pending counts.
-            plan.metric_children = old.metric_children
-            plan.counts = old.counts
-            if old in self.touched:
-                self.touched.discard(old)
-                self.touched.add(plan)
-        self.plans[rel.relation_id] = plan
-        return plan
-
-    def refresh_plans(self) -> None:
-        """Rebuild every plan's converters from the registry (after the source added type descriptions)."""
-        for plan in self.plans.values():
-            plan.columns = tuple(
-                (name, self.types.converter(oid)) for name, oid in zip(plan.names, plan.type_oids, strict=True)
-            )
-
-    # -- frames --------------------------------------------------------------------------------------------
-    def feed(self, frames: Iterable[bytes]) -> list[Item]:
-        """Decode a batch. If a converter finds a stale type description (:class:`values.NeedTypes`), decoding
-        stops before that message and ``self.stalled`` holds the OIDs to describe and the frames still to feed.
-        """
-        out: list[Item] = []
-        seq = frames if isinstance(frames, list) else list(frames)
-        try:
-            self._feed(seq, out)
-        except values.NeedTypes as need:
-            self.stalled = (need.oids, seq[self._index :])
-        return out
-
-    def _feed(self, frames: list[bytes], out: list[Item]) -> None:
-        self._index = 0
-        for frame in frames:
-            tag = frame[0] if frame else -1
-            if tag == 0x77:  # 'w'
-                if len(frame) < 26:
-                    raise DecodeError(f"truncated XLogData frame near LSN {format_lsn(self.received_lsn)}")
-                start, end, _clock = _XLOG.unpack_from(frame, 1)
-                if end > self.received_lsn:
-                    self.received_lsn = end
-                self._message(frame, start, out)
-            elif tag == 0x6B:  # 'k'
-                if len(frame) != 18:
-                    raise DecodeError(f"malformed keepalive near LSN {format_lsn(self.received_lsn)}")
-                end, _clock, reply = _KEEPALIVE.unpack_from(frame, 1)
-                if end > self.received_lsn:
-                    self.received_lsn = end
-                if reply:
-                    self.reply_requested = True
-                if not self.in_transaction and end > self.last_position:
-                    self.last_position = end
-                    out.append(Marker({"lsn": format_lsn(end), **self.checkpoint_extra}, None, False))
-            else:
-                raise DecodeError(
-                    f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(self.received_lsn)}"
-                )
-            self._index += 1
-
-    def _message(self, buf: bytes, lsn: int, out: list[Item]) -> None:
-        try:
-            self._dispatch(buf, out)
-        except DecodeError:
-            raise
-        except _MALFORMED as exc:
-            kind = bytes(buf[25:26])
-            raise DecodeError(
-                f"malformed pgoutput message {kind!r} at LSN {format_lsn(lsn or self.received_lsn)} "
-                f"(transaction {self.xid if self.in_transaction else '-'}): {exc!r}"
-            ) from None
-
-    def _dispatch(self, buf: bytes, out: list[Item]) -> None:
-        # Offsets below are relative to the start of the 'w' frame: the pgoutput message starts at byte 25.
-        tag = buf[25]
-        if tag == 0x49:  # 'I'
-            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
-            if not plan.selected:
-                return
-            if buf[30] != 0x4E:
-                raise ValueError("INSERT without a new tuple")
-            row, unchanged, pos = self._row(plan, buf, 31)
-            self._check_end(buf, pos)
-            self._emit(out, plan, Op.INSERT, 0, row, None, unchanged)
-        elif tag == 0x55:  # 'U'
-            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
-            if not plan.selected:
-                return
-            pos = 30
-            before = None
-            kind = buf[pos]
-            if kind == 0x4B or kind == 0x4F:  # 'K' key / 'O' old tuple
-                before, _, pos = self._row(plan, buf, pos + 1, key_only=kind == 0x4B)
-            if buf[pos] != 0x4E:
-                raise ValueError("UPDATE without a new tuple")
-            row, unchanged, pos = self._row(plan, buf, pos + 1)
-            self._check_end(buf, pos)
-            if unchanged and kind == 0x4F and before is not None:
-                row, unchanged = _fill_unchanged(plan.names, row, unchanged, before)
-            self._emit(out, plan, Op.UPDATE, 1, row, before, unchanged)
-        elif tag == 0x44:  # 'D'
-            plan = self.plans[_U32.unpack_from(buf, 26)[0]]
-            if not plan.selected:
-                return
-            kind = buf[30]
-            if kind != 0x4B and kind != 0x4F:
-                raise ValueError("DELETE without a key or old tuple")
-            before, _, pos = self._row(plan, buf, 31, key_only=kind == 0x4B)
-            self._check_end(buf, pos)
-            self._emit(out, plan, Op.DELETE, 2, None, before, ())
-        elif tag == 0x42:  # 'B'
-            final_lsn, ts, xid = _BEGIN.unpack_from(buf, 26)
-            self._check_end(buf, 26 + _BEGIN.size)
-            self.in_transaction = True
-            self.xid = xid
-            self._final_lsn = final_lsn
-            self._commit_time = pg_time_to_iso(ts)
-            self._commit_epoch = pg_time_to_epoch(ts)
-            self._pos_prefix = f"{final_lsn >> 32:08X}/{final_lsn & 0xFFFFFFFF:08X}."
-            self._record_id = 0
-        elif tag == 0x43:  # 'C'
-            _flags, _commit_lsn, end_lsn, ts = _COMMIT.unpack_from(buf, 26)
-            self._check_end(buf, 26 + _COMMIT.size)
-            if not self.in_transaction:
-                raise ValueError("COMMIT without BEGIN")
-            self.in_transaction = False
-            self.transactions += 1
-            epoch = pg_time_to_epoch(ts)
-            self.last_commit_epoch = epoch
-            self.last_commit_time = self._commit_time
-            if end_lsn > self.last_position:
-                self.last_position = end_lsn
-            out.append(Marker({"lsn": format_lsn(end_lsn), **self.checkpoint_extra}, epoch, True))
-        elif tag == 0x52:  # 'R'
-            rel, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(rel, Relation)
-            self._check_end(buf, 25 + pos)
-            self.add_relation(rel)
-        elif tag == 0x54:  # 'T'
-            msg, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(msg, Truncate)
-            self._check_end(buf, 25 + pos)
-            for relid in msg.relation_ids:
-                plan = self.plans[relid]
-                if plan.selected:
-                    self._emit(out, plan, Op.TRUNCATE, 3, None, None, ())
-        elif tag == 0x59:  # 'Y': remember the name of a user-defined type for later Relation messages
-            msg, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(msg, TypeMessage)
-            self._check_end(buf, 25 + pos)
-            self.type_names[msg.type_oid] = msg.name if msg.namespace == "pg_catalog" else f"{msg.namespace}.{msg.name}"
-        elif tag == 0x4D:  # 'M' logical message: heartbeats (no event) and DDL capture (control events)
-            msg, pos = _parse_message(bytes(buf[25:]))
-            assert isinstance(msg, LogicalMessage)
-            self._check_end(buf, 25 + pos)
-            if msg.prefix == ddl.PREFIX and msg.transactional and self.in_transaction:
-                self._schema_change(msg, out)
-        elif tag == 0x4F:  # 'O' origin: validated, no event
-            _, pos = _parse_message(bytes(buf[25:]))
-            self._check_end(buf, 25 + pos)
-        else:
-            raise DecodeError(
-                f"unknown pgoutput message type {bytes(buf[25:26])!r} at LSN {format_lsn(self.received_lsn)}"
-            )
-
-    def _schema_change(self, msg: LogicalMessage, out: list[Item]) -> None:
-        """Control events from a DDL capture message (sources/postgres/ddl.py), at its place in the transaction.
-        A message this version cannot read is noted for the source to log and count, not fatal: the rows around
-        it still decode (Relation messages carry the columns), only the control record is missing."""
-        try:
-            events = ddl.schema_changes(msg.content, self._ddl_type_name)
-        except ddl.BadMessage as exc:
-            content = msg.content[:2000].decode("utf-8", "replace")
-            self.ddl_skipped.append({"reason": str(exc), "lsn": format_lsn(msg.lsn), "content": content})
-            return
-        for ev in events:
-            old = ev.change.old_table
-            if not (self._is_selected(ev.table.schema, ev.table.table) or self._is_selected(old.schema, old.table)):
-                continue
-            self._record_id += 1
-            rid = self._record_id
-            out.append(
-                ChangeEvent(
-                    ev.op,
-                    ev.table,
-                    None,
-                    None,
-                    self.xid,
-                    self._commit_time,
-                    self._commit_epoch,
-                    f"{self._pos_prefix}{rid:010d}",
-                    rid,
-                    (),
-                    ev.change,
-                )
-            )
-
-    def _ddl_type_name(self, oid: int, text: str) -> str:
-        return self.types.name(oid) or self.type_names.get(oid) or text
-
-    @staticmethod
-    def _check_end(buf: bytes, pos: int) -> None:
-        if pos != len(buf):
-            raise ValueError(f"{len(buf) - pos} bytes left over (or missing) at the end of the message")
-
-    def _row(
-        self, plan: RelationPlan, buf: bytes, pos: int, key_only: bool = False
-    ) -> tuple[dict[str, Any], tuple[str, ...], int]:
-        (ncols,) = _I16.unpack_from(buf, pos)
-        pos += 2
-        names = plan.names
-        if ncols != len(names):
-            raise ValueError(
-                f"tuple has {ncols} columns, relation {plan.table.schema}.{plan.table.table} has {len(names)}"
-            )
-        row: dict[str, Any] = {}
-        unchanged: list[str] | None = None
-        unpack_i32 = _I32.unpack_from
-        blen = len(buf)
-        for name, conv in plan.columns:
-            kind = buf[pos]
-            if kind == 0x74:  # 't'
-                n = unpack_i32(buf, pos + 1)[0]
-                pos += 5
-                end = pos + n
-                # Slicing never raises: check the bound once per value (a short slice would corrupt silently).
-                if end > blen or n < 0:
-                    raise ValueError("column value runs past the end of the message")
-                # conv is None for text-like types: skipping the identity call is measurable per column.
-                row[name] = buf[pos:end].decode() if conv is None else conv(buf[pos:end].decode())
-                pos = end
-            elif kind == 0x6E:  # 'n'
-                row[name] = None
-                pos += 1
-            elif kind == 0x75:  # 'u': unchanged TOAST, the server did not send the value
-                if unchanged is None:
-                    unchanged = []
-                unchanged.append(name)
-                pos += 1
-            else:
-                raise ValueError(f"unknown tuple column kind {kind!r}")
-        if key_only:
-            # A 'K' tuple carries the replica identity columns; the others are placeholder nulls.
-            row = {k: v for k, v in row.items() if k in plan.key_names}
-        return row, (tuple(unchanged) if unchanged else ()), pos
-
-    def _emit(
-        self,
-        out: list[Item],
-        plan: RelationPlan,
-        op: Op,
-        op_index: int,
-        after: dict[str, Any] | None,
-        before: dict[str, Any] | None,
-        unchanged: tuple[str, ...],
-    ) -> None:
-        if not self.in_transaction:
-            raise ValueError(f"{op.value} outside a transaction")
-        self._record_id += 1
-        rid = self._record_id
-        out.append(
-            ChangeEvent(
-                op,
-                plan.table,
-                after,
-                before,
-                self.xid,
-                self._commit_time,
-                self._commit_epoch,
-                f"{self._pos_prefix}{rid:010d}",
-                rid,
-                unchanged,
-            )
-        )
-        plan.counts[op_index] += 1
-        self.touched.add(plan)
+def _parse_origin(buf: bytes) -> tuple[Message, int]:
+    (lsn,) = U64.unpack_from(buf, 1)
+    name, pos = _cstring(buf, 9)
+    return Origin(lsn, name), pos
 
 
-def _fill_unchanged(
-    names: tuple[str, ...], row: dict[str, Any], unchanged: tuple[str, ...], before: dict[str, Any]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Unchanged TOASTed values of an UPDATE, taken from the old tuple ('O', REPLICA IDENTITY FULL).
+def _parse_relation(buf: bytes) -> tuple[Message, int]:
+    (relid,) = U32.unpack_from(buf, 1)
+    ns, pos = _cstring(buf, 5)
+    name, pos = _cstring(buf, pos)
+    ident = chr(buf[pos])
+    (ncols,) = I16.unpack_from(buf, pos + 1)
+    pos += 3
+    cols = []
+    for _ in range(ncols):
+        flags = buf[pos]
+        cname, pos = _cstring(buf, pos + 1)
+        oid, typmod = struct.unpack_from("!Ii", buf, pos)
+        pos += 8
+        cols.append(RelationColumn(bool(flags & 1), cname, oid, typmod))
+    return Relation(relid, ns, name, ident, tuple(cols)), pos
 
-    With REPLICA IDENTITY FULL the server logs the old row detoasted, so the value the new tuple leaves out
-    ('u') is the old one: the row is complete. A column the old tuple lacks too stays listed as unchanged.
-    Column order is kept (consumers diffing records by eye expect it).
-    """
-    still = tuple(n for n in unchanged if n not in before)
-    filled = {n: row[n] if n in row else before[n] for n in names if n in row or n in before}
-    return filled, still
+
+def _parse_type(buf: bytes) -> tuple[Message, int]:
+    (oid,) = U32.unpack_from(buf, 1)
+    ns, pos = _cstring(buf, 5)
+    name, pos = _cstring(buf, pos)
+    return TypeMessage(oid, ns, name), pos
+
+
+def _parse_insert(buf: bytes) -> tuple[Message, int]:
+    (relid,) = U32.unpack_from(buf, 1)
+    if buf[5] != 0x4E:
+        raise ValueError("INSERT without a new tuple")
+    new, pos = _parse_tuple(buf, 6)
+    return Insert(relid, new), pos
+
+
+def _parse_update(buf: bytes) -> tuple[Message, int]:
+    (relid,) = U32.unpack_from(buf, 1)
+    pos = 5
+    old_kind: str | None = None
+    old = None
+    if buf[pos] in (0x4B, 0x4F):
+        old_kind = chr(buf[pos])
+        old, pos = _parse_tuple(buf, pos + 1)
+    if buf[pos] != 0x4E:
+        raise ValueError("UPDATE without a new tuple")
+    new, pos = _parse_tuple(buf, pos + 1)
+    return Update(relid, old_kind, old, new), pos
+
+
+def _parse_delete(buf: bytes) -> tuple[Message, int]:
+    (relid,) = U32.unpack_from(buf, 1)
+    if buf[5] not in (0x4B, 0x4F):
+        raise ValueError("DELETE without a key or old tuple")
+    old, pos = _parse_tuple(buf, 6)
+    return Delete(relid, chr(buf[5]), old), pos
+
+
+def _parse_truncate(buf: bytes) -> tuple[Message, int]:
+    (nrel,) = I32.unpack_from(buf, 1)
+    options = buf[5]
+    if nrel < 0:
+        raise ValueError("negative relation count")
+    relids = struct.unpack_from(f"!{nrel}I", buf, 6)
+    return Truncate(options, relids), 6 + 4 * nrel
+
+
+def _parse_logical_message(buf: bytes) -> tuple[Message, int]:
+    flags = buf[1]
+    (lsn,) = U64.unpack_from(buf, 2)
+    prefix, pos = _cstring(buf, 10)
+    (n,) = I32.unpack_from(buf, pos)
+    pos += 4
+    if n < 0 or pos + n > len(buf):
+        raise ValueError("message content runs past the end")
+    return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[pos : pos + n])), pos + n
+
+
+_PARSERS: dict[int, Callable[[bytes], tuple[Message, int]]] = {
+    0x42: _parse_begin,  # 'B'
+    0x43: _parse_commit,  # 'C'
+    0x4F: _parse_origin,  # 'O'
+    0x52: _parse_relation,  # 'R'
+    0x59: _parse_type,  # 'Y'
+    0x49: _parse_insert,  # 'I'
+    0x55: _parse_update,  # 'U'
+    0x44: _parse_delete,  # 'D'
+    0x54: _parse_truncate,  # 'T'
+    0x4D: _parse_logical_message,  # 'M'
+}

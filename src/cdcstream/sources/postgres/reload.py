@@ -18,9 +18,10 @@ from cdcstream.checkpoints.model import Checkpoint, PgCheckpoint
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.postgres.connection import Session
+from cdcstream.sources.postgres.decoder import Decoder
 from cdcstream.sources.postgres.grants import copy_problem
 from cdcstream.sources.postgres.heartbeat import HEARTBEAT_PREFIX
-from cdcstream.sources.postgres.pgoutput import Decoder, format_lsn, parse_lsn
+from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.snapshot import PgLoadEngine
 from cdcstream.sources.reload import Copy, NewCopy
 

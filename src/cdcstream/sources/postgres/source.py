@@ -4,8 +4,8 @@ Moving parts, each in a module of its own:
 
 * a normal connection (:class:`~.connection.Session`) for the checks and the setup at start (:mod:`.setup`:
   server, role, publication, DDL capture; :mod:`.slot`), heartbeats, table checks and type descriptions;
-* a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.pgoutput` decoder,
-  whose new types are described from the catalogue (:mod:`.catalog`) before their rows are decoded;
+* a replication connection (:mod:`.replication`) streaming pgoutput into the sans-IO :mod:`.decoder`, whose new
+  types are described from the catalogue (:mod:`.catalog`) before their rows are decoded;
 * background tasks: standby status updates and heartbeats (:mod:`.heartbeat`), and a check every
   ``table_check_interval`` seconds naming each selected table the publication does not cover (:mod:`.monitor`);
 * a full load before CDC (:mod:`.snapshot`), and ``reload --table`` while CDC runs (:mod:`.reload`, driven by
@@ -14,7 +14,8 @@ Moving parts, each in a module of its own:
 When the replication connection drops, :meth:`changes` reconnects with backoff forever and restarts from the
 end LSN of the last commit it yielded; the server re-sends everything after its confirmed flush position, so a
 restart yields duplicates at worst, never a gap. Before streaming, at start and after every reconnect, the
-server, timeline and slot are checked against the position (:mod:`.resume`).
+server, timeline and slot are checked against the position (:mod:`.resume`). About 500 lines as one class: what
+is left here is the start, the stream and the reconnects, which share the connections' state.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from cdcstream.sources.fullload import FullLoad, KeyRangesOf
 from cdcstream.sources.loadengine import Offload
 from cdcstream.sources.postgres.catalog import primary_keys, read_types
 from cdcstream.sources.postgres.connection import Session, build_conninfo
+from cdcstream.sources.postgres.decoder import OPS, Decoder
 from cdcstream.sources.postgres.heartbeat import StandbyStatus, heartbeat_loop
 from cdcstream.sources.postgres.monitor import UncapturedTables
-from cdcstream.sources.postgres.pgoutput import OPS, Decoder, format_lsn
+from cdcstream.sources.postgres.pgoutput import format_lsn
 from cdcstream.sources.postgres.publication import EVERY_TABLE
 from cdcstream.sources.postgres.reload import PgReloads, lsn_of, reload_split
 from cdcstream.sources.postgres.replication import ReplicationConnection
