@@ -84,7 +84,7 @@ class PostgresSourceConfig(_Section):
     # libpq's multi-host form is passed through: host = "a,b" (with one port, or one per host: port = "5432,5433")
     # and target_session_attrs = "read-write" follow a failover (docs/postgresql.md, "Failover").
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] | str = 5432
+    port: int | str = 5432
     target_session_attrs: Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"] | None = (
         None
     )
@@ -131,15 +131,20 @@ class PostgresSourceConfig(_Section):
 
     _host = field_validator("host")(_check_host)
 
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> int | str:
+        """One port (an int, also from an environment variable's text) or libpq's list, one per host."""
+        parts = str(value).split(",")
+        if isinstance(value, bool) or not all(p.strip().isdigit() and 1 <= int(p) <= 65535 for p in parts):
+            raise ValueError(f"{value!r} is not a port number (1-65535) or a comma-separated list of them")
+        return int(parts[0]) if len(parts) == 1 else ",".join(p.strip() for p in parts)
+
     @model_validator(mode="after")
-    def _check_ports(self) -> PostgresSourceConfig:
-        if isinstance(self.port, str):
-            parts = self.port.split(",")
-            hosts = len(self.host.split(","))
-            if not all(p.strip().isdigit() and 1 <= int(p) <= 65535 for p in parts):
-                raise ValueError(f"port {self.port!r}: a port number, or a comma-separated list of them")
-            if len(parts) not in (1, hosts):
-                raise ValueError(f"port {self.port!r}: give one port, or one per host ({hosts} in host)")
+    def _ports_per_host(self) -> PostgresSourceConfig:
+        hosts = len(self.host.split(","))
+        if isinstance(self.port, str) and len(self.port.split(",")) != hosts:
+            raise ValueError(f"port {self.port!r}: give one port, or one per host ({hosts} in host)")
         return self
 
     @model_validator(mode="after")
