@@ -81,8 +81,13 @@ class PostgresSourceConfig(_Section):
     """``[source]`` with ``engine = "postgres"``."""
 
     engine: Literal["postgres"] = "postgres"
+    # libpq's multi-host form is passed through: host = "a,b" (with one port, or one per host: port = "5432,5433")
+    # and target_session_attrs = "read-write" follow a failover (docs/postgresql.md, "Failover").
     host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 5432
+    port: int | str = 5432
+    target_session_attrs: Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"] | None = (
+        None
+    )
     user: str = "cdc"
     password: SecretStr | None = None
     password_file: str | None = None
@@ -115,8 +120,32 @@ class PostgresSourceConfig(_Section):
     # stored, set when cdcstream creates it; an existing one must say so). Older servers never send them, so
     # true is refused there rather than silently producing records without them.
     publish_generated_columns: bool = False
+    # PostgreSQL 17+: the slot is created as a failover slot (and an existing one made one), which a standby with
+    # sync_replication_slots keeps in step, so the daemon resumes on it after a promotion. Ignored (with a log line)
+    # on older servers and when reading from a standby.
+    failover: bool = True
+    # Seconds the replication connection may receive nothing while the server's WAL grows before the daemon
+    # warns (and cdcstream_source_stalled_seconds says how long): e.g. walsenders waiting for a physical slot of
+    # synchronized_standby_slots that nobody consumes. 0 turns it off.
+    stall_timeout: Annotated[float, Field(ge=0, le=DAY)] = 60.0
 
     _host = field_validator("host")(_check_host)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> int | str:
+        """One port (an int, also from an environment variable's text) or libpq's list, one per host."""
+        parts = str(value).split(",")
+        if isinstance(value, bool) or not all(p.strip().isdigit() and 1 <= int(p) <= 65535 for p in parts):
+            raise ValueError(f"{value!r} is not a port number (1-65535) or a comma-separated list of them")
+        return int(parts[0]) if len(parts) == 1 else ",".join(p.strip() for p in parts)
+
+    @model_validator(mode="after")
+    def _ports_per_host(self) -> PostgresSourceConfig:
+        hosts = len(self.host.split(","))
+        if isinstance(self.port, str) and len(self.port.split(",")) != hosts:
+            raise ValueError(f"port {self.port!r}: give one port, or one per host ({hosts} in host)")
+        return self
 
     @model_validator(mode="after")
     def _resolve_password(self) -> PostgresSourceConfig:

@@ -60,6 +60,7 @@ logging_collector = off
 
 _HBA = """
 local all {superuser} trust
+local replication {superuser} trust
 host all all 127.0.0.1/32 scram-sha-256
 """
 

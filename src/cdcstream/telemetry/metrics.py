@@ -96,8 +96,24 @@ SOURCE_PROBE_TIMESTAMP = Gauge(
 # source at a time.
 SOURCE_SERVER_INFO = Gauge(
     "cdcstream_source_server_info",
-    "The server the source reads (always 1): MySQL/MariaDB server_id, MySQL server_uuid, MariaDB gtid_domain_id.",
+    "The server the source reads (always 1): MySQL/MariaDB server_id, MySQL server_uuid, MariaDB gtid_domain_id; "
+    "PostgreSQL's system identifier as server_id.",
     ["source", "server_id", "server_uuid", "gtid_domain"],
+)
+# PostgreSQL: the timeline of the server read (its system identifier is server_id above). A promotion moves it up,
+# so a step in this series is a failover (or a point-in-time restore).
+SOURCE_TIMELINE = Gauge(
+    "cdcstream_source_timeline",
+    "PostgreSQL: the timeline of the server the source reads; it grows by one at each promotion.",
+    ["source"],
+)
+# PostgreSQL: the replication connection is up but has received nothing while the server's WAL grew (e.g. a
+# walsender waiting for synchronized_standby_slots that no standby confirms); 0 while the stream moves.
+SOURCE_STALLED_SECONDS = Gauge(
+    "cdcstream_source_stalled_seconds",
+    "PostgreSQL: seconds the connected replication stream has received nothing while the server's WAL grew "
+    "(0: it moves).",
+    ["source"],
 )
 
 # Selected tables whose changes cannot reach the stream (PostgreSQL: not in the publication, e.g. created while

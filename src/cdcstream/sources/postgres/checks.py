@@ -18,6 +18,7 @@ from cdcstream.sources.checks import CheckResult
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.catalog import USER_TABLES_FROM, user_tables
 from cdcstream.sources.postgres.connection import build_conninfo, connect_error
+from cdcstream.sources.postgres.failover import failover_checks
 from cdcstream.sources.postgres.grants import grant_statements, unreadable_tables
 from cdcstream.sources.postgres.pgoutput import format_lsn, parse_lsn
 from cdcstream.sources.postgres.publication import (
@@ -27,7 +28,7 @@ from cdcstream.sources.postgres.publication import (
     publishes_generated,
     uncaptured_tables,
 )
-from cdcstream.sources.postgres.replication import ReplicationConnection, quote_ident
+from cdcstream.sources.postgres.replication import FAILOVER_VERSION, ReplicationConnection, quote_ident
 from cdcstream.sources.postgres.resume import CHECK, read_server_state, resume_refusals
 from cdcstream.sources.postgres.setup import version_problem
 from cdcstream.sources.postgres.slot import slot_problem, slot_sql
@@ -108,7 +109,8 @@ async def _server_checks(
             "" if ok else f"ALTER ROLE {quote_ident(cfg.user)} WITH REPLICATION;  -- as a superuser",
         )
     )
-    slot = await _one(conn, slot_sql(num, "active, confirmed_flush_lsn::text"), (cfg.slot_name,))
+    failover_cols = "failover, synced" if num >= FAILOVER_VERSION else "NULL::bool, NULL::bool"
+    slot = await _one(conn, slot_sql(num, f"active, confirmed_flush_lsn::text, {failover_cols}"), (cfg.slot_name,))
     max_slots = int((await _one(conn, "SHOW max_replication_slots"))[0])
     used_slots = int((await _one(conn, "SELECT count(*) FROM pg_replication_slots"))[0])
     max_senders = int((await _one(conn, "SHOW max_wal_senders"))[0])
@@ -133,13 +135,14 @@ async def _server_checks(
             )
         )
     else:
-        plugin, _, _, wal_status, _, active, confirmed = slot
+        plugin, _, _, wal_status, _, active, confirmed, failover, synced = slot
         out.append(
             CheckResult(
                 "slot",
                 True,
                 f"slot {cfg.slot_name}: plugin {plugin}, wal_status {wal_status}, active {active}, "
-                f"confirmed_flush_lsn {confirmed}",
+                f"confirmed_flush_lsn {confirmed}"
+                + ("" if failover is None else f", failover {failover}, synced {synced}"),
             )
         )
     out.append(
@@ -158,6 +161,7 @@ async def _server_checks(
             "" if used_senders < max_senders else "raise max_wal_senders (restart needed)",
         )
     )
+    out.extend(await failover_checks(conn, cfg, None if slot is None else slot[7:9]))
     out.append(await _publication_check(conn, cfg, selector, bool(su)))
     out.extend(await _version_checks(conn, cfg, num, version))
     out.extend(await _table_checks(conn, selector))
@@ -427,6 +431,7 @@ async def checkpoint_checks(
     repl = ReplicationConnection(build_conninfo(cfg, replication=True), connect_timeout=cfg.connect_timeout)
     try:
         await repl.connect()
+        where = repl.where
         async with await psycopg.AsyncConnection.connect(build_conninfo(cfg, replication=False)) as conn:
             timeline = checkpoint.get("timeline")
             server = await read_server_state(repl, conn, cfg.slot_name, timeline if isinstance(timeline, int) else None)
@@ -434,9 +439,7 @@ async def checkpoint_checks(
         return [CheckResult(CHECK, False, f"cannot read the server's position: {exc}", "see the connect check")]
     finally:
         repl.close()
-    refusals = resume_refusals(
-        lsn, checkpoint, server, owned=owned, slot=cfg.slot_name, where=f"{cfg.host}:{cfg.port}", adopt=adopt
-    )
+    refusals = resume_refusals(lsn, checkpoint, server, owned=owned, slot=cfg.slot_name, where=where, adopt=adopt)
     if refusals:
         return [CheckResult(r.check, False, r.problem, r.fix) for r in refusals]
     fits = f"LSN {checkpoint['lsn']} fits database system {server.system_id}"

@@ -39,6 +39,8 @@ def build_conninfo(cfg: PostgresSourceConfig, *, replication: bool) -> str:
         value = getattr(cfg, key)
         if value:
             params[key] = value
+    if cfg.target_session_attrs:
+        params["target_session_attrs"] = cfg.target_session_attrs
     if replication:
         params["replication"] = "database"
     return make_conninfo(**params)

@@ -93,7 +93,8 @@ async def heartbeat_loop(session: Session, interval: float, log: FilteringBoundL
             conn = await session.get()
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             await conn.execute(
-                sql.SQL("SELECT pg_logical_emit_message(true, {}, {})").format(
+                # A hot standby cannot write WAL: the primary's heartbeats reach its slot instead, if it has them.
+                sql.SQL("SELECT pg_logical_emit_message(true, {}, {}) WHERE NOT pg_is_in_recovery()").format(
                     sql.Literal(HEARTBEAT_PREFIX), sql.Literal(now)
                 )
             )

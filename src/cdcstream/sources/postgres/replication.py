@@ -87,15 +87,23 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def create_slot_command(slot: str, *, server_version: int, temporary: bool = False, export: bool = False) -> str:
+#: The first server version with failover slots (``FAILOVER`` of CREATE/ALTER_REPLICATION_SLOT).
+FAILOVER_VERSION = 170000
+
+
+def create_slot_command(
+    slot: str, *, server_version: int, temporary: bool = False, export: bool = False, failover: bool = False
+) -> str:
     """``CREATE_REPLICATION_SLOT`` for a pgoutput slot, in the syntax ``server_version`` (``server_version_num``)
     reads: PostgreSQL 15 introduced the parenthesised options (and 14 rejects them as a syntax error); the older
     keyword form is still accepted by newer servers but takes no new options. ``export``: export the slot's
-    snapshot for a full load, else none (nothing to release)."""
+    snapshot for a full load, else none (nothing to release). ``failover``: a failover slot, on 17+ (a
+    temporary slot cannot be one)."""
     kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
     head = f"CREATE_REPLICATION_SLOT {quote_ident(slot)} {kind} pgoutput"
     if server_version >= 150000:
-        return f"{head} (SNAPSHOT {quote_literal('export' if export else 'nothing')})"
+        also = ", FAILOVER true" if failover and not temporary and server_version >= FAILOVER_VERSION else ""
+        return f"{head} (SNAPSHOT {quote_literal('export' if export else 'nothing')}{also})"
     return f"{head} {'EXPORT_SNAPSHOT' if export else 'NOEXPORT_SNAPSHOT'}"
 
 
@@ -146,6 +154,12 @@ class ReplicationConnection:
     def server_version(self) -> int:
         """The server's ``server_version_num`` (e.g. 170010), as libpq read it at connect."""
         return int(self.pgconn.server_version)
+
+    @property
+    def where(self) -> str:
+        """host:port of the server libpq connected to (of several in a multi-host conninfo, the one it chose)."""
+        pg = self.pgconn
+        return f"{pg.host.decode(errors='replace')}:{pg.port.decode(errors='replace')}"
 
     @property
     def closed(self) -> bool:
@@ -248,9 +262,9 @@ class ReplicationConnection:
         r = rows[0]
         return str(r[0]), int(r[1] or 0), str(r[2]), r[3]
 
-    async def create_slot(self, slot: str) -> str:
+    async def create_slot(self, slot: str, *, failover: bool = False) -> str:
         """A pgoutput slot exporting no snapshot (:func:`create_slot_command`); returns the consistent point."""
-        rows = await self.command(create_slot_command(slot, server_version=self.server_version))
+        rows = await self.command(create_slot_command(slot, server_version=self.server_version, failover=failover))
         return str(rows[0][1])
 
     async def start_replication(self, slot: str, lsn: str, publication: str) -> None:

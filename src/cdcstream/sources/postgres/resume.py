@@ -202,7 +202,7 @@ async def check_position(
     timeline = known.get("timeline")
     server = await read_server_state(repl, conn, cfg.slot_name, timeline if isinstance(timeline, int) else None)
     if lsn is not None:
-        where = f"{cfg.host}:{cfg.port}"
+        where = repl.where
         refusals = resume_refusals(lsn, known, server, owned=owned, slot=cfg.slot_name, where=where, adopt=adopt)
         if refusals:
             raise refusals[0].error()

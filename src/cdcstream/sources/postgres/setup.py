@@ -13,6 +13,7 @@ from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceError
 from cdcstream.sources.postgres import ddl
 from cdcstream.sources.postgres.catalog import user_tables
+from cdcstream.sources.postgres.failover import standby_problem
 from cdcstream.sources.postgres.publication import (
     all_tables,
     generated_columns_problem,
@@ -44,6 +45,10 @@ async def check_server(conn: psycopg.AsyncConnection[Any], cfg: PostgresSourceCo
     problem = version_problem(conn.info.server_version, conn.info.parameter_status("server_version") or "?")
     if problem is not None:
         raise SourceError(problem)
+    row = await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone()
+    standby = standby_problem(conn.info.server_version, bool(row and row[0]))
+    if standby is not None:
+        raise SourceError(standby)
     row = await (await conn.execute("SELECT current_setting('wal_level')")).fetchone()
     wal_level = row[0] if row else "?"
     if wal_level != "logical":

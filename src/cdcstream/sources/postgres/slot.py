@@ -78,12 +78,15 @@ def slot_problem(
         if checkpoint is not None:
             return SourceError(
                 f"replication slot {name!r} does not exist, but a checkpoint at LSN "
-                f"{checkpoint.get('lsn')} does: the slot was dropped (or this is another server), so "
-                "changes committed after the checkpoint may be lost. Recovery options: (1) if this is "
-                "the wrong server or database, fix the config; (2) accept the gap: delete the checkpoint "
-                "file and start again (a new slot is created and capture restarts from now); (3) re-sync "
-                "the target with a full load. cdcstream never creates a fresh slot silently when a "
-                "checkpoint exists."
+                f"{checkpoint.get('lsn')} does: the slot was dropped, or this is another server (after a "
+                "failover: the slot was not synchronised to this standby - a failover slot needs PostgreSQL 17 "
+                "and failover = true, and one not yet sync-ready is dropped at promotion), so changes committed "
+                "after the checkpoint may be lost. Recovery options: (1) if this is the wrong server or "
+                "database, fix the config; (2) re-sync the target: delete the checkpoint file and start with "
+                'migration_type = "full-load-and-cdc" (a new slot, then a full load), or start and copy each '
+                "table with cdcstream reload --table; (3) accept the gap: delete the checkpoint file and start "
+                "again (a new slot is created and capture restarts from now). cdcstream never creates a fresh "
+                "slot silently when a checkpoint exists."
             )
         if not cfg.create_slot:
             return SourceError(
@@ -157,10 +160,11 @@ async def slot_lag(conn: psycopg.AsyncConnection[Any], name: str) -> dict[str, f
     """Byte lag of the slot: WAL between its confirmed flush position and the server's current LSN
     (``lag_bytes``), WAL it pins (``retained_wal_bytes``, from restart_lsn) and ``safe_wal_bytes`` (PG >= 13
     ``safe_wal_size``; None when max_slot_wal_keep_size is unlimited). Empty when the slot does not exist."""
+    # On a hot standby (decoding there, 16+) the WAL end is what it replayed.
+    end = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
     row = await (
         await conn.execute(
-            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, "
-            "(pg_current_wal_lsn() - restart_lsn)::float8, safe_wal_size::float8 "
+            f"SELECT ({end} - confirmed_flush_lsn)::float8, ({end} - restart_lsn)::float8, safe_wal_size::float8 "
             "FROM pg_replication_slots WHERE slot_name = %s",
             (name,),
         )

@@ -155,6 +155,7 @@ class PgLoadEngine:
         *,
         slot_name: str | None,
         temporary: bool = False,
+        failover: bool = False,
         types: TypeRegistry,
         describe_types: Callable[[set[int]], Awaitable[None]],
         selector: Callable[[str, str], bool] | None,
@@ -166,6 +167,7 @@ class PgLoadEngine:
         self._repl_conninfo = repl_conninfo
         self._slot = slot_name  # None: full-load only, no slot
         self._temporary = temporary  # reload --table: a TEMPORARY slot, gone when its connection closes
+        self._failover = failover  # a failover slot (PostgreSQL 17+ primary, failover = true)
         self._types = types
         self._describe = describe_types
         self._selector = selector
@@ -194,7 +196,11 @@ class PgLoadEngine:
                 await repl.connect()
                 rows = await repl.command(
                     create_slot_command(
-                        self._slot, server_version=repl.server_version, temporary=self._temporary, export=True
+                        self._slot,
+                        server_version=repl.server_version,
+                        temporary=self._temporary,
+                        export=True,
+                        failover=self._failover,
                     )
                 )
                 _name, point, snapshot, _plugin = rows[0]

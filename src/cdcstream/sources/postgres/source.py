@@ -41,6 +41,13 @@ from cdcstream.sources.loadengine import Offload
 from cdcstream.sources.postgres.catalog import primary_keys, read_types
 from cdcstream.sources.postgres.connection import Session, build_conninfo
 from cdcstream.sources.postgres.decoder import OPS, Decoder
+from cdcstream.sources.postgres.failover import (
+    ensure_failover_slot,
+    in_recovery,
+    wants_failover_slot,
+    warn_standby_slots,
+    watch_server,
+)
 from cdcstream.sources.postgres.heartbeat import StandbyStatus, heartbeat_loop
 from cdcstream.sources.postgres.monitor import UncapturedTables
 from cdcstream.sources.postgres.pgoutput import format_lsn
@@ -104,6 +111,9 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         )
         self._tables = UncapturedTables(self._session, cfg.publication, selector, label=self._label, log=self._log)
         self._identity: PgCheckpoint = {}  # system_id and timeline of the server, from IDENTIFY_SYSTEM
+        self._server_labels: tuple[str, ...] | None = None  # of cdcstream_source_server_info
+        self._standby = False  # the server read is a hot standby (logical decoding on a standby, 16+)
+        self._server_version = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._m_disconnects = metrics.ERRORS.labels("receiving", "SourceConnectionError")
         # Monotonic time the reader last went round its loop (at least every second while streaming, data or
@@ -153,6 +163,8 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         start_lsn = self._start_position(checkpoint)
         conn = await self._session.get()
         superuser = await check_server(conn, self.cfg)
+        self._standby = await in_recovery(conn)
+        self._server_version = conn.info.server_version
         await ensure_publication(conn, self.cfg, self._selector, superuser=superuser, log=self._log)
         self._decoder.primary_keys = await primary_keys(conn)
         self._tables.ddl_capture = await check_ddl_capture(conn, self.cfg.publication, self._selection, self._log)
@@ -216,7 +228,8 @@ class PostgresSource(SourceBase[PgCheckpoint]):
     async def _load_from(self, checkpoint: PgCheckpoint | None, *, slot: str | None) -> None:
         """Open the load sessions (creating ``slot`` with an exported snapshot on a fresh load; None: a snapshot
         of a normal transaction) and plan the tables; the rows are read by changes()."""
-        engine = self._load_engine(slot_name=slot, selector=self._selector)
+        failover = slot is not None and wants_failover_slot(self.cfg, self._server_version, self._standby)
+        engine = self._load_engine(slot_name=slot, selector=self._selector, failover=failover)
         await self._open_load(engine, checkpoint, self._identity.copy)
         assert self._load is not None
         if "lsn" in self._load.start_position:
@@ -224,8 +237,17 @@ class PostgresSource(SourceBase[PgCheckpoint]):
 
     async def _start_replication(self, repl: ReplicationConnection, start_lsn: int, *, slot_exists: bool) -> None:
         if not slot_exists:
-            point = await repl.create_slot(self.cfg.slot_name)
-            self._log.info("replication slot created", consistent_point=point)
+            failover = wants_failover_slot(self.cfg, self._server_version, self._standby)
+            if self._standby:
+                self._log.info(
+                    "creating the replication slot on a standby: it waits for the primary to log its running "
+                    "transactions (every 15 s when busy; SELECT pg_log_standby_snapshot(); on the primary at once)"
+                )
+            point = await repl.create_slot(self.cfg.slot_name, failover=failover)
+            self._log.info("replication slot created", consistent_point=point, failover=failover)
+        else:
+            conn = await self._session.get()
+            await ensure_failover_slot(repl, conn, self.cfg, standby=self._standby, log=self._log)
         await repl.start_replication(self.cfg.slot_name, format_lsn(start_lsn), self.cfg.publication)
         self._repl = repl
         self._reloads.last = {"lsn": format_lsn(start_lsn)}
@@ -240,6 +262,35 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         if self.cfg.table_check_interval > 0:
             check = self._tables.loop(self.cfg.table_check_interval)
             self._tasks.append(asyncio.create_task(check, name="pg-tables"))
+        watch = watch_server(
+            self._session,
+            lambda: self._decoder.received_lsn,
+            lambda: self._repl is not None and self._repl.streaming,
+            self._server_state,
+            timeout=self.cfg.stall_timeout,
+            label=self._label,
+            log=self._log,
+        )
+        self._tasks.append(asyncio.create_task(watch, name="pg-server"))
+
+    def _server_state(self, standby: bool, timeline: int | None) -> None:
+        """The server's state now (``watch_server``). The standby read was promoted: its walsender follows the
+        new timeline without a reconnect, so the checkpoints from now on carry it (every LSN before the switch
+        is in the new timeline's history, so a restart resumes; with the old timeline, a position past the
+        switch would be refused as another branch)."""
+        if not self._standby or standby or timeline is None:
+            return
+        self._standby = False
+        old = self._identity.get("timeline")
+        if timeline != old:
+            self._identity = {**self._identity, "timeline": timeline}
+            self._set_extra()
+            self._log.warning(
+                "the standby read was promoted: streaming goes on from its slot on the new timeline",
+                old_timeline=old,
+                timeline=timeline,
+            )
+        self._show_server(self._repl.where if self._repl is not None and not self._repl.closed else "")
 
     async def _check_identity(
         self, repl: ReplicationConnection, known: PgCheckpoint | None, lsn: int | None, *, owned: bool
@@ -251,6 +302,34 @@ class PostgresSource(SourceBase[PgCheckpoint]):
             repl, conn, self.cfg, known or self._identity, lsn, owned=owned, adopt=self._adopt_command, log=self._log
         )
         self._set_extra()
+        try:
+            self._standby = await in_recovery(conn)
+            await warn_standby_slots(conn, self.cfg.slot_name, self._log)
+        except psycopg.OperationalError as exc:
+            raise SourceConnectionError(f"reading the server's state: {str(exc).strip()}") from None
+        self._show_server(repl.where)
+
+    def _show_server(self, where: str) -> None:
+        """Say which server is read (at start and after every reconnect): a log line, the one series of
+        ``cdcstream_source_server_info`` (the system identifier as server_id) and ``cdcstream_source_timeline``,
+        so a failover shows on a dashboard as a step of the timeline."""
+        labels = (self._label, str(self._identity.get("system_id", "")), "", "")
+        if labels != self._server_labels:
+            if self._server_labels is not None:
+                metrics.SOURCE_SERVER_INFO.remove(*self._server_labels)
+            metrics.SOURCE_SERVER_INFO.labels(*labels).set(1)
+            self._server_labels = labels
+        timeline = self._identity.get("timeline")
+        if isinstance(timeline, int):
+            metrics.SOURCE_TIMELINE.labels(self._label).set(timeline)
+        self._log.info(
+            "source server",
+            host=where,
+            system_id=labels[1],
+            timeline=timeline,
+            standby=self._standby,
+            version=self._server_version,
+        )
 
     def _set_extra(self) -> None:
         self._decoder.checkpoint_extra = {**self._identity, **self._load_extra}
@@ -381,6 +460,7 @@ class PostgresSource(SourceBase[PgCheckpoint]):
             try:
                 repl = await self._open_replication()
                 await self._check_identity(repl, None, self._decoder.last_position, owned=True)
+                await check_slot(await self._session.get(), self.cfg, {"lsn": start})
                 await repl.start_replication(self.cfg.slot_name, start, self.cfg.publication)
             except SourceConnectionError as exc:
                 if repl is not None:
@@ -481,6 +561,9 @@ class PostgresSource(SourceBase[PgCheckpoint]):
             "full_load": None if self._load is None else self._load.status(),
             "reload": self._reloads.status(),
             "uncaptured_tables": [u.to_json() for u in self._tables.found.values()],
+            "system_id": self._identity.get("system_id"),
+            "timeline": self._identity.get("timeline"),
+            "standby": self._standby,
         }
 
     async def close(self) -> None:
@@ -500,4 +583,7 @@ class PostgresSource(SourceBase[PgCheckpoint]):
             self._repl = None
         await self._session.reset()
         self._m_connected.set(0)
+        if self._server_labels is not None:
+            metrics.SOURCE_SERVER_INFO.remove(*self._server_labels)
+            self._server_labels = None
         self._log.info("source closed", acked_lsn=format_lsn(self._status.acked))
