@@ -156,12 +156,17 @@ static char *put_escaped(char *out, const unsigned char *s, Py_ssize_t n) {
 
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-/* Integers as PostgreSQL prints them (canonical decimal): the same digits as orjson writes int(text). Up to 18
- * digits, so every value fits orjson's 64-bit range; anything else goes to the pure path. */
+/* Integers as PostgreSQL prints them (canonical decimal): the same digits as orjson writes int(text), within
+ * what orjson writes (-2**63 .. 2**64-1; wider values are written by the pure path's fallback). */
 static char *put_int(char *out, const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = (n > 0 && s[0] == '-') ? 1 : 0;
     Py_ssize_t digits = n - i;
-    if (digits < 1 || digits > 18)
+    if (digits < 1 || digits > 20 || (digits == 20 && i == 1))
+        return NULL;
+    /* equal lengths of digits compare as numbers */
+    if (digits == 20 && memcmp(s, "18446744073709551615", 20) > 0)
+        return NULL;
+    if (digits == 19 && i == 1 && memcmp(s + 1, "9223372036854775808", 19) > 0)
         return NULL;
     if (s[i] == '0' && (digits > 1 || i == 1)) /* leading zero, or -0 */
         return NULL;

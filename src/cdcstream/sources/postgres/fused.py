@@ -28,9 +28,10 @@ Design:
   bytes are unchanged.
 
 * **Fallback per message.** The compiled code renders only what it is sure of: a value outside the grammar
-  PostgreSQL prints, invalid UTF-8, a truncated message, a non-UTC or infinite timestamp, an integer of more than
-  18 digits, an UPDATE whose new tuple leaves a TOASTed value out under REPLICA IDENTITY FULL: ``render`` returns
-  None and that message is decoded by the reference path, which renders it or raises its exact error.
+  PostgreSQL prints, invalid UTF-8, a truncated message, a non-UTC, BC or infinite timestamp, an integer beyond
+  what orjson writes (64 bits), an UPDATE whose new tuple leaves a TOASTed value out under REPLICA IDENTITY FULL:
+  ``render`` returns None and that message is decoded by the reference path, which renders it or raises its
+  exact error.
 
 * **Reference and switch.** The pure path (decoder + mapper + ``orjson``) is the reference; the differential
   tests (tests/unit/test_fused.py) hold the compiled path to it byte for byte. The extension is optional at
