@@ -31,13 +31,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# The wheel, built as README "Install" builds it, and installed with its dependencies into the virtualenv.
-COPY pyproject.toml README.md LICENSE ./
+# A C compiler for the compiled fused row path (src/cdcstream/sources/postgres/_fused.c), in this stage only.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential=12.9 \
+    && rm -rf /var/lib/apt/lists/*
+# The wheel, built as README "Install" builds it, and installed with its dependencies into the virtualenv. The
+# extension is optional for pip (a machine without a compiler gets the pure path), not for the image: the
+# import fails the build if it was not compiled.
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY src ./src
 RUN python -m pip install "build==1.*" \
     && python -m build --wheel --outdir /dist . \
     && python -m venv /opt/cdcstream/venv \
     && /opt/cdcstream/venv/bin/pip install /dist/cdcstream-*.whl \
+    && /opt/cdcstream/venv/bin/python -c "import cdcstream.sources.postgres._fused" \
     && /opt/cdcstream/venv/bin/python -m compileall -q /opt/cdcstream/venv/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
@@ -50,7 +57,8 @@ RUN groupadd --system --gid 10001 cdcstream \
        --shell /usr/sbin/nologin cdcstream \
     && install -d -o cdcstream -g cdcstream -m 0700 /var/lib/cdcstream \
     && install -d -m 0755 /etc/cdcstream
-# Only the virtualenv crosses over: no compiler, pip cache or source tree in the final image.
+# Only the virtualenv crosses over (with the compiled extension): no compiler, pip cache or source tree in the
+# final image.
 COPY --from=build /opt/cdcstream/venv /opt/cdcstream/venv
 ENV PATH=/opt/cdcstream/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -1,5 +1,7 @@
 """CPU cost per row of the hot path without I/O: pgoutput decoding, mapping + JSON serialisation, batching
-(one key; a key per record as in a full load, with and without per-shard budgets).
+(one key; a key per record as in a full load, with and without per-shard budgets), and decode + map + serialise
+in one go by the reference (pure) path and by the compiled fused path (sources/postgres/fused.py) over the same
+frames (``CDCSTREAM_PURE=1`` makes the second line pure too).
 
 Frames are captured once from a private PostgreSQL 15 (a 10-column table: bigint key, text, int, numeric,
 timestamptz, bool, jsonb, text, float8, uuid; 1000 INSERTs and 1000 UPDATEs), then each stage runs over them
@@ -28,6 +30,7 @@ from cdcstream.mapping.rules import MappingRules  # noqa: E402
 from cdcstream.records import Record  # noqa: E402
 from cdcstream.sinks.batching import Batcher  # noqa: E402
 from cdcstream.sinks.shards import ShardLimiter, ShardMap  # noqa: E402
+from cdcstream.sources.postgres import fused  # noqa: E402
 from cdcstream.sources.postgres.decoder import Decoder  # noqa: E402
 from tests.support.postgres import start_private_postgres  # noqa: E402
 from tests.unit.fixtures.pgoutput.capture import BENCH, capture  # noqa: E402
@@ -68,11 +71,20 @@ def main() -> int:
         while (batch := b.take_batch(1.0, 500, 5 * 1024 * 1024)) is not None:
             b.complete(batch, None, 1.0)  # None: every entry accepted
 
+    # Decode and map together: the fused path moves work from one stage to the other, so only the sum compares.
+    whole = Mapper(MappingRules(), TargetConfig(stream_name="s", message_format="json-unformatted"), "bench")
+
+    def decode_map(fuse: bool) -> None:
+        decoder = Decoder(fuse=whole.fused_columns if fuse else None)
+        whole.map([i for i in decoder.feed(frames) if isinstance(i, ChangeEvent)])
+
+    results["decode + map (pure)"] = best_of(args.repeat, lambda: decode_map(False), rows)
+    results["decode + map (fused)"] = best_of(args.repeat, lambda: decode_map(True), rows)
     results["batch (one key, 500/request)"] = best_of(args.repeat, batching, rows)
     results["batch (a key per record)"] = best_of(args.repeat, lambda: batching(keyed), rows)
     results["batch (a key per record, 64 shard budgets)"] = best_of(args.repeat, lambda: batching(keyed, 64), rows)
     print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print(f"{rows} row changes, best of {args.repeat}")
+    print(f"{rows} row changes, best of {args.repeat}; row path: {fused.path_name()}")
     for name, us in results.items():
         print(f"  {name:44s} {us:6.2f} µs/row   {1e6 / us:>12,.0f} rows/s")
     total = sum(results[k] for k in ("decode (pgoutput -> ChangeEvent)", "map + serialise (json-unformatted)"))

@@ -107,6 +107,10 @@ class ChangeEvent:
     transaction_record_id: int  # 1-based offset within the transaction
     unchanged_columns: tuple[str, ...] = field(default=())  # values the source did not send (PG unchanged TOAST)
     change: SchemaChange | None = None  # for ALTER_OPS events only
+    #: The record's ``data`` section already rendered as JSON by a source's compiled fused path
+    #: (sources/postgres/fused.py); ``after`` and ``before`` are then None. Only a mapping that said it writes
+    #: the table's rows unchanged but for names gets such events.
+    fused: bytes | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -124,6 +124,9 @@ async def run_all(cfg: Config) -> list[CheckResult]:
             cdc=cfg.migration_type != "full-load",
         )
     else:
+        from cdcstream.sources.postgres import fused
+
+        results.append(CheckResult("row path", True, fused.path_name()))
         # (a full load alone keeps no slot: its checkpoint says nothing about one)
         slot_checkpoint = checkpoint if cfg.migration_type != "full-load" else None
         source = await postgres_checks(

@@ -80,7 +80,11 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
     from cdcstream.sources.postgres import PostgresSource
 
     return PostgresSource(
-        cfg.source, selection=mapper.rules.selection_regexes(), adopt_command=adopt_command(cfg), **common
+        cfg.source,
+        selection=mapper.rules.selection_regexes(),
+        adopt_command=adopt_command(cfg),
+        fuse=mapper.fused_columns,
+        **common,
     )
 
 

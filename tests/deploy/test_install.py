@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,13 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
         timeout=600,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    wheel = dist / f"cdcstream-{__version__}-py3-none-any.whl"
+    # A platform wheel: it carries the compiled fused row path (a C compiler is on every machine here).
+    wheels = sorted(dist.glob(f"cdcstream-{__version__}-*.whl"))
     sdist = dist / f"cdcstream-{__version__}.tar.gz"
-    assert wheel.exists() and sdist.exists(), sorted(p.name for p in dist.iterdir())
+    assert len(wheels) == 1 and sdist.exists(), sorted(p.name for p in dist.iterdir())
+    wheel = wheels[0]
+    with zipfile.ZipFile(wheel) as zf:
+        assert any(n.startswith("cdcstream/sources/postgres/_fused.") and n.endswith(".so") for n in zf.namelist())
     check = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
         capture_output=True,
@@ -129,3 +134,42 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "/opt/cdcstream/venv/bin/cdcstream is not executable" in res.stdout + res.stderr
+
+
+def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
+    """No C compiler (CC names a failing one): the wheel still builds, installs and runs, on the pure path."""
+    env = {**os.environ, "CC": "false"}
+    if WHEELS.is_dir():
+        env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELS))
+    # A clean copy of the sources: an editable install leaves the compiled module beside _fused.c.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.egg-info"))
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(src)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("cdcstream-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert not any(n.endswith(".so") for n in zf.namelist())
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
+    subprocess.run(pip, check=True, capture_output=True, timeout=300)
+    probe = "from cdcstream.sources.postgres import fused; print(fused.path_name())"
+    # Dependencies from this environment; cdcstream itself from the wheel (first on the path).
+    res = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("pure (the compiled extension is not built)"), res.stdout

@@ -106,6 +106,24 @@ class Mapper:
         self._plans[key] = (info, plan)
         return plan
 
+    def fused_columns(self, info: TableInfo) -> tuple[tuple[str | None, ...], bool] | None:
+        """Whether a source may render this table's data sections itself (sources/postgres/fused.py): each source
+        column's name in the records (None: left out) and whether NULLs are written; None if the rules do more
+        than rename or leave out columns, or records are indented.
+
+        Asked by the source once per table version, before its rows are mapped. The plan is built apart from
+        the cache, so that asking registers no target name (map() still does that at the table's first row) and
+        a mapping error still surfaces there, at the row, as it would without the fused path."""
+        if self.pretty or not self.rules.selects(info.schema, info.table):
+            return None
+        try:
+            plan = TablePlan(info, self.rules, self.target)
+        except CdcstreamError:
+            return None
+        if plan.fused_names is None:
+            return None
+        return plan.fused_names, self.include_nulls
+
     def _forget(self, info: TableInfo) -> None:
         """A table name that no longer exists (renamed or dropped) gives up its target, so the table's new name
         (or a new table) may be written there: a rule for the new name that keeps the old target name works."""
@@ -159,14 +177,21 @@ class Mapper:
                 if op is Op.DROP_TABLE:
                     self._forget(ev.table)
                 continue
-            src = ev.before if op is Op.DELETE else ev.after
-            if src is None:
-                src = {}
-            if plan.filter is not None and not plan.filter(src):
-                continue
-            row = plan.shape(ev, src) if plan.shape is not None else src
-            if not include_nulls and None in row.values():
-                row = {k: v for k, v in row.items() if v is not None}
+            fused = ev.fused
+            if fused is not None:
+                # The source rendered the data section with this table's fused_names (same rules, same table
+                # version): nothing of the row is needed here. A plan that disagrees is a bug, never a guess.
+                if plan.fused_names is None:
+                    raise MappingError(f"{plan.label}: a pre-rendered row for a table whose mapping reshapes rows")
+                src: dict[str, Any] = {}
+                row = src
+            else:
+                src = (ev.before if op is Op.DELETE else ev.after) or {}
+                if plan.filter is not None and not plan.filter(src):
+                    continue
+                row = plan.shape(ev, src) if plan.shape is not None else src
+                if not include_nulls and None in row.values():
+                    row = {k: v for k, v in row.items() if v is not None}
             # Kinesis refuses an empty partition key (an empty-string key column or attribute). Any fixed
             # substitute is safe: sharing a key only changes shard placement, never per-key order.
             if op is Op.LOAD:
@@ -198,6 +223,11 @@ class Mapper:
             if ev.unchanged_columns:
                 renamed = plan.renamed
                 metadata["unchanged-columns"] = [renamed.get(c, c) for c in ev.unchanged_columns]
+            if fused is not None:
+                # Byte for byte what _dumps writes for {"data": row, "metadata": metadata} (json-unformatted).
+                data = b"".join((b'{"data":', fused, b',"metadata":', orjson.dumps(metadata), b"}\n"))
+                out.append(Record(partition_key=key, data=data, commit_epoch=ev.commit_epoch, label=plan.label))
+                continue
             doc: dict[str, Any] = {"data": row}
             if plan.before_image is not None and op is Op.UPDATE:
                 doc[self.before_field] = plan.before_image(ev)

@@ -127,6 +127,7 @@ class TablePlan:
         "before_image",
         "excluded",
         "filter",
+        "fused_names",
         "key_of",
         "key_type",
         "label",
@@ -158,6 +159,7 @@ class TablePlan:
             plan.table_name = om.target_table_name
         plan.table_def = None
         plan.outputs = {c.name: c.name for c in info.columns}  # column rules unknown here: source names
+        plan.fused_names = None
         return plan
 
     def __init__(self, info: TableInfo, rules: MappingRules, target: TargetConfig) -> None:
@@ -210,12 +212,26 @@ class TablePlan:
             self.load_key_type = "primary-key"
             self.load_key_of = _primary_key_function(self, key_columns, target)
         self.before_image = _endpoint_before_image(info, columns.cols, key_columns, target)
+        self.fused_names = self._fused_names(info, columns, om)
         self.table_def: dict[str, Any] | None = None
         if target.include_control_details:
             self.table_def = {
                 "columns": columns.table_def,
                 "primary-key": [columns.renamed.get(k, k) for k in key_columns],
             }
+
+    def _fused_names(
+        self, info: TableInfo, columns: Columns, om: ObjectMapping | None
+    ) -> tuple[str | None, ...] | None:
+        """Each source column's name in the records (None: left out) when a row's data section is the source row
+        with only names changed, so that a source may render it itself (sources/postgres/fused.py); else None.
+        The partition key is then ``schema-table`` (no object mapping) and needs no value of the row."""
+        if self.filter is not None or om is not None or self.before_image is not None:
+            return None
+        if columns.adds or columns.bis or any(conv is not None for _, _, conv in columns.cols):
+            return None
+        out = {s: o for s, o, _ in columns.cols}
+        return tuple(out.get(c.name) for c in info.columns)
 
     def _key_columns(self, info: TableInfo, tr: TableRules) -> tuple[str, ...]:
         """The table's key: its own, or the columns a define-primary-key rule names."""

@@ -28,7 +28,7 @@ from typing import Any
 from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
 from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import DecodeError
-from cdcstream.sources.postgres import ddl, values
+from cdcstream.sources.postgres import ddl, fused, values
 from cdcstream.sources.postgres.pgoutput import (
     BEGIN,
     COMMIT,
@@ -65,9 +65,14 @@ class RelationPlan:
     # indexed like OPS (a list index is much cheaper per row than hashing an enum).
     counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     metric_children: dict[Op, Any] = field(default_factory=dict)
+    key_flags: tuple[bool, ...] = ()  # per column: in the replica identity ('K' tuples carry only these)
+    #: The compiled renderer of this relation's rows (fused.py), None where the reference path renders them.
+    fused: Any = None
 
 
 Selector = Callable[[str, str], bool]
+FuseHook = Callable[[TableInfo], "fused.FusedColumns | None"]
+"""The mapping's half of the fused path's eligibility (Mapper.fused_columns), asked once per relation."""
 
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE)
 """The operations a RelationPlan counts, in the order of ``RelationPlan.counts``."""
@@ -88,8 +93,11 @@ class Decoder:
         no_hex_prefix: bool = False,
         start_lsn: int = 0,
         types: values.TypeRegistry | None = None,
+        fuse: FuseHook | None = None,
     ) -> None:
         self._selector = selector
+        # Decided once per decoder, so that a test (or an operator) can switch the path by environment.
+        self._fuse = fuse if fuse is not None and fused.available() else None
         self.types = types if types is not None else values.TypeRegistry(no_hex_prefix=no_hex_prefix)
         self.plans: dict[int, RelationPlan] = {}
         # Names from Type messages: a fallback display name when the catalog could not describe a type.
@@ -204,7 +212,9 @@ class Decoder:
             columns=tuple((c.name, self.types.converter(c.type_oid)) for c in rel.columns),
             key_names=frozenset(c.name for c in rel.columns if c.is_key),
             type_oids=tuple(c.type_oid for c in rel.columns),
+            key_flags=tuple(c.is_key for c in rel.columns),
         )
+        plan.fused = self._fused_plan(plan)
         if old is not None and old.table.schema == table.schema and old.table.table == table.table:
             # Same table (re-send after an invalidation): keep the cached metric children and pending counts.
             plan.metric_children = old.metric_children
@@ -221,6 +231,16 @@ class Decoder:
             plan.columns = tuple(
                 (name, self.types.converter(oid)) for name, oid in zip(plan.names, plan.type_oids, strict=True)
             )
+            plan.fused = self._fused_plan(plan)
+
+    def _fused_plan(self, plan: RelationPlan) -> Any:
+        """The relation's compiled renderer when both the mapping and the column types allow it (fused.py)."""
+        if self._fuse is None or not plan.selected:
+            return None
+        columns = self._fuse(plan.table)
+        if columns is None:
+            return None
+        return fused.row_plan([c for _, c in plan.columns], plan.key_flags, columns, self.types)
 
     # -- frames --------------------------------------------------------------------------------------------
     def feed(self, frames: Iterable[bytes]) -> list[Item]:
@@ -291,13 +311,19 @@ class Decoder:
             return
         if buf[30] != 0x4E:
             raise ValueError("INSERT without a new tuple")
+        if plan.fused is not None:
+            got = plan.fused.render(buf, 31, False)
+            if got is not None:
+                self._check_end(buf, got[1])
+                self._emit(out, plan, Op.INSERT, 0, None, None, _names(plan, got[2]), got[0])
+                return
         row, unchanged, pos = self._row(plan, buf, 31)
         self._check_end(buf, pos)
         self._emit(out, plan, Op.INSERT, 0, row, None, unchanged)
 
     def _update(self, buf: bytes, out: list[Item]) -> None:
         plan = self.plans[U32.unpack_from(buf, 26)[0]]
-        if not plan.selected:
+        if not plan.selected or (plan.fused is not None and self._fused_update(plan, buf, out)):
             return
         pos = 30
         before = None
@@ -319,9 +345,36 @@ class Decoder:
         kind = buf[30]
         if kind != 0x4B and kind != 0x4F:
             raise ValueError("DELETE without a key or old tuple")
+        if plan.fused is not None:
+            got = plan.fused.render(buf, 31, kind == 0x4B)
+            if got is not None:
+                self._check_end(buf, got[1])
+                self._emit(out, plan, Op.DELETE, 2, None, None, (), got[0])
+                return
         before, _, pos = self._row(plan, buf, 31, key_only=kind == 0x4B)
         self._check_end(buf, pos)
         self._emit(out, plan, Op.DELETE, 2, None, before, ())
+
+    def _fused_update(self, plan: RelationPlan, buf: bytes, out: list[Item]) -> bool:
+        """An UPDATE through the compiled renderer; False where the reference path must decode it. The old tuple
+        is checked as the reference path checks it, then dropped: an eligible mapping writes no before image."""
+        render = plan.fused.render
+        pos = 30
+        kind = buf[pos]
+        if kind == 0x4B or kind == 0x4F:  # 'K' key / 'O' old tuple
+            old = render(buf, pos + 1, kind == 0x4B)
+            if old is None:
+                return False
+            pos = old[1]
+        if pos >= len(buf) or buf[pos] != 0x4E:
+            return False
+        new = render(buf, pos + 1, False)
+        # With an old tuple ('O') the unchanged values are taken from it (_fill_unchanged): the reference path.
+        if new is None or (new[2] and kind == 0x4F):
+            return False
+        self._check_end(buf, new[1])
+        self._emit(out, plan, Op.UPDATE, 1, None, None, _names(plan, new[2]), new[0])
+        return True
 
     def _begin(self, buf: bytes, out: list[Item]) -> None:
         final_lsn, ts, xid = BEGIN.unpack_from(buf, 26)
@@ -474,6 +527,7 @@ class Decoder:
         after: dict[str, Any] | None,
         before: dict[str, Any] | None,
         unchanged: tuple[str, ...],
+        data: bytes | None = None,
     ) -> None:
         if not self.in_transaction:
             raise ValueError(f"{op.value} outside a transaction")
@@ -491,10 +545,17 @@ class Decoder:
                 f"{self._pos_prefix}{rid:010d}",
                 rid,
                 unchanged,
+                None,
+                data,
             )
         )
         plan.counts[op_index] += 1
         self.touched.add(plan)
+
+
+def _names(plan: RelationPlan, indexes: tuple[int, ...]) -> tuple[str, ...]:
+    """Column names of the compiled renderer's unchanged-TOAST indexes."""
+    return tuple(plan.names[i] for i in indexes) if indexes else ()
 
 
 def _fill_unchanged(

@@ -38,9 +38,10 @@ from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import FullLoad, KeyRangesOf
 from cdcstream.sources.loadengine import Offload
+from cdcstream.sources.postgres import fused
 from cdcstream.sources.postgres.catalog import primary_keys, read_types
 from cdcstream.sources.postgres.connection import Session, build_conninfo
-from cdcstream.sources.postgres.decoder import OPS, Decoder
+from cdcstream.sources.postgres.decoder import OPS, Decoder, FuseHook
 from cdcstream.sources.postgres.failover import (
     ensure_failover_slot,
     in_recovery,
@@ -87,6 +88,7 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         key_ranges: KeyRangesOf | None = None,
         offload: Offload | None = None,
         adopt_command: str = "cdcstream adopt-checkpoint --config <config file>",
+        fuse: FuseHook | None = None,
     ) -> None:
         super().__init__(
             f"postgres:{cfg.database}",
@@ -103,7 +105,8 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         self._selection = [EVERY_TABLE] if selection is None else selection
         self._log = log.bind(source=self._label, slot=cfg.slot_name, publication=cfg.publication)
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
-        self._decoder = Decoder(selector=selector, types=self.types)
+        # fuse: the mapping's half of the compiled fused row path (fused.py); without it every row is pure.
+        self._decoder = Decoder(selector=selector, types=self.types, fuse=fuse)
         self._session = Session(cfg)
         self._repl: ReplicationConnection | None = None
         self._status = StandbyStatus(
@@ -252,7 +255,7 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         self._repl = repl
         self._reloads.last = {"lsn": format_lsn(start_lsn)}
         self._m_connected.set(1)
-        self._log.info("replication started", start_lsn=format_lsn(start_lsn))
+        self._log.info("replication started", start_lsn=format_lsn(start_lsn), row_path=fused.path_name())
 
     def _start_tasks(self) -> None:
         self._tasks.append(asyncio.create_task(self._status.loop(), name="pg-status"))

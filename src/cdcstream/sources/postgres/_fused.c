@@ -1,0 +1,482 @@
+/* The compiled fused row renderer: a pgoutput TupleData straight to the JSON text of a record's "data" section.
+ *
+ * The design, the eligibility rules and the fallback contract are in fused.py (the module that loads this one);
+ * the pure-Python decoder + orjson path is the reference, and tests/unit/test_fused.py holds this code to it
+ * byte for byte. Anything this code is not sure to render exactly as the reference does (a value outside the
+ * grammar PostgreSQL prints, invalid UTF-8, a truncated message, an unusual timestamp) makes render() return
+ * None, and the caller decodes the message with the pure path, which renders it or raises the exact error.
+ *
+ * No Python object is created per value: the row is written into a scratch buffer owned by the plan (the
+ * decoder is single-threaded and the GIL is held throughout) and copied once into the returned bytes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+enum {
+    K_STRING = 0,       /* the text is the rendering: a JSON string */
+    K_INT = 1,          /* int2/int4/int8/oid/xid/cid/xid8: the digits */
+    K_BOOL = 2,         /* 't' -> true, 'f' -> false */
+    K_FLOAT = 3,        /* float4/float8: a JSON number as orjson writes the double; NaN/Infinity as strings */
+    K_TIMESTAMPTZ = 4,  /* '... +00' -> "...T...Z" */
+    K_TIMESTAMP = 5,    /* '... ...' -> "...T..." */
+    K_BYTEA = 6,        /* '\x0a0b' -> "0x0a0b" */
+    K_BYTEA_BARE = 7,   /* '\x0a0b' -> "0a0b" (no_hex_prefix) */
+    K_LAST = 7
+};
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t ncols;
+    PyObject *kinds;  /* bytes, one kind a column */
+    PyObject *keys;   /* bytes, 1 where the column is in the replica identity */
+    PyObject *names;  /* tuple of bytes ('"name":', JSON-encoded) or None (the mapping leaves it out) */
+    Py_ssize_t names_len;
+    int drop_nulls;
+    char *scratch;
+    size_t cap;
+} RowPlan;
+
+static void RowPlan_dealloc(RowPlan *self) {
+    Py_XDECREF(self->kinds);
+    Py_XDECREF(self->keys);
+    Py_XDECREF(self->names);
+    PyMem_Free(self->scratch);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int RowPlan_init(RowPlan *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"kinds", "keys", "names", "drop_nulls", NULL};
+    PyObject *kinds, *keys, *names;
+    int drop_nulls;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SSO!p", kwlist, &kinds, &keys, &PyTuple_Type, &names,
+                                     &drop_nulls))
+        return -1;
+    Py_ssize_t n = PyBytes_GET_SIZE(kinds);
+    if (PyBytes_GET_SIZE(keys) != n || PyTuple_GET_SIZE(names) != n) {
+        PyErr_SetString(PyExc_ValueError, "kinds, keys and names must have one item per column");
+        return -1;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((unsigned char)PyBytes_AS_STRING(kinds)[i] > K_LAST) {
+            PyErr_SetString(PyExc_ValueError, "unknown column kind");
+            return -1;
+        }
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (name == Py_None)
+            continue;
+        if (!PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be bytes or None");
+            return -1;
+        }
+        total += PyBytes_GET_SIZE(name);
+    }
+    Py_INCREF(kinds);
+    Py_INCREF(keys);
+    Py_INCREF(names);
+    Py_XSETREF(self->kinds, kinds);
+    Py_XSETREF(self->keys, keys);
+    Py_XSETREF(self->names, names);
+    self->ncols = n;
+    self->names_len = total;
+    self->drop_nulls = drop_nulls;
+    return 0;
+}
+
+/* JSON string escapes as orjson writes them: the two-character forms for \b \t \n \f \r \" \\, \u00xx for
+ * the other control characters, everything else (DEL, non-ASCII) verbatim. 0 = copy. */
+static const char ESCAPE[128] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\', 0,  0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+};
+static const char HEX[] = "0123456789abcdef";
+
+/* Copies s[0:n] JSON-escaped to out (without quotes), checking it is UTF-8 exactly as Python's strict decoder
+ * does (no overlong forms, no surrogates, nothing past U+10FFFF). Returns the end of the output, or NULL. */
+static char *put_escaped(char *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            char e = ESCAPE[c];
+            if (e == 0) {
+                *out++ = (char)c;
+            } else if (e == 'u') {
+                memcpy(out, "\\u00", 4);
+                out[4] = HEX[c >> 4];
+                out[5] = HEX[c & 15];
+                out += 6;
+            } else {
+                out[0] = '\\';
+                out[1] = e;
+                out += 2;
+            }
+            i++;
+            continue;
+        }
+        Py_ssize_t len;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return NULL;
+        }
+        if (i + len > n)
+            return NULL;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return NULL;
+        for (Py_ssize_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return NULL;
+        memcpy(out, s + i, (size_t)len);
+        out += len;
+        i += len;
+    }
+    return out;
+}
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* Integers as PostgreSQL prints them (canonical decimal): the same digits as orjson writes int(text), within
+ * what orjson writes (-2**63 .. 2**64-1; wider values are written by the pure path's fallback). */
+static char *put_int(char *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = (n > 0 && s[0] == '-') ? 1 : 0;
+    Py_ssize_t digits = n - i;
+    if (digits < 1 || digits > 20 || (digits == 20 && i == 1))
+        return NULL;
+    /* equal lengths of digits compare as numbers */
+    if (digits == 20 && memcmp(s, "18446744073709551615", 20) > 0)
+        return NULL;
+    if (digits == 19 && i == 1 && memcmp(s + 1, "9223372036854775808", 19) > 0)
+        return NULL;
+    if (s[i] == '0' && (digits > 1 || i == 1)) /* leading zero, or -0 */
+        return NULL;
+    for (Py_ssize_t k = i; k < n; k++)
+        if (!is_digit(s[k]))
+            return NULL;
+    memcpy(out, s, (size_t)n);
+    return out + n;
+}
+
+/* float4/float8: float(text) written as orjson writes a double, i.e. Python's repr (the shortest digits that
+ * read back as the same double) except that orjson writes exponent -5 in positional notation (0.00001) and
+ * negative exponents without a leading zero (1e-7). fused.py checks this against the installed orjson at
+ * import and leaves float columns to the pure path if they differ. */
+static char *put_float(char *out, const unsigned char *s, Py_ssize_t n) {
+    if ((n == 3 && memcmp(s, "NaN", 3) == 0) || (n == 8 && memcmp(s, "Infinity", 8) == 0) ||
+        (n == 9 && memcmp(s, "-Infinity", 9) == 0)) {
+        *out++ = '"';
+        memcpy(out, s, (size_t)n);
+        out += n;
+        *out++ = '"';
+        return out;
+    }
+    /* The grammar PostgreSQL prints: -?digits(.digits)?(e[+-]digits)?; float() accepts more (spaces, '_',
+     * 'inf'), which the pure path renders. */
+    char text[64];
+    if (n < 1 || n >= (Py_ssize_t)sizeof(text))
+        return NULL;
+    Py_ssize_t i = (s[0] == '-') ? 1 : 0, start;
+    start = i;
+    while (i < n && is_digit(s[i]))
+        i++;
+    if (i == start)
+        return NULL;
+    if (i < n && s[i] == '.') {
+        start = ++i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        if (i == start)
+            return NULL;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        start = i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        if (i == start)
+            return NULL;
+    }
+    if (i != n)
+        return NULL;
+    memcpy(text, s, (size_t)n);
+    text[n] = '\0';
+    char *end = NULL;
+    double d = PyOS_string_to_double(text, &end, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (end != text + n || !Py_IS_FINITE(d)) /* overflow: the pure path writes what orjson does with inf */
+        return NULL;
+    char *r = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    char *e = strchr(r, 'e');
+    if (e == NULL) {
+        size_t len = strlen(r);
+        memcpy(out, r, len);
+        out += len;
+    } else {
+        int exp = atoi(e + 1);
+        if (exp == -5) {
+            /* d.ddde-05 -> 0.0000dddd */
+            const char *m = r;
+            if (*m == '-')
+                *out++ = *m++;
+            memcpy(out, "0.0000", 6);
+            out += 6;
+            for (; m < e; m++)
+                if (*m != '.')
+                    *out++ = *m;
+        } else {
+            size_t len = (size_t)(e - r);
+            memcpy(out, r, len);
+            out += len;
+            out += sprintf(out, exp < 0 ? "e-%d" : "e+%d", exp < 0 ? -exp : exp);
+        }
+    }
+    PyMem_Free(r);
+    return out;
+}
+
+/* A timestamp's text s[0:n] as a JSON string with its first space replaced by 'T', then `tail` ('Z"' or '"'). */
+static char *put_timestamp(char *out, const unsigned char *s, Py_ssize_t n, const char *tail) {
+    const unsigned char *sp = memchr(s, ' ', (size_t)n);
+    if (sp == NULL)
+        return NULL;
+    *out++ = '"';
+    if ((out = put_escaped(out, s, sp - s)) == NULL)
+        return NULL;
+    *out++ = 'T';
+    if ((out = put_escaped(out, sp + 1, (s + n) - (sp + 1))) == NULL)
+        return NULL;
+    size_t len = strlen(tail);
+    memcpy(out, tail, len);
+    return out + len;
+}
+
+/* One value of kind `kind` (text s[0:n]) rendered into out; NULL: not rendered here (the pure path decides). */
+static char *put_value(char *out, int kind, const unsigned char *s, Py_ssize_t n) {
+    switch (kind) {
+    case K_STRING:
+        *out++ = '"';
+        if ((out = put_escaped(out, s, n)) == NULL)
+            return NULL;
+        *out++ = '"';
+        return out;
+    case K_INT:
+        return put_int(out, s, n);
+    case K_BOOL:
+        if (n == 1 && s[0] == 't') {
+            memcpy(out, "true", 4);
+            return out + 4;
+        }
+        if (n == 1 && s[0] == 'f') {
+            memcpy(out, "false", 5);
+            return out + 5;
+        }
+        return NULL;
+    case K_FLOAT:
+        return put_float(out, s, n);
+    case K_TIMESTAMPTZ:
+        /* UTC as the walsender prints it with TimeZone=UTC; other offsets, infinity and BC: pure path */
+        if (n < 4 || memcmp(s + n - 3, "+00", 3) != 0)
+            return NULL;
+        return put_timestamp(out, s, n - 3, "Z\"");
+    case K_TIMESTAMP:
+        if (n < 1 || s[n - 1] == 'y' || (n >= 3 && memcmp(s + n - 3, " BC", 3) == 0))
+            return NULL;
+        return put_timestamp(out, s, n, "\"");
+    case K_BYTEA:
+    case K_BYTEA_BARE:
+        if (n < 2 || s[0] != '\\' || s[1] != 'x')
+            return NULL;
+        *out++ = '"';
+        if (kind == K_BYTEA) {
+            *out++ = '0';
+            *out++ = 'x';
+        }
+        if ((out = put_escaped(out, s + 2, n - 2)) == NULL)
+            return NULL;
+        *out++ = '"';
+        return out;
+    }
+    return NULL;
+}
+
+/* The most one value may take in the output: 6 bytes per input byte (\u00xx), plus quotes, a prefix or the
+ * float forms (at most 24 characters for any double, plus "0.0000"). */
+#define VALUE_SLACK 40
+
+static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "render(buf, pos, key_only)");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    int key_only = PyObject_IsTrue(args[2]);
+    PyObject *result = NULL;
+    PyObject *unchanged = NULL;
+    if ((pos == -1 && PyErr_Occurred()) || key_only < 0)
+        goto done;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t blen = view.len;
+    if (pos < 0 || pos + 2 > blen)
+        goto fallback;
+    Py_ssize_t ncols = (Py_ssize_t)(int16_t)((buf[pos] << 8) | buf[pos + 1]);
+    pos += 2;
+    if (ncols != self->ncols)
+        goto fallback;
+    size_t need = 2 + (size_t)self->names_len + (size_t)ncols * (VALUE_SLACK + 2) + 6 * (size_t)(blen - pos);
+    if (need > self->cap) {
+        char *grown = PyMem_Realloc(self->scratch, need);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        self->scratch = grown;
+        self->cap = need;
+    }
+    char *out = self->scratch;
+    const char *kinds = PyBytes_AS_STRING(self->kinds);
+    const char *keys = PyBytes_AS_STRING(self->keys);
+    int first = 1;
+    *out++ = '{';
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        if (pos >= blen)
+            goto fallback;
+        unsigned char tag = buf[pos++];
+        PyObject *name = PyTuple_GET_ITEM(self->names, i);
+        int emit = name != Py_None && (!key_only || keys[i]);
+        if (tag == 't') {
+            if (pos + 4 > blen)
+                goto fallback;
+            int32_t n = (int32_t)(((uint32_t)buf[pos] << 24) | ((uint32_t)buf[pos + 1] << 16) |
+                                  ((uint32_t)buf[pos + 2] << 8) | (uint32_t)buf[pos + 3]);
+            pos += 4;
+            if (n < 0 || n > blen - pos)
+                goto fallback;
+            char *mark = out;
+            if (emit) {
+                if (!first)
+                    *out++ = ',';
+                memcpy(out, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+                out += PyBytes_GET_SIZE(name);
+            }
+            /* A column the record leaves out is still checked: the pure path decodes every value and would
+             * raise for a malformed one. */
+            char *end = put_value(out, kinds[i], buf + pos, n);
+            if (end == NULL)
+                goto fallback;
+            if (emit) {
+                out = end;
+                first = 0;
+            } else {
+                out = mark;
+            }
+            pos += n;
+        } else if (tag == 'n') {
+            if (emit && !self->drop_nulls) {
+                if (!first)
+                    *out++ = ',';
+                memcpy(out, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+                out += PyBytes_GET_SIZE(name);
+                memcpy(out, "null", 4);
+                out += 4;
+                first = 0;
+            }
+        } else if (tag == 'u') {
+            /* unchanged TOAST: not in the row, its column listed (by index) for the metadata */
+            if (unchanged == NULL && (unchanged = PyList_New(0)) == NULL)
+                goto done;
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(unchanged, index) < 0) {
+                Py_XDECREF(index);
+                goto done;
+            }
+            Py_DECREF(index);
+        } else {
+            goto fallback;
+        }
+    }
+    *out++ = '}';
+    {
+        PyObject *data = PyBytes_FromStringAndSize(self->scratch, out - self->scratch);
+        if (data == NULL)
+            goto done;
+        PyObject *idx = unchanged == NULL ? PyTuple_New(0) : PyList_AsTuple(unchanged);
+        if (idx == NULL) {
+            Py_DECREF(data);
+            goto done;
+        }
+        result = Py_BuildValue("(NnN)", data, pos, idx);
+    }
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(unchanged);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef RowPlan_methods[] = {
+    {"render", (PyCFunction)(void (*)(void))RowPlan_render, METH_FASTCALL,
+     "render(buf, pos, key_only) -> (data JSON bytes, end offset, unchanged column indexes) or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RowPlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "cdcstream.sources.postgres._fused.RowPlan",
+    .tp_basicsize = sizeof(RowPlan),
+    .tp_dealloc = (destructor)RowPlan_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One relation's compiled row renderer: column kinds, key flags and JSON-encoded output names.",
+    .tp_methods = RowPlan_methods,
+    .tp_init = (initproc)RowPlan_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef fused_module = {
+    PyModuleDef_HEAD_INIT, "_fused", "Compiled fused pgoutput row renderer (see fused.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fused(void) {
+    if (PyType_Ready(&RowPlanType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&fused_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "RowPlan", (PyObject *)&RowPlanType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
