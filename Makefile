@@ -35,6 +35,7 @@ lint: $(BIN)/.installed
 # The whole suite: lint, unit, integration (private PostgreSQL + moto + kinesalite), end-to-end.
 test: lint $(KINESALITE)/node_modules/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) pg-versions
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
