@@ -67,13 +67,16 @@ async def test_a_publication_without_generated_columns_is_refused_with_the_fix(p
     assert not check.ok and "publish_generated_columns = stored" in check.fix
 
 
-@pytest.mark.pg_core  # on every version: 14-17 refuse, 18 skips
+@pytest.mark.pg_core  # on every version: 14-17 refuse, 18 accepts
 async def test_publish_generated_columns_is_refused_before_18(pg_db: PgDb) -> None:
-    if pg_db.server.version >= 18:
-        pytest.skip("the server publishes generated columns")
     pg_db.execute(GENERATED)
     cfg = pg_db.config(publish_generated_columns=True)
     src = PostgresSource(cfg)
+    if pg_db.server.version >= 18:
+        await src.start(None)
+        await src.close()
+        assert {r.name: r for r in await run_checks(cfg, None)}["generated columns"].ok
+        return
     with pytest.raises(SourceError, match="needs PostgreSQL 18 or newer") as exc:
         await src.start(None)
     await src.close()
