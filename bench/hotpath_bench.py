@@ -1,7 +1,8 @@
 """CPU cost per row of the hot path without I/O: pgoutput decoding, mapping + JSON serialisation, batching
 (one key; a key per record as in a full load, with and without per-shard budgets), and decode + map + serialise
 in one go by the reference (pure) path and by the compiled fused path (sources/postgres/fused.py) over the same
-frames (``CDCSTREAM_PURE=1`` makes the second line pure too).
+frames (``CDCSTREAM_PURE=1`` makes the second line pure too), with the default ``schema-table`` partition key and
+with a ``primary-key`` one (an object mapping; the fused path renders the key too).
 
 Frames are captured once from a private PostgreSQL 15 (a 10-column table: bigint key, text, int, numeric,
 timestamptz, bool, jsonb, text, float8, uuid; 1000 INSERTs and 1000 UPDATEs), then each stage runs over them
@@ -26,6 +27,7 @@ from bench.common import best_of  # noqa: E402
 from cdcstream.changes import ChangeEvent  # noqa: E402
 from cdcstream.config import TargetConfig  # noqa: E402
 from cdcstream.mapping.envelope import Mapper  # noqa: E402
+from cdcstream.mapping.ruleparse import parse_rules  # noqa: E402
 from cdcstream.mapping.rules import MappingRules  # noqa: E402
 from cdcstream.records import Record  # noqa: E402
 from cdcstream.sinks.batching import Batcher  # noqa: E402
@@ -72,14 +74,24 @@ def main() -> int:
             b.complete(batch, None, 1.0)  # None: every entry accepted
 
     # Decode and map together: the fused path moves work from one stage to the other, so only the sum compares.
-    whole = Mapper(MappingRules(), TargetConfig(stream_name="s", message_format="json-unformatted"), "bench")
+    compact = TargetConfig(stream_name="s", message_format="json-unformatted")
+    whole = Mapper(MappingRules(), compact, "bench")
+    sel = {"rule-type": "selection", "rule-id": "1", "rule-name": "all", "rule-action": "include"}
+    om = {"rule-type": "object-mapping", "rule-id": "2", "rule-name": "pk", "rule-action": "map-record-to-record"}
+    locator = {"object-locator": {"schema-name": "%", "table-name": "%"}}
+    pk_rules = parse_rules(
+        {"rules": [sel | locator, om | locator | {"mapping-parameters": {"partition-key-type": "primary-key"}}]}, "pk"
+    )
+    by_key = Mapper(pk_rules, compact, "bench")
 
-    def decode_map(fuse: bool) -> None:
-        decoder = Decoder(fuse=whole.fused_columns if fuse else None)
-        whole.map([i for i in decoder.feed(frames) if isinstance(i, ChangeEvent)])
+    def decode_map(fuse: bool, mapper: Mapper = whole) -> None:
+        decoder = Decoder(fuse=mapper.fused_columns if fuse else None)
+        mapper.map([i for i in decoder.feed(frames) if isinstance(i, ChangeEvent)])
 
     results["decode + map (pure)"] = best_of(args.repeat, lambda: decode_map(False), rows)
     results["decode + map (fused)"] = best_of(args.repeat, lambda: decode_map(True), rows)
+    results["decode + map (pure, primary-key)"] = best_of(args.repeat, lambda: decode_map(False, by_key), rows)
+    results["decode + map (fused, primary-key)"] = best_of(args.repeat, lambda: decode_map(True, by_key), rows)
     results["batch (one key, 500/request)"] = best_of(args.repeat, batching, rows)
     results["batch (a key per record)"] = best_of(args.repeat, lambda: batching(keyed), rows)
     results["batch (a key per record, 64 shard budgets)"] = best_of(args.repeat, lambda: batching(keyed, 64), rows)

@@ -7,15 +7,19 @@ in transactions of 10,000) generated *before* the readers start, so every reader
 2. cdcstream: ``cdcstream run`` drains its own slot into ``bench/fake_kinesis.py`` (a minimal PutRecords
    endpoint, so Kinesis emulators are not the bottleneck) until its checkpoint reaches the end LSN.
 
-Prints rows/s for both, the ratio, and the daemon's CPU µs per row (utime+stime from /proc).
+Prints rows/s for both, the ratio, and the daemon's CPU µs per row (utime+stime from /proc). ``--primary-key``
+partitions by primary key (an object-mapping rule) instead of the default ``schema-table``; ``CDCSTREAM_PURE=1``
+in the environment runs the daemon on the pure row path.
 
-    python bench/pg_e2e_bench.py [--rows 400000]
+    python bench/pg_e2e_bench.py [--rows 400000] [--primary-key]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,6 +53,7 @@ TX = 10_000
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=400_000, help="row changes (half inserts, half updates)")
+    parser.add_argument("--primary-key", action="store_true", help="partition-key-type primary-key")
     parser.add_argument("--profile", metavar="FILE", help="record a py-spy profile of the daemon (speedscope JSON)")
     args = parser.parse_args()
     half = args.rows // 2
@@ -92,9 +97,26 @@ def main() -> int:
         ceiling_s = time.monotonic() - t0
         ceiling = 2 * half / ceiling_s
 
+        top = ""
+        if args.primary_key:
+            locator = {"object-locator": {"schema-name": "%", "table-name": "%"}}
+            rules = [
+                {"rule-type": "selection", "rule-id": "1", "rule-name": "1", "rule-action": "include", **locator},
+                {
+                    "rule-type": "object-mapping",
+                    "rule-id": "2",
+                    "rule-name": "2",
+                    "rule-action": "map-record-to-record",
+                    "mapping-parameters": {"partition-key-type": "primary-key"},
+                    **locator,
+                },
+            ]
+            (tmp / "mapping.json").write_text(json.dumps({"rules": rules}))
+            top = f'table_mappings = "{tmp / "mapping.json"}"'
         config = write_config(
             tmp / "bench.toml",
             task_id="bench",
+            top=top,
             source=postgres_source(pg, db, 'slot_name = "cdcstream"\npublication = "bench_pub"'),
             endpoint_url=stack.enter_context(fake_kinesis()),
             state_dir=tmp / "state",
@@ -129,6 +151,9 @@ def main() -> int:
         cpu = cpu_seconds(daemon.pid)
         rate = 2 * half / daemon_s
         print(machine_line())
+        key = "primary-key" if args.primary_key else "schema-table"
+        path = "pure (CDCSTREAM_PURE)" if os.environ.get("CDCSTREAM_PURE", "") not in ("", "0") else "as built"
+        print(f"partition key: {key}; row path: {path}")
         print(f"walsender ceiling (pg_recvlogical, pgoutput): {ceiling:,.0f} rows/s ({ceiling_s:.1f}s)")
         print(f"cdcstream end to end (incl. start-up):       {rate:,.0f} rows/s ({daemon_s:.1f}s)")
         print(f"ratio: {rate / ceiling:.2f}x of the walsender ceiling")

@@ -111,6 +111,8 @@ class ChangeEvent:
     #: (sources/postgres/fused.py); ``after`` and ``before`` are then None. Only a mapping that said it writes
     #: the table's rows unchanged but for names gets such events.
     fused: bytes | None = None
+    #: With ``fused``, the record's partition key when the source rendered that too (a ``primary-key`` key).
+    fused_key: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -4,8 +4,10 @@ Every case decodes the same frames twice, with the mapper's fused hook (compiled
 pure decoder + mapper + orjson, the reference), and compares every record: partition key, bytes, commit time,
 label, barrier flag; or, where the reference raises, the same error. Frames are the captured scenario and
 random relations and rows of every eligible type (NULLs, unchanged TOAST, unicode, characters JSON escapes,
-huge and odd numbers, text outside PostgreSQL's grammar, invalid UTF-8), under the default, a rename/remove
-and a reshaping mapping, with and without NULLs.
+huge and odd numbers, text outside PostgreSQL's grammar, invalid UTF-8, long text), under the default, a
+rename/remove and a reshaping mapping, and ``primary-key`` partition keys (composite keys from the random key
+flags, NULL and empty key values, with the ``schema.table.`` prefix and the key in the metadata), with and
+without NULLs.
 """
 
 from __future__ import annotations
@@ -77,17 +79,45 @@ def _filtered(column: str) -> MappingRules:
     return parse_rules({"rules": [rule]}, "rules.json")
 
 
-MAPPINGS = {
-    "default": _rules(),
-    "rename+remove": _rules(_tr(2, "rename", "c1", value='Renamed "é"'), _tr(3, "remove-column", "c2")),
-    "uppercase": _rules(_tr(2, "convert-uppercase", "%")),
-    "filtered": _filtered("c0"),
+def _om(key_type: str = "primary-key", **extra: Any) -> dict[str, Any]:
+    return {
+        "rule-type": "object-mapping",
+        "rule-id": "5",
+        "rule-name": "om",
+        "rule-action": "map-record-to-record",
+        "object-locator": {"schema-name": "%", "table-name": "%"},
+        "mapping-parameters": {"partition-key-type": key_type, **extra},
+    }
+
+
+PK_TARGETS: dict[str, Any] = {
+    "partition_include_schema_table": True,
+    "include_partition_value": True,
+    "include_transaction_details": True,
+}
+
+# name -> (rules, TargetConfig settings beyond the format and include_null_and_empty)
+MAPPINGS: dict[str, tuple[MappingRules, dict[str, Any]]] = {
+    "default": (_rules(), {}),
+    "rename+remove": (_rules(_tr(2, "rename", "c1", value='Renamed "é"'), _tr(3, "remove-column", "c2")), {}),
+    "uppercase": (_rules(_tr(2, "convert-uppercase", "%")), {}),
+    "filtered": (_filtered("c0"), {}),
+    "primary-key": (_rules(_om()), {}),
+    "primary-key+schema-table+value": (_rules(_om(), _tr(2, "rename", "c0", value="k")), PK_TARGETS),
+    # the reference path: the object mapping reshapes rows
+    "primary-key+exclude": (_rules(_om("primary-key", **{"exclude-columns": ["c1"]})), {}),
+    "transaction-id": (_rules(_om("transaction-id")), {}),
 }
 
 
-def _run(frames: list[bytes], rules: MappingRules, include_nulls: bool, compiled: bool) -> tuple[Any, int]:
+def _run(
+    frames: list[bytes], mapping: tuple[MappingRules, dict[str, Any]], include_nulls: bool, compiled: bool
+) -> tuple[Any, int]:
     """(the records, or the error, and how many events the compiled path rendered)."""
-    target = TargetConfig(stream_name="s", message_format="json-unformatted", include_null_and_empty=include_nulls)
+    rules, extra = mapping
+    target = TargetConfig(
+        stream_name="s", message_format="json-unformatted", include_null_and_empty=include_nulls, **extra
+    )
     mapper = Mapper(rules, target, "task")
     decoder = Decoder(fuse=mapper.fused_columns if compiled else None, types=values.TypeRegistry())
     try:
@@ -100,9 +130,9 @@ def _run(frames: list[bytes], rules: MappingRules, include_nulls: bool, compiled
     return out, sum(1 for e in events if e.fused is not None)
 
 
-def _same(frames: list[bytes], rules: MappingRules, include_nulls: bool = True) -> int:
-    pure, none = _run(frames, rules, include_nulls, compiled=False)
-    compiled, n = _run(frames, rules, include_nulls, compiled=True)
+def _same(frames: list[bytes], mapping: tuple[MappingRules, dict[str, Any]], include_nulls: bool = True) -> int:
+    pure, none = _run(frames, mapping, include_nulls, compiled=False)
+    compiled, n = _run(frames, mapping, include_nulls, compiled=True)
     assert none == 0
     assert compiled == pure
     return n
@@ -116,10 +146,11 @@ def _same(frames: list[bytes], rules: MappingRules, include_nulls: bool = True) 
 @pytest.mark.parametrize("include_nulls", [True, False])
 def test_captured_scenario_identical(name: str, include_nulls: bool) -> None:
     frames = [bytes.fromhex(f) for f in json.loads(SCENARIO.read_text())]
-    rendered = _same(frames, _filtered("id") if name == "filtered" else MAPPINGS[name], include_nulls)
-    if name == "filtered":
-        assert rendered == 0  # a source filter needs the row: the reference path
-    else:
+    mapping = (_filtered("id"), {}) if name == "filtered" else MAPPINGS[name]
+    rendered = _same(frames, mapping, include_nulls)
+    if name in ("filtered", "transaction-id"):
+        assert rendered == 0  # the mapping needs the row: the reference path
+    elif name != "primary-key+exclude":  # the captured tables have no column c1 to exclude
         assert rendered > 0
 
 
@@ -128,7 +159,7 @@ def test_pure_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not fused.available()
     assert fused.path_name().startswith("pure")
     frames = [bytes.fromhex(f) for f in json.loads(SCENARIO.read_text())]
-    _, rendered = _run(frames, _rules(), True, compiled=True)
+    _, rendered = _run(frames, MAPPINGS["default"], True, compiled=True)
     assert rendered == 0
 
 
@@ -139,9 +170,15 @@ def test_mapping_half() -> None:
     decoder.feed(frames)
     info = next(p.table for p in decoder.plans.values() if p.table.table == "items")
     compact = TargetConfig(stream_name="s", message_format="json-unformatted")
-    assert Mapper(_rules(), compact, "t").fused_columns(info) == (tuple(c.name for c in info.columns), False)
+    names = tuple(c.name for c in info.columns)
+    assert Mapper(_rules(), compact, "t").fused_columns(info) == (names, False, None)
+    key = tuple(i for i, c in enumerate(info.columns) if c.is_key)
+    assert Mapper(_rules(_om()), compact, "t").fused_columns(info) == (names, False, (key, ""))
+    prefixed = TargetConfig(stream_name="s", message_format="json-unformatted", partition_include_schema_table=True)
+    assert Mapper(_rules(_om()), prefixed, "t").fused_columns(info) == (names, False, (key, "public.items."))
+    assert Mapper(_rules(_om("transaction-id")), compact, "t").fused_columns(info) is None
     assert Mapper(_rules(), TargetConfig(stream_name="s", message_format="json"), "t").fused_columns(info) is None
-    assert Mapper(MAPPINGS["filtered"], compact, "t").fused_columns(info) is None
+    assert Mapper(MAPPINGS["filtered"][0], compact, "t").fused_columns(info) is None
     cast = _rules(_tr(2, "change-data-type", "qty", **{"data-type": {"type": "string"}}))
     assert Mapper(cast, compact, "t").fused_columns(info) is None
 
@@ -157,6 +194,7 @@ _FLOATS = st.one_of(
 )
 _TS = st.datetimes().map(lambda d: d.isoformat(sep=" "))
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+_LONG = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=200, max_size=400)
 TYPES: list[tuple[int, st.SearchStrategy[str]]] = [
     (values.BOOL, st.sampled_from(["t", "f"])),
     (values.INT2, st.integers(-(2**15), 2**15 - 1).map(str)),
@@ -166,6 +204,7 @@ TYPES: list[tuple[int, st.SearchStrategy[str]]] = [
     (values.OID, st.integers(0, 2**32 - 1).map(str)),
     (values.TEXT, _TEXT),
     (values.VARCHAR, _TEXT),
+    (values.TEXT, st.one_of(_LONG, st.sampled_from(["", ".", "null", "<empty>"]))),
     (values.NUMERIC, st.decimals(allow_nan=False, allow_infinity=False).map(str)),
     (values.UUID, st.uuids().map(str)),
     (values.JSONB, st.sampled_from(['{"a": [1, 2]}', '"x\\"y"', "null", "[]"])),
@@ -245,6 +284,7 @@ def scenarios(draw: st.DrawFn) -> list[bytes]:
     include_nulls=st.booleans(),
 )
 def test_random_rows_identical(frames: list[bytes], mapping: str, include_nulls: bool) -> None:
+    """Every record and partition key the same, whatever the relation, its key columns and the values."""
     _same(frames, MAPPINGS[mapping], include_nulls)
 
 
@@ -257,7 +297,8 @@ def test_truncated_and_trailing_bytes_identical(cut: int, junk: bytes) -> None:
     for i, f in enumerate(frames):
         if len(f) > 26 and f[25:26] in (b"I", b"U", b"D"):
             broken = [*frames[:i], f[: max(26, len(f) - cut)] + junk]
-            _same(broken, _rules())
+            _same(broken, MAPPINGS["default"])
+            _same(broken, MAPPINGS["primary-key+schema-table+value"])
             break
 
 
@@ -276,11 +317,39 @@ def _one_row(oid: int, text: bytes) -> list[bytes]:
 @given(f=st.floats(allow_nan=False, allow_infinity=False), oid=st.sampled_from([values.FLOAT8, values.FLOAT4]))
 def test_every_double_rendered_as_orjson(f: float, oid: int) -> None:
     """Float text as PostgreSQL prints it (shortest round-trip digits) is rendered compiled, never left over."""
-    assert _same(_one_row(oid, repr(f).encode()), _rules()) == 1
+    assert _same(_one_row(oid, repr(f).encode()), MAPPINGS["default"]) == 1
 
 
 @needs_compiled
 @settings(max_examples=1000, deadline=None)
 @given(text=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"])))
 def test_every_string_rendered_as_orjson(text: str) -> None:
-    assert _same(_one_row(values.TEXT, text.encode()), _rules()) == 1
+    assert _same(_one_row(values.TEXT, text.encode()), MAPPINGS["default"]) == 1
+    assert _same(_one_row(values.TEXT, text.encode()), MAPPINGS["primary-key"]) == 1
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    ("oid", "text"),
+    [
+        (values.INT8, b"-9223372036854775808"),
+        (values.BOOL, b"f"),
+        (values.TIMESTAMPTZ, b"2026-12-07 10:00:00.5+00"),
+        (values.TIMESTAMP, b"10000-01-01 00:00:00"),
+        (values.BYTEA, b"\\x00ff"),
+        (values.UUID, b"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        (values.TEXT, b""),
+        (values.TEXT, 'é.€ 😀\n"'.encode()),
+        (values.TEXT, b"x" * 300),
+    ],
+)
+def test_primary_key_of_every_kind(oid: int, text: bytes) -> None:
+    """A key column of each compiled kind gives the reference path's key text (empty: ``<empty>``)."""
+    for name in ("primary-key", "primary-key+schema-table+value"):
+        assert _same(_one_row(oid, text), MAPPINGS[name]) == 1
+
+
+@needs_compiled
+def test_float_key_left_to_the_reference_path() -> None:
+    """A float's key text is Python's str(): the relation is not compiled, its records are the same."""
+    assert _same(_one_row(values.FLOAT8, b"1e+16"), MAPPINGS["primary-key"]) == 0

@@ -106,10 +106,13 @@ class Mapper:
         self._plans[key] = (info, plan)
         return plan
 
-    def fused_columns(self, info: TableInfo) -> tuple[tuple[str | None, ...], bool] | None:
+    def fused_columns(
+        self, info: TableInfo
+    ) -> tuple[tuple[str | None, ...], bool, tuple[tuple[int, ...], str] | None] | None:
         """Whether a source may render this table's data sections itself (sources/postgres/fused.py): each source
-        column's name in the records (None: left out) and whether NULLs are written; None if the rules do more
-        than rename or leave out columns, or records are indented.
+        column's name in the records (None: left out), whether NULLs are written and, for a ``primary-key``
+        partition key, its columns' indexes and prefix (the source renders the key too); None if the rules do
+        more than rename or leave out columns, or records are indented.
 
         Asked by the source once per table version, before its rows are mapped. The plan is built apart from
         the cache, so that asking registers no target name (map() still does that at the table's first row) and
@@ -122,7 +125,7 @@ class Mapper:
             return None
         if plan.fused_names is None:
             return None
-        return plan.fused_names, self.include_nulls
+        return plan.fused_names, self.include_nulls, plan.fused_key
 
     def _forget(self, info: TableInfo) -> None:
         """A table name that no longer exists (renamed or dropped) gives up its target, so the table's new name
@@ -178,10 +181,11 @@ class Mapper:
                     self._forget(ev.table)
                 continue
             fused = ev.fused
+            fused_key = ev.fused_key
             if fused is not None:
                 # The source rendered the data section with this table's fused_names (same rules, same table
                 # version): nothing of the row is needed here. A plan that disagrees is a bug, never a guess.
-                if plan.fused_names is None:
+                if plan.fused_names is None or (fused_key is None) != (plan.fused_key is None):
                     raise MappingError(f"{plan.label}: a pre-rendered row for a table whose mapping reshapes rows")
                 src: dict[str, Any] = {}
                 row = src
@@ -204,7 +208,10 @@ class Mapper:
                         continue
             else:
                 key_type = plan.key_type
-                key = plan.key_of(ev, src, row) or EMPTY_KEY
+                if fused is None or fused_key is None:
+                    key = plan.key_of(ev, src, row) or EMPTY_KEY
+                else:
+                    key = fused_key or EMPTY_KEY
             metadata: dict[str, Any] = {
                 "timestamp": stamp,
                 "record-type": "data",

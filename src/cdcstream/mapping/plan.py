@@ -127,6 +127,7 @@ class TablePlan:
         "before_image",
         "excluded",
         "filter",
+        "fused_key",
         "fused_names",
         "key_of",
         "key_type",
@@ -160,6 +161,7 @@ class TablePlan:
         plan.table_def = None
         plan.outputs = {c.name: c.name for c in info.columns}  # column rules unknown here: source names
         plan.fused_names = None
+        plan.fused_key = None
         return plan
 
     def __init__(self, info: TableInfo, rules: MappingRules, target: TargetConfig) -> None:
@@ -213,6 +215,11 @@ class TablePlan:
             self.load_key_of = _primary_key_function(self, key_columns, target)
         self.before_image = _endpoint_before_image(info, columns.cols, key_columns, target)
         self.fused_names = self._fused_names(info, columns, om)
+        self.fused_key: tuple[tuple[int, ...], str] | None = None
+        if self.fused_names is not None and self.key_type == "primary-key":
+            index = {c.name: i for i, c in enumerate(info.columns)}
+            prefix = f"{self.schema_out}.{self.table_name}." if target.partition_include_schema_table else ""
+            self.fused_key = (tuple(index[k] for k in key_columns), prefix)
         self.table_def: dict[str, Any] | None = None
         if target.include_control_details:
             self.table_def = {
@@ -225,8 +232,16 @@ class TablePlan:
     ) -> tuple[str | None, ...] | None:
         """Each source column's name in the records (None: left out) when a row's data section is the source row
         with only names changed, so that a source may render it itself (sources/postgres/fused.py); else None.
-        The partition key is then ``schema-table`` (no object mapping) and needs no value of the row."""
-        if self.filter is not None or om is not None or self.before_image is not None:
+        The partition key is then ``schema-table`` (no object mapping, needs no value of the row) or
+        ``primary-key`` from an object mapping that reshapes nothing (the source renders it: ``fused_key``)."""
+        if self.filter is not None or self.before_image is not None:
+            return None
+        if om is not None and (
+            om.partition_key_type != "primary-key"
+            or om.action != "map-record-to-record"
+            or om.attribute_mappings
+            or self.excluded
+        ):
             return None
         if columns.adds or columns.bis or any(conv is not None for _, _, conv in columns.cols):
             return None

@@ -35,23 +35,43 @@ typedef struct {
     int drop_nulls;
     char *scratch;
     size_t cap;
+    /* The partition key (primary-key partitioning), or nkey = 0: the prefix, then the key columns' texts in
+     * key order joined by '.', each as the reference path's key_text() writes the value (NULL as "null"). */
+    Py_ssize_t nkey;
+    Py_ssize_t *key_cols;  /* column index of each key part, in key order */
+    PyObject *key_prefix;  /* bytes (UTF-8) */
+    Py_ssize_t *seg_start; /* per column, where its key text starts in kscratch; -1: "null" */
+    Py_ssize_t *seg_len;
+    char *key_part; /* per column, 1 where it is a key part */
+    char *kscratch;
+    size_t kcap;
 } RowPlan;
 
 static void RowPlan_dealloc(RowPlan *self) {
     Py_XDECREF(self->kinds);
     Py_XDECREF(self->keys);
     Py_XDECREF(self->names);
+    Py_XDECREF(self->key_prefix);
     PyMem_Free(self->scratch);
+    PyMem_Free(self->key_cols);
+    PyMem_Free(self->seg_start);
+    PyMem_Free(self->seg_len);
+    PyMem_Free(self->key_part);
+    PyMem_Free(self->kscratch);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int RowPlan_init(RowPlan *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"kinds", "keys", "names", "drop_nulls", NULL};
-    PyObject *kinds, *keys, *names;
+    static char *kwlist[] = {"kinds", "keys", "names", "drop_nulls", "key_columns", "key_prefix", NULL};
+    PyObject *kinds, *keys, *names, *key_columns = NULL, *key_prefix = NULL;
     int drop_nulls;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SSO!p", kwlist, &kinds, &keys, &PyTuple_Type, &names,
-                                     &drop_nulls))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SSO!p|O!S", kwlist, &kinds, &keys, &PyTuple_Type, &names,
+                                     &drop_nulls, &PyTuple_Type, &key_columns, &key_prefix))
         return -1;
+    if (self->kinds != NULL) {
+        PyErr_SetString(PyExc_TypeError, "RowPlan is initialised once");
+        return -1;
+    }
     Py_ssize_t n = PyBytes_GET_SIZE(kinds);
     if (PyBytes_GET_SIZE(keys) != n || PyTuple_GET_SIZE(names) != n) {
         PyErr_SetString(PyExc_ValueError, "kinds, keys and names must have one item per column");
@@ -72,6 +92,36 @@ static int RowPlan_init(RowPlan *self, PyObject *args, PyObject *kwds) {
         }
         total += PyBytes_GET_SIZE(name);
     }
+    Py_ssize_t nkey = key_columns == NULL ? 0 : PyTuple_GET_SIZE(key_columns);
+    if (nkey > 0) {
+        self->key_cols = PyMem_New(Py_ssize_t, (size_t)nkey);
+        self->seg_start = PyMem_New(Py_ssize_t, (size_t)n + 1);
+        self->seg_len = PyMem_New(Py_ssize_t, (size_t)n + 1);
+        self->key_part = PyMem_Calloc((size_t)n + 1, 1);
+        if (self->key_cols == NULL || self->seg_start == NULL || self->seg_len == NULL || self->key_part == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < nkey; j++) {
+            Py_ssize_t c = PyLong_AsSsize_t(PyTuple_GET_ITEM(key_columns, j));
+            if (c == -1 && PyErr_Occurred())
+                return -1;
+            if (c < 0 || c >= n) {
+                PyErr_SetString(PyExc_ValueError, "key column index out of range");
+                return -1;
+            }
+            self->key_cols[j] = c;
+            self->key_part[c] = 1;
+        }
+        if (key_prefix == NULL)
+            key_prefix = PyBytes_FromStringAndSize("", 0);
+        else
+            Py_INCREF(key_prefix);
+        if (key_prefix == NULL)
+            return -1;
+        self->key_prefix = key_prefix;
+    }
+    self->nkey = nkey;
     Py_INCREF(kinds);
     Py_INCREF(keys);
     Py_INCREF(names);
@@ -99,13 +149,14 @@ static const char ESCAPE[128] = {
 static const char HEX[] = "0123456789abcdef";
 
 /* Copies s[0:n] JSON-escaped to out (without quotes), checking it is UTF-8 exactly as Python's strict decoder
- * does (no overlong forms, no surrogates, nothing past U+10FFFF). Returns the end of the output, or NULL. */
-static char *put_escaped(char *out, const unsigned char *s, Py_ssize_t n) {
+ * does (no overlong forms, no surrogates, nothing past U+10FFFF); raw: checked but not escaped (key text).
+ * Returns the end of the output, or NULL. */
+static char *put_escaped(char *out, const unsigned char *s, Py_ssize_t n, int raw) {
     Py_ssize_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
         if (c < 0x80) {
-            char e = ESCAPE[c];
+            char e = raw ? 0 : ESCAPE[c];
             if (e == 0) {
                 *out++ = (char)c;
             } else if (e == 'u') {
@@ -263,30 +314,39 @@ static char *put_float(char *out, const unsigned char *s, Py_ssize_t n) {
     return out;
 }
 
-/* A timestamp's text s[0:n] as a JSON string with its first space replaced by 'T', then `tail` ('Z"' or '"'). */
-static char *put_timestamp(char *out, const unsigned char *s, Py_ssize_t n, const char *tail) {
+/* A timestamp's text s[0:n] as a JSON string with its first space replaced by 'T', then `tail` ('Z' or ''),
+ * quoted unless raw. */
+static char *put_timestamp(char *out, const unsigned char *s, Py_ssize_t n, const char *tail, int raw) {
     const unsigned char *sp = memchr(s, ' ', (size_t)n);
     if (sp == NULL)
         return NULL;
-    *out++ = '"';
-    if ((out = put_escaped(out, s, sp - s)) == NULL)
+    if (!raw)
+        *out++ = '"';
+    if ((out = put_escaped(out, s, sp - s, raw)) == NULL)
         return NULL;
     *out++ = 'T';
-    if ((out = put_escaped(out, sp + 1, (s + n) - (sp + 1))) == NULL)
+    if ((out = put_escaped(out, sp + 1, (s + n) - (sp + 1), raw)) == NULL)
         return NULL;
     size_t len = strlen(tail);
     memcpy(out, tail, len);
-    return out + len;
+    out += len;
+    if (!raw)
+        *out++ = '"';
+    return out;
 }
 
-/* One value of kind `kind` (text s[0:n]) rendered into out; NULL: not rendered here (the pure path decides). */
-static char *put_value(char *out, int kind, const unsigned char *s, Py_ssize_t n) {
+/* One value of kind `kind` (text s[0:n]) rendered into out; NULL: not rendered here (the pure path decides).
+ * raw: the value's partition-key text instead (key_text() of the reference value: a string unquoted and
+ * unescaped; floats, whose key text is Python's str(), are never key columns here). */
+static char *put_value(char *out, int kind, const unsigned char *s, Py_ssize_t n, int raw) {
     switch (kind) {
     case K_STRING:
-        *out++ = '"';
-        if ((out = put_escaped(out, s, n)) == NULL)
+        if (!raw)
+            *out++ = '"';
+        if ((out = put_escaped(out, s, n, raw)) == NULL)
             return NULL;
-        *out++ = '"';
+        if (!raw)
+            *out++ = '"';
         return out;
     case K_INT:
         return put_int(out, s, n);
@@ -301,28 +361,30 @@ static char *put_value(char *out, int kind, const unsigned char *s, Py_ssize_t n
         }
         return NULL;
     case K_FLOAT:
-        return put_float(out, s, n);
+        return raw ? NULL : put_float(out, s, n);
     case K_TIMESTAMPTZ:
         /* UTC as the walsender prints it with TimeZone=UTC; other offsets, infinity and BC: pure path */
         if (n < 4 || memcmp(s + n - 3, "+00", 3) != 0)
             return NULL;
-        return put_timestamp(out, s, n - 3, "Z\"");
+        return put_timestamp(out, s, n - 3, "Z", raw);
     case K_TIMESTAMP:
         if (n < 1 || s[n - 1] == 'y' || (n >= 3 && memcmp(s + n - 3, " BC", 3) == 0))
             return NULL;
-        return put_timestamp(out, s, n, "\"");
+        return put_timestamp(out, s, n, "", raw);
     case K_BYTEA:
     case K_BYTEA_BARE:
         if (n < 2 || s[0] != '\\' || s[1] != 'x')
             return NULL;
-        *out++ = '"';
+        if (!raw)
+            *out++ = '"';
         if (kind == K_BYTEA) {
             *out++ = '0';
             *out++ = 'x';
         }
-        if ((out = put_escaped(out, s + 2, n - 2)) == NULL)
+        if ((out = put_escaped(out, s + 2, n - 2, raw)) == NULL)
             return NULL;
-        *out++ = '"';
+        if (!raw)
+            *out++ = '"';
         return out;
     }
     return NULL;
@@ -331,6 +393,40 @@ static char *put_value(char *out, int kind, const unsigned char *s, Py_ssize_t n
 /* The most one value may take in the output: 6 bytes per input byte (\u00xx), plus quotes, a prefix or the
  * float forms (at most 24 characters for any double, plus "0.0000"). */
 #define VALUE_SLACK 40
+
+/* The partition key from the key parts rendered into kscratch[0:kout]: prefix + parts joined by '.'. */
+static PyObject *assemble_key(RowPlan *self, char *kout) {
+    Py_ssize_t used = kout - self->kscratch;
+    Py_ssize_t plen = PyBytes_GET_SIZE(self->key_prefix);
+    Py_ssize_t total = plen + self->nkey - 1;
+    for (Py_ssize_t j = 0; j < self->nkey; j++) {
+        Py_ssize_t c = self->key_cols[j];
+        total += self->seg_start[c] < 0 ? 4 : self->seg_len[c];
+    }
+    if ((size_t)(used + total) > self->kcap) {
+        char *grown = PyMem_Realloc(self->kscratch, (size_t)(used + total));
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        self->kscratch = grown;
+        self->kcap = (size_t)(used + total);
+    }
+    char *k = self->kscratch + used;
+    memcpy(k, PyBytes_AS_STRING(self->key_prefix), (size_t)plen);
+    k += plen;
+    for (Py_ssize_t j = 0; j < self->nkey; j++) {
+        Py_ssize_t c = self->key_cols[j];
+        if (j > 0)
+            *k++ = '.';
+        if (self->seg_start[c] < 0) {
+            memcpy(k, "null", 4);
+            k += 4;
+        } else {
+            memcpy(k, self->kscratch + self->seg_start[c], (size_t)self->seg_len[c]);
+            k += self->seg_len[c];
+        }
+    }
+    return PyUnicode_DecodeUTF8(self->kscratch + used, total, "strict");
+}
 
 static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
@@ -364,6 +460,23 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
         self->scratch = grown;
         self->cap = need;
     }
+    char *kout = NULL;
+    if (self->nkey > 0) {
+        /* a value's key text takes at most its text + 4 bytes ('f' -> "false") */
+        size_t kneed = (size_t)(blen - pos) + 5 * (size_t)ncols;
+        if (kneed > self->kcap) {
+            char *grown = PyMem_Realloc(self->kscratch, kneed);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            self->kscratch = grown;
+            self->kcap = kneed;
+        }
+        kout = self->kscratch;
+        for (Py_ssize_t i = 0; i < ncols; i++)
+            self->seg_start[i] = -1; /* "null" unless the tuple carries the value */
+    }
     char *out = self->scratch;
     const char *kinds = PyBytes_AS_STRING(self->kinds);
     const char *keys = PyBytes_AS_STRING(self->keys);
@@ -392,9 +505,18 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
             }
             /* A column the record leaves out is still checked: the pure path decodes every value and would
              * raise for a malformed one. */
-            char *end = put_value(out, kinds[i], buf + pos, n);
+            char *end = put_value(out, kinds[i], buf + pos, n, 0);
             if (end == NULL)
                 goto fallback;
+            /* In a 'K' tuple the reference row keeps only the replica identity: another key part is "null". */
+            if (kout != NULL && self->key_part[i] && (!key_only || keys[i])) {
+                char *kend = put_value(kout, kinds[i], buf + pos, n, 1);
+                if (kend == NULL)
+                    goto fallback;
+                self->seg_start[i] = kout - self->kscratch;
+                self->seg_len[i] = kend - kout;
+                kout = kend;
+            }
             if (emit) {
                 out = end;
                 first = 0;
@@ -413,7 +535,10 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
                 first = 0;
             }
         } else if (tag == 'u') {
-            /* unchanged TOAST: not in the row, its column listed (by index) for the metadata */
+            /* unchanged TOAST: not in the row, its column listed (by index) for the metadata; a key part the
+             * server did not send is left to the reference path (rare: a TOASTed key) */
+            if (kout != NULL && self->key_part[i])
+                goto fallback;
             if (unchanged == NULL && (unchanged = PyList_New(0)) == NULL)
                 goto done;
             PyObject *index = PyLong_FromSsize_t(i);
@@ -436,7 +561,13 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
             Py_DECREF(data);
             goto done;
         }
-        result = Py_BuildValue("(NnN)", data, pos, idx);
+        PyObject *key = kout == NULL ? Py_NewRef(Py_None) : assemble_key(self, kout);
+        if (key == NULL) {
+            Py_DECREF(data);
+            Py_DECREF(idx);
+            goto done;
+        }
+        result = Py_BuildValue("(NnNN)", data, pos, idx, key);
     }
     goto done;
 fallback:
@@ -449,7 +580,8 @@ done:
 
 static PyMethodDef RowPlan_methods[] = {
     {"render", (PyCFunction)(void (*)(void))RowPlan_render, METH_FASTCALL,
-     "render(buf, pos, key_only) -> (data JSON bytes, end offset, unchanged column indexes) or None"},
+     "render(buf, pos, key_only) -> (data JSON bytes, end offset, unchanged column indexes, partition key or "
+     "None) or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -315,7 +315,7 @@ class Decoder:
             got = plan.fused.render(buf, 31, False)
             if got is not None:
                 self._check_end(buf, got[1])
-                self._emit(out, plan, Op.INSERT, 0, None, None, _names(plan, got[2]), got[0])
+                self._emit(out, plan, Op.INSERT, 0, None, None, _names(plan, got[2]), got[0], got[3])
                 return
         row, unchanged, pos = self._row(plan, buf, 31)
         self._check_end(buf, pos)
@@ -349,7 +349,7 @@ class Decoder:
             got = plan.fused.render(buf, 31, kind == 0x4B)
             if got is not None:
                 self._check_end(buf, got[1])
-                self._emit(out, plan, Op.DELETE, 2, None, None, (), got[0])
+                self._emit(out, plan, Op.DELETE, 2, None, None, (), got[0], got[3])
                 return
         before, _, pos = self._row(plan, buf, 31, key_only=kind == 0x4B)
         self._check_end(buf, pos)
@@ -373,7 +373,7 @@ class Decoder:
         if new is None or (new[2] and kind == 0x4F):
             return False
         self._check_end(buf, new[1])
-        self._emit(out, plan, Op.UPDATE, 1, None, None, _names(plan, new[2]), new[0])
+        self._emit(out, plan, Op.UPDATE, 1, None, None, _names(plan, new[2]), new[0], new[3])
         return True
 
     def _begin(self, buf: bytes, out: list[Item]) -> None:
@@ -528,6 +528,7 @@ class Decoder:
         before: dict[str, Any] | None,
         unchanged: tuple[str, ...],
         data: bytes | None = None,
+        key: str | None = None,
     ) -> None:
         if not self.in_transaction:
             raise ValueError(f"{op.value} outside a transaction")
@@ -547,6 +548,7 @@ class Decoder:
                 unchanged,
                 None,
                 data,
+                key,
             )
         )
         plan.counts[op_index] += 1

@@ -10,26 +10,36 @@ Design:
   when type descriptions change), never per row:
 
   - the mapping's half, :meth:`Mapper.fused_columns <cdcstream.mapping.envelope.Mapper.fused_columns>`: records
-    in ``json-unformatted``, the table selected with no source filter, no object mapping (so the partition key
-    is ``schema-table``), no computed, cast or before-image columns, no endpoint before image. Renames and
-    removed columns are fine: the answer is each source column's JSON-encoded output name (or None) and whether
-    NULLs are written;
+    in ``json-unformatted``, the table selected with no source filter, no computed, cast or before-image
+    columns, no endpoint before image, and either no object mapping (the partition key is ``schema-table``) or
+    a ``map-record-to-record`` one keyed by ``primary-key`` that excludes no column and adds no attribute.
+    Renames and removed columns are fine: the answer is each source column's output name (or None), whether
+    NULLs are written and, for a ``primary-key`` key, its columns (in key order) and prefix (``schema.table.``
+    with ``partition_include_schema_table``);
   - the source's half, :func:`kinds`: every column's converter in the
     :class:`~cdcstream.sources.postgres.values.TypeRegistry` is one whose rendering is a reshaping of
     PostgreSQL's text output (text-like types, integers, bool, float4/8, timestamp[tz], bytea; json/jsonb
-    with ``json_as = "string"``). Arrays, composites, hstore, money, json as object: the reference path.
+    with ``json_as = "string"``). Arrays, composites, hstore, money, json as object: the reference path. A
+    float key column too: its key text is Python's ``str()`` of the value, which the compiled code does not
+    write.
 
 * **Where it plugs in.** The wiring hands the mapper's half to the :class:`~.decoder.Decoder` as a hook (as it
   already hands it the table selector). For an eligible relation the decoder's :class:`~.decoder.RelationPlan`
   holds a compiled :class:`RowPlan`; an Insert, Update or Delete of that relation then becomes a
   ``ChangeEvent`` whose ``fused`` field carries the ``data`` section's bytes (``after``/``before`` None), and
   :class:`~cdcstream.mapping.envelope.Mapper` splices them into the record beside the metadata, which it builds
-  as for every other record. Partition keys (static ``schema.table``), per-key order, positions and the record
-  bytes are unchanged.
+  as for every other record. A ``schema-table`` key is static; a ``primary-key`` key is rendered by the compiled
+  code with the row (``fused_key``): the prefix, then each key column's text as the reference path's
+  ``key_text`` writes the decoded value (a string as is, integers' digits, ``true``/``false``, timestamps and
+  bytea as in the data section, unquoted and unescaped), NULL - or, in a 'K' old tuple, a key column outside
+  the replica identity - as ``null``, joined by '.'. The mapper turns an empty key into ``<empty>`` and puts
+  it in ``partition-key-value`` when asked, as for every record; the sink hashes keys over 256 characters.
+  Per-key order, positions and the record bytes are unchanged.
 
 * **Fallback per message.** The compiled code renders only what it is sure of: a value outside the grammar
   PostgreSQL prints, invalid UTF-8, a truncated message, a non-UTC, BC or infinite timestamp, an integer beyond
-  what orjson writes (64 bits), an UPDATE whose new tuple leaves a TOASTed value out under REPLICA IDENTITY FULL:
+  what orjson writes (64 bits), an UPDATE whose new tuple leaves a TOASTed value out under REPLICA IDENTITY FULL
+  or leaves out a key column of the partition key:
   ``render`` returns None and that message is decoded by the reference path, which renders it or raises its
   exact error.
 
@@ -60,8 +70,13 @@ except ImportError:  # built without a compiler: the pure path
 
 STRING, INT, BOOL, FLOAT, TIMESTAMPTZ, TIMESTAMP, BYTEA, BYTEA_BARE = range(8)
 
-FusedColumns = tuple[tuple[str | None, ...], bool]
-"""The mapping's half: each source column's output name (None: not in the records) and whether NULLs are written."""
+FusedKey = tuple[tuple[int, ...], str]
+"""A ``primary-key`` partition key: its source columns' indexes, in key order, and its prefix (``schema.table.``
+with ``partition_include_schema_table``, else empty)."""
+
+FusedColumns = tuple[tuple[str | None, ...], bool, FusedKey | None]
+"""The mapping's half: each source column's output name (None: not in the records), whether NULLs are written,
+and the partition key the source must render (None: the key needs no value of the row)."""
 
 
 def _probe() -> tuple[bool, bool]:
@@ -89,9 +104,9 @@ def _probe() -> tuple[bool, bool]:
         "NaN",
         "-Infinity",
     ]
-    plan = _fused.RowPlan(bytes([STRING, INT]), b"\0\0", (b'"a":', b'"b":'), False)
+    plan = _fused.RowPlan(bytes([STRING, INT]), b"\0\0", (b'"a":', b'"b":'), False, (1, 0), b"p.")
     got = plan.render(_tuple([text.encode(), b"-123"]), 0, False)
-    basic = got is not None and got[0] == orjson.dumps({"a": text, "b": -123})
+    basic = got is not None and got[0] == orjson.dumps({"a": text, "b": -123}) and got[3] == f"p.-123.{text}"
     fplan = _fused.RowPlan(bytes([FLOAT]), b"\0", (b'"f":',), False)
     ok_floats = True
     for f in floats:
@@ -166,9 +181,19 @@ def row_plan(
     """The compiled renderer of one relation, or None where the reference path must render it."""
     if not available():
         return None
-    names, include_nulls = columns
+    names, include_nulls, key = columns
     k = kinds(converters, types)
     if k is None or len(names) != len(k):
         return None
     encoded = tuple(None if n is None else orjson.dumps(n) + b":" for n in names)
-    return _fused.RowPlan(k, bytes(key_flags), encoded, not include_nulls)
+    if key is None:
+        return _fused.RowPlan(k, bytes(key_flags), encoded, not include_nulls)
+    indexes, prefix = key
+    # A float's key text is Python's str() of the value, which the compiled code does not write.
+    if not indexes or any(i >= len(k) or k[i] == FLOAT for i in indexes):
+        return None
+    try:
+        encoded_prefix = prefix.encode()
+    except UnicodeEncodeError:
+        return None
+    return _fused.RowPlan(k, bytes(key_flags), encoded, not include_nulls, indexes, encoded_prefix)
