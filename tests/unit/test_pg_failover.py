@@ -1,12 +1,17 @@
 """The PostgreSQL failover decisions that need no server: the slot creation's FAILOVER option per version, the
-multi-host config passed to libpq, decoding on a standby per version, and the stall watch."""
+multi-host config passed to libpq, decoding on a standby per version, the stall watch, and what ``check`` says of
+the slot on each other server of a host list."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from cdcstream.config import PostgresSourceConfig
+from cdcstream.sources.postgres import failover
 from cdcstream.sources.postgres.connection import build_conninfo
 from cdcstream.sources.postgres.failover import ProgressWatch, standby_problem, wants_failover_slot
 from cdcstream.sources.postgres.replication import create_slot_command
@@ -67,3 +72,33 @@ def test_a_stall_is_nothing_received_while_the_server_moves_on() -> None:
     assert watch.observe(150, 300, False, 13.0) == 0  # not connected: the reconnect logic's business
     assert watch.observe(300, 300, True, 20.0) == 0
     assert watch.observe(300, 300, True, 60.0) == 0  # idle: caught up with the server
+
+
+@pytest.mark.parametrize(
+    ("found", "ok_line", "words", "fix"),
+    [
+        # (synced, temporary, failover) as the standby's pg_replication_slots answers
+        ((True, (True, False, True)), True, "synced and sync-ready", ""),
+        ((True, (True, True, True)), False, "not sync-ready yet (temporary): it is dropped if this standby is", "wait"),
+        ((True, (False, False, True)), False, "not synced", "wait"),
+        ((True, None), False, "standby without slot s1: a promotion of it ends capture (exit 3)", "sync_replication"),
+        ((True, "before 17"), False, "before PostgreSQL 17: no slot synchronisation", ""),
+        ((False, None), True, "primary", ""),
+        ("connection refused", False, "not reachable: connection refused", ""),
+    ],
+)
+def test_check_names_the_slot_state_on_each_other_server(
+    monkeypatch: pytest.MonkeyPatch, found: Any, ok_line: bool, words: str, fix: str
+) -> None:
+    """A slot that is not yet sync-ready on a standby is dropped when that standby is promoted: ``check`` must
+    say so (a warning with the fix), as it says when the slot is safe there (docs/postgresql.md, "Failover")."""
+
+    async def other_server(_cfg: PostgresSourceConfig, _host: str, _port: str) -> Any:
+        return found
+
+    monkeypatch.setattr(failover, "_other_server", other_server)
+    result = asyncio.run(failover._standby_check(_cfg(host="a,b", slot_name="s1"), "b", "5433"))
+    assert result.name == "server b:5433" and result.ok  # never a failure: capture works until a promotion
+    assert words in result.detail, result.detail
+    assert result.warning is not ok_line
+    assert fix in result.fix
