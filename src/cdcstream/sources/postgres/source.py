@@ -48,6 +48,7 @@ from cdcstream.sources.postgres.failover import (
     wants_failover_slot,
     warn_standby_slots,
     watch_server,
+    watch_standby_slots,
 )
 from cdcstream.sources.postgres.heartbeat import StandbyStatus, heartbeat_loop
 from cdcstream.sources.postgres.monitor import UncapturedTables
@@ -275,6 +276,11 @@ class PostgresSource(SourceBase[PgCheckpoint]):
             log=self._log,
         )
         self._tasks.append(asyncio.create_task(watch, name="pg-server"))
+        if self.cfg.table_check_interval > 0 and wants_failover_slot(self.cfg, self._server_version, self._standby):
+            # each standby of the host list: does it hold the failover slot sync-ready (docs/postgresql.md)?
+            interval = self.cfg.table_check_interval
+            slots = watch_standby_slots(self.cfg, interval=interval, label=self._label, log=self._log)
+            self._tasks.append(asyncio.create_task(slots, name="pg-standby-slots"))
 
     def _server_state(self, standby: bool, timeline: int | None) -> None:
         """The server's state now (``watch_server``). The standby read was promoted: its walsender follows the
