@@ -123,6 +123,9 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         # Monotonic time the reader last went round its loop (at least every second while streaming, data or
         # not): the pipeline's watchdog tells an idle source from a wedged one with it.
         self.alive_at = time.monotonic()
+        # True while the consumer holds the batch last yielded (the sink is full: the daemon holds the stream
+        # back itself); the stall watch counts only time the reader is waiting on the server.
+        self._held = False
         fl = self._full_load_cfg
         self._load_engine = functools.partial(
             PgLoadEngine,
@@ -269,7 +272,7 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         watch = watch_server(
             self._session,
             lambda: self._decoder.received_lsn,
-            lambda: self._repl is not None and self._repl.streaming,
+            lambda: self._repl is not None and self._repl.streaming and not self._held,
             self._server_state,
             timeout=self.cfg.stall_timeout,
             label=self._label,
@@ -354,6 +357,15 @@ class PostgresSource(SourceBase[PgCheckpoint]):
     # changes
     # ------------------------------------------------------------------------------------------------------
     async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
+        async with contextlib.aclosing(self._changes()) as batches:
+            async for items in batches:
+                self._held = True
+                try:
+                    yield items
+                finally:
+                    self._held = False
+
+    async def _changes(self) -> AsyncGenerator[Sequence[Item], None]:
         if not self._started:
             raise SourceError("PostgresSource.changes() called before start()")
         if self._load is not None:
