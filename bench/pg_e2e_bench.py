@@ -60,7 +60,7 @@ def main() -> int:
         type=float,
         default=0.0,
         metavar="S",
-        help="start the profile S seconds after the daemon (past start-up: the steady state alone)",
+        help="start the profile S seconds after the first request (past start-up: the steady state alone)",
     )
     parser.add_argument("--profile-seconds", type=int, default=6, metavar="S", help="length of the profile")
     args = parser.parse_args()
@@ -131,6 +131,16 @@ def main() -> int:
         )
         t0 = time.monotonic()
         daemon = stack.enter_context(running_daemon(config))
+        target = lsn_int(end_lsn)
+        checkpoint_file = tmp / "state" / "bench.checkpoint.json"
+        # Start-up apart: until the endpoint's first request (the restart record, sent as streaming begins;
+        # the rows it holds already are not counted in the steady figure, whose CPU may include a batch of them).
+        while (first := endpoint_stats(url)["entries"]) == 0:
+            if daemon.poll() is not None:
+                raise SystemExit(f"daemon exited with {daemon.returncode}")
+            time.sleep(0.01)
+        start_s = time.monotonic() - t0
+        start_cpu = cpu_seconds(daemon.pid)
         if args.profile:
             time.sleep(args.profile_after)
             profiler = subprocess.Popen(
@@ -154,16 +164,6 @@ def main() -> int:
                 stderr=subprocess.DEVNULL,
             )
             stack.callback(stop_all, [profiler])
-        target = lsn_int(end_lsn)
-        checkpoint_file = tmp / "state" / "bench.checkpoint.json"
-        # Start-up apart: until the endpoint's first request (the restart record, sent as streaming begins;
-        # the rows it holds already are not counted in the steady figure, whose CPU may include a batch of them).
-        while (first := endpoint_stats(url)["entries"]) == 0:
-            if daemon.poll() is not None:
-                raise SystemExit(f"daemon exited with {daemon.returncode}")
-            time.sleep(0.01)
-        start_s = time.monotonic() - t0
-        start_cpu = cpu_seconds(daemon.pid)
         wait_checkpoint(daemon, checkpoint_file, lambda pos: lsn_int(pos["lsn"]) >= target)
         daemon_s = time.monotonic() - t0
         cpu = cpu_seconds(daemon.pid)
