@@ -290,7 +290,7 @@ class ReplicationConnection:
         self.streaming = True
 
     # -- streaming -----------------------------------------------------------------------------------------
-    async def read_batch(self, max_wait: float, max_frames: int = 5000) -> list[bytes]:
+    async def read_batch(self, max_wait: float, max_frames: int = 2000) -> list[bytes]:
         """Up to ``max_frames`` CopyData payloads; waits at most ``max_wait`` seconds for the first one.
 
         Returns an empty list on timeout. Raises SourceConnectionError when the stream ends or the
@@ -301,7 +301,8 @@ class ReplicationConnection:
         # Frames held when the socket was last read: libpq reads at most its buffer (~16 KB, ~70 row frames)
         # per consume_input, so under a backlog the batch is refilled from what the kernel already holds (a
         # recv that does not wait) until a read brings nothing new. Every batch costs the decoder, the mapper,
-        # the pipeline and the sink a fixed overhead; 70 rows per batch made that a few µs per row.
+        # the pipeline and the sink a fixed overhead; 70 rows per batch made that a few µs per row. At most
+        # ``max_frames`` (2,000: ~20 ms of work) so the sink's requests still get a turn often under a backlog.
         mark = 0
         waited = False
         try:
