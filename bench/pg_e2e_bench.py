@@ -167,6 +167,7 @@ def main() -> int:
         wait_checkpoint(daemon, checkpoint_file, lambda pos: lsn_int(pos["lsn"]) >= target)
         daemon_s = time.monotonic() - t0
         cpu = cpu_seconds(daemon.pid)
+        stats = endpoint_stats(url)
         rate = 2 * half / daemon_s
         print(machine_line())
         key = "primary-key" if args.primary_key else "schema-table"
@@ -176,6 +177,8 @@ def main() -> int:
         print(f"cdcstream end to end (incl. start-up):       {rate:,.0f} rows/s ({daemon_s:.1f}s)")
         print(f"ratio: {rate / ceiling:.2f}x of the walsender ceiling")
         print(f"daemon CPU: {cpu:.1f}s = {cpu / (2 * half) * 1e6:.1f} µs/row")
+        requests = stats["requests"]
+        print(f"PutRecords requests: {requests:,}, {stats['entries'] / max(1, requests):.0f} records each on average")
         print(
             f"start-up (to the first request): {start_s:.2f}s, {start_cpu:.2f}s CPU; then "
             f"{(2 * half + 1 - first) / (daemon_s - start_s):,.0f} rows/s, "
