@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -79,6 +80,11 @@ def reader_rate(port: int, file: str, rows: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000, help="rows inserted (multiple of 10,000)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="OUT",
+        help="sample the daemon with py-spy (per thread, raw folded stacks to OUT) while it drains the binlog",
+    )
     args = parser.parse_args()
     tmp = work_dir("cdcstream-mybench-")
     with contextlib.ExitStack() as stack:
@@ -120,10 +126,29 @@ def main() -> int:
         )
         t0 = time.monotonic()
         daemon = stack.enter_context(running_daemon(config))
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(daemon.pid),
+                    "--threads",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    args.py_spy,
+                ]
+            )
         wait_checkpoint(
             daemon, state / "bench.checkpoint.json", lambda pos: pos["file"] == end_file and int(pos["pos"]) >= end_pos
         )
         daemon_s = time.monotonic() - t0
+        if spy is not None:  # SIGINT: py-spy writes what it sampled and exits (the daemon still runs)
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
         cpu = cpu_seconds(daemon.pid)
         # Per thread: the event loop is the process's main thread; the binlog reader is the busiest other one.
         threads = sorted(
