@@ -229,7 +229,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
             pos=pos,
             gtid=gtid,
             resume_by="gtid" if self._use_gtid else "file/pos",
-            row_path=fused.path_name() if self._fuse is not None else "pure (the mapping reshapes rows)",
+            row_path=fused.path_name() if self._fuse is not None else "pure (no fused hook)",
             **self._identity,
         )
 
