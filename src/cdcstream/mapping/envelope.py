@@ -164,6 +164,10 @@ class Mapper:
         # no per-row partition-key-value unless asked for): serialised once per table and batch, and spliced
         # after each row's data as orjson would write the whole document (json-unformatted only).
         load_tails: dict[int, bytes] | None = None if self.pretty or self.partition_value else {}
+        # Pre-rendered rows (sources' fused paths) whose metadata has no per-row field but the position.
+        fused_heads: dict[tuple[int, Op, Any, str], bytes] | None = (
+            None if self.pretty or self.partition_value or self.txn_details else {}
+        )
         for ev in events:
             op = ev.op
             if op in ALTER_OPS:
@@ -212,6 +216,16 @@ class Mapper:
                     key = plan.key_of(ev, src, row) or EMPTY_KEY
                 else:
                     key = fused_key or EMPTY_KEY
+                if fused is not None and fused_heads is not None and not ev.unchanged_columns:
+                    # Rows of one table, operation and transaction share their metadata but for the position:
+                    # serialised once per batch and spliced (as below, byte for byte what orjson writes).
+                    head_key = (id(plan), op, ev.transaction_id, key_type)
+                    head = fused_heads.get(head_key)
+                    if head is None:
+                        head = fused_heads[head_key] = self._fused_head(plan, op, key_type, ev.transaction_id, stamp)
+                    data = b"".join((b'{"data":', fused, head, orjson.dumps(ev.stream_position), b"}}\n"))
+                    out.append(Record(partition_key=key, data=data, commit_epoch=ev.commit_epoch, label=plan.label))
+                    continue
             metadata: dict[str, Any] = {
                 "timestamp": stamp,
                 "record-type": "data",
@@ -243,6 +257,20 @@ class Mapper:
             epoch = None if op is Op.LOAD else ev.commit_epoch
             out.append(Record(partition_key=key, data=self._dumps(doc), commit_epoch=epoch, label=plan.label))
         return out
+
+    def _fused_head(self, plan: TablePlan, op: Op, key_type: str, transaction_id: Any, stamp: str) -> bytes:
+        """The bytes between a pre-rendered data section and its stream position: the metadata's fields before
+        ``stream-position``, in the order and form map() writes them for a record without per-row fields."""
+        metadata = {
+            "timestamp": stamp,
+            "record-type": "data",
+            "operation": op.value,
+            "partition-key-type": key_type,
+            "schema-name": plan.schema_out,
+            "table-name": plan.table_name,
+            "transaction-id": transaction_id,
+        }
+        return b',"metadata":' + orjson.dumps(metadata)[:-1] + b',"stream-position":'
 
     def _load_data(self, row: dict[str, Any], plan: TablePlan, stamp: str, tails: dict[int, bytes]) -> bytes | None:
         """A load row's record body, byte for byte what the general path serialises (``{"data": row,
