@@ -35,9 +35,34 @@ from tests.support.reader import Reader
 pytestmark = pytest.mark.timeout(180)
 
 # Column types the compiled code renders (sources/mysql/fused.py): the server's default charset is utf8mb4.
-_COMPILED_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "double", "date", "datetime")
-_COMPILED_TYPES += ("timestamp", "year", "char", "varchar", "tinytext", "text", "mediumtext", "longtext", "binary")
-_COMPILED_TYPES += ("varbinary", "tinyblob", "blob", "mediumblob", "longblob")
+_COMPILED_TYPES = frozenset(
+    [
+        "tinyint",
+        "smallint",
+        "mediumint",
+        "int",
+        "bigint",
+        "decimal",
+        "double",
+        "float",
+        "date",
+        "datetime",
+        "timestamp",
+        "year",
+        "char",
+        "varchar",
+        "tinytext",
+        "text",
+        "mediumtext",
+        "longtext",
+        "binary",
+        "varbinary",
+        "tinyblob",
+        "blob",
+        "mediumblob",
+        "longblob",
+    ]
+)
 
 
 def _compiled(case: m.Case) -> bool:

@@ -13,6 +13,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -27,7 +29,8 @@ enum {
     K_TIMESTAMP2 = 16, /* a: fsp */
     K_DOUBLE = 17,     /* as orjson writes the double */
     K_YEAR = 18,       /* 0 or 1901..2155 */
-    K_LAST = 18
+    K_FLOAT = 19,      /* types.float32: the shortest decimal that is the same 4-byte float, written as a double */
+    K_LAST = 19
 };
 
 typedef struct {
@@ -146,8 +149,8 @@ static int ImagePlan_init(ImagePlan *self, PyObject *args, PyObject *kwds) {
             Py_ssize_t c = PyLong_AsSsize_t(PyTuple_GET_ITEM(key_columns, j));
             if (c == -1 && PyErr_Occurred())
                 return -1;
-            if (c < 0 || c >= n || self->kinds[c] == K_DOUBLE) {
-                PyErr_SetString(PyExc_ValueError, "key column index out of range, or a DOUBLE key column");
+            if (c < 0 || c >= n || self->kinds[c] == K_DOUBLE || self->kinds[c] == K_FLOAT) {
+                PyErr_SetString(PyExc_ValueError, "key column index out of range, or a floating-point key column");
                 return -1;
             }
             self->key_cols[j] = c;
@@ -315,6 +318,35 @@ static char *put_double(char *out, double d) {
     return out;
 }
 
+/* types.float32 of the 4-byte float f, then written as orjson writes that double: the first of f's '%.{d}g'
+ * texts (d from 6, or from 1 for a subnormal, to 9) that reads back as a double packing to the same 4 bytes;
+ * the double of f itself if none does. Non-finite values and a candidate the reference's struct.pack would refuse
+ * (one rounding past the largest float): NULL. */
+static char *put_float32(char *out, float f) {
+    if (!Py_IS_FINITE(f))
+        return NULL;
+    double value = (double)f;
+    for (int digits = fabs(value) >= (double)FLT_MIN ? 6 : 1; digits < 10; digits++) {
+        char *text = PyOS_double_to_string(value, 'g', digits, 0, NULL);
+        if (text == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        double candidate = PyOS_string_to_double(text, NULL, NULL);
+        PyMem_Free(text);
+        if (candidate == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+        float packed = (float)candidate;
+        if (Py_IS_INFINITY(packed))
+            return NULL;
+        if (memcmp(&packed, &f, sizeof f) == 0)
+            return put_double(out, candidate);
+    }
+    return put_double(out, value);
+}
+
 static const int DIG2BYTES[10] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 4};
 static const uint64_t POW10[10] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
 
@@ -474,6 +506,9 @@ static Py_ssize_t value_size(const ImagePlan *self, Py_ssize_t i, const unsigned
     case K_DOUBLE:
         size = 8;
         break;
+    case K_FLOAT:
+        size = 4;
+        break;
     case K_YEAR:
         size = 1;
         break;
@@ -594,6 +629,12 @@ static char *put_value(const ImagePlan *self, Py_ssize_t i, char *out, const uns
     }
     case K_YEAR:
         return put_u64(out, s[0] ? (uint64_t)s[0] + 1900 : 0);
+    case K_FLOAT: {
+        float f;
+        uint32_t bits = (uint32_t)le(s, 4);
+        memcpy(&f, &bits, 4);
+        return put_float32(out, f);
+    }
     }
     return NULL;
 }

@@ -15,10 +15,10 @@ Design (the PostgreSQL fused path's, sources/postgres/fused.py, applied to row i
     the key's columns and prefix;
   - the source's half, :func:`column_kind`: every column has a compiled kind - TINYINT..BIGINT (signed and
     UNSIGNED), YEAR, CHAR/VARCHAR/TEXT in utf8mb4/utf8mb3 (MariaDB's JSON is such a LONGTEXT), BINARY/VARBINARY/
-    BLOB (hex), DECIMAL, DATE, DATETIME(fsp), TIMESTAMP(fsp) and DOUBLE. Other types (FLOAT, TIME, BIT, ENUM,
-    SET, MySQL's binary JSON, GEOMETRY, other character sets, MariaDB's UUID/INET and COMPRESSED columns, the
-    pre-5.6.4 temporal forms) keep the table on the reference path. A DOUBLE key column too (its key text is
-    Python's ``str()``).
+    BLOB (hex), DECIMAL, DATE, DATETIME(fsp), TIMESTAMP(fsp), DOUBLE and FLOAT (``types.float32``'s shortest
+    digits, computed the same way). Other types (TIME, BIT, ENUM, SET, MySQL's binary JSON, GEOMETRY, other
+    character sets, MariaDB's UUID/INET and COMPRESSED columns, the pre-5.6.4 temporal forms) keep the table on
+    the reference path. A DOUBLE or FLOAT key column too (its key text is Python's ``str()``).
 
 * **Where it plugs in.** :class:`~.tableplans.TablePlans` asks the hook when it builds a table version's plan and
   keeps an :class:`~cdcstream.sources.mysql._fused.ImagePlan` beside the reference decoders. For a row event whose
@@ -63,7 +63,7 @@ except ImportError:  # built without a compiler: the pure path
 
 # Column kinds of _fused.c.
 I8, U8, I16, U16, I24, U24, I32, U32, I64, U64 = range(10)
-TEXT, HEX, HEX_BARE, DECIMAL, DATE, DATETIME2, TIMESTAMP2, DOUBLE, YEAR = range(10, 19)
+TEXT, HEX, HEX_BARE, DECIMAL, DATE, DATETIME2, TIMESTAMP2, DOUBLE, YEAR, FLOAT = range(10, 20)
 
 Kind = tuple[int, int, int]
 """A column's kind and its two parameters (length bytes / precision / fsp, and pad / scale / null_invalid)."""
@@ -122,7 +122,7 @@ def path_name() -> str:
     if not available():
         return "pure (CDCSTREAM_PURE is set)"
     return "compiled fused" + (
-        "" if _DOUBLES else " (tables with DOUBLE columns pure: orjson formats them differently)"
+        "" if _DOUBLES else " (tables with DOUBLE/FLOAT columns pure: orjson formats doubles differently)"
     )
 
 
@@ -133,8 +133,8 @@ def column_kind(c: ColumnDef, charsets: Charsets, no_hex_prefix: bool, invalid_d
     pair = _INTEGERS.get(t)
     if pair is not None:
         return (pair[1] if c.unsigned else pair[0], 0, 0)
-    if t == types.DOUBLE:
-        return (DOUBLE, 0, 0) if _DOUBLES else None
+    if t in (types.DOUBLE, types.FLOAT):
+        return ((DOUBLE if t == types.DOUBLE else FLOAT), 0, 0) if _DOUBLES else None
     if t == types.YEAR:
         return (YEAR, 0, 0)
     if t == types.NEWDECIMAL:
@@ -172,8 +172,8 @@ def image_plan(kinds: Sequence[Kind | None], columns: FusedColumns | None) -> Im
     if key is None:
         return _fused.ImagePlan(specs, encoded, not include_nulls)
     indexes, prefix = key
-    # A DOUBLE's key text is Python's str() of the value, which the compiled code does not write.
-    if not indexes or any(i >= len(specs) or specs[i][0] == DOUBLE for i in indexes):
+    # A DOUBLE's or FLOAT's key text is Python's str() of the value, which the compiled code does not write.
+    if not indexes or any(i >= len(specs) or specs[i][0] in (DOUBLE, FLOAT) for i in indexes):
         return None
     try:
         encoded_prefix = prefix.encode()
