@@ -9,11 +9,13 @@ setup(
         Extension(
             "cdcstream.sources.postgres._fused",
             ["src/cdcstream/sources/postgres/_fused.c"],
+            depends=["src/cdcstream/_fused_json.h"],
             optional=True,
         ),
         Extension(
             "cdcstream.sources.mysql._fused",
             ["src/cdcstream/sources/mysql/_fused.c"],
+            depends=["src/cdcstream/_fused_json.h"],
             optional=True,
         ),
     ]

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../_fused_json.h"
+
 enum {
     K_I8 = 0, K_U8, K_I16, K_U16, K_I24, K_U24, K_I32, K_U32, K_I64, K_U64, /* little-endian integers */
     K_TEXT = 10,       /* a: length bytes (1-4); UTF-8 text (utf8mb4/utf8mb3) as a JSON string */
@@ -169,74 +171,6 @@ static int ImagePlan_init(ImagePlan *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* JSON string escapes as orjson writes them: the two-character forms for \b \t \n \f \r \" \\, \u00xx for the
- * other control characters, everything else (DEL, non-ASCII) verbatim. 0 = copy. */
-static const char ESCAPE[128] = {
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
-    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\', 0,  0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-};
-static const char HEX[] = "0123456789abcdef";
-
-/* s[0:n] JSON-escaped into out (no quotes), checked to be UTF-8 exactly as Python's strict decoder checks it
- * (no overlong forms, no surrogates, nothing past U+10FFFF). Returns the end of the output, or NULL. */
-static char *put_utf8(char *out, const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            char e = ESCAPE[c];
-            if (e == 0) {
-                *out++ = (char)c;
-            } else if (e == 'u') {
-                memcpy(out, "\\u00", 4);
-                out[4] = HEX[c >> 4];
-                out[5] = HEX[c & 15];
-                out += 6;
-            } else {
-                out[0] = '\\';
-                out[1] = e;
-                out += 2;
-            }
-            i++;
-            continue;
-        }
-        Py_ssize_t len;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0)
-                lo = 0xA0;
-            else if (c == 0xED)
-                hi = 0x9F; /* surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0)
-                lo = 0x90;
-            else if (c == 0xF4)
-                hi = 0x8F;
-        } else {
-            return NULL;
-        }
-        if (i + len > n || s[i + 1] < lo || s[i + 1] > hi)
-            return NULL;
-        for (Py_ssize_t k = 2; k < len; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return NULL;
-        memcpy(out, s + i, (size_t)len);
-        out += len;
-        i += len;
-    }
-    return out;
-}
-
 static char *put_u64(char *out, uint64_t v) {
     char tmp[24];
     int k = 0;
@@ -280,43 +214,8 @@ static uint64_t be(const unsigned char *p, int n) {
     return v;
 }
 
-/* A double as orjson writes it: Python's repr (the shortest digits that read back as the same double) except
- * that orjson writes exponent -5 in positional notation (0.00001) and negative exponents without a leading zero
- * (1e-7). fused.py checks this against the installed orjson at import. NaN and infinities: not here. */
-static char *put_double(char *out, double d) {
-    if (!Py_IS_FINITE(d))
-        return NULL;
-    char *r = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (r == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    char *e = strchr(r, 'e');
-    if (e == NULL) {
-        size_t len = strlen(r);
-        memcpy(out, r, len);
-        out += len;
-    } else {
-        int exp = atoi(e + 1);
-        if (exp == -5) {
-            const char *m = r;
-            if (*m == '-')
-                *out++ = *m++;
-            memcpy(out, "0.0000", 6);
-            out += 6;
-            for (; m < e; m++)
-                if (*m != '.')
-                    *out++ = *m;
-        } else {
-            size_t len = (size_t)(e - r);
-            memcpy(out, r, len);
-            out += len;
-            out += sprintf(out, exp < 0 ? "e-%d" : "e+%d", exp < 0 ? -exp : exp);
-        }
-    }
-    PyMem_Free(r);
-    return out;
-}
+/* A double as orjson writes it (put_double_repr); NaN and infinities: not here. */
+static char *put_double(char *out, double d) { return Py_IS_FINITE(d) ? put_double_repr(out, d) : NULL; }
 
 /* types.float32 of the 4-byte float f, then written as orjson writes that double: the first of f's '%.{d}g'
  * texts (d from 6, or from 1 for a subnormal, to 9) that reads back as a double packing to the same 4 bytes;
@@ -547,7 +446,7 @@ static char *put_value(const ImagePlan *self, Py_ssize_t i, char *out, const uns
         return put_u64(out, le(s, 8));
     case K_TEXT:
         *out++ = '"';
-        if ((out = put_utf8(out, s + a, size - a)) == NULL)
+        if ((out = put_escaped(out, s + a, size - a, 0)) == NULL)
             return NULL;
         *out++ = '"';
         return out;
