@@ -1,5 +1,6 @@
-"""The compiled fused row renderer (src/cdcstream/sources/postgres/_fused.c) as an optional extension: a machine
-without a C compiler still builds and installs the package, which then runs the pure-Python path (fused.py)."""
+"""The compiled fused row renderers (src/cdcstream/sources/postgres/_fused.c, src/cdcstream/sources/mysql/_fused.c)
+as optional extensions: a machine without a C compiler still builds and installs the package, which then runs the
+pure-Python path (each source's fused.py says so)."""
 
 from setuptools import Extension, setup
 
@@ -8,7 +9,14 @@ setup(
         Extension(
             "cdcstream.sources.postgres._fused",
             ["src/cdcstream/sources/postgres/_fused.c"],
+            depends=["src/cdcstream/_fused_json.h"],
             optional=True,
-        )
+        ),
+        Extension(
+            "cdcstream.sources.mysql._fused",
+            ["src/cdcstream/sources/mysql/_fused.c"],
+            depends=["src/cdcstream/_fused_json.h"],
+            optional=True,
+        ),
     ]
 )

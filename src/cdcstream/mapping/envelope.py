@@ -109,10 +109,10 @@ class Mapper:
     def fused_columns(
         self, info: TableInfo
     ) -> tuple[tuple[str | None, ...], bool, tuple[tuple[int, ...], str] | None] | None:
-        """Whether a source may render this table's data sections itself (sources/postgres/fused.py): each source
-        column's name in the records (None: left out), whether NULLs are written and, for a ``primary-key``
-        partition key, its columns' indexes and prefix (the source renders the key too); None if the rules do
-        more than rename or leave out columns, or records are indented.
+        """Whether a source may render this table's data sections itself (sources/postgres/fused.py and
+        sources/mysql/fused.py): each source column's name in the records (None: left out), whether NULLs are
+        written and, for a ``primary-key`` partition key, its columns' indexes and prefix (the source renders the
+        key too); None if the rules do more than rename or leave out columns, or records are indented.
 
         Asked by the source once per table version, before its rows are mapped. The plan is built apart from
         the cache, so that asking registers no target name (map() still does that at the table's first row) and
