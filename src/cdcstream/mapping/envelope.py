@@ -164,7 +164,7 @@ class Mapper:
         # no per-row partition-key-value unless asked for): serialised once per table and batch, and spliced
         # after each row's data as orjson would write the whole document (json-unformatted only).
         load_tails: dict[int, bytes] | None = None if self.pretty or self.partition_value else {}
-        # Pre-rendered rows' metadata, serialised once per table, operation and batch (_fused_metadata): only the
+        # Pre-rendered rows' metadata, serialised once per table, operation and batch (_fused_data): only the
         # transaction id, the stream position and the key value differ from row to row.
         fused_heads: dict[tuple[int, Op], tuple[TablePlan, bytes, bytes]] | None = None if self.txn_details else {}
         for ev in events:
