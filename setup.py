@@ -1,6 +1,7 @@
 """The compiled fused row renderers (src/cdcstream/sources/postgres/_fused.c, src/cdcstream/sources/mysql/_fused.c)
-as optional extensions: a machine without a C compiler still builds and installs the package, which then runs the
-pure-Python path (each source's fused.py says so)."""
+and the sink's PutRecords body builder (src/cdcstream/sinks/_putrecords.c) as optional extensions: a machine without
+a C compiler still builds and installs the package, which then runs the pure-Python path (each source's fused.py and
+sinks/putrecords.py say so)."""
 
 from setuptools import Extension, setup
 
@@ -15,6 +16,12 @@ setup(
         Extension(
             "cdcstream.sources.mysql._fused",
             ["src/cdcstream/sources/mysql/_fused.c"],
+            depends=["src/cdcstream/_fused_json.h"],
+            optional=True,
+        ),
+        Extension(
+            "cdcstream.sinks._putrecords",
+            ["src/cdcstream/sinks/_putrecords.c"],
             depends=["src/cdcstream/_fused_json.h"],
             optional=True,
         ),

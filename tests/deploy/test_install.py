@@ -68,14 +68,14 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
         timeout=600,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    # A platform wheel: it carries the compiled fused row path (a C compiler is on every machine here).
+    # A platform wheel: it carries the compiled extensions (a C compiler is on every machine here).
     wheels = sorted(dist.glob(f"cdcstream-{__version__}-*.whl"))
     sdist = dist / f"cdcstream-{__version__}.tar.gz"
     assert len(wheels) == 1 and sdist.exists(), sorted(p.name for p in dist.iterdir())
     wheel = wheels[0]
     with zipfile.ZipFile(wheel) as zf:
-        for engine in ("postgres", "mysql"):
-            assert any(n.startswith(f"cdcstream/sources/{engine}/_fused.") and n.endswith(".so") for n in zf.namelist())
+        for module in ("sources/postgres/_fused", "sources/mysql/_fused", "sinks/_putrecords"):
+            assert any(n.startswith(f"cdcstream/{module}.") and n.endswith(".so") for n in zf.namelist()), module
     check = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
         capture_output=True,

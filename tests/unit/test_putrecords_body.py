@@ -76,7 +76,7 @@ def test_an_answer_not_matching_the_request_is_resent_whole(raw: bytes) -> None:
         _client()._parse_ok(raw, 3)
 
 
-# --- the compiled body builder (put_records_body in _fused.c) against build_plain_body, byte for byte ---------
+# --- the compiled body builder (put_records_body, sinks/_putrecords.c) against build_plain_body, byte for byte ---
 
 COMPILED_BODY = putrecords._COMPILED_BODY
 needs_compiled = pytest.mark.skipif(COMPILED_BODY is None, reason="the compiled extension is not built (or pure)")

@@ -90,11 +90,11 @@ def _json_str(s: str) -> bytes:
 
 
 def _compiled_body() -> Callable[[bytes, list[Record], list[str], list[int]], bytes] | None:
-    """The compiled body builder (``put_records_body`` in the optional C extension, which also holds the fused
-    PostgreSQL row path): None without the extension, with ``CDCSTREAM_PURE=1``, or if it disagrees with
+    """The compiled body builder (``put_records_body``, the sink's optional C extension ``_putrecords.c``): None
+    without the extension, with ``CDCSTREAM_PURE=1``, or if it disagrees with
     :meth:`PutRecordsClient.build_plain_body` (the reference) on a probe batch at import."""
     try:
-        from cdcstream.sources.postgres._fused import put_records_body
+        from cdcstream.sinks._putrecords import put_records_body
     except ImportError:
         return None
     if os.environ.get("CDCSTREAM_PURE", "") not in ("", "0"):
