@@ -48,7 +48,7 @@ from cdcstream.runtime.signals import EXIT_INTERRUPTED, STOP_SIGNALS, take_early
 from cdcstream.runtime.stopping import Deadline, StopRequested, cancel_and_wait, first_or_stop
 from cdcstream.runtime.systemd import Notifier
 from cdcstream.sinks import AckCallback, Sink
-from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload
+from cdcstream.sources import Source, SupportsAliveAt, SupportsReadLag, SupportsReload, SupportsStartCheckpoint
 from cdcstream.sources.reload import stamp_requested_reloads
 from cdcstream.telemetry import metrics
 from cdcstream.telemetry.control import daemon_token, token_path
@@ -196,6 +196,17 @@ class Pipeline:
         self._last_checkpoint, self._last_checkpoint_at = checkpoint, now
         await self.source.ack(marker.checkpoint)
         self._unreleased = None
+
+    async def _hold_start(self, start: Checkpoint | None) -> None:
+        """Write a fresh task's start position before it reports ready. It started at the server's position of
+        that moment; a binlog position is held by nothing but this file, so without it a kill before the first
+        acknowledged record made the next start begin at the server's new position, past the changes between.
+        Nothing was read before it: writing it acknowledges nothing."""
+        if start is None:
+            return
+        await self._save(start)
+        self._last_checkpoint, self._last_checkpoint_at = start, time.time()
+        await self.source.ack(start)
 
     async def _save(self, checkpoint: Checkpoint) -> None:
         """Write ``checkpoint``, one write at a time (the store writes through one temporary file).
@@ -610,6 +621,8 @@ class Pipeline:
                 except PositionRefusedError as exc:
                     raise PositionRefusedError(f"checkpoint {self.store.path}: {exc}") from None
                 await first_or_stop(self._validate_mapping(), self._stop)
+                if checkpoint is None and isinstance(self.source, SupportsStartCheckpoint):
+                    await self._hold_start(self.source.start_checkpoint())
             except StopRequested:
                 log.info("stopped before start-up completed")
                 return EXIT_OK

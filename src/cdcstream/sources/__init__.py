@@ -77,3 +77,14 @@ class SupportsReadLag(Protocol):
 
     #: Seconds from the commit of the newest change read to reading it (0 when caught up).
     read_lag: float
+
+
+@runtime_checkable
+class SupportsStartCheckpoint(Protocol):
+    """A source whose start position is held by nothing on the server (a MySQL binlog position, unlike a
+    PostgreSQL slot): a fresh CDC task must write it down before it reports ready."""
+
+    def start_checkpoint(self) -> Checkpoint | None:
+        """After :meth:`Source.start` without a checkpoint: the position streaming starts from (None: nothing to
+        write, e.g. a full load's)."""
+        ...

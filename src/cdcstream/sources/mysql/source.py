@@ -433,6 +433,13 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         """
         return await self._reloads.request(name)
 
+    def start_checkpoint(self) -> Checkpoint | None:
+        """Where a fresh CDC task's streaming starts (the server's position when it started): nothing on the
+        server holds a binlog position for us, so the pipeline writes it before ready (SupportsStartCheckpoint)."""
+        if self.migration_type != "cdc" or self._conv is None:
+            return None
+        return self._resume
+
     async def ack(self, given: Checkpoint) -> None:
         if self.migration_type == "full-load":
             return  # no position: a full load alone reads no binlog
