@@ -107,3 +107,20 @@ def test_a_kill_before_the_first_checkpoint_loses_nothing(engine: Engine, moto_u
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.kill()
+
+
+def test_an_idle_source_counts_as_alive(engine: Engine, moto_url: str, tmp_path: Path) -> None:
+    """An idle server sends no changes, only heartbeats: the reader's loop still turns, so the liveness check
+    that gates the systemd watchdog ping finds the pipeline alive (a MySQL/MariaDB source kept no stamp of its
+    loop: idle for longer than the window, it was reported hung and, under systemd's WatchdogSec, restarted)."""
+    engine.execute("CREATE TABLE quiet (id int PRIMARY KEY)")
+    stream = create_stream(moto_url, f"quiet-{uuid.uuid4().hex[:8]}")
+    # the watchdog window without systemd is ready_window; heartbeats come every second in these tests
+    daemon = engine.start_daemon(moto_url, stream, tmp_path, extra_http="ready_window = 4")
+    try:
+        daemon.wait_ready()
+        time.sleep(12)
+        assert "not making progress" not in daemon.log_path.read_text(), daemon.log_tail()
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()

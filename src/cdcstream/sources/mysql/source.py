@@ -108,6 +108,10 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         self._identity: MySQLCheckpoint = {}
         self._server_labels: tuple[str, str, str, str] | None = None  # of cdcstream_source_server_info
         self._acked: MySQLCheckpoint | None = None
+        # Monotonic time the reader last went round its loop (a batch or a heartbeat at least every
+        # heartbeat_interval while connected, each reconnect attempt while not): the pipeline's watchdog tells an
+        # idle source from a wedged one with it (SupportsAliveAt).
+        self.alive_at = time.monotonic()
         self._use_gtid = False
         self._m_events: dict[tuple[str, int], Any] = {}
         self._log = log.bind(source=self._label)
@@ -313,6 +317,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
                 return
         reloads = self._reloads
         while not self._closed:
+            self.alive_at = time.monotonic()
             if reloads.due(reloads.at_boundary) and not await reloads.begin():
                 yield reloads.out([reloads.marker()])  # the failed request leaves the checkpoint promptly
                 continue
@@ -320,6 +325,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
                 await self._reconnect()
                 continue
             msg = await self._queue.get()
+            self.alive_at = time.monotonic()  # a heartbeat brings an empty batch: nothing is yielded, yet alive
             if isinstance(msg, Failure):
                 await self._reader_failed(msg)
                 continue
