@@ -469,6 +469,15 @@ class FullLoadConfig(_Section):
     processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
+class CdcConfig(_Section):
+    """``[cdc]``: how change data capture maps its changes (not a DMS setting; docs/configuration.md)."""
+
+    # Worker processes that map and serialise changes beside the event loop, which then only reads, numbers and
+    # sends (workers/cdc.py): "auto" = none on a host with 2 cores or fewer (the event loop takes one and a local
+    # walsender or binlog dump the other), else one per core beyond two, at most 4; 0 = in the daemon's process.
+    processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
+
+
 class LogConfig(_Section):
     """``[log]``: level and format (``auto`` = human-readable on a TTY, JSON otherwise)."""
 
@@ -487,6 +496,7 @@ class Config(_Section):
     source: SourceConfig
     target: TargetConfig
     full_load: FullLoadConfig = FullLoadConfig()
+    cdc: CdcConfig = CdcConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
