@@ -633,6 +633,8 @@ class Pipeline:
                 except PositionRefusedError as exc:
                     raise PositionRefusedError(f"checkpoint {self.store.path}: {exc}") from None
                 await first_or_stop(self._validate_mapping(), self._stop)
+                if self.cdc is not None:  # before "ready": the first change must not wait ~1 s for them
+                    await first_or_stop(self.cdc.start(), self._stop)
             except StopRequested:
                 log.info("stopped before start-up completed")
                 return EXIT_OK

@@ -172,9 +172,10 @@ def _serve(sock: socket.socket, init: WorkerInit) -> None:
     entries = not mapper.target.aggregation  # the aggregating sink packs records itself
     stream = sock.makefile("rb")
     tables: dict[int, TableInfo] = {}
-    while (header := stream.read(_HEADER)) and len(header) == _HEADER:
-        payload = _answer(mapper, stream.read(int.from_bytes(header, "big")), tables, entries)
-        sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
+    with contextlib.suppress(OSError):  # the daemon is gone (killed): nothing to answer, nothing to say
+        while (header := stream.read(_HEADER)) and len(header) == _HEADER:
+            payload = _answer(mapper, stream.read(int.from_bytes(header, "big")), tables, entries)
+            sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
 
 
 @dataclass(slots=True)
@@ -246,31 +247,32 @@ class CdcWorkers:
 
     # --- the worker processes ----------------------------------------------------------------------------
 
-    async def _start(self) -> None:
-        self._workers = await start_workers(_serve, self._cfg, self._mapper, self.processes, "cdc")
-        log.info("CDC mapping worker processes started", pids=[w.process.pid for w in self._workers])
+    async def start(self) -> None:
+        """Start the workers (the pipeline does before it says ready; else the first change to map does)."""
+        if self._workers:
+            return
+        workers = await start_workers(_serve, self._cfg, self._mapper, self.processes, "cdc")
+        try:
+            # Answered once each has started Python and imported the mapping (~0.5-1 s): until then the first
+            # changes would wait for them, and a daemon stopped meanwhile would not have checkpointed them.
+            for answer in [await _request(worker, ([], [])) for worker in workers]:
+                await answer
+        except BaseException:
+            await stop_workers(workers)
+            raise
+        self._workers = workers
+        log.info("CDC mapping worker processes started", pids=[w.process.pid for w in workers])
 
     async def _send(self, open_: _Open) -> asyncio.Future[tuple[bool, Any]]:
         """Send one request to the next worker; the future is its answer."""
         if not self._workers:
-            await self._start()
+            await self.start()
         worker = self._workers[self._next % len(self._workers)]
         self._next += 1
-        if worker.task is not None and worker.task.done():
-            raise MappingError(
-                f"CDC mapping worker process {worker.process.name} died; changes resume from the "
-                "last checkpoint after a restart"
-            )
         new = [(serial, info) for serial, info in open_.tables.items() if serial not in worker.known]
         for serial, _ in new:
             _keep(worker.known, serial, None)
-        frame = pickle.dumps((new, open_.runs), pickle.HIGHEST_PROTOCOL)
-        fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        worker.pending.append(fut)  # and the frame written without an await in between: same order
-        worker.writer.write(len(frame).to_bytes(_HEADER, "big") + frame)
-        with contextlib.suppress(ConnectionError):  # the worker is gone: its reader task fails ``fut``
-            await worker.writer.drain()
-        return fut
+        return await _request(worker, (new, open_.runs))
 
     def status(self) -> dict[str, Any]:
         """For ``/status``: how many workers, and their process ids once started."""
@@ -415,3 +417,19 @@ class CdcWorkers:
                 seg.done.set_result(None)
             else:
                 raise seg
+
+
+async def _request(worker: _Worker, request: Request) -> asyncio.Future[tuple[bool, Any]]:
+    """Send ``request`` to ``worker``; the future is its answer (a dead worker's: a MappingError)."""
+    if worker.task is not None and worker.task.done():
+        raise MappingError(
+            f"CDC mapping worker process {worker.process.name} died; changes resume from the last checkpoint "
+            "after a restart"
+        )
+    frame = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
+    fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+    worker.pending.append(fut)  # and the frame written without an await in between: same order
+    worker.writer.write(len(frame).to_bytes(_HEADER, "big") + frame)
+    with contextlib.suppress(ConnectionError):  # the worker is gone: its reader task fails ``fut``
+        await worker.writer.drain()
+    return fut
