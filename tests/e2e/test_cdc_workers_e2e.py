@@ -27,6 +27,7 @@ from tests.support.daemon import (
 )
 from tests.support.engines import Engine
 from tests.support.postgres import PgDb
+from tests.unit.test_mapping import sel
 
 WORKERS = "[cdc]\nprocesses = 2\n"
 KILLS = 6
@@ -91,20 +92,8 @@ _STAMP = re.compile(r'"timestamp":"[^"]*"')
 
 MAPPING = {
     "rules": [
-        {
-            "rule-type": "selection",
-            "rule-id": "1",
-            "rule-name": "1",
-            "object-locator": {"schema-name": "public", "table-name": "%"},
-            "rule-action": "include",
-        },
-        {
-            "rule-type": "selection",
-            "rule-id": "2",
-            "rule-name": "2",
-            "object-locator": {"schema-name": "public", "table-name": "skipped"},
-            "rule-action": "exclude",
-        },
+        sel("1", "include", "public", "%"),
+        sel("2", "exclude", "public", "skipped"),
         {
             "rule-type": "object-mapping",
             "rule-id": "3",
