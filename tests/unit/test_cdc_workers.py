@@ -249,7 +249,7 @@ def test_map_runs_is_byte_identical_to_the_mapper(tmp_path: Path, monkeypatch: p
     runs = [[_event(rnd, tx, i, rnd.choice([T1, T2])) for i in range(rnd.randint(0, 20))] for tx in range(30)]
     serials = {id(T1): 1, id(T2): 2}
     request = ([(1, T1), (2, T2)], [[compact(ev, serials[id(ev.table)]) for ev in run] for run in runs])
-    got = records_of(map_runs(worker, request, {}, entries=True))
+    got = records_of(map_runs(worker, request, {}))
     want = [mapper.map(run, "2026-12-07T00:00:00.000000Z") for run in runs]
     assert [[(r.partition_key, r.data, r.commit_epoch, r.label) for r in run] for run in got] == [
         [(r.partition_key, r.data, r.commit_epoch, r.label) for r in run] for run in want

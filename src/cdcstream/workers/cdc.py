@@ -3,7 +3,7 @@
 With ``[cdc] processes`` > 0 (or "auto" on a host with more than two cores) the pipeline hands the source's
 batches to :meth:`CdcWorkers.run` instead of mapping them itself. Runs of data changes (at most
 :data:`BATCH_EVENTS`) go to a worker as compact tuples; the worker maps them, serialises them and builds their
-``PutRecords`` entries; the answers are handed to the sink strictly in source order, each marker (transaction end)
+the answers are handed to the sink strictly in source order, each marker (transaction end)
 after the records before it, so per-key order and the checkpoint rule (a position is acknowledged only once every
 record at or before it is) are exactly as in process. Everything else stays in the event loop, in its place in the
 order: markers, control events (TRUNCATE, DROP, ALTER: rare barriers, mapped by the daemon's own mapper, which
@@ -33,11 +33,11 @@ from typing import Any
 
 import structlog
 
-from cdcstream.changes import ALTER_OPS, ChangeEvent, Item, MappedRows, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError, MappingError
-from cdcstream.mapping.envelope import CONTROL_OPERATIONS, Mapper, now_iso
-from cdcstream.records import Record, put_records_entry
+from cdcstream.mapping.envelope import Mapper, now_iso
+from cdcstream.records import Record
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.workers.pool import (
     _HEADER,
@@ -65,9 +65,7 @@ BATCH_EVENTS = 256
 #: enough that a worker has its next request while the event loop hands the last answer to the sink.
 DEPTH = 4
 
-_OPS = tuple(Op)
-_OP_INDEX = {op: i for i, op in enumerate(_OPS)}
-_NOT_TO_WORKERS = ALTER_OPS | frozenset(CONTROL_OPERATIONS)
+_OPS = {op.value: op for op in Op}
 
 
 def default_cdc_processes() -> int:
@@ -82,7 +80,7 @@ def default_cdc_processes() -> int:
 
 
 Compact = tuple[Any, ...]
-"""A data change as it travels to a worker: its fields in :class:`ChangeEvent` order, the operation as an index
+"""A data change as it travels to a worker: its fields in :class:`ChangeEvent` order, the operation by its value
 and the table as a serial number (its description travels once per worker, see :class:`_Open`). Plain values
 only, so the standard pickler runs at C speed: a ``persistent_id`` hook (the full load's way of sending a
 description once) is a Python call per pickled object, several per column of every row."""
@@ -91,7 +89,7 @@ description once) is a Python call per pickled object, several per column of eve
 def compact(ev: ChangeEvent, table: int) -> Compact:
     """``ev`` (a data change: no ``change``) for a worker, its table numbered ``table``."""
     return (
-        _OP_INDEX[ev.op],
+        ev.op._value_,  # a plain str: an Op pickles by reference and hashes in Python
         table,
         ev.after,
         ev.before,
@@ -116,12 +114,13 @@ Request = tuple[list[tuple[int, TableInfo]], list[list[Compact]]]
 changes (a run: the changes between two markers)."""
 
 
-Answer = list[tuple[list[str], list[bytes], list[bytes] | None, list[float | None], list[str]]]
-"""Per run of a request: partition keys, record bodies, PutRecords entries (None: the sink builds them), commit
-epochs and labels of its records."""
+Answer = list[tuple[list[str], list[bytes], list[float | None], list[str]]]
+"""Per run of a request: partition keys, record bodies, commit epochs and labels of its records. Not their
+PutRecords entries, though the full load's workers send those: an entry (base64) is more bytes than the record,
+and the event loop spent more receiving them than the sink spends building them (bench/README.md)."""
 
 
-def map_runs(mapper: Mapper, request: Request, tables: dict[int, TableInfo], entries: bool) -> Answer:
+def map_runs(mapper: Mapper, request: Request, tables: dict[int, TableInfo]) -> Answer:
     """A request's records, run by run, all built at one time; ``tables``: the descriptions the worker holds
     (the request's new ones are added, the oldest dropped past :data:`KEPT`, as the daemon's account does)."""
     new, runs = request
@@ -133,29 +132,24 @@ def map_runs(mapper: Mapper, request: Request, tables: dict[int, TableInfo], ent
         records = mapper.map([expand(c, tables) for c in run], stamp)
         keys = [r.partition_key for r in records]
         datas = [r.data for r in records]
-        built = [put_records_entry(d, k) for d, k in zip(datas, keys, strict=True)] if entries else None
-        out.append((keys, datas, built, [r.commit_epoch for r in records], [r.label for r in records]))
+        out.append((keys, datas, [r.commit_epoch for r in records], [r.label for r in records]))
     return out
 
 
 def records_of(answer: Answer) -> list[list[Record]]:
     """The records of each run of an :data:`Answer`, as the in-process mapper would have built them."""
     out: list[list[Record]] = []
-    for keys, datas, entries, epochs, labels in answer:
-        built: Sequence[bytes | None] = entries if entries is not None else [None] * len(keys)
+    for keys, datas, epochs, labels in answer:
         out.append(
-            [
-                Record(k, d, 0, epoch, label, entry=e)
-                for k, d, e, epoch, label in zip(keys, datas, built, epochs, labels, strict=True)
-            ]
+            [Record(k, d, 0, epoch, label) for k, d, epoch, label in zip(keys, datas, epochs, labels, strict=True)]
         )
     return out
 
 
-def _answer(mapper: Mapper, frame: bytes, tables: dict[int, TableInfo], entries: bool) -> bytes:
+def _answer(mapper: Mapper, frame: bytes, tables: dict[int, TableInfo]) -> bytes:
     """One request answered: ``(True, Answer)``, or ``(False, the exception)`` (as text if it does not unpickle)."""
     try:
-        return pickle.dumps((True, map_runs(mapper, pickle.loads(frame), tables, entries)), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((True, map_runs(mapper, pickle.loads(frame), tables)), pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         try:
             payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
@@ -169,12 +163,11 @@ def _serve(sock: socket.socket, init: WorkerInit) -> None:
     """A CDC worker process: answer requests in order until the daemon closes the socket (or dies)."""
     mapper = _worker_mapper(init)
     mapper.check_targets = False  # the daemon's mapper checks, in source order (Mapper.check_targets)
-    entries = not mapper.target.aggregation  # the aggregating sink packs records itself
     stream = sock.makefile("rb")
     tables: dict[int, TableInfo] = {}
     with contextlib.suppress(OSError):  # the daemon is gone (killed): nothing to answer, nothing to say
         while (header := stream.read(_HEADER)) and len(header) == _HEADER:
-            payload = _answer(mapper, stream.read(int.from_bytes(header, "big")), tables, entries)
+            payload = _answer(mapper, stream.read(int.from_bytes(header, "big")), tables)
             sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
 
 
@@ -369,15 +362,22 @@ class CdcWorkers:
                 if isinstance(item, MappedRows):
                     await flush()
                     await self._put(queue, item.records, deliver)
-                elif item.op in _NOT_TO_WORKERS:
+                elif item.change is not None or item.op is Op.TRUNCATE or item.op is Op.DROP_TABLE:
+                    # Control events (ALTER_OPS carry their change; one without is refused by the mapper, in a
+                    # worker as here): in order, by the daemon's own mapper, which forgets renamed tables.
                     await flush()
                     await self._put(queue, self._mapper.map([item]), deliver)
-                elif serial := self._selected(item.table):
-                    open_.tables.setdefault(serial, item.table)
-                    open_.runs[-1].append(compact(item, serial))
-                    open_.size += 1
-                    if open_.size >= BATCH_EVENTS:
-                        await flush()
+                else:
+                    table = item.table
+                    if table is not self._last_table or open_.size == 0:
+                        serial = self._selected(table)
+                        if serial:
+                            open_.tables[serial] = table
+                    if self._last_serial:
+                        open_.runs[-1].append(compact(item, self._last_serial))
+                        open_.size += 1
+                        if open_.size >= BATCH_EVENTS:
+                            await flush()
             await flush()
         except CdcstreamError as exc:  # a mapping error: after the records before it, as in process
             await flush()
