@@ -25,12 +25,13 @@ from cdcstream.errors import MappingError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.ruleparse import load_rules
 from cdcstream.pipeline import Parts, Pipeline
-from cdcstream.records import Record, put_records_entry
+from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
 from cdcstream.workers import cdc as cdc_module
 from cdcstream.workers.cdc import CdcWorkers, compact, default_cdc_processes, map_runs, records_of
 from tests.support.fakes import FakeSink, FakeSource, RecordingDeadline, RecordingNotifier, RecordingStore
 from tests.unit.test_mapping import sel
+from tests.unit.test_pipeline import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -151,14 +152,10 @@ def _normal(data: bytes) -> bytes:
     return _STAMP.sub(b'"timestamp":"T"', data)
 
 
-async def _run(tmp_path: Path, processes: int, batches: list[list[Item]], **target: Any) -> tuple[list[Any], Any]:
-    """Run the pipeline over ``batches`` (Kinesis acknowledging as it goes) until the source ends; the trace of
-    what reached the sink and the watermark, in sequence order, and how the run ended."""
+def _pipeline(tmp_path: Path, processes: int, source: FakeSource, **target: Any) -> tuple[Pipeline, list[FakeSink]]:
+    """A pipeline over ``source`` and a fake sink (in the list once the pipeline made it), workers or not."""
     cfg = _config(tmp_path, processes, **target)
     mapper = Mapper(load_rules(Path(cfg.table_mappings or "")), cfg.target, cfg.task_id)
-    source = FakeSource()
-    source.feed(*batches)
-    source.end()
     sinks: list[FakeSink] = []
 
     def sink(on_ack: AckCallback) -> FakeSink:
@@ -179,7 +176,16 @@ async def _run(tmp_path: Path, processes: int, batches: list[list[Item]], **targ
         notifier=RecordingNotifier(),
         cdc=CdcWorkers(cfg, mapper, processes) if processes else None,
     )
-    pipeline = Pipeline(cfg, parts)
+    return Pipeline(cfg, parts), sinks
+
+
+async def _run(tmp_path: Path, processes: int, batches: list[list[Item]], **target: Any) -> tuple[list[Any], Any]:
+    """Run the pipeline over ``batches`` (Kinesis acknowledging as it goes) until the source ends; the trace of
+    what reached the sink and the watermark, in sequence order, and how the run ended."""
+    source = FakeSource()
+    source.feed(*batches)
+    source.end()
+    pipeline, sinks = _pipeline(tmp_path, processes, source, **target)
     trace: list[Any] = []
     pipeline.watermark = TracingWatermark(trace)
     task = asyncio.create_task(pipeline.run())
@@ -192,9 +198,31 @@ async def _run(tmp_path: Path, processes: int, batches: list[list[Item]], **targ
     except MappingError as exc:
         outcome = exc
     records = [(r.seq, r.partition_key, _normal(r.data), r.commit_epoch, r.label, r.barrier) for r in sinks[0].records]
-    for r in sinks[0].records:  # a worker's ready-made entry is the one the sink would build
-        assert r.entry is None or r.entry == put_records_entry(r.data, r.partition_key)
     return sorted(trace + records, key=lambda t: t[0]), outcome
+
+
+async def test_a_stop_with_workers_drains_checkpoints_and_ends_them(tmp_path: Path) -> None:
+    source = FakeSource()
+    pipeline, sinks = _pipeline(tmp_path, 2, source)
+    task = asyncio.create_task(pipeline.run())
+    batches = random_stream(9, transactions=60)
+    source.feed(*batches)  # the source never ends: a daemon streaming when the stop comes
+    await until(lambda: sinks and len(sinks[0].records) > 100, "records in the sink")
+    assert pipeline.cdc is not None
+    pids = pipeline.cdc.status()["pids"]
+    assert len(pids) == 2
+    sinks[0].ack()
+    pipeline.stop()
+    while not task.done():
+        sinks[0].ack()  # Kinesis acknowledges what is in flight within drain_timeout
+        await asyncio.sleep(0.005)
+    assert task.result() == 0
+    assert pipeline.cdc.status()["pids"] == []  # stopped with the daemon
+    saved = pipeline.store.load()
+    assert saved is not None and not sinks[0].pending  # drained, and checkpointed after its last acknowledged marker
+    for pid in pids:  # joined (reaped) by the stop
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
