@@ -367,6 +367,7 @@ class CdcWorkers:
                     # worker as here): in order, by the daemon's own mapper, which forgets renamed tables.
                     await flush()
                     await self._put(queue, self._mapper.map([item]), deliver)
+                    self._last_table = None  # planned again: a rename or drop may have changed what it maps to
                 else:
                     table = item.table
                     if table is not self._last_table or open_.size == 0:
