@@ -2,12 +2,13 @@
 
 On mapping_bench.py's 10-column events (default mapping): the event loop's side (compacting a change and pickling
 its request; unpickling the answer and building the records) against mapping it in process; the worker's side
-(unpickling, mapping, serialising, PutRecords entries, pickling the answer). Also the dataclass pickled as is, the
+(unpickling, mapping, serialising, pickling the answer). Also the dataclass pickled as is, the
 form the compact tuple replaces. Best of ``--repeat``, one core, no server.
 
 Then the whole hand-off: ``CdcWorkers.run`` with ``--processes`` real workers over ``--changes`` changes (in
 source batches of 500 with a marker per 100), the records handed to a stub; the event loop's own CPU per change
-(``time.process_time`` of this process: the workers are others) against mapping + PutRecords entries in process.
+(``time.process_time`` of this process: the workers are others) against mapping in process (the sink builds
+the PutRecords entries either way).
 Once with plain rows, once with rows the compiled PostgreSQL path pre-rendered (``fused``).
 
     python bench/cdc_pickle_bench.py [--rows 256] [--repeat 200] [--changes 200000] [--processes 2]
@@ -36,7 +37,7 @@ from cdcstream.changes import ChangeEvent, Item, Marker  # noqa: E402
 from cdcstream.config import Config, TargetConfig  # noqa: E402
 from cdcstream.mapping.envelope import Mapper  # noqa: E402
 from cdcstream.mapping.rules import MappingRules  # noqa: E402
-from cdcstream.records import Record, put_records_entry  # noqa: E402
+from cdcstream.records import Record  # noqa: E402
 from cdcstream.workers.cdc import CdcWorkers, Delivery, compact, map_runs, records_of  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def main() -> int:
             args.repeat, lambda: pickle.dumps(([], [[compact(ev, 1) for ev in evs]]), pickle.HIGHEST_PROTOCOL), n
         ),
         "event loop: unpickle answer + Records": best(args.repeat, lambda: records_of(pickle.loads(answer)), n),
-        "worker: unpickle, map, entries, pickle": best(args.repeat, worker_side, n),
+        "worker: unpickle, map, pickle answer": best(args.repeat, worker_side, n),
         "(the dataclasses pickled as they are)": best(
             args.repeat, lambda: pickle.dumps(evs, pickle.HIGHEST_PROTOCOL), n
         ),
@@ -106,12 +107,11 @@ def _batches(evs: list[ChangeEvent]) -> list[list[Item]]:
 
 
 def _in_process(mapper: Mapper, evs: list[ChangeEvent]) -> float:
-    """CPU µs per change of mapping the batches in the event loop and building their PutRecords entries."""
+    """CPU µs per change of mapping the batches in the event loop (the pipeline's in-process path)."""
     batches = _batches(evs)
     t0 = time.process_time()
     for batch in batches:
-        for record in mapper.map([ev for ev in batch if isinstance(ev, ChangeEvent)]):
-            put_records_entry(record.data, record.partition_key)
+        mapper.map([ev for ev in batch if isinstance(ev, ChangeEvent)])
     return (time.process_time() - t0) / len(evs) * 1e6
 
 

@@ -472,9 +472,9 @@ class FullLoadConfig(_Section):
 class CdcConfig(_Section):
     """``[cdc]``: how change data capture maps its changes (not a DMS setting; docs/configuration.md)."""
 
-    # Worker processes that map and serialise changes beside the event loop, which then only reads, numbers and
-    # sends (workers/cdc.py): "auto" = none on a host with 2 cores or fewer (the event loop takes one and a local
-    # walsender or binlog dump the other), else one per core beyond two, at most 4; 0 = in the daemon's process.
+    # Worker processes that map and serialise changes beside the event loop, which then reads, decodes, numbers
+    # and sends (workers/cdc.py); 0 = in the daemon's process. "auto" = 0 for now: with the default mapping the
+    # hand-off costs the event loop as much as the mapping (bench/README.md); a rich mapping gains from workers.
     processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 

@@ -24,7 +24,7 @@ from cdcstream.sinks import AckCallback, Sink
 from cdcstream.sources import Source
 from cdcstream.sources.fullload import KeyRanges, KeyRangesOf
 from cdcstream.telemetry import metrics
-from cdcstream.workers.cdc import CdcWorkers, default_cdc_processes
+from cdcstream.workers.cdc import CdcWorkers
 from cdcstream.workers.pool import MappingPool, default_processes
 
 log = structlog.get_logger(__name__)
@@ -73,9 +73,9 @@ def build_parts(cfg: Config) -> Parts:
 def cdc_workers(cfg: Config, mapper: Mapper) -> CdcWorkers | None:
     """The CDC mapping worker processes ``[cdc] processes`` asks for (None: changes are mapped in the event loop).
     Their workers start at the first change to map."""
-    processes = cfg.cdc.processes
-    if processes == "auto":
-        processes = default_cdc_processes()
+    # "auto" maps in process for now, on every host: handing a change to a worker costs the event loop about as
+    # much as mapping it with the default mapping (bench/README.md, "CDC mapping in worker processes").
+    processes = 0 if cfg.cdc.processes == "auto" else cfg.cdc.processes
     if processes and cfg.target.include_transaction_details:
         # prev-transaction-id chains each record to the previous one, which a worker seeing some batches lacks.
         log.info(

@@ -20,7 +20,7 @@ import pytest
 
 from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, SchemaChange, TableInfo
 from cdcstream.checkpoints.watermark import Watermark
-from cdcstream.config import Config
+from cdcstream.config import CdcConfig, Config
 from cdcstream.errors import MappingError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.ruleparse import load_rules
@@ -28,7 +28,7 @@ from cdcstream.pipeline import Parts, Pipeline
 from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
 from cdcstream.workers import cdc as cdc_module
-from cdcstream.workers.cdc import CdcWorkers, compact, default_cdc_processes, map_runs, records_of
+from cdcstream.workers.cdc import CdcWorkers, compact, map_runs, records_of
 from tests.support.fakes import FakeSink, FakeSource, RecordingDeadline, RecordingNotifier, RecordingStore
 from tests.unit.test_mapping import sel
 from tests.unit.test_pipeline import until
@@ -322,18 +322,6 @@ async def test_a_worker_killed_mid_stream_ends_the_run_with_a_typed_error(tmp_pa
     assert killed.is_set()
 
 
-@pytest.mark.parametrize(
-    ("cores", "limit", "expected"),
-    [(1, None, 0), (2, None, 0), (3, None, 1), (4, None, 2), (8, None, 4), (64, None, 4), (8, 2.0, 0), (8, 3.5, 2)],
-)
-def test_auto_leaves_two_cores_alone_and_caps_at_four(
-    monkeypatch: pytest.MonkeyPatch, cores: int, limit: float | None, expected: int
-) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.setattr(cdc_module, "cgroup_cpu_limit", lambda: limit)
-    assert default_cdc_processes() == expected
-
-
 def test_wiring_keeps_transaction_details_in_process(tmp_path: Path) -> None:
     from cdcstream.wiring import cdc_workers
 
@@ -343,3 +331,5 @@ def test_wiring_keeps_transaction_details_in_process(tmp_path: Path) -> None:
     details = _config(tmp_path, 2, include_transaction_details=True)
     assert cdc_workers(details, Mapper(load_rules(None), details.target, details.task_id)) is None
     assert cdc_workers(_config(tmp_path, 0), mapper) is None
+    auto = cfg.model_copy(update={"cdc": CdcConfig()})
+    assert auto.cdc.processes == "auto" and cdc_workers(auto, mapper) is None  # in process, for now

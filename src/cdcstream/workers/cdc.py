@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -46,16 +44,11 @@ from cdcstream.workers.pool import (
     _keep,
     _Worker,
     _worker_mapper,
-    cgroup_cpu_limit,
     start_workers,
     stop_workers,
 )
 
 log = structlog.get_logger(__name__)
-
-#: ``processes = "auto"`` starts at most this many: past it the event loop (reading, decoding, numbering and
-#: sending, ~10-15 µs per change) is the limit, and each worker holds ~70 MiB.
-AUTO_MAX = 4
 
 #: Data changes per request at most: ~100 µs of fixed cost per request (pickling, two socket writes, a future)
 #: is then well under a microsecond per change, and a request is a few milliseconds of a worker's time.
@@ -66,17 +59,6 @@ BATCH_EVENTS = 256
 DEPTH = 4
 
 _OPS = {op.value: op for op in Op}
-
-
-def default_cdc_processes() -> int:
-    """``[cdc] processes = "auto"``: none on 2 cores or fewer (the event loop takes one, and a walsender or
-    binlog dump on the same host the other), else a worker per core beyond two, at most :data:`AUTO_MAX`.
-    Cores: CPU affinity, and the cgroup's CPU limit where there is one (as the full load counts them)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
-    if limit is not None:
-        cores = min(cores, max(1, math.ceil(limit)))
-    return 0 if cores <= 2 else min(AUTO_MAX, cores - 2)
 
 
 Compact = tuple[Any, ...]
