@@ -1,7 +1,7 @@
-"""End to end with CDC mapped in worker processes (``[cdc] processes = 2``, forced: "auto" starts none on a
-2-core machine): SIGKILL at random moments loses nothing and keeps order (tests/e2e/test_crash_safety.py's
-writer and checks), the workers end with the daemon, and on PostgreSQL a daemon with workers writes exactly the
-records (but for their construction time) of one without, in the same order.
+"""End to end with CDC mapped in worker processes (``[cdc] processes = 2``, set: "auto" starts none, for now):
+SIGKILL at random moments loses nothing and keeps order (tests/e2e/test_crash_safety.py's writer and checks), the
+workers end with the daemon, and on PostgreSQL a daemon with workers writes exactly the records (but for their
+construction time) of one without, in the same order per partition key.
 """
 
 from __future__ import annotations

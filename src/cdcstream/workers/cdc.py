@@ -1,14 +1,14 @@
 """Change data capture mapped in worker processes: the event loop reads and decodes, workers map and serialise.
 
-With ``[cdc] processes`` > 0 (or "auto" on a host with more than two cores) the pipeline hands the source's
-batches to :meth:`CdcWorkers.run` instead of mapping them itself. Runs of data changes (at most
-:data:`BATCH_EVENTS`) go to a worker as compact tuples; the worker maps them, serialises them and builds their
-the answers are handed to the sink strictly in source order, each marker (transaction end)
-after the records before it, so per-key order and the checkpoint rule (a position is acknowledged only once every
-record at or before it is) are exactly as in process. Everything else stays in the event loop, in its place in the
-order: markers, control events (TRUNCATE, DROP, ALTER: rare barriers, mapped by the daemon's own mapper, which
-also plans every table first so that a mapping error is the same error, at the same change), full-load chunks
-mapped by the load's pool, and the sink drains at a switch between load rows and changes.
+With ``[cdc] processes`` > 0 the pipeline hands the source's batches to :meth:`CdcWorkers.run` instead of mapping
+them itself ("auto" does not, for now: with the default mapping the hand-off costs the event loop what the mapping
+does; bench/README.md). Runs of data changes (at most :data:`BATCH_EVENTS`) go to a worker as compact tuples; the
+worker maps and serialises them; the answers are handed to the sink strictly in source order, each marker
+(transaction end) after the records before it, so per-key order and the checkpoint rule (a position is acknowledged
+only once every record at or before it is) are exactly as in process. Everything else stays in the event loop, in
+its place in the order: markers, control events (TRUNCATE, DROP, ALTER: rare barriers, mapped by the daemon's own
+mapper, which also plans every table first so that a mapping error is the same error, at the same change), full-load
+chunks mapped by the load's pool, and the sink drains at a switch between load rows and changes.
 
 A worker is a spawned process on a socket pair, as the full load's (workers/pool.py, whose plumbing this
 reuses); it exits when its socket closes. A worker's death fails every answer it owes with a
@@ -205,8 +205,8 @@ class Delivery:
 
 
 class CdcWorkers:
-    """The CDC mapping worker processes and the in-order hand-off of their answers (started at the first change
-    to map; stopped by :meth:`close`)."""
+    """The CDC mapping worker processes and the in-order hand-off of their answers (started by the pipeline before
+    it says ready; stopped by :meth:`close`)."""
 
     def __init__(self, cfg: Config, mapper: Mapper, processes: int) -> None:
         self._cfg = cfg
