@@ -152,14 +152,16 @@ def _normal(data: bytes) -> bytes:
     return _STAMP.sub(b'"timestamp":"T"', data)
 
 
-def _pipeline(tmp_path: Path, processes: int, source: FakeSource, **target: Any) -> tuple[Pipeline, list[FakeSink]]:
+def _pipeline(
+    tmp_path: Path, processes: int, source: FakeSource, max_record_bytes: int = 1 << 20, **target: Any
+) -> tuple[Pipeline, list[FakeSink]]:
     """A pipeline over ``source`` and a fake sink (in the list once the pipeline made it), workers or not."""
     cfg = _config(tmp_path, processes, **target)
     mapper = Mapper(load_rules(Path(cfg.table_mappings or "")), cfg.target, cfg.task_id)
     sinks: list[FakeSink] = []
 
     def sink(on_ack: AckCallback) -> FakeSink:
-        sinks.append(FakeSink(on_ack, max_records=cfg.target.max_buffered_records))
+        sinks.append(FakeSink(on_ack, max_records=cfg.target.max_buffered_records, max_record_bytes=max_record_bytes))
         return sinks[0]
 
     async def no_tables() -> list[Any]:
@@ -179,13 +181,15 @@ def _pipeline(tmp_path: Path, processes: int, source: FakeSource, **target: Any)
     return Pipeline(cfg, parts), sinks
 
 
-async def _run(tmp_path: Path, processes: int, batches: list[list[Item]], **target: Any) -> tuple[list[Any], Any]:
+async def _run(
+    tmp_path: Path, processes: int, batches: list[list[Item]], max_record_bytes: int = 1 << 20, **target: Any
+) -> tuple[list[Any], Any]:
     """Run the pipeline over ``batches`` (Kinesis acknowledging as it goes) until the source ends; the trace of
     what reached the sink and the watermark, in sequence order, and how the run ended."""
     source = FakeSource()
     source.feed(*batches)
     source.end()
-    pipeline, sinks = _pipeline(tmp_path, processes, source, **target)
+    pipeline, sinks = _pipeline(tmp_path, processes, source, max_record_bytes, **target)
     trace: list[Any] = []
     pipeline.watermark = TracingWatermark(trace)
     task = asyncio.create_task(pipeline.run())
@@ -246,6 +250,22 @@ async def test_one_worker_matches_too(tmp_path: Path) -> None:
     off, _ = await _run(tmp_path / "off", 0, batches, message_format="json")
     on, _ = await _run(tmp_path / "on", 1, batches, message_format="json")
     assert on == off
+
+
+async def test_oversize_records_are_diverted_in_their_place_with_workers_too(tmp_path: Path) -> None:
+    batches = random_stream(11, transactions=80)  # records of 226-329 bytes
+    big = [
+        ChangeEvent(Op.INSERT, T1, {"id": i, "v": "x" * 2000, "n": 0.5}, None, 500, "", 0.0, f"500.{i}", i + 1)
+        for i in range(3)
+    ]
+    batches[20:20] = [[*big[:2], Marker({"pos": 500})], [big[2], Marker({"pos": 501})]]
+    off, off_end = await _run(tmp_path / "off", 0, batches, max_record_bytes=1000, oversize_policy="dead-letter")
+    on, on_end = await _run(tmp_path / "on", 2, batches, max_record_bytes=1000, oversize_policy="dead-letter")
+    assert off_end == on_end == 0
+    assert on == off
+    assert any(b"OversizeRecordDiverted" in t[2] for t in off if t[1] != "marker")
+    lines = [(tmp_path / side / "task.dead-letter.jsonl").read_bytes().count(b"\n") for side in ("off", "on")]
+    assert lines == [3, 3]
 
 
 async def test_a_mapping_error_in_a_worker_is_the_same_error_after_the_same_records(tmp_path: Path) -> None:
