@@ -28,7 +28,7 @@ from cdcstream.pipeline import Parts, Pipeline
 from cdcstream.records import Record
 from cdcstream.sinks import AckCallback
 from cdcstream.workers import cdc as cdc_module
-from cdcstream.workers.cdc import CdcWorkers, compact, map_runs, records_of
+from cdcstream.workers.cdc import CdcWorkers, Delivery, compact, map_runs, records_of
 from tests.support.fakes import FakeSink, FakeSource, RecordingDeadline, RecordingNotifier, RecordingStore
 from tests.unit.test_mapping import sel
 from tests.unit.test_pipeline import until
@@ -319,8 +319,6 @@ async def test_a_worker_killed_mid_stream_ends_the_run_with_a_typed_error(tmp_pa
     async def drain() -> bool:
         return True
 
-    from cdcstream.workers.cdc import Delivery
-
     delivery = Delivery(emit, lambda m: None, drain, lambda busy: None)
     rnd = random.Random(3)
     killed = asyncio.Event()
@@ -340,6 +338,44 @@ async def test_a_worker_killed_mid_stream_ends_the_run_with_a_typed_error(tmp_pa
     finally:
         await workers.close()
     assert killed.is_set()
+
+
+async def test_settled_waits_until_everything_read_before_it_is_handed_over(tmp_path: Path) -> None:
+    """reload --table numbers its cut after settled(): the markers read before the request must be in the
+    watermark by then (the source names the reload only in later ones)."""
+    cfg = _config(tmp_path, 1)
+    workers = CdcWorkers(cfg, Mapper(load_rules(Path(cfg.table_mappings or "")), cfg.target, cfg.task_id), 1)
+    gate = asyncio.Event()
+    issued: list[Marker] = []
+
+    async def emit(records: list[Record]) -> None:
+        await gate.wait()  # Kinesis is slow: nothing is handed over until the test opens the gate
+
+    async def drain() -> bool:
+        return True
+
+    batches = random_stream(3, transactions=40)
+    source = FakeSource()
+    source.feed(*batches)
+    run = asyncio.create_task(workers.run(source.changes(), asyncio.Event(), Delivery(emit, issued.append, drain, _no)))
+    try:
+        await until(lambda: source.pulled >= 2, "two batches read")
+        read = [m for batch in batches[: source.pulled] for m in batch if isinstance(m, Marker)]
+        settled = asyncio.create_task(workers.settled())
+        await asyncio.sleep(0.2)
+        assert not settled.done()  # the gate is closed: the records before those markers are not handed over
+        gate.set()
+        await settled
+        assert all(any(m is i for i in issued) for m in read)
+        source.end()
+        await run
+    finally:
+        run.cancel()
+        await workers.close()
+
+
+def _no(busy: bool) -> None:
+    pass
 
 
 def test_wiring_keeps_transaction_details_in_process(tmp_path: Path) -> None:
