@@ -403,12 +403,16 @@ class EventConverter:
         if not self.in_tx:
             self._begin(start, ts, None)
         op = _ROW_OPS[code]
+        first = len(out)
         try:
             n = self._row_images(plan, raw, code, body_end, op, out)
         except (IndexError, ValueError, UnicodeDecodeError, struct.error, DecodeError) as exc:
+            # The rows read before the error came from an event that is not what its table map says: none of
+            # them may reach the stream (the reader hands over what is in ``out`` before the failure).
+            del out[first:]
             reason = str(exc) if isinstance(exc, DecodeError) else repr(exc)
             raise DecodeError(
-                f"cannot decode a {op.value} row event of {plan.label} at {self.at}: {reason}. cdcstream stops "
+                f"cannot decode the {op.value} row event of {plan.label} at {self.at}: {reason}. cdcstream stops "
                 "rather than skip it; nothing after the last checkpoint is acknowledged"
             ) from None
         plan.counts[_OP_INDEX[op]] += n
