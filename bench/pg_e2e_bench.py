@@ -9,9 +9,11 @@ in transactions of 10,000) generated *before* the readers start, so every reader
 
 Prints rows/s for both, the ratio, and the daemon's CPU µs per row (utime+stime from /proc). ``--primary-key``
 partitions by primary key (an object-mapping rule) instead of the default ``schema-table``; ``CDCSTREAM_PURE=1``
-in the environment runs the daemon on the pure row path.
+in the environment runs the daemon on the pure row path. ``--cdc-processes N`` sets ``[cdc] processes`` (CDC
+mapping worker processes; default: the setting's own default, "auto") and prints the CPU µs per row of the daemon
+(the event loop: reading, decoding, numbering, sending) and of each worker (mapping, JSON, PutRecords entries).
 
-    python bench/pg_e2e_bench.py [--rows 400000] [--primary-key]
+    python bench/pg_e2e_bench.py [--rows 400000] [--primary-key] [--cdc-processes 2]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bench.common import (  # noqa: E402
     PG_INSERT,
     PG_TABLE,
     bench_postgres,
+    child_pids,
     cpu_seconds,
     lsn_int,
     machine_line,
@@ -54,6 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=400_000, help="row changes (half inserts, half updates)")
     parser.add_argument("--primary-key", action="store_true", help="partition-key-type primary-key")
+    parser.add_argument("--cdc-processes", metavar="N", help='[cdc] processes: 0, 1, 2, ... or "auto"')
     parser.add_argument("--profile", metavar="FILE", help="record a py-spy profile of the daemon (speedscope JSON)")
     parser.add_argument(
         "--profile-after",
@@ -128,6 +132,7 @@ def main() -> int:
             source=postgres_source(pg, db, 'slot_name = "cdcstream"\npublication = "bench_pub"'),
             endpoint_url=(url := stack.enter_context(fake_kinesis())),
             state_dir=tmp / "state",
+            sections=_cdc_section(args.cdc_processes),
         )
         t0 = time.monotonic()
         daemon = stack.enter_context(running_daemon(config))
@@ -167,6 +172,7 @@ def main() -> int:
         wait_checkpoint(daemon, checkpoint_file, lambda pos: lsn_int(pos["lsn"]) >= target)
         daemon_s = time.monotonic() - t0
         cpu = cpu_seconds(daemon.pid)
+        workers = {pid: cpu_seconds(pid) for pid in child_pids(daemon.pid)}  # while they live
         stats = endpoint_stats(url)
         rate = 2 * half / daemon_s
         print(machine_line())
@@ -184,7 +190,19 @@ def main() -> int:
             f"{(2 * half + 1 - first) / (daemon_s - start_s):,.0f} rows/s, "
             f"{(cpu - start_cpu) / (2 * half + 1 - first) * 1e6:.1f} µs/row"
         )
+        print(f"[cdc] processes: {args.cdc_processes or 'default (auto)'}")
+        for pid, seconds in workers.items():  # the multiprocessing resource tracker too, when workers ran
+            print(f"  child process {pid} CPU: {seconds:.1f}s = {seconds / (2 * half) * 1e6:.1f} µs/row")
+        total = cpu + sum(workers.values())
+        print(f"all processes CPU: {total:.1f}s = {total / (2 * half) * 1e6:.1f} µs/row")
         return 0
+
+
+def _cdc_section(processes: str | None) -> str:
+    if processes is None:
+        return ""
+    value = f'"{processes}"' if processes == "auto" else str(int(processes))
+    return f"[cdc]\nprocesses = {value}\n"
 
 
 if __name__ == "__main__":

@@ -471,6 +471,15 @@ class FullLoadConfig(_Section):
     processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
 
 
+class CdcConfig(_Section):
+    """``[cdc]``: how change data capture maps its changes (not a DMS setting; docs/configuration.md)."""
+
+    # Worker processes that map and serialise changes beside the event loop, which then reads, decodes, numbers
+    # and sends (workers/cdc.py); 0 = in the daemon's process. "auto" = 0 for now: with the default mapping the
+    # hand-off costs the event loop as much as the mapping (bench/README.md); a rich mapping gains from workers.
+    processes: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
+
+
 class LogConfig(_Section):
     """``[log]``: level and format (``auto`` = human-readable on a TTY, JSON otherwise)."""
 
@@ -489,6 +498,7 @@ class Config(_Section):
     source: SourceConfig
     target: TargetConfig
     full_load: FullLoadConfig = FullLoadConfig()
+    cdc: CdcConfig = CdcConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()

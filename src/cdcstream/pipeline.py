@@ -56,6 +56,7 @@ from cdcstream.telemetry.http import HttpServer
 from cdcstream.telemetry.probe import LagProbe
 
 if TYPE_CHECKING:
+    from cdcstream.workers.cdc import CdcWorkers, Delivery
     from cdcstream.workers.pool import MappingPool
 
 log = structlog.get_logger(__name__)
@@ -86,6 +87,9 @@ class Parts:
     tables: Callable[[], Awaitable[list[TableInfo]]]
     #: Maps full-load chunks in worker processes (the source hands them over); None: in the event loop.
     pool: MappingPool | None = None
+    #: Maps CDC changes in worker processes, handing them back in source order (workers/cdc.py); None: in the
+    #: event loop.
+    cdc: CdcWorkers | None = None
     notifier: Notifier = field(default_factory=Notifier)
 
 
@@ -98,6 +102,7 @@ class Pipeline:
         self.store = parts.store
         self.watermark = Watermark()
         self.pool = parts.pool
+        self.cdc = parts.cdc
         self.source: Source = parts.source
         self.sink: Sink = parts.sink(self._on_ack)
         self.notifier = parts.notifier
@@ -330,12 +335,30 @@ class Pipeline:
         batch: Sequence[Item]
         # aclosing: a return below runs the source's own clean-up (a full load's sessions) here and now.
         async with contextlib.aclosing(self.source.changes()) as changes:
+            if self.cdc is not None:
+                await self.cdc.run(changes, self._stop, self._delivery())
+                return
             async for batch in changes:
                 if self._stop.is_set():
                     # Cooperative as well as cancelled: a stop must not depend on a cancellation being
                     # delivered (see runtime/stopping.py); nothing read after it is handed over.
                     return
                 await self._handle(batch, events)
+
+    def _delivery(self) -> Delivery:
+        """How the CDC workers' answers (workers/cdc.py) are handed over: as :meth:`_handle` hands its own."""
+        from cdcstream.workers.cdc import Delivery
+
+        def marker(item: Marker) -> None:
+            self.watermark.issue_marker(item)
+            self._acked.set()
+
+        def handling(busy: bool) -> None:
+            self._delivering_since = time.monotonic() if busy else None
+            if not busy:
+                self._read_at = time.monotonic()
+
+        return Delivery(self._emit_records, marker, self.sink.drain, handling)
 
     async def _handle(self, batch: Sequence[Item], events: list[ChangeEvent]) -> None:
         """Map one batch from the source and hand its records and markers to the sink and the watermark."""
@@ -398,6 +421,7 @@ class Pipeline:
                 "mapping_workers": self.pool.status() if self.pool is not None else {"processes": 0, "pids": []},
                 **(self.source.status().get("full_load") or {"tables": {}}),
             },
+            "cdc": {"mapping_workers": self.cdc.status() if self.cdc is not None else {"processes": 0, "pids": []}},
             "health": {"ready": self.ready()[1], "alive": self._unhealthy or "ok"},
         }
 
@@ -406,6 +430,8 @@ class Pipeline:
         if not isinstance(self.source, SupportsReload) or not self._started:
             raise SourceError("reload: not available (source still starting, or it has no reload)")
         answer = await self.source.request_reload(table)
+        if self.cdc is not None:  # changes read before the request, still with the workers, are numbered first
+            await self.cdc.settled()
         self._reload_cuts.append((table, self.watermark.next_seq))
         if self._saved is not None:
             # Durable before the answer: a crash before the next checkpoint must not forget the request.
@@ -623,6 +649,8 @@ class Pipeline:
                 await first_or_stop(self._validate_mapping(), self._stop)
                 if checkpoint is None and isinstance(self.source, SupportsStartCheckpoint):
                     await self._hold_start(self.source.start_checkpoint())
+                if self.cdc is not None:  # before "ready": the first change must not wait ~1 s for them
+                    await first_or_stop(self.cdc.start(), self._stop)
             except StopRequested:
                 log.info("stopped before start-up completed")
                 return EXIT_OK
@@ -655,6 +683,8 @@ class Pipeline:
             await self.sink.close()
             if self.pool is not None:
                 await self.pool.close()
+            if self.cdc is not None:
+                await self.cdc.close()
 
     async def _stream(self) -> None:
         """Run the stages until a stop request (then drain) or the first non-retriable error."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from cdcstream.changes import TableInfo
 from cdcstream.checkpoints.store import FileCheckpointStore, adopt_command
 from cdcstream.config import Config
@@ -22,7 +24,10 @@ from cdcstream.sinks import AckCallback, Sink
 from cdcstream.sources import Source
 from cdcstream.sources.fullload import KeyRanges, KeyRangesOf
 from cdcstream.telemetry import metrics
+from cdcstream.workers.cdc import CdcWorkers
 from cdcstream.workers.pool import MappingPool, default_processes
+
+log = structlog.get_logger(__name__)
 
 #: Seconds a stop may take beyond ``[target] drain_timeout`` (cancelling the stages, the last checkpoint,
 #: closing connections and worker processes) before the stop deadline ends the process (runtime/stopping.py).
@@ -39,6 +44,7 @@ def build_parts(cfg: Config) -> Parts:
         processes = default_processes()
     # Its workers start at the first load chunk (a full load, or reload --table while CDC runs).
     pool = MappingPool(cfg, mapper, processes) if processes else None
+    cdc = cdc_workers(cfg, mapper)
 
     def sink(on_ack: AckCallback) -> Sink:
         from cdcstream.sinks.kinesis import KinesisSink
@@ -60,7 +66,24 @@ def build_parts(cfg: Config) -> Parts:
         deadline=Deadline(cfg.target.drain_timeout + STOP_GRACE, EXIT_INTERRUPTED),
         tables=tables,
         pool=pool,
+        cdc=cdc,
     )
+
+
+def cdc_workers(cfg: Config, mapper: Mapper) -> CdcWorkers | None:
+    """The CDC mapping worker processes ``[cdc] processes`` asks for (None: changes are mapped in the event loop).
+    Their workers start at the first change to map."""
+    # "auto" maps in process for now, on every host: handing a change to a worker costs the event loop about as
+    # much as mapping it with the default mapping (bench/README.md, "CDC mapping in worker processes").
+    processes = 0 if cfg.cdc.processes == "auto" else cfg.cdc.processes
+    if processes and cfg.target.include_transaction_details:
+        # prev-transaction-id chains each record to the previous one, which a worker seeing some batches lacks.
+        log.info(
+            "CDC is mapped in the daemon's process: include_transaction_details chains every record to the one before",
+            cdc_processes=cfg.cdc.processes,
+        )
+        return None
+    return CdcWorkers(cfg, mapper, processes) if processes else None
 
 
 def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -> Source:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from cdcstream.config import (
     BeforeImageConfig,
+    CdcConfig,
     CheckpointConfig,
     Config,
     FullLoadConfig,
@@ -31,6 +32,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], ...]] = {
     "checkpoint": (CheckpointConfig,),
     "http": (HttpConfig,),
     "full_load": (FullLoadConfig,),
+    "cdc": (CdcConfig,),
     "log": (LogConfig,),
 }
 # `key = value`, shown or commented out ("# key = value"); prose comments do not start with a bare key.

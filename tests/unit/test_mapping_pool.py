@@ -166,7 +166,7 @@ def test_descriptions_go_to_a_worker_once_then_by_reference(monkeypatch: pytest.
 
     def send(info: TableInfo) -> tuple[int, TableInfo]:
         buf = io.BytesIO()
-        pool_module._RequestPickler(buf, pool._serial_of, known).dump((info, Rows(ROWS[:1])))
+        pool_module._RequestPickler(buf, pool._serials.of, known).dump((info, Rows(ROWS[:1])))
         got, rows = pool_module._RequestUnpickler(buf.getvalue(), kept).load()
         assert got == info and rows.data == ROWS[:1]
         return len(buf.getvalue()), got

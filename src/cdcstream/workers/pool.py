@@ -168,8 +168,12 @@ def _spawn(process: Any) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _serve(sock: socket.socket, init: tuple[MappingRules, TargetConfig, str, str, Any]) -> None:
-    """A worker process: answer requests until the daemon closes the socket (or dies)."""
+WorkerInit = tuple[MappingRules, TargetConfig, str, str, Any]
+"""What a worker process starts from: the daemon's mapping rules, target settings, task id, log level and format."""
+
+
+def _worker_mapper(init: WorkerInit) -> Mapper:
+    """A worker process's start (this pool's and workers/cdc.py's): stop signals ignored, logging, its mapper."""
     from cdcstream.telemetry.logging import configure
 
     # A stop is the daemon's to handle: systemd signals the whole control group and Ctrl-C the whole process
@@ -178,10 +182,14 @@ def _serve(sock: socket.socket, init: tuple[MappingRules, TargetConfig, str, str
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
     rules, target, task_id, log_level, log_format = init
     configure(log_level, log_format)
-    mapper = Mapper(rules, target, task_id)
+    return Mapper(rules, target, task_id)
+
+
+def _serve(sock: socket.socket, init: WorkerInit) -> None:
+    """A worker process: answer requests until the daemon closes the socket (or dies)."""
+    mapper = _worker_mapper(init)
     stream = sock.makefile("rb")
     kept: dict[int, Any] = {}
     while True:
@@ -217,8 +225,15 @@ DEPTH_ROWS = 2000
 class _Worker:
     """One worker process and the answers it owes, in request order (it answers in that order)."""
 
-    def __init__(self, process: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        process: Any,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        resumes: str = "the load resumes",
+    ) -> None:
         self.process = process
+        self.resumes = resumes  # what a restart after its death does, for the error (workers/cdc.py: changes)
         self.reader = reader
         self.writer = writer
         self.pending: deque[asyncio.Future[tuple[bool, Any]]] = deque()
@@ -240,12 +255,64 @@ class _Worker:
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             error = MappingError(
                 f"mapping worker process {self.process.name} died (exit code {self.process.exitcode}): {exc}; "
-                "the load resumes from the last checkpoint after a restart"
+                f"{self.resumes} from the last checkpoint after a restart"
             )
             while self.pending:
                 fut = self.pending.popleft()
                 if not fut.done():
                     fut.set_exception(error)
+
+
+async def start_workers(
+    serve: Callable[[socket.socket, WorkerInit], None], cfg: Config, mapper: Mapper, processes: int, kind: str
+) -> list[_Worker]:
+    """``processes`` spawned worker processes running ``serve``, named ``cdcstream-<kind>-<i>``, each building its
+    mapper from the daemon's own rules (not the mapping file read again: it may hold edits meant for the next
+    restart)."""
+    init = (mapper.rules, mapper.target, mapper.task_id, cfg.log.level, cfg.log.format)
+    ctx = multiprocessing.get_context("spawn")
+    workers: list[_Worker] = []
+    for i in range(processes):
+        ours, theirs = socket.socketpair()
+        process = ctx.Process(target=serve, args=(theirs, init), name=f"cdcstream-{kind}-{i}", daemon=True)
+        await asyncio.to_thread(_spawn, process)  # a thread of its own: the loop's mask stays
+        theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
+        worker = _Worker(process, reader, writer, resumes="the load resumes" if kind == "mapping" else "changes resume")
+        worker.task = asyncio.create_task(worker.read_answers(), name=f"{kind}-worker-{i}")
+        workers.append(worker)
+    return workers
+
+
+async def stop_workers(workers: list[_Worker]) -> None:
+    """End ``workers``: closing their sockets ends them; joined together, so a stop waits 5 s at most for all of
+    them, not 5 s each (runtime/stopping.py's bound); one still alive then is killed."""
+    for worker in workers:
+        worker.writer.close()
+    await asyncio.gather(*(asyncio.to_thread(worker.process.join, 5.0) for worker in workers))
+    for worker in workers:
+        if worker.process.is_alive():
+            worker.process.kill()
+        if worker.task is not None:
+            worker.task.cancel()
+
+
+class SerialNumbers:
+    """Serial numbers for the descriptions sent to workers, by identity (the newest :data:`KEPT`)."""
+
+    def __init__(self) -> None:
+        self._serials: dict[int, tuple[Any, int]] = {}  # id() -> (the object, kept alive; its serial)
+        self._next = 0
+
+    def of(self, obj: Any) -> int:
+        entry = self._serials.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        self._next += 1
+        self._serials[id(obj)] = (obj, self._next)  # kept alive: its id() is not reused meanwhile
+        if len(self._serials) > KEPT:
+            del self._serials[next(iter(self._serials))]
+        return self._next
 
 
 class MappingPool:
@@ -264,8 +331,7 @@ class MappingPool:
         self._last_used = 0.0
         self._idle: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task[None]] = set()
-        self._serials: dict[int, tuple[Described, int]] = {}  # id() -> (the object, kept alive; its serial)
-        self._next_serial = 0
+        self._serials = SerialNumbers()
 
     async def _start(self) -> asyncio.Semaphore:
         if self._starting is None:
@@ -276,18 +342,7 @@ class MappingPool:
             cfg = self._cfg
             # The daemon's own rules, not the mapping file read again: workers start at a load's first chunk,
             # possibly hours later (reload --table), when the file may hold edits meant for the next restart.
-            mapper = self._mapper
-            init = (mapper.rules, mapper.target, mapper.task_id, cfg.log.level, cfg.log.format)
-            ctx = multiprocessing.get_context("spawn")
-            for i in range(self.processes):
-                ours, theirs = socket.socketpair()
-                process = ctx.Process(target=_serve, args=(theirs, init), name=f"cdcstream-mapping-{i}", daemon=True)
-                await asyncio.to_thread(_spawn, process)  # a thread of its own: the loop's mask stays
-                theirs.close()
-                reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
-                worker = _Worker(process, reader, writer)
-                worker.task = asyncio.create_task(worker.read_answers(), name=f"mapping-worker-{i}")
-                self._workers.append(worker)
+            self._workers = await start_workers(_serve, cfg, self._mapper, self.processes, "mapping")
             log.info("mapping worker processes started", pids=[w.process.pid for w in self._workers])
             depth = max(DEPTH, DEPTH_ROWS // cfg.full_load.parallel_load_buffer_size)
             self._slots = asyncio.Semaphore(depth * self.processes)
@@ -318,16 +373,6 @@ class MappingPool:
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    def _serial_of(self, obj: Described) -> int:
-        entry = self._serials.get(id(obj))
-        if entry is not None and entry[0] is obj:
-            return entry[1]
-        self._next_serial += 1
-        self._serials[id(obj)] = (obj, self._next_serial)  # kept alive: its id() is not reused meanwhile
-        if len(self._serials) > KEPT:
-            del self._serials[next(iter(self._serials))]
-        return self._next_serial
-
     async def _map(self, info: TableInfo, raw: RawRows) -> MappedRows | None:
         slots = self._slots or await self._start()
         async with slots:
@@ -337,7 +382,7 @@ class MappingPool:
             # Pickled for this worker (what it holds already goes by reference) and sent without an await in
             # between. A pickling error leaves ``known`` ahead of the worker, but it also ends the load.
             buf = io.BytesIO()
-            _RequestPickler(buf, self._serial_of, worker.known).dump((info, raw))
+            _RequestPickler(buf, self._serials.of, worker.known).dump((info, raw))
             frame = buf.getvalue()
             fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
             worker.pending.append(fut)  # and the frame written without an await in between: same order
@@ -365,15 +410,7 @@ class MappingPool:
             self._idle = None
         # Detached before the first await: a chunk arriving meanwhile starts workers of its own.
         workers, self._workers, self._slots = self._workers, [], None
-        for worker in workers:
-            worker.writer.close()
-        # Joined together: a stop waits 5 s at most for all of them, not 5 s each (runtime/stopping.py's bound).
-        await asyncio.gather(*(asyncio.to_thread(worker.process.join, 5.0) for worker in workers))
-        for worker in workers:
-            if worker.process.is_alive():
-                worker.process.kill()
-            if worker.task is not None:
-                worker.task.cancel()
+        await stop_workers(workers)
         if workers:
             log.info("mapping worker processes stopped", pids=[w.process.pid for w in workers])
         # The daemon's own stop also waits for an idle stop under way, so no worker outlives it.
