@@ -29,11 +29,11 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
-from cdcstream.changes import ChangeEvent, Described, MappedRows, Op, RawRows, TableInfo
+from cdcstream.changes import ChangeEvent, Described, MappedRows, Op, RawRows, RendersRecords, TableInfo
 from cdcstream.config import Config, TargetConfig
 from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper
@@ -93,15 +93,47 @@ Mapped = tuple[list[str], list[bytes], list[bytes], str]
 def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     """A chunk's records (None: the source must decode it, see RawRows.rows), with their PutRecords entries
     (``{"Data": base64, "PartitionKey": key}``): base64 and the JSON around it are a tenth of a load row's CPU in
-    the event loop otherwise."""
+    the event loop otherwise. A chunk that can write its records itself (a compiled renderer, byte for byte the
+    same) does, where the mapping allows it (:meth:`Mapper.load_layout`)."""
+    if hasattr(raw, "render_records"):
+        rendered = _rendered(mapper, info, cast(RendersRecords, raw))
+        if rendered is not None:
+            return rendered
     rows = raw.rows()
     if rows is None:
         return None
     records = mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
     keys = [r.partition_key for r in records]
     datas = [r.data for r in records]
-    entries = [put_records_entry(d, k) for k, d in zip(keys, datas, strict=True)]
+    entries = [_entry(d, k) for k, d in zip(keys, datas, strict=True)]
     return keys, datas, entries, records[0].label if records else ""
+
+
+def _rendered(mapper: Mapper, info: TableInfo, raw: RendersRecords) -> Mapped | None:
+    """The chunk's records as it writes them itself, or None where the mapping must."""
+    layout = mapper.load_layout(info)
+    rendered = raw.render_records(layout) if layout is not None else None
+    if layout is None or rendered is None:
+        return None
+    keys, datas, some = rendered
+    if None not in some:
+        return keys, datas, cast(list[bytes], some), layout.label
+    entries = [e if e is not None else _entry(d, k) for k, d, e in zip(keys, datas, some, strict=True)]
+    return keys, datas, entries, layout.label
+
+
+#: Kinesis' limit (sinks/kinesis.py MAX_PARTITION_KEY_CHARS): the sink sends a longer key as its digest.
+_MAX_KEY_CHARS = 256
+
+
+def _entry(data: bytes, key: str) -> bytes:
+    """The PutRecords entry with the partition key the sink sends (a key over 256 characters as its digest:
+    the entry must carry the same key, or Kinesis refuses the whole request)."""
+    if 0 < len(key) <= _MAX_KEY_CHARS:
+        return put_records_entry(data, key)
+    from cdcstream.sinks.kinesis import effective_partition_key  # rare: not loaded by every worker
+
+    return put_records_entry(data, effective_partition_key(key))
 
 
 #: Descriptions (:class:`~cdcstream.changes.Described`) a worker keeps, oldest dropped first; the daemon keeps
