@@ -1,5 +1,6 @@
-"""The compiled fused row renderer (src/cdcstream/sources/postgres/_fused.c) as an optional extension: a machine
-without a C compiler still builds and installs the package, which then runs the pure-Python path (fused.py)."""
+"""The compiled fused row renderer (src/cdcstream/sources/postgres/_fused.c) and the mapping workers' compiled
+answers (src/cdcstream/workers/_frames.c) as optional extensions: a machine without a C compiler still builds and
+installs the package, which then runs the pure-Python paths (fused.py, frames.py)."""
 
 from setuptools import Extension, setup
 
@@ -9,6 +10,7 @@ setup(
             "cdcstream.sources.postgres._fused",
             ["src/cdcstream/sources/postgres/_fused.c"],
             optional=True,
-        )
+        ),
+        Extension("cdcstream.workers._frames", ["src/cdcstream/workers/_frames.c"], optional=True),
     ]
 )

@@ -75,6 +75,7 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
     wheel = wheels[0]
     with zipfile.ZipFile(wheel) as zf:
         assert any(n.startswith("cdcstream/sources/postgres/_fused.") and n.endswith(".so") for n in zf.namelist())
+        assert any(n.startswith("cdcstream/workers/_frames.") and n.endswith(".so") for n in zf.namelist())
     check = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
         capture_output=True,
@@ -161,7 +162,8 @@ def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
     subprocess.run(pip, check=True, capture_output=True, timeout=300)
-    probe = "from cdcstream.sources.postgres import fused; print(fused.path_name())"
+    probe = "from cdcstream.sources.postgres import fused; from cdcstream.workers import frames; "
+    probe += "print(fused.path_name(), frames.available())"
     # Dependencies from this environment; cdcstream itself from the wheel (first on the path).
     res = subprocess.run(
         [sys.executable, "-c", probe],
@@ -173,3 +175,4 @@ def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("pure (the compiled extension is not built)"), res.stdout
+    assert res.stdout.rstrip().endswith("False"), res.stdout  # the workers answer with pickles

@@ -39,6 +39,7 @@ from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record, put_records_entry
+from cdcstream.workers import frames
 
 log = structlog.get_logger(__name__)
 
@@ -222,7 +223,11 @@ def _serve(sock: socket.socket, init: tuple[MappingRules, TargetConfig, str, str
             return  # the daemon is gone
         info, raw = _RequestUnpickler(stream.read(int.from_bytes(header, "big")), kept).load()
         try:
-            payload = pickle.dumps((True, map_chunk(mapper, info, raw)), pickle.HIGHEST_PROTOCOL)
+            mapped = map_chunk(mapper, info, raw)
+            if mapped is not None and frames.available():
+                payload = frames.encode(*mapped)
+            else:
+                payload = pickle.dumps((True, mapped), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             try:
                 payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
@@ -266,7 +271,7 @@ class _Worker:
                 if fut.done():  # a cancelled request's answer is read and dropped: the stream stays in step
                     continue
                 try:
-                    fut.set_result(pickle.loads(frame))
+                    fut.set_result((True, frames.decode(frame)) if frame[:1] == frames.TAG else pickle.loads(frame))
                 except Exception as exc:  # never leave the request waiting for ever
                     fut.set_exception(MappingError(f"unreadable answer from a mapping worker process: {exc!r}"))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -383,6 +388,8 @@ class MappingPool:
             raise MappingError(f"mapping worker process failed: {type(answer).__name__}: {answer}") from answer
         if answer is None:
             return None
+        if isinstance(answer, list):  # a compiled answer frame, already Records (frames.py)
+            return MappedRows(answer)
         keys, datas, entries, label = answer
         return MappedRows([Record(k, d, 0, None, label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)])
 
