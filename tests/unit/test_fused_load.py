@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from cdcstream.changes import Column, LoadLayout, TableInfo
 from cdcstream.config import TargetConfig
-from cdcstream.errors import CdcstreamError
 from cdcstream.mapping import envelope
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import MappingRules
@@ -89,7 +88,7 @@ def _map(info: TableInfo, block: CopyBlock, mapping: str, include_nulls: bool) -
     mapper = Mapper(rules, target, "task")
     try:
         return map_chunk(mapper, info, block)
-    except (CdcstreamError, ValueError) as exc:  # the reference path's own error, whatever it is
+    except Exception as exc:  # the reference path's own error, whatever it is (text no server prints)
         return ("error", type(exc).__name__, str(exc))
 
 
