@@ -213,6 +213,12 @@ def test_framing_outside_copy_to(line: bytes) -> None:
 
 
 @needs_compiled
+def test_table_without_columns() -> None:
+    """COPY writes an empty line per row of a table without columns: left to the reference path."""
+    _same(_info([], []), CopyBlock(b"\n\n", 2, _spec([])), "default", True)
+
+
+@needs_compiled
 def test_empty_and_long_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty key is written as the mapper writes it; a key over 256 characters gets the entry the sink sends
     (its digest), also on the reference path."""
