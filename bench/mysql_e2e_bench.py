@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from bench.common import (  # noqa: E402
     machine_line,
     mariadb_source,
     running_daemon,
+    stop_all,
     wait_checkpoint,
     work_dir,
     write_config,
@@ -45,6 +47,7 @@ from tests.support.fullload import fake_kinesis  # noqa: E402
 from tests.support.mysql import CDC_PASSWORD, CDC_USER  # noqa: E402
 
 TX = 10_000
+IDLE_S = 3.0
 
 
 def reader_rate(port: int, file: str, rows: int) -> float:
@@ -79,6 +82,11 @@ def reader_rate(port: int, file: str, rows: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000, help="rows inserted (multiple of 10,000)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="OUT",
+        help="sample the daemon with py-spy (per thread, raw folded stacks to OUT) while it drains the binlog",
+    )
     args = parser.parse_args()
     tmp = work_dir("cdcstream-mybench-")
     with contextlib.ExitStack() as stack:
@@ -120,18 +128,36 @@ def main() -> int:
         )
         t0 = time.monotonic()
         daemon = stack.enter_context(running_daemon(config))
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(daemon.pid),
+                    "--threads",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    args.py_spy,
+                ]
+            )
         wait_checkpoint(
             daemon, state / "bench.checkpoint.json", lambda pos: pos["file"] == end_file and int(pos["pos"]) >= end_pos
         )
         daemon_s = time.monotonic() - t0
-        cpu = cpu_seconds(daemon.pid)
-        # Per thread: the event loop is the process's main thread; the binlog reader is the busiest other one.
-        threads = sorted(
-            ((cpu_seconds(daemon.pid, int(t.name)), t.name) for t in Path(f"/proc/{daemon.pid}/task").iterdir()),
-            reverse=True,
-        )
-        loop_cpu = next(c for c, tid in threads if tid == str(daemon.pid))
-        reader_cpu = next((c for c, tid in threads if tid != str(daemon.pid)), 0.0)
+        if spy is not None:  # SIGINT: py-spy writes what it sampled and exits (the daemon still runs)
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+        cpu, loop_cpu, reader_cpu = thread_cpu(daemon.pid)
+        stop_all([daemon])
+        # The same daemon started again at the binlog's end: what start-up alone costs (imports, config, the
+        # connections), to tell it from the per-row cost above. Idle for IDLE_S seconds after starting.
+        idle = stack.enter_context(running_daemon(config))
+        time.sleep(IDLE_S)
+        base, base_loop, base_reader = thread_cpu(idle.pid)
         rate = args.rows / daemon_s
         print(machine_line())
         print(f"mariadb-binlog -v (C, local file):        {c_rate:,.0f} rows/s")
@@ -142,7 +168,25 @@ def main() -> int:
             f"  event loop thread {loop_cpu / args.rows * 1e6:.1f} µs/row, "
             f"binlog reader thread {reader_cpu / args.rows * 1e6:.1f} µs/row"
         )
+        print(f"start-up alone (a start with nothing to read, {IDLE_S:.0f} s): {base:.2f}s CPU")
+        per_row = [
+            (c - b) / args.rows * 1e6 for c, b in ((cpu, base), (loop_cpu, base_loop), (reader_cpu, base_reader))
+        ]
+        print(
+            f"without start-up: {per_row[0]:.1f} µs/row (event loop {per_row[1]:.1f}, binlog reader {per_row[2]:.1f})"
+        )
         return 0
+
+
+def thread_cpu(pid: int) -> tuple[float, float, float]:
+    """CPU seconds of the daemon, its event loop (the process's main thread) and its binlog reader (the busiest
+    other thread)."""
+    threads = sorted(
+        ((cpu_seconds(pid, int(t.name)), t.name) for t in Path(f"/proc/{pid}/task").iterdir()), reverse=True
+    )
+    loop = next(c for c, tid in threads if tid == str(pid))
+    reader = next((c for c, tid in threads if tid != str(pid)), 0.0)
+    return cpu_seconds(pid), loop, reader
 
 
 if __name__ == "__main__":

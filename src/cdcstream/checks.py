@@ -114,8 +114,10 @@ async def run_all(cfg: Config) -> list[CheckResult]:
         whose = "this task" if store.owned else "an older cdcstream, no owner recorded: the server checks decide"
         results.append(CheckResult("checkpoint", True, f"{store.path} (written for {whose})"))
     if cfg.source.engine == "mysql":
+        from cdcstream.sources.mysql import fused as my_fused
         from cdcstream.sources.mysql.checks import run_checks as mysql_checks
 
+        results.append(CheckResult("row path", True, my_fused.path_name()))
         source = await mysql_checks(
             cfg.source,
             rules.selects,

@@ -201,9 +201,12 @@ def _redacted(cfg: Config) -> dict[str, Any]:
 
 async def _run(cfg: Config) -> int:
     from cdcstream.pipeline import Pipeline
+    from cdcstream.runtime.collector import settle
     from cdcstream.wiring import build_parts
 
-    return await Pipeline(cfg, build_parts(cfg)).run()
+    pipeline = Pipeline(cfg, build_parts(cfg))
+    pipeline.on_started = settle
+    return await pipeline.run()
 
 
 async def _check(cfg: Config) -> int:

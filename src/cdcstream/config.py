@@ -108,7 +108,9 @@ class PostgresSourceConfig(_Section):
     create_slot: bool = True
     create_publication: bool = True
     # Seconds between checks that every selected table is in the publication (tables created while CDC runs);
-    # each one that is not is named in the log, /status and cdcstream_source_uncaptured_tables. 0 turns it off.
+    # each one that is not is named in the log, /status and cdcstream_source_uncaptured_tables. With a failover
+    # slot and a host list, also of each standby's copy of the slot (cdcstream_source_standby_slot_ready). 0 turns
+    # them off.
     table_check_interval: Annotated[float, Field(ge=0, le=DAY)] = 30.0
     reconnect_max_delay: Annotated[float, Field(gt=0, le=DAY)] = 30.0
     # Rendering of PostgreSQL-specific types (docs/types.md, "PostgreSQL types"): "string" = the JSON text as a

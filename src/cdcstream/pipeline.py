@@ -157,6 +157,9 @@ class Pipeline:
         self._checkpoint_pos_ts = metrics.CHECKPOINT_POSITION_TIMESTAMP.labels(self._label)
         self._checkpoint_ok = metrics.CHECKPOINT_WRITES.labels(self._label, "ok")
         self._checkpoint_err = metrics.CHECKPOINT_WRITES.labels(self._label, "error")
+        #: Called once start-up is over, before streaming: the daemon settles the garbage collector there
+        #: (runtime/collector.py); in-process runs (tests) leave it alone.
+        self.on_started: Callable[[], None] = lambda: None
 
     # --- acknowledgements and checkpoints ----------------------------------------------------------------
 
@@ -614,6 +617,7 @@ class Pipeline:
             self._started = True
             self.notifier.ready(f"streaming from {checkpoint or 'the slot position'}")
             log.info("ready", checkpoint=checkpoint, source=self._label, stream=self.cfg.target.stream_name)
+            self.on_started()
             try:
                 await self._stream()
             except* CdcstreamError as group:

@@ -72,6 +72,7 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         "full_load": cfg.full_load,
         "key_ranges": key_ranges(mapper.rules),
         "offload": pool.map if pool is not None else None,
+        "fuse": mapper.fused_columns,
     }
     if cfg.source.engine == "mysql":
         from cdcstream.sources.mysql import MySQLSource
@@ -83,7 +84,6 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         cfg.source,
         selection=mapper.rules.selection_regexes(),
         adopt_command=adopt_command(cfg),
-        fuse=mapper.fused_columns,
         **common,
     )
 

@@ -68,14 +68,14 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
         timeout=600,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    # A platform wheel: it carries the compiled fused row path (a C compiler is on every machine here).
+    # A platform wheel: it carries the compiled extensions (a C compiler is on every machine here).
     wheels = sorted(dist.glob(f"cdcstream-{__version__}-*.whl"))
     sdist = dist / f"cdcstream-{__version__}.tar.gz"
     assert len(wheels) == 1 and sdist.exists(), sorted(p.name for p in dist.iterdir())
     wheel = wheels[0]
     with zipfile.ZipFile(wheel) as zf:
-        assert any(n.startswith("cdcstream/sources/postgres/_fused.") and n.endswith(".so") for n in zf.namelist())
-        assert any(n.startswith("cdcstream/workers/_frames.") and n.endswith(".so") for n in zf.namelist())
+        for module in ("sources/postgres/_fused", "sources/mysql/_fused", "sinks/_putrecords", "workers/_frames"):
+            assert any(n.startswith(f"cdcstream/{module}.") and n.endswith(".so") for n in zf.namelist()), module
     check = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
         capture_output=True,
@@ -162,8 +162,9 @@ def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
     subprocess.run(pip, check=True, capture_output=True, timeout=300)
-    probe = "from cdcstream.sources.postgres import fused; from cdcstream.workers import frames; "
-    probe += "print(fused.path_name(), frames.available())"
+    probe = "from cdcstream.sources.postgres import fused; from cdcstream.sources.mysql import fused as my; "
+    probe += "from cdcstream.workers import frames; print(fused.path_name()); print(my.path_name()); "
+    probe += "print(frames.available())"
     # Dependencies from this environment; cdcstream itself from the wheel (first on the path).
     res = subprocess.run(
         [sys.executable, "-c", probe],
@@ -174,5 +175,6 @@ def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith("pure (the compiled extension is not built)"), res.stdout
-    assert res.stdout.rstrip().endswith("False"), res.stdout  # the workers answer with pickles
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["pure (the compiled extension is not built)"] * 2, res.stdout
+    assert lines[2:] == ["False"], res.stdout  # the mapping workers answer with pickles

@@ -107,6 +107,7 @@ heartbeat_interval = 1
 reconnect_max_delay = 1
 connect_timeout = 3
 stall_timeout = 2
+table_check_interval = 1
 {extra}
 """
     return write_config(tmp_path / "c.toml", endpoint_url=url, stream=stream, source=source)
@@ -157,6 +158,16 @@ def test_a_failover_slot_follows_a_promotion_with_nothing_missing(pair17: Pair, 
         wait_until(lambda: _slot(standby) == (True, True, False), "the slot to be synced and sync-ready", 60)
         res = run_cli("check", "--config", str(config))
         assert "standby: slot failover_slot synced and sync-ready" in res.stdout, res.stdout
+        # ... and the metric says so (a promotion of it now keeps capture going)
+        ready = f'server="{standby.host}:{standby.port}"'
+        wait_until(
+            lambda: any(
+                x.startswith("cdcstream_source_standby_slot_ready{") and ready in x and x.endswith(" 1.0")
+                for x in daemon.metrics().splitlines()
+            ),
+            "cdcstream_source_standby_slot_ready to be 1 for the standby",
+            30,
+        )
         assert "slot failover_slot is a failover slot" in res.stdout, res.stdout
         time.sleep(random.Random().uniform(0, 1.5))  # a random instant of the writer's stream
         crash(primary)

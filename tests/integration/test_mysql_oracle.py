@@ -11,6 +11,9 @@ The type matrix is tests/support/mysql_types.py: per column, the server's own re
 4. every event goes through the DMS mapper (``primary-key`` partition keys, NULLs kept, before images of all
    columns) and each record's data, before image and partition key must be the rule over the server's answer.
 
+The CDC steps run again with the writing sessions at ``binlog_row_image = MINIMAL`` and ``NOBLOB``: each value a
+record holds must be the server's, each column it lacks listed in ``unchanged-columns``.
+
 CDC decoding is driven only through ``MySQLSource`` and the records, so the test holds whatever decodes the
 binlog underneath. Wall time: about 12 s for this module on this machine, beside the shared server's start.
 """
@@ -46,18 +49,18 @@ WRITER_MODE = "STRICT_ALL_TABLES,ALLOW_INVALID_DATES"  # zero and invalid dates 
 LAX_MODE = "ALLOW_INVALID_DATES"
 
 
-def _session(db: MyDb, sql_mode: str, time_zone: str = "+02:00") -> pymysql.Connection[Any]:
+def _session(db: MyDb, sql_mode: str, time_zone: str = "+02:00", row_image: str = "FULL") -> pymysql.Connection[Any]:
     # conv={}: the server's text as is, never PyMySQL's reading of it
     conn = pymysql.connect(
         unix_socket=str(db.server.socket), user="root", database=db.name, autocommit=True, charset="utf8mb4", conv={}
     )
     with conn.cursor() as cur:
-        cur.execute(f"SET time_zone = '{time_zone}', sql_mode = '{sql_mode}'")
+        cur.execute(f"SET time_zone = '{time_zone}', sql_mode = '{sql_mode}', binlog_row_image = '{row_image}'")
     return conn
 
 
-def _execute(db: MyDb, statements: list[str], sql_mode: str = WRITER_MODE) -> None:
-    conn = _session(db, sql_mode)
+def _execute(db: MyDb, statements: list[str], sql_mode: str = WRITER_MODE, row_image: str = "FULL") -> None:
+    conn = _session(db, sql_mode, row_image=row_image)
     try:
         with conn.cursor() as cur:
             for statement in statements:
@@ -181,9 +184,11 @@ def _records(db: MyDb, events: list[ChangeEvent]) -> list[tuple[str, str, str, d
     return out
 
 
-async def _load_and_cdc(db: MyDb, **cfg: Any) -> tuple[list[ChangeEvent], dict[str, Any], dict[str, Any], str]:
+async def _load_and_cdc(
+    db: MyDb, row_image: str = "FULL", **cfg: Any
+) -> tuple[list[ChangeEvent], dict[str, Any], dict[str, Any], str]:
     """Steps 1-3 of the module docstring: the source's events, the before/after oracles, and the error the
-    stream stopped with (empty if it did not stop)."""
+    stream stopped with (empty if it did not stop). ``row_image``: the writing sessions' binlog_row_image."""
     invalid_dates = cfg.get("invalid_dates", "text")
     await asyncio.to_thread(_create, db)
     before = await asyncio.to_thread(_oracle, db, invalid_dates)
@@ -200,11 +205,11 @@ async def _load_and_cdc(db: MyDb, **cfg: Any) -> tuple[list[ChangeEvent], dict[s
             # table by table, so a value that stops the stream only costs the events after it
             after = {}
             for t in m.MATRIX:
-                _execute(db, [f"UPDATE `{t.name}` SET `{t.tick}` = `{t.tick}` + 1"])
+                _execute(db, [f"UPDATE `{t.name}` SET `{t.tick}` = `{t.tick}` + 1"], row_image=row_image)
                 if t.copyable:
-                    _execute(db, [t.copy_statement()], LAX_MODE)
+                    _execute(db, [t.copy_statement()], LAX_MODE, row_image)
                 after.update(_oracle(db, invalid_dates, [t]))
-                _execute(db, [f"DELETE FROM `{t.name}`"])
+                _execute(db, [f"DELETE FROM `{t.name}`"], row_image=row_image)
             return after
 
         after = await asyncio.to_thread(cdc)
@@ -249,6 +254,70 @@ async def test_load_and_cdc_records_are_the_servers_values(my_db: MyDb) -> None:
 async def test_invalid_dates_null_is_the_dms_rendering(my_db: MyDb) -> None:
     """``invalid_dates = "null"``: the dates the calendar cannot hold are null, everything else unchanged."""
     _verify(my_db, *await _load_and_cdc(my_db, invalid_dates="null"))
+
+
+# Types whose columns binlog_row_image = NOBLOB leaves out of an image when a change does not need them.
+LOB_TYPES = ("blob", "text", "json", "geometry", "point")
+
+
+def _check_partial(
+    records: list[tuple[str, str, str, dict[str, Any]]],
+    before: dict[str, dict[str, dict[str, Any]]],
+    after: dict[str, dict[str, dict[str, Any]]],
+    row_image: str,
+) -> Mismatches:
+    """CDC records written under a partial row image: every value a record holds is the server's, every column
+    it lacks is listed in ``unchanged-columns`` (never silently missing), the key is always there, and with
+    NOBLOB only BLOB/TEXT-like columns are ever left out. Every change has its record."""
+    bad = Mismatches()
+    seen = set()
+    for table, op, key, doc in records:
+        if op == "load":
+            continue
+        seen.add((table, op, key))
+        spec = next(t for t in m.MATRIX if t.name == table)
+        want = after[table].get(key)
+        if want is None:
+            bad.cells.setdefault((table, "<partition key>", op), []).append(f"unexpected record {key}: {doc}")
+            continue
+        data, unchanged = doc["data"], doc["metadata"].get("unchanged-columns", [])
+        bad.compare(table, op, key, {c: want[c] for c in data if c in want}, data)
+        listed = set(data) | set(unchanged)
+        if listed != set(want) or set(data) & set(unchanged) or not set(spec.key) <= set(data):
+            bad.cells.setdefault((table, "<columns>", op), []).append(
+                f"row {key}: data has {sorted(data)}, unchanged-columns {unchanged}, the table {sorted(want)}"
+            )
+        types = {c.column: c.sql_type.lower() for c in spec.cases}
+        if row_image == "NOBLOB" and any(not any(t in types[c] for t in LOB_TYPES) for c in unchanged):
+            bad.cells.setdefault((table, "<noblob>", op), []).append(f"row {key}: left out {unchanged}")
+        if op == "update":
+            image = doc["before-image"]
+            old = before[table][key]
+            bad.compare(table, "update-before", key, {c: old[c] for c in image if c in old}, image)
+            if not set(spec.key) <= set(image):
+                bad.cells.setdefault((table, "<before-image key>", op), []).append(f"row {key}: {sorted(image)}")
+    for spec in m.MATRIX:
+        for key in after[spec.name]:
+            for op in ("update" if key in before[spec.name] else "insert", "delete"):
+                if (spec.name, op, key) not in seen:
+                    bad.cells.setdefault((spec.name, "<record>", op), []).append(f"row {key}: no record")
+    return bad
+
+
+@pytest.mark.parametrize("row_image", ["MINIMAL", "NOBLOB"])
+async def test_partial_row_images_hold_the_servers_values(my_db: MyDb, row_image: str) -> None:
+    """The matrix's changes written by sessions with binlog_row_image = MINIMAL / NOBLOB (each image read by its
+    own generated reader): what a record holds is the server's value, and what it lacks is listed, never
+    silently missing (docs/mysql.md, "What the binlog may carry")."""
+    events, before, after, stopped = await _load_and_cdc(my_db, row_image)
+    assert not stopped, stopped
+    records = _records(my_db, events)
+    # not vacuous: the sessions' setting took effect (MINIMAL leaves out nearly every column of an update or a
+    # delete, NOBLOB the unchanged BLOB/TEXT columns of an update)
+    partial = {(t, op) for t, op, _k, doc in records if doc["metadata"].get("unchanged-columns")}
+    assert {("txt", "update"), ("oth", "update")} <= partial, sorted(partial)
+    bad = _check_partial(records, before, after, row_image)
+    assert not bad.cells, f"CDC records under {row_image} differ from the server:\n" + bad.report(set(bad.cells))
 
 
 def _engine(db: MyDb, invalid_dates: str = "text", chunk_rows: int = 5) -> MyLoadEngine:

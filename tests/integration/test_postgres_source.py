@@ -15,7 +15,7 @@ from cdcstream.sources.postgres.pgoutput import parse_lsn
 from cdcstream.telemetry import metrics
 from tests.support.checkpoints import pg
 from tests.support.postgres import PgDb
-from tests.support.reader import n_events, open_reader
+from tests.support.reader import n_events, open_reader, source_for
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.pg_core]
 
@@ -288,3 +288,35 @@ async def test_checks_report(pg_db: PgDb) -> None:
     assert by_name["replication privilege"].ok
     assert by_name["slot"].ok  # creatable
     assert all("cdc'" not in r.detail and "password" not in r.detail for r in results)
+
+
+async def test_a_stream_the_daemon_holds_back_is_not_reported_stalled(pg_db: PgDb) -> None:
+    """While the consumer holds a batch (the sink is full, e.g. through a Kinesis outage) the reader does not read,
+    so nothing arrives while the server's WAL grows: that is the daemon's own backpressure, not a stalled server,
+    and cdcstream_source_stalled_seconds stays 0 (a false "stalled" warning pointed operators at the walsender)."""
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    pg_db.execute("CREATE PUBLICATION cdc_pub FOR TABLE t")
+    source = source_for(pg_db.config(stall_timeout=1))
+    await source.start(None)
+    stalled = metrics.SOURCE_STALLED_SECONDS.labels(f"postgres:{pg_db.name}")
+    batches = source.changes()
+    try:
+        pg_db.execute("INSERT INTO t VALUES (0)")
+        got: list[ChangeEvent] = []
+        async with asyncio.timeout(20):
+            while not got:
+                got += [i for i in await anext(batches) if isinstance(i, ChangeEvent)]
+        # held: no anext() for 4 s (the watch looks every 0.5 s) while commits keep the server's WAL growing
+        highest = 0.0
+        for i in range(1, 21):
+            pg_db.execute(f"INSERT INTO t VALUES ({i})")
+            await asyncio.sleep(0.2)
+            highest = max(highest, stalled._value.get())
+        assert highest == 0
+        async with asyncio.timeout(20):
+            while len(got) < 21:
+                got += [i for i in await anext(batches) if isinstance(i, ChangeEvent)]
+        assert [e.after["id"] for e in got if e.after] == list(range(21))
+    finally:
+        await source.close()
+        await batches.aclose()

@@ -12,6 +12,7 @@ database driver, an AWS or HTTP client, asyncio, processes or metrics, even indi
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -132,13 +133,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, modules: set[str]) -> list[tuple[int, str]]:
+def imports(path: Path, modules: set[str], *, at_load: bool = False) -> list[tuple[int, str]]:
     """``(line, module)`` of every import in ``path`` (relative ones resolved; ``from package import module``
-    counts as importing that module)."""
+    counts as importing that module). ``at_load``: only the imports that run when the module is imported (at
+    module level, in its ``if``/``try`` blocks, not under ``TYPE_CHECKING`` nor inside a function)."""
     module = module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _run_at_load(tree.body) if at_load else ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -151,6 +154,20 @@ def imports(path: Path, modules: set[str]) -> list[tuple[int, str]]:
     return found
 
 
+def _run_at_load(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The import statements of ``body`` that run when the module is imported."""
+    out: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            out.append(node)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+            out += _run_at_load(node.body) + _run_at_load(node.orelse)
+        elif isinstance(node, ast.Try):
+            for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
+                out += _run_at_load(block)
+    return out
+
+
 def test_no_stage_imports_what_it_must_not() -> None:
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {module_name(p) for p in paths}
@@ -161,6 +178,22 @@ def test_no_stage_imports_what_it_must_not() -> None:
             for rule in broken(importer, imported):
                 problems.append(f"{path.relative_to(SRC.parent)}:{line} imports {imported}: {rule.why}")
     assert problems == []
+
+
+def test_no_import_cycle() -> None:
+    """No module imports, while it loads, a module that (however indirectly) imports it back: the stages read
+    one way, and none half-exists while another runs. A lazy import inside a function or a package's
+    ``__getattr__`` is how a package defers loading, not a cycle."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    graph = {
+        module_name(p): {m for _, m in imports(p, modules, at_load=True) if m in modules and m != module_name(p)}
+        for p in paths
+    }
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
 
 
 @pytest.mark.parametrize("module", PURE)

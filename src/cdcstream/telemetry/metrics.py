@@ -116,6 +116,16 @@ SOURCE_STALLED_SECONDS = Gauge(
     ["source"],
 )
 
+# PostgreSQL 17+ with a failover slot and a multi-host ``host``: per other server of the list that is a standby,
+# whether it holds the slot synced and sync-ready. A slot not sync-ready is dropped when that standby is promoted,
+# and capture then ends (exit 3): 0 says a failover now would end it. Labels are bounded by the host list.
+SOURCE_STANDBY_SLOT_READY = Gauge(
+    "cdcstream_source_standby_slot_ready",
+    "PostgreSQL 17+: 1 when this standby of the host list holds the failover slot synced and sync-ready, 0 when a "
+    "promotion of it now would end capture.",
+    ["source", "server"],
+)
+
 # Selected tables whose changes cannot reach the stream (PostgreSQL: not in the publication, e.g. created while
 # CDC runs without DDL capture; unlogged; partitions published under names the mapping does not select). Each
 # one is named in the log and in /status; always 0 for MySQL/MariaDB, whose binlog carries every table.

@@ -43,7 +43,7 @@ from cdcstream.sources.mysql.binlog.charsets import Charsets
 from cdcstream.sources.mysql.binlog.gtid import GtidState
 from cdcstream.sources.mysql.binlog.rowevents import partial_after_image, rows_header
 from cdcstream.sources.mysql.ddl import TableDdl, UnparsedStatement, altered, captured_dml, parse_ddl
-from cdcstream.sources.mysql.tableplans import FixedBinaryLookup, TablePlan, TablePlans
+from cdcstream.sources.mysql.tableplans import FixedBinaryLookup, FuseHook, TablePlan, TablePlans
 
 log = structlog.get_logger(__name__)
 
@@ -82,13 +82,17 @@ class EventConverter:
         gtid: str | None,
         invalid_dates: str = "text",
         schema_captured: Callable[[str], bool] | None = None,
+        fuse: FuseHook | None = None,
     ) -> None:
         self._schema_captured = schema_captured or (lambda s: s not in SYSTEM_SCHEMAS)
         self.mariadb = mariadb
         self.file = file
         self.pos = pos
         self.fmt = ev.Format(checksum=False)
-        self._tables = TablePlans(selector, no_hex_prefix=no_hex_prefix, invalid_dates=invalid_dates, mariadb=mariadb)
+        # fuse: the mapping's half of the compiled fused row path (fused.py); without it every row is pure.
+        self._tables = TablePlans(
+            selector, no_hex_prefix=no_hex_prefix, invalid_dates=invalid_dates, mariadb=mariadb, fuse=fuse
+        )
         # table id -> plan (None: not selected), valid within one connection's stream.
         self._by_table_id: dict[int, TablePlan | None] = {}
         self._warned: set[int] = set()  # event types skipped as ignorable, said once each
@@ -403,12 +407,16 @@ class EventConverter:
         if not self.in_tx:
             self._begin(start, ts, None)
         op = _ROW_OPS[code]
+        first = len(out)
         try:
             n = self._row_images(plan, raw, code, body_end, op, out)
         except (IndexError, ValueError, UnicodeDecodeError, struct.error, DecodeError) as exc:
+            # The rows read before the error came from an event that is not what its table map says: none of
+            # them may reach the stream (the reader hands over what is in ``out`` before the failure).
+            del out[first:]
             reason = str(exc) if isinstance(exc, DecodeError) else repr(exc)
             raise DecodeError(
-                f"cannot decode a {op.value} row event of {plan.label} at {self.at}: {reason}. cdcstream stops "
+                f"cannot decode the {op.value} row event of {plan.label} at {self.at}: {reason}. cdcstream stops "
                 "rather than skip it; nothing after the last checkpoint is acknowledged"
             ) from None
         plan.counts[_OP_INDEX[op]] += n
@@ -430,7 +438,9 @@ class EventConverter:
         rid = self._record
         append = out.append
         pos = hdr.start
-        if not (img.missing or img2.missing or partial_json):  # FULL images: the hot path
+        if not (img.missing or img2.missing or partial_json) and plan.fused is not None:
+            pos = self._fused_rows(plan, img.read, raw, pos, end, op, out)
+        elif not (img.missing or img2.missing or partial_json):  # FULL images: the hot path
             read = img.read
             while pos < end:
                 rid += 1
@@ -464,6 +474,38 @@ class EventConverter:
         if pos != end:  # the loop stops at or after the end: after means a column read past the event
             raise ValueError(f"the row images run {pos - end} bytes past the end of the row event")
         return len(out) - first
+
+    def _fused_rows(self, plan: TablePlan, read: Any, raw: bytes, pos: int, end: int, op: Op, out: list[Item]) -> int:
+        """FULL row images through the compiled renderer (fused.py); a row it does not render is read by the
+        reference reader ``read`` (which renders it or raises), and the compiled renderer goes on after it.
+        Returns where the rows end, as the reference loop does."""
+        tx_id, ctime, cepoch, prefix, info = self.tx_id, self._commit_time, self._commit_epoch, self._prefix, plan.info
+        render = plan.fused.render
+        update = op is Op.UPDATE
+        rid = self._record
+        append = out.append
+        while pos < end:
+            rows, pos = render(raw, pos, end, update)
+            for data, key in rows:
+                rid += 1
+                append(
+                    ChangeEvent(
+                        op, info, None, None, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid, (), None, data, key
+                    )
+                )
+            if pos >= end:
+                break
+            rid += 1
+            before: dict[str, Any] | None = None
+            after: dict[str, Any] | None = None
+            if op is Op.DELETE:
+                before, pos = read(raw, pos)
+            else:
+                if update:
+                    before, pos = read(raw, pos)
+                after, pos = read(raw, pos)
+            append(ChangeEvent(op, info, after, before, tx_id, ctime, cepoch, f"{prefix}{rid:010d}", rid))
+        return pos
 
     def _complete(
         self, plan: TablePlan, op: Op, after: dict[str, Any] | None, before: dict[str, Any] | None, img: Any

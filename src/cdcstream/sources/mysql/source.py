@@ -35,6 +35,7 @@ from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.base import SourceBase
 from cdcstream.sources.fullload import FullLoad, KeyRangesOf
 from cdcstream.sources.loadengine import Offload
+from cdcstream.sources.mysql import fused
 from cdcstream.sources.mysql.binlog.client import DumpStart
 from cdcstream.sources.mysql.converter import SYSTEM_SCHEMAS, EventConverter
 from cdcstream.sources.mysql.positions import BinlogPos
@@ -56,7 +57,7 @@ from cdcstream.sources.mysql.server import (
     settings_problems,
 )
 from cdcstream.sources.mysql.snapshot import MyLoadEngine
-from cdcstream.sources.mysql.tableplans import OPS
+from cdcstream.sources.mysql.tableplans import OPS, FuseHook
 from cdcstream.sources.reload import TableReloads
 from cdcstream.telemetry import metrics
 
@@ -83,6 +84,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         full_load: FullLoadConfig | None = None,
         key_ranges: KeyRangesOf | None = None,
         offload: Offload | None = None,
+        fuse: FuseHook | None = None,
     ) -> None:
         super().__init__(
             f"mysql:{cfg.host}:{cfg.port}",
@@ -95,6 +97,8 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
         self.cfg = cfg
         self._user_selector = selector
         self._no_hex_prefix = no_hex_prefix
+        # fuse: the mapping's half of the compiled fused row path (fused.py); without it every row is pure.
+        self._fuse = fuse
         self._where = f"{cfg.user}@{cfg.host}:{cfg.port}"
         self._conv: EventConverter | None = None
         self._reader: ReaderThread | None = None
@@ -208,6 +212,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
             gtid=gtid,
             invalid_dates=self.cfg.invalid_dates,
             schema_captured=self._schema_captured,
+            fuse=self._fuse,
         )
         self._set_extra()
         self._resume = self._conv.checkpoint()
@@ -224,6 +229,7 @@ class MySQLSource(SourceBase[MySQLCheckpoint]):
             pos=pos,
             gtid=gtid,
             resume_by="gtid" if self._use_gtid else "file/pos",
+            row_path=fused.path_name() if self._fuse is not None else "pure (no fused hook)",
             **self._identity,
         )
 

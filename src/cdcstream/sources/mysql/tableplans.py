@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from cdcstream.changes import Column, Op, TableInfo
 from cdcstream.errors import DecodeError, SourceError
-from cdcstream.sources.mysql import rows
+from cdcstream.sources.mysql import fused, rows
 from cdcstream.sources.mysql.binlog import events as ev
 from cdcstream.sources.mysql.binlog import tablemap
 from cdcstream.sources.mysql.binlog.charsets import Charsets
@@ -32,6 +33,9 @@ OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE, Op.DROP_TABLE)
 # Which table ids a fixed-binary lookup needs: (schema, table, column names) -> {column: uuid|inet4|inet6} or None.
 FixedBinaryLookup = Callable[[str, str, list[str]], "dict[str, str] | None"]
 
+FuseHook = Callable[[TableInfo], "fused.FusedColumns | None"]
+"""The mapping's half of the fused path's eligibility (Mapper.fused_columns), asked once per table version."""
+
 
 @dataclass(slots=True, eq=False)  # hashed by identity (kept in a set of touched plans)
 class TablePlan:
@@ -42,6 +46,8 @@ class TablePlan:
     label: str
     keys: tuple[str, ...]
     counts: list[int] = field(default_factory=lambda: [0] * len(OPS))
+    #: The compiled renderer of this version's FULL row images (fused.py), None where the reference renders them.
+    fused: Any = None
 
 
 class TablePlans:
@@ -49,9 +55,16 @@ class TablePlans:
     table (for the control events of DDL)."""
 
     def __init__(
-        self, selector: Callable[[str, str], bool], *, no_hex_prefix: bool, invalid_dates: str, mariadb: bool
+        self,
+        selector: Callable[[str, str], bool],
+        *,
+        no_hex_prefix: bool,
+        invalid_dates: str,
+        mariadb: bool,
+        fuse: FuseHook | None = None,
     ) -> None:
         self._selector = selector
+        self._fuse = fuse if fuse is not None and fused.available() else None
         self._no_hex_prefix = no_hex_prefix
         self._invalid_dates = invalid_dates
         self._mariadb = mariadb
@@ -123,12 +136,25 @@ class TablePlans:
         info = self._interned.setdefault(info, info)  # one TableInfo per table version, across DDL and reconnects
         label = f"{schema}.{name}"
         plan = TablePlan(info, RowPlan(names, decoders, json_column_indexes([c.type for c in tm.columns])), label, keys)
+        plan.fused = self._fused_plan(tm, info, fixed)
         old = self._by_label.get(label)
         if old is not None:
             plan.counts = old.counts  # a new version of the same table: keep the metric counters together
         self._by_label[label] = plan
         self.infos[(schema, name)] = info
         return plan
+
+    def _fused_plan(self, tm: tablemap.TableMap, info: TableInfo, fixed: dict[str, str]) -> Any:
+        """The version's compiled renderer when both the mapping and the column types allow it (fused.py)."""
+        if self._fuse is None:
+            return None
+        kinds = [
+            None if c.name in fixed else fused.column_kind(c, self.charsets, self._no_hex_prefix, self._invalid_dates)
+            for c in tm.columns
+        ]
+        if None in kinds:
+            return None  # the mapping is not asked about a table the compiled code cannot render anyway
+        return fused.image_plan(kinds, self._fuse(info))
 
     def _fixed_binary_types(self, tm: tablemap.TableMap, names: list[str], at: str) -> dict[str, str]:
         """MariaDB's UUID/INET4/INET6 columns of the table (the table map shows them as BINARY(16)/BINARY(4))."""

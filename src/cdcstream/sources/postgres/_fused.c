@@ -13,6 +13,8 @@
 #include <Python.h>
 #include <string.h>
 
+#include "../../_fused_json.h"
+
 enum {
     K_STRING = 0,       /* the text is the rendering: a JSON string */
     K_INT = 1,          /* int2/int4/int8/oid/xid/cid/xid8: the digits */
@@ -134,77 +136,6 @@ static int RowPlan_init(RowPlan *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* JSON string escapes as orjson writes them: the two-character forms for \b \t \n \f \r \" \\, \u00xx for
- * the other control characters, everything else (DEL, non-ASCII) verbatim. 0 = copy. */
-static const char ESCAPE[128] = {
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
-    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\', 0,  0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
-};
-static const char HEX[] = "0123456789abcdef";
-
-/* Copies s[0:n] JSON-escaped to out (without quotes), checking it is UTF-8 exactly as Python's strict decoder
- * does (no overlong forms, no surrogates, nothing past U+10FFFF); raw: checked but not escaped (key text).
- * Returns the end of the output, or NULL. */
-static char *put_escaped(char *out, const unsigned char *s, Py_ssize_t n, int raw) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            char e = raw ? 0 : ESCAPE[c];
-            if (e == 0) {
-                *out++ = (char)c;
-            } else if (e == 'u') {
-                memcpy(out, "\\u00", 4);
-                out[4] = HEX[c >> 4];
-                out[5] = HEX[c & 15];
-                out += 6;
-            } else {
-                out[0] = '\\';
-                out[1] = e;
-                out += 2;
-            }
-            i++;
-            continue;
-        }
-        Py_ssize_t len;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0)
-                lo = 0xA0;
-            else if (c == 0xED)
-                hi = 0x9F; /* surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0)
-                lo = 0x90;
-            else if (c == 0xF4)
-                hi = 0x8F;
-        } else {
-            return NULL;
-        }
-        if (i + len > n)
-            return NULL;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return NULL;
-        for (Py_ssize_t k = 2; k < len; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return NULL;
-        memcpy(out, s + i, (size_t)len);
-        out += len;
-        i += len;
-    }
-    return out;
-}
-
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 /* Integers as PostgreSQL prints them (canonical decimal): the same digits as orjson writes int(text), within
@@ -228,10 +159,8 @@ static char *put_int(char *out, const unsigned char *s, Py_ssize_t n) {
     return out + n;
 }
 
-/* float4/float8: float(text) written as orjson writes a double, i.e. Python's repr (the shortest digits that
- * read back as the same double) except that orjson writes exponent -5 in positional notation (0.00001) and
- * negative exponents without a leading zero (1e-7). fused.py checks this against the installed orjson at
- * import and leaves float columns to the pure path if they differ. */
+/* float4/float8: float(text) written as orjson writes a double (put_double_repr). fused.py checks this against
+ * the installed orjson at import and leaves float columns to the pure path if they differ. */
 static char *put_float(char *out, const unsigned char *s, Py_ssize_t n) {
     if ((n == 3 && memcmp(s, "NaN", 3) == 0) || (n == 8 && memcmp(s, "Infinity", 8) == 0) ||
         (n == 9 && memcmp(s, "-Infinity", 9) == 0)) {
@@ -281,37 +210,7 @@ static char *put_float(char *out, const unsigned char *s, Py_ssize_t n) {
     }
     if (end != text + n || !Py_IS_FINITE(d)) /* overflow: the pure path writes what orjson does with inf */
         return NULL;
-    char *r = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (r == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    char *e = strchr(r, 'e');
-    if (e == NULL) {
-        size_t len = strlen(r);
-        memcpy(out, r, len);
-        out += len;
-    } else {
-        int exp = atoi(e + 1);
-        if (exp == -5) {
-            /* d.ddde-05 -> 0.0000dddd */
-            const char *m = r;
-            if (*m == '-')
-                *out++ = *m++;
-            memcpy(out, "0.0000", 6);
-            out += 6;
-            for (; m < e; m++)
-                if (*m != '.')
-                    *out++ = *m;
-        } else {
-            size_t len = (size_t)(e - r);
-            memcpy(out, r, len);
-            out += len;
-            out += sprintf(out, exp < 0 ? "e-%d" : "e+%d", exp < 0 ? -exp : exp);
-        }
-    }
-    PyMem_Free(r);
-    return out;
+    return put_double_repr(out, d);
 }
 
 /* A timestamp's text s[0:n] as a JSON string with its first space replaced by 'T', then `tail` ('Z' or ''),

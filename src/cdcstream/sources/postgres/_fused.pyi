@@ -1,4 +1,4 @@
-"""Type stub of the compiled fused row renderer (_fused.c; design in fused.py)."""
+"""Type stub of the compiled extension (_fused.c): the fused row renderer (design in fused.py)."""
 
 class RowPlan:
     """One relation's compiled row renderer: column kinds, key flags and JSON-encoded output names."""

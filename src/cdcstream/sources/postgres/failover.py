@@ -10,6 +10,9 @@ make a stream wait without an error.
   promoted standby inherits its old primary's setting) makes it wait forever, silently:
   :func:`standby_slot_problems` names it at start, at each reconnect and in ``check``, and :class:`ProgressWatch`
   notices any stream that receives nothing while the server's WAL grows.
+* A failover slot a standby holds but not yet **sync-ready** is dropped when that standby is promoted:
+  :func:`watch_standby_slots` keeps ``cdcstream_source_standby_slot_ready`` for each standby of a multi-host
+  ``host`` (``check`` says the same through :func:`failover_checks`).
 """
 
 from __future__ import annotations
@@ -256,6 +259,53 @@ async def _other_server(cfg: PostgresSourceConfig, host: str, port: str) -> tupl
             return standby, row
     except psycopg.Error as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def standby_slot_ready(found: tuple[bool, Any] | str) -> bool | None:
+    """From :func:`_other_server`'s answer: True for a standby holding the slot synced and sync-ready (it keeps
+    the slot when promoted), False for a standby that would not (no slot, not synced, still temporary, before
+    17), None for a primary or a server not reached."""
+    if isinstance(found, str) or not found[0]:
+        return None
+    row = found[1]
+    if row is None or row == "before 17":
+        return False
+    synced, temporary, _failover = row
+    return bool(synced and not temporary)
+
+
+async def watch_standby_slots(
+    cfg: PostgresSourceConfig, *, interval: float, label: str, log: FilteringBoundLogger
+) -> None:
+    """Until cancelled, every ``interval`` seconds: ``cdcstream_source_standby_slot_ready`` for each other server
+    of a multi-host ``host`` that is a standby, and a warning when one does not hold the slot sync-ready (a
+    promotion of it then ends capture), a line when it does again. Returns at once without a host list."""
+    ready: dict[str, bool] = {}
+    try:
+        while hosts := _hosts(cfg):
+            for host, port in hosts:
+                server = f"{host}:{port}"
+                now = standby_slot_ready(await _other_server(cfg, host, port))
+                if now is None:
+                    if ready.pop(server, None) is not None:
+                        metrics.SOURCE_STANDBY_SLOT_READY.remove(label, server)
+                    continue
+                metrics.SOURCE_STANDBY_SLOT_READY.labels(label, server).set(1 if now else 0)
+                if not now and ready.get(server, True):
+                    log.warning(
+                        "standby does not hold the failover slot sync-ready: a promotion of it now ends capture",
+                        server=server,
+                        slot=cfg.slot_name,
+                        fix="cdcstream check names what the standby lacks; a slot becomes sync-ready once the daemon "
+                        "has confirmed a position the standby has",
+                    )
+                elif now and ready.get(server) is False:
+                    log.info("standby holds the failover slot sync-ready", server=server, slot=cfg.slot_name)
+                ready[server] = now
+            await asyncio.sleep(interval)
+    finally:
+        for server in ready:
+            metrics.SOURCE_STANDBY_SLOT_READY.remove(label, server)
 
 
 async def failover_checks(

@@ -290,7 +290,7 @@ class ReplicationConnection:
         self.streaming = True
 
     # -- streaming -----------------------------------------------------------------------------------------
-    async def read_batch(self, max_wait: float, max_frames: int = 5000) -> list[bytes]:
+    async def read_batch(self, max_wait: float, max_frames: int = 2000) -> list[bytes]:
         """Up to ``max_frames`` CopyData payloads; waits at most ``max_wait`` seconds for the first one.
 
         Returns an empty list on timeout. Raises SourceConnectionError when the stream ends or the
@@ -298,6 +298,13 @@ class ReplicationConnection:
         """
         pg = self.pgconn
         out: list[bytes] = []
+        # Frames held when the socket was last read: libpq reads at most its buffer (~16 KB, ~70 row frames)
+        # per consume_input, so under a backlog the batch is refilled from what the kernel already holds (a
+        # recv that does not wait) until a read brings nothing new. Every batch costs the decoder, the mapper,
+        # the pipeline and the sink a fixed overhead; 70 rows per batch made that a few µs per row. At most
+        # ``max_frames`` (2,000: ~20 ms of work) so the sink's requests still get a turn often under a backlog.
+        mark = 0
+        waited = False
         try:
             while len(out) < max_frames:
                 n, data = pg.get_copy_data(1)
@@ -306,7 +313,12 @@ class ReplicationConnection:
                     continue
                 if n == 0:
                     if out:
-                        return out
+                        if len(out) == mark:
+                            break
+                        mark = len(out)
+                        pg.consume_input()
+                        continue
+                    waited = True
                     if not await self._wait_fd(pg.socket, max_wait=max_wait):
                         return out
                     pg.consume_input()
@@ -323,6 +335,11 @@ class ReplicationConnection:
         except psycopg.OperationalError as exc:
             self.streaming = False
             raise SourceConnectionError(f"replication connection lost: {exc}") from None
+        if not waited:
+            # Under a backlog the socket never runs dry, so no wait above gave the event loop a turn: yield one
+            # per batch, or the sink would send nothing until the reader fills its buffer (and timers, the
+            # checkpoint and the health endpoints would wait as long).
+            await asyncio.sleep(0)
         return out
 
     async def send_status(self, write: int, flush: int, apply: int, *, reply: bool = False) -> None:

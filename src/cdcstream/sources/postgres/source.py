@@ -48,6 +48,7 @@ from cdcstream.sources.postgres.failover import (
     wants_failover_slot,
     warn_standby_slots,
     watch_server,
+    watch_standby_slots,
 )
 from cdcstream.sources.postgres.heartbeat import StandbyStatus, heartbeat_loop
 from cdcstream.sources.postgres.monitor import UncapturedTables
@@ -122,6 +123,9 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         # Monotonic time the reader last went round its loop (at least every second while streaming, data or
         # not): the pipeline's watchdog tells an idle source from a wedged one with it.
         self.alive_at = time.monotonic()
+        # True while the consumer holds the batch last yielded (the sink is full: the daemon holds the stream
+        # back itself); the stall watch counts only time the reader is waiting on the server.
+        self._held = False
         fl = self._full_load_cfg
         self._load_engine = functools.partial(
             PgLoadEngine,
@@ -268,13 +272,18 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         watch = watch_server(
             self._session,
             lambda: self._decoder.received_lsn,
-            lambda: self._repl is not None and self._repl.streaming,
+            lambda: self._repl is not None and self._repl.streaming and not self._held,
             self._server_state,
             timeout=self.cfg.stall_timeout,
             label=self._label,
             log=self._log,
         )
         self._tasks.append(asyncio.create_task(watch, name="pg-server"))
+        if self.cfg.table_check_interval > 0 and wants_failover_slot(self.cfg, self._server_version, self._standby):
+            # each standby of the host list: does it hold the failover slot sync-ready (docs/postgresql.md)?
+            interval = self.cfg.table_check_interval
+            slots = watch_standby_slots(self.cfg, interval=interval, label=self._label, log=self._log)
+            self._tasks.append(asyncio.create_task(slots, name="pg-standby-slots"))
 
     def _server_state(self, standby: bool, timeline: int | None) -> None:
         """The server's state now (``watch_server``). The standby read was promoted: its walsender follows the
@@ -348,6 +357,15 @@ class PostgresSource(SourceBase[PgCheckpoint]):
     # changes
     # ------------------------------------------------------------------------------------------------------
     async def changes(self) -> AsyncGenerator[Sequence[Item], None]:
+        async with contextlib.aclosing(self._changes()) as batches:
+            async for items in batches:
+                self._held = True
+                try:
+                    yield items
+                finally:
+                    self._held = False
+
+    async def _changes(self) -> AsyncGenerator[Sequence[Item], None]:
         if not self._started:
             raise SourceError("PostgresSource.changes() called before start()")
         if self._load is not None:

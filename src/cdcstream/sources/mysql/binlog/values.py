@@ -318,9 +318,10 @@ def _column_decoder(c: ColumnDef, opts: ValueOptions, fixed_binary: str | None) 
         return _string(c, opts, prefix, fixed_binary)
     if t in (types.BLOB, types.TINY_BLOB, types.MEDIUM_BLOB, types.LONG_BLOB, BLOB_COMPRESSED):
         return _blob(c, opts, prefix)
-    name = types.TYPE_NAMES.get(t, f"type code {t}")
+    name = types.TYPE_NAMES.get(t)
     raise DecodeError(
-        f"column {c.name or c.index + 1} has {name} ({t}), which cdcstream cannot decode; exclude the table "
+        f"column {c.name or c.index + 1} has {f'{name} ({t})' if name else f'type code {t}'}, which cdcstream "
+        "cannot decode; exclude the table "
         "from the mapping, or convert the column"
     )
 

@@ -1,0 +1,195 @@
+/* The PutRecords request body in one C call: an optional extension of the sink (sinks/putrecords.py, whose
+ * build_plain_body is the reference; tests/unit/test_putrecords_body.py holds them equal byte for byte, and an
+ * import-time probe falls back to Python if they ever differ). Kept apart from the sources' row renderers so the
+ * sink stage imports nothing of a source (tests/unit/test_import_rules.py). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#include "../_fused_json.h"
+
+/* ---- PutRecords request bodies (sinks/putrecords.py: build_body is the reference) ----------------------------
+ *
+ * put_records_body(head, records, keys, counts): head + the entries joined by ',' + "]}", each entry
+ * {"Data":"<base64 of record.data>","PartitionKey":<key as orjson writes a str>}, or record.entry as is when a
+ * mapping worker built it for the same key. keys[i] owns the next counts[i] records (sinks/batching.py's Batch).
+ * One pass over the batch into one bytes object: no per-record Python object, no join of hundreds of parts. */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 with '=' padding and no newline, as binascii.b2a_base64(data, newline=False) writes it. */
+static char *put_base64(char *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8) | s[i + 2];
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = B64[v & 63];
+        out += 4;
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)s[i] << 16;
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = '=';
+        out[3] = '=';
+        out += 4;
+    } else if (n - i == 2) {
+        unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8);
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = '=';
+        out += 4;
+    }
+    return out;
+}
+
+#define ENTRY_HEAD "{\"Data\":\""
+#define ENTRY_MID "\",\"PartitionKey\":\""
+
+static PyObject *put_records_body(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyList_Check(args[1]) || !PyList_Check(args[2]) ||
+        !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "put_records_body(head: bytes, records: list, keys: list, counts: list)");
+        return NULL;
+    }
+    PyObject *head = args[0], *records = args[1], *keys = args[2], *counts = args[3];
+    Py_ssize_t nkeys = PyList_GET_SIZE(keys), nrec = PyList_GET_SIZE(records);
+    if (PyList_GET_SIZE(counts) != nkeys) {
+        PyErr_SetString(PyExc_ValueError, "keys and counts differ in length");
+        return NULL;
+    }
+    static PyObject *s_data = NULL, *s_entry = NULL, *s_key = NULL;
+    if (s_data == NULL && ((s_data = PyUnicode_InternFromString("data")) == NULL ||
+                           (s_entry = PyUnicode_InternFromString("entry")) == NULL ||
+                           (s_key = PyUnicode_InternFromString("partition_key")) == NULL))
+        return NULL;
+    PyObject *result = NULL;
+    /* Each record's bytes to write, borrowed from the record (its data or entry), and whether it is an entry. */
+    PyObject **parts = PyMem_Malloc(sizeof(PyObject *) * (size_t)(nrec ? nrec : 1));
+    char *is_entry = PyMem_Malloc((size_t)(nrec ? nrec : 1));
+    Py_ssize_t nparts = 0;
+    if (parts == NULL || is_entry == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Pass 1: the parts, and an upper bound of the body's size (a key's escaped text is at most 6 bytes per
+     * UTF-8 byte). */
+    Py_ssize_t total = PyBytes_GET_SIZE(head) + 2;
+    Py_ssize_t r = 0;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        PyObject *key = PyList_GET_ITEM(keys, k);
+        Py_ssize_t n = PyLong_AsSsize_t(PyList_GET_ITEM(counts, k));
+        if (n == -1 && PyErr_Occurred())
+            goto done;
+        Py_ssize_t klen;
+        if (!PyUnicode_Check(key) || PyUnicode_AsUTF8AndSize(key, &klen) == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "partition keys must be str");
+            goto done;
+        }
+        if (n < 0 || r + n > nrec) {
+            PyErr_SetString(PyExc_ValueError, "counts do not add up to the records");
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++, r++) {
+            PyObject *rec = PyList_GET_ITEM(records, r);
+            PyObject *entry = PyObject_GetAttr(rec, s_entry);
+            if (entry == NULL)
+                goto done;
+            if (entry != Py_None) {
+                PyObject *own = PyObject_GetAttr(rec, s_key);
+                int same = own == NULL ? -1 : PyUnicode_Check(own) ? PyUnicode_Compare(own, key) == 0 : 0;
+                Py_XDECREF(own);
+                if (same < 0 || PyErr_Occurred()) {
+                    Py_DECREF(entry);
+                    goto done;
+                }
+                if (same && PyBytes_Check(entry)) {
+                    Py_DECREF(entry); /* the record keeps it alive while the body is built */
+                    parts[nparts] = entry;
+                    is_entry[nparts++] = 1;
+                    total += PyBytes_GET_SIZE(entry) + 1;
+                    continue;
+                }
+            }
+            Py_DECREF(entry);
+            PyObject *data = PyObject_GetAttr(rec, s_data);
+            if (data == NULL)
+                goto done;
+            Py_DECREF(data); /* as above: borrowed from the record */
+            if (!PyBytes_Check(data)) {
+                PyErr_SetString(PyExc_TypeError, "record data must be bytes");
+                goto done;
+            }
+            parts[nparts] = data;
+            is_entry[nparts++] = 0;
+            total += (PyBytes_GET_SIZE(data) + 2) / 3 * 4 + (Py_ssize_t)sizeof(ENTRY_HEAD ENTRY_MID) + 6 * klen + 3;
+        }
+    }
+    if (r != nrec) {
+        PyErr_SetString(PyExc_ValueError, "counts do not add up to the records");
+        goto done;
+    }
+    /* Pass 2: write. */
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL)
+        goto done;
+    char *out = PyBytes_AS_STRING(result);
+    memcpy(out, PyBytes_AS_STRING(head), (size_t)PyBytes_GET_SIZE(head));
+    out += PyBytes_GET_SIZE(head);
+    Py_ssize_t p = 0;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        Py_ssize_t n = PyLong_AsSsize_t(PyList_GET_ITEM(counts, k));
+        Py_ssize_t klen;
+        const char *kutf8 = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(keys, k), &klen);
+        for (Py_ssize_t i = 0; i < n; i++, p++) {
+            if (p > 0)
+                *out++ = ',';
+            PyObject *part = parts[p];
+            if (is_entry[p]) {
+                memcpy(out, PyBytes_AS_STRING(part), (size_t)PyBytes_GET_SIZE(part));
+                out += PyBytes_GET_SIZE(part);
+                continue;
+            }
+            memcpy(out, ENTRY_HEAD, sizeof(ENTRY_HEAD) - 1);
+            out = put_base64(out + sizeof(ENTRY_HEAD) - 1, (const unsigned char *)PyBytes_AS_STRING(part),
+                             PyBytes_GET_SIZE(part));
+            memcpy(out, ENTRY_MID, sizeof(ENTRY_MID) - 1);
+            out = put_escaped(out + sizeof(ENTRY_MID) - 1, (const unsigned char *)kutf8, klen, 0);
+            if (out == NULL) { /* not reachable: Python's UTF-8 of a str is valid */
+                Py_CLEAR(result);
+                PyErr_SetString(PyExc_ValueError, "invalid UTF-8 in a partition key");
+                goto done;
+            }
+            out[0] = '"';
+            out[1] = '}';
+            out += 2;
+        }
+    }
+    out[0] = ']';
+    out[1] = '}';
+    out += 2;
+    _PyBytes_Resize(&result, out - PyBytes_AS_STRING(result));
+done:
+    PyMem_Free(parts);
+    PyMem_Free(is_entry);
+    return result;
+}
+
+static PyMethodDef putrecords_functions[] = {
+    {"put_records_body", (PyCFunction)(void (*)(void))put_records_body, METH_FASTCALL,
+     "put_records_body(head, records, keys, counts) -> the PutRecords request body (sinks/putrecords.py)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef putrecords_module = {
+    PyModuleDef_HEAD_INIT, "_putrecords", "Compiled PutRecords request body builder (see sinks/putrecords.py).", -1,
+    putrecords_functions,
+};
+
+PyMODINIT_FUNC PyInit__putrecords(void) { return PyModule_Create(&putrecords_module); }
