@@ -1,7 +1,8 @@
-"""The compiled fused row renderers (src/cdcstream/sources/postgres/_fused.c, src/cdcstream/sources/mysql/_fused.c)
-and the sink's PutRecords body builder (src/cdcstream/sinks/_putrecords.c) as optional extensions: a machine without
-a C compiler still builds and installs the package, which then runs the pure-Python path (each source's fused.py and
-sinks/putrecords.py say so)."""
+"""The compiled fused row renderers (src/cdcstream/sources/postgres/_fused.c, src/cdcstream/sources/mysql/_fused.c),
+the sink's PutRecords body builder (src/cdcstream/sinks/_putrecords.c) and the mapping workers' compact answers
+(src/cdcstream/workers/_frames.c) as optional extensions: a machine without a C compiler still builds and installs
+the package, which then runs the pure-Python path (each source's fused.py, sinks/putrecords.py and workers/frames.py
+say so)."""
 
 from setuptools import Extension, setup
 
@@ -25,5 +26,6 @@ setup(
             depends=["src/cdcstream/_fused_json.h"],
             optional=True,
         ),
+        Extension("cdcstream.workers._frames", ["src/cdcstream/workers/_frames.c"], optional=True),
     ]
 )

@@ -155,4 +155,33 @@ class MappedRows:
     records: list[Record]
 
 
+@dataclass(slots=True, frozen=True)
+class LoadLayout:
+    """What a raw chunk needs to write one table's load records itself, as the mapping would (a compiled renderer,
+    sources/postgres/fused.py): the mapping only renames or leaves out columns (:meth:`Mapper.load_layout
+    <cdcstream.mapping.envelope.Mapper.load_layout>` says when).
+
+    ``names``: each source column's name in the records, None where it is left out;
+    ``key``: a ``primary-key`` partition key's source columns (key order) and prefix, or None and ``static_key``
+    for every row; ``empty_key`` stands in for an empty key; ``tail``: the record's bytes after the data section
+    (the metadata, serialised once per chunk)."""
+
+    names: tuple[str | None, ...]
+    include_nulls: bool
+    key: tuple[tuple[int, ...], str] | None
+    static_key: str | None
+    empty_key: str
+    tail: bytes
+    label: str
+
+
+class RendersRecords(Protocol):
+    """:class:`RawRows` that can write their load records themselves for a :class:`LoadLayout`."""
+
+    def render_records(self, layout: LoadLayout) -> tuple[list[str], list[bytes], list[bytes | None]] | None:
+        """(partition keys, records, PutRecords entries: None where the caller must build one, a key the sink
+        sends as its digest), byte for byte what the mapping writes; None where the mapping must do it."""
+        ...
+
+
 Item = ChangeEvent | Marker | MappedRows

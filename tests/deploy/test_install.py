@@ -74,7 +74,7 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
     assert len(wheels) == 1 and sdist.exists(), sorted(p.name for p in dist.iterdir())
     wheel = wheels[0]
     with zipfile.ZipFile(wheel) as zf:
-        for module in ("sources/postgres/_fused", "sources/mysql/_fused", "sinks/_putrecords"):
+        for module in ("sources/postgres/_fused", "sources/mysql/_fused", "sinks/_putrecords", "workers/_frames"):
             assert any(n.startswith(f"cdcstream/{module}.") and n.endswith(".so") for n in zf.namelist()), module
     check = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
@@ -163,7 +163,8 @@ def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)]
     subprocess.run(pip, check=True, capture_output=True, timeout=300)
     probe = "from cdcstream.sources.postgres import fused; from cdcstream.sources.mysql import fused as my; "
-    probe += "print(fused.path_name()); print(my.path_name())"
+    probe += "from cdcstream.workers import frames; print(fused.path_name()); print(my.path_name()); "
+    probe += "print(frames.available())"
     # Dependencies from this environment; cdcstream itself from the wheel (first on the path).
     res = subprocess.run(
         [sys.executable, "-c", probe],
@@ -174,4 +175,6 @@ def test_wheel_without_a_compiler_runs_the_pure_path(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == ["pure (the compiled extension is not built)"] * 2, res.stdout
+    lines = res.stdout.splitlines()
+    assert lines[:2] == ["pure (the compiled extension is not built)"] * 2, res.stdout
+    assert lines[2:] == ["False"], res.stdout  # the mapping workers answer with pickles

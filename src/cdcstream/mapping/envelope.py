@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from cdcstream.changes import ALTER_OPS, ChangeEvent, Op, SchemaChange, TableInfo
+from cdcstream.changes import ALTER_OPS, ChangeEvent, LoadLayout, Op, SchemaChange, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import CdcstreamError, ConfigError, MappingError
 from cdcstream.mapping.plan import TablePlan
@@ -130,6 +130,27 @@ class Mapper:
         if plan.fused_names is None:
             return None
         return plan.fused_names, self.include_nulls, plan.fused_key
+
+    def load_layout(self, info: TableInfo) -> LoadLayout | None:
+        """How a raw chunk of this table may write its load records itself (:class:`LoadLayout`), as :meth:`map`
+        writes them; None when :meth:`map` must (no rule selects the table, the rules reshape rows, records are
+        indented, or each carries its ``partition-key-value``). Asked per chunk: the metadata (its timestamp)
+        is serialised anew each time, as :meth:`map` does per batch. Builds the plan as :meth:`map` would, so a
+        mapping error surfaces here, at the table's first chunk."""
+        if self.pretty or self.partition_value:
+            return None
+        plan = self.plan(info)
+        if plan is None or plan.fused_names is None:
+            return None
+        static = None
+        if plan.fused_load_key is None:
+            if plan.load_key_type != "schema-table":
+                return None
+            static = f"{plan.schema_out}.{plan.table_name}"
+        tail = self._load_tail(plan, now_iso())
+        return LoadLayout(
+            plan.fused_names, self.include_nulls, plan.fused_load_key, static, EMPTY_KEY, tail, plan.label
+        )
 
     def _forget(self, info: TableInfo) -> None:
         """A table name that no longer exists (renamed or dropped) gives up its target, so the table's new name
@@ -304,19 +325,24 @@ class Mapper:
         "metadata": {...}}`` compact with a newline); None where only the general path can write the row."""
         tail = tails.get(id(plan))
         if tail is None:
-            metadata = {
-                "timestamp": stamp,
-                "record-type": "data",
-                "operation": Op.LOAD.value,
-                "partition-key-type": plan.load_key_type,
-                "schema-name": plan.schema_out,
-                "table-name": plan.table_name,
-            }
-            tail = tails[id(plan)] = b',"metadata":' + orjson.dumps(metadata) + b"}\n"
+            tail = tails[id(plan)] = self._load_tail(plan, stamp)
         try:
             return b'{"data":' + orjson.dumps(row) + tail
         except TypeError:
             return None  # an integer beyond 64 bits: _dumps' fallback writes it exactly
+
+    @staticmethod
+    def _load_tail(plan: TablePlan, stamp: str) -> bytes:
+        """What follows a load record's data section: its metadata (the same for the table's rows of a batch)."""
+        metadata = {
+            "timestamp": stamp,
+            "record-type": "data",
+            "operation": Op.LOAD.value,
+            "partition-key-type": plan.load_key_type,
+            "schema-name": plan.schema_out,
+            "table-name": plan.table_name,
+        }
+        return b',"metadata":' + orjson.dumps(metadata) + b"}\n"
 
     def _transaction_details(self, ev: ChangeEvent, metadata: dict[str, Any]) -> None:
         txn = ev.transaction_id

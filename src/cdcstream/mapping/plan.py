@@ -128,6 +128,7 @@ class TablePlan:
         "excluded",
         "filter",
         "fused_key",
+        "fused_load_key",
         "fused_names",
         "key_of",
         "key_type",
@@ -162,6 +163,7 @@ class TablePlan:
         plan.outputs = {c.name: c.name for c in info.columns}  # column rules unknown here: source names
         plan.fused_names = None
         plan.fused_key = None
+        plan.fused_load_key = None
         return plan
 
     def __init__(self, info: TableInfo, rules: MappingRules, target: TargetConfig) -> None:
@@ -215,11 +217,16 @@ class TablePlan:
             self.load_key_of = _primary_key_function(self, key_columns, target)
         self.before_image = _endpoint_before_image(info, columns.cols, key_columns, target)
         self.fused_names = self._fused_names(info, columns, om)
-        self.fused_key: tuple[tuple[int, ...], str] | None = None
-        if self.fused_names is not None and self.key_type == "primary-key":
+        # The partition key a source renders with a row it renders itself (sources/postgres/fused.py): a load
+        # row's is the primary key also without an object mapping (load_key_of); None where the key needs no
+        # value of the row (schema-table, a table without a key).
+        self.fused_load_key: tuple[tuple[int, ...], str] | None = None
+        if self.fused_names is not None and self.load_key_type == "primary-key":
             index = {c.name: i for i, c in enumerate(info.columns)}
             prefix = f"{self.schema_out}.{self.table_name}." if target.partition_include_schema_table else ""
-            self.fused_key = (tuple(index[k] for k in key_columns), prefix)
+            self.fused_load_key = (tuple(index[k] for k in key_columns), prefix)
+        # A change's key is the primary key only by an object mapping, which keys load rows the same way.
+        self.fused_key = self.fused_load_key if self.key_type == "primary-key" else None
         self.table_def: dict[str, Any] | None = None
         if target.include_control_details:
             self.table_def = {

@@ -30,7 +30,15 @@ from typing import Any, cast
 import structlog
 
 from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op
-from cdcstream.checkpoints.model import PHASE, Checkpoint, LoadProgress, TableLoadState, load_started, stored_load
+from cdcstream.checkpoints.model import (
+    PHASE,
+    Checkpoint,
+    LoadProgress,
+    SegmentState,
+    TableLoadState,
+    load_started,
+    stored_load,
+)
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
 from cdcstream.runtime.stopping import cancel_and_wait
@@ -96,9 +104,21 @@ class _TableProgress:
     started: float | None = None
     last_log_rows: int = 0
     snapshot: TableLoadState = field(default_factory=TableLoadState)  # immutable once built: markers share it
+    _jsons: list[SegmentState] = field(default_factory=list)  # the snapshot's segments (never changed in place)
+    _index: dict[int, int] = field(default_factory=dict)  # id(segment) -> its place in segments
 
-    def rebuild(self) -> None:
-        self.snapshot = {"segments": [s.to_json() for s in self.segments]}
+    def rebuild(self, changed: Segment | None = None) -> None:
+        """A new snapshot after ``changed`` (None: any segment) moved on. Only that segment is serialised again:
+        with DMS's 50-row chunks this runs every 50 rows, and a table has up to 32 segments."""
+        i = -1 if changed is None else self._index.get(id(changed), -1)
+        if i < 0 or len(self._jsons) != len(self.segments) or self.segments[i] is not changed:
+            self._index = {id(s): i for i, s in enumerate(self.segments)}
+            jsons = [s.to_json() for s in self.segments]
+        else:
+            jsons = self._jsons.copy()  # earlier markers keep theirs
+            jsons[i] = changed.to_json()
+        self._jsons = jsons
+        self.snapshot = {"segments": jsons}
 
 
 class FullLoad:
@@ -300,7 +320,7 @@ class FullLoad:
                     if all(s.done for s in progress.segments):
                         self._table_loaded(progress)
                     else:
-                        progress.rebuild()
+                        progress.rebuild(seg)
                 else:
                     if mapped is not None:
                         items = [mapped]
@@ -314,7 +334,7 @@ class FullLoad:
                     self._m_rows.inc(n)
                     if chunk.last_key is not None:
                         seg.after = chunk.last_key
-                    progress.rebuild()
+                    progress.rebuild(seg)
                 items.append(self._marker())
                 yield items
             self.finished = True

@@ -29,16 +29,17 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
-from cdcstream.changes import ChangeEvent, Described, MappedRows, Op, RawRows, TableInfo
+from cdcstream.changes import ChangeEvent, Described, MappedRows, Op, RawRows, RendersRecords, TableInfo
 from cdcstream.config import Config, TargetConfig
 from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record, put_records_entry
+from cdcstream.workers import frames
 
 log = structlog.get_logger(__name__)
 
@@ -93,15 +94,47 @@ Mapped = tuple[list[str], list[bytes], list[bytes], str]
 def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     """A chunk's records (None: the source must decode it, see RawRows.rows), with their PutRecords entries
     (``{"Data": base64, "PartitionKey": key}``): base64 and the JSON around it are a tenth of a load row's CPU in
-    the event loop otherwise."""
+    the event loop otherwise. A chunk that can write its records itself (a compiled renderer, byte for byte the
+    same) does, where the mapping allows it (:meth:`Mapper.load_layout`)."""
+    if hasattr(raw, "render_records"):
+        rendered = _rendered(mapper, info, cast(RendersRecords, raw))
+        if rendered is not None:
+            return rendered
     rows = raw.rows()
     if rows is None:
         return None
     records = mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
     keys = [r.partition_key for r in records]
     datas = [r.data for r in records]
-    entries = [put_records_entry(d, k) for k, d in zip(keys, datas, strict=True)]
+    entries = [_entry(d, k) for k, d in zip(keys, datas, strict=True)]
     return keys, datas, entries, records[0].label if records else ""
+
+
+def _rendered(mapper: Mapper, info: TableInfo, raw: RendersRecords) -> Mapped | None:
+    """The chunk's records as it writes them itself, or None where the mapping must."""
+    layout = mapper.load_layout(info)
+    rendered = raw.render_records(layout) if layout is not None else None
+    if layout is None or rendered is None:
+        return None
+    keys, datas, some = rendered
+    if None not in some:
+        return keys, datas, cast(list[bytes], some), layout.label
+    entries = [e if e is not None else _entry(d, k) for k, d, e in zip(keys, datas, some, strict=True)]
+    return keys, datas, entries, layout.label
+
+
+#: Kinesis' limit (sinks/kinesis.py MAX_PARTITION_KEY_CHARS): the sink sends a longer key as its digest.
+_MAX_KEY_CHARS = 256
+
+
+def _entry(data: bytes, key: str) -> bytes:
+    """The PutRecords entry with the partition key the sink sends (a key over 256 characters as its digest:
+    the entry must carry the same key, or Kinesis refuses the whole request)."""
+    if 0 < len(key) <= _MAX_KEY_CHARS:
+        return put_records_entry(data, key)
+    from cdcstream.sinks.kinesis import effective_partition_key  # rare: not loaded by every worker
+
+    return put_records_entry(data, effective_partition_key(key))
 
 
 #: Descriptions (:class:`~cdcstream.changes.Described`) a worker keeps, oldest dropped first; the daemon keeps
@@ -198,7 +231,11 @@ def _serve(sock: socket.socket, init: WorkerInit) -> None:
             return  # the daemon is gone
         info, raw = _RequestUnpickler(stream.read(int.from_bytes(header, "big")), kept).load()
         try:
-            payload = pickle.dumps((True, map_chunk(mapper, info, raw)), pickle.HIGHEST_PROTOCOL)
+            mapped = map_chunk(mapper, info, raw)
+            if mapped is not None and frames.available():
+                payload = frames.encode(*mapped)
+            else:
+                payload = pickle.dumps((True, mapped), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             try:
                 payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
@@ -249,7 +286,7 @@ class _Worker:
                 if fut.done():  # a cancelled request's answer is read and dropped: the stream stays in step
                     continue
                 try:
-                    fut.set_result(pickle.loads(frame))
+                    fut.set_result((True, frames.decode(frame)) if frame[:1] == frames.TAG else pickle.loads(frame))
                 except Exception as exc:  # never leave the request waiting for ever
                     fut.set_exception(MappingError(f"unreadable answer from a mapping worker process: {exc!r}"))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -396,6 +433,8 @@ class MappingPool:
             raise MappingError(f"mapping worker process failed: {type(answer).__name__}: {answer}") from answer
         if answer is None:
             return None
+        if isinstance(answer, list):  # a compiled answer frame, already Records (frames.py)
+            return MappedRows(answer)
         keys, datas, entries, label = answer
         return MappedRows([Record(k, d, 0, None, label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)])
 

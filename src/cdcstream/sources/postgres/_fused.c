@@ -477,10 +477,341 @@ done:
     return result;
 }
 
+/* ---- Full load: COPY text rows straight to load records and their PutRecords entries -------------------------
+ *
+ * render_copy() takes a block of COPY ... TO STDOUT text-format lines (sources/postgres/snapshot.py) and writes,
+ * per row, what the reference path (split_copy_text + render_lines + Mapper.map + put_records_entry) writes:
+ * the partition key, the record ('{"data":' + the data section + the metadata tail the caller serialised once
+ * for the chunk) and its PutRecords entry ('{"Data":"' + base64 + '","PartitionKey":' + the key as JSON + '}').
+ * Values go through put_value() exactly as pgoutput's do; only the framing differs: fields split by tabs, "\N"
+ * for NULL, and backslash escapes, of which COPY TO writes \b \f \n \r \t \v and \\ only. Anything else (another
+ * escape, a field count that does not match, a row that does not end in a newline, any value put_value refuses)
+ * makes the whole block go to the reference path (None), which renders it or raises its exact error. */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* binascii.b2a_base64(s, newline=False): standard alphabet, '=' padding. */
+static char *put_base64(char *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned int v = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8) | s[i + 2];
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = B64[v & 63];
+        out += 4;
+    }
+    if (n - i == 1) {
+        unsigned int v = (unsigned int)s[i] << 16;
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = '=';
+        out[3] = '=';
+        out += 4;
+    } else if (n - i == 2) {
+        unsigned int v = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8);
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = '=';
+        out += 4;
+    }
+    return out;
+}
+
+/* One COPY text field s[0:n] without its escapes into out (room for n bytes); the end, or NULL for an escape
+ * COPY TO does not write (the reference path's _unescape decides those). */
+static char *copy_unescape(char *out, const unsigned char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] != '\\') {
+            *out++ = (char)s[i];
+            continue;
+        }
+        if (++i >= n)
+            return NULL;
+        switch (s[i]) {
+        case 'b': *out++ = '\b'; break;
+        case 'f': *out++ = '\f'; break;
+        case 'n': *out++ = '\n'; break;
+        case 'r': *out++ = '\r'; break;
+        case 't': *out++ = '\t'; break;
+        case 'v': *out++ = '\v'; break;
+        case '\\': *out++ = '\\'; break;
+        default: return NULL;
+        }
+    }
+    return out;
+}
+
+/* A key's length in characters (the sink sends keys over 256 characters as their digest), from valid UTF-8. */
+static Py_ssize_t utf8_chars(const char *s, Py_ssize_t n) {
+    Py_ssize_t chars = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return chars;
+}
+
+#define MAX_PARTITION_KEY_CHARS 256
+
+/* Grows *buf to hold need bytes. */
+static int reserve(char **buf, size_t *cap, size_t need) {
+    if (need <= *cap)
+        return 0;
+    char *grown = PyMem_Realloc(*buf, need);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = grown;
+    *cap = need;
+    return 0;
+}
+
+/* Scratch space of one render_copy() call. */
+typedef struct {
+    char *field; /* an unescaped field */
+    size_t field_cap;
+    char *keyjson; /* the partition key as a JSON string */
+    size_t keyjson_cap;
+} CopyScratch;
+
+/* One row's data section from its line s[0:n] into self->scratch (after the 8 bytes of '{"data":', with room
+ * for tail_len more bytes), its key parts into self->kscratch; returns the end of the data section, or NULL (not rendered here: *failed = 0, or
+ * a Python error: *failed = 1). */
+static char *copy_row(RowPlan *self, CopyScratch *cs, const unsigned char *s, Py_ssize_t n, Py_ssize_t tail_len,
+                      char **kout_p, int *failed) {
+    *failed = 0;
+    Py_ssize_t ncols = self->ncols;
+    size_t need = 8 + 2 + (size_t)self->names_len + (size_t)ncols * (VALUE_SLACK + 2) + 6 * (size_t)n + (size_t)tail_len;
+    if (reserve(&self->scratch, &self->cap, need) < 0 || reserve(&cs->field, &cs->field_cap, (size_t)n + 1) < 0) {
+        *failed = 1;
+        return NULL;
+    }
+    char *kout = NULL;
+    if (self->nkey > 0) {
+        if (reserve(&self->kscratch, &self->kcap, (size_t)n + 5 * (size_t)ncols) < 0) {
+            *failed = 1;
+            return NULL;
+        }
+        kout = self->kscratch;
+        for (Py_ssize_t i = 0; i < ncols; i++)
+            self->seg_start[i] = -1;
+    }
+    const char *kinds = PyBytes_AS_STRING(self->kinds);
+    char *out = self->scratch + 8;
+    int first = 1;
+    Py_ssize_t pos = 0;
+    *out++ = '{';
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        if (pos > n)
+            return NULL; /* fewer fields than columns */
+        const unsigned char *f = s + pos;
+        const unsigned char *tab = memchr(f, '\t', (size_t)(n - pos));
+        Py_ssize_t flen = tab == NULL ? n - pos : tab - f;
+        if ((tab == NULL) != (i == ncols - 1))
+            return NULL; /* more or fewer fields than columns */
+        pos += flen + 1;
+        PyObject *name = PyTuple_GET_ITEM(self->names, i);
+        int emit = name != Py_None;
+        if (flen == 2 && f[0] == '\\' && f[1] == 'N') {
+            if (emit && !self->drop_nulls) {
+                if (!first)
+                    *out++ = ',';
+                memcpy(out, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+                out += PyBytes_GET_SIZE(name);
+                memcpy(out, "null", 4);
+                out += 4;
+                first = 0;
+            }
+            continue; /* a NULL key part stays "null" (seg_start -1) */
+        }
+        if (memchr(f, '\\', (size_t)flen) != NULL) {
+            char *end = copy_unescape(cs->field, f, flen);
+            if (end == NULL)
+                return NULL;
+            flen = end - cs->field;
+            f = (const unsigned char *)cs->field;
+        }
+        char *mark = out;
+        if (emit) {
+            if (!first)
+                *out++ = ',';
+            memcpy(out, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+            out += PyBytes_GET_SIZE(name);
+        }
+        /* A column the record leaves out is still checked: the reference path converts every value. */
+        char *end = put_value(out, kinds[i], f, flen, 0);
+        if (end == NULL)
+            return NULL;
+        if (kout != NULL && self->key_part[i]) {
+            char *kend = put_value(kout, kinds[i], f, flen, 1);
+            if (kend == NULL)
+                return NULL;
+            self->seg_start[i] = kout - self->kscratch;
+            self->seg_len[i] = kend - kout;
+            kout = kend;
+        }
+        if (emit) {
+            out = end;
+            first = 0;
+        } else {
+            out = mark;
+        }
+    }
+    *out++ = '}';
+    *kout_p = kout;
+    return out;
+}
+
+/* The PutRecords entry of one record: '{"Data":"' + base64(data) + '","PartitionKey":' + keyjson + '}'. */
+static PyObject *copy_entry(const char *data, Py_ssize_t dlen, const char *keyjson, Py_ssize_t klen) {
+    Py_ssize_t b64 = 4 * ((dlen + 2) / 3);
+    PyObject *entry = PyBytes_FromStringAndSize(NULL, 9 + b64 + 17 + klen + 1);
+    if (entry == NULL)
+        return NULL;
+    char *e = PyBytes_AS_STRING(entry);
+    memcpy(e, "{\"Data\":\"", 9);
+    e = put_base64(e + 9, (const unsigned char *)data, dlen);
+    memcpy(e, "\",\"PartitionKey\":", 17);
+    memcpy(e + 17, keyjson, (size_t)klen);
+    e[17 + klen] = '}';
+    return entry;
+}
+
+/* key (UTF-8 k[0:kn]) as a JSON string into cs->keyjson; its length, or -1 (an error set, or *bad: not UTF-8). */
+static Py_ssize_t copy_keyjson(CopyScratch *cs, const char *k, Py_ssize_t kn) {
+    if (reserve(&cs->keyjson, &cs->keyjson_cap, 6 * (size_t)kn + 2) < 0)
+        return -1;
+    char *j = cs->keyjson;
+    *j++ = '"';
+    j = put_escaped(j, (const unsigned char *)k, kn, 0);
+    if (j == NULL)
+        return -2;
+    *j++ = '"';
+    return j - cs->keyjson;
+}
+
+static PyObject *RowPlan_render_copy(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1]) ||
+        (args[2] != Py_None && !PyUnicode_Check(args[2])) || !PyUnicode_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "render_copy(text: bytes, tail: bytes, static_key: str | None, empty_key: str)");
+        return NULL;
+    }
+    if ((self->nkey > 0) == (args[2] != Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "render_copy: a static key exactly when the plan has no key columns");
+        return NULL;
+    }
+    if (self->ncols == 0)
+        return Py_NewRef(Py_None); /* a table without columns: its empty lines are the reference path's to judge */
+    const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t tlen = PyBytes_GET_SIZE(args[0]);
+    const char *tail = PyBytes_AS_STRING(args[1]);
+    Py_ssize_t tail_len = PyBytes_GET_SIZE(args[1]);
+    PyObject *static_key = args[2], *empty_key = args[3];
+    CopyScratch cs = {NULL, 0, NULL, 0};
+    PyObject *keys = PyList_New(0), *datas = PyList_New(0), *entries = PyList_New(0);
+    PyObject *result = NULL;
+    if (keys == NULL || datas == NULL || entries == NULL)
+        goto done;
+    /* The JSON of a key that is the same for every row (a static key, the empty key's substitute). */
+    Py_ssize_t fixed_len = 0, fixed_chars = 0;
+    char *fixed = NULL;
+    PyObject *fixed_key = static_key != Py_None ? static_key : empty_key;
+    {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(fixed_key, &n);
+        if (u == NULL)
+            goto done;
+        Py_ssize_t got = copy_keyjson(&cs, u, n);
+        if (got == -1)
+            goto done;
+        if (got == -2)
+            goto fallback;
+        if ((fixed = PyMem_Malloc((size_t)got)) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        memcpy(fixed, cs.keyjson, (size_t)got);
+        fixed_len = got;
+        fixed_chars = PyUnicode_GET_LENGTH(fixed_key);
+    }
+    Py_ssize_t pos = 0;
+    while (pos < tlen) {
+        const unsigned char *nl = memchr(text + pos, '\n', (size_t)(tlen - pos));
+        if (nl == NULL)
+            goto fallback; /* a row without its newline */
+        Py_ssize_t llen = nl - (text + pos);
+        char *kout = NULL;
+        int failed;
+        char *end = copy_row(self, &cs, text + pos, llen, tail_len, &kout, &failed);
+        if (end == NULL) {
+            if (failed)
+                goto done;
+            goto fallback;
+        }
+        pos += llen + 1;
+        memcpy(self->scratch, "{\"data\":", 8);
+        memcpy(end, tail, (size_t)tail_len);
+        Py_ssize_t dlen = (end - self->scratch) + tail_len;
+        PyObject *key;
+        const char *kj = fixed;
+        Py_ssize_t kjlen = fixed_len, kchars = fixed_chars;
+        if (kout != NULL) {
+            key = assemble_key(self, kout);
+            if (key == NULL)
+                goto done;
+            if (PyUnicode_GET_LENGTH(key) == 0) {
+                Py_SETREF(key, Py_NewRef(empty_key)); /* as the mapper does: Kinesis refuses an empty key */
+            } else {
+                Py_ssize_t klen;
+                const char *k = PyUnicode_AsUTF8AndSize(key, &klen); /* an ASCII key's own bytes, no copy */
+                kjlen = k == NULL ? -1 : copy_keyjson(&cs, k, klen);
+                if (kjlen < 0) {
+                    Py_DECREF(key);
+                    if (kjlen == -1)
+                        goto done;
+                    goto fallback;
+                }
+                kj = cs.keyjson;
+                kchars = PyUnicode_GET_LENGTH(key);
+            }
+        } else {
+            key = Py_NewRef(static_key);
+        }
+        PyObject *data = PyBytes_FromStringAndSize(self->scratch, dlen);
+        /* A key the sink sends as its digest: the caller builds that entry (None here). */
+        PyObject *entry = kchars > MAX_PARTITION_KEY_CHARS ? Py_NewRef(Py_None)
+                          : data == NULL                   ? NULL
+                                                           : copy_entry(self->scratch, dlen, kj, kjlen);
+        int bad = data == NULL || entry == NULL || PyList_Append(keys, key) < 0 || PyList_Append(datas, data) < 0 ||
+                  PyList_Append(entries, entry) < 0;
+        Py_DECREF(key);
+        Py_XDECREF(data);
+        Py_XDECREF(entry);
+        if (bad)
+            goto done;
+    }
+    result = PyTuple_Pack(3, keys, datas, entries);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(fixed);
+    PyMem_Free(cs.field);
+    PyMem_Free(cs.keyjson);
+    Py_XDECREF(keys);
+    Py_XDECREF(datas);
+    Py_XDECREF(entries);
+    return result;
+}
+
 static PyMethodDef RowPlan_methods[] = {
     {"render", (PyCFunction)(void (*)(void))RowPlan_render, METH_FASTCALL,
      "render(buf, pos, key_only) -> (data JSON bytes, end offset, unchanged column indexes, partition key or "
      "None) or None"},
+    {"render_copy", (PyCFunction)(void (*)(void))RowPlan_render_copy, METH_FASTCALL,
+     "render_copy(text, tail, static_key, empty_key) -> (partition keys, records, PutRecords entries or None where "
+     "the key is over 256 characters) of a COPY text block, or None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,3 +18,10 @@ class RowPlan:
         """The data section of the TupleData at ``buf[pos:]``, where it ends, the indexes of its unchanged
         TOAST columns and the partition key (with ``key_columns``: the prefix and the key parts joined by
         dots); None where the reference path must decode the message."""
+    def render_copy(
+        self, text: bytes, tail: bytes, static_key: str | None, empty_key: str, /
+    ) -> tuple[list[str], list[bytes], list[bytes | None]] | None:
+        """A full load's records from a block of COPY text-format lines: per row the partition key (with
+        ``key_columns``: as render() writes it, ``empty_key`` for an empty one; else ``static_key``), the record
+        (``{"data":`` + the data section + ``tail``) and its PutRecords entry (None where the key is over 256
+        characters: the sink sends its digest); None where the reference path must render the block."""

@@ -21,16 +21,17 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
 from psycopg import pq, sql
 
-from cdcstream.changes import Column, Described, RawRows, TableInfo
+from cdcstream.changes import Column, Described, LoadLayout, RawRows, TableInfo
 from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
 from cdcstream.sources.loadengine import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
+from cdcstream.sources.postgres import fused
 from cdcstream.sources.postgres.catalog import LOAD_TABLES_SQL
 from cdcstream.sources.postgres.replication import ReplicationConnection, create_slot_command
 from cdcstream.sources.postgres.values import (
@@ -41,6 +42,9 @@ from cdcstream.sources.postgres.values import (
     PgType,
     TypeRegistry,
 )
+
+if TYPE_CHECKING:
+    from cdcstream.sources.postgres._fused import RowPlan
 
 log = structlog.get_logger(__name__)
 
@@ -110,11 +114,31 @@ class RowSpec(Described):
 
 
 @per_spec
-def _spec_converters_of(spec: RowSpec) -> list[Converter | None]:
-    """The spec's column converters, from a type registry of its own copy of the descriptions."""
+def _spec_types(spec: RowSpec) -> tuple[TypeRegistry, list[Converter | None]]:
+    """A type registry of the spec's own copy of the descriptions, and the spec's column converters from it."""
     registry = TypeRegistry(no_hex_prefix=spec.no_hex_prefix, json_as=spec.json_as, hstore_as=spec.hstore_as)
     registry.add(spec.types)
-    return [registry.converter(oid) for oid in spec.oids]
+    return registry, [registry.converter(oid) for oid in spec.oids]
+
+
+_LoadShape = tuple[tuple[str | None, ...], bool, fused.FusedKey | None]
+
+#: spec key -> (the layout's shape, the compiled renderer or None) in the process that renders (a mapping worker).
+_load_plans: dict[str, tuple[_LoadShape, RowPlan | None]] = {}
+
+
+def _load_plan(spec: RowSpec, layout: LoadLayout) -> RowPlan | None:
+    """The compiled renderer of a spec's rows in this layout (fused.py decides, as for CDC), or None."""
+    shape: _LoadShape = (layout.names, layout.include_nulls, layout.key)
+    cached = _load_plans.get(spec.key)
+    if cached is not None and cached[0] == shape:
+        return cached[1]
+    registry, converters = _spec_types(spec)
+    plan = fused.row_plan(converters, [False] * len(converters), shape, registry)
+    if len(_load_plans) >= 256:  # bounded like per_spec: a spec per segment read
+        _load_plans.clear()
+    _load_plans[spec.key] = (shape, plan)
+    return plan
 
 
 @dataclass(slots=True)
@@ -130,9 +154,20 @@ class CopyBlock:
 
     def rows(self) -> list[dict[str, Any]] | None:
         try:
-            return render_lines(self.spec.names, _spec_converters_of(self.spec), split_copy_text(self.text.decode()))
+            return render_lines(self.spec.names, _spec_types(self.spec)[1], split_copy_text(self.text.decode()))
         except NeedTypes:
             return None  # a composite changed since the spec was made: the source re-describes and decodes
+
+    def render_records(self, layout: LoadLayout) -> tuple[list[str], list[bytes], list[bytes | None]] | None:
+        """The block's load records straight from the COPY text by the compiled renderer (fused.py,
+        ``render_copy`` in _fused.c), byte for byte what rows() + the mapping write; None where they must (a
+        type or value the renderer leaves to the reference path, the extension not built, CDCSTREAM_PURE)."""
+        if not fused.available():
+            return None
+        plan = _load_plan(self.spec, layout)
+        if plan is None:
+            return None
+        return plan.render_copy(self.text, layout.tail, layout.static_key, layout.empty_key)
 
 
 def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key, op: str) -> sql.Composable:
@@ -364,7 +399,7 @@ class PgLoadEngine:
                     if generation != self._types.generation:  # types re-described: a fresh copy for the workers
                         row_spec, generation = self._row_spec(spec), self._types.generation
                     assert row_spec is not None
-                    last_line = parse_copy_line(block[-1].decode()[:-1])
+                    last_line = parse_copy_line(str(block[-1], "utf-8")[:-1])
                     last = [last_line[i] for i in key_idx] if keys else None
                     yield Chunk([], last, CopyBlock(b"".join(block), len(block), row_spec))
                 else:
@@ -397,7 +432,7 @@ async def _wait_fd(fd: int, *, writable: bool = False) -> None:
             loop.remove_reader(fd)
 
 
-async def copy_out(pg: pq.abc.PGconn, query: bytes, rows: int, what: str) -> AsyncIterator[list[bytes]]:
+async def copy_out(pg: pq.abc.PGconn, query: bytes, rows: int, what: str) -> AsyncIterator[list[memoryview]]:
     """``COPY ... TO STDOUT`` on an idle connection through libpq directly: blocks of up to ``rows`` rows (raw
     text lines with their newline), as many per wake-up as libpq has buffered. psycopg's own COPY costs one await
     per row, which was a sixth of the load's CPU. The connection is idle again when this returns or raises."""
@@ -412,11 +447,11 @@ async def copy_out(pg: pq.abc.PGconn, query: bytes, rows: int, what: str) -> Asy
         if res is None or res.status != pq.ExecStatus.COPY_OUT:
             _drain_results(pg)
             raise _query_error(res, pg, what)
-        block: list[bytes] = []
+        block: list[memoryview] = []
         while True:
             size, data = pg.get_copy_data(1)
             if size > 0:
-                block.append(bytes(data))
+                block.append(data)  # a view of libpq's buffer (freed with it): joined once per chunk, not copied
                 if len(block) >= rows:
                     yield block
                     block = []
