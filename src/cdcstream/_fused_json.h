@@ -1,5 +1,6 @@
-/* JSON text as orjson writes it, shared by the compiled fused row renderers (sources/postgres/_fused.c,
- * sources/mysql/_fused.c): strings (escapes, and the UTF-8 check Python's strict decoder makes) and doubles.
+/* JSON text as orjson writes it, shared by the compiled extensions (sources/postgres/_fused.c,
+ * sources/mysql/_fused.c, sinks/_putrecords.c): strings (escapes, and the UTF-8 check Python's strict decoder
+ * makes), doubles, and the base64 of PutRecords entries.
  * Each renderer's fused.py checks these against the installed orjson at import. Static functions: each
  * extension compiles its own copy. */
 #ifndef CDCSTREAM_FUSED_JSON_H
@@ -116,6 +117,38 @@ static char *put_double_repr(char *out, double d) {
         }
     }
     PyMem_Free(r);
+    return out;
+}
+
+/* Standard base64 with '=' padding and no newline, as binascii.b2a_base64(data, newline=False) writes it (the
+ * PutRecords entries' Data). */
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static inline char *put_base64(char *out, const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8) | s[i + 2];
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = B64[v & 63];
+        out += 4;
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)s[i] << 16;
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = '=';
+        out[3] = '=';
+        out += 4;
+    } else if (n - i == 2) {
+        unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8);
+        out[0] = B64[v >> 18];
+        out[1] = B64[(v >> 12) & 63];
+        out[2] = B64[(v >> 6) & 63];
+        out[3] = '=';
+        out += 4;
+    }
     return out;
 }
 

@@ -16,37 +16,6 @@
  * mapping worker built it for the same key. keys[i] owns the next counts[i] records (sinks/batching.py's Batch).
  * One pass over the batch into one bytes object: no per-record Python object, no join of hundreds of parts. */
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Standard base64 with '=' padding and no newline, as binascii.b2a_base64(data, newline=False) writes it. */
-static char *put_base64(char *out, const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8) | s[i + 2];
-        out[0] = B64[v >> 18];
-        out[1] = B64[(v >> 12) & 63];
-        out[2] = B64[(v >> 6) & 63];
-        out[3] = B64[v & 63];
-        out += 4;
-    }
-    if (n - i == 1) {
-        unsigned v = (unsigned)s[i] << 16;
-        out[0] = B64[v >> 18];
-        out[1] = B64[(v >> 12) & 63];
-        out[2] = '=';
-        out[3] = '=';
-        out += 4;
-    } else if (n - i == 2) {
-        unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8);
-        out[0] = B64[v >> 18];
-        out[1] = B64[(v >> 12) & 63];
-        out[2] = B64[(v >> 6) & 63];
-        out[3] = '=';
-        out += 4;
-    }
-    return out;
-}
-
 #define ENTRY_HEAD "{\"Data\":\""
 #define ENTRY_MID "\",\"PartitionKey\":\""
 

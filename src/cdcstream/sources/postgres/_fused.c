@@ -488,37 +488,6 @@ done:
  * escape, a field count that does not match, a row that does not end in a newline, any value put_value refuses)
  * makes the whole block go to the reference path (None), which renders it or raises its exact error. */
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* binascii.b2a_base64(s, newline=False): standard alphabet, '=' padding. */
-static char *put_base64(char *out, const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned int v = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8) | s[i + 2];
-        out[0] = B64[v >> 18];
-        out[1] = B64[(v >> 12) & 63];
-        out[2] = B64[(v >> 6) & 63];
-        out[3] = B64[v & 63];
-        out += 4;
-    }
-    if (n - i == 1) {
-        unsigned int v = (unsigned int)s[i] << 16;
-        out[0] = B64[v >> 18];
-        out[1] = B64[(v >> 12) & 63];
-        out[2] = '=';
-        out[3] = '=';
-        out += 4;
-    } else if (n - i == 2) {
-        unsigned int v = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8);
-        out[0] = B64[v >> 18];
-        out[1] = B64[(v >> 12) & 63];
-        out[2] = B64[(v >> 6) & 63];
-        out[3] = '=';
-        out += 4;
-    }
-    return out;
-}
-
 /* One COPY text field s[0:n] without its escapes into out (room for n bytes); the end, or NULL for an escape
  * COPY TO does not write (the reference path's _unescape decides those). */
 static char *copy_unescape(char *out, const unsigned char *s, Py_ssize_t n) {
