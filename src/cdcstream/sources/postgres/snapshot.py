@@ -82,6 +82,10 @@ def render_lines(
     names: Sequence[str], convs: Sequence[Converter | None], lines: list[list[str | None]]
 ) -> list[dict[str, Any]]:
     """Rows from per-column text with the CDC path's converters (raises NeedTypes for a stale composite)."""
+    if not names:
+        # A table without columns (CREATE TABLE t ()) still has rows: COPY writes each as an empty line, which
+        # splits into one empty field.
+        return [{} for _ in lines]
     # Only the columns with a converter are touched per row; the dict comes from zip (C speed).
     todo = [(i, conv) for i, conv in enumerate(convs) if conv is not None]
     if not todo:
