@@ -38,14 +38,14 @@ from cdcstream.mapping.envelope import Mapper, now_iso
 from cdcstream.records import Record
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.workers.pool import (
-    _HEADER,
+    FRAME_HEADER,
     SerialNumbers,
+    Worker,
     WorkerInit,
-    _keep,
-    _Worker,
-    _worker_mapper,
+    keep_serial,
     start_workers,
     stop_workers,
+    worker_mapper,
 )
 
 log = structlog.get_logger(__name__)
@@ -107,7 +107,7 @@ def map_runs(mapper: Mapper, request: Request, tables: dict[int, TableInfo]) -> 
     (the request's new ones are added, the oldest dropped past :data:`KEPT`, as the daemon's account does)."""
     new, runs = request
     for serial, info in new:
-        _keep(tables, serial, info)
+        keep_serial(tables, serial, info)
     stamp = now_iso()
     out: Answer = []
     for run in runs:
@@ -143,14 +143,14 @@ def _answer(mapper: Mapper, frame: bytes, tables: dict[int, TableInfo]) -> bytes
 
 def _serve(sock: socket.socket, init: WorkerInit) -> None:
     """A CDC worker process: answer requests in order until the daemon closes the socket (or dies)."""
-    mapper = _worker_mapper(init)
+    mapper = worker_mapper(init)
     mapper.check_targets = False  # the daemon's mapper checks, in source order (Mapper.check_targets)
     stream = sock.makefile("rb")
     tables: dict[int, TableInfo] = {}
     with contextlib.suppress(OSError):  # the daemon is gone (killed): nothing to answer, nothing to say
-        while (header := stream.read(_HEADER)) and len(header) == _HEADER:
+        while (header := stream.read(FRAME_HEADER)) and len(header) == FRAME_HEADER:
             payload = _answer(mapper, stream.read(int.from_bytes(header, "big")), tables)
-            sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
+            sock.sendall(len(payload).to_bytes(FRAME_HEADER, "big") + payload)
 
 
 @dataclass(slots=True)
@@ -212,7 +212,7 @@ class CdcWorkers:
         self._cfg = cfg
         self._mapper = mapper
         self.processes = processes
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._next = 0  # round robin: answers come back in order, so any fair rotation keeps them all busy
         self._queue: asyncio.Queue[_Segment | None] | None = None
         self._serials = SerialNumbers()
@@ -246,7 +246,7 @@ class CdcWorkers:
         self._next += 1
         new = [(serial, info) for serial, info in open_.tables.items() if serial not in worker.known]
         for serial, _ in new:
-            _keep(worker.known, serial, None)
+            keep_serial(worker.known, serial, None)
         return await _request(worker, (new, open_.runs))
 
     def status(self) -> dict[str, Any]:
@@ -402,7 +402,7 @@ class CdcWorkers:
                 raise seg
 
 
-async def _request(worker: _Worker, request: Request) -> asyncio.Future[tuple[bool, Any]]:
+async def _request(worker: Worker, request: Request) -> asyncio.Future[tuple[bool, Any]]:
     """Send ``request`` to ``worker``; the future is its answer (a dead worker's: a MappingError)."""
     if worker.task is not None and worker.task.done():
         raise MappingError(
@@ -412,7 +412,7 @@ async def _request(worker: _Worker, request: Request) -> asyncio.Future[tuple[bo
     frame = pickle.dumps(request, pickle.HIGHEST_PROTOCOL)
     fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
     worker.pending.append(fut)  # and the frame written without an await in between: same order
-    worker.writer.write(len(frame).to_bytes(_HEADER, "big") + frame)
+    worker.writer.write(len(frame).to_bytes(FRAME_HEADER, "big") + frame)
     with contextlib.suppress(ConnectionError):  # the worker is gone: its reader task fails ``fut``
         await worker.writer.drain()
     return fut

@@ -43,7 +43,7 @@ from cdcstream.workers import frames
 
 log = structlog.get_logger(__name__)
 
-_HEADER = 8  # frame length, big-endian
+FRAME_HEADER = 8  # frame length, big-endian
 
 
 #: ``processes = "auto"`` starts at most this many: the event loop numbering and sending the records (~10 µs
@@ -142,7 +142,9 @@ def _entry(data: bytes, key: str) -> bytes:
 KEPT = 512
 
 
-def _keep(kept: dict[int, Any], serial: int, obj: Any) -> None:
+def keep_serial(kept: dict[int, Any], serial: int, obj: Any) -> None:
+    """Note ``obj`` under ``serial`` in ``kept``, dropping the oldest past :data:`KEPT` (both sides of a worker's
+    socket keep the same account, so a serial number never names a description the worker dropped)."""
     kept[serial] = obj
     if len(kept) > KEPT:
         del kept[next(iter(kept))]
@@ -164,7 +166,7 @@ class _RequestPickler(pickle.Pickler):
         serial = self._serial_of(obj)
         if serial in self._known:
             return serial
-        _keep(self._known, serial, None)
+        keep_serial(self._known, serial, None)
         return (serial, pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
@@ -180,7 +182,7 @@ class _RequestUnpickler(pickle.Unpickler):
             return self._kept[pid]
         serial, data = pid
         obj = pickle.loads(data)
-        _keep(self._kept, serial, obj)
+        keep_serial(self._kept, serial, obj)
         return obj
 
 
@@ -205,7 +207,7 @@ WorkerInit = tuple[MappingRules, TargetConfig, str, str, Any]
 """What a worker process starts from: the daemon's mapping rules, target settings, task id, log level and format."""
 
 
-def _worker_mapper(init: WorkerInit) -> Mapper:
+def worker_mapper(init: WorkerInit) -> Mapper:
     """A worker process's start (this pool's and workers/cdc.py's): stop signals ignored, logging, its mapper."""
     from cdcstream.telemetry.logging import configure
 
@@ -222,12 +224,12 @@ def _worker_mapper(init: WorkerInit) -> Mapper:
 
 def _serve(sock: socket.socket, init: WorkerInit) -> None:
     """A worker process: answer requests until the daemon closes the socket (or dies)."""
-    mapper = _worker_mapper(init)
+    mapper = worker_mapper(init)
     stream = sock.makefile("rb")
     kept: dict[int, Any] = {}
     while True:
-        header = stream.read(_HEADER)
-        if len(header) < _HEADER:
+        header = stream.read(FRAME_HEADER)
+        if len(header) < FRAME_HEADER:
             return  # the daemon is gone
         info, raw = _RequestUnpickler(stream.read(int.from_bytes(header, "big")), kept).load()
         try:
@@ -242,7 +244,7 @@ def _serve(sock: socket.socket, init: WorkerInit) -> None:
                 pickle.loads(payload)  # some exceptions pickle but do not unpickle (other __init__ arguments)
             except Exception:  # its text still says what went wrong
                 payload = pickle.dumps((False, MappingError(f"{type(exc).__name__}: {exc}")))
-        sock.sendall(len(payload).to_bytes(_HEADER, "big") + payload)
+        sock.sendall(len(payload).to_bytes(FRAME_HEADER, "big") + payload)
 
 
 #: Workers stop after this many seconds without a chunk to map: a ``full-load-and-cdc`` daemon streams changes
@@ -259,7 +261,7 @@ DEPTH = 2
 DEPTH_ROWS = 2000
 
 
-class _Worker:
+class Worker:
     """One worker process and the answers it owes, in request order (it answers in that order)."""
 
     def __init__(
@@ -280,7 +282,7 @@ class _Worker:
     async def read_answers(self) -> None:
         try:
             while True:
-                size = int.from_bytes(await self.reader.readexactly(_HEADER), "big")
+                size = int.from_bytes(await self.reader.readexactly(FRAME_HEADER), "big")
                 frame = await self.reader.readexactly(size)
                 fut = self.pending.popleft()
                 if fut.done():  # a cancelled request's answer is read and dropped: the stream stays in step
@@ -302,26 +304,26 @@ class _Worker:
 
 async def start_workers(
     serve: Callable[[socket.socket, WorkerInit], None], cfg: Config, mapper: Mapper, processes: int, kind: str
-) -> list[_Worker]:
+) -> list[Worker]:
     """``processes`` spawned worker processes running ``serve``, named ``cdcstream-<kind>-<i>``, each building its
     mapper from the daemon's own rules (not the mapping file read again: it may hold edits meant for the next
     restart)."""
     init = (mapper.rules, mapper.target, mapper.task_id, cfg.log.level, cfg.log.format)
     ctx = multiprocessing.get_context("spawn")
-    workers: list[_Worker] = []
+    workers: list[Worker] = []
     for i in range(processes):
         ours, theirs = socket.socketpair()
         process = ctx.Process(target=serve, args=(theirs, init), name=f"cdcstream-{kind}-{i}", daemon=True)
         await asyncio.to_thread(_spawn, process)  # a thread of its own: the loop's mask stays
         theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=2**20)
-        worker = _Worker(process, reader, writer, resumes="the load resumes" if kind == "mapping" else "changes resume")
+        worker = Worker(process, reader, writer, resumes="the load resumes" if kind == "mapping" else "changes resume")
         worker.task = asyncio.create_task(worker.read_answers(), name=f"{kind}-worker-{i}")
         workers.append(worker)
     return workers
 
 
-async def stop_workers(workers: list[_Worker]) -> None:
+async def stop_workers(workers: list[Worker]) -> None:
     """End ``workers``: closing their sockets ends them; joined together, so a stop waits 5 s at most for all of
     them, not 5 s each (runtime/stopping.py's bound); one still alive then is killed."""
     for worker in workers:
@@ -361,7 +363,7 @@ class MappingPool:
         self._mapper = mapper
         self.processes = processes
         self._idle_stop = idle_stop
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
         self._slots: asyncio.Semaphore | None = None
         self._starting: asyncio.Lock | None = None
         self._busy = 0  # map() calls under way
@@ -423,7 +425,7 @@ class MappingPool:
             frame = buf.getvalue()
             fut: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
             worker.pending.append(fut)  # and the frame written without an await in between: same order
-            worker.writer.write(len(frame).to_bytes(_HEADER, "big") + frame)
+            worker.writer.write(len(frame).to_bytes(FRAME_HEADER, "big") + frame)
             with contextlib.suppress(ConnectionError):  # the worker is gone: its reader task fails ``fut``
                 await worker.writer.drain()
             ok, answer = await fut
