@@ -15,7 +15,6 @@ problems).
 
 from __future__ import annotations
 
-import os
 from binascii import b2a_base64
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from cdcstream import compiled
 from cdcstream.errors import SinkError, SinkRetriableError
 from cdcstream.records import Record, put_records_entry
 from cdcstream.sinks.aggregation import aggregate, pack
@@ -97,7 +97,7 @@ def _compiled_body() -> Callable[[bytes, list[Record], list[str], list[int]], by
         from cdcstream.sinks._putrecords import put_records_body
     except ImportError:
         return None
-    if os.environ.get("CDCSTREAM_PURE", "") not in ("", "0"):
+    if compiled.pure_requested():
         return None
     probe = PutRecordsClient(stream_name="s", region="r", endpoint_url=None, credentials=None, request_timeout=1)
     text = "".join(chr(i) for i in range(0x80)) + "é€😀\u2028"

@@ -15,8 +15,7 @@ kinds. tests/unit/test_frames.py holds the Records to those the pure path builds
 
 from __future__ import annotations
 
-import os
-
+from cdcstream import compiled
 from cdcstream.records import Record
 
 try:
@@ -30,7 +29,7 @@ TAG = b"F"
 
 def available() -> bool:
     """Whether answers are frames: the extension is built and ``CDCSTREAM_PURE`` is not set."""
-    return _frames is not None and os.environ.get("CDCSTREAM_PURE", "") in ("", "0")
+    return _frames is not None and not compiled.pure_requested()
 
 
 def encode(keys: list[str], datas: list[bytes], entries: list[bytes], label: str) -> bytes:

@@ -42,13 +42,13 @@ Design (the PostgreSQL fused path's, sources/postgres/fused.py, applied to row i
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
 
+from cdcstream import compiled
 from cdcstream.sources.mysql import rows as types
 from cdcstream.sources.mysql.binlog.charsets import Charsets
 from cdcstream.sources.mysql.binlog.tablemap import ColumnDef
@@ -110,20 +110,13 @@ _BASIC, _DOUBLES = _probe()
 
 def available() -> bool:
     """Whether the compiled path is built, agrees with this orjson and is not switched off (``CDCSTREAM_PURE``)."""
-    return _BASIC and os.environ.get("CDCSTREAM_PURE", "") in ("", "0")
+    return _BASIC and not compiled.pure_requested()
 
 
 def path_name() -> str:
     """Which row path this process runs, for the start-up log line."""
-    if _fused is None:
-        return "pure (the compiled extension is not built)"
-    if not _BASIC:
-        return "pure (the compiled extension disagrees with this orjson)"
-    if not available():
-        return "pure (CDCSTREAM_PURE is set)"
-    return "compiled fused" + (
-        "" if _DOUBLES else " (tables with DOUBLE/FLOAT columns pure: orjson formats doubles differently)"
-    )
+    caveat = None if _DOUBLES else "tables with DOUBLE/FLOAT columns pure: orjson formats doubles differently"
+    return compiled.path_name(_fused is not None, _BASIC, caveat)
 
 
 def column_kind(c: ColumnDef, charsets: Charsets, no_hex_prefix: bool, invalid_dates: str) -> Kind | None:

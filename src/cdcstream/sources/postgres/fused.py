@@ -52,12 +52,12 @@ Design:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
 
+from cdcstream import compiled
 from cdcstream.sources.postgres import values
 
 if TYPE_CHECKING:
@@ -132,18 +132,13 @@ _BASIC, _FLOATS = _probe()
 
 def available() -> bool:
     """Whether the compiled path is built, agrees with this orjson and is not switched off (``CDCSTREAM_PURE``)."""
-    return _BASIC and os.environ.get("CDCSTREAM_PURE", "") in ("", "0")
+    return _BASIC and not compiled.pure_requested()
 
 
 def path_name() -> str:
     """Which row path this process runs, for the start-up log line and ``cdcstream check``."""
-    if _fused is None:
-        return "pure (the compiled extension is not built)"
-    if not _BASIC:
-        return "pure (the compiled extension disagrees with this orjson)"
-    if not available():
-        return "pure (CDCSTREAM_PURE is set)"
-    return "compiled fused" + ("" if _FLOATS else " (float columns pure: orjson formats them differently)")
+    caveat = None if _FLOATS else "float columns pure: orjson formats them differently"
+    return compiled.path_name(_fused is not None, _BASIC, caveat)
 
 
 def kinds(converters: Sequence[values.Converter | None], types: values.TypeRegistry) -> bytes | None:
