@@ -374,6 +374,43 @@ async def test_settled_waits_until_everything_read_before_it_is_handed_over(tmp_
         await workers.close()
 
 
+async def test_settled_does_not_wait_forever_when_the_hand_off_failed(tmp_path: Path) -> None:
+    """A reload request waiting in settled() while the sink fails gets an error instead of hanging: the deliverer
+    that would have reached its marker has ended."""
+    cfg = _config(tmp_path, 1)
+    workers = CdcWorkers(cfg, Mapper(load_rules(Path(cfg.table_mappings or "")), cfg.target, cfg.task_id), 1)
+    gate = asyncio.Event()
+
+    async def emit(records: list[Record]) -> None:
+        await gate.wait()
+        raise MappingError("the sink failed")
+
+    async def drain() -> bool:
+        return True
+
+    source = FakeSource()
+    source.feed(*random_stream(5, transactions=40))
+    run = asyncio.create_task(workers.run(source.changes(), asyncio.Event(), Delivery(emit, _no_marker, drain, _no)))
+    try:
+        await until(lambda: source.pulled >= 2, "two batches read")
+        settled = asyncio.create_task(workers.settled())
+        await asyncio.sleep(0.1)
+        assert not settled.done()
+        gate.set()
+        with pytest.raises(MappingError, match="hand-off ended before"):
+            async with asyncio.timeout(10):
+                await settled
+        with pytest.raises(MappingError, match="the sink failed"):
+            await run
+    finally:
+        run.cancel()
+        await workers.close()
+
+
+def _no_marker(marker: Marker) -> None:
+    pass
+
+
 def _no(busy: bool) -> None:
     pass
 

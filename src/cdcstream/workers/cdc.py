@@ -215,6 +215,7 @@ class CdcWorkers:
         self._workers: list[Worker] = []
         self._next = 0  # round robin: answers come back in order, so any fair rotation keeps them all busy
         self._queue: asyncio.Queue[_Segment | None] | None = None
+        self._deliverer: asyncio.Task[None] | None = None
         self._serials = SerialNumbers()
         self._after_load: bool | None = None
         self._last_table: TableInfo | None = None
@@ -268,7 +269,7 @@ class CdcWorkers:
         past it was checkpointed). An error, a mapping error included, ends it where in-process mapping would."""
         queue: asyncio.Queue[_Segment | None] = asyncio.Queue(DEPTH * max(1, self.processes))
         self._queue = queue
-        deliver = asyncio.create_task(self._deliver(queue, out), name="cdc-deliver")
+        deliver = self._deliverer = asyncio.create_task(self._deliver(queue, out), name="cdc-deliver")
         try:
             async for batch in changes:
                 if stop.is_set() or deliver.done():
@@ -283,18 +284,22 @@ class CdcWorkers:
             if deliver.done() or not stop.is_set():
                 await deliver  # raises its error, if any
         finally:
-            self._queue = None
+            self._queue = self._deliverer = None
             await cancel_and_wait(deliver)
 
     async def settled(self) -> None:
         """Wait until every change read so far is handed to the sink (``reload --table`` numbers its cut after
-        the markers read before the request, as the in-process path does)."""
-        queue = self._queue
-        if queue is None:
+        the markers read before the request, as the in-process path does). Raises :class:`MappingError` when
+        the hand-off ended first (a failed worker or sink): the daemon is stopping, and the request must not wait
+        for it forever."""
+        queue, deliver = self._queue, self._deliverer
+        if queue is None or deliver is None:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await queue.put(_Settled(done))
-        await done
+        await self._put(queue, _Settled(done), deliver)
+        await asyncio.wait({done, deliver}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            raise MappingError("CDC hand-off ended before the changes read so far were handed to the sink")
 
     async def _put(
         self, queue: asyncio.Queue[_Segment | None], seg: _Segment | None, deliver: asyncio.Task[None]
