@@ -22,12 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdcstream.changes import ChangeEvent, FusedRows, Marker
+from cdcstream.changes import ChangeEvent, Column, FusedRows, Marker, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import DecodeError, MappingError
 from cdcstream.mapping import envelope
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.sources.postgres import values
+from cdcstream.sources.postgres import _fused, values
 from cdcstream.sources.postgres.decoder import Decoder
 from tests.unit.test_fused import MAPPINGS, TYPES, _tuple, _value, needs_compiled
 
@@ -214,3 +214,27 @@ def test_no_runs_on_the_pure_path(monkeypatch: pytest.MonkeyPatch) -> None:
     mapper = Mapper(MAPPINGS["default"][0], TargetConfig(stream_name="s", message_format="json-unformatted"), "task")
     decoder = Decoder(fuse=mapper.fused_columns, types=values.TypeRegistry(), runs=True)
     assert decoder._runs is False
+
+
+@needs_compiled
+def test_records_built_by_the_compiled_code() -> None:
+    """A run's Record objects come from one compiled call (the class's own __init__ per row otherwise), checked
+    at import against the class; here against a run's records built one by one."""
+    assert envelope._CLONE
+    with pytest.raises(TypeError):
+        _fused.clone_records(object(), "k", [b"x"])  # no slots: refused, never guessed
+    rows = [(b'{"a":1}', "k1"), (b"{}", ""), (b'{"a":2}', "k2")]
+    run = FusedRows(
+        TableInfo("public", "t", (Column("a", "int4", is_key=True),)),
+        b"\0\1\2",
+        [d for d, _ in rows],
+        [k for _, k in rows],
+        7,
+        "2026-12-07T10:00:00.000000Z",
+        1.5,
+        "00000000/00009000.",
+        3,
+    )
+    mapper = Mapper(MAPPINGS["primary-key"][0], TargetConfig(stream_name="s", message_format="json-unformatted"), "t")
+    assert mapper.map([run]) == mapper.map(run.events())
+    assert [r.partition_key for r in mapper.map([run])] == ["k1", "<empty>", "k2"]

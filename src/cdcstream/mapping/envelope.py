@@ -23,10 +23,28 @@ from cdcstream.mapping.plan import TablePlan
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 
-try:  # splices a run of pre-rendered rows (changes.FusedRows, which only the compiled fused path makes)
+try:  # a run of pre-rendered rows' records (changes.FusedRows, which only the compiled fused path makes)
+    from cdcstream.sources.postgres._fused import clone_records as _clone
     from cdcstream.sources.postgres._fused import splice_records as _splice
 except ImportError:  # built without a compiler: no runs are made
-    _splice = None  # type: ignore[assignment]
+    _splice = _clone = None  # type: ignore[assignment]
+
+
+def _clone_agrees() -> bool:
+    """Whether the compiled code builds a run's Record objects as calling the class does (checked once: a Record
+    that came to do more in its __init__ would be built per row by the class again)."""
+    if _clone is None:
+        return False
+    try:
+        got = _clone(Record("k", b"d", 0, 1.5, "l"), ["a", "b"], [b"x", b""])
+        same = _clone(Record("k", b"d", 0, None, "l"), "s", [b"y"])
+    except (TypeError, ValueError):
+        return False
+    want = [Record("a", b"x", 0, 1.5, "l"), Record("b", b"", 0, 1.5, "l"), Record("s", b"y", 0, None, "l")]
+    return [*got, *same] == want and all(type(r) is Record for r in [*got, *same])
+
+
+_CLONE = _clone_agrees()
 
 # control_operation_names: "seed" is the seed document's vocabulary (DMS before 2022), "dms" today's.
 CONTROL_NAMES = {
@@ -314,10 +332,16 @@ class Mapper:
             mids.append(b"".join((head[1], head[2], xid, b',"stream-position":', position)))
         datas = _splice(run.data, run.ops, (mids[0], mids[1], mids[2]), run.first_record_id)
         epoch, label = run.commit_epoch, plan.label
+        keys: list[str] | str
         if run.keys is None:
-            key = plan.key_of(run.event(0), {}, {}) or EMPTY_KEY
-            return [Record(key, data, 0, epoch, label) for data in datas]
-        return [Record(key or EMPTY_KEY, data, 0, epoch, label) for key, data in zip(run.keys, datas, strict=True)]
+            keys = plan.key_of(run.event(0), {}, {}) or EMPTY_KEY
+        else:
+            keys = run.keys if "" not in run.keys else [key or EMPTY_KEY for key in run.keys]
+        if _CLONE:
+            return _clone(Record(EMPTY_KEY, b"", 0, epoch, label), keys, datas)
+        if isinstance(keys, str):
+            return [Record(keys, data, 0, epoch, label) for data in datas]
+        return [Record(key, data, 0, epoch, label) for key, data in zip(keys, datas, strict=True)]
 
     def _fused_data(
         self,

@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <structmember.h>
 
 #include "../../_fused_json.h"
 
@@ -685,6 +686,71 @@ static PyObject *splice_records(PyObject *module, PyObject *const *args, Py_ssiz
     return out;
 }
 
+/* Records like `prototype` (an instance of a class with __slots__ and no __dict__, e.g. records.Record), one per
+ * data section, with `data` in place of the prototype's data slot and the key (keys[i], or `keys` itself when it
+ * is a str) in place of its partition_key slot; every other slot shares the prototype's value. What calling the
+ * dataclass per row writes, without running its Python __init__ per row: the Mapper checks that at import. */
+static PyObject *clone_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[2]) || (!PyList_Check(args[1]) && !PyUnicode_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "clone_records(prototype, keys: list | str, datas: list)");
+        return NULL;
+    }
+    PyObject *proto = args[0], *keys = args[1], *datas = args[2];
+    PyTypeObject *type = Py_TYPE(proto);
+    Py_ssize_t n = PyList_GET_SIZE(datas);
+    if (PyList_Check(keys) && PyList_GET_SIZE(keys) != n) {
+        PyErr_SetString(PyExc_ValueError, "clone_records: one key per data section");
+        return NULL;
+    }
+    PyMemberDef *members = type->tp_members;
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || type->tp_dictoffset != 0 || members == NULL ||
+        type->tp_itemsize != 0 || type->tp_base != &PyBaseObject_Type) {
+        PyErr_SetString(PyExc_TypeError, "clone_records: the prototype's class must have __slots__ only");
+        return NULL;
+    }
+    Py_ssize_t key_at = -1, data_at = -1;
+    for (PyMemberDef *m = members; m->name != NULL; m++) {
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_SetString(PyExc_TypeError, "clone_records: every slot must be a plain object slot");
+            return NULL;
+        }
+        if (*(PyObject **)((char *)proto + m->offset) == NULL) {
+            PyErr_SetString(PyExc_ValueError, "clone_records: the prototype has an unset slot");
+            return NULL;
+        }
+        if (strcmp(m->name, "partition_key") == 0)
+            key_at = m->offset;
+        else if (strcmp(m->name, "data") == 0)
+            data_at = m->offset;
+    }
+    if (key_at < 0 || data_at < 0) {
+        PyErr_SetString(PyExc_TypeError, "clone_records: no partition_key or data slot");
+        return NULL;
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = type->tp_alloc(type, 0);
+        if (rec == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        for (PyMemberDef *m = members; m->name != NULL; m++) {
+            PyObject *v;
+            if (m->offset == key_at)
+                v = PyList_Check(keys) ? PyList_GET_ITEM(keys, i) : keys;
+            else if (m->offset == data_at)
+                v = PyList_GET_ITEM(datas, i);
+            else
+                v = *(PyObject **)((char *)proto + m->offset);
+            *(PyObject **)((char *)rec + m->offset) = Py_NewRef(v);
+        }
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
+}
+
 /* ---- Full load: COPY text rows straight to load records and their PutRecords entries -------------------------
  *
  * render_copy() takes a block of COPY ... TO STDOUT text-format lines (sources/postgres/snapshot.py) and writes,
@@ -1009,6 +1075,8 @@ static PyTypeObject RowPlanType = {
 static PyMethodDef module_methods[] = {
     {"splice_records", (PyCFunction)(void (*)(void))splice_records, METH_FASTCALL,
      "splice_records(datas, ops, mids, first_rid) -> the records of a run"},
+    {"clone_records", (PyCFunction)(void (*)(void))clone_records, METH_FASTCALL,
+     "clone_records(prototype, keys, datas) -> one record like prototype per data section"},
     {NULL, NULL, 0, NULL},
 };
 
