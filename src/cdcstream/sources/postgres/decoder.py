@@ -5,6 +5,9 @@ Sans-IO, like the parser in :mod:`.pgoutput` whose layouts it reads: :class:`Dec
 the shared ``TableInfo``), and turns batches of raw frames directly into ``ChangeEvent`` / ``Marker`` lists.
 
 * Rows of unselected relations are skipped after reading the relation id, without decoding their tuples.
+* With ``runs`` (the daemon maps in process), consecutive rows of a relation with a compiled renderer
+  (:mod:`.fused`) within a transaction come out as one :class:`~cdcstream.changes.FusedRows`, rendered in one
+  compiled call, instead of a ``ChangeEvent`` each: the same rows, positions and counts.
 * Converters come from a :class:`~cdcstream.sources.postgres.values.TypeRegistry`. Types the registry does not
   know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
   source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
