@@ -238,3 +238,24 @@ def test_records_built_by_the_compiled_code() -> None:
     mapper = Mapper(MAPPINGS["primary-key"][0], TargetConfig(stream_name="s", message_format="json-unformatted"), "t")
     assert mapper.map([run]) == mapper.map(run.events())
     assert [r.partition_key for r in mapper.map([run])] == ["k1", "<empty>", "k2"]
+
+
+@needs_compiled
+@pytest.mark.parametrize("missing", ["_CLONE", "_splice"])
+def test_runs_mapped_without_the_compiled_helpers(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    """A mapper without the compiled record builders (as if the class had changed, or no extension was built)
+    writes a run's records as it writes its events'."""
+    frames, cuts = _long_run()
+    want = _decode(frames, cuts, MAPPINGS["default"], True, "pure")
+    monkeypatch.setattr(envelope, missing, False if missing == "_CLONE" else None)
+    assert _decode(frames, cuts, MAPPINGS["default"], True, "runs") == (*want[:2], 50)
+
+
+def _long_run() -> tuple[list[bytes], list[int]]:
+    rel = struct.pack("!I", 8)
+    frames = [_w(_relation(8, "public", "fixed", _FIXED[8][2], [True, False, False], b"d"), 0x100)]
+    frames.append(_w(b"B" + struct.pack("!QqI", 0x9000, 0, 5), 0x140))
+    for i in range(50):
+        frames.append(_w(b"I" + rel + b"N" + _tuple([("t", str(i).encode()), ("t", b"x"), ("n", b"")]), 0x200 + i))
+    frames.append(_w(b"C" + struct.pack("!BQQq", 0, 0x9000, 0x9010, 0), 0x320))
+    return frames, [20]
