@@ -115,6 +115,57 @@ class ChangeEvent:
     fused_key: str | None = None
 
 
+_RUN_OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
+
+
+@dataclass(slots=True)
+class FusedRows:
+    """A run of consecutive pre-rendered row changes of one table within one transaction (a source's compiled
+    fused path, sources/postgres/fused.py): what :meth:`events` returns, row for row, without a
+    :class:`ChangeEvent` per row. Rows with unchanged columns are never in a run.
+
+    ``ops`` holds each row's operation (0 insert, 1 update, 2 delete), ``data`` its ``fused`` data section,
+    ``keys`` its ``fused_key`` (None: the rows carry none); the rows' record ids count up from
+    ``first_record_id`` and their stream positions are ``position_prefix`` + the record id in 10 digits."""
+
+    table: TableInfo
+    ops: bytes
+    data: list[bytes]
+    keys: list[str] | None
+    transaction_id: int
+    commit_time: str
+    commit_epoch: float
+    position_prefix: str
+    first_record_id: int
+
+    #: Read by the pipeline's load/CDC switch like a ChangeEvent's operation: a run holds CDC changes only.
+    op = Op.INSERT
+
+    def event(self, i: int) -> ChangeEvent:
+        """The run's ``i``-th row as a change event."""
+        rid = self.first_record_id + i
+        key = None if self.keys is None else self.keys[i]
+        return ChangeEvent(
+            _RUN_OPS[self.ops[i]],
+            self.table,
+            None,
+            None,
+            self.transaction_id,
+            self.commit_time,
+            self.commit_epoch,
+            f"{self.position_prefix}{rid:010d}",
+            rid,
+            (),
+            None,
+            self.data[i],
+            key,
+        )
+
+    def events(self) -> list[ChangeEvent]:
+        """The run as the change events it stands for (the reference form)."""
+        return [self.event(i) for i in range(len(self.ops))]
+
+
 @dataclass(slots=True, frozen=True)
 class Marker:
     """A checkpointable position: safe to persist once every record before it has been acknowledged.
@@ -184,4 +235,4 @@ class RendersRecords(Protocol):
         ...
 
 
-Item = ChangeEvent | Marker | MappedRows
+Item = ChangeEvent | Marker | MappedRows | FusedRows

@@ -33,7 +33,7 @@ import orjson
 import structlog
 
 from cdcstream import __version__
-from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, FusedRows, Item, MappedRows, Marker, Op, TableInfo
 from cdcstream.checkpoints.model import Checkpoint, intent_checkpoint, load_completed
 from cdcstream.checkpoints.store import FileCheckpointStore, append_durably
 from cdcstream.checkpoints.watermark import Watermark
@@ -312,7 +312,7 @@ class Pipeline:
                     await self._put(records[done])
                     done += 1
 
-    async def _flush_events(self, events: list[ChangeEvent]) -> None:
+    async def _flush_events(self, events: list[ChangeEvent | FusedRows]) -> None:
         records = self.mapper.map(events)
         events.clear()
         await self._emit_records(records)
@@ -331,7 +331,7 @@ class Pipeline:
         await self._emit_many(records, start, len(records))
 
     async def _read_loop(self) -> None:
-        events: list[ChangeEvent] = []
+        events: list[ChangeEvent | FusedRows] = []
         batch: Sequence[Item]
         # aclosing: a return below runs the source's own clean-up (a full load's sessions) here and now.
         async with contextlib.aclosing(self.source.changes()) as changes:
@@ -360,7 +360,7 @@ class Pipeline:
 
         return Delivery(self._emit_records, marker, self.sink.drain, handling)
 
-    async def _handle(self, batch: Sequence[Item], events: list[ChangeEvent]) -> None:
+    async def _handle(self, batch: Sequence[Item], events: list[ChangeEvent | FusedRows]) -> None:
         """Map one batch from the source and hand its records and markers to the sink and the watermark."""
         self._delivering_since = time.monotonic()
         for item in batch:

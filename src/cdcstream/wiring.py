@@ -58,7 +58,7 @@ def build_parts(cfg: Config) -> Parts:
 
     return Parts(
         mapper=mapper,
-        source=build_source(cfg, mapper, pool),
+        source=build_source(cfg, mapper, pool, runs=cdc is None),
         sink=sink,
         store=FileCheckpointStore.for_task(cfg),
         label=source_label(cfg),
@@ -86,8 +86,9 @@ def cdc_workers(cfg: Config, mapper: Mapper) -> CdcWorkers | None:
     return CdcWorkers(cfg, mapper, processes) if processes else None
 
 
-def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -> Source:
-    """The configured source engine (handing full-load chunks to ``pool``, if any)."""
+def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None, runs: bool = False) -> Source:
+    """The configured source engine (handing full-load chunks to ``pool``, if any). ``runs``: the changes are
+    mapped in process, so a PostgreSQL source may hand compiled rows over as runs (changes.FusedRows)."""
     common: dict[str, Any] = {
         "selector": mapper.selects,
         "no_hex_prefix": cfg.target.no_hex_prefix,
@@ -107,6 +108,7 @@ def build_source(cfg: Config, mapper: Mapper, pool: MappingPool | None = None) -
         cfg.source,
         selection=mapper.rules.selection_regexes(),
         adopt_command=adopt_command(cfg),
+        runs=runs,
         **common,
     )
 

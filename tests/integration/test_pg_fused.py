@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdcstream.changes import ChangeEvent
+from cdcstream.changes import ChangeEvent, FusedRows, Item, Marker
 from cdcstream.config import TargetConfig
 from cdcstream.mapping import envelope
 from cdcstream.mapping.envelope import Mapper
@@ -150,3 +150,70 @@ async def test_fused_records_identical_on_a_real_server(pg_db: PgDb, pure: bool)
         assert rendered == 0
     else:
         assert rendered == len(ROWS) - 2  # all but the two with BC and infinite timestamps (the reference path)
+
+
+RUN_ROWS = [
+    # One transaction of many rows: the runs path renders them in few calls; the BC timestamp, the infinite one
+    # and the unchanged TOAST value break the runs (the reference path, row at a time).
+    "BEGIN",
+    "INSERT INTO fz (id, i4, t, b, f8, tz, by, big) SELECT g, g, 'row ' || g, g % 2 = 0, g / 7.0,"
+    " '2026-12-07 10:00:00+00'::timestamptz + g * interval '1 second', '\\x0a0b', NULL"
+    " FROM generate_series(1, 300) g",
+    "INSERT INTO fz (id, ts) VALUES (1000, '0044-03-15 12:00:00 BC')",
+    "INSERT INTO fz (id, big) VALUES (1001, (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 200) g))",
+    "UPDATE fz SET i4 = i4 + 1 WHERE id <= 150 OR id = 1001",
+    "UPDATE fz SET id = id + 5000 WHERE id BETWEEN 10 AND 20",
+    "DELETE FROM fz WHERE id BETWEEN 100 AND 200",
+    "COMMIT",
+    "INSERT INTO fz (id, i4) VALUES (2000, 1)",
+]
+
+
+async def test_runs_identical_on_a_real_server(pg_db: PgDb, pure: bool) -> None:
+    """The source handing compiled rows over as runs (changes.FusedRows: the daemon mapping in process) against
+    the reference path: the same records and the same commit markers, in the same order."""
+    pg_db.execute(TABLE)
+    pg_db.execute("ALTER TABLE fz ALTER COLUMN big SET STORAGE EXTERNAL")
+    target = TargetConfig(stream_name="s", message_format="json-unformatted")
+    readers = []
+    for slot, fuse, runs in [("r_pure", False, False), ("r_runs", True, True)]:
+        mapper = Mapper(MappingRules(), target, "task")
+        cfg = pg_db.config(slot_name=slot)
+        hook = mapper.fused_columns if fuse else None
+        readers.append((await open_reader(cfg, selector=mapper.selects, fuse=hook, runs=runs), mapper))
+    rows = 300 + 2 + 151 + 11 + 101 + 1
+    try:
+        pg_db.execute("\n".join(s + ";" for s in RUN_ROWS))
+        for reader, _ in readers:
+            await reader.wait_for(lambda r: _rows(r.items) >= rows, what=f"{rows} rows")
+            await reader.wait_for(lambda r: sum(m.transaction for m in r.markers) >= 2, what="both commits")
+    finally:
+        for reader, _ in readers:
+            await reader.stop()
+    outputs = []
+    for reader, mapper in readers:
+        out: list[object] = []
+        pending: list[ChangeEvent | FusedRows] = []
+        for item in reader.items:
+            if isinstance(item, Marker):
+                out.extend((r.partition_key, r.data) for r in mapper.map(pending))
+                pending.clear()
+                if item.transaction:  # idle positions depend on when each slot was read
+                    out.append(item)
+            elif isinstance(item, ChangeEvent | FusedRows):
+                pending.append(item)
+        out.extend((r.partition_key, r.data) for r in mapper.map(pending))
+        made = [i for i in reader.items if isinstance(i, FusedRows)]
+        outputs.append((out, sum(len(r.ops) for r in made)))
+    (pure_out, none), (runs_out, in_runs) = outputs
+    assert none == 0
+    assert runs_out == pure_out
+    assert len([o for o in pure_out if isinstance(o, tuple)]) == rows
+    if pure or not fused.path_name().startswith("compiled"):
+        assert in_runs == 0
+    else:
+        assert in_runs >= rows - 10
+
+
+def _rows(items: list[Item]) -> int:
+    return sum(len(i.ops) if isinstance(i, FusedRows) else isinstance(i, ChangeEvent) for i in items)

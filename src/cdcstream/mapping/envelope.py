@@ -16,12 +16,35 @@ from typing import Any
 
 import orjson
 
-from cdcstream.changes import ALTER_OPS, ChangeEvent, LoadLayout, Op, SchemaChange, TableInfo
+from cdcstream.changes import ALTER_OPS, ChangeEvent, FusedRows, LoadLayout, Op, SchemaChange, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import CdcstreamError, ConfigError, MappingError
 from cdcstream.mapping.plan import TablePlan
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
+
+try:  # a run of pre-rendered rows' records (changes.FusedRows, which only the compiled fused path makes)
+    from cdcstream.sources.postgres._fused import clone_records as _clone
+    from cdcstream.sources.postgres._fused import splice_records as _splice
+except ImportError:  # built without a compiler: no runs are made
+    _splice = _clone = None  # type: ignore[assignment]
+
+
+def _clone_agrees() -> bool:
+    """Whether the compiled code builds a run's Record objects as calling the class does (checked once: a Record
+    that came to do more in its __init__ would be built per row by the class again)."""
+    if _clone is None:
+        return False
+    try:
+        got = _clone(Record("k", b"d", 0, 1.5, "l"), ["a", "b"], [b"x", b""])
+        same = _clone(Record("k", b"d", 0, None, "l"), "s", [b"y"])
+    except (TypeError, ValueError):
+        return False
+    want = [Record("a", b"x", 0, 1.5, "l"), Record("b", b"", 0, 1.5, "l"), Record("s", b"y", 0, None, "l")]
+    return [*got, *same] == want and all(type(r) is Record for r in [*got, *same])
+
+
+_CLONE = _clone_agrees()
 
 # control_operation_names: "seed" is the seed document's vocabulary (DMS before 2022), "dms" today's.
 CONTROL_NAMES = {
@@ -29,6 +52,8 @@ CONTROL_NAMES = {
     "dms": {Op.TRUNCATE: "truncate-table", Op.DROP_TABLE: "drop-table", "restart": "restart-task"},
 }
 EMPTY_KEY = "<empty>"
+_RUN_OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
+"""A FusedRows run's operations, by their index in ``FusedRows.ops``."""
 CONTROL_OPERATIONS = {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable"}
 
 
@@ -180,9 +205,10 @@ class Mapper:
 
     # Complexity over the gate on purpose: this loop runs per row (mapping_bench.py: ~2.9 µs/record with the
     # default mapping, where one more Python call per row costs a few per cent), so its branches stay inline.
-    def map(self, events: Iterable[ChangeEvent], stamp: str | None = None) -> list[Record]:  # noqa: C901
+    def map(self, events: Iterable[ChangeEvent | FusedRows], stamp: str | None = None) -> list[Record]:  # noqa: C901
         """Records for a batch of events, in order (unselected tables and filtered rows produce none), built at
-        ``stamp`` (the records' ``timestamp``; now if None)."""
+        ``stamp`` (the records' ``timestamp``; now if None). A :class:`FusedRows` run is mapped as the events it
+        stands for."""
         out: list[Record] = []
         if stamp is None:
             stamp = now_iso()  # one construction time per batch: a batch is built within microseconds
@@ -195,6 +221,10 @@ class Mapper:
         # transaction id, the stream position and the key value differ from row to row.
         fused_heads: dict[tuple[int, Op], tuple[TablePlan, bytes, bytes]] | None = None if self.txn_details else {}
         for ev in events:
+            if type(ev) is FusedRows:
+                out.extend(self._fused_run(ev, stamp, fused_heads))
+                continue
+            assert isinstance(ev, ChangeEvent)
             op = ev.op
             if op in ALTER_OPS:
                 if op is Op.RENAME_TABLE and ev.change is not None:
@@ -278,6 +308,41 @@ class Mapper:
             out.append(Record(partition_key=key, data=self._dumps(doc), commit_epoch=epoch, label=plan.label))
         return out
 
+    def _fused_run(
+        self, run: FusedRows, stamp: str, heads: dict[tuple[int, Op], tuple[TablePlan, bytes, bytes]] | None
+    ) -> list[Record]:
+        """A run's records, byte for byte what :meth:`map` writes for :meth:`FusedRows.events`: spliced in one
+        compiled call (the metadata up to the record id serialised once per operation and run) where
+        :meth:`_fused_data` would write them, else through the general path."""
+        plan = self.plan(run.table)
+        if (
+            heads is None
+            or plan is None
+            or self.partition_value
+            or plan.fused_names is None
+            or (run.keys is None) != (plan.fused_key is None)
+            or _splice is None
+        ):
+            return self.map(run.events(), stamp)
+        position = orjson.dumps(run.position_prefix)[:-1]  # the opening quote, no closing one
+        xid = orjson.dumps(run.transaction_id)
+        mids = []
+        for op in _RUN_OPS:
+            head = _fused_head(plan, op, stamp, heads)
+            mids.append(b"".join((head[1], head[2], xid, b',"stream-position":', position)))
+        datas = _splice(run.data, run.ops, (mids[0], mids[1], mids[2]), run.first_record_id)
+        epoch, label = run.commit_epoch, plan.label
+        keys: list[str] | str
+        if run.keys is None:
+            keys = plan.key_of(run.event(0), {}, {}) or EMPTY_KEY
+        else:
+            keys = run.keys if "" not in run.keys else [key or EMPTY_KEY for key in run.keys]
+        if _CLONE:
+            return _clone(Record(EMPTY_KEY, b"", 0, epoch, label), keys, datas)
+        if isinstance(keys, str):
+            return [Record(keys, data, 0, epoch, label) for data in datas]
+        return [Record(key, data, 0, epoch, label) for key, data in zip(keys, datas, strict=True)]
+
     def _fused_data(
         self,
         ev: ChangeEvent,
@@ -291,18 +356,7 @@ class Mapper:
         (``{"data": ..., "metadata": {...}}`` compact with a newline; no transaction details, no unchanged
         columns), from the metadata serialised once per table, operation and batch: a dict and its
         ``orjson.dumps`` per row were a fifth of the fused path's mapping time."""
-        op = ev.op
-        head = heads.get((id(plan), op))
-        if head is None:
-            key_type = plan.key_type
-            first = {"timestamp": stamp, "record-type": "data", "operation": op.value, "partition-key-type": key_type}
-            table = orjson.dumps({"schema-name": plan.schema_out, "table-name": plan.table_name})
-            # The plan is held with its entry: its id cannot be reused by another table's plan in this batch.
-            head = heads[(id(plan), op)] = (
-                plan,
-                b',"metadata":' + orjson.dumps(first)[:-1],
-                b"," + table[1:-1] + b',"transaction-id":',
-            )
+        head = _fused_head(plan, ev.op, stamp, heads)
         value = b""
         if self.partition_value and plan.key_type != "schema-table":
             value = b',"partition-key-value":' + orjson.dumps(key)
@@ -506,6 +560,24 @@ class Mapper:
         metadata["schema-name"] = ""
         metadata["table-name"] = ""
         return Record(partition_key=self.task_id, data=self._dumps({"control": {}, "metadata": metadata}), label="task")
+
+
+def _fused_head(
+    plan: TablePlan, op: Op, stamp: str, heads: dict[tuple[int, Op], tuple[TablePlan, bytes, bytes]]
+) -> tuple[TablePlan, bytes, bytes]:
+    """A pre-rendered row's metadata around its transaction id, serialised once per table, operation and batch:
+    (the plan, what comes before the table's names, the names and the transaction id's key)."""
+    head = heads.get((id(plan), op))
+    if head is None:
+        first = {"timestamp": stamp, "record-type": "data", "operation": op.value, "partition-key-type": plan.key_type}
+        table = orjson.dumps({"schema-name": plan.schema_out, "table-name": plan.table_name})
+        # The plan is held with its entry: its id cannot be reused by another table's plan in this batch.
+        head = heads[(id(plan), op)] = (
+            plan,
+            b',"metadata":' + orjson.dumps(first)[:-1],
+            b"," + table[1:-1] + b',"transaction-id":',
+        )
+    return head
 
 
 def _column_out(plan: TablePlan | None, info: TableInfo, column: str | None) -> str | None:

@@ -27,11 +27,11 @@ import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
-from cdcstream.changes import ChangeEvent, Item, MappedRows, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, FusedRows, Item, MappedRows, Marker, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import CdcstreamError, MappingError
 from cdcstream.mapping.envelope import Mapper, now_iso
@@ -332,7 +332,9 @@ class CdcWorkers:
                 open_ = _Open()
 
         try:
-            for item in batch:
+            # A source that renders runs of rows (FusedRows) is asked not to when workers map (wiring.py);
+            # should one come anyway it is mapped as the events it stands for.
+            for item in _expanded(batch):
                 if isinstance(item, Marker):
                     if open_.size:
                         open_.markers[-1].append(item)
@@ -421,3 +423,16 @@ async def _request(worker: Worker, request: Request) -> asyncio.Future[tuple[boo
     with contextlib.suppress(ConnectionError):  # the worker is gone: its reader task fails ``fut``
         await worker.writer.drain()
     return fut
+
+
+def _expanded(batch: Sequence[Item]) -> Sequence[ChangeEvent | Marker | MappedRows]:
+    """``batch`` with each :class:`FusedRows` replaced by the change events it stands for."""
+    if not any(isinstance(item, FusedRows) for item in batch):
+        return cast("Sequence[ChangeEvent | Marker | MappedRows]", batch)
+    out: list[ChangeEvent | Marker | MappedRows] = []
+    for item in batch:
+        if isinstance(item, FusedRows):
+            out.extend(item.events())
+        else:
+            out.append(item)
+    return out

@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <structmember.h>
 
 #include "../../_fused_json.h"
 
@@ -327,34 +328,25 @@ static PyObject *assemble_key(RowPlan *self, char *kout) {
     return PyUnicode_DecodeUTF8(self->kscratch + used, total, "strict");
 }
 
-static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "render(buf, pos, key_only)");
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    int key_only = PyObject_IsTrue(args[2]);
-    PyObject *result = NULL;
-    PyObject *unchanged = NULL;
-    if ((pos == -1 && PyErr_Occurred()) || key_only < 0)
-        goto done;
-    const unsigned char *buf = view.buf;
-    Py_ssize_t blen = view.len;
+/* One TupleData at buf[pos] rendered into self->scratch (the data section: self->scratch[0:*len]) and, with a
+ * partition key, its parts into self->kscratch (*kout_p: their end). Unchanged TOAST columns are appended to
+ * *unchanged (a list made on first need) when unchanged is not NULL, else they make the row go to the reference
+ * path. Returns 1 (rendered; *end_p: the offset after the tuple), 0 (the reference path decides) or -1 (a
+ * Python error). */
+static int render_core(RowPlan *self, const unsigned char *buf, Py_ssize_t blen, Py_ssize_t pos, int key_only,
+                       Py_ssize_t *end_p, Py_ssize_t *len_p, char **kout_p, PyObject **unchanged) {
     if (pos < 0 || pos + 2 > blen)
-        goto fallback;
+        return 0;
     Py_ssize_t ncols = (Py_ssize_t)(int16_t)((buf[pos] << 8) | buf[pos + 1]);
     pos += 2;
     if (ncols != self->ncols)
-        goto fallback;
+        return 0;
     size_t need = 2 + (size_t)self->names_len + (size_t)ncols * (VALUE_SLACK + 2) + 6 * (size_t)(blen - pos);
     if (need > self->cap) {
         char *grown = PyMem_Realloc(self->scratch, need);
         if (grown == NULL) {
             PyErr_NoMemory();
-            goto done;
+            return -1;
         }
         self->scratch = grown;
         self->cap = need;
@@ -367,7 +359,7 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
             char *grown = PyMem_Realloc(self->kscratch, kneed);
             if (grown == NULL) {
                 PyErr_NoMemory();
-                goto done;
+                return -1;
             }
             self->kscratch = grown;
             self->kcap = kneed;
@@ -383,18 +375,18 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
     *out++ = '{';
     for (Py_ssize_t i = 0; i < ncols; i++) {
         if (pos >= blen)
-            goto fallback;
+            return 0;
         unsigned char tag = buf[pos++];
         PyObject *name = PyTuple_GET_ITEM(self->names, i);
         int emit = name != Py_None && (!key_only || keys[i]);
         if (tag == 't') {
             if (pos + 4 > blen)
-                goto fallback;
+                return 0;
             int32_t n = (int32_t)(((uint32_t)buf[pos] << 24) | ((uint32_t)buf[pos + 1] << 16) |
                                   ((uint32_t)buf[pos + 2] << 8) | (uint32_t)buf[pos + 3]);
             pos += 4;
             if (n < 0 || n > blen - pos)
-                goto fallback;
+                return 0;
             char *mark = out;
             if (emit) {
                 if (!first)
@@ -406,12 +398,12 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
              * raise for a malformed one. */
             char *end = put_value(out, kinds[i], buf + pos, n, 0);
             if (end == NULL)
-                goto fallback;
+                return 0;
             /* In a 'K' tuple the reference row keeps only the replica identity: another key part is "null". */
             if (kout != NULL && self->key_part[i] && (!key_only || keys[i])) {
                 char *kend = put_value(kout, kinds[i], buf + pos, n, 1);
                 if (kend == NULL)
-                    goto fallback;
+                    return 0;
                 self->seg_start[i] = kout - self->kscratch;
                 self->seg_len[i] = kend - kout;
                 kout = kend;
@@ -437,44 +429,326 @@ static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t
             /* unchanged TOAST: not in the row, its column listed (by index) for the metadata; a key part the
              * server did not send is left to the reference path (rare: a TOASTed key) */
             if (kout != NULL && self->key_part[i])
-                goto fallback;
-            if (unchanged == NULL && (unchanged = PyList_New(0)) == NULL)
-                goto done;
+                return 0;
+            if (unchanged == NULL)
+                return 0;
+            if (*unchanged == NULL && (*unchanged = PyList_New(0)) == NULL)
+                return -1;
             PyObject *index = PyLong_FromSsize_t(i);
-            if (index == NULL || PyList_Append(unchanged, index) < 0) {
+            if (index == NULL || PyList_Append(*unchanged, index) < 0) {
                 Py_XDECREF(index);
-                goto done;
+                return -1;
             }
             Py_DECREF(index);
         } else {
-            goto fallback;
+            return 0;
         }
     }
     *out++ = '}';
-    {
-        PyObject *data = PyBytes_FromStringAndSize(self->scratch, out - self->scratch);
-        if (data == NULL)
-            goto done;
-        PyObject *idx = unchanged == NULL ? PyTuple_New(0) : PyList_AsTuple(unchanged);
-        if (idx == NULL) {
-            Py_DECREF(data);
-            goto done;
-        }
-        PyObject *key = kout == NULL ? Py_NewRef(Py_None) : assemble_key(self, kout);
-        if (key == NULL) {
-            Py_DECREF(data);
-            Py_DECREF(idx);
-            goto done;
-        }
-        result = Py_BuildValue("(NnNN)", data, pos, idx, key);
+    *end_p = pos;
+    *len_p = out - self->scratch;
+    *kout_p = kout;
+    return 1;
+}
+
+static PyObject *RowPlan_render(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "render(buf, pos, key_only)");
+        return NULL;
     }
-    goto done;
-fallback:
-    result = Py_NewRef(Py_None);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    int key_only = PyObject_IsTrue(args[2]);
+    PyObject *result = NULL;
+    PyObject *unchanged = NULL;
+    if ((pos == -1 && PyErr_Occurred()) || key_only < 0)
+        goto done;
+    Py_ssize_t end, len;
+    char *kout;
+    int got = render_core(self, view.buf, view.len, pos, key_only, &end, &len, &kout, &unchanged);
+    if (got < 0)
+        goto done;
+    if (got == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(self->scratch, len);
+    if (data == NULL)
+        goto done;
+    PyObject *idx = unchanged == NULL ? PyTuple_New(0) : PyList_AsTuple(unchanged);
+    if (idx == NULL) {
+        Py_DECREF(data);
+        goto done;
+    }
+    PyObject *key = kout == NULL ? Py_NewRef(Py_None) : assemble_key(self, kout);
+    if (key == NULL) {
+        Py_DECREF(data);
+        Py_DECREF(idx);
+        goto done;
+    }
+    result = Py_BuildValue("(NnNN)", data, end, idx, key);
 done:
     Py_XDECREF(unchanged);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* ---- CDC: a run of row messages in one call ---------------------------------------------------------------
+ *
+ * render_run() renders consecutive XLogData frames, from frames[start], that are INSERT, UPDATE or DELETE messages
+ * of one relation (relid, whose RowPlan this is) exactly as the decoder's fused path would one at a time
+ * (Decoder._insert, _fused_update, _delete), and stops before the first frame it is not sure of: another message
+ * or relation, a frame that is not bytes, anything render() would refuse, an unchanged TOAST value (the reference
+ * path lists it), bytes left over at the end of a message. The decoder handles that frame as before (renders it,
+ * or raises its exact error), so a run changes how many Python objects a row costs, never what it becomes. */
+
+static uint64_t be64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* One row message (frame b[0:n]) into self->scratch; 1, 0 (not here) or -1 (a Python error); *op: 0 I, 1 U, 2 D. */
+static int run_row(RowPlan *self, const unsigned char *b, Py_ssize_t n, uint32_t relid, int *op, Py_ssize_t *len,
+                   char **kout) {
+    if (n < 31 || b[0] != 'w')
+        return 0;
+    if ((((uint32_t)b[26] << 24) | ((uint32_t)b[27] << 16) | ((uint32_t)b[28] << 8) | (uint32_t)b[29]) != relid)
+        return 0;
+    Py_ssize_t end = 0;
+    int got;
+    unsigned char kind = b[30];
+    switch (b[25]) {
+    case 'I':
+        if (kind != 'N')
+            return 0;
+        *op = 0;
+        got = render_core(self, b, n, 31, 0, &end, len, kout, NULL);
+        break;
+    case 'U': {
+        Py_ssize_t pos = 30;
+        if (kind == 'K' || kind == 'O') {
+            got = render_core(self, b, n, 31, kind == 'K', &pos, len, kout, NULL);
+            if (got <= 0)
+                return got;
+        }
+        if (pos >= n || b[pos] != 'N')
+            return 0;
+        *op = 1;
+        got = render_core(self, b, n, pos + 1, 0, &end, len, kout, NULL);
+        break;
+    }
+    case 'D':
+        if (kind != 'K' && kind != 'O')
+            return 0;
+        *op = 2;
+        got = render_core(self, b, n, 31, kind == 'K', &end, len, kout, NULL);
+        break;
+    default:
+        return 0;
+    }
+    if (got <= 0)
+        return got;
+    return end == n ? 1 : 0;
+}
+
+static PyObject *RowPlan_render_run(RowPlan *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "render_run(frames: list, start, relid)");
+        return NULL;
+    }
+    PyObject *frames = args[0];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long relid = PyLong_AsUnsignedLong(args[2]);
+    if (relid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t total = PyList_GET_SIZE(frames);
+    if (start < 0 || start > total) {
+        PyErr_SetString(PyExc_ValueError, "render_run: start out of range");
+        return NULL;
+    }
+    PyObject *datas = PyList_New(0), *keys = self->nkey > 0 ? PyList_New(0) : Py_NewRef(Py_None);
+    PyObject *result = NULL;
+    char *ops = NULL;
+    if (datas == NULL || keys == NULL)
+        goto done;
+    if ((ops = PyMem_Malloc((size_t)(total - start) + 1)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t wal_end = 0;
+    Py_ssize_t i = start;
+    for (; i < total; i++) {
+        PyObject *frame = PyList_GET_ITEM(frames, i);
+        if (!PyBytes_CheckExact(frame))
+            break;
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(frame);
+        int op;
+        Py_ssize_t len;
+        char *kout;
+        int got = run_row(self, b, PyBytes_GET_SIZE(frame), (uint32_t)relid, &op, &len, &kout);
+        if (got < 0)
+            goto done;
+        if (got == 0)
+            break;
+        PyObject *data = PyBytes_FromStringAndSize(self->scratch, len);
+        if (data == NULL)
+            goto done;
+        int bad = PyList_Append(datas, data) < 0;
+        Py_DECREF(data);
+        if (bad)
+            goto done;
+        if (kout != NULL) {
+            PyObject *key = assemble_key(self, kout);
+            if (key == NULL)
+                goto done;
+            bad = PyList_Append(keys, key) < 0;
+            Py_DECREF(key);
+            if (bad)
+                goto done;
+        }
+        ops[i - start] = (char)op;
+        uint64_t end = be64(b + 9);
+        if (end > wal_end)
+            wal_end = end;
+    }
+    {
+        PyObject *opsb = PyBytes_FromStringAndSize(ops, i - start);
+        if (opsb == NULL)
+            goto done;
+        result = Py_BuildValue("(nNOOK)", i, opsb, datas, keys, (unsigned long long)wal_end);
+    }
+done:
+    PyMem_Free(ops);
+    Py_XDECREF(datas);
+    Py_XDECREF(keys);
+    return result;
+}
+
+/* The records of a run (Mapper): b'{"data":' + data + mids[op] + the record id (%010d) + b'"}}\n' per row, the
+ * record ids counting up from first_rid; mids[op] holds the metadata up to the stream position's record id. */
+static PyObject *splice_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyBytes_Check(args[1]) || !PyTuple_Check(args[2]) ||
+        PyTuple_GET_SIZE(args[2]) != 3) {
+        PyErr_SetString(PyExc_TypeError, "splice_records(datas: list, ops: bytes, mids: 3-tuple of bytes, first_rid)");
+        return NULL;
+    }
+    PyObject *datas = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(datas);
+    if (PyBytes_GET_SIZE(args[1]) != n) {
+        PyErr_SetString(PyExc_ValueError, "splice_records: one op per data section");
+        return NULL;
+    }
+    const unsigned char *ops = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    PyObject *mids[3];
+    for (int j = 0; j < 3; j++) {
+        mids[j] = PyTuple_GET_ITEM(args[2], j);
+        if (!PyBytes_Check(mids[j])) {
+            PyErr_SetString(PyExc_TypeError, "splice_records: mids must be bytes");
+            return NULL;
+        }
+    }
+    long long rid = PyLong_AsLongLong(args[3]);
+    if (rid == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++, rid++) {
+        PyObject *data = PyList_GET_ITEM(datas, i);
+        if (!PyBytes_Check(data) || ops[i] > 2) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_ValueError, "splice_records: data sections are bytes, ops 0-2");
+            return NULL;
+        }
+        char digits[32];
+        int nd = snprintf(digits, sizeof(digits), "%010lld", rid);
+        PyObject *mid = mids[ops[i]];
+        Py_ssize_t dlen = PyBytes_GET_SIZE(data), mlen = PyBytes_GET_SIZE(mid);
+        PyObject *rec = PyBytes_FromStringAndSize(NULL, 8 + dlen + mlen + nd + 4);
+        if (rec == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        char *r = PyBytes_AS_STRING(rec);
+        memcpy(r, "{\"data\":", 8);
+        memcpy(r + 8, PyBytes_AS_STRING(data), (size_t)dlen);
+        memcpy(r + 8 + dlen, PyBytes_AS_STRING(mid), (size_t)mlen);
+        memcpy(r + 8 + dlen + mlen, digits, (size_t)nd);
+        memcpy(r + 8 + dlen + mlen + nd, "\"}}\n", 4);
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
+}
+
+/* Records like `prototype` (an instance of a class with __slots__ and no __dict__, e.g. records.Record), one per
+ * data section, with `data` in place of the prototype's data slot and the key (keys[i], or `keys` itself when it
+ * is a str) in place of its partition_key slot; every other slot shares the prototype's value. What calling the
+ * dataclass per row writes, without running its Python __init__ per row: the Mapper checks that at import. */
+static PyObject *clone_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[2]) || (!PyList_Check(args[1]) && !PyUnicode_Check(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "clone_records(prototype, keys: list | str, datas: list)");
+        return NULL;
+    }
+    PyObject *proto = args[0], *keys = args[1], *datas = args[2];
+    PyTypeObject *type = Py_TYPE(proto);
+    Py_ssize_t n = PyList_GET_SIZE(datas);
+    if (PyList_Check(keys) && PyList_GET_SIZE(keys) != n) {
+        PyErr_SetString(PyExc_ValueError, "clone_records: one key per data section");
+        return NULL;
+    }
+    PyMemberDef *members = type->tp_members;
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || type->tp_dictoffset != 0 || members == NULL ||
+        type->tp_itemsize != 0 || type->tp_base != &PyBaseObject_Type) {
+        PyErr_SetString(PyExc_TypeError, "clone_records: the prototype's class must have __slots__ only");
+        return NULL;
+    }
+    Py_ssize_t key_at = -1, data_at = -1;
+    for (PyMemberDef *m = members; m->name != NULL; m++) {
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_SetString(PyExc_TypeError, "clone_records: every slot must be a plain object slot");
+            return NULL;
+        }
+        if (*(PyObject **)((char *)proto + m->offset) == NULL) {
+            PyErr_SetString(PyExc_ValueError, "clone_records: the prototype has an unset slot");
+            return NULL;
+        }
+        if (strcmp(m->name, "partition_key") == 0)
+            key_at = m->offset;
+        else if (strcmp(m->name, "data") == 0)
+            data_at = m->offset;
+    }
+    if (key_at < 0 || data_at < 0) {
+        PyErr_SetString(PyExc_TypeError, "clone_records: no partition_key or data slot");
+        return NULL;
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = type->tp_alloc(type, 0);
+        if (rec == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        for (PyMemberDef *m = members; m->name != NULL; m++) {
+            PyObject *v;
+            if (m->offset == key_at)
+                v = PyList_Check(keys) ? PyList_GET_ITEM(keys, i) : keys;
+            else if (m->offset == data_at)
+                v = PyList_GET_ITEM(datas, i);
+            else
+                v = *(PyObject **)((char *)proto + m->offset);
+            *(PyObject **)((char *)rec + m->offset) = Py_NewRef(v);
+        }
+        PyList_SET_ITEM(out, i, rec);
+    }
+    return out;
 }
 
 /* ---- Full load: COPY text rows straight to load records and their PutRecords entries -------------------------
@@ -778,6 +1052,9 @@ static PyMethodDef RowPlan_methods[] = {
     {"render", (PyCFunction)(void (*)(void))RowPlan_render, METH_FASTCALL,
      "render(buf, pos, key_only) -> (data JSON bytes, end offset, unchanged column indexes, partition key or "
      "None) or None"},
+    {"render_run", (PyCFunction)(void (*)(void))RowPlan_render_run, METH_FASTCALL,
+     "render_run(frames, start, relid) -> (index after the run, ops (0 insert, 1 update, 2 delete), data sections, "
+     "partition keys or None, highest walEnd of the run)"},
     {"render_copy", (PyCFunction)(void (*)(void))RowPlan_render_copy, METH_FASTCALL,
      "render_copy(text, tail, static_key, empty_key) -> (partition keys, records, PutRecords entries or None where "
      "the key is over 256 characters) of a COPY text block, or None"},
@@ -795,8 +1072,16 @@ static PyTypeObject RowPlanType = {
     .tp_new = PyType_GenericNew,
 };
 
+static PyMethodDef module_methods[] = {
+    {"splice_records", (PyCFunction)(void (*)(void))splice_records, METH_FASTCALL,
+     "splice_records(datas, ops, mids, first_rid) -> the records of a run"},
+    {"clone_records", (PyCFunction)(void (*)(void))clone_records, METH_FASTCALL,
+     "clone_records(prototype, keys, datas) -> one record like prototype per data section"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef fused_module = {
-    PyModuleDef_HEAD_INIT, "_fused", "Compiled fused pgoutput row renderer (see fused.py).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_fused", "Compiled fused pgoutput row renderer (see fused.py).", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__fused(void) {

@@ -1,5 +1,9 @@
 """Type stub of the compiled extension (_fused.c): the fused row renderer (design in fused.py)."""
 
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
 class RowPlan:
     """One relation's compiled row renderer: column kinds, key flags and JSON-encoded output names."""
 
@@ -25,3 +29,19 @@ class RowPlan:
         ``key_columns``: as render() writes it, ``empty_key`` for an empty one; else ``static_key``), the record
         (``{"data":`` + the data section + ``tail``) and its PutRecords entry (None where the key is over 256
         characters: the sink sends its digest); None where the reference path must render the block."""
+    def render_run(
+        self, frames: list[bytes], start: int, relid: int, /
+    ) -> tuple[int, bytes, list[bytes], list[str] | None, int]:
+        """Consecutive row messages of relation ``relid`` from ``frames[start]``, as the decoder's fused path
+        renders them one at a time: the index after the run, each row's operation (0 insert, 1 update,
+        2 delete), data section and partition key (None without ``key_columns``), and the run's highest walEnd.
+        Stops before the first frame the decoder must handle itself."""
+
+def splice_records(datas: list[bytes], ops: bytes, mids: tuple[bytes, bytes, bytes], first_rid: int, /) -> list[bytes]:
+    """A run's records: ``{"data":`` + data + ``mids[op]`` + the record id (10 digits at least) + ``"}}`` and a
+    newline per row, record ids counting up from ``first_rid``."""
+
+def clone_records(prototype: _T, keys: list[str] | str, datas: list[bytes], /) -> list[_T]:
+    """One object like ``prototype`` (of a class with ``__slots__`` only, such as ``records.Record``) per data
+    section, with that data section and its key (``keys[i]``, or ``keys`` for every one) in its ``data`` and
+    ``partition_key`` slots and the prototype's other values."""

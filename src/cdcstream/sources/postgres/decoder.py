@@ -5,6 +5,9 @@ Sans-IO, like the parser in :mod:`.pgoutput` whose layouts it reads: :class:`Dec
 the shared ``TableInfo``), and turns batches of raw frames directly into ``ChangeEvent`` / ``Marker`` lists.
 
 * Rows of unselected relations are skipped after reading the relation id, without decoding their tuples.
+* With ``runs`` (the daemon maps in process), consecutive rows of a relation with a compiled renderer
+  (:mod:`.fused`) within a transaction come out as one :class:`~cdcstream.changes.FusedRows`, rendered in one
+  compiled call, instead of a ``ChangeEvent`` each: the same rows, positions and counts.
 * Converters come from a :class:`~cdcstream.sources.postgres.values.TypeRegistry`. Types the registry does not
   know (user-defined, extension, uncommon built-ins) are listed by :meth:`Decoder.pending_type_oids` so the
   source can describe them from the catalog *before* it feeds the batch: the decoder never does I/O and never
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cdcstream.changes import ChangeEvent, Column, Item, Marker, Op, TableInfo
+from cdcstream.changes import ChangeEvent, Column, FusedRows, Item, Marker, Op, TableInfo
 from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import DecodeError
 from cdcstream.sources.postgres import ddl, fused, values
@@ -74,6 +77,9 @@ Selector = Callable[[str, str], bool]
 FuseHook = Callable[[TableInfo], "fused.FusedColumns | None"]
 """The mapping's half of the fused path's eligibility (Mapper.fused_columns), asked once per relation."""
 
+_ROW_TAGS = frozenset(b"IUD")
+"""pgoutput's row messages: INSERT, UPDATE, DELETE."""
+
 OPS = (Op.INSERT, Op.UPDATE, Op.DELETE, Op.TRUNCATE)
 """The operations a RelationPlan counts, in the order of ``RelationPlan.counts``."""
 
@@ -94,10 +100,14 @@ class Decoder:
         start_lsn: int = 0,
         types: values.TypeRegistry | None = None,
         fuse: FuseHook | None = None,
+        runs: bool = False,
     ) -> None:
         self._selector = selector
         # Decided once per decoder, so that a test (or an operator) can switch the path by environment.
         self._fuse = fuse if fuse is not None and fused.available() else None
+        # Whether consecutive compiled rows come out as one FusedRows (a consumer that maps them in process)
+        # rather than a ChangeEvent each (CDC mapping workers take ChangeEvents).
+        self._runs = runs and self._fuse is not None
         self.types = types if types is not None else values.TypeRegistry(no_hex_prefix=no_hex_prefix)
         self.plans: dict[int, RelationPlan] = {}
         # Names from Type messages: a fallback display name when the catalog could not describe a type.
@@ -257,11 +267,18 @@ class Decoder:
 
     def _feed(self, frames: list[bytes], out: list[Item]) -> None:
         self._index = 0
-        for frame in frames:
+        runs = self._runs
+        count = len(frames)
+        while self._index < count:
+            frame = frames[self._index]
             tag = frame[0] if frame else -1
             if tag == 0x77:  # 'w'
                 if len(frame) < 26:
                     raise DecodeError(f"truncated XLogData frame near LSN {format_lsn(self.received_lsn)}")
+                # A row message of a relation with a compiled renderer, inside a transaction: the rows from here
+                # up to the first frame the compiled code leaves to this method, in one call (_run).
+                if runs and self.in_transaction and frame[25] in _ROW_TAGS and self._run(frames, out):
+                    continue
                 start, end, _clock = XLOG.unpack_from(frame, 1)
                 if end > self.received_lsn:
                     self.received_lsn = end
@@ -282,6 +299,45 @@ class Decoder:
                     f"unknown replication frame type {frame[:1]!r} near LSN {format_lsn(self.received_lsn)}"
                 )
             self._index += 1
+
+    def _run(self, frames: list[bytes], out: list[Item]) -> bool:
+        """Rows of one relation from ``frames[self._index]`` through its compiled renderer's ``render_run``, as
+        one :class:`FusedRows`: what ``_message`` would have emitted for them, a ``ChangeEvent`` each. False (and
+        nothing consumed) where the first frame is not one the compiled code renders."""
+        index = self._index
+        frame = frames[index]
+        if len(frame) < 31:
+            return False
+        relid = U32.unpack_from(frame, 26)[0]
+        plan = self.plans.get(relid)
+        if plan is None or plan.fused is None:
+            return False
+        end, ops, data, keys, wal_end = plan.fused.render_run(frames, index, relid)
+        if end == index:
+            return False
+        if wal_end > self.received_lsn:
+            self.received_lsn = wal_end
+        first = self._record_id + 1
+        self._record_id += len(ops)
+        out.append(
+            FusedRows(
+                plan.table,
+                ops,
+                data,
+                keys,
+                self.xid,
+                self._commit_time,
+                self._commit_epoch,
+                self._pos_prefix,
+                first,
+            )
+        )
+        counts = plan.counts
+        for op_index in range(3):
+            counts[op_index] += ops.count(op_index)
+        self.touched.add(plan)
+        self._index = end
+        return True
 
     def _message(self, buf: bytes, lsn: int, out: list[Item]) -> None:
         try:

@@ -36,6 +36,12 @@ Design:
   it in ``partition-key-value`` when asked, as for every record; the sink hashes keys over 256 characters.
   Per-key order, positions and the record bytes are unchanged.
 
+* **Runs.** When the daemon maps in process, the decoder hands the compiled code the frame list from a row
+  message on (``RowPlan.render_run``): it renders that relation's consecutive row messages as ``render`` would,
+  stopping before the first frame it is not sure of (which the decoder handles as always), and the run travels
+  as one :class:`~cdcstream.changes.FusedRows`; the mapper writes its records with ``splice_records`` and
+  ``clone_records``. Per row no ``ChangeEvent``, position string or render tuple is made.
+
 * **Fallback per message.** The compiled code renders only what it is sure of: a value outside the grammar
   PostgreSQL prints, invalid UTF-8, a truncated message, a non-UTC, BC or infinite timestamp, an integer beyond
   what orjson writes (64 bits), an UPDATE whose new tuple leaves a TOASTed value out under REPLICA IDENTITY FULL

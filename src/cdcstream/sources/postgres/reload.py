@@ -13,7 +13,7 @@ from typing import cast
 from psycopg import sql
 from structlog.typing import FilteringBoundLogger
 
-from cdcstream.changes import ChangeEvent, Item, Marker
+from cdcstream.changes import ChangeEvent, FusedRows, Item, Marker
 from cdcstream.checkpoints.model import Checkpoint, PgCheckpoint
 from cdcstream.config import PostgresSourceConfig
 from cdcstream.errors import SourceError
@@ -38,8 +38,10 @@ def reload_split(items: Sequence[Item], point: int, decoder: Decoder) -> int | N
         if isinstance(item, Marker):
             if lsn_of(item.checkpoint) > point:
                 return i
-        elif isinstance(item, ChangeEvent) and parse_lsn(item.stream_position[:17]) >= point:  # commit LSN
-            return i
+        elif isinstance(item, ChangeEvent | FusedRows):
+            position = item.stream_position if isinstance(item, ChangeEvent) else item.position_prefix
+            if parse_lsn(position[:17]) >= point:  # commit LSN
+                return i
     if decoder.received_lsn >= point and not decoder.in_transaction:
         return len(items)
     return None

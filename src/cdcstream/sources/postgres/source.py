@@ -90,6 +90,7 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         offload: Offload | None = None,
         adopt_command: str = "cdcstream adopt-checkpoint --config <config file>",
         fuse: FuseHook | None = None,
+        runs: bool = False,
     ) -> None:
         super().__init__(
             f"postgres:{cfg.database}",
@@ -107,7 +108,8 @@ class PostgresSource(SourceBase[PgCheckpoint]):
         self._log = log.bind(source=self._label, slot=cfg.slot_name, publication=cfg.publication)
         self.types = TypeRegistry(no_hex_prefix=no_hex_prefix, json_as=cfg.json_as, hstore_as=cfg.hstore_as)
         # fuse: the mapping's half of the compiled fused row path (fused.py); without it every row is pure.
-        self._decoder = Decoder(selector=selector, types=self.types, fuse=fuse)
+        # runs: compiled rows as FusedRows runs (their consumer maps in process; wiring.py decides).
+        self._decoder = Decoder(selector=selector, types=self.types, fuse=fuse, runs=runs)
         self._session = Session(cfg)
         self._repl: ReplicationConnection | None = None
         self._status = StandbyStatus(
