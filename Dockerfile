@@ -32,7 +32,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # A C compiler for the compiled extensions (the fused row paths src/cdcstream/sources/{postgres,mysql}/_fused.c, the
-# sink's src/cdcstream/sinks/_putrecords.c and the mapping workers' src/cdcstream/workers/_frames.c), in this stage only.
+# mapper's src/cdcstream/mapping/_splice.c, the sink's src/cdcstream/sinks/_putrecords.c and the mapping workers'
+# src/cdcstream/workers/_frames.c), in this stage only.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential=12.9 \
     && rm -rf /var/lib/apt/lists/*
@@ -45,7 +46,7 @@ RUN python -m pip install "build==1.*" \
     && python -m build --wheel --outdir /dist . \
     && python -m venv /opt/cdcstream/venv \
     && /opt/cdcstream/venv/bin/pip install /dist/cdcstream-*.whl \
-    && /opt/cdcstream/venv/bin/python -c "import cdcstream.sources.postgres._fused, cdcstream.sources.mysql._fused, cdcstream.sinks._putrecords, cdcstream.workers._frames" \
+    && /opt/cdcstream/venv/bin/python -c "import cdcstream.sources.postgres._fused, cdcstream.sources.mysql._fused, cdcstream.sinks._putrecords, cdcstream.mapping._splice, cdcstream.workers._frames" \
     && /opt/cdcstream/venv/bin/python -m compileall -q /opt/cdcstream/venv/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

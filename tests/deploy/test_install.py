@@ -74,7 +74,13 @@ def test_from_a_built_wheel_to_a_verified_systemd_unit(tmp_path: Path) -> None:
     assert len(wheels) == 1 and sdist.exists(), sorted(p.name for p in dist.iterdir())
     wheel = wheels[0]
     with zipfile.ZipFile(wheel) as zf:
-        for module in ("sources/postgres/_fused", "sources/mysql/_fused", "sinks/_putrecords", "workers/_frames"):
+        for module in (
+            "sources/postgres/_fused",
+            "sources/mysql/_fused",
+            "sinks/_putrecords",
+            "mapping/_splice",
+            "workers/_frames",
+        ):
             assert any(n.startswith(f"cdcstream/{module}.") and n.endswith(".so") for n in zf.namelist()), module
     check = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from cdcstream.changes import ChangeEvent, Column, FusedRows, Marker, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import DecodeError, MappingError
-from cdcstream.mapping import envelope
+from cdcstream.mapping import _splice, envelope
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.sources.postgres import _fused, values
+from cdcstream.sources.postgres import values
 from cdcstream.sources.postgres.decoder import Decoder
 from tests.unit.test_fused import MAPPINGS, TYPES, _tuple, _value, needs_compiled
 
@@ -222,7 +222,7 @@ def test_records_built_by_the_compiled_code() -> None:
     at import against the class; here against a run's records built one by one."""
     assert envelope._CLONE
     with pytest.raises(TypeError):
-        _fused.clone_records(object(), "k", [b"x"])  # no slots: refused, never guessed
+        _splice.clone_records(object(), "k", [b"x"])  # no slots: refused, never guessed
     rows = [(b'{"a":1}', "k1"), (b"{}", ""), (b'{"a":2}', "k2")]
     run = FusedRows(
         TableInfo("public", "t", (Column("a", "int4", is_key=True),)),

@@ -24,8 +24,8 @@ from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 
 try:  # a run of pre-rendered rows' records (changes.FusedRows, which only the compiled fused path makes)
-    from cdcstream.sources.postgres._fused import clone_records as _clone
-    from cdcstream.sources.postgres._fused import splice_records as _splice
+    from cdcstream.mapping._splice import clone_records as _clone
+    from cdcstream.mapping._splice import splice_records as _splice
 except ImportError:  # built without a compiler: no runs are made
     _splice = _clone = None  # type: ignore[assignment]
 

@@ -1,9 +1,5 @@
 """Type stub of the compiled extension (_fused.c): the fused row renderer (design in fused.py)."""
 
-from typing import TypeVar
-
-_T = TypeVar("_T")
-
 class RowPlan:
     """One relation's compiled row renderer: column kinds, key flags and JSON-encoded output names."""
 
@@ -36,12 +32,3 @@ class RowPlan:
         renders them one at a time: the index after the run, each row's operation (0 insert, 1 update,
         2 delete), data section and partition key (None without ``key_columns``), and the run's highest walEnd.
         Stops before the first frame the decoder must handle itself."""
-
-def splice_records(datas: list[bytes], ops: bytes, mids: tuple[bytes, bytes, bytes], first_rid: int, /) -> list[bytes]:
-    """A run's records: ``{"data":`` + data + ``mids[op]`` + the record id (10 digits at least) + ``"}}`` and a
-    newline per row, record ids counting up from ``first_rid``."""
-
-def clone_records(prototype: _T, keys: list[str] | str, datas: list[bytes], /) -> list[_T]:
-    """One object like ``prototype`` (of a class with ``__slots__`` only, such as ``records.Record``) per data
-    section, with that data section and its key (``keys[i]``, or ``keys`` for every one) in its ``data`` and
-    ``partition_key`` slots and the prototype's other values."""
