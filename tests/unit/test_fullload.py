@@ -96,7 +96,7 @@ def _load(engine: MemoryEngine, checkpoint: Checkpoint | None = None, **cfg: Any
     )
 
 
-def _offloaded(engine: MemoryEngine, cfg: FullLoadConfig, offload: Offload) -> FullLoad:
+def _offloaded(engine: MemoryEngine, cfg: FullLoadConfig, offload: Offload | None) -> FullLoad:
     return FullLoad(
         engine,
         cfg,
@@ -388,3 +388,20 @@ def test_chunks_of_parts_keep_a_marker_per_part(filtered: bool) -> None:
     for name, n in (("a", 100), ("c", 30)):
         assert sorted(got[name]) == [x for x in range(1, n + 1) if not (filtered and x % 4 == 0)]
     assert load.rows == 130
+
+
+def test_the_queue_holds_as_many_rows_of_chunks_of_parts_as_of_single_chunks() -> None:
+    """Chunks of parts hold up to GROUP_ROWS rows: the queue holds fewer of them (memory bound as before), at
+    least two; engines of single chunks (and loads without workers) keep two per session."""
+
+    async def offload(info: TableInfo, raw: Any) -> MappedRows:
+        return MappedRows([])
+
+    def depth(engine: MemoryEngine, buffer: int, sessions: int, with_workers: bool = True) -> int:
+        cfg = FullLoadConfig(max_full_load_subtasks=sessions, parallel_load_buffer_size=buffer)
+        return _offloaded(engine, cfg, offload if with_workers else None)._queue_depth(sessions)
+
+    parts, single = PartsEngine({}), MemoryEngine({})
+    parts.reads_parts = True  # type: ignore[attr-defined]
+    assert depth(parts, 50, 8) == 2 and depth(parts, 50, 49) == 4 and depth(parts, 1000, 8) == 16
+    assert depth(single, 50, 8) == 16 and depth(parts, 50, 8, with_workers=False) == 16

@@ -46,7 +46,7 @@ from cdcstream.checkpoints.model import (
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
 from cdcstream.runtime.stopping import cancel_and_wait
-from cdcstream.sources.loadengine import Chunk, LoadEngine, Offload, Segment, TableSpec
+from cdcstream.sources.loadengine import GROUP_ROWS, Chunk, LoadEngine, Offload, Segment, TableSpec
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -297,7 +297,7 @@ class FullLoad:
         if done_now:
             yield [self._marker()]
         remaining = len(work)
-        queue: asyncio.Queue[_Handed] = asyncio.Queue(2 * sessions)
+        queue: asyncio.Queue[_Handed] = asyncio.Queue(self._queue_depth(sessions))
         sessions_used = max(1, min(sessions, len(work)))
         workers = [
             asyncio.create_task(self._worker(i, work, queue), name=f"full-load-{i}") for i in range(sessions_used)
@@ -388,6 +388,16 @@ class FullLoad:
             items.append(self._marker())
         self._m_rows.inc(total)
         return items
+
+    def _queue_depth(self, sessions: int) -> int:
+        """Chunks the queue holds: two per session, or, for an engine handing over chunks of parts (up to
+        GROUP_ROWS rows each instead of parallel_load_buffer_size), as many rows as those would be and at least
+        two chunks (one taken while the next waits): the memory bound of DMS's 50-row default stays that small."""
+        depth = 2 * sessions
+        size = self.cfg.parallel_load_buffer_size
+        if self._offload is not None and getattr(self.engine, "reads_parts", False) and size < GROUP_ROWS:
+            depth = max(2, depth * size // GROUP_ROWS)
+        return depth
 
     def _table_loaded(self, progress: _TableProgress) -> None:
         progress.state = "loaded"

@@ -100,7 +100,9 @@ class Chunk:
     At most ``parallel_load_buffer_size`` rows, unless ``parts`` is set: then (raw reads only) the chunk is that
     many consecutive chunks of at most ``parallel_load_buffer_size`` rows read at once, up to :data:`GROUP_ROWS`
     in all, each as its row count and last key; ``last_key`` is the last part's. The load state still moves (and
-    a marker follows) part by part, so resuming after a crash repeats no more than it did for single chunks."""
+    a marker follows) part by part, so resuming after a crash repeats no more than it did for single chunks. An
+    engine that reads chunks of parts says so with a class attribute ``reads_parts = True`` (the load's queue then
+    holds fewer chunks: fullload.FullLoad._queue_depth)."""
 
     rows: list[dict[str, Any]]
     last_key: Key | None

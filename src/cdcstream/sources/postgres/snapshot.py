@@ -199,6 +199,9 @@ def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key,
 class PgLoadEngine:
     """:class:`~cdcstream.sources.loadengine.LoadEngine` for one PostgreSQL database."""
 
+    #: Raw reads hand over chunks of parts (loadengine.Chunk.parts); the load's queue is sized for them.
+    reads_parts = True
+
     def __init__(
         self,
         conninfo: str,
