@@ -201,9 +201,11 @@ class RawRows(Protocol):
 class MappedRows:
     """Full-load rows that a mapping worker process already turned into records, in row order.
 
-    The pipeline numbers and sends them as it would have mapped the rows itself."""
+    The pipeline numbers and sends them as it would have mapped the rows itself. ``counts``: for a chunk of parts
+    (loadengine.Chunk.parts) whose rows did not each give one record, the records of each part."""
 
     records: list[Record]
+    counts: list[int] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,7 +26,7 @@ from cdcstream.errors import ConfigError
 from cdcstream.mapping.ruleparse import parse_rules
 from cdcstream.records import Record
 from cdcstream.sources.fullload import READ_AHEAD_ROWS, FullLoad, KeyRanges, plan_ranges, plan_split
-from cdcstream.sources.loadengine import Chunk, Segment, TableSpec
+from cdcstream.sources.loadengine import Chunk, Offload, Segment, TableSpec
 from cdcstream.sources.reload import stamp_requested_reloads
 from cdcstream.wiring import key_ranges
 from tests.support.checkpoints import pg
@@ -93,6 +93,18 @@ def _load(engine: MemoryEngine, checkpoint: Checkpoint | None = None, **cfg: Any
         checkpoint=checkpoint,
         base_checkpoint=lambda: {"system_id": "1"},
         ranges=lambda s, t: None,
+    )
+
+
+def _offloaded(engine: MemoryEngine, cfg: FullLoadConfig, offload: Offload | None) -> FullLoad:
+    return FullLoad(
+        engine,
+        cfg,
+        label="unit",
+        checkpoint=None,
+        base_checkpoint=lambda: {},
+        ranges=lambda s, t: None,
+        offload=offload,
     )
 
 
@@ -203,28 +215,23 @@ def test_chunks_mapped_out_of_order_reach_the_consumer_in_read_order() -> None:
     arrive in read order, and every marker describes exactly the rows before it."""
     engine = RawMemoryEngine({"a": 400, "c": 50})
     rng = random.Random(5)
-    busy = peak = 0
+    busy = peak = busy_rows = peak_rows = 0
 
     async def offload(info: TableInfo, raw: Any) -> MappedRows:
-        nonlocal busy, peak
+        nonlocal busy, peak, busy_rows, peak_rows
         busy += 1
+        busy_rows += len(raw)
         peak = max(peak, busy)
+        peak_rows = max(peak_rows, busy_rows)
         await asyncio.sleep(rng.random() / 200)
         busy -= 1
+        busy_rows -= len(raw)
         return MappedRows([Record(str(r["id"]), b"", label=info.table) for r in raw.rows()])
 
     cfg = FullLoadConfig(
         max_full_load_subtasks=2, parallel_load_threads=3, chunk_rows=100, parallel_load_buffer_size=250
     )
-    load = FullLoad(
-        engine,
-        cfg,
-        label="unit",
-        checkpoint=None,
-        base_checkpoint=lambda: {},
-        ranges=lambda s, t: None,
-        offload=offload,
-    )
+    load = _offloaded(engine, cfg, offload)
     items = asyncio.run(_collect(load))
     ids: dict[str, list[int]] = {"a": [], "c": []}
     seen = 0
@@ -239,8 +246,9 @@ def test_chunks_mapped_out_of_order_reach_the_consumer_in_read_order() -> None:
     bounds = [0, 133, 266, 400]  # the MemoryEngine's three segments of "a"
     for lo, hi in itertools.pairwise(bounds):
         assert [x for x in ids["a"] if lo < x <= hi] == list(range(lo + 1, hi + 1))
-    # Read ahead: more chunks in mapping at once than sessions, at most READ_AHEAD_ROWS / buffer size each.
-    assert 2 < peak <= 2 * (READ_AHEAD_ROWS // 250)
+    # Read ahead: more chunks in mapping at once than sessions, at most READ_AHEAD_ROWS and a chunk each.
+    assert peak > 2
+    assert peak_rows <= 2 * (READ_AHEAD_ROWS + 7)
 
 
 def test_resume_continues_after_the_last_key_and_skips_finished_work() -> None:
@@ -303,3 +311,97 @@ def test_checkpoints_of_markers_before_a_reload_request_name_it() -> None:
     assert between == {"lsn": "0/2", "reload": ["s.a", "s.b"]} and requests == [("s.b", 20)]
     done = PgCheckpoint(lsn="0/3")  # the source's marker after both copies: nothing added back
     assert stamp_requested_reloads(done, 25, requests) == (done, [])
+
+
+class PartsEngine(MemoryEngine):
+    """MemoryEngine handing over raw chunks of parts (three 7-row chunks at once), as PostgreSQL's engine does."""
+
+    async def read(
+        self, session: int, spec: TableSpec, segment: Segment, after: Any, *, raw: bool = False
+    ) -> AsyncIterator[Chunk]:
+        assert raw
+        group: list[Chunk] = []
+        async for chunk in super().read(session, spec, segment, after):
+            group.append(chunk)
+            if len(group) == 3:
+                yield _grouped(group)
+                group = []
+        if group:
+            yield _grouped(group)
+
+
+def _grouped(chunks: list[Chunk]) -> Chunk:
+    rows = [r for c in chunks for r in c.rows]
+    return Chunk([], chunks[-1].last_key, _Raw(rows), [(len(c.rows), c.last_key) for c in chunks])
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_chunks_of_parts_keep_a_marker_per_part(filtered: bool) -> None:
+    """A chunk of parts (one worker request for several chunks) still moves the load state part by part: each
+    marker follows exactly its part's records, also when a filter left rows out (the worker counts each part's
+    records then)."""
+    engine = PartsEngine({"a": 100, "c": 30})
+
+    async def offload(info: TableInfo, raw: Any) -> MappedRows:
+        records: list[Record] = []
+        counts: list[int] = []
+        start = 0
+        rows = raw.rows()
+        for n in [n for n, _ in parts_of[id(raw)]]:
+            kept = [r for r in rows[start : start + n] if not (filtered and r["id"] % 4 == 0)]
+            records.extend(Record(str(r["id"]), b"", label=info.table) for r in kept)
+            counts.append(len(kept))
+            start += n
+        return MappedRows(records, counts if filtered else None)
+
+    parts_of: dict[int, list[tuple[int, Any]]] = {}
+    read = engine.read
+
+    async def noting(*args: Any, **kwargs: Any) -> AsyncIterator[Chunk]:
+        async for chunk in read(*args, **kwargs):
+            assert chunk.parts is not None and chunk.raw is not None
+            parts_of[id(chunk.raw)] = chunk.parts
+            yield chunk
+
+    engine.read = noting  # type: ignore[method-assign]
+    cfg = FullLoadConfig(max_full_load_subtasks=2, parallel_load_threads=2, chunk_rows=100)
+    load = _offloaded(engine, cfg, offload)
+    items = asyncio.run(_collect(load))
+    got: dict[str, list[int]] = {"a": [], "c": []}
+    markers = 0
+    for item in items:
+        if isinstance(item, MappedRows):
+            got[item.records[0].label if item.records else "a"].extend(int(r.partition_key) for r in item.records)
+            continue
+        assert isinstance(item, Marker)
+        markers += 1
+        # "Everything before this marker": every row of each segment up to its "after" key, nothing beyond.
+        for name, table in cast(LoadProgress, item.checkpoint["load"])["tables"].items():
+            ids = got[name.split(".")[1]]
+            for s in table["segments"]:
+                lo = int(s["lo"][0]) if s["lo"] else 0
+                hi = int(s["hi"][0]) if s["hi"] else 10**9
+                upto = int(s["after"][0]) if s["after"] else lo
+                mine = [x for x in ids if lo < x <= hi]
+                assert mine == [x for x in range(lo + 1, upto + 1) if not (filtered and x % 4 == 0)]
+    assert markers >= (100 + 30) // 7  # one per 7-row part (and segment ends)
+    for name, n in (("a", 100), ("c", 30)):
+        assert sorted(got[name]) == [x for x in range(1, n + 1) if not (filtered and x % 4 == 0)]
+    assert load.rows == 130
+
+
+def test_the_queue_holds_as_many_rows_of_chunks_of_parts_as_of_single_chunks() -> None:
+    """Chunks of parts hold up to GROUP_ROWS rows: the queue holds fewer of them (memory bound as before), at
+    least two; engines of single chunks (and loads without workers) keep two per session."""
+
+    async def offload(info: TableInfo, raw: Any) -> MappedRows:
+        return MappedRows([])
+
+    def depth(engine: MemoryEngine, buffer: int, sessions: int, with_workers: bool = True) -> int:
+        cfg = FullLoadConfig(max_full_load_subtasks=sessions, parallel_load_buffer_size=buffer)
+        return _offloaded(engine, cfg, offload if with_workers else None)._queue_depth(sessions)
+
+    parts, single = PartsEngine({}), MemoryEngine({})
+    parts.reads_parts = True  # type: ignore[attr-defined]
+    assert depth(parts, 50, 8) == 2 and depth(parts, 50, 49) == 4 and depth(parts, 1000, 8) == 16
+    assert depth(single, 50, 8) == 16 and depth(parts, 50, 8, with_workers=False) == 16

@@ -19,7 +19,7 @@ from cdcstream.changes import ChangeEvent, Column, MappedRows, Op, TableInfo
 from cdcstream.config import Config
 from cdcstream.errors import MappingError
 from cdcstream.mapping.envelope import Mapper
-from cdcstream.mapping.ruleparse import load_rules
+from cdcstream.mapping.ruleparse import load_rules, parse_rules
 from cdcstream.mapping.rules import MappingRules
 from cdcstream.records import Record
 from cdcstream.sinks.batching import Batch, key_size
@@ -27,7 +27,14 @@ from cdcstream.sinks.putrecords import PutRecordsClient
 from cdcstream.sources.postgres.snapshot import CopyBlock, RowSpec
 from cdcstream.sources.postgres.values import INT4, PgType
 from cdcstream.workers import pool as pool_module
-from cdcstream.workers.pool import AUTO_MAX, MappingPool, cgroup_cpu_limit, default_processes, map_chunk
+from cdcstream.workers.pool import (
+    AUTO_MAX,
+    MappingPool,
+    cgroup_cpu_limit,
+    default_processes,
+    map_chunk,
+    map_parts,
+)
 from tests.support.fullload import schema_table_key_mapping
 
 INFO = TableInfo("public", "t", (Column("id", "int4", 23, False, True), Column("s", "text", 25, True, False)))
@@ -125,6 +132,52 @@ async def test_pool_maps_in_worker_processes_and_reports_errors() -> None:
             assert await pool.map(INFO, Rows(ROWS[:2])) is not None
         with pytest.raises(MappingError, match="died"):
             await pool.map(INFO, Rows(ROWS, die=True))
+    finally:
+        await pool.close()
+
+
+@dataclass
+class Parts(Rows):
+    """Rows of a chunk of parts (loadengine.Chunk.parts): ``sizes`` rows each."""
+
+    sizes: tuple[int, ...] = ()
+
+
+def _not_null_s() -> MappingRules:
+    rule = {
+        "rule-type": "selection",
+        "rule-id": "1",
+        "rule-name": "f",
+        "object-locator": {"schema-name": "%", "table-name": "%"},
+        "rule-action": "include",
+        "filters": [
+            {"filter-type": "source", "column-name": "s", "filter-conditions": [{"filter-operator": "notnull"}]}
+        ],
+    }
+    return parse_rules({"rules": [rule]}, "rules.json")
+
+
+async def test_chunks_of_parts_are_mapped_part_by_part_and_counted_where_a_filter_drops_rows() -> None:
+    """A chunk of parts is mapped in one request; where a filter left rows out, the answer says how many records
+    each part gave (the load's markers go between the parts' records), through a worker process too."""
+    cfg = _config()
+    sizes = (10, 10, 10, 9)  # ROWS: 39 rows, every third without "s"
+    plain = map_parts(Mapper(MappingRules(), cfg.target, cfg.task_id), INFO, Parts(ROWS, sizes=sizes))
+    assert plain is not None and plain[1] is None and len(plain[0][0]) == 39  # one record per row: no counts
+    mapper = Mapper(_not_null_s(), cfg.target, cfg.task_id)
+    filtered = map_parts(mapper, INFO, Parts(ROWS, sizes=sizes))
+    expected = [
+        sum(1 for r in ROWS[i : i + n] if r["s"] is not None) for i, n in zip((0, 10, 20, 30), sizes, strict=True)
+    ]
+    assert filtered is not None and filtered[1] == expected and len(filtered[0][0]) == sum(expected)
+    alone = map_chunk(mapper, INFO, Parts(ROWS, sizes=sizes))
+    assert alone is not None and alone[0] == filtered[0][0]
+    assert [_without_stamps(d) for d in alone[1]] == [_without_stamps(d) for d in filtered[0][1]]
+    pool = MappingPool(cfg, mapper, 1)
+    try:
+        mapped = await pool.map(INFO, Parts(ROWS, sizes=sizes))
+        assert mapped is not None and mapped.counts == expected
+        assert [r.partition_key for r in mapped.records] == filtered[0][0]
     finally:
         await pool.close()
 

@@ -4,12 +4,16 @@ A source whose ``migration_type`` includes a full load runs a :class:`FullLoad` 
 yields its items through the same ``Source.changes()`` stream: ``ChangeEvent(op=Op.LOAD)`` rows followed by a
 :class:`~cdcstream.changes.Marker` after every chunk. Workers read in parallel, but their chunks are merged into
 one sequence by a bounded queue (at most ``2 x max_full_load_subtasks`` chunks of at most
-``parallel_load_buffer_size`` rows: memory does not depend on table size), and the load state carried by a
+``parallel_load_buffer_size`` rows, or chunks of parts of at most ``loadengine.GROUP_ROWS``: memory does not depend
+on table size), and the load state carried by a
 marker is exactly "everything before this marker". The pipeline's watermark -> checkpoint file -> ``ack``
 machinery therefore makes the load resumable and at-least-once without anything load-specific. With mapping
 worker processes (``offload``, the pipeline's ``workers/pool.py``) engines read chunks raw and a chunk arrives
 as one :class:`~cdcstream.changes.MappedRows` item instead of its rows, in the same place of the sequence; a
 session then reads on while its chunks are mapped (up to ``READ_AHEAD_ROWS``) and hands them over in read order.
+An engine may read several chunks at once as one chunk of parts (``Chunk.parts``, up to ``loadengine.GROUP_ROWS``
+rows: PostgreSQL does): one worker request and one queue hand-off for all of them, but still each part's records
+followed by its own marker, so the load state moves as it would chunk by chunk.
 
 The checkpoint during a load (its ``load`` field) and after it is described in ``checkpoints/model.py``.
 
@@ -42,7 +46,7 @@ from cdcstream.checkpoints.model import (
 from cdcstream.config import FullLoadConfig
 from cdcstream.errors import CdcstreamError, SourceError
 from cdcstream.runtime.stopping import cancel_and_wait
-from cdcstream.sources.loadengine import Chunk, LoadEngine, Offload, Segment, TableSpec
+from cdcstream.sources.loadengine import GROUP_ROWS, Chunk, LoadEngine, Offload, Segment, TableSpec
 from cdcstream.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -83,7 +87,8 @@ def plan_split(name: str, column: str, points: Sequence[tuple[str, ...]]) -> lis
 
 
 #: Rows a session reads ahead of the consumer while mapping worker processes map its chunks (DMS's maximum
-#: ``parallel_load_buffer_size``): memory stays bounded by sessions x this many rows.
+#: ``parallel_load_buffer_size``, and loadengine.GROUP_ROWS: one chunk of parts mapped while the next is read):
+#: memory stays bounded by sessions x (this many rows + a chunk).
 READ_AHEAD_ROWS = 1000
 
 # Fields of a stored load checkpoint that are not its CDC start position (the server identity comes back through
@@ -292,7 +297,7 @@ class FullLoad:
         if done_now:
             yield [self._marker()]
         remaining = len(work)
-        queue: asyncio.Queue[_Handed] = asyncio.Queue(2 * sessions)
+        queue: asyncio.Queue[_Handed] = asyncio.Queue(self._queue_depth(sessions))
         sessions_used = max(1, min(sessions, len(work)))
         workers = [
             asyncio.create_task(self._worker(i, work, queue), name=f"full-load-{i}") for i in range(sessions_used)
@@ -322,19 +327,9 @@ class FullLoad:
                     else:
                         progress.rebuild(seg)
                 else:
-                    if mapped is not None:
-                        items = [mapped]
-                    else:
-                        info = progress.spec.info
-                        items = [ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in chunk.rows]
-                    n = len(chunk)
-                    seg.rows += n
-                    progress.rows += n
-                    self.rows += n
-                    self._m_rows.inc(n)
-                    if chunk.last_key is not None:
-                        seg.after = chunk.last_key
-                    progress.rebuild(seg)
+                    items = self._chunk_items(progress, seg, chunk, mapped)
+                    yield items
+                    continue
                 items.append(self._marker())
                 yield items
             self.finished = True
@@ -348,6 +343,61 @@ class FullLoad:
         finally:
             await cancel_and_wait([*workers, progress_task])
             await self.engine.close()
+
+    def _chunk_items(
+        self, progress: _TableProgress, seg: Segment, chunk: Chunk, mapped: MappedRows | None
+    ) -> list[Item]:
+        """A chunk's rows (or records) each followed by its marker; a chunk of parts as each part and its marker,
+        the load state moved part by part (a marker's state is exactly "everything before this marker")."""
+        parts = chunk.parts if chunk.parts is not None else [(len(chunk), chunk.last_key)]
+        # Records (or rows) of each part: one per row, unless the worker counted them (a filter left some out).
+        counts = [n for n, _ in parts]
+        if mapped is not None:
+            rows: list[Any] = mapped.records
+            if mapped.counts is not None:
+                counts = mapped.counts
+            elif len(parts) == 1:
+                counts = [len(rows)]
+            elif not rows:
+                counts = [0] * len(parts)  # a table the mapping leaves out
+            if len(counts) != len(parts) or sum(counts) != len(rows):
+                raise SourceError(
+                    f"full load of {seg.table}: {len(rows)} records do not divide into {len(parts)} chunks"
+                )
+        else:
+            info = progress.spec.info
+            rows = [ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in chunk.rows]
+        items: list[Item] = []
+        start = 0
+        total = 0
+        for (n, last_key), count in zip(parts, counts, strict=True):
+            if mapped is None:
+                items.extend(rows[start : start + count])
+            elif len(parts) == 1:
+                items.append(mapped)
+            else:
+                items.append(MappedRows(rows[start : start + count]))
+            start += count
+            total += n
+            seg.rows += n
+            progress.rows += n
+            self.rows += n
+            if last_key is not None:
+                seg.after = last_key
+            progress.rebuild(seg)
+            items.append(self._marker())
+        self._m_rows.inc(total)
+        return items
+
+    def _queue_depth(self, sessions: int) -> int:
+        """Chunks the queue holds: two per session, or, for an engine handing over chunks of parts (up to
+        GROUP_ROWS rows each instead of parallel_load_buffer_size), as many rows as those would be and at least
+        two chunks (one taken while the next waits): the memory bound of DMS's 50-row default stays that small."""
+        depth = 2 * sessions
+        size = self.cfg.parallel_load_buffer_size
+        if self._offload is not None and getattr(self.engine, "reads_parts", False) and size < GROUP_ROWS:
+            depth = max(2, depth * size // GROUP_ROWS)
+        return depth
 
     def _table_loaded(self, progress: _TableProgress) -> None:
         progress.state = "loaded"
@@ -365,17 +415,20 @@ class FullLoad:
         offload = self._offload
         # With mapping workers a session reads on while its chunks are mapped, up to READ_AHEAD_ROWS: with
         # DMS's default 50-row chunks, waiting for each one left the workers idle between them.
-        ahead = max(1, READ_AHEAD_ROWS // self.cfg.parallel_load_buffer_size) if offload is not None else 1
+        ahead = READ_AHEAD_ROWS if offload is not None else 0
         while work:
             spec, seg = work.popleft()
             mapping: deque[tuple[Chunk, asyncio.Future[MappedRows | None] | None]] = deque()
+            queued = 0  # rows in ``mapping``
             try:
                 async for chunk in self.engine.read(session, spec, seg, seg.after, raw=offload is not None):
                     mapped = None
                     if chunk.raw is not None and offload is not None:
                         mapped = asyncio.ensure_future(offload(spec.info, chunk.raw))
                     mapping.append((chunk, mapped))
-                    if len(mapping) >= ahead:
+                    queued += len(chunk)
+                    while queued > ahead:
+                        queued -= len(mapping[0][0])
                         await self._hand(spec, seg, *mapping.popleft(), queue)
                 while mapping:
                     await self._hand(spec, seg, *mapping.popleft(), queue)

@@ -85,14 +85,29 @@ class Segment:
         )
 
 
+#: Rows a raw read may hand over as one :class:`Chunk` of several parts (DMS's maximum
+#: ``parallel_load_buffer_size``): one worker request, one answer and one queue hand-off for the rows a session
+#: read at once, instead of one per ``parallel_load_buffer_size`` rows, which cost the event loop ~100 µs each
+#: (~2 µs per row at DMS's default 50-row chunks; bench/README.md).
+GROUP_ROWS = 1000
+
+
 @dataclass(slots=True)
 class Chunk:
-    """Rows an engine hands over at once (at most ``parallel_load_buffer_size``) and the key of the last:
-    decoded in ``rows``, or (read with ``raw=True``) not yet decoded in ``raw``."""
+    """Rows an engine hands over at once and the key of the last: decoded in ``rows``, or (read with ``raw=True``)
+    not yet decoded in ``raw``.
+
+    At most ``parallel_load_buffer_size`` rows, unless ``parts`` is set: then (raw reads only) the chunk is that
+    many consecutive chunks of at most ``parallel_load_buffer_size`` rows read at once, up to :data:`GROUP_ROWS`
+    in all, each as its row count and last key; ``last_key`` is the last part's. The load state still moves (and
+    a marker follows) part by part, so resuming after a crash repeats no more than it did for single chunks. An
+    engine that reads chunks of parts says so with a class attribute ``reads_parts = True`` (the load's queue then
+    holds fewer chunks: fullload.FullLoad._queue_depth)."""
 
     rows: list[dict[str, Any]]
     last_key: Key | None
     raw: RawRows | None = None
+    parts: list[tuple[int, Key | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.raw) if self.raw is not None else len(self.rows)

@@ -96,14 +96,53 @@ def map_chunk(mapper: Mapper, info: TableInfo, raw: RawRows) -> Mapped | None:
     (``{"Data": base64, "PartitionKey": key}``): base64 and the JSON around it are a tenth of a load row's CPU in
     the event loop otherwise. A chunk that can write its records itself (a compiled renderer, byte for byte the
     same) does, where the mapping allows it (:meth:`Mapper.load_layout`)."""
+    mapped = map_parts(mapper, info, raw)
+    return None if mapped is None else mapped[0]
+
+
+def map_parts(mapper: Mapper, info: TableInfo, raw: RawRows) -> tuple[Mapped, list[int] | None] | None:
+    """:func:`map_chunk`, and for a chunk of parts (``raw.sizes``, rows per part: loadengine.Chunk.parts) whose
+    rows did not each give one record (a filter left some out) the records of each part; None for the counts: one
+    record per row. Each part is mapped as a chunk of its own was (its own construction time)."""
+    sizes: tuple[int, ...] = getattr(raw, "sizes", ())
     if hasattr(raw, "render_records"):
         rendered = _rendered(mapper, info, cast(RendersRecords, raw))
         if rendered is not None:
-            return rendered
+            return rendered, None  # one record per row
+        if len(sizes) > 1 and hasattr(raw, "split") and mapper.load_layout(info) is not None:
+            # One value the renderer leaves to the reference path: only its part goes there, not all of them.
+            # The layout is the mapping's: one record per row either way (it has no filter).
+            answers = [map_chunk(mapper, info, part) for part in raw.split()]
+            if any(a is None for a in answers):
+                return None
+            done = cast(list[Mapped], answers)
+            label = next((a[3] for a in done if a[3]), "")
+            return (
+                [k for a in done for k in a[0]],
+                [d for a in done for d in a[1]],
+                [e for a in done for e in a[2]],
+                label,
+            ), None
     rows = raw.rows()
     if rows is None:
         return None
-    records = mapper.map([ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows])
+    events = [ChangeEvent(Op.LOAD, info, row, None, None, "", 0.0, "", 0) for row in rows]
+    counts: list[int] | None = None
+    if len(sizes) > 1 and sum(sizes) == len(events):
+        records, counts, start = [], [], 0
+        for n in sizes:
+            part = mapper.map(events[start : start + n])
+            records.extend(part)
+            counts.append(len(part))
+            start += n
+        if len(records) == len(events):
+            counts = None  # the parts' row counts say it
+    else:
+        records = mapper.map(events)
+    return _mapped(records), counts
+
+
+def _mapped(records: list[Record]) -> Mapped:
     keys = [r.partition_key for r in records]
     datas = [r.data for r in records]
     entries = [_entry(d, k) for k, d in zip(keys, datas, strict=True)]
@@ -233,11 +272,11 @@ def _serve(sock: socket.socket, init: WorkerInit) -> None:
             return  # the daemon is gone
         info, raw = _RequestUnpickler(stream.read(int.from_bytes(header, "big")), kept).load()
         try:
-            mapped = map_chunk(mapper, info, raw)
-            if mapped is not None and frames.available():
-                payload = frames.encode(*mapped)
+            parted = map_parts(mapper, info, raw)
+            if parted is not None and parted[1] is None and frames.available():
+                payload = frames.encode(*parted[0])
             else:
-                payload = pickle.dumps((True, mapped), pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps((True, parted), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             try:
                 payload = pickle.dumps((False, exc), pickle.HIGHEST_PROTOCOL)
@@ -437,8 +476,9 @@ class MappingPool:
             return None
         if isinstance(answer, list):  # a compiled answer frame, already Records (frames.py)
             return MappedRows(answer)
-        keys, datas, entries, label = answer
-        return MappedRows([Record(k, d, 0, None, label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)])
+        (keys, datas, entries, label), counts = answer
+        records = [Record(k, d, 0, None, label, entry=e) for k, d, e in zip(keys, datas, entries, strict=True)]
+        return MappedRows(records, counts)
 
     def status(self) -> dict[str, Any]:
         """For ``/status``: how many workers, and their process ids once started."""

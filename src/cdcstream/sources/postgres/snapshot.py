@@ -30,7 +30,7 @@ from psycopg import pq, sql
 from cdcstream.changes import Column, Described, LoadLayout, RawRows, TableInfo
 from cdcstream.checkpoints.model import PgCheckpoint
 from cdcstream.errors import SourceConnectionError, SourceError
-from cdcstream.sources.loadengine import Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
+from cdcstream.sources.loadengine import GROUP_ROWS, Chunk, Key, Segment, TableSpec, new_spec_key, per_spec
 from cdcstream.sources.postgres import fused
 from cdcstream.sources.postgres.catalog import LOAD_TABLES_SQL
 from cdcstream.sources.postgres.replication import ReplicationConnection, create_slot_command
@@ -147,11 +147,13 @@ def _load_plan(spec: RowSpec, layout: LoadLayout) -> RowPlan | None:
 
 @dataclass(slots=True)
 class CopyBlock:
-    """PostgreSQL's :class:`~cdcstream.changes.RawRows`: COPY text-format lines as read, and their spec."""
+    """PostgreSQL's :class:`~cdcstream.changes.RawRows`: COPY text-format lines as read, and their spec;
+    ``sizes``: the rows of each part of a chunk of parts (loadengine.Chunk.parts), mapped part by part."""
 
     text: bytes
     count: int
     spec: RowSpec
+    sizes: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return self.count
@@ -161,6 +163,16 @@ class CopyBlock:
             return render_lines(self.spec.names, _spec_types(self.spec)[1], split_copy_text(self.text.decode()))
         except NeedTypes:
             return None  # a composite changed since the spec was made: the source re-describes and decodes
+
+    def split(self) -> list[CopyBlock]:
+        """The parts (``sizes``) as blocks of their own: the compiled renderer leaves a whole block to the
+        reference path for one value it does not take, so a worker retries a chunk of parts part by part."""
+        lines = self.text.split(b"\n")  # COPY escapes newlines inside values: one line per row
+        out, start = [], 0
+        for n in self.sizes or (self.count,):
+            out.append(CopyBlock(b"".join(line + b"\n" for line in lines[start : start + n]), n, self.spec))
+            start += n
+        return out
 
     def render_records(self, layout: LoadLayout) -> tuple[list[str], list[bytes], list[bytes | None]] | None:
         """The block's load records straight from the COPY text by the compiled renderer (fused.py,
@@ -186,6 +198,9 @@ def _row_predicate(columns: tuple[str, ...], types: dict[str, str], values: Key,
 
 class PgLoadEngine:
     """:class:`~cdcstream.sources.loadengine.LoadEngine` for one PostgreSQL database."""
+
+    #: Raw reads hand over chunks of parts (loadengine.Chunk.parts); the load's queue is sized for them.
+    reads_parts = True
 
     def __init__(
         self,
@@ -394,18 +409,29 @@ class PgLoadEngine:
         key_idx = [names.index(k) for k in keys]
         row_spec: RowSpec | None = None
         generation = -1
+        size = self._buffer_size
+        # Raw reads hand over GROUP_ROWS rows at a time (the rest at the end) as one chunk of parts of ``size``
+        # rows: one hand-off for all of them, and a marker still after every ``size`` rows.
+        group = max(1, GROUP_ROWS // size) if raw else 1
         while True:
             n = 0
             query = self._query(spec, segment, after).as_bytes(conn)
-            async for block in copy_out(conn.pgconn, query, self._buffer_size, spec.name):
+            async for block in copy_out(conn.pgconn, query, size * group, spec.name, fill=raw):
                 n += len(block)
                 if raw:
                     if generation != self._types.generation:  # types re-described: a fresh copy for the workers
                         row_spec, generation = self._row_spec(spec), self._types.generation
                     assert row_spec is not None
-                    last_line = parse_copy_line(str(block[-1], "utf-8")[:-1])
-                    last = [last_line[i] for i in key_idx] if keys else None
-                    yield Chunk([], last, CopyBlock(b"".join(block), len(block), row_spec))
+                    parts: list[tuple[int, Key | None]] = []
+                    for start in range(0, len(block), size):
+                        end = min(start + size, len(block))
+                        last = None
+                        if keys:
+                            last_line = parse_copy_line(str(block[end - 1], "utf-8")[:-1])
+                            last = [last_line[i] for i in key_idx]
+                        parts.append((end - start, last))
+                    sizes = tuple(n for n, _ in parts) if len(parts) > 1 else ()
+                    yield Chunk([], last, CopyBlock(b"".join(block), len(block), row_spec, sizes), parts)
                 else:
                     lines = split_copy_text(b"".join(block).decode())
                     last = [lines[-1][i] for i in key_idx] if keys else None
@@ -436,10 +462,13 @@ async def _wait_fd(fd: int, *, writable: bool = False) -> None:
             loop.remove_reader(fd)
 
 
-async def copy_out(pg: pq.abc.PGconn, query: bytes, rows: int, what: str) -> AsyncIterator[list[memoryview]]:
+async def copy_out(
+    pg: pq.abc.PGconn, query: bytes, rows: int, what: str, *, fill: bool = False
+) -> AsyncIterator[list[memoryview]]:
     """``COPY ... TO STDOUT`` on an idle connection through libpq directly: blocks of up to ``rows`` rows (raw
-    text lines with their newline), as many per wake-up as libpq has buffered. psycopg's own COPY costs one await
-    per row, which was a sixth of the load's CPU. The connection is idle again when this returns or raises."""
+    text lines with their newline), as many per wake-up as libpq has buffered; ``fill``: ``rows`` rows (the last
+    block: the rest), however many wake-ups that takes (a wake-up brings ~100 rows). psycopg's own COPY costs one
+    await per row, which was a sixth of the load's CPU. The connection is idle again when this returns or raises."""
     try:
         pg.send_query(query)
         while pg.flush() == 1:
@@ -461,7 +490,7 @@ async def copy_out(pg: pq.abc.PGconn, query: bytes, rows: int, what: str) -> Asy
                     block = []
                 continue
             if size == 0:
-                if block:
+                if block and not fill:
                     yield block
                     block = []
                 await _wait_fd(pg.socket)
