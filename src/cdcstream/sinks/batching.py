@@ -54,6 +54,9 @@ RETRIABLE_ENTRY_ERRORS = frozenset(
 THROTTLE_ENTRY_ERRORS = frozenset({"ProvisionedThroughputExceededException", "KMSThrottlingException"})
 
 
+#: Kinesis partition keys are 1..256 Unicode characters (the sink sends a longer or empty key hashed).
+MAX_PARTITION_KEY_CHARS = 256
+
 #: Seconds without a failure after which a key's congestion window is forgotten (full-size requests again).
 WINDOW_RESET = 5.0
 
@@ -270,6 +273,65 @@ class Batcher:
             return True
         q.append(record)
         return False
+
+    def add_run(
+        self,
+        records: Sequence[Record],
+        start: int,
+        stop: int,
+        now: float,
+        max_size: int,
+        room_bytes: int,
+        overhead: int,
+    ) -> tuple[int, int, bool]:
+        """:meth:`add` for ``records[start:stop]``, each under its own ``partition_key``, in order, in one call
+        (the sink's per-record cost was a call and a dozen attribute updates per record). Stops before a record
+        :meth:`add` must not get as is: its key is empty or over :data:`MAX_PARTITION_KEY_CHARS` (the sink sends
+        it hashed), or its data + key bytes exceed ``max_size``; and before the next record once the records
+        added take ``room_bytes`` (each counted as its data + key bytes + ``overhead``: the sink's buffer bound).
+        Returns ``(records added, their data + key bytes, whether a key arrived that had nothing queued)``."""
+        queues = self._queues
+        fresh = self._fresh
+        in_flight = self._in_flight
+        fresh_bytes = self._fresh_bytes
+        nbytes = 0
+        new_key = False
+        i = start
+        while i < stop:
+            if nbytes + (i - start) * overhead >= room_bytes:
+                break
+            record = records[i]
+            key = record.partition_key
+            if not 0 < len(key) <= MAX_PARTITION_KEY_CHARS:
+                break
+            size = len(record.data) + (len(key) if key.isascii() else len(key.encode()))
+            if size > max_size:
+                break
+            nbytes += size
+            i += 1
+            # add(), inlined.
+            q = queues.get(key)
+            if q is not None:
+                q.append(record)
+            elif key in fresh:
+                first = fresh.pop(key)
+                fresh_bytes -= len(first.data) + key_size(key)
+                queues[key] = deque((first, record))
+                self._first_at[key] = self._fresh_at
+            elif key not in in_flight:
+                if not fresh:
+                    self._fresh_at = now
+                fresh[key] = record
+                fresh_bytes += size
+                new_key = True
+            else:
+                queues[key] = deque((record,))
+                self._first_at[key] = now
+                new_key = True
+        self._fresh_bytes = fresh_bytes
+        self.pending += i - start
+        self.pending_bytes += nbytes
+        return i - start, nbytes, new_key
 
     @property
     def in_flight_keys(self) -> frozenset[str]:
@@ -581,8 +643,7 @@ class Batcher:
         order; ``results=None`` means every entry succeeded). Returns the acknowledged records."""
         in_flight = self._in_flight
         if results is None:
-            for key in batch.keys:
-                in_flight.discard(key)
+            in_flight.difference_update(batch.keys)  # a request's keys are distinct: one group per key
             if self._backoffs:
                 for key in batch.keys:
                     self._backoffs.pop(key, None)
