@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from cdcstream.records import Record
+from cdcstream.sinks import batching
 from cdcstream.sinks.batching import WINDOW_RESET, Batch, Batcher, RequestLimit, key_size
 from cdcstream.sinks.kinesis import effective_partition_key
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
@@ -536,9 +538,10 @@ _run_keys = st.sampled_from(["a", "b", "é", "", "L" * 257, "c" * 256])
     )
 )
 def test_add_run_queues_what_add_one_by_one_queues(steps: list[tuple[list[tuple[str, int]], int, bool]]) -> None:
-    """``add_run`` (one call per run) against :meth:`Batcher.add` per record, the loop the sink ran before: the
-    same records taken, the same queues, fast lane, wait times and counters, and the same stop."""
-    fast, ref = Batcher(), Batcher()
+    """``add_run`` (one call per run; pure, and with the C loop when built) against :meth:`Batcher.add` per
+    record, the loop the sink ran before: the same records taken, the same queues, fast lane, wait times and
+    counters, and the same stop."""
+    ref, pure, built = Batcher(), Batcher(), Batcher()
     max_size, overhead = 300, 7
     seq = 0
     for t, (run, room_bytes, take) in enumerate(steps):
@@ -560,16 +563,28 @@ def test_add_run_queues_what_add_one_by_one_queues(steps: list[tuple[list[tuple[
             new_ref = ref.add(key, r, now, size) or new_ref
             n_ref += 1
             nbytes_ref += size
-        assert fast.add_run(records, 0, len(records), now, max_size, room_bytes, overhead) == (
-            n_ref,
-            nbytes_ref,
-            new_ref,
-        )
-        assert _state(fast) == _state(ref)
+        with mock.patch.object(batching, "_ADD_RUN", None):
+            got_pure = pure.add_run(records, 0, len(records), now, max_size, room_bytes, overhead)
+        got_built = built.add_run(records, 0, len(records), now, max_size, room_bytes, overhead)
+        assert got_pure == got_built == (n_ref, nbytes_ref, new_ref)
+        assert _state(pure) == _state(built) == _state(ref)
         if take:
-            got = fast.take_batch(now + 1, 3, 10_000, 0.0)
             want = ref.take_batch(now + 1, 3, 10_000, 0.0)
-            assert (got and _seqs(got)) == (want and _seqs(want))
-            if got is not None and want is not None and t % 2:
-                fast.complete(got, None, now + 1)
+            for b in (pure, built):
+                got = b.take_batch(now + 1, 3, 10_000, 0.0)
+                assert (got and _seqs(got)) == (want and _seqs(want))
+                if got is not None and t % 2:
+                    b.complete(got, None, now + 1)
+            if want is not None and t % 2:
                 ref.complete(want, None, now + 1)
+
+
+def test_the_compiled_add_run_is_used_when_built() -> None:
+    """The differential test above compares something: the extension is built in this environment (CI builds it),
+    unless CDCSTREAM_PURE is set."""
+    from cdcstream import compiled
+
+    if compiled.pure_requested():
+        assert batching._ADD_RUN is None
+    else:
+        assert batching._ADD_RUN is not None
