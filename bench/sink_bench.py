@@ -5,7 +5,11 @@ N ~300-byte records through the sink and prints records/s, payload MB/s, the sin
 CPU time of this process, which runs only the sink), resends (entries sent / records - 1) and duplicates
 (entries accepted more than once / records: what a consumer sees twice).
 
-    python bench/sink_bench.py [--records 200000] [--runs 3]
+``--put-many N`` hands the records to the sink in runs of N with ``put_many`` (as the pipeline does: one await per
+run, bounded by the sink's room) instead of one ``put`` per record; ``--failures 0`` runs only the scenarios without
+injected throttling.
+
+    python bench/sink_bench.py [--records 200000] [--runs 3] [--put-many 2000] [--failures 0,0.1]
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ def _records(n: int, per_record_keys: bool) -> list[Record]:
     return out
 
 
-async def _run_once(url: str, records: list[Record], ordering: str, **overrides: Any) -> tuple[float, float, int]:
+async def _run_once(
+    url: str, records: list[Record], ordering: str, put_many: int = 0, **overrides: Any
+) -> tuple[float, float, int]:
     acked = 0
 
     def on_ack(recs: object) -> None:
@@ -83,8 +89,14 @@ async def _run_once(url: str, records: list[Record], ordering: str, **overrides:
     task = asyncio.create_task(sink.run())
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    for r in records:
-        await sink.put(r)
+    if put_many:
+        done = 0
+        while done < len(records):  # as the pipeline's _emit_many: runs bounded by the sink's room
+            end = min(len(records), done + put_many, done + max(1, sink.room))
+            done += await sink.put_many(records, done, end)
+    else:
+        for r in records:
+            await sink.put(r)
     ok = await sink.drain(600)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -98,10 +110,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--put-many", type=int, default=0, metavar="N", help="put_many runs of N records (0: put each)")
+    ap.add_argument("--failures", default="0,0.1", help="injected per-entry failure rates, comma-separated")
     args = ap.parse_args()
     quiet_sink()
     print(f"{'scenario':44} {'rec/s':>9} {'MB/s':>7} {'cpu µs/rec':>10} {'resends':>8} {'duplicates':>10}")
-    for fail in (0.0, 0.1):
+    for fail in (float(f) for f in args.failures.split(",")):
         with fake_kinesis("--fail-rate", str(fail)) as url:
             for per_key, ordering in itertools.product((False, True), ("per-key", "none")):
                 records = _records(args.records, per_key)
@@ -109,7 +123,7 @@ def main() -> None:
                 rates, cpus, mbs, resends, dups = [], [], [], [], []
                 for _ in range(args.runs):
                     before = endpoint_stats(url)
-                    wall, cpu, n = asyncio.run(_run_once(url, records, ordering))
+                    wall, cpu, n = asyncio.run(_run_once(url, records, ordering, args.put_many))
                     after = endpoint_stats(url)
                     sent = after["entries"] - before["entries"]
                     failed = after["failed"] - before["failed"]

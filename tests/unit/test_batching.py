@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from unittest import mock
 
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from cdcstream.records import Record
+from cdcstream.sinks import batching
 from cdcstream.sinks.batching import WINDOW_RESET, Batch, Batcher, RequestLimit, key_size
 from cdcstream.sinks.kinesis import effective_partition_key
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
@@ -505,3 +508,85 @@ def test_ordering_none_resends_only_rejected_entries_and_allows_parallel_request
     done = b.complete(first, [THROTTLE, None], 0.0)
     assert [r.seq for r in done.acked] == [1] and done.collateral == 0
     assert [r.seq for r in b.queued("a")] == [0]
+
+
+def _state(b: Batcher) -> tuple[object, ...]:
+    return (
+        {k: [r.seq for r in q] for k, q in b._queues.items()},
+        list(b._queues),
+        {k: r.seq for k, r in b._fresh.items()},
+        list(b._fresh),
+        dict(b._first_at),
+        b._fresh_at,
+        b._fresh_bytes,
+        b.pending,
+        b.pending_bytes,
+    )
+
+
+_run_keys = st.sampled_from(["a", "b", "é", "", "L" * 257, "c" * 256])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.tuples(_run_keys, st.integers(0, 60)), max_size=12),  # a run: (key, data size)
+            st.integers(0, 400),  # the buffer's byte room for the run
+            st.booleans(),  # take a request (keys go in flight) after the run
+        ),
+        max_size=8,
+    )
+)
+def test_add_run_queues_what_add_one_by_one_queues(steps: list[tuple[list[tuple[str, int]], int, bool]]) -> None:
+    """``add_run`` (one call per run; pure, and with the C loop when built) against :meth:`Batcher.add` per
+    record, the loop the sink ran before: the same records taken, the same queues, fast lane, wait times and
+    counters, and the same stop."""
+    ref, pure, built = Batcher(), Batcher(), Batcher()
+    max_size, overhead = 300, 7
+    seq = 0
+    for t, (run, room_bytes, take) in enumerate(steps):
+        now = float(t)
+        records = []
+        for key, size in run:
+            records.append(Record(partition_key=key, data=b"x" * size, seq=seq))
+            seq += 1
+        # The reference: add() per record while the byte room lasts, stopping at a key sent hashed or oversize.
+        n_ref = nbytes_ref = 0
+        new_ref = False
+        for r in records:
+            key = r.partition_key
+            if nbytes_ref + n_ref * overhead >= room_bytes or not 0 < len(key) <= 256:
+                break
+            size = len(r.data) + key_size(key)
+            if size > max_size:
+                break
+            new_ref = ref.add(key, r, now, size) or new_ref
+            n_ref += 1
+            nbytes_ref += size
+        with mock.patch.object(batching, "_ADD_RUN", None):
+            got_pure = pure.add_run(records, 0, len(records), now, max_size, room_bytes, overhead)
+        got_built = built.add_run(records, 0, len(records), now, max_size, room_bytes, overhead)
+        assert got_pure == got_built == (n_ref, nbytes_ref, new_ref)
+        assert _state(pure) == _state(built) == _state(ref)
+        if take:
+            want = ref.take_batch(now + 1, 3, 10_000, 0.0)
+            for b in (pure, built):
+                got = b.take_batch(now + 1, 3, 10_000, 0.0)
+                assert (got and _seqs(got)) == (want and _seqs(want))
+                if got is not None and t % 2:
+                    b.complete(got, None, now + 1)
+            if want is not None and t % 2:
+                ref.complete(want, None, now + 1)
+
+
+def test_the_compiled_add_run_is_used_when_built() -> None:
+    """The differential test above compares something wherever the extension is built, unless CDCSTREAM_PURE is
+    set (which must turn it off)."""
+    import importlib.util
+
+    from cdcstream import compiled
+
+    if importlib.util.find_spec("cdcstream.sinks._putrecords") is None:
+        pytest.skip("the compiled extension is not built")
+    assert (batching._ADD_RUN is None) == compiled.pure_requested()

@@ -150,9 +150,102 @@ done:
     return result;
 }
 
+/* ---- A run of records into the batcher (sinks/batching.py: Batcher.add_run is the reference) ------------------
+ *
+ * add_run(records, start, stop, max_size, room, overhead, queues, fresh, in_flight) -> (end, nbytes, fresh_bytes,
+ * new_key, rare): the two common cases of Batcher.add for records[start:stop], in order: a key with a queue (the
+ * record is appended to it) and a key with nothing pending nor in flight (the record goes to the fast lane, dict
+ * fresh). Stops before a record whose key is empty or over 256 characters or whose data + key bytes exceed max_size,
+ * and before the next record once the records added take room bytes (each its data + key bytes + overhead), as the
+ * reference does; also stops (rare = 1) before a record whose key waits in the fast lane or is in flight, which the
+ * caller adds itself. nbytes: data + key bytes added; fresh_bytes: those that went to the fast lane. */
+
+static PyObject *add_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 9 || !PyList_Check(args[0]) || !PyDict_Check(args[6]) || !PyDict_Check(args[7]) ||
+        !PyAnySet_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "add_run(records: list, start, stop, max_size, room, overhead, queues: dict, fresh: dict, "
+                        "in_flight: set)");
+        return NULL;
+    }
+    PyObject *records = args[0], *queues = args[6], *fresh = args[7], *in_flight = args[8];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    long long max_size = PyLong_AsLongLong(args[3]), room = PyLong_AsLongLong(args[4]),
+              overhead = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (stop > PyList_GET_SIZE(records))
+        stop = PyList_GET_SIZE(records);
+    static PyObject *s_data = NULL, *s_key = NULL, *s_append = NULL;
+    if (s_data == NULL && ((s_data = PyUnicode_InternFromString("data")) == NULL ||
+                           (s_key = PyUnicode_InternFromString("partition_key")) == NULL ||
+                           (s_append = PyUnicode_InternFromString("append")) == NULL))
+        return NULL;
+    long long nbytes = 0, fresh_bytes = 0;
+    int new_key = 0, rare = 0;
+    Py_ssize_t i = start;
+    for (; i < stop; i++) {
+        if (nbytes + (long long)(i - start) * overhead >= room)
+            break;
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        PyObject *key = PyObject_GetAttr(rec, s_key);
+        if (key == NULL)
+            return NULL;
+        PyObject *data = PyObject_GetAttr(rec, s_data);
+        if (data == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        /* Both stay alive through the record (its slots) while used here. */
+        Py_DECREF(key);
+        Py_DECREF(data);
+        if (!PyUnicode_Check(key) || !PyBytes_Check(data)) {
+            PyErr_SetString(PyExc_TypeError, "a record's partition_key must be str and its data bytes");
+            return NULL;
+        }
+        Py_ssize_t chars = PyUnicode_GET_LENGTH(key), klen = chars;
+        if (chars < 1 || chars > 256)
+            break;
+        if (!PyUnicode_IS_ASCII(key) && PyUnicode_AsUTF8AndSize(key, &klen) == NULL)
+            return NULL;
+        long long size = (long long)PyBytes_GET_SIZE(data) + klen;
+        if (size > max_size)
+            break;
+        PyObject *q = PyDict_GetItemWithError(queues, key); /* borrowed */
+        if (q != NULL) {
+            PyObject *r = PyObject_CallMethodOneArg(q, s_append, rec);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        } else {
+            if (PyErr_Occurred())
+                return NULL;
+            int in = PyDict_Contains(fresh, key);
+            if (in == 0)
+                in = PySet_Contains(in_flight, key);
+            if (in < 0)
+                return NULL;
+            if (in) {
+                rare = 1;
+                break;
+            }
+            if (PyDict_SetItem(fresh, key, rec) < 0)
+                return NULL;
+            fresh_bytes += size;
+            new_key = 1;
+        }
+        nbytes += size;
+    }
+    return Py_BuildValue("nLLii", i, nbytes, fresh_bytes, new_key, rare);
+}
+
 static PyMethodDef putrecords_functions[] = {
     {"put_records_body", (PyCFunction)(void (*)(void))put_records_body, METH_FASTCALL,
      "put_records_body(head, records, keys, counts) -> the PutRecords request body (sinks/putrecords.py)"},
+    {"add_run", (PyCFunction)(void (*)(void))add_run, METH_FASTCALL,
+     "add_run(records, start, stop, max_size, room, overhead, queues, fresh, in_flight) -> (end, nbytes, "
+     "fresh_bytes, new_key, rare): Batcher.add_run's common cases (sinks/batching.py)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cdcstream import compiled
 from cdcstream.records import Record
 from cdcstream.runtime.retry import Backoff
 from cdcstream.sinks.shards import ShardLimiter
@@ -53,6 +54,22 @@ RETRIABLE_ENTRY_ERRORS = frozenset(
 #: Entry errors that are throttling (for the ``reason`` label of the retries metric).
 THROTTLE_ENTRY_ERRORS = frozenset({"ProvisionedThroughputExceededException", "KMSThrottlingException"})
 
+
+#: Kinesis partition keys are 1..256 Unicode characters (the sink sends a longer or empty key hashed).
+MAX_PARTITION_KEY_CHARS = 256
+
+
+def _compiled_add_run() -> Callable[..., tuple[int, int, int, int, int]] | None:
+    """``add_run`` of the sink's optional C extension (``_putrecords.c``: :meth:`Batcher.add_run`'s two common cases
+    per record in C); None without the extension or with ``CDCSTREAM_PURE=1``."""
+    try:
+        from cdcstream.sinks._putrecords import add_run
+    except ImportError:
+        return None
+    return None if compiled.pure_requested() else add_run
+
+
+_ADD_RUN = _compiled_add_run()
 
 #: Seconds without a failure after which a key's congestion window is forgotten (full-size requests again).
 WINDOW_RESET = 5.0
@@ -270,6 +287,117 @@ class Batcher:
             return True
         q.append(record)
         return False
+
+    def add_run(
+        self,
+        records: Sequence[Record],
+        start: int,
+        stop: int,
+        now: float,
+        max_size: int,
+        room_bytes: int,
+        overhead: int,
+    ) -> tuple[int, int, bool]:
+        """:meth:`add` for ``records[start:stop]``, each under its own ``partition_key``, in order, in one call
+        (the sink's per-record cost was a call and a dozen attribute updates per record). Stops before a record
+        :meth:`add` must not get as is: its key is empty or over :data:`MAX_PARTITION_KEY_CHARS` (the sink sends
+        it hashed), or its data + key bytes exceed ``max_size``; and before the next record once the records
+        added take ``room_bytes`` (each counted as its data + key bytes + ``overhead``: the sink's buffer bound).
+        Returns ``(records added, their data + key bytes, whether a key arrived that had nothing queued)``.
+
+        The loop below is the reference; with the C extension a list goes through :meth:`_add_run_compiled`
+        (tests/unit/test_batching.py holds both to :meth:`add` per record)."""
+        if _ADD_RUN is not None and type(records) is list:
+            return self._add_run_compiled(records, start, stop, now, (max_size, room_bytes, overhead))
+        queues = self._queues
+        fresh = self._fresh
+        in_flight = self._in_flight
+        fresh_bytes = self._fresh_bytes
+        nbytes = 0
+        new_key = False
+        i = start
+        while i < stop:
+            if nbytes + (i - start) * overhead >= room_bytes:
+                break
+            record = records[i]
+            key = record.partition_key
+            if not 0 < len(key) <= MAX_PARTITION_KEY_CHARS:
+                break
+            size = len(record.data) + (len(key) if key.isascii() else len(key.encode()))
+            if size > max_size:
+                break
+            nbytes += size
+            i += 1
+            # add(), inlined.
+            q = queues.get(key)
+            if q is not None:
+                q.append(record)
+            elif key in fresh:
+                first = fresh.pop(key)
+                fresh_bytes -= len(first.data) + key_size(key)
+                queues[key] = deque((first, record))
+                self._first_at[key] = self._fresh_at
+            elif key not in in_flight:
+                if not fresh:
+                    self._fresh_at = now
+                fresh[key] = record
+                fresh_bytes += size
+                new_key = True
+            else:
+                queues[key] = deque((record,))
+                self._first_at[key] = now
+                new_key = True
+        self._fresh_bytes = fresh_bytes
+        self.pending += i - start
+        self.pending_bytes += nbytes
+        return i - start, nbytes, new_key
+
+    def _add_run_compiled(
+        self, records: list[Record], start: int, stop: int, now: float, limits: tuple[int, int, int]
+    ) -> tuple[int, int, bool]:
+        """:meth:`add_run` with the C loop (``_putrecords.add_run``), which appends to existing queues and fills
+        the fast lane, and stops at a key that waits in the fast lane or is in flight: those are added here.
+        ``limits``: add_run's ``max_size``, ``room_bytes`` and ``overhead``."""
+        assert _ADD_RUN is not None
+        max_size, room_bytes, overhead = limits
+        queues = self._queues
+        fresh = self._fresh
+        i = start
+        nbytes = 0
+        fresh_bytes = 0
+        new_key = False
+        while True:
+            was_empty = not fresh
+            room = room_bytes - nbytes - (i - start) * overhead
+            end, added, added_fresh, new, rare = _ADD_RUN(
+                records, i, stop, max_size, room, overhead, queues, fresh, self._in_flight
+            )
+            if was_empty and fresh:
+                self._fresh_at = now
+            nbytes += added
+            fresh_bytes += added_fresh
+            new_key = new_key or bool(new)
+            i = end
+            if not rare:
+                break
+            # records[i] passed the key, size and room checks; add()'s two other cases.
+            record = records[i]
+            key = record.partition_key
+            nbytes += len(record.data) + key_size(key)
+            i += 1
+            if key in fresh:
+                first = fresh.pop(key)
+                fresh_bytes -= len(first.data) + key_size(key)
+                queues[key] = deque((first, record))
+                self._first_at[key] = self._fresh_at
+            else:  # in flight
+                queues[key] = deque((record,))
+                self._first_at[key] = now
+                new_key = True
+        self._fresh_bytes += fresh_bytes
+        self.pending += i - start
+        self.pending_bytes += nbytes
+        return i - start, nbytes, new_key
 
     @property
     def in_flight_keys(self) -> frozenset[str]:
@@ -581,8 +709,7 @@ class Batcher:
         order; ``results=None`` means every entry succeeded). Returns the acknowledged records."""
         in_flight = self._in_flight
         if results is None:
-            for key in batch.keys:
-                in_flight.discard(key)
+            in_flight.difference_update(batch.keys)  # a request's keys are distinct: one group per key
             if self._backoffs:
                 for key in batch.keys:
                     self._backoffs.pop(key, None)

@@ -29,7 +29,14 @@ from cdcstream.errors import OversizeRecordError, SinkError, SinkRetriableError
 from cdcstream.records import Record
 from cdcstream.runtime.stopping import cancel_and_wait
 from cdcstream.sinks import AckCallback, hints
-from cdcstream.sinks.batching import THROTTLE_ENTRY_ERRORS, Batch, Batcher, RequestLimit
+from cdcstream.sinks.batching import MAX_PARTITION_KEY_CHARS as MAX_PARTITION_KEY_CHARS
+from cdcstream.sinks.batching import (
+    THROTTLE_ENTRY_ERRORS,
+    Batch,
+    Batcher,
+    RequestLimit,
+    key_size,
+)
 from cdcstream.sinks.putrecords import RETRIABLE_REQUEST_ERRORS, PutRecordsClient, error_hint
 from cdcstream.sinks.shards import ShardLimiter, ShardMap
 from cdcstream.telemetry import metrics
@@ -45,8 +52,6 @@ MAX_REQUEST_BYTES_DEFAULT = 5 * 1024 * 1024
 MAX_REQUEST_BYTES_LARGE = 10 * 1024 * 1024
 #: Used when DescribeStreamSummary does not report MaxRecordSizeInKiB (older servers, emulators).
 DEFAULT_MAX_RECORD_KIB = 1024
-#: Kinesis partition keys are 1..256 Unicode characters.
-MAX_PARTITION_KEY_CHARS = 256
 #: Per-shard record budget with aggregation (user records per second; bytes are what binds then).
 AGGREGATED_RECORDS_BUDGET = 1e9
 #: How often a throttling summary is logged while throttling goes on.
@@ -276,10 +281,11 @@ class KinesisSink:
         return max(0, self._max_buffered - self._outstanding)
 
     async def put_many(self, records: Sequence[Record], start: int, stop: int) -> int:
-        """Queue ``records[start:stop]`` in order (see :meth:`cdcstream.sinks.Sink.put_many`): :meth:`put`'s work
-        inlined for a run, so a run of records costs one await instead of one per record."""
+        """Queue ``records[start:stop]`` in order (see :meth:`cdcstream.sinks.Sink.put_many`): the batcher takes
+        the run in one call (:meth:`Batcher.add_run`) as far as the buffer has room, so a run costs one await and
+        a few calls, not a call and a dozen counter updates per record."""
         await self._wait_space()
-        add = self._batcher.add
+        batcher = self._batcher
         max_buffered = self._max_buffered
         max_bytes = self._max_bytes
         max_record = self.max_record_bytes
@@ -287,21 +293,34 @@ class KinesisSink:
         new_keys = False
         i = start
         while i < stop:
-            if self._outstanding >= max_buffered or self._outstanding_bytes >= max_bytes:
+            room = max_buffered - self._outstanding
+            room_bytes = max_bytes - self._outstanding_bytes
+            if room <= 0 or room_bytes <= 0:
                 self._wake_if_due(new_keys, now)  # the run loop must send for space to come
                 new_keys = False
                 await self._wait_space()
                 now = time.monotonic()
+                continue
+            n, nbytes, new = batcher.add_run(
+                records, i, min(stop, i + room), now, max_record, room_bytes, RECORD_OVERHEAD
+            )
+            if n:
+                i += n
+                self._outstanding += n
+                self._outstanding_bytes += nbytes + n * RECORD_OVERHEAD
+                self._puts_since_scan += n
+                self._bytes_since_scan += nbytes
+                new_keys = new_keys or new
+                continue
+            # add_run stopped at records[i] itself (room is left): a key sent hashed, or an oversize record.
             record = records[i]
-            key = record.partition_key
-            if not 0 < len(key) <= MAX_PARTITION_KEY_CHARS:
-                key = effective_partition_key(key)
-            size = len(record.data) + (len(key) if key.isascii() else len(key.encode()))
+            key = effective_partition_key(record.partition_key)
+            size = len(record.data) + key_size(key)
             if size > max_record:
                 break  # put() raises OversizeRecordError with the details (the caller puts it alone)
             self._outstanding += 1
             self._outstanding_bytes += size + RECORD_OVERHEAD
-            if add(key, record, now, size):
+            if batcher.add(key, record, now, size):
                 new_keys = True
             self._puts_since_scan += 1
             self._bytes_since_scan += size

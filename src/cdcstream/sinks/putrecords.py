@@ -3,9 +3,9 @@
 aiobotocore's ``put_records`` costs ~33 µs of CPU per record (model-driven serialisation, validation,
 event hooks, measured on a 2-core machine), which would make the sink the bottleneck of the whole daemon.
 PutRecords is a simple JSON-1.1 call, so this module writes the body directly (base64 data, pre-escaped
-partition keys), signs it with botocore's own SigV4 signer (credentials from the standard chain,
-refreshed per request) and posts it with one long-lived aiohttp session. Everything else
-(DescribeStreamSummary, ListShards) goes through aiobotocore.
+partition keys), signs it with :mod:`cdcstream.sinks.sigv4` (SigV4 as botocore writes it, without botocore's
+per-request objects; credentials from botocore's standard chain, refreshed per request) and posts it with one
+long-lived aiohttp session. Everything else (DescribeStreamSummary, ListShards) goes through aiobotocore.
 
 Errors are classified here: :class:`SinkRetriableError` for throttling, 5xx, timeouts and connection
 errors (the request may or may not have been written: the caller resends everything, duplicates allowed),
@@ -21,14 +21,13 @@ from typing import Any
 
 import aiohttp
 import orjson
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from cdcstream import compiled
 from cdcstream.errors import SinkError, SinkRetriableError
 from cdcstream.records import Record, put_records_entry
 from cdcstream.sinks.aggregation import aggregate, pack
 from cdcstream.sinks.batching import Batch
+from cdcstream.sinks.sigv4 import PutRecordsSigner
 
 TARGET = "Kinesis_20131202.PutRecords"
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -133,6 +132,7 @@ class PutRecordsClient:
         self.url = endpoint_url or f"https://kinesis.{region}.amazonaws.com"
         # A refreshable botocore credentials object; frozen per request so that refreshes are picked up.
         self._credentials = credentials
+        self._signer = PutRecordsSigner(self.url, region, "kinesis", TARGET, CONTENT_TYPE)
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._head = b'{"StreamName":' + _json_str(stream_name) + b',"Records":['
         # Partition key -> the JSON tail of an entry for it; keys repeat a lot, escaping them once pays.
@@ -226,14 +226,7 @@ class PutRecordsClient:
 
     async def _sign(self, body: bytes) -> dict[str, str]:
         frozen = await self._credentials.get_frozen_credentials()
-        req = AWSRequest(
-            method="POST",
-            url=self.url,
-            data=body,
-            headers={"X-Amz-Target": TARGET, "Content-Type": CONTENT_TYPE},
-        )
-        SigV4Auth(frozen, "kinesis", self.region).add_auth(req)
-        return dict(req.headers.items())
+        return self._signer.headers(frozen, body)
 
     async def put_records(self, batch: Batch) -> PutRecordsResult:
         """Send one request. Raises SinkRetriableError (resend everything later) or SinkError (stop)."""
