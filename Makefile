@@ -32,10 +32,18 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
-# The whole suite: lint, unit, integration (private PostgreSQL + moto + kinesalite), end-to-end.
+# The whole suite: lint, unit, integration (private PostgreSQL + moto + kinesalite), end-to-end; beside it (their
+# servers mostly wait, and CI has 30 minutes) the PostgreSQL source's core on the other versions (pg-versions),
+# whose output follows the suite's. Either failing fails the target.
 test: lint $(KINESALITE)/node_modules/.installed
-	$(BIN)/pytest $(PYTEST_ARGS)
-	$(MAKE) pg-versions
+	$(BIN)/python -m tests.support.pg_binaries $(subst $(comma), ,$(PG_VERSIONS))
+	@log=$$(mktemp); \
+	$(PG_CORE) $(PYTEST_ARGS) > $$log 2>&1 & versions=$$!; \
+	$(BIN)/pytest $(PYTEST_ARGS); suite=$$?; \
+	wait $$versions; other=$$?; \
+	echo "--- the PostgreSQL source's core on PostgreSQL $(PG_VERSIONS) (run beside the suite):"; \
+	cat $$log; rm -f $$log; \
+	exit $$(( suite || other ))
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -51,9 +59,10 @@ e2e: $(BIN)/.installed $(KINESALITE)/node_modules/.installed
 # everything on 15. The binaries are fetched first (tests/support/pg_binaries.py), so a registry that cannot be
 # reached fails here, plainly. The Kinesis-API servers do not depend on the PostgreSQL version: moto only.
 PG_VERSIONS ?= 14,16,17,18
+PG_CORE = $(BIN)/pytest -m pg_core --pg-versions $(PG_VERSIONS) -k "not kinesalite"
 pg-versions: $(BIN)/.installed $(KINESALITE)/node_modules/.installed
 	$(BIN)/python -m tests.support.pg_binaries $(subst $(comma), ,$(PG_VERSIONS))
-	$(BIN)/pytest -m pg_core --pg-versions $(PG_VERSIONS) -k "not kinesalite" $(PYTEST_ARGS)
+	$(PG_CORE) $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pg_e2e_bench.py
