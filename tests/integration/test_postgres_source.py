@@ -74,7 +74,8 @@ async def test_insert_update_delete_truncate(pg_db: PgDb) -> None:
         assert ev[5].after is None and ev[5].before is None and ev[5].table.table == "items"
         positions = [e.stream_position for e in ev]
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
-        # the table's TableInfo is shared by the events of one Relation message
+        # the table's TableInfo is shared by its events while the relation is unchanged (also across a re-sent
+        # Relation message: pgoutput sends one again after an invalidation of the table's cache entry)
         assert ev[0].table is ev[1].table
     finally:
         await reader.stop()

@@ -398,6 +398,20 @@ BEGIN = b"B" + struct.pack("!QqI", 0x2000, 0, 7)
 COMMIT = b"C" + struct.pack("!BQQq", 0, 0x2000, 0x2010, 0)
 
 
+def test_an_unchanged_relation_resent_keeps_its_table_info() -> None:
+    """pgoutput re-sends a Relation after any invalidation of the table's cache entry (an ANALYZE, say): the rows
+    on either side share one TableInfo (per-table plans downstream stay valid); a changed one gets a new one."""
+    rel = _relation(1, [("id", 23, True), ("n", 23, False)])
+    ins = b"I" + struct.pack("!I", 1) + b"N" + _tuple(["1", "2"])
+    items = Decoder().feed([_w(BEGIN), _w(rel), _w(ins), _w(rel), _w(ins), _w(COMMIT)])
+    first, second = [i for i in items if isinstance(i, ChangeEvent)]
+    assert first.table is second.table
+    altered = _relation(1, [("id", 23, True), ("n", 20, False)])
+    items = Decoder().feed([_w(BEGIN), _w(rel), _w(ins), _w(altered), _w(ins), _w(COMMIT)])
+    first, second = [i for i in items if isinstance(i, ChangeEvent)]
+    assert first.table is not second.table and second.table.columns[1].type_id == 20
+
+
 def test_unchanged_toast_filled_from_old_tuple_with_replica_identity_full() -> None:
     rel = _relation(1, [("id", 23, True), ("big", 25, True), ("doc", 3802, True), ("n", 23, True)])
     upd = b"U" + struct.pack("!I", 1) + b"O" + _tuple(["1", "x" * 10, '{"a": 1}', "1"])

@@ -214,6 +214,10 @@ class Decoder:
         )
         table = TableInfo(rel.namespace, rel.name, columns)
         old = self.plans.get(rel.relation_id)
+        if old is not None and old.table == table:
+            # An unchanged re-send (pgoutput sends Relation again after any invalidation of the table's cache
+            # entry, e.g. an ANALYZE): the same TableInfo, so what is planned per table downstream stays planned.
+            table = old.table
         plan = RelationPlan(
             relation_id=rel.relation_id,
             table=table,
