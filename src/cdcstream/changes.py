@@ -115,7 +115,8 @@ class ChangeEvent:
     fused_key: str | None = None
 
 
-_RUN_OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
+RUN_OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
+"""A :class:`FusedRows` run's operations, by their index in ``FusedRows.ops``."""
 
 
 @dataclass(slots=True)
@@ -146,7 +147,7 @@ class FusedRows:
         rid = self.first_record_id + i
         key = None if self.keys is None else self.keys[i]
         return ChangeEvent(
-            _RUN_OPS[self.ops[i]],
+            RUN_OPS[self.ops[i]],
             self.table,
             None,
             None,

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from cdcstream.changes import ALTER_OPS, ChangeEvent, FusedRows, LoadLayout, Op, SchemaChange, TableInfo
+from cdcstream.changes import ALTER_OPS, RUN_OPS, ChangeEvent, FusedRows, LoadLayout, Op, SchemaChange, TableInfo
 from cdcstream.config import TargetConfig
 from cdcstream.errors import CdcstreamError, ConfigError, MappingError
 from cdcstream.mapping.plan import TablePlan
@@ -52,8 +52,6 @@ CONTROL_NAMES = {
     "dms": {Op.TRUNCATE: "truncate-table", Op.DROP_TABLE: "drop-table", "restart": "restart-task"},
 }
 EMPTY_KEY = "<empty>"
-_RUN_OPS = (Op.INSERT, Op.UPDATE, Op.DELETE)
-"""A FusedRows run's operations, by their index in ``FusedRows.ops``."""
 CONTROL_OPERATIONS = {Op.TRUNCATE: "TruncateTable", Op.DROP_TABLE: "DropTable"}
 
 
@@ -327,7 +325,7 @@ class Mapper:
         position = orjson.dumps(run.position_prefix)[:-1]  # the opening quote, no closing one
         xid = orjson.dumps(run.transaction_id)
         mids = []
-        for op in _RUN_OPS:
+        for op in RUN_OPS:
             head = _fused_head(plan, op, stamp, heads)
             mids.append(b"".join((head[1], head[2], xid, b',"stream-position":', position)))
         datas = _splice(run.data, run.ops, (mids[0], mids[1], mids[2]), run.first_record_id)

@@ -360,44 +360,33 @@ class Batcher:
         ``limits``: add_run's ``max_size``, ``room_bytes`` and ``overhead``."""
         assert _ADD_RUN is not None
         max_size, room_bytes, overhead = limits
-        queues = self._queues
         fresh = self._fresh
         i = start
         nbytes = 0
-        fresh_bytes = 0
         new_key = False
         while True:
             was_empty = not fresh
             room = room_bytes - nbytes - (i - start) * overhead
             end, added, added_fresh, new, rare = _ADD_RUN(
-                records, i, stop, max_size, room, overhead, queues, fresh, self._in_flight
+                records, i, stop, max_size, room, overhead, self._queues, fresh, self._in_flight
             )
             if was_empty and fresh:
                 self._fresh_at = now
+            self.pending += end - i
+            self.pending_bytes += added
+            self._fresh_bytes += added_fresh
             nbytes += added
-            fresh_bytes += added_fresh
             new_key = new_key or bool(new)
             i = end
             if not rare:
-                break
-            # records[i] passed the key, size and room checks; add()'s two other cases.
+                return i - start, nbytes, new_key
+            # records[i] passed the key, size and room checks; its key waits in the fast lane or is in flight:
+            # add()'s other two cases.
             record = records[i]
-            key = record.partition_key
-            nbytes += len(record.data) + key_size(key)
+            size = len(record.data) + key_size(record.partition_key)
+            new_key = self.add(record.partition_key, record, now, size) or new_key
+            nbytes += size
             i += 1
-            if key in fresh:
-                first = fresh.pop(key)
-                fresh_bytes -= len(first.data) + key_size(key)
-                queues[key] = deque((first, record))
-                self._first_at[key] = self._fresh_at
-            else:  # in flight
-                queues[key] = deque((record,))
-                self._first_at[key] = now
-                new_key = True
-        self._fresh_bytes += fresh_bytes
-        self.pending += i - start
-        self.pending_bytes += nbytes
-        return i - start, nbytes, new_key
 
     @property
     def in_flight_keys(self) -> frozenset[str]:
